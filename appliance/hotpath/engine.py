@@ -1,0 +1,755 @@
+"""The engine actor: md rings + exec ring -> books -> strategies -> risk -> order ring.
+
+One compiled ``step`` polls every md ring (one per gateway, merged by polling each in turn), the
+exec ring and the kill switch, up to ``max_iters`` times, then returns so the Python loop can
+heartbeat, persist a halt and look at signals. Python never touches a message.
+
+Per md record (``handle_md``)::
+
+    L2_UPDATE    book.update on the (venue, instrument) book row; a first F_SNAPSHOT record
+                 clears the book (it is being rebuilt); bad updates are counted, never raised
+    BATCH_END    the book is consistent: every strategy with a leg on it runs ``on_book``,
+                 then its quote slots are reconciled into orders
+    TRADE        ``on_trade`` of the strategies on that book (toxicity), then reconcile
+    BOOK_STATUS  INVALID clears the book and makes its strategies pull their quotes; VALID
+                 lets them quote again
+    other        ignored (BBO is not book state); unknown instruments are counted
+
+Working orders (``ords[S, Q_SLOTS, O_N]``) are tracked one per quote slot, optimistically: a new
+or replace is working as soon as it is written, a cancel frees the slot at once; exec reports
+correct the picture (a fill reduces leaves, a reject frees the slot). Client order ids are
+``(counter << 16) | (strategy << 8) | slot``, so an exec report finds its slot without a map, and
+the counter starts from ``clord_base`` (deterministic in a replay, time-derived in production).
+
+Risk (tier 1, ``risk_check``; every new and replace passes it): halted -> refused; qty in
+(0, max_qty]; price within ``collar_ticks`` of the far touch; at most ``max_open`` working orders.
+Tier 3: each strategy's PnL (realised + marked to mid, tick-lots summed over its legs) below
+``-max_loss_tl`` sets the kill switch from compiled code (source max loss).
+
+Kill switch: every loop iteration reads the control block's kill flag. On a new kill epoch the
+engine sends a CANCEL for every working order, stops all new orders and replaces, and then writes
+``kill_ack_epoch`` (so an acknowledgement means the cancels are already on the order ring). Books
+and strategy state keep updating while HALTED; clearing the flag (manual reset) resumes trading.
+
+Every order record carries the origin TSC of the md event that caused it; the engine adds
+``now - origin`` (ns) to a log2 histogram (``lat_hist``) for every order it writes.
+
+Return codes of ``step``: STEP_OK, STEP_KILL_SEEN (a new kill epoch was acknowledged in this
+call: Python persists the halt), STEP_MAX_LOSS (this call set the kill switch on max loss).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from appliance.hotpath import book, clock, control, records, ring, wait
+from appliance.hotpath import strategies as strat
+from appliance.hotpath.strategies import base
+
+# --- order slots ---------------------------------------------------------------------------------
+O_STATE = 0
+O_CLORD = 1
+O_PRICE = 2
+O_QTY = 3          # leaves qty
+O_SIDE = 4
+O_LEG = 5
+O_PREV = 6         # clord id before the last replace (its fills still count)
+O_N = 8
+
+OS_NONE = 0
+OS_WORKING = 1
+OS_IOC = 2         # an IOC sent from this slot (not cancellable; kept for its fills)
+
+# --- book state ----------------------------------------------------------------------------------
+BS_VALID = 0
+BS_SNAP = 1        # inside a snapshot (book being rebuilt)
+BS_EVENTS = 2
+BS_N = 4
+
+# --- risk params (int64) -------------------------------------------------------------------------
+R_MAX_QTY = 0
+R_COLLAR = 1
+R_MAX_OPEN = 2
+R_MAX_LOSS = 3     # tick-lots; 0 = off
+R_TIMER_TSC = 4    # strategy timer period in ticks
+R_N = 8
+
+RISK_OK = 0
+RISK_HALTED = 1
+RISK_QTY = 2
+RISK_COLLAR = 3
+RISK_MAX_OPEN = 4
+RISK_NO_BOOK = 5
+RISK_NAMES = {RISK_OK: "OK", RISK_HALTED: "HALTED", RISK_QTY: "QTY", RISK_COLLAR: "COLLAR",
+              RISK_MAX_OPEN: "MAX_OPEN", RISK_NO_BOOK: "NO_BOOK"}
+
+# --- stats (int64) ---------------------------------------------------------------------------------
+ST_MD = 0
+ST_L2 = 1
+ST_TRADES = 2
+ST_BATCHES = 3
+ST_BOOK_ERRORS = 4
+ST_UNKNOWN_INSTR = 5
+ST_NEW = 6
+ST_REPLACE = 7
+ST_CANCEL = 8
+ST_RISK_REJECTS = 9
+ST_FILLS = 10
+ST_EXEC_REJECTS = 11
+ST_EXEC_UNMATCHED = 12
+ST_ACKS = 13
+ST_HALTED = 14
+ST_ACKED_EPOCH = 15
+ST_CLORD_NEXT = 16
+ST_LOOPS = 17
+ST_OPEN = 18
+ST_LAT_N = 19
+ST_LAT_SUM = 20
+ST_LAT_MAX = 21
+ST_KILL_CANCELS = 22
+ST_EXEC = 23
+ST_LAST_TIMER = 24
+ST_BOOK_INVALID = 25
+ST_SESSION_DOWN = 26
+ST_N = 32
+STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batches",
+              ST_BOOK_ERRORS: "book_errors", ST_UNKNOWN_INSTR: "unknown_instrument",
+              ST_NEW: "new", ST_REPLACE: "replace", ST_CANCEL: "cancel",
+              ST_RISK_REJECTS: "risk_rejects", ST_FILLS: "fills",
+              ST_EXEC_REJECTS: "exec_rejects", ST_EXEC_UNMATCHED: "exec_unmatched",
+              ST_ACKS: "acks", ST_HALTED: "halted", ST_ACKED_EPOCH: "acked_epoch",
+              ST_LOOPS: "loops", ST_OPEN: "open_orders", ST_LAT_N: "latency_n",
+              ST_KILL_CANCELS: "kill_cancels", ST_EXEC: "exec", ST_BOOK_INVALID: "book_invalid",
+              ST_SESSION_DOWN: "session_down"}
+
+LAT_BUCKETS = 64   # lat_hist[k] counts orders with 2**(k-1) <= ns < 2**k
+
+STEP_OK = 0
+STEP_KILL_SEEN = 1
+STEP_MAX_LOSS = 2
+
+# PnL per strategy and leg (int64[S, MAX_LEGS, PNL_N])
+PNL_POS = 0        # lots, + long
+PNL_CASH = 1       # tick-lots: - bought, + sold
+PNL_FEES = 2       # fee units of the FILL records (1e-8 quote), + paid
+PNL_N = 4
+
+MAX_INSTRUMENTS = 256
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run with this setup (message says why)."""
+
+
+# ------------------------------------------------------------------------------------------ numba
+
+@njit(cache=True, nogil=True)
+def risk_check(risk, px, n, b, side, price, q, open_orders, halted):
+    """Tier-1 pre-trade check of one order; returns RISK_* (RISK_OK passes)."""
+    if halted != 0:
+        return RISK_HALTED
+    if q <= 0 or q > risk[R_MAX_QTY]:
+        return RISK_QTY
+    if open_orders >= risk[R_MAX_OPEN]:
+        return RISK_MAX_OPEN
+    nb = n[b, 0]
+    na = n[b, 1]
+    if nb <= 0 or na <= 0:
+        return RISK_NO_BOOK
+    collar = risk[R_COLLAR]
+    if side == records.SIDE_BUY:
+        if price > px[b, 1, na - 1] + collar or price < px[b, 0, nb - 1] - collar:
+            return RISK_COLLAR
+    else:
+        if price < px[b, 0, nb - 1] - collar or price > px[b, 1, na - 1] + collar:
+            return RISK_COLLAR
+    return RISK_OK
+
+
+@njit(cache=True, nogil=True)
+def _lat(stats, lat_hist, cal, origin):
+    if origin <= 0:
+        return
+    d = clock.tsc_to_ns(cal, clock.now(cal) - origin)
+    if d < 0:
+        d = 0
+    k = 0
+    v = d
+    while v > 0 and k < LAT_BUCKETS - 1:
+        v >>= 1
+        k += 1
+    lat_hist[k] += 1
+    stats[ST_LAT_N] += 1
+    stats[ST_LAT_SUM] += d
+    if d > stats[ST_LAT_MAX]:
+        stats[ST_LAT_MAX] = d
+
+
+@njit(cache=True, nogil=True)
+def _begin(ord_hdr, ord_data):
+    slot = ring.begin_write(ord_hdr, ord_data)
+    w = ord_data[slot].view(np.uint64)
+    for k in range(1, w.shape[0]):
+        w[k] = 0
+    return slot
+
+
+@njit(cache=True, nogil=True)
+def _write_new(ord_hdr, ord_data, venue, instr, flags, origin, clord, sid, session, side, price,
+               q, tif):
+    slot = _begin(ord_hdr, ord_data)
+    r = ord_data[slot].view(records.NEW_ORDER)
+    r[0].rtype = records.RT_NEW_ORDER
+    r[0].venue = venue
+    r[0].flags = flags
+    r[0].instrument = instr
+    r[0].origin_tsc = origin
+    r[0].clord_id = clord
+    r[0].strategy = sid
+    r[0].session = session
+    r[0].price = price
+    r[0].qty = q
+    r[0].side = side
+    r[0].ord_type = records.ORD_LIMIT
+    r[0].tif = tif
+    ring.end_write(ord_hdr, ord_data, slot)
+
+
+@njit(cache=True, nogil=True)
+def _write_replace(ord_hdr, ord_data, venue, instr, flags, origin, clord, orig, sid, session,
+                   side, price, q, tif):
+    slot = _begin(ord_hdr, ord_data)
+    r = ord_data[slot].view(records.REPLACE)
+    r[0].rtype = records.RT_REPLACE
+    r[0].venue = venue
+    r[0].flags = flags
+    r[0].instrument = instr
+    r[0].origin_tsc = origin
+    r[0].clord_id = clord
+    r[0].orig_clord_id = orig
+    r[0].strategy = sid
+    r[0].session = session
+    r[0].price = price
+    r[0].qty = q
+    r[0].side = side
+    r[0].ord_type = records.ORD_LIMIT
+    r[0].tif = tif
+    ring.end_write(ord_hdr, ord_data, slot)
+
+
+@njit(cache=True, nogil=True)
+def _write_cancel(ord_hdr, ord_data, venue, instr, origin, clord, orig, sid, session, side, q):
+    slot = _begin(ord_hdr, ord_data)
+    r = ord_data[slot].view(records.CANCEL)
+    r[0].rtype = records.RT_CANCEL
+    r[0].venue = venue
+    r[0].instrument = instr
+    r[0].origin_tsc = origin
+    r[0].clord_id = clord
+    r[0].orig_clord_id = orig
+    r[0].strategy = sid
+    r[0].session = session
+    r[0].qty = q
+    r[0].side = side
+    ring.end_write(ord_hdr, ord_data, slot)
+
+
+@njit(cache=True, nogil=True)
+def _next_clord(stats, sid, slot):
+    c = stats[ST_CLORD_NEXT]
+    stats[ST_CLORD_NEXT] = c + 1
+    return np.uint64((c << 16) | (sid << 8) | slot)
+
+
+@njit(cache=True, nogil=True)
+def _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin):
+    leg = ords[i, s, O_LEG]
+    clord = _next_clord(stats, meta[i, base.M_ID], s)
+    _write_cancel(ord_hdr, ord_data, meta[i, base.M_VENUE + leg], meta[i, base.M_INSTR + leg],
+                  np.uint64(origin), clord, np.uint64(ords[i, s, O_CLORD]), meta[i, base.M_ID],
+                  meta[i, base.M_SESSION + leg], ords[i, s, O_SIDE], ords[i, s, O_QTY])
+    ords[i, s, O_STATE] = OS_NONE
+    stats[ST_CANCEL] += 1
+    stats[ST_OPEN] -= 1
+    _lat(stats, lat_hist, cal, origin)
+
+
+@njit(cache=True, nogil=True)
+def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr, ord_data):
+    """Turn strategy ``i``'s quote slots into new / replace / cancel records (via risk)."""
+    halted = stats[ST_HALTED]
+    sid = meta[i, base.M_ID]
+    for s in range(base.Q_SLOTS):
+        qs = quotes[i, s, base.Q_STATE]
+        os_ = ords[i, s, O_STATE]
+        if halted != 0:
+            if qs == base.QS_TAKE:
+                quotes[i, s, base.Q_STATE] = base.QS_OFF
+            continue
+        origin = quotes[i, s, base.Q_ORIGIN]
+        if qs == base.QS_OFF:
+            if os_ == OS_WORKING:
+                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin)
+            continue
+        leg = quotes[i, s, base.Q_LEG]
+        b = meta[i, base.M_BOOK + leg]
+        side = quotes[i, s, base.Q_SIDE]
+        price = quotes[i, s, base.Q_PRICE]
+        q = quotes[i, s, base.Q_QTY]
+        if qs == base.QS_QUOTE and os_ == OS_WORKING:
+            if (ords[i, s, O_PRICE] == price and ords[i, s, O_QTY] == q
+                    and ords[i, s, O_SIDE] == side and ords[i, s, O_LEG] == leg):
+                continue
+            rc = risk_check(risk, px, n, b, side, price, q, stats[ST_OPEN] - 1, halted)
+            if rc != RISK_OK:
+                stats[ST_RISK_REJECTS] += 1
+                continue
+            clord = _next_clord(stats, sid, s)
+            _write_replace(ord_hdr, ord_data, meta[i, base.M_VENUE + leg],
+                           meta[i, base.M_INSTR + leg], quotes[i, s, base.Q_FLAGS],
+                           np.uint64(origin), clord, np.uint64(ords[i, s, O_CLORD]), sid,
+                           meta[i, base.M_SESSION + leg], side, price, q, quotes[i, s, base.Q_TIF])
+            ords[i, s, O_PREV] = ords[i, s, O_CLORD]
+            ords[i, s, O_CLORD] = np.int64(clord)
+            ords[i, s, O_PRICE] = price
+            ords[i, s, O_QTY] = q
+            ords[i, s, O_SIDE] = side
+            stats[ST_REPLACE] += 1
+            _lat(stats, lat_hist, cal, origin)
+            continue
+        # a new order: a resting quote with nothing working, or a take
+        rc = risk_check(risk, px, n, b, side, price, q, stats[ST_OPEN], halted)
+        if qs == base.QS_TAKE:
+            quotes[i, s, base.Q_STATE] = base.QS_OFF     # a take fires once, pass or fail
+        if rc != RISK_OK:
+            stats[ST_RISK_REJECTS] += 1
+            continue
+        clord = _next_clord(stats, sid, s)
+        _write_new(ord_hdr, ord_data, meta[i, base.M_VENUE + leg], meta[i, base.M_INSTR + leg],
+                   quotes[i, s, base.Q_FLAGS], np.uint64(origin), clord, sid,
+                   meta[i, base.M_SESSION + leg], side, price, q, quotes[i, s, base.Q_TIF])
+        ords[i, s, O_PREV] = 0
+        ords[i, s, O_CLORD] = np.int64(clord)
+        ords[i, s, O_PRICE] = price
+        ords[i, s, O_QTY] = q
+        ords[i, s, O_SIDE] = side
+        ords[i, s, O_LEG] = leg
+        if qs == base.QS_TAKE:
+            ords[i, s, O_STATE] = OS_IOC
+        else:
+            ords[i, s, O_STATE] = OS_WORKING
+            stats[ST_OPEN] += 1
+        stats[ST_NEW] += 1
+        _lat(stats, lat_hist, cal, origin)
+
+
+@njit(cache=True, nogil=True)
+def cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, origin):
+    """A CANCEL for every working order of every strategy; returns how many."""
+    k = 0
+    for i in range(meta.shape[0]):
+        for s in range(base.Q_SLOTS):
+            if ords[i, s, O_STATE] == OS_WORKING:
+                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin)
+                k += 1
+    stats[ST_KILL_CANCELS] += k
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _equity(i, meta, pnl, px, n):
+    """Strategy ``i``'s PnL in tick-lots: cash + position marked at each leg's mid."""
+    tot = 0
+    for leg in range(meta[i, base.M_NLEGS]):
+        pos = pnl[i, leg, PNL_POS]
+        tot += pnl[i, leg, PNL_CASH]
+        if pos != 0:
+            b = meta[i, base.M_BOOK + leg]
+            if n[b, 0] > 0 and n[b, 1] > 0:
+                mid = (px[b, 0, n[b, 0] - 1] + px[b, 1, n[b, 1] - 1]) // 2
+                tot += pos * mid
+    return tot
+
+
+@njit(cache=True, nogil=True)
+def _check_loss(i, meta, pnl, px, n, risk, stats, words, cal):
+    """Tier 3: set the kill switch when strategy ``i`` lost more than max_loss; 1 if it did."""
+    if risk[R_MAX_LOSS] <= 0 or stats[ST_HALTED] != 0 or control.kill_requested(words):
+        return 0
+    if _equity(i, meta, pnl, px, n) < -risk[R_MAX_LOSS]:
+        control.request_kill(words, control.SOURCE_MAX_LOSS,
+                             np.uint64(clock.tsc_to_utc_ns(cal, clock.now(cal))))
+        return 1
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def handle_md(rec, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl, risk,
+              stats, lat_hist, cal, ord_hdr, ord_data, words):
+    """Apply one md record (uint8[64]) and run what it triggers; returns STEP_MAX_LOSS when a
+    strategy's loss set the kill switch, else STEP_OK."""
+    stats[ST_MD] += 1
+    rt = rec[8]
+    venue = rec[9]
+    h = rec[:records.HEADER_SIZE].view(records.HEADER)
+    instr = h[0].instrument
+    if instr >= book_map.shape[1]:
+        stats[ST_UNKNOWN_INSTR] += 1
+        return STEP_OK
+    b = book_map[venue, instr]
+    if b < 0:
+        stats[ST_UNKNOWN_INSTR] += 1
+        return STEP_OK
+    origin = np.int64(h[0].origin_tsc)
+    rc = STEP_OK
+    if rt == records.RT_L2_UPDATE:
+        u = rec.view(records.L2_UPDATE)
+        stats[ST_L2] += 1
+        if (u[0].flags & records.F_SNAPSHOT) != 0:
+            if bstate[b, BS_SNAP] == 0:
+                book.clear(px, qty, n, b)
+                bstate[b, BS_SNAP] = 1
+        else:
+            bstate[b, BS_SNAP] = 0
+        side = u[0].side
+        if side == records.SIDE_BUY:
+            r = book.update(px, qty, n, b, 0, u[0].price, u[0].qty)
+        elif side == records.SIDE_SELL:
+            r = book.update(px, qty, n, b, 1, u[0].price, u[0].qty)
+        else:
+            r = book.BAD_ARG
+        if r == book.BAD_ARG:
+            stats[ST_BOOK_ERRORS] += 1
+        return STEP_OK
+    if rt == records.RT_BATCH_END or rt == records.RT_BOOK_STATUS:
+        if rt == records.RT_BATCH_END:
+            stats[ST_BATCHES] += 1
+            bstate[b, BS_SNAP] = 0
+        else:
+            st = rec.view(records.BOOK_STATUS)
+            if st[0].status == records.BOOK_INVALID:
+                book.clear(px, qty, n, b)
+                bstate[b, BS_VALID] = 0
+                stats[ST_BOOK_INVALID] += 1
+            else:
+                bstate[b, BS_VALID] = 1
+        if bstate[b, BS_VALID] == 0 and rt == records.RT_BATCH_END:
+            return STEP_OK
+        bstate[b, BS_EVENTS] += 1
+        for i in range(meta.shape[0]):
+            hit = False
+            for leg in range(meta[i, base.M_NLEGS]):
+                if meta[i, base.M_BOOK + leg] == b:
+                    hit = True
+            if not hit:
+                continue
+            if strat.on_book(i, meta, params, state, quotes, px, qty, n, b, origin, origin) \
+                    != base.UNCHANGED:
+                reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
+                          ord_data)
+            if _check_loss(i, meta, pnl, px, n, risk, stats, words, cal) != 0:
+                rc = STEP_MAX_LOSS
+        return rc
+    if rt == records.RT_TRADE:
+        t = rec.view(records.TRADE)
+        stats[ST_TRADES] += 1
+        for i in range(meta.shape[0]):
+            hit = False
+            for leg in range(meta[i, base.M_NLEGS]):
+                if meta[i, base.M_BOOK + leg] == b:
+                    hit = True
+            if not hit:
+                continue
+            if strat.on_trade(i, meta, params, state, quotes, px, qty, n, b, t[0].price,
+                              t[0].qty, t[0].side, origin, origin) != base.UNCHANGED:
+                reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
+                          ord_data)
+        return STEP_OK
+    return STEP_OK
+
+
+@njit(cache=True, nogil=True)
+def handle_exec(rec, px, n, meta, params, state, quotes, ords, pnl, risk, stats, words, cal):
+    """Apply one exec record (uint8[128]); returns STEP_MAX_LOSS or STEP_OK."""
+    stats[ST_EXEC] += 1
+    rt = rec[8]
+    if rt == records.RT_SESSION:
+        s = rec.view(records.SESSION)
+        if s[0].state == records.SESSION_DOWN:
+            stats[ST_SESSION_DOWN] += 1
+        return STEP_OK
+    if rt != records.RT_FILL and rt != records.RT_REJECT and rt != records.RT_ACK:
+        return STEP_OK
+    a = rec.view(records.ACK)   # clord_id / orig / strategy share offsets across exec kinds
+    clord = np.int64(a[0].clord_id)
+    i = (clord >> 8) & 0xFF
+    s = clord & 0xFF
+    if i >= meta.shape[0] or s >= base.Q_SLOTS or meta[i, base.M_ID] != i:
+        stats[ST_EXEC_UNMATCHED] += 1
+        return STEP_OK
+    cur = ords[i, s, O_CLORD]
+    if clord != cur and clord != ords[i, s, O_PREV]:
+        stats[ST_EXEC_UNMATCHED] += 1
+        return STEP_OK
+    if rt == records.RT_ACK:
+        stats[ST_ACKS] += 1
+        if (a[0].exec_type == records.EXEC_CANCELED and clord == cur
+                and ords[i, s, O_STATE] == OS_WORKING):
+            ords[i, s, O_STATE] = OS_NONE       # cancelled by the venue
+            stats[ST_OPEN] -= 1
+        return STEP_OK
+    if rt == records.RT_REJECT:
+        stats[ST_EXEC_REJECTS] += 1
+        r = rec.view(records.REJECT)
+        if r[0].is_cancel_reject == 0 and clord == cur and ords[i, s, O_STATE] != OS_NONE:
+            if ords[i, s, O_STATE] == OS_WORKING:
+                stats[ST_OPEN] -= 1
+            ords[i, s, O_STATE] = OS_NONE
+        return STEP_OK
+    f = rec.view(records.FILL)
+    stats[ST_FILLS] += 1
+    leg = ords[i, s, O_LEG]
+    side = f[0].side
+    price = f[0].last_price
+    q = f[0].last_qty
+    if side == records.SIDE_BUY:
+        pnl[i, leg, PNL_POS] += q
+        pnl[i, leg, PNL_CASH] -= q * price
+    else:
+        pnl[i, leg, PNL_POS] -= q
+        pnl[i, leg, PNL_CASH] += q * price
+    pnl[i, leg, PNL_FEES] += f[0].fee
+    if clord == cur:
+        ords[i, s, O_QTY] = f[0].leaves_qty
+        if f[0].leaves_qty <= 0 and ords[i, s, O_STATE] != OS_NONE:
+            if ords[i, s, O_STATE] == OS_WORKING:
+                stats[ST_OPEN] -= 1
+            ords[i, s, O_STATE] = OS_NONE
+    strat.on_fill(i, meta, params, state, quotes, leg, side, price, q,
+                  np.int64(f[0].origin_tsc))
+    if _check_loss(i, meta, pnl, px, n, risk, stats, words, cal) != 0:
+        return STEP_MAX_LOSS
+    return STEP_OK
+
+
+@njit(cache=True, nogil=True)
+def check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words):
+    """Read the kill switch; on a new epoch cancel everything and acknowledge. Returns
+    STEP_KILL_SEEN when this call acknowledged a new epoch."""
+    if control.kill_requested(words):
+        ep = np.int64(control.kill_epoch(words))
+        if stats[ST_HALTED] == 0 or stats[ST_ACKED_EPOCH] != ep:
+            stats[ST_HALTED] = 1
+            now = clock.now(cal)
+            cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, now)
+            control.set_risk_state(words, records.RISK_HALTED)
+            control.ack_kill(words, np.uint64(ep), np.uint64(clock.tsc_to_utc_ns(cal, now)))
+            stats[ST_ACKED_EPOCH] = ep
+            return STEP_KILL_SEEN
+        return STEP_OK
+    if stats[ST_HALTED] != 0:
+        stats[ST_HALTED] = 0          # manual reset cleared the flag
+        control.set_risk_state(words, records.RISK_RUNNING)
+    return STEP_OK
+
+
+@njit(cache=True, nogil=True)
+def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data, words,
+         actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
+         risk, stats, lat_hist, wparams, wstate, md_buf, ex_buf, max_iters):
+    """Poll every input up to ``max_iters`` times (see the module docstring); returns STEP_*
+    (the most important event of the call)."""
+    ret = STEP_OK
+    for _ in range(max_iters):
+        stats[ST_LOOPS] += 1
+        k = check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words)
+        if k > ret:
+            ret = k
+        work = 0
+        for r in range(len(md_hdrs)):
+            if ring.poll(md_hdrs[r], md_datas[r], md_curs[r], md_buf) == 1:
+                work += 1
+                c = handle_md(md_buf, px, qty, n, book_map, bstate, meta, params, state, quotes,
+                              ords, pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
+                if c > ret:
+                    ret = c
+        if ring.poll(ex_hdr, ex_data, ex_cur, ex_buf) == 1:
+            work += 1
+            c = handle_exec(ex_buf, px, n, meta, params, state, quotes, ords, pnl, risk, stats,
+                            words, cal)
+            if c > ret:
+                ret = c
+        now = clock.now(cal)
+        if now - stats[ST_LAST_TIMER] >= risk[R_TIMER_TSC]:
+            stats[ST_LAST_TIMER] = now
+            for i in range(meta.shape[0]):
+                if strat.on_timer(i, meta, params, state, quotes, px, qty, n, now) \
+                        != base.UNCHANGED:
+                    reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal,
+                              ord_hdr, ord_data)
+        if work == 0:
+            wait.idle(wparams, wstate)
+        else:
+            wait.reset(wstate)
+    now = clock.now(cal)
+    control.heartbeat(words, actor_idx, np.uint64(clock.tsc_to_utc_ns(cal, now)))
+    return ret
+
+
+@njit(cache=True, nogil=True)
+def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
+           risk, stats, lat_hist, cal, ord_hdr, ord_data, words):
+    """Feed ``n_rec`` md records (rows of uint8[.., 64]) straight through ``handle_md``, checking
+    the kill switch before each (the in-process replay used by tests and the bench)."""
+    for k in range(n_rec):
+        check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words)
+        handle_md(md_data[k], px, qty, n, book_map, bstate, meta, params, state, quotes, ords,
+                  pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
+    return stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]
+
+
+# ----------------------------------------------------------------------------------------- Python
+
+# [engine] table: name -> (default, minimum)
+ENGINE_KEYS = {
+    "max_order_qty": (1_000_000, 1),     # lots per order (tier 1)
+    "collar_ticks": (1_000_000, 0),      # max distance of a price from the far touch (tier 1)
+    "max_open_orders": (64, 0),          # working orders over all strategies (tier 1)
+    "max_loss": (0, 0),                  # tick-lots per strategy, 0 = off (tier 3 -> kill)
+    "timer_ms": (10, 1),                 # strategy timer period
+    "book_levels": (512, 8),             # levels kept per book side
+    "max_iters": (4096, 1),              # polls per compiled step before Python looks around
+    "clord_base": (0, 0),                # 0 = derived from the start time (unique per start)
+}
+
+
+def engine_settings(table: dict | None) -> dict:
+    """Validated [engine] settings (unknown keys rejected by name)."""
+    table = table or {}
+    if not isinstance(table, dict):
+        raise EngineError("engine: expected a table")
+    out = {}
+    for key in table:
+        if key not in ENGINE_KEYS:
+            raise EngineError(f"engine.{key}: unknown key (known: {', '.join(sorted(ENGINE_KEYS))})")
+    for key, (default, minimum) in ENGINE_KEYS.items():
+        v = table.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise EngineError(f"engine.{key}: expected an integer >= {minimum}, got {v!r}")
+        out[key] = v
+    return out
+
+
+class EngineState:
+    """Every array the compiled engine works on, built from the config.
+
+    ``venues`` maps venue name -> its symbol list (instrument id = position in the list), as in
+    the config's [[venues]]; ``strategies`` is the list of [[strategies]] tables."""
+
+    def __init__(self, venues: dict, strategy_tables: list, settings: dict | None = None,
+                 cal: np.ndarray | None = None, clord_base: int | None = None):
+        import time
+
+        self.settings = engine_settings(settings)
+        self.cal = clock.calibration() if cal is None else cal
+        tsc_per_ns = float(self.cal[clock.C_HZ]) / 1e9
+        self.venues = {k: list(v) for k, v in venues.items()}
+        self.book_map = np.full((8, MAX_INSTRUMENTS), -1, np.int64)
+        self.book_keys: list[tuple[str, str]] = []
+
+        def instrument_of(venue, symbol):
+            if venue not in records.VENUE_IDS or venue not in self.venues:
+                raise base.StrategyConfigError(
+                    f"strategies: venue {venue!r} is not configured (have: {', '.join(self.venues)})")
+            syms = self.venues[venue]
+            if symbol not in syms:
+                raise base.StrategyConfigError(
+                    f"strategies: symbol {symbol!r} is not in venue {venue!r}'s symbols {syms}")
+            vid, idx = records.VENUE_IDS[venue], syms.index(symbol)
+            if idx >= MAX_INSTRUMENTS:
+                raise base.StrategyConfigError(f"strategies: {venue} has more than "
+                                               f"{MAX_INSTRUMENTS} symbols")
+            if self.book_map[vid, idx] < 0:
+                self.book_map[vid, idx] = len(self.book_keys)
+                self.book_keys.append((venue, symbol))
+            return vid, idx, int(self.book_map[vid, idx])
+
+        (self.meta, self.params, self.state, self.quotes,
+         self.names) = strat.build(strategy_tables, instrument_of, tsc_per_ns)
+        nb = max(1, len(self.book_keys))
+        self.px, self.qty, self.n = book.new_books(nb, self.settings["book_levels"])
+        self.bstate = np.zeros((nb, BS_N), np.int64)
+        self.bstate[:, BS_VALID] = 1
+        s = self.meta.shape[0]
+        self.ords = np.zeros((s, base.Q_SLOTS, O_N), np.int64)
+        self.pnl = np.zeros((s, base.MAX_LEGS, PNL_N), np.int64)
+        self.risk = np.zeros(R_N, np.int64)
+        self.risk[R_MAX_QTY] = self.settings["max_order_qty"]
+        self.risk[R_COLLAR] = self.settings["collar_ticks"]
+        self.risk[R_MAX_OPEN] = self.settings["max_open_orders"]
+        self.risk[R_MAX_LOSS] = self.settings["max_loss"]
+        self.risk[R_TIMER_TSC] = int(self.settings["timer_ms"] * 1e6 * tsc_per_ns)
+        self.stats = np.zeros(ST_N, np.int64)
+        if clord_base is None:
+            clord_base = self.settings["clord_base"] or (time.time_ns() // 1_000_000_000) << 16
+        self.stats[ST_CLORD_NEXT] = clord_base
+        self.lat_hist = np.zeros(LAT_BUCKETS, np.int64)
+        self.md_buf = np.zeros(records.MD_RECORD_SIZE, np.uint8)
+        self.ex_buf = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
+
+    @classmethod
+    def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":
+        venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
+        return cls(venues, cfg.extra.get("strategies", []), cfg.extra.get("engine"), cal,
+                   clord_base)
+
+    # -- in-process replay (tests, bench) --------------------------------------------------------
+    def replay(self, md_records: np.ndarray, ord_hdr, ord_data, words) -> int:
+        """Run md records (uint8[N, 64]) through the engine; returns orders written in total."""
+        if md_records.ndim != 2 or md_records.shape[1] != records.MD_RECORD_SIZE:
+            raise EngineError(f"replay: expected uint8[N, {records.MD_RECORD_SIZE}], "
+                              f"got {md_records.dtype}{md_records.shape}")
+        return int(replay(md_records, md_records.shape[0], self.px, self.qty, self.n,
+                          self.book_map, self.bstate, self.meta, self.params, self.state,
+                          self.quotes, self.ords, self.pnl, self.risk, self.stats, self.lat_hist,
+                          self.cal, ord_hdr, ord_data, words))
+
+    # -- reporting -------------------------------------------------------------------------------
+    def stats_dict(self) -> dict:
+        return {name: int(self.stats[k]) for k, name in STAT_NAMES.items()}
+
+    def latency_percentiles(self, qs=(0.5, 0.99)) -> dict:
+        """Order latency (origin TSC -> order written) percentiles from the log2 histogram
+        (each reported as its bucket's upper bound, ns)."""
+        total = int(self.lat_hist.sum())
+        out = {}
+        for q in qs:
+            if total == 0:
+                out[q] = None
+                continue
+            c = np.cumsum(self.lat_hist)
+            k = int(np.searchsorted(c, q * total))
+            out[q] = (1 << k) if k > 0 else 0
+        return out
+
+    def snapshot(self) -> dict:
+        """A JSON-able picture: stats, per-strategy positions / PnL / open orders."""
+        strategies = []
+        for i, name in enumerate(self.names):
+            nlegs = int(self.meta[i, base.M_NLEGS])
+            legs = []
+            for leg in range(nlegs):
+                venue, symbol = self.book_keys[int(self.meta[i, base.M_BOOK + leg])]
+                legs.append({"venue": venue, "symbol": symbol,
+                             "position": int(self.pnl[i, leg, PNL_POS]),
+                             "cash_tl": int(self.pnl[i, leg, PNL_CASH]),
+                             "fees": int(self.pnl[i, leg, PNL_FEES])})
+            open_orders = [{"slot": s, "clord_id": int(self.ords[i, s, O_CLORD]),
+                            "side": int(self.ords[i, s, O_SIDE]),
+                            "price": int(self.ords[i, s, O_PRICE]),
+                            "qty": int(self.ords[i, s, O_QTY])}
+                           for s in range(base.Q_SLOTS) if self.ords[i, s, O_STATE] == OS_WORKING]
+            strategies.append({"name": name, "legs": legs,
+                               "pnl_tl": int(_equity(i, self.meta, self.pnl, self.px, self.n)),
+                               "open_orders": open_orders})
+        return {"stats": self.stats_dict(), "strategies": strategies}
