@@ -143,7 +143,9 @@ def _build(cls, table: dict, where: str):
         if key not in names:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(names))})")
         want = hints[key]
-        if want is tuple and isinstance(value, list):
+        if want is tuple:
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}.{key}: expected an array, got {value!r}")
             value = tuple(value)
         elif want is bool and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: expected true/false, got {value!r}")

@@ -66,7 +66,7 @@ START_LATEST = "latest"
 
 # ---------------------------------------------------------------------------------------- numba
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def begin_write(hdr, data):
     """Start writing the next record in place: returns its slot; fill ``data[slot]`` (not ``ver``),
     then call ``end_write``."""
@@ -77,7 +77,7 @@ def begin_write(hdr, data):
     return np.int64(slot)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def end_write(hdr, data, slot):
     """Publish the record begun by ``begin_write``: stamp publish_tsc, release it, advance head."""
     s = load_relaxed(hdr, HEAD_OFF)
@@ -88,7 +88,7 @@ def end_write(hdr, data, slot):
     return s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def publish(hdr, data, rec):
     """Copy one record (uint8[record_size]) into the next slot and publish it; returns its seq."""
     s = load_relaxed(hdr, HEAD_OFF)
@@ -106,7 +106,7 @@ def publish(hdr, data, rec):
     return s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def poll(hdr, data, cur, out):
     """Copy the consumer's next record into ``out`` (uint8[record_size]) and advance: returns 1,
     or 0 when none is published yet. When lapped, skips to the oldest intact record, adds the
@@ -153,7 +153,7 @@ def drain(hdr, data, cur, out2d, max_n):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def head(hdr):
     """Sequence of the next record the producer will publish (= records published so far)."""
     return load_acquire(hdr, HEAD_OFF)
