@@ -376,6 +376,7 @@ class VenueSim:
                                 self.venue, no, self.subscribe_timeout_s)
                     conn.close(1008, "no subscription")
                     return
+        streams = _combined_streams(conn.request.path if conn.request is not None else "")
         cut = f.disconnect_after > 0 and (f.disconnects == 0 or no <= f.disconnects)
         stalled = False
         t0 = time.monotonic()
@@ -392,6 +393,8 @@ class VenueSim:
                 self._send(conn, GARBAGE_FRAMES[garbage % len(GARBAGE_FRAMES)])
                 garbage += 1
                 self.stats.garbage += 1
+            if streams is not None and not _wanted(data, streams):
+                continue
             if f.drop_every and k % f.drop_every == 0:
                 self.stats.dropped += 1
             else:
@@ -425,6 +428,25 @@ class VenueSim:
             conn.close()
         except Exception:  # noqa: BLE001 - the socket is already gone
             pass
+
+
+def _combined_streams(path: str) -> frozenset | None:
+    """Stream names of a Binance-style combined-stream URL (``/stream?streams=a/b``), else None."""
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    if "streams" not in q:
+        return None
+    return frozenset(s for v in q["streams"] for s in v.split("/") if s)
+
+
+_STREAM_KEY = b'{"stream":"'
+
+
+def _wanted(frame: bytes, streams: frozenset) -> bool:
+    """A combined-stream frame is sent only if its stream was requested (others always are)."""
+    if not frame.startswith(_STREAM_KEY):
+        return True
+    end = frame.find(b'"', len(_STREAM_KEY))
+    return frame[len(_STREAM_KEY):end].decode(errors="replace") in streams
 
 
 def serve_forever(sim: VenueSim, stop: threading.Event) -> dict:
