@@ -44,7 +44,18 @@ class _Tape:
     lost_base: int = 0               # ring-side lost counts of earlier attachments
     last_flush: float = 0.0
     next_attach: float = 0.0
+    next_check: float = 0.0          # when to check next that the region file is still ours
     missing_logged: bool = False
+
+
+def _region_replaced(r) -> bool:
+    """True when the ring's file was removed or re-created since we mapped it."""
+    try:
+        st = os.stat(r.region.path)
+    except FileNotFoundError:
+        return True
+    mine = os.fstat(r.region.fd)
+    return (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev)
 
 
 class Recorder:
@@ -134,9 +145,14 @@ class Recorder:
             if t.reader is None and not self._attach(t, now):
                 continue
             r = t.reader
-            if r.writer_restarted():
-                log.warning("ring %s: writer restarted; re-attaching", t.name)
-                self._drain_ring(t, self.batch)
+            replaced = False
+            if now >= t.next_check:
+                t.next_check = now + self.attach_retry_s
+                replaced = _region_replaced(r)
+            if replaced or r.writer_restarted():
+                log.warning("ring %s: %s; re-attaching", t.name,
+                            "region file was replaced" if replaced else "writer restarted")
+                total += self._drain_ring(t, self.batch)
                 self._detach(t)
                 if not self._attach(t, now):
                     continue

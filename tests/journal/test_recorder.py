@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -136,3 +137,45 @@ def test_recorder_flushes_a_partial_frame_once_the_ring_is_idle_for_flush_ms(shm
     rec.close()
     w.close()
     assert Journal(path).stats()["files"][0]["status"] == "closed"
+
+
+def test_recorder_continues_without_gap_when_the_ring_writer_restarts(shm_dir, tmp_path):
+    rows = procs.make_rows(0, 10)
+    w = ring.RingWriter.create("md.rs", 64, 64, shm_dir=str(shm_dir))
+    rec = Recorder(["md.rs"], tmp_path, shm_dir=str(shm_dir))
+    rec.step()
+    for i in range(5):
+        w.publish(rows[i])
+    assert rec.step() == 5
+    w.close()
+    w = ring.RingWriter.create("md.rs", 64, 64, shm_dir=str(shm_dir))   # continues at seq 5
+    for i in range(5, 10):
+        w.publish(rows[i])
+    assert rec.step() == 5
+    rec.close()
+    w.close()
+    j = Journal(tmp_path)
+    assert procs.check_rows(j.read_all()).tolist() == list(range(10))
+    assert j.gaps() == [] and j.stats()["resets"] == 0
+
+
+def test_recorder_notices_a_re_created_ring_and_journals_the_sequence_reset(shm_dir, tmp_path):
+    w = ring.RingWriter.create("md.new", 64, 64, shm_dir=str(shm_dir))
+    rec = Recorder(["md.new"], tmp_path, shm_dir=str(shm_dir), attach_retry_ms=0)
+    rec.step()
+    rows = procs.make_rows(0, 8)
+    for i in range(8):
+        w.publish(rows[i])
+    assert rec.step() == 8
+    w.close()
+    os.unlink(shm_dir / "md.new")
+    w = ring.RingWriter.create("md.new", 64, 64, shm_dir=str(shm_dir))  # fresh ring: seq 0 again
+    for i in range(3):
+        w.publish(rows[i])
+    rec.step()
+    assert rec.step() == 3
+    rec.close()
+    w.close()
+    j = Journal(tmp_path)
+    assert procs.check_rows(j.read_all()).tolist() == list(range(8)) + [0, 1, 2]
+    assert j.stats()["resets"] == 1 and j.gaps() == []
