@@ -304,8 +304,10 @@ class Feed(common.BaseFeed):
             return
         self.counters.snapshots += 1
         self._reset_book(b)
-        self._apply(int(self.info[I_NROWS]), recv_tsc, records.F_SNAPSHOT)
-        self.last_u[b] = int(self.info[I_LAST])
+        last = int(self.info[I_LAST])
+        if self._apply(int(self.info[I_NROWS]), recv_tsc, records.F_SNAPSHOT) & common.A_FAILED:
+            return                                 # resynced: a new snapshot is wanted
+        self.last_u[b] = last
         self.state[b] = FIRST
         self.requested[b] = False
         self._validate(b, recv_tsc, self.last_u[b])
@@ -375,10 +377,9 @@ class Feed(common.BaseFeed):
         elif U != last + 1:
             self._gap(b, last, U, tsc)
             return
-        self._apply(int(info[I_NROWS]), tsc)
+        if self._apply(int(info[I_NROWS]), tsc) & common.A_FAILED:
+            return                             # resynced (crossed / rejected level)
         self.last_u[b] = u
-        if self.state[b] == WAIT_SNAPSHOT:     # _apply resynced (crossed/bad level)
-            return
         self.state[b] = LIVE
         self._validate(b, tsc, u)
 

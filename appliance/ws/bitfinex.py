@@ -417,7 +417,7 @@ class Feed(common.BaseFeed):
             self.last_tsc[b] = recv_tsc
             self._reset_book(b)
             self._apply(int(info[I_NROWS]), recv_tsc, records.F_SNAPSHOT)
-            if not (self.res[1] & (common.A_CROSSED | common.A_BAD_ROW)):
+            if not self.res[1] & common.A_FAILED:
                 self._validate(b, recv_tsc, seq)
         elif kind == FR_UPDATE:
             self.last_tsc[b] = recv_tsc

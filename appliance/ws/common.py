@@ -74,6 +74,7 @@ K_BBO = records.RT_BBO
 # apply_rows result bits
 A_CROSSED = 1        # a touched book is crossed after the frame
 A_BAD_ROW = 2        # a row was rejected by the book (bad price/qty)
+A_FAILED = A_CROSSED | A_BAD_ROW
 
 _L2 = records.L2_UPDATE
 _TRADE = records.TRADE
@@ -535,7 +536,7 @@ class BaseFeed:
     # -- applying ------------------------------------------------------------------------------
     def _apply(self, n: int, tsc: int, flags: int = 0) -> int:
         """Apply rows[0:n] and publish; a crossed or rejected book is invalidated and resynced.
-        Returns the result bits."""
+        Returns the result bits (callers stop on A_CROSSED | A_BAD_ROW: the book was resynced)."""
         w = self.writer
         apply_rows(self.rows, n, self.px, self.qty, self.nb, self.VENUE_ID, tsc, flags,
                    w.hdr, w.data, self.touched, self.res)
@@ -549,13 +550,12 @@ class BaseFeed:
             self._resync(b, records.BR_BAD_FRAME, tsc)
         if bits & A_CROSSED:
             b = int(self.res[2])
-            if self.valid[b]:
-                self.counters.crossed += 1
-                self.log.warning("%s %s: book crossed (bid %s >= ask %s); resyncing", self.NAME,
-                                 self.instruments[b].symbol,
-                                 self.instruments[b].price_str(book.best(self.px, self.qty, self.nb, b, 0)[0]),
-                                 self.instruments[b].price_str(book.best(self.px, self.qty, self.nb, b, 1)[0]))
-                self._resync(b, records.BR_CROSSED, tsc)
+            self.counters.crossed += 1
+            self.log.warning("%s %s: book crossed (bid %s >= ask %s); resyncing", self.NAME,
+                             self.instruments[b].symbol,
+                             self.instruments[b].price_str(book.best(self.px, self.qty, self.nb, b, 0)[0]),
+                             self.instruments[b].price_str(book.best(self.px, self.qty, self.nb, b, 1)[0]))
+            self._resync(b, records.BR_CROSSED, tsc)
         return bits
 
     def _resync(self, b: int, reason: int, tsc: int) -> None:

@@ -373,7 +373,8 @@ class Feed(common.BaseFeed):
         self.counters.snapshots += 1
         self.last_tsc[b] = tsc
         self._reset_book(b)
-        self._apply(int(self.info[I_NROWS]), tsc, records.F_SNAPSHOT)
+        if self._apply(int(self.info[I_NROWS]), tsc, records.F_SNAPSHOT) & common.A_FAILED:
+            return
         self._truncate(b, tsc)
         self._validate(b, tsc)
 
