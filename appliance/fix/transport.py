@@ -1,0 +1,284 @@
+"""TCP transport for FIX sessions: plain non-blocking sockets and ``selectors``, no asyncio.
+
+``EventLoop`` owns listening sockets (acceptors), outgoing connections (initiators) and the
+connections themselves, and moves bytes between sockets and ``Session`` objects:
+
+- acceptor: the first well-formed frame on a new connection names the session
+  (BeginString, TargetCompID -> our SenderCompID, SenderCompID -> our TargetCompID). No such
+  session, a first message that is not a Logon, or a session that already has a connection
+  (duplicate identity): the connection is closed without a reply;
+- initiator: connects, lets the session send its Logon, reconnects after ``reconnect_interval``
+  when the connection drops;
+- a peer that stops reading: outgoing bytes queue per connection up to ``max_outbuf``; beyond
+  that the connection is closed (logged), so a stuck peer never blocks the loop or other sessions.
+
+Call ``loop.poll(timeout)`` in a loop (or ``loop.run(stop)``); it also drives ``on_timer`` of
+every connected session about every ``tick`` seconds. The clock is injectable (``clock=``).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import time
+
+from appliance.fix import wire
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, peer, session=None, initiator_entry=None):
+        self.sock = sock
+        self.peer = peer
+        self.session = session
+        self.framer = wire.Framer() if session is None else None
+        self.outbuf = bytearray()
+        self.initiator_entry = initiator_entry
+        self.connecting = False
+        self.opened = time.time()
+        self.closed = False
+
+
+class _Initiator:
+    def __init__(self, session, host, port, reconnect_interval):
+        self.session = session
+        self.addr = (host, port)
+        self.reconnect_interval = reconnect_interval
+        self.next_attempt = 0.0
+        self.conn: Connection | None = None
+        self.enabled = True
+
+
+class EventLoop:
+    def __init__(self, clock=time.time, tick: float = 0.05, max_outbuf: int = 16 << 20,
+                 unbound_timeout: float = 10.0):
+        self.sel = selectors.DefaultSelector()
+        self.clock = clock
+        self.tick = tick
+        self.max_outbuf = max_outbuf
+        self.unbound_timeout = unbound_timeout
+        self.sessions: dict[tuple, object] = {}       # (bs, sender, target) bytes -> Session
+        self.bound: dict[int, Connection] = {}        # id(session) -> connection
+        self.conns: set[Connection] = set()
+        self.initiators: list[_Initiator] = []
+        self.listeners: list[socket.socket] = []
+        self._last_tick = 0.0
+        self.rejected_connections = 0
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def add_acceptor_session(self, session) -> None:
+        self.sessions[(session.bs, session.sender, session.target)] = session
+
+    def listen(self, host: str, port: int) -> int:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(64)
+        s.setblocking(False)
+        self.sel.register(s, selectors.EVENT_READ, ("listen", s))
+        self.listeners.append(s)
+        return s.getsockname()[1]
+
+    def add_initiator(self, session, host: str, port: int, reconnect_interval: float = 1.0) -> None:
+        self.initiators.append(_Initiator(session, host, port, reconnect_interval))
+
+    def connection_of(self, session):
+        return self.bound.get(id(session))
+
+    # ---- loop ----------------------------------------------------------------------------
+
+    def run(self, stop) -> None:
+        """Poll until ``stop()`` is true (e.g. ``threading.Event().is_set``)."""
+        while not stop():
+            self.poll(self.tick)
+
+    def poll(self, timeout: float = 0.05) -> None:
+        now = self.clock()
+        self._start_initiators(now)
+        for key, mask in self.sel.select(timeout):
+            kind, obj = key.data
+            if kind == "listen":
+                self._accept(obj)
+            elif mask & selectors.EVENT_WRITE and obj.connecting:
+                self._finish_connect(obj)
+            else:
+                if mask & selectors.EVENT_READ:
+                    self._read(obj)
+                if mask & selectors.EVENT_WRITE and not obj.closed:
+                    self._flush(obj)
+        now = self.clock()
+        if now - self._last_tick >= self.tick:
+            self._last_tick = now
+            for conn in list(self.conns):
+                if conn.session is not None and not conn.connecting:
+                    self._deliver(conn, conn.session.on_timer(now))
+                elif conn.session is None and now - conn.opened > self.unbound_timeout:
+                    self._close(conn, "no logon received")
+
+    def close(self) -> None:
+        for conn in list(self.conns):
+            self._close(conn, "event loop closed")
+        for s in self.listeners:
+            self.sel.unregister(s)
+            s.close()
+        self.listeners.clear()
+        for ini in self.initiators:
+            ini.enabled = False
+        self.sel.close()
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _start_initiators(self, now: float) -> None:
+        for ini in self.initiators:
+            if ini.enabled and ini.conn is None and now >= ini.next_attempt:
+                ini.next_attempt = now + ini.reconnect_interval
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn = Connection(s, ini.addr, ini.session, ini)
+                conn.connecting = True
+                err = s.connect_ex(ini.addr)
+                if err not in (0, errno.EINPROGRESS):
+                    log.info("%s: connect to %s failed: %s", ini.session.name, ini.addr, errno.errorcode.get(err, err))
+                    s.close()
+                    continue
+                ini.conn = conn
+                self.conns.add(conn)
+                self.sel.register(s, selectors.EVENT_WRITE, ("conn", conn))
+
+    def _finish_connect(self, conn: Connection) -> None:
+        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            log.info("%s: connect to %s failed: %s", conn.session.name, conn.peer, errno.errorcode.get(err, err))
+            self._close(conn, "connect failed", notify=False)
+            return
+        conn.connecting = False
+        self.sel.modify(conn.sock, selectors.EVENT_READ, ("conn", conn))
+        self.bound[id(conn.session)] = conn
+        log.info("%s: connected to %s", conn.session.name, conn.peer)
+        self._deliver(conn, conn.session.connected(self.clock()))
+
+    def _accept(self, lsock) -> None:
+        while True:
+            try:
+                s, peer = lsock.accept()
+            except BlockingIOError:
+                return
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(s, peer)
+            self.conns.add(conn)
+            self.sel.register(s, selectors.EVENT_READ, ("conn", conn))
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._close(conn, f"read error: {e}")
+            return
+        if not data:
+            self._close(conn, "peer closed the connection")
+            return
+        now = self.clock()
+        if conn.session is None:
+            self._bind(conn, data, now)
+        else:
+            self._deliver(conn, conn.session.on_bytes(data, now))
+
+    def _bind(self, conn: Connection, data: bytes, now: float) -> None:
+        conn.framer.feed(data)
+        while True:
+            fr = conn.framer.next_frame()
+            if fr is None:
+                return
+            status, frame = fr
+            if status != wire.FRAME_OK:
+                log.warning("unbound connection %s: ignoring garbled frame %s", conn.peer, wire.pretty(frame, 200))
+                continue
+            try:
+                msg = wire.parse(frame)
+            except wire.GarbledMessage as e:
+                log.warning("unbound connection %s: ignoring garbled frame (%s)", conn.peer, e)
+                continue
+            key = (msg.begin_string, msg.get(56, b""), msg.get(49, b""))
+            session = self.sessions.get(key)
+            if session is None:
+                self.rejected_connections += 1
+                self._close(conn, f"no session for {key!r}")
+                return
+            if msg.msg_type != b"A":
+                self.rejected_connections += 1
+                self._close(conn, f"first message is {msg.msg_type!r}, not a Logon")
+                return
+            if id(session) in self.bound:
+                self.rejected_connections += 1
+                self._close(conn, f"{session.name} already has a connection (duplicate identity)")
+                return
+            conn.session = session
+            self.bound[id(session)] = conn
+            rest = frame + bytes(conn.framer.buf)
+            conn.framer = None
+            log.info("%s: accepted connection from %s", session.name, conn.peer)
+            out = session.connected(now)
+            self._deliver(conn, out + session.on_bytes(rest, now))
+            return
+
+    def _deliver(self, conn: Connection, out: bytes) -> None:
+        if conn.closed:
+            return
+        if out:
+            conn.outbuf += out
+            self._flush(conn)
+        if conn.closed:
+            return
+        if len(conn.outbuf) > self.max_outbuf:
+            self._close(conn, f"peer is not reading: {len(conn.outbuf)} bytes queued")
+            return
+        if conn.session is not None and conn.session.closing:
+            self._flush(conn)
+            self._close(conn, "session closed the connection")
+
+    def _flush(self, conn: Connection) -> None:
+        while conn.outbuf:
+            try:
+                n = conn.sock.send(conn.outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._close(conn, f"write error: {e}")
+                return
+            del conn.outbuf[:n]
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        try:
+            self.sel.modify(conn.sock, want, ("conn", conn))
+        except (KeyError, ValueError):
+            pass
+
+    def _close(self, conn: Connection, why: str, notify: bool = True) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        name = conn.session.name if conn.session is not None else str(conn.peer)
+        log.info("%s: connection closed: %s", name, why)
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self.conns.discard(conn)
+        if conn.session is not None and self.bound.get(id(conn.session)) is conn:
+            del self.bound[id(conn.session)]
+            if notify:
+                conn.session.disconnected(self.clock())
+        if conn.initiator_entry is not None:
+            conn.initiator_entry.conn = None
