@@ -771,8 +771,8 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
         if o.link >= 0 and oms.orders[o.link].is_repl:     # reported against the old id only
             _complete_replace(oms, led, o.link, a.price, a.qty, a.leaves_qty, a.cum_qty, True, now_ns)
             return EX_ACK
-        if st == OS_REPLACED:
-            return EX_DUPLICATE
+        if st == OS_REPLACED or (o.orig_clord_id != 0 and o.orig_clord_id == a.orig_clord_id):
+            return EX_DUPLICATE      # the replace was already confirmed (by this ack or a fill)
         return EX_STALE
     if et == records.EXEC_REJECTED:
         if o.is_repl and st == OS_PENDING_REPLACE:
