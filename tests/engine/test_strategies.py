@@ -204,7 +204,7 @@ def test_avellaneda_stoikov_on_recorded_binance_session_quotes_inside_the_real_b
     # the three instruments with a synced book and several frames get a bid and an ask (RUNEEUR
     # has too few consistent frames in this 31 s recording)
     quoted = [i for i in range(len(syms)) if es.state[i, AS.S_QUOTES] > 0]
-    assert len(quoted) >= 3 and es.stats[ST_NEW] >= 2 * len(quoted)
+    assert len(quoted) >= 3 and es.stats[ST_NEW] >= len(quoted)
     assert es.stats[ST_REPLACE] > 0
     for o in orders:
         r = o.view(records.NEW_ORDER)[0]

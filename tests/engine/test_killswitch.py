@@ -1,0 +1,184 @@
+"""Kill switch: persistence, and across processes (CLI in one, engine in another, md flooding)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from numba import njit
+
+from appliance import killswitch
+from appliance.hotpath import control, records, ring
+from tests.engine import mdsource
+
+
+def test_persisted_halt_round_trips_and_reset_clears_it(tmp_path):
+    assert killswitch.read_state(tmp_path) == {"halted": False}
+    killswitch.persist_halt(tmp_path, "too much loss", "max_loss", 7)
+    st = killswitch.read_state(tmp_path)
+    assert st["halted"] is True and st["reason"] == "too much loss" and st["epoch"] == 7
+    assert not list(tmp_path.glob(".*.tmp"))         # the temporary file was renamed away
+    killswitch.persist_reset(tmp_path)
+    assert killswitch.read_state(tmp_path)["halted"] is False
+
+
+def test_corrupt_persisted_state_reads_as_halted(tmp_path):
+    killswitch.state_path(tmp_path).write_text('{"halted": tru')
+    st = killswitch.read_state(tmp_path)
+    assert st["halted"] is True and "corrupt" in st["reason"]
+
+
+def test_kill_with_no_engine_sets_and_persists_the_flag_and_says_so(shm_dir, tmp_path):
+    cb = control.ControlBlock.open(str(shm_dir))
+    try:
+        r = killswitch.kill(cb, tmp_path, "test", timeout_s=0.1)
+        assert r["acked"] is None and r["engine_pid"] == 0
+        assert cb.killed and cb.epoch == r["epoch"]
+        assert killswitch.read_state(tmp_path)["halted"] is True
+        killswitch.reset(cb, tmp_path)
+        assert not cb.killed and killswitch.read_state(tmp_path)["halted"] is False
+    finally:
+        cb.close()
+
+
+# ------------------------------------------------------------------------------ across processes
+
+@njit(cache=True, nogil=True)
+def _flood(hdr, data, recs, n):
+    for k in range(n):
+        ring.publish(hdr, data, recs[k])
+
+
+def _config(tmp_path, shm_dir, symbols):
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(f"""
+[appliance]
+shm_dir = "{shm_dir}"
+state_dir = "{tmp_path / 'state'}"
+[wait]
+strategy = "backoff"
+backoff_max_ns = 200000
+[engine]
+max_iters = 256
+[[venues]]
+name = "binance"
+symbols = {json.dumps(list(symbols))}
+""" + "".join(f"""
+[[strategies]]
+kind = "avellaneda_stoikov"
+venue = "binance"
+symbol = "{s}"
+[strategies.params]
+warmup_events = 1
+""" for s in symbols))
+    return cfg
+
+
+def _cli(cfg, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(cfg), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _working_after(orders):
+    """clord ids left working after an order stream (new/replace add, cancel/replace remove)."""
+    working = set()
+    for o in orders:
+        rt = o[8]
+        if rt == records.RT_NEW_ORDER:
+            working.add(int(o.view(records.NEW_ORDER)[0]["clord_id"]))
+        elif rt == records.RT_REPLACE:
+            r = o.view(records.REPLACE)[0]
+            working.discard(int(r["orig_clord_id"]))
+            working.add(int(r["clord_id"]))
+        elif rt == records.RT_CANCEL:
+            working.discard(int(o.view(records.CANCEL)[0]["orig_clord_id"]))
+    return working
+
+
+@pytest.mark.timeout(400)
+def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm_dir, tmp_path):
+    recs, syms = mdsource.recorded("binance")
+    cfg = _config(tmp_path, shm_dir, syms)
+    md = ring.RingWriter.create("md.binance", records.MD_RECORD_SIZE, 1 << 16, shm_dir=str(shm_dir))
+    ex = ring.RingWriter.create("exec", records.EXEC_RECORD_SIZE, 1 << 10, shm_dir=str(shm_dir))
+    env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
+    eng = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "engine"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    stop = threading.Event()
+    engine_out = []
+    try:
+        orders_r = None
+        deadline = time.monotonic() + 300
+        while orders_r is None:
+            assert eng.poll() is None, eng.stdout.read()
+            assert time.monotonic() < deadline, "engine did not create its order ring"
+            try:
+                orders_r = ring.RingReader.attach("orders", consumer="test", shm_dir=str(shm_dir))
+            except Exception:
+                time.sleep(0.2)
+
+        def flood():
+            while not stop.is_set():
+                _flood(md.hdr, md.data, recs, recs.shape[0])
+                time.sleep(0.01)
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        while int(ring.head(orders_r.hdr)) < 20:
+            assert eng.poll() is None
+            assert time.monotonic() < deadline, "engine wrote no orders from the md flood"
+            time.sleep(0.05)
+        r = _cli(cfg, "kill", "--reason", "test kill", "--timeout", "30")
+        head_at_ack = int(ring.head(orders_r.hdr))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "acknowledged" in r.stdout and " ms" in r.stdout
+        time.sleep(1.0)                       # md keeps flooding in while HALTED
+        assert int(ring.head(orders_r.hdr)) == head_at_ack   # nothing after the acknowledgement
+        orders = mdsource.order_records(orders_r.hdr, orders_r.data)
+        assert sum(o[8] == records.RT_CANCEL for o in orders) > 0
+        assert _working_after(orders) == set()     # a cancel went out for every working order
+        st = json.loads(_cli(cfg, "status", "--json").stdout)
+        assert st["kill"]["set"] and st["risk_state"] == "HALTED"
+        assert any(a["name"] == "engine" and a["alive"] for a in st["actors"])
+    finally:
+        stop.set()
+        eng.terminate()
+        engine_out.append(eng.communicate(timeout=60)[0])
+    # restart: the control block is wiped (as after a reboot); the persisted file halts it again
+    cb = control.ControlBlock.open(str(shm_dir))
+    cb.reset_kill()
+    cb.close()
+    eng = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "engine"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        cb = control.ControlBlock.open(str(shm_dir))
+        deadline = time.monotonic() + 120
+        while not (cb.killed and cb.ack_epoch >= cb.epoch and killswitch.engine_alive(cb)):
+            assert eng.poll() is None, eng.stdout.read()
+            assert time.monotonic() < deadline, "restarted engine did not come up HALTED"
+            time.sleep(0.1)
+        head0 = int(ring.head(orders_r.hdr))
+        _flood(md.hdr, md.data, recs, recs.shape[0])
+        time.sleep(1.0)
+        assert int(ring.head(orders_r.hdr)) == head0          # HALTED: md in, no orders out
+        r = _cli(cfg, "kill", "--reset")
+        assert r.returncode == 2 and "--confirm" in r.stderr
+        r = _cli(cfg, "kill", "--reset", "--confirm")
+        assert r.returncode == 0 and not cb.killed
+        deadline = time.monotonic() + 60
+        while int(ring.head(orders_r.hdr)) == head0:        # trading resumes after the reset
+            _flood(md.hdr, md.data, recs, recs.shape[0])
+            assert time.monotonic() < deadline, "no orders after the manual reset"
+            time.sleep(0.1)
+        cb.close()
+    finally:
+        eng.terminate()
+        eng.communicate(timeout=60)
+        orders_r.close()
+        md.close()
+        ex.close()
