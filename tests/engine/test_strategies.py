@@ -207,8 +207,8 @@ def test_avellaneda_stoikov_on_recorded_binance_session_quotes_inside_the_real_b
     assert len(quoted) >= 3 and es.stats[ST_NEW] >= len(quoted)
     assert es.stats[ST_REPLACE] > 0
     for o in orders:
-        r = o.view(records.NEW_ORDER)[0]
-        assert r["rtype"] in (records.RT_NEW_ORDER, records.RT_REPLACE)
+        assert o[8] in (records.RT_NEW_ORDER, records.RT_REPLACE)
+        r = o.view(records.RECORD_DTYPES[int(o[8])])[0]
         assert r["price"] > 0 and r["qty"] == 1 and r["origin_tsc"] > 0
         assert r["venue"] == records.VENUE_BINANCE
     # the final quotes are passive against the final real book of each instrument
