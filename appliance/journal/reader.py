@@ -352,6 +352,25 @@ class Journal:
         }
 
 
+def next_seq_after(directory, ring: str) -> int | None:
+    """The sequence that follows the last record (or gap) journalled for ``ring`` in
+    ``directory``, or None if nothing was journalled. Used by the recorder to resume where the
+    previous run stopped. Damaged files count up to their last intact frame."""
+    from .format import ring_files
+    for path in reversed(ring_files(Path(directory), ring)):
+        try:
+            sc = JournalFile(path).scan()
+        except JournalError as e:
+            log.warning("resume point: skipping %s: %s", path, e)
+            continue
+        for fi in reversed(sc.frames):
+            if fi.kind in (FRAME_DATA, FRAME_GAP):
+                return fi.first_seq + fi.count
+            if fi.kind in (FRAME_END, FRAME_RESET):
+                return fi.first_seq
+    return None
+
+
 # --- record views ---------------------------------------------------------------------------------
 _VIEW_CACHE: dict[int, np.dtype] = {}
 

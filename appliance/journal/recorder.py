@@ -7,6 +7,12 @@ first missing sequence and count. The writer derives gaps from the records' own 
 ring's cursor counts the same loss independently (``cur[CUR_LOST]``) and the two are cross-checked
 (``Recorder.stats()`` shows both; a disagreement is logged as an error).
 
+A recorder that starts where a previous run left a journal of the ring resumes right after the
+last journalled sequence when the ring still holds it (no duplicates, no hole); records the ring
+overwrote in between are journalled as a GAP. (A ring re-created with a fresh sequence that has
+already passed the old resume point cannot be told apart from the old ring; the journal then
+skips its records before that point.)
+
 One step drains up to ``batch`` records per ring with the compiled ``ring.drain`` into a batch
 buffer and hands the batch to the writer: Python works per batch, never per record. When every
 ring is idle the recorder flushes partial frames older than ``flush_ms`` (so a crash loses at most
@@ -25,6 +31,7 @@ import numpy as np
 
 from ..hotpath import ring as ringmod
 from ..hotpath import shm
+from .reader import next_seq_after
 from .writer import JournalWriter
 
 log = logging.getLogger("appliance.recorder")
@@ -108,7 +115,18 @@ class Recorder:
         rs = int(r.data.shape[1])
         if t.writer is None:
             t.writer = JournalWriter(self.journal_dir, t.name, rs, **self._writer_args)
-            t.writer.start_at(r.position)
+            start = r.position
+            resume = next_seq_after(self.journal_dir, t.name)
+            if resume is not None and resume <= int(ringmod.head(r.hdr)):
+                # a previous run journalled this ring up to ``resume``: continue right there
+                # (records the ring no longer holds become a GAP frame, nothing is duplicated)
+                start = resume
+                if resume >= r.position:
+                    r.cur[ringmod.CUR_POS] = resume
+                else:   # overwritten while no recorder ran: lost, and journalled as a GAP
+                    t.lost_base += r.position - resume
+                log.info("ring %s: resuming the journal at sequence %d", t.name, resume)
+            t.writer.start_at(start)
         elif t.writer.record_size != rs:
             log.error("ring %s: record size changed from %d to %d; not recording it",
                       t.name, t.writer.record_size, rs)

@@ -178,3 +178,27 @@ def test_recorder_notices_a_re_created_ring_and_journals_the_sequence_reset(shm_
     j = Journal(tmp_path)
     assert procs.check_rows(j.read_all()).tolist() == list(range(8)) + [0, 1, 2]
     assert j.stats()["resets"] == 1 and j.gaps() == []
+
+
+def test_restarted_recorder_resumes_after_the_last_journalled_record_without_duplicates(shm_dir, tmp_path):
+    w = ring.RingWriter.create("md.resume", 64, 256, shm_dir=str(shm_dir))
+    rows = procs.make_rows(0, 700)
+    for i in range(100):
+        w.publish(rows[i])
+    with Recorder(["md.resume"], tmp_path, shm_dir=str(shm_dir)) as rec:
+        assert rec.step() == 100                    # attaches and drains in one step
+    for i in range(100, 150):                       # published while no recorder runs
+        w.publish(rows[i])
+    with Recorder(["md.resume"], tmp_path, shm_dir=str(shm_dir)) as rec:
+        assert rec.step() == 50
+    assert procs.check_rows(Journal(tmp_path).read_all()).tolist() == list(range(150))
+    for i in range(150, 700):                       # the ring (256) overwrites 150..443 meanwhile
+        w.publish(rows[i])
+    with Recorder(["md.resume"], tmp_path, shm_dir=str(shm_dir)) as rec:
+        assert rec.step() == 255
+    (st,) = rec.stats()
+    assert st["lost"] == st["ring_lost"] == 700 - 256 + 1 - 150
+    j = Journal(tmp_path)
+    assert [(g.first_seq, g.count, g.kind) for g in j.gaps()] == [(150, 295, "lapped")]
+    assert procs.check_rows(j.read_all()).tolist() == list(range(150)) + list(range(445, 700))
+    w.close()
