@@ -323,7 +323,7 @@ class Feed(common.BaseFeed):
     EXTRA_COUNTERS = ("snapshots", "channels")
     MAX_CHANNELS = 256
 
-    def __init__(self, instruments, writer, book_cap: int = common.BOOK_CAP):
+    def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
         self.chan_ids = np.full(self.MAX_CHANNELS, -1, np.int64)
         self.chan_inst = np.full(self.MAX_CHANNELS, -1, np.int64)

@@ -211,7 +211,7 @@ class Feed(common.BaseFeed):
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("buffered", "snapshots")
 
-    def __init__(self, instruments, writer, book_cap: int = common.BOOK_CAP):
+    def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
         nb = len(self.instruments)
         self.state = [WAIT_SNAPSHOT] * nb

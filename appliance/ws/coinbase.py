@@ -185,6 +185,8 @@ class Feed(common.BaseFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("snapshots",)
+    ROWS = 1 << 17            # level2 snapshots are the whole book (46,000 levels for BTC-USD)
+    CAP = 1 << 15
 
     def _on_event(self, frame: bytes) -> None:
         try:

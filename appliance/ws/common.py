@@ -483,15 +483,19 @@ class BaseFeed:
     LOG_FIRST = 20            # log the first N bad frames, then one in LOG_EVERY
     LOG_EVERY = 1000
 
-    def __init__(self, instruments: list[Instrument], writer: RecordWriter, book_cap: int = BOOK_CAP):
+    ROWS = MAX_ROWS           # rows one frame may produce (venues with full-book snapshots raise it)
+    CAP = BOOK_CAP            # levels per side kept per book
+
+    def __init__(self, instruments: list[Instrument], writer: RecordWriter, book_cap: int | None = None):
         if not instruments:
             raise InstrumentError(f"{self.NAME}: no instruments to subscribe")
         self.instruments = list(instruments)
         self.writer = writer
         self.index = {ins.symbol: i for i, ins in enumerate(self.instruments)}
         nb = len(self.instruments)
-        self.px, self.qty, self.nb = book.new_books(nb, book_cap)
-        self.rows = np.zeros((MAX_ROWS, 8), np.int64)
+        self.book_cap = book_cap or self.CAP
+        self.px, self.qty, self.nb = book.new_books(nb, self.book_cap)
+        self.rows = np.zeros((max(self.ROWS, 2 * self.book_cap), 8), np.int64)
         self.info = np.zeros(INFO_WORDS, np.int64)
         self.res = np.zeros(4, np.int64)
         self.touched = np.zeros(nb, np.uint8)

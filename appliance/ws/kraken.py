@@ -291,7 +291,7 @@ class Feed(common.BaseFeed):
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("snapshots", "truncated")
 
-    def __init__(self, instruments, writer, book_cap: int = common.BOOK_CAP):
+    def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
         nb = len(self.instruments)
         self.depth = [BOOK_DEPTH] * nb
@@ -300,7 +300,7 @@ class Feed(common.BaseFeed):
             self._set_print(b, ins.extra.get("price_print_dec", ins.price_dec),
                             ins.extra.get("qty_print_dec", ins.qty_dec))
         self.crc_buf = np.zeros(CHECKSUM_LEVELS * 2 * 2 * 24, np.uint8)
-        self.trunc_rows = np.zeros((2 * book_cap, 8), np.int64)
+        self.trunc_rows = np.zeros((2 * self.book_cap, 8), np.int64)
 
     def _set_print(self, b: int, pdec: int, qdec: int) -> None:
         ins = self.instruments[b]
