@@ -208,7 +208,11 @@ def cmd_recorder(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("recorder: rings %s -> %s", ", ".join(rings), directory)
-    rec.run()
+    try:
+        rec.run()
+    except (JournalError, OSError) as e:
+        log.error("recorder stopped: %s", e)
+        return 1
     for s in rec.stats():
         log.info("recorder: ring %s: %d records, %d lost in %d gap(s), files %s", s["ring"],
                  s.get("records", 0), s.get("lost", 0), s.get("gaps", 0),

@@ -49,7 +49,7 @@ class _Tape:
     writer: JournalWriter | None = None
     buf: np.ndarray | None = None
     lost_base: int = 0               # ring-side lost counts of earlier attachments
-    last_flush: float = 0.0
+    pending_since: float | None = None   # when the writer's oldest unwritten record arrived
     next_attach: float = 0.0
     next_check: float = 0.0          # when to check next that the region file is still ours
     missing_logged: bool = False
@@ -140,7 +140,7 @@ class Recorder:
                 r.cur[ringmod.CUR_POS] = want
         t.reader = r
         t.buf = np.zeros((self.batch, rs), np.uint8)
-        t.last_flush = now
+        t.pending_since = None
         t.missing_logged = False
         log.info("recording ring %s (record size %d, capacity %d) from sequence %d", t.name, rs,
                  r.data.shape[0], r.position)
@@ -177,13 +177,14 @@ class Recorder:
                 r = t.reader
             n = int(ringmod.drain(r.hdr, r.data, r.cur, t.buf, limit))
             if n:
+                frames = t.writer.frames
                 t.writer.append(t.buf[:n])
                 total += n
-            elif t.writer.pending and now - t.last_flush >= self.flush_s:
-                t.writer.flush()
-                t.last_flush = now
-            if n and t.writer.pending == 0:
-                t.last_flush = now
+                if t.writer.frames != frames or t.pending_since is None:
+                    t.pending_since = now if t.writer.pending else None
+            if t.pending_since is not None and now - t.pending_since >= self.flush_s:
+                t.writer.flush()      # a slow trickle never waits longer than flush_ms on disk
+                t.pending_since = None
         if self._cb is not None:
             self._ctl.heartbeat(self._cb.words, self._actor, time.time_ns())
         return total

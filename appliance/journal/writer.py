@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from .format import (FILE_HEADER_SIZE, FORMAT_VERSION, FRAME_DATA, FRAME_END, FRAME_GAP,
+from .format import (FORMAT_VERSION, FRAME_DATA, FRAME_END, FRAME_GAP,
                      FRAME_RESET, MAX_FRAME_BYTES, RING_NAME_LEN, FileHeader,
                      JournalError, file_name, pack_file_header, pack_frame_header, parse_file_name)
 
@@ -109,7 +109,8 @@ class JournalWriter:
         """Journal ``rows`` (uint8[n, record_size], published records in ring order)."""
         self._check_open()
         if rows.ndim != 2 or rows.shape[1] != self.record_size or rows.dtype != np.uint8:
-            raise ValueError(f"rows: expected uint8[n, {self.record_size}], got {rows.dtype}{list(rows.shape)}")
+            raise ValueError(f"rows: expected uint8[n, {self.record_size}], "
+                             f"got {rows.dtype}{list(rows.shape)}")
         n = rows.shape[0]
         if n == 0:
             return
@@ -225,11 +226,18 @@ class JournalWriter:
     def _write(self, hdr: bytes, payload: bytes = b"") -> None:
         if self._f is None:
             self._open_file()
-        for chunk in (hdr, payload):
-            view = memoryview(chunk)
-            while view:
-                written = self._f.write(view)
-                view = view[written:]
+        # header and payload in one system call, so a concurrent reader rarely sees half a frame
+        self._write_all([hdr, payload])
+
+    def _write_all(self, chunks) -> None:
+        parts = [memoryview(c) for c in chunks if len(c)]
+        while parts:
+            written = os.writev(self._f.fileno(), parts)
+            while parts and written >= len(parts[0]):
+                written -= len(parts[0])
+                parts.pop(0)
+            if parts:
+                parts[0] = parts[0][written:]
 
     def _open_file(self) -> None:
         while True:
@@ -243,14 +251,13 @@ class JournalWriter:
             except FileExistsError:
                 continue
             break
-        f.write(pack_file_header(header))
         self._f = f
+        self._write_all([pack_file_header(header)])
         self.path = path
         self.paths.append(path)
         self._file_records = 0
         self._file_ubytes = 0
         log.info("journal %s: writing %s", self.ring, path)
-        assert f.tell() == FILE_HEADER_SIZE
 
     def _close_file(self) -> None:
         if self._f is None:

@@ -202,3 +202,23 @@ def test_restarted_recorder_resumes_after_the_last_journalled_record_without_dup
     assert [(g.first_seq, g.count, g.kind) for g in j.gaps()] == [(150, 295, "lapped")]
     assert procs.check_rows(j.read_all()).tolist() == list(range(150)) + list(range(445, 700))
     w.close()
+
+
+def test_a_slow_trickle_of_records_reaches_disk_within_flush_ms(shm_dir, tmp_path):
+    now = [0.0]
+    w = ring.RingWriter.create("md.trickle", 64, 64, shm_dir=str(shm_dir))
+    rec = Recorder(["md.trickle"], tmp_path, shm_dir=str(shm_dir), frame_records=1000,
+                   flush_ms=200, clock=lambda: now[0])
+    rows = procs.make_rows(0, 20)
+    written = []
+    for i in range(20):                 # one record every 50 ms: the frame never fills
+        w.publish(rows[i])
+        assert rec.step() == 1
+        files = list(tmp_path.glob("*.zst-journal"))
+        written.append(Journal(files[0]).stats()["records"] if files else 0)
+        now[0] += 0.05
+    rec.close()
+    w.close()
+    # on disk at most 200 ms (4 records) behind the ring, at every step
+    assert all(i + 1 - n <= 5 for i, n in enumerate(written)), written
+    assert written[-1] >= 15
