@@ -105,10 +105,15 @@ class _Disconnect(Exception):
 
 
 class Application:
+    logon_hook = None      # e.g. admin.UserPasswordLogon(...) / admin.HmacRawDataLogon(...)
+
     def on_logon(self, session): pass
     def on_logout(self, session): pass
     def on_app_message(self, session, msg): raise UnsupportedMessageType()
-    def logon_fields(self, session): return []
+
+    def logon_fields(self, session):
+        return self.logon_hook(session) if self.logon_hook is not None else []
+
     def verify_logon(self, session, msg): pass
     def should_resend(self, session, msg): return True
 
@@ -186,6 +191,27 @@ class SessionConfig:
     @property
     def key(self) -> tuple:
         return (self.begin_string, self.sender_comp_id, self.target_comp_id)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "fix.session") -> "SessionConfig":
+        """Build from a config table (e.g. ``cfg.extra["fix"]["sessions"][name]``); unknown keys
+        are rejected naming the key; ``schedule = {start = "HH:MM:SS", end = "HH:MM:SS"}``."""
+        import dataclasses
+        known = {f.name for f in dataclasses.fields(cls)}
+        for k in d:
+            if k not in known:
+                raise ValueError(f"{where}.{k}: unknown key (known: {', '.join(sorted(known))})")
+        kw = dict(d)
+        if "schedule" in kw and not isinstance(kw["schedule"], Schedule):
+            sch = kw["schedule"]
+            bad = set(sch) - {"start", "end"}
+            if bad:
+                raise ValueError(f"{where}.schedule.{sorted(bad)[0]}: unknown key (known: start, end)")
+            kw["schedule"] = Schedule(sch.get("start"), sch.get("end"))
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 class Session:

@@ -90,6 +90,14 @@ class EventLoop:
     def connection_of(self, session):
         return self.bound.get(id(session))
 
+    def flush_session(self, session) -> bool:
+        """Hand the session's pending output (e.g. after ``send_app``) to its connection now."""
+        conn = self.bound.get(id(session))
+        if conn is None:
+            return False
+        self._deliver(conn, session.take_output())
+        return True
+
     # ---- loop ----------------------------------------------------------------------------
 
     def run(self, stop) -> None:

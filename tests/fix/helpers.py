@@ -1,0 +1,49 @@
+"""Shared helpers for the FIX tests: wiring two sessions without sockets, pumping loops."""
+from __future__ import annotations
+
+import socket
+import time
+
+
+class Wire:
+    """Two sessions connected back to back in memory, with an injected clock."""
+
+    def __init__(self, initiator, acceptor, now=1_700_000_000.0):
+        self.i, self.a, self.now = initiator, acceptor, now
+        self.dropped_to_i = False
+
+    def connect(self):
+        out_a = self.a.connected(self.now)
+        out_i = self.i.connected(self.now)
+        self.pump(out_i, out_a)
+
+    def pump(self, to_a=b"", to_i=b"", rounds=50):
+        for _ in range(rounds):
+            if not to_a and not to_i:
+                return
+            na = self.a.on_bytes(to_a, self.now) if to_a else b""
+            ni = self.i.on_bytes(to_i, self.now) if to_i else b""
+            to_a, to_i = ni, na
+        raise AssertionError("sessions did not go quiet")
+
+    def tick(self, seconds):
+        self.now += seconds
+        self.pump(self.i.on_timer(self.now), self.a.on_timer(self.now))
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pump_until(loops, cond, timeout=20.0, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for lp in loops:
+            lp.poll(step)
+        if cond():
+            return True
+    return False
