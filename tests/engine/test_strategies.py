@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from appliance.hotpath import book, records, ring
-from appliance.hotpath.engine import EngineState, ST_NEW, ST_REPLACE
+from appliance.hotpath.engine import EngineState, ST_NEW, ST_REPLACE, ST_RISK_REJECTS
 from appliance.hotpath.strategies import avellaneda_stoikov as AS
 from appliance.hotpath.strategies import base, build, cross_venue as XV
 from appliance.hotpath import strategies
@@ -197,20 +197,30 @@ def _replay(es, recs):
 def test_avellaneda_stoikov_on_recorded_binance_session_quotes_inside_the_real_book():
     recs, syms = mdsource.recorded("binance")
     venues = {"binance": list(syms)}
+    # price_unit ~ the instrument's typical touch spread in ticks (the recording's tick sizes
+    # range from 1e-8 USDT on NKNUSDT to whole ticks on LRCBTC)
+    unit = {"NKNUSDT": 10000, "BLZETH": 5, "LRCBTC": 1, "RUNEEUR": 100000}
     tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s,
-               "params": {"warmup_events": 1, "requote_ticks": 1}} for s in syms]
-    es = EngineState(venues, tables, cal=_CAL, clord_base=1)
+               "params": {"warmup_events": 1, "requote_ticks": unit[s], "price_unit": unit[s]}}
+              for s in syms]
+    es = EngineState(venues, tables, {"collar_ticks": 0 + 10**7}, cal=_CAL, clord_base=1)
     orders = _replay(es, recs)
     # the three instruments with a synced book and several frames get a bid and an ask (RUNEEUR
     # has too few consistent frames in this 31 s recording)
     quoted = [i for i in range(len(syms)) if es.state[i, AS.S_QUOTES] > 0]
-    assert len(quoted) >= 3 and es.stats[ST_NEW] >= len(quoted)
+    assert len(quoted) == len(syms) and es.stats[ST_NEW] >= 2 * len(syms)
+    assert es.stats[ST_RISK_REJECTS] == 0
     assert es.stats[ST_REPLACE] > 0
+    sent = set()
     for o in orders:
-        assert o[8] in (records.RT_NEW_ORDER, records.RT_REPLACE)
+        assert o[8] in (records.RT_NEW_ORDER, records.RT_REPLACE, records.RT_CANCEL)
         r = o.view(records.RECORD_DTYPES[int(o[8])])[0]
-        assert r["price"] > 0 and r["qty"] == 1 and r["origin_tsc"] > 0
-        assert r["venue"] == records.VENUE_BINANCE
+        assert r["venue"] == records.VENUE_BINANCE and r["origin_tsc"] > 0
+        if o[8] == records.RT_CANCEL:            # quotes pulled (book one-sided / crossed)
+            assert int(r["orig_clord_id"]) in sent
+        else:
+            assert r["price"] > 0 and r["qty"] == 1
+        sent.add(int(r["clord_id"]))
     # the final quotes are passive against the final real book of each instrument
     for i in range(len(syms)):
         b = es.meta[i, base.M_BOOK]
@@ -241,7 +251,7 @@ def test_cross_venue_on_recorded_kraken_book_takes_only_real_edges(shift):
     with a shift wider than the spread plus fees every take is a real edge at both touches."""
     recs, syms = mdsource.recorded("kraken")
     idx = syms.index("XMR/USD")
-    mine = recs[recs.view(records.HEADER)["instrument"].reshape(-1) == idx]
+    mine = recs[recs[:, 12:16].copy().view("<u4").reshape(-1) == idx]
     other = _relabel(mine, records.VENUE_SIM, shift)
     merged = np.empty((2 * len(mine), 64), np.uint8)
     merged[0::2] = mine

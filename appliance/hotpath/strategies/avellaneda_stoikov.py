@@ -21,6 +21,12 @@ side (the tick rule against the microprice when the venue does not say); each fu
 ``|buy - sell| / (buy + sell)`` to an EMA. When it reaches ``tox_pull`` both quotes are pulled at
 once (on the trade, before the next book update) and stay pulled for ``cooldown_ms``.
 
+Scale: ``price_unit`` ticks make one model price unit (default 1). Volatility, the half spread,
+``min_half_spread`` and the inventory skew are in model units, so one parameter set fits
+instruments whose tick is tiny against their spread (a venue with 1e-8 ticks on a 0.35 USDT
+coin): set ``price_unit`` to about the typical spread in ticks. Quotes are still whole ticks, and
+``requote_ticks`` is in ticks.
+
 Quote slots: 0 = bid, 1 = ask. Inventory comes from this instance's own fills (``on_fill``).
 """
 from __future__ import annotations
@@ -51,6 +57,7 @@ P_REQUOTE = 14
 P_WARMUP = 15
 P_COOLDOWN_MS = 16
 P_COOLDOWN_TSC = 17     # derived: cooldown_ms in TSC ticks (set by the engine from its clock)
+P_UNIT = 18             # ticks per model price unit (see module docstring)
 
 # name -> (index, default, minimum)
 PARAMS = {
@@ -71,6 +78,7 @@ PARAMS = {
     "requote_ticks": (P_REQUOTE, 1, 0),
     "warmup_events": (P_WARMUP, 20, 0),
     "cooldown_ms": (P_COOLDOWN_MS, 500.0, 0.0),
+    "price_unit": (P_UNIT, 1.0, 1e-9),
 }
 
 # --- state -------------------------------------------------------------------------------------
@@ -144,8 +152,9 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     mp = (bb * float(aq) + ba * float(bq)) / float(aq + bq)
     ev = state[i, S_EVENTS] + 1.0
     state[i, S_EVENTS] = ev
+    unit = params[i, P_UNIT]
     if ev > 1.0:
-        d = mp - state[i, S_MP]
+        d = (mp - state[i, S_MP]) / unit
         state[i, S_VAR] += params[i, P_VOL_ALPHA] * (d * d - state[i, S_VAR])
     state[i, S_MP] = mp
     if ev <= params[i, P_WARMUP]:
@@ -158,7 +167,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     sigma2 = state[i, S_VAR]
     horizon = params[i, P_HORIZON]
     inv = state[i, S_INV]
-    res = mp - inv * gamma * sigma2 * horizon
+    res = mp - inv * gamma * sigma2 * horizon * unit
     half = (gamma * sigma2 * horizon * 0.5 + math.log(1.0 + gamma / params[i, P_K]) / gamma
             + params[i, P_VOL_WIDEN] * math.sqrt(sigma2))
     tox = state[i, S_VPIN] - params[i, P_TOX_FLOOR]
@@ -166,6 +175,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
         half *= 1.0 + params[i, P_TOX_WIDEN] * tox
     if half < params[i, P_MIN_HALF]:
         half = params[i, P_MIN_HALF]
+    half *= unit
     state[i, S_RES] = res
     state[i, S_HALF] = half
     bid = int(math.floor(res - half))
