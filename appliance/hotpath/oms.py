@@ -43,8 +43,8 @@ summed into ``agg[ii, G_OPEN_BUY / G_OPEN_SELL]``; a buy reserves ``notional_e8(
 of the quote asset, a sell ``exposure * lot_e8`` of the base asset in ``ledger.reserved``.
 
 Desired quotes: a strategy's quote for one side of one instrument is a *quote slot* ``q``
-(``quote_map[q]`` = the row currently working it, -1 none). :data:`DESIRED` is the slot-table
-value layout (one slot per (strategy, instrument); both sides). ``reconcile(oms, q, price, qty,
+(``quote_map[q]`` = the row currently working it, -1 none; e.g. q = strategy * Q_SLOTS + slot,
+with ``n_quotes`` in :func:`make_oms` large enough). ``reconcile(oms, q, price, qty,
 px_thr, qty_thr)`` says what to do (Mantra's Overseer): ``ACT_NEW`` (nothing live and qty > 0),
 ``ACT_CANCEL`` (live and qty <= 0), ``ACT_REPLACE`` (|price - live price| > px_thr ticks or
 |qty - live leaves| > qty_thr lots), ``ACT_WAIT`` (a request is in flight: pending new / cancel /
@@ -179,16 +179,6 @@ ORDER = np.dtype([
     ("is_repl", "u1"),             # row created by replace_order, not yet confirmed
     ("counted", "u1"),             # counts in agg G_N_OPEN
     ("tif", "u1"),
-], align=True)
-
-# desired quote (slot-table value): one per (strategy, instrument); qty 0 = no quote on that side
-DESIRED = np.dtype([
-    ("bid_price", "<i8"),
-    ("bid_qty", "<i8"),
-    ("ask_price", "<i8"),
-    ("ask_qty", "<i8"),
-    ("origin_tsc", "<u8"),         # md event that produced this quote
-    ("seq", "<u8"),                # bumped by the strategy on every write
 ], align=True)
 
 Oms = namedtuple("Oms", ["orders", "index", "ctr", "free", "retired", "live", "agg", "seen",

@@ -47,16 +47,18 @@ Tier 2, circuit breaker (``risk.state[R_STATE]`` = records.RISK_*; escalates onl
 - drawdown of equity from its peak >= drawdown_reduce_e8 -> REDUCING, >= drawdown_pause_e8 -> PAUSED;
 - venue rejects >= reject_rate_pct % of orders passed in the current window (window_ns, at least
   reject_min_orders orders) -> PAUSED;
-- equity <= -max_loss_e8 -> HALTED and the kill switch is set in the control block
-  (kill_source = 2, kill_epoch bumped, kill_time_ns = now_ns, then kill = 1 with release order).
+- equity <= -max_loss_e8 -> HALTED and the kill switch is set in the control block with
+  ``control.request_kill(words, control.SOURCE_MAX_LOSS, now_ns)`` (kill = 1, kill_source = 2,
+  kill_time_ns = now_ns, kill_epoch bumped), once: not when the flag is already set.
 - reset: at the configured UTC time of day (``reset_utc = "HH:MM"``: the first such instant after
   the trip), or manually; either way the drawdown peak restarts at the current equity, the loss
   streak restarts at zero and the reject window is cleared. HALTED is never reset here (the kill
   switch has its own CLI). A parameter of 0 disables its trigger.
 
 Tier 3: ``breaker_update`` also moves to HALTED when it sees ``control.kill`` set by anyone
-(``words`` = ``ControlBlock.words``; pass an empty uint64 array when there is no control block);
-``trigger_kill(words, source, now_ns)`` is the writer used for max loss.
+(``words`` = ``ControlBlock.words``; pass an empty uint64 array when there is no control block).
+Publishing ``risk.state[R_STATE]`` to the control block (``control.set_risk_state``) is the
+engine's job, as is cancelling every live order (``oms.live_rows`` + ``oms.cancel_order``).
 
 ``[risk]`` TOML keys (:func:`build_risk`; unknown keys are rejected, naming the key)::
 
@@ -92,8 +94,7 @@ import numpy as np
 from numba import njit
 
 from appliance.config import ConfigError
-from appliance.hotpath import records
-from appliance.hotpath.intrinsics import fetch_add, load_acquire, store_relaxed, store_release
+from appliance.hotpath import control, records
 from appliance.hotpath.oms import G_LIST_LEN, G_N_OPEN, G_OPEN_BUY, G_OPEN_SELL, OS_PENDING_CANCEL
 from appliance.hotpath.positions import (A_LOSS_STREAK, A_RT_COUNT, N_VENUES, equity_e8,
                                          notional_e8)
@@ -134,7 +135,6 @@ CB_NAMES = {CB_NONE: "none", CB_LOSS_STREAK: "loss_streak", CB_DRAWDOWN: "drawdo
             CB_REJECT_RATE: "reject_rate", CB_MAX_LOSS: "max_loss", CB_KILL: "kill_switch",
             CB_MANUAL: "manual", CB_SCHEDULED: "scheduled"}
 
-KILL_SOURCE_MAX_LOSS = 2
 DAY_NS = 86_400 * 10**9
 TOKEN = 10**9        # one message in token units (token units refill at rate_per_s per ns)
 
@@ -455,18 +455,8 @@ def check_cancel(risk, led, ii, now_ns):
 
 # --- tier 3 --------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def trigger_kill(words, source, now_ns):
-    """Request a HALT in the control block: epoch, time and source first, then kill = 1 with
-    release order, so an actor that acquire-loads kill == 1 sees the matching epoch."""
-    fetch_add(words, 8, 1)
-    store_relaxed(words, 16, now_ns)
-    store_relaxed(words, 24, source)
-    store_release(words, 0, 1)
-
-
-@njit(cache=True, nogil=True)
 def _kill_set(words):
-    return words.shape[0] > 0 and load_acquire(words, 0) != 0
+    return words.shape[0] > 0 and control.kill_requested(words)
 
 
 # --- tier 2 --------------------------------------------------------------------------------------
@@ -521,7 +511,7 @@ def breaker_update(risk, led, marks, now_ns, words):
     if b[B_MAX_LOSS_E8] > 0 and eq <= -b[B_MAX_LOSS_E8]:
         _trip(risk, records.RISK_HALTED, CB_MAX_LOSS, now_ns)
         if words.shape[0] > 0 and not _kill_set(words):
-            trigger_kill(words, KILL_SOURCE_MAX_LOSS, now_ns)
+            control.request_kill(words, control.SOURCE_MAX_LOSS, now_ns)
         return s[R_STATE]
     dd = s[R_PEAK_E8] - eq
     streak = led.acct[A_LOSS_STREAK]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from appliance.config import ConfigError
+from appliance.hotpath import control
 from appliance.hotpath import oms as O
 from appliance.hotpath import positions as P
 from appliance.hotpath import records as R
@@ -233,7 +234,7 @@ def test_max_loss_halts_and_sets_the_kill_switch_once():
 
 def test_kill_switch_set_by_another_actor_halts_the_gate():
     e = Env()
-    K.trigger_kill(e.words, 1, T0)
+    control.request_kill(e.words, control.SOURCE_CLI, T0)
     assert e.cb["kill_epoch"] == 1 and e.cb["kill_source"] == 1
     assert e.update(REF) == HALTED
     assert e.risk.state[K.R_CAUSE] == K.CB_KILL
