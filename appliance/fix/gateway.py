@@ -1,0 +1,865 @@
+"""FIX order gateway actor: ``appliance fix gateway --session NAME``.
+
+Data path (one process per venue session)::
+
+    [order ring] --gw_step (numba: poll, validate, encode, track open orders)--> send buffer
+        --Python: one non-blocking send per batch (TCP_NODELAY)--> venue
+    venue --Python: busy-polled non-blocking recv_into--> receive buffer
+        --gw_receive (numba: frame, checksum, parse ER/OCR, publish, track)--> [exec ring]
+
+The session layer (``appliance.fix.session.Session``) owns logon, heartbeats, test requests,
+sequence-number checks, resend and persistence. The compiled path takes over only what is
+routine: it encodes orders with sequence numbers the session allocated (the store's
+``next_sender`` is persisted before the batch leaves the process) and parses in-sequence
+ExecutionReports / OrderCancelRejects (advancing the store's ``next_target``). Everything else -
+admin messages, a sequence gap, a resend in progress, anything before logon - goes to the session
+as bytes (``Session.on_bytes``), and application messages it then hands back
+(``on_app_message``) are decoded by the same compiled decoder. Orders are never resent: a
+ResendRequest covering them is answered with SequenceReset-GapFill (stale orders must not reach a
+venue); the engine learns the truth from reconciliation instead.
+
+Session state on the exec ring (records.SESSION, ``state``):
+
+- SESSION_UP once logged on; SESSION_DOWN when the connection drops: every order sent on this
+  session is now in an unknown state;
+- after a (re)logon with orders still working, one OrderStatusRequest (35=H) per working order;
+  the ExecutionReports (150=I) come back as ACK records with exec_type I, and when every one
+  has answered SESSION_RECONCILED is published and new orders flow again. With nothing working,
+  RECONCILED follows UP at once. Status requests are repeated every ``reconcile_timeout_s``
+  until answered.
+
+Orders that cannot be sent become REJECT records on the exec ring with one of the RJ_* reasons
+below (never silently dropped): session not ready (down or reconciling), too many open orders,
+ClOrdID 0, or an encoder refusal (RJ_ENCODE_BASE - E_* code, e.g. unknown instrument). Orders on
+the ring for another session index are skipped (another gateway serves them).
+
+Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]``)::
+
+    host = "127.0.0.1"              # venue FIX endpoint (required)
+    port = 9878                     # (required)
+    sender_comp_id = "APPLIANCE"    # (required)
+    target_comp_id = "SIMEX"        # (required)
+    begin_string = "FIX.4.4"        # FIX.4.2 | FIX.4.4
+    heartbeat_s = 30
+    store_dir = ""                  # "" = <appliance.state_dir>/fix/NAME (seqnums, message log)
+    credentials_file = ""           # TOML with username/password (553/554), mode 0600 or stricter
+    order_ring = "orders"           # ring the engine publishes orders on
+    exec_ring = "exec.NAME"         # ring this gateway publishes exec records on (it owns it)
+    session_index = 0               # orders whose record.session equals this go out here
+    venue = "sim"                   # records.VENUE_IDS name stamped on exec records
+    instruments = [{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.00001" }]
+                                    # instrument id = position; sizes as decimal strings
+    reconnect_min_ms = 100          # reconnect back-off (doubles up to max)
+    reconnect_max_ms = 5000
+    reconcile_timeout_s = 5.0
+    max_batch = 64                  # orders encoded per send
+    open_orders = 65536             # capacity of the open-order table (power of two)
+    reset_on_logon = false          # ask the venue to reset sequence numbers at each logon
+    validate = false                # validate inbound messages against the data dictionary
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from appliance.fix import codec as C
+from appliance.hotpath import clock, ring, wait
+from appliance.hotpath import records as R
+
+log = logging.getLogger(__name__)
+
+# ---- our own reject reasons (REJECT.reason; venue codes are < 1000) ----------------------------
+RJ_NOT_READY = 1001        # session down or reconciling: the order was not sent
+RJ_TOO_MANY_OPEN = 1002    # open-order table full
+RJ_BAD_CLORD = 1003        # ClOrdID 0 (reserved)
+RJ_ENCODE_BASE = 1010      # RJ_ENCODE_BASE - codec.E_* (1011 out of buffer ... 1019 bad price)
+RJ_NAMES = {RJ_NOT_READY: "session not ready", RJ_TOO_MANY_OPEN: "too many open orders",
+            RJ_BAD_CLORD: "ClOrdID 0 is reserved"}
+RJ_NAMES.update({RJ_ENCODE_BASE - e: f"not encodable: {t}" for e, t in C.E_NAMES.items()})
+
+# ---- gateway state words (int64) -----------------------------------------------------------------
+G_NEXT_SEQ = 0        # next outgoing MsgSeqNum (loaded from / saved to the store per batch)
+G_SEND_LEN = 1        # bytes encoded into the send buffer by the last gw_step
+G_READY = 2           # 1 = orders may flow (logged on and reconciled)
+G_SESSION_IDX = 3
+G_VENUE = 4
+G_SENT = 5            # orders encoded, total
+G_REFUSED = 6         # orders turned into RJ_* rejects, total
+G_OPEN = 7            # open orders in the table
+G_STATUS_PENDING = 8  # status requests not yet answered
+G_EXECS = 9           # exec records published, total
+G_FOREIGN = 10        # order records for other sessions, skipped
+G_IDLE_POLLS = 11
+G_SIZE = 16
+
+# open-order table columns (int64); key = ClOrdID bits, 0 = empty slot
+OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING = range(4)
+OT_COLS = 4
+
+_TERMINAL = (ord("2"), ord("3"), ord("4"), ord("8"), ord("C"), ord("5"))   # 39 values: not working
+
+
+# ------------------------------------------------------------------------------------------------
+# open-order table: linear probing, deletion by backward shift (no tombstones), allocation-free
+# ------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _home(key, mask):
+    return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
+
+
+@njit(cache=True, nogil=True)
+def ot_find(ot, key):
+    mask = ot.shape[0] - 1
+    i = _home(key, mask)
+    while True:
+        k = ot[i, OT_KEY]
+        if k == key:
+            return i
+        if k == 0:
+            return -1
+        i = (i + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def ot_insert(ot, gst, key, instrument, side):
+    """Insert or update; -1 when the table is at its load limit (3/4)."""
+    mask = ot.shape[0] - 1
+    i = _home(key, mask)
+    while True:
+        k = ot[i, OT_KEY]
+        if k == key:
+            break
+        if k == 0:
+            if gst[G_OPEN] >= (ot.shape[0] * 3) // 4:
+                return -1
+            gst[G_OPEN] += 1
+            ot[i, OT_KEY] = key
+            ot[i, OT_PENDING] = 0
+            break
+        i = (i + 1) & mask
+    ot[i, OT_INSTR] = instrument
+    ot[i, OT_SIDE] = side
+    return i
+
+
+@njit(cache=True, nogil=True)
+def ot_delete(ot, gst, key):
+    i = ot_find(ot, key)
+    if i < 0:
+        return False
+    if ot[i, OT_PENDING] != 0:
+        gst[G_STATUS_PENDING] -= 1
+    mask = ot.shape[0] - 1
+    j = i
+    while True:
+        j = (j + 1) & mask
+        k = ot[j, OT_KEY]
+        if k == 0:
+            break
+        h = _home(k, mask)
+        if (i <= j and (i < h <= j)) or (i > j and (h > i or h <= j)):
+            continue
+        for c in range(OT_COLS):
+            ot[i, c] = ot[j, c]
+        i = j
+    for c in range(OT_COLS):
+        ot[i, c] = 0
+    gst[G_OPEN] -= 1
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# compiled steps
+# ------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _refuse(ehdr, edata, rec, erow, gst, reason):
+    for k in range(R.EXEC_RECORD_SIZE):
+        erow[k] = 0
+    erow[8] = R.RT_REJECT
+    erow[9] = np.uint8(gst[G_VENUE])
+    for k in range(12, 24):            # instrument, origin_tsc carried over
+        erow[k] = rec[k]
+    C.st_u64(erow, C._X_CLORD, C.ld_u64(rec, C._O_CLORD))
+    rt = rec[8]
+    if rt == R.RT_CANCEL:
+        C.st_u64(erow, C._X_ORIG, C.ld_u64(rec, C._C_ORIG))
+    elif rt == R.RT_REPLACE:
+        C.st_u64(erow, C._X_ORIG, C.ld_u64(rec, C._R_ORIG))
+    for k in range(8):                 # strategy, session
+        erow[C._X_ORIG + 8 + k] = rec[C._O_CLORD + 8 + k]
+    C.st_u16(erow, C._J_REASON, reason)
+    erow[C._J_ISCXL] = 1 if (rt == R.RT_CANCEL or rt == R.RT_REPLACE) else 0
+    erow[C._J_ORDSTATUS] = R.EXEC_REJECTED
+    ring.publish(ehdr, edata, erow)
+    gst[G_REFUSED] += 1
+    gst[G_EXECS] += 1
+
+
+@njit(cache=True, nogil=True)
+def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
+            wparams, wstate, max_iters):
+    """Poll the order ring up to ``max_iters`` times (idling with the wait strategy) until orders
+    arrive; encode up to the send buffer's batch into ``sbuf`` (length in gst[G_SEND_LEN]).
+    Returns the number of messages encoded."""
+    rec = scratch[0]
+    erow = scratch[1]
+    nb = np.int64(consts[0])
+    begin = consts[2:2 + nb]
+    comp = consts[2 + nb:2 + nb + np.int64(consts[1])]
+    room = C.MAX_MSG + begin.shape[0] + comp.shape[0]
+    pos = 0
+    n = 0
+    utc = np.int64(-1)
+    it = 0
+    while it < max_iters:
+        it += 1
+        if ring.poll(ohdr, odata, ocur, rec) == 0:
+            if ring.poll(ohdr, odata, ocur, rec) == 0:     # the first may only have resynced a lap
+                if n > 0:
+                    break
+                gst[G_IDLE_POLLS] += 1
+                wait.idle(wparams, wstate)
+                continue
+        wait.reset(wstate)
+        rt = rec[8]
+        if rt < R.RT_NEW_ORDER or rt > R.RT_MASS_CANCEL:
+            continue
+        if np.int64(C.ld_u32(rec, C._O_CLORD + 12)) != gst[G_SESSION_IDX]:
+            gst[G_FOREIGN] += 1
+            continue
+        if gst[G_READY] == 0:
+            _refuse(ehdr, edata, rec, erow, gst, RJ_NOT_READY)
+            continue
+        clord = np.int64(C.ld_u64(rec, C._O_CLORD))
+        if clord == 0:
+            _refuse(ehdr, edata, rec, erow, gst, RJ_BAD_CLORD)
+            continue
+        if utc < 0:
+            utc = clock.tsc_to_utc_ns(cal, clock.now(cal))
+        k = C.encode_order(rec, sbuf, pos, begin, comp, gst[G_NEXT_SEQ], utc, instr, syms)
+        if k < 0:
+            _refuse(ehdr, edata, rec, erow, gst, RJ_ENCODE_BASE - k)
+            continue
+        if rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE:
+            side = rec[C._N_SIDE] if rt == R.RT_NEW_ORDER else rec[C._R_SIDE]
+            if ot_insert(ot, gst, clord, np.int64(C.ld_u32(rec, C._O_INSTR)), np.int64(side)) < 0:
+                _refuse(ehdr, edata, rec, erow, gst, RJ_TOO_MANY_OPEN)
+                continue
+        gst[G_NEXT_SEQ] += 1
+        gst[G_SENT] += 1
+        pos += k
+        n += 1
+        if sbuf.shape[0] - pos < room:
+            break
+    gst[G_SEND_LEN] = pos
+    return n
+
+
+@njit(cache=True, nogil=True)
+def gw_track(rows, n, ehdr, edata, ot, gst):
+    """Publish ``n`` exec records and keep the open-order table in step with them."""
+    for r in range(n):
+        row = rows[r]
+        ring.publish(ehdr, edata, row)
+        gst[G_EXECS] += 1
+        rt = row[8]
+        clord = np.int64(C.ld_u64(row, C._X_CLORD))
+        orig = np.int64(C.ld_u64(row, C._X_ORIG))
+        if rt == R.RT_ACK:
+            et = row[C._A_EXECTYPE]
+            os_ = row[C._A_ORDSTATUS]
+            i = ot_find(ot, clord)
+            if et == R.EXEC_ORDER_STATUS and i >= 0 and ot[i, OT_PENDING] != 0:
+                ot[i, OT_PENDING] = 0
+                gst[G_STATUS_PENDING] -= 1
+            if et == R.EXEC_CANCELED or et == R.EXEC_REPLACED:
+                if orig != 0:
+                    ot_delete(ot, gst, orig)
+            for t in _TERMINAL:
+                if os_ == t:
+                    ot_delete(ot, gst, clord)
+                    break
+        elif rt == R.RT_FILL:
+            if row[C._F_ORDSTATUS] == ord("2"):
+                ot_delete(ot, gst, clord)
+        elif rt == R.RT_REJECT:
+            # an order reject closes the order; a cancel/replace reject closes the replace's new
+            # id (never used) and, if the venue says the original is done, the original too
+            ot_delete(ot, gst, clord)
+            if row[C._J_ISCXL] != 0 and orig != 0:
+                os_ = row[C._J_ORDSTATUS]
+                for t in _TERMINAL:
+                    if os_ == t and t != ord("8"):
+                        ot_delete(ot, gst, orig)
+                        break
+
+
+@njit(cache=True, nogil=True)
+def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst):
+    """parse_messages + gw_track in one call; returns the parser's P_* code (state in ``st``)."""
+    code = C.parse_messages(buf, start, end, st, instr, syms, out, rx_tsc)
+    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst)
+    return code
+
+
+@njit(cache=True, nogil=True)
+def gw_working(ot, ids, info):
+    """Copy the open orders (ClOrdID, instrument, side) out; returns how many."""
+    n = 0
+    for i in range(ot.shape[0]):
+        if ot[i, OT_KEY] != 0:
+            ids[n] = ot[i, OT_KEY]
+            info[n, 0] = ot[i, OT_INSTR]
+            info[n, 1] = ot[i, OT_SIDE]
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def gw_mark_pending(ot, gst, key):
+    i = ot_find(ot, key)
+    if i >= 0 and ot[i, OT_PENDING] == 0:
+        ot[i, OT_PENDING] = 1
+        gst[G_STATUS_PENDING] += 1
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GatewayConfig:
+    name: str
+    host: str
+    port: int
+    sender_comp_id: str
+    target_comp_id: str
+    begin_string: str = "FIX.4.4"
+    heartbeat_s: int = 30
+    store_dir: str = ""
+    credentials_file: str = ""
+    order_ring: str = "orders"
+    exec_ring: str = ""
+    session_index: int = 0
+    venue: str = "sim"
+    instruments: tuple = ()
+    reconnect_min_ms: int = 100
+    reconnect_max_ms: int = 5000
+    reconcile_timeout_s: float = 5.0
+    max_batch: int = 64
+    open_orders: int = 65536
+    reset_on_logon: bool = False
+    validate: bool = False
+
+    @classmethod
+    def from_table(cls, name: str, t: dict, state_dir: str = "/var/lib/appliance/state") -> "GatewayConfig":
+        from appliance.config import ConfigError
+        where = f"fix.sessions.{name}"
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: expected a table")
+        fields = {f.name: f for f in dataclasses.fields(cls)} 
+        kw = {"name": name}
+        for k, v in t.items():
+            if k not in fields or k == "name":
+                raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(sorted(set(fields) - {'name'}))})")
+            want = fields[k].type
+            if want == "int" and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
+            if want == "str" and not isinstance(v, str):
+                raise ConfigError(f"{where}.{k}: expected a string, got {v!r}")
+            if want == "bool" and not isinstance(v, bool):
+                raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
+            if want == "float":
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
+                v = float(v)
+            if k == "instruments":
+                v = cls._instruments(where, v)
+            kw[k] = v
+        for req in ("host", "port", "sender_comp_id", "target_comp_id"):
+            if req not in kw:
+                raise ConfigError(f"{where}.{req}: required")
+        kw.setdefault("exec_ring", f"exec.{name}")
+        kw.setdefault("store_dir", str(Path(state_dir) / "fix" / name))
+        g = cls(**kw)
+        g.validate_values(where)
+        return g
+
+    @staticmethod
+    def _instruments(where: str, v) -> tuple:
+        from appliance.config import ConfigError
+        if not isinstance(v, list):
+            raise ConfigError(f"{where}.instruments: expected an array of tables")
+        out = []
+        for i, it in enumerate(v):
+            if not isinstance(it, dict) or set(it) != {"symbol", "tick_size", "lot_size"}:
+                raise ConfigError(f"{where}.instruments[{i}]: expected {{symbol, tick_size, lot_size}}, got {it!r}")
+            out.append((str(it["symbol"]), str(it["tick_size"]), str(it["lot_size"])))
+        try:
+            C.instrument_tables(out)
+        except ValueError as e:
+            raise ConfigError(f"{where}.instruments: {e}") from None
+        return tuple(out)
+
+    def validate_values(self, where: str) -> None:
+        from appliance.config import ConfigError
+        if self.begin_string not in ("FIX.4.2", "FIX.4.4"):
+            raise ConfigError(f"{where}.begin_string: {self.begin_string!r} is not FIX.4.2 or FIX.4.4")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{where}.port: {self.port} is not a TCP port")
+        if self.venue not in R.VENUE_IDS:
+            raise ConfigError(f"{where}.venue: {self.venue!r} is not one of {', '.join(R.VENUE_IDS)}")
+        if not self.instruments:
+            raise ConfigError(f"{where}.instruments: at least one instrument is required")
+        n = self.open_orders
+        if n < 16 or n & (n - 1):
+            raise ConfigError(f"{where}.open_orders: must be a power of two >= 16")
+        if self.max_batch < 1 or self.heartbeat_s < 1 or self.reconnect_min_ms < 1 \
+                or self.reconnect_max_ms < self.reconnect_min_ms or self.reconcile_timeout_s <= 0:
+            raise ConfigError(f"{where}: max_batch, heartbeat_s, reconnect_min_ms >= 1, "
+                              f"reconnect_max_ms >= reconnect_min_ms, reconcile_timeout_s > 0")
+        for k in ("sender_comp_id", "target_comp_id"):
+            v = getattr(self, k)
+            if not v or len(v) > C.COMP_ID_MAX or "\x01" in v or "=" in v:
+                raise ConfigError(f"{where}.{k}: 1..{C.COMP_ID_MAX} characters without SOH or '='")
+
+
+def load_session_config(cfg, name: str) -> GatewayConfig:
+    from appliance.config import ConfigError
+    sessions = cfg.extra.get("fix", {}).get("sessions", {})
+    if name not in sessions:
+        raise ConfigError(f"fix.sessions: no session named {name!r} (have: {', '.join(sessions) or 'none'})")
+    return GatewayConfig.from_table(name, sessions[name], cfg.appliance.state_dir)
+
+
+def read_credentials(path: str) -> list:
+    """(553 Username, 554 Password) from a TOML file readable by its owner only."""
+    if not path:
+        return []
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise PermissionError(f"credentials_file {p}: {e.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PermissionError(f"credentials_file {p}: mode {oct(st.st_mode & 0o777)} lets others "
+                              f"read it; chmod 600")
+    data = tomllib.loads(p.read_text())
+    unknown = set(data) - {"username", "password"}
+    if unknown:
+        raise ValueError(f"credentials_file {p}: unknown keys {sorted(unknown)}")
+    out = []
+    if "username" in data:
+        out.append((553, str(data["username"]).encode()))
+    if "password" in data:
+        out.append((554, str(data["password"]).encode()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the actor
+# ------------------------------------------------------------------------------------------------
+class GatewayApplication:
+    """Session-layer callbacks of the gateway (duck-typed ``session.Application``)."""
+
+    def __init__(self, gw: "Gateway"):
+        self.gw = gw
+
+    def on_logon(self, session):
+        self.gw._logon_pending = True
+
+    def on_logout(self, session):
+        pass
+
+    def on_app_message(self, session, msg):
+        self.gw._slow_app_message(msg)
+
+    def logon_fields(self, session):
+        return self.gw.credentials
+
+    def verify_logon(self, session, msg):
+        pass
+
+    def should_resend(self, session, msg):
+        return msg.msg_type not in (b"D", b"F", b"G", b"q", b"H")
+
+
+class Gateway:
+    RECV_CAP = 1 << 18
+    READ_MAX = 1 << 16
+
+    def __init__(self, gcfg: GatewayConfig, order_reader, exec_writer, store, *, wait_params=None,
+                 clock_fn=time.time, cal=None, message_log=None):
+        from appliance.fix import dictionary as dictionary_mod
+        from appliance.fix.session import Session, SessionConfig
+        self.cfg = gcfg
+        self.orders = order_reader
+        self.execs = exec_writer
+        self.clock = clock_fn
+        self.cal = cal if cal is not None else clock.calibration()
+        self.credentials = read_credentials(gcfg.credentials_file)
+        self.instr, self.syms = C.instrument_tables(gcfg.instruments)
+        begin, comp = C.session_constants(gcfg.begin_string, gcfg.sender_comp_id, gcfg.target_comp_id)
+        self.consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
+        self.begin, self.comp = begin, comp
+        self.scratch = np.zeros((2, R.ORDER_RECORD_SIZE), np.uint8)
+        room = C.MAX_MSG + len(begin) + len(comp)
+        self.sbuf = np.zeros(room * (gcfg.max_batch + 1), np.uint8)
+        self.gst = np.zeros(G_SIZE, np.int64)
+        self.gst[G_SESSION_IDX] = gcfg.session_index
+        self.gst[G_VENUE] = R.VENUE_IDS[gcfg.venue]
+        self.ot = np.zeros((gcfg.open_orders, OT_COLS), np.int64)
+        self.wparams = wait_params if wait_params is not None else wait.make("spin_yield")
+        self.wstate = wait.new_state()
+        self.rbuf = np.zeros(self.RECV_CAP, np.uint8)
+        self.rview = memoryview(self.rbuf)
+        self.rstart = 0
+        self.rend = 0
+        self.pst = C.new_parser_state(1, R.VENUE_IDS[gcfg.venue], gcfg.session_index)
+        self.out = np.zeros((256, R.EXEC_RECORD_SIZE), np.uint8)
+        self.row1 = np.zeros((1, R.EXEC_RECORD_SIZE), np.uint8)
+        self.store = store
+        scfg = SessionConfig(begin_string=gcfg.begin_string, sender_comp_id=gcfg.sender_comp_id,
+                             target_comp_id=gcfg.target_comp_id, initiator=True,
+                             heartbeat_interval=gcfg.heartbeat_s, reset_on_logon=gcfg.reset_on_logon,
+                             validate=gcfg.validate)
+        dd = dictionary_mod.for_version(gcfg.begin_string) if gcfg.validate else None
+        self.session = Session(scfg, store, GatewayApplication(self), dd, message_log, now=clock_fn())
+        self.sock: socket.socket | None = None
+        self.outbuf = bytearray()
+        self.backoff = gcfg.reconnect_min_ms / 1000
+        self.next_connect = 0.0
+        self.next_timer = 0.0
+        self.state = R.SESSION_DOWN
+        self._logon_pending = False
+        self.reconciling = False
+        self.reconcile_deadline = 0.0
+        self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
+                         "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0}
+        self._logged_counts = {}
+
+    # ---- exec-ring notices --------------------------------------------------------------
+    def _publish_session(self, state: int) -> None:
+        rec = np.zeros(1, R.SESSION)
+        rec[0]["rtype"] = R.RT_SESSION
+        rec[0]["venue"] = self.gst[G_VENUE]
+        rec[0]["session"] = self.cfg.session_index
+        rec[0]["state"] = state
+        rec[0]["origin_tsc"] = clock.now(self.cal)
+        ring.publish(self.execs.hdr, self.execs.data, rec.view(np.uint8).reshape(-1))
+        self.state = state
+        log.info("%s: session %s", self.cfg.name, {R.SESSION_UP: "UP", R.SESSION_DOWN: "DOWN",
+                                                   R.SESSION_RECONCILED: "RECONCILED"}[state])
+
+    # ---- connection ---------------------------------------------------------------------
+    def _connect(self, now: float) -> None:
+        self.next_connect = now + self.backoff
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2.0)
+        try:
+            s.connect((self.cfg.host, self.cfg.port))
+        except OSError as e:
+            s.close()
+            log.info("%s: connect to %s:%d failed: %s (retry in %.2fs)", self.cfg.name, self.cfg.host,
+                     self.cfg.port, e, self.backoff)
+            self.backoff = min(self.backoff * 2, self.cfg.reconnect_max_ms / 1000)
+            return
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        self.sock = s
+        self.counters["connects"] += 1
+        self.rstart = self.rend = 0
+        self.outbuf.clear()
+        log.info("%s: connected to %s:%d", self.cfg.name, self.cfg.host, self.cfg.port)
+        self._send(self.session.connected(now))
+
+    def _disconnect(self, now: float, why: str) -> None:
+        if self.sock is None:
+            return
+        log.warning("%s: disconnected: %s", self.cfg.name, why)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.sock = None
+        self.counters["disconnects"] += 1
+        self.session.disconnected(now)
+        self.gst[G_READY] = 0
+        self.reconciling = False
+        self._logon_pending = False
+        self._publish_session(R.SESSION_DOWN)
+        self.next_connect = now + self.backoff
+
+    def _send(self, data) -> None:
+        if self.sock is None or len(data) == 0:
+            return
+        if self.outbuf:
+            self.outbuf += data
+            self._flush()
+            return
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            self._disconnect(self.clock(), f"send failed: {e}")
+            return
+        if n < len(data):
+            self.outbuf += bytes(data[n:])
+
+    def _flush(self) -> None:
+        while self.outbuf and self.sock is not None:
+            try:
+                n = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._disconnect(self.clock(), f"send failed: {e}")
+                return
+            del self.outbuf[:n]
+        if len(self.outbuf) > (16 << 20):
+            self._disconnect(self.clock(), f"venue not reading: {len(self.outbuf)} bytes queued")
+
+    # ---- receive ------------------------------------------------------------------------
+    def _fast_ok(self) -> bool:
+        s = self.session
+        return (s.logged_on and not s.queue and s.resend_range is None and not s.closing
+                and not s.framer.buf)
+
+    def _to_session(self, data: bytes, now: float) -> None:
+        self.counters["slow_path_msgs"] += 1
+        self._send(self.session.on_bytes(data, now))
+
+    def _received(self, now: float, rx_tsc: int) -> None:
+        buf = self.rbuf
+        while self.rstart < self.rend:
+            if not self._fast_ok():
+                data = buf[self.rstart:self.rend].tobytes()
+                self.rstart = self.rend
+                self._to_session(data, now)
+                break
+            st = self.pst
+            st[C.ST_EXPECT_SEQ] = self.store.next_target
+            code = gw_receive(buf, self.rstart, self.rend, st, self.instr, self.syms, self.out,
+                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst)
+            if st[C.ST_EXPECT_SEQ] != self.store.next_target:
+                self.store.set_next_target(int(st[C.ST_EXPECT_SEQ]))
+                self.session.last_received = now
+                self.session.test_request = 0
+            self.rstart = int(st[C.ST_POS])
+            if code == C.P_SESSION_MSG:
+                off, ln = int(st[C.ST_MSG_OFF]), int(st[C.ST_MSG_LEN])
+                self._to_session(buf[off:off + ln].tobytes(), now)
+                continue
+            if code == C.P_OUT_FULL:
+                continue
+            break
+        if self.rstart == self.rend:
+            self.rstart = self.rend = 0
+        elif self.RECV_CAP - self.rend < self.READ_MAX:
+            keep = self.rend - self.rstart
+            buf[:keep] = buf[self.rstart:self.rend]
+            self.rstart, self.rend = 0, keep
+        self._log_counters()
+
+    def _slow_app_message(self, msg) -> None:
+        mt = msg.msg_type
+        if mt in (b"8", b"9"):
+            raw = np.frombuffer(msg.raw, np.uint8)
+            if C.decode_app_message(raw, 0, len(raw), self.pst, self.instr, self.syms, self.row1[0],
+                                    clock.now(self.cal)):
+                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst)
+            else:
+                self.counters["bad_slow_msgs"] += 1
+                log.warning("%s: undecodable %s: %s", self.cfg.name, mt.decode(), msg.raw[:200])
+        elif mt == b"j":
+            self.counters["business_rejects"] += 1
+            log.warning("%s: BusinessMessageReject: ref seq %s type %s reason %s: %s", self.cfg.name,
+                        msg.get(45), msg.get(372), msg.get(380), msg.get(58))
+        elif mt == b"r":
+            log.info("%s: OrderMassCancelReport: %s cancelled (response %s)", self.cfg.name,
+                     msg.get(533), msg.get(531))
+        else:
+            from appliance.fix.session import UnsupportedMessageType
+            raise UnsupportedMessageType()
+
+    def _log_counters(self) -> None:
+        st = self.pst
+        for name, idx in (("garbage bytes", C.ST_GARBAGE_BYTES), ("bad checksums", C.ST_BAD_CHECKSUM),
+                          ("undecodable reports", C.ST_BAD_MSG), ("unknown symbols", C.ST_UNKNOWN_SYMBOL)):
+            v = int(st[idx])
+            if v != self._logged_counts.get(name, 0):
+                self._logged_counts[name] = v
+                log.warning("%s: inbound %s: %d so far", self.cfg.name, name, v)
+
+    # ---- reconciliation -----------------------------------------------------------------
+    def _start_reconcile(self, now: float) -> None:
+        self._publish_session(R.SESSION_UP)
+        self.counters["reconciles"] += 1
+        cap = self.ot.shape[0]
+        ids = np.zeros(cap, np.int64)
+        info = np.zeros((cap, 2), np.int64)
+        n = gw_working(self.ot, ids, info)
+        if n == 0:
+            self._reconciled()
+            return
+        self.reconciling = True
+        self._send_status_requests(now, ids[:n], info[:n], mark=True)
+
+    def _send_status_requests(self, now: float, ids, info, mark: bool) -> None:
+        utc = int(clock.tsc_to_utc_ns(self.cal, clock.now(self.cal)))
+        out = np.zeros(C.MAX_MSG + len(self.begin) + len(self.comp), np.uint8)
+        chunks = []
+        for clord, (inst, side) in zip(ids, info):
+            if mark:
+                gw_mark_pending(self.ot, self.gst, clord)
+            seq = self.session.next_seq()
+            k = C.encode_status_request(out, 0, self.begin, self.comp, seq, utc, self.instr,
+                                        self.syms, np.uint64(clord), int(inst), int(side))
+            if k < 0:
+                raise C.CodecError(f"status request for {int(np.uint64(clord))}: {C.E_NAMES.get(k, k)}")
+            raw = out[:k].tobytes()
+            self.session.record_sent(seq, raw, now)
+            chunks.append(raw)
+        self.store.sync()
+        self.counters["status_requests"] += len(chunks)
+        self.reconcile_deadline = now + self.cfg.reconcile_timeout_s
+        log.info("%s: reconciling %d working orders (OrderStatusRequest sent)", self.cfg.name, len(chunks))
+        self._send(b"".join(chunks))
+
+    def _check_reconcile(self, now: float) -> None:
+        if self.gst[G_STATUS_PENDING] <= 0:
+            self.gst[G_STATUS_PENDING] = 0
+            self.reconciling = False
+            self._reconciled()
+        elif now >= self.reconcile_deadline:
+            cap = self.ot.shape[0]
+            ids = np.zeros(cap, np.int64)
+            info = np.zeros((cap, 2), np.int64)
+            n = gw_working(self.ot, ids, info)
+            pend = [i for i in range(n) if self.ot[ot_find(self.ot, ids[i]), OT_PENDING]]
+            log.warning("%s: %d status requests unanswered after %.1fs; asking again", self.cfg.name,
+                        len(pend), self.cfg.reconcile_timeout_s)
+            self._send_status_requests(now, ids[pend], info[pend], mark=False)
+
+    def _reconciled(self) -> None:
+        self.gst[G_READY] = 1
+        self._publish_session(R.SESSION_RECONCILED)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def step(self, spin: int = 64) -> None:
+        """One loop iteration: orders out, bytes in, timers. Never blocks for long."""
+        now = self.clock()
+        if self.sock is None:
+            self.gst[G_READY] = 0
+            gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr, self.execs.data,
+                    self.scratch, self.sbuf, self.gst, self.consts, self.instr, self.syms, self.ot,
+                    self.cal, self.wparams, self.wstate, spin)     # refuses what arrives meanwhile
+            now = self.clock()
+            if now >= self.next_connect:
+                self._connect(now)
+            return
+        if self.gst[G_READY]:
+            self.gst[G_NEXT_SEQ] = self.store.next_sender
+            n = gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
+                        self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
+                        self.syms, self.ot, self.cal, self.wparams, self.wstate, spin)
+            if n:
+                self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
+                self.session.last_sent = now
+                self._send(self.sbuf[:self.gst[G_SEND_LEN]])
+        else:
+            # logging on or reconciling: orders arriving meanwhile are refused at once
+            gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr, self.execs.data,
+                    self.scratch, self.sbuf, self.gst, self.consts, self.instr, self.syms, self.ot,
+                    self.cal, self.wparams, self.wstate, 1)
+        if self.sock is None:
+            return
+        if self.outbuf:
+            self._flush()
+        try:
+            k = self.sock.recv_into(self.rview[self.rend:], min(self.READ_MAX, self.RECV_CAP - self.rend))
+        except (BlockingIOError, InterruptedError):
+            k = -1
+        except OSError as e:
+            self._disconnect(now, f"recv failed: {e}")
+            return
+        if k == 0:
+            self._disconnect(now, "venue closed the connection")
+            return
+        if k > 0:
+            rx = int(clock.now(self.cal))
+            self.rend += k
+            self._received(now, rx)
+        if self._logon_pending:
+            self._logon_pending = False
+            self._start_reconcile(now)
+        if self.reconciling:
+            self._check_reconcile(now)
+        if now >= self.next_timer:
+            self.next_timer = now + 0.05
+            self._send(self.session.on_timer(now))
+        if self.session.logged_on:
+            self.backoff = self.cfg.reconnect_min_ms / 1000
+        if self.sock is not None and self.session.closing:
+            self._flush()
+            self._disconnect(now, "session closed the connection")
+
+    def run(self, stop) -> None:
+        self._publish_session(R.SESSION_DOWN)
+        while not stop():
+            self.step()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self._send(self.session.logout("gateway stopping"))
+                self._flush()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                log.exception("%s: logout on close failed", self.cfg.name)
+            self._disconnect(self.clock(), "gateway stopped")
+
+
+def run_from_args(args) -> int:
+    import threading
+
+    from appliance import config as config_mod
+    from appliance.fix.store import FileStore, MessageLog
+    cfg = config_mod.load(getattr(args, "config", None))
+    g = load_session_config(cfg, args.session)
+    core = cfg.cores.actors.get(f"fix.{g.name}")
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    shm_dir = cfg.appliance.shm_dir or None
+    orders = ring.RingReader.attach(g.order_ring, consumer=f"fix.{g.name}"[:16], start="latest",
+                                    shm_dir=shm_dir)
+    execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE, cfg.rings.exec_capacity, shm_dir)
+    store = FileStore(g.store_dir)
+    mlog = MessageLog(Path(g.store_dir) / "messages.log")
+    gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    log.info("%s: gateway %s -> %s:%d (%s), orders from ring %s, execs to ring %s", g.name,
+             g.sender_comp_id, g.host, g.port, g.target_comp_id, g.order_ring, g.exec_ring)
+    try:
+        gw.run(stop.is_set)
+    finally:
+        gw.close()
+        log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s", g.name,
+                 gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS], gw.counters)
+        store.close()
+        mlog.close()
+        orders.close()
+        execs.close()
+    return 0
