@@ -363,13 +363,13 @@ class Session:
         if enqueue:
             self._out.append(raw)
 
-    def logout(self, text: str | None = None) -> bytes:
-        """Start an orderly logout (the peer's Logout or the logout timeout closes it)."""
+    def logout(self, text: str | None = None) -> None:
+        """Start an orderly logout (the peer's Logout or the logout timeout closes it). Like
+        ``send_app``, the Logout is queued: the transport sends it (``EventLoop.flush_session``)."""
         if self.logged_on and not self.sent_logout:
             self._generate_logout(text)
         elif not self.logged_on:
             self._disconnect("logout requested before logon")
-        return self.take_output()
 
     # ---- low-level send -----------------------------------------------------------------
 
@@ -572,7 +572,10 @@ class Session:
                 if self._verify(msg):
                     self.store.incr_next_target()
         except UnsupportedMessageType:
-            if self.cfg.begin_string >= "FIX.4.2":
+            if mt == b"j":      # never answer a BusinessMessageReject with another one
+                log.warning("%s: BusinessMessageReject %s from peer: %r", self.name, msg.get(34), msg.get(58))
+                self.store.incr_next_target()
+            elif self.cfg.begin_string >= "FIX.4.2":
                 self._generate_business_reject(msg, BR_UNSUPPORTED_MSGTYPE)
             else:
                 self._generate_reject(msg, REJ_INVALID_MSGTYPE)

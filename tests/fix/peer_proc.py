@@ -47,6 +47,14 @@ class ExecApp(Application):
                                 (150, b"0"), (151, b"1")])
 
 
+class ReportSink(Application):
+    """Initiator side: takes execution reports."""
+
+    def on_app_message(self, session, msg):
+        if msg.msg_type != b"8":
+            return super().on_app_message(session, msg)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("role", choices=("acceptor", "initiator"))
@@ -66,7 +74,7 @@ def main(argv=None) -> int:
         print(f"listening {port}", flush=True)
         loop.run(lambda: False)
         return 0
-    s = Session(initiator_config(), store, Application(), dd, mlog, now=time.time())
+    s = Session(initiator_config(), store, ReportSink(), dd, mlog, now=time.time())
     loop.add_initiator(s, "127.0.0.1", a.port, reconnect_interval=0.2)
     nxt, last = a.first, a.first + a.count
     while True:

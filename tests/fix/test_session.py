@@ -134,7 +134,8 @@ def test_logout_exchange_and_reset_on_logout_policy():
     w.connect()
     ini.send_app(b"D", order_body("C0", w.now))
     w.pump(ini.take_output())
-    w.pump(ini.logout("bye"))
+    ini.logout("bye")
+    w.pump(ini.take_output())
     assert ini.closing and acc.closing
     assert ini.store.next_sender == 1 and ini.store.next_target == 1
     assert acc.store.next_target > 1              # the acceptor has no reset policy
