@@ -3,7 +3,8 @@
 * ``appliance recorder [--rings md.binance,orders,...] [--dir DIR]``: journal rings until SIGTERM
   or SIGINT, then drain, flush, END every file and exit 0. Default rings: ``md.<venue>`` for every
   enabled venue of the config plus ``orders`` and ``exec``; default directory:
-  ``appliance.journal_dir``; zstd level, frame size and rotation from the ``[journal]`` section.
+  ``appliance.journal_dir``; zstd level, frame size and rotation from the ``[journal]`` section;
+  pinned to ``cores.actors.recorder`` when the core plan names one.
 * ``appliance journal stats PATH|DIR [--ring R] [--json]``: files, frames, records, first/last
   sequence, gaps with lost counts, truncation/corruption status, compression ratio (every payload
   crc is checked). Exit 0 if every frame is intact, 1 if a file is truncated or a frame corrupt,
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 log = logging.getLogger("appliance.recorder")
@@ -193,10 +195,18 @@ def cmd_recorder(args) -> int:
     rings = [r.strip() for r in args.rings.split(",") if r.strip()] if args.rings else default_rings(cfg)
     directory = args.dir or cfg.appliance.journal_dir
     shm_dir = args.shm_dir or cfg.appliance.shm_dir or None
+    core = cfg.cores.actors.get("recorder")
+    if core is not None:
+        try:
+            os.sched_setaffinity(0, {core})
+        except OSError as e:
+            print(f"appliance recorder: cannot pin to core {core} (cores.actors.recorder): {e}",
+                  file=sys.stderr)
+            return 2
     try:
         rec = Recorder(rings, directory, shm_dir=shm_dir, rotate_bytes=cfg.journal.rotate_bytes,
                        zstd_level=cfg.journal.zstd_level, frame_records=cfg.journal.frame_records,
-                       flush_ms=args.flush_ms, control=True)
+                       flush_ms=args.flush_ms, control=True, core=-1 if core is None else core)
     except (JournalError, ValueError, OSError) as e:
         print(f"appliance recorder: {e}", file=sys.stderr)
         return 2

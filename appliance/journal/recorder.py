@@ -72,7 +72,7 @@ class Recorder:
     def __init__(self, rings, journal_dir, *, shm_dir=None, rotate_bytes: int = 256 << 20,
                  zstd_level: int = 3, frame_records: int = 4096, batch: int | None = None,
                  flush_ms: int = 200, attach_retry_ms: int = 1000, control: bool = False,
-                 clock=time.monotonic):
+                 core: int = -1, clock=time.monotonic):
         rings = list(dict.fromkeys(rings))
         if not rings:
             raise ValueError("the recorder needs at least one ring name")
@@ -95,7 +95,7 @@ class Recorder:
             from ..hotpath import control as ctl
             self._ctl = ctl
             self._cb = ctl.ControlBlock.open(shm_dir)
-            self._actor = self._cb.register_actor(CONSUMER_NAME, ACTOR_KIND_RECORDER)
+            self._actor = self._cb.register_actor(CONSUMER_NAME, ACTOR_KIND_RECORDER, core)
         self.closed = False
 
     # --- attachment -----------------------------------------------------------------------------

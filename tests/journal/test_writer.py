@@ -5,6 +5,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appliance.journal import (FRAME_DATA, FRAME_END, FRAME_GAP, FRAME_RESET, Journal, JournalError,
                                JournalFile, JournalFormatError, JournalWriter)
@@ -157,3 +159,30 @@ def test_frame_header_with_wrong_crc_or_kind_is_not_accepted():
     bad[9] ^= 0x40
     assert F.unpack_frame_header(bytes(bad)) is None
     assert F.unpack_frame_header(F.pack_frame_header(9, 0, 0)) is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 90)), min_size=1, max_size=25),
+       st.integers(1, 64), st.integers(1, 40))
+def test_any_stream_of_batches_with_holes_reads_back_exactly_with_exact_gaps(
+        tmp_path_factory, batches, frame_records, rotate_records):
+    """Batches (skip, n): skip records after the previous batch, then n consecutive records;
+    frames and rotation sizes vary. Reading back gives exactly the appended records, and the GAP
+    frames exactly the skipped ranges."""
+    d = tmp_path_factory.mktemp("prop")
+    seq, kept, holes = 0, [], []
+    with JournalWriter(d, "md.p", 64, frame_records=frame_records,
+                       rotate_bytes=rotate_records * 64) as w:
+        for skip, n in batches:
+            if skip and kept:
+                holes.append((seq, skip))
+            seq += skip if kept else 0
+            w.append(make_rows(seq, n))
+            kept.extend(range(seq, seq + n))
+            seq += n
+    j = Journal(d)
+    assert check_rows(j.read_all()).tolist() == kept
+    assert [(g.first_seq, g.count, g.kind) for g in j.gaps()] == [(a, b, "lapped") for a, b in holes]
+    s = j.stats()
+    assert s["lost"] == sum(b for _, b in holes) and s["records"] == len(kept)
+    assert all(f["status"] == "closed" for f in s["files"])
