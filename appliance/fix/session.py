@@ -40,7 +40,9 @@ Sharing sequence numbers with a compiled encoder (the order gateway):
     sock.send(raw)                            # or record_sent(..., enqueue=True) and let the
                                               # transport send it with the session's output
 
-``next_seq`` raises ``NotLoggedOn`` while the session is not logged on. Inbound application
+A compiled inbound fast path may bypass ``on_bytes`` while ``in_steady_state()`` is true, and
+must then report with ``note_received(now, next_target)``; a fast outbound path reports with
+``note_sent(now)``. ``next_seq`` raises ``NotLoggedOn`` while the session is not logged on. Inbound application
 messages reach ``on_app_message`` with both the raw bytes and the parsed fields, so a compiled
 exec-report parser can work on ``msg.raw`` directly. If a process dies between ``next_seq`` and
 ``record_sent`` the number is a gap in the store and a later ResendRequest gap-fills it.
@@ -363,13 +365,31 @@ class Session:
         if enqueue:
             self._out.append(raw)
 
-    def logout(self, text: str | None = None) -> None:
-        """Start an orderly logout (the peer's Logout or the logout timeout closes it). Like
-        ``send_app``, the Logout is queued: the transport sends it (``EventLoop.flush_session``)."""
+    def in_steady_state(self) -> bool:
+        """True when a compiled fast path may consume inbound application messages itself: logged
+        on, nothing queued, no resend outstanding, no partial frame buffered, not closing."""
+        return (self.logged_on and not self.queue and self.resend_range is None
+                and not self.closing and not self.framer.buf)
+
+    def note_received(self, now: float, next_target: int | None = None) -> None:
+        """A fast path consumed inbound messages: update liveness (and the expected MsgSeqNum)."""
+        if next_target is not None and next_target != self.store.next_target:
+            self.store.set_next_target(next_target)
+        self.last_received = now
+        self.test_request = 0
+
+    def note_sent(self, now: float) -> None:
+        """Bytes for this session left through a fast path (heartbeat timer restarts)."""
+        self.last_sent = now
+
+    def logout(self, text: str | None = None) -> bytes:
+        """Start an orderly logout (the peer's Logout or the logout timeout closes it); returns
+        the bytes to send, like ``on_bytes`` / ``on_timer``."""
         if self.logged_on and not self.sent_logout:
             self._generate_logout(text)
         elif not self.logged_on:
             self._disconnect("logout requested before logon")
+        return self.take_output()
 
     # ---- low-level send -----------------------------------------------------------------
 
@@ -584,6 +604,13 @@ class Session:
         except RejectLogon as e:
             self._generate_logout(str(e) or None)
             raise _Disconnect(f"logon rejected: {e}") from None
+        except _Disconnect:
+            raise
+        except Exception as e:              # a failing application callback must not kill the session
+            log.exception("%s: application failed on message %s (%r)", self.name, msg.get(34), mt)
+            if mt in wire.ADMIN_TYPES or not self.logged_on:
+                raise _Disconnect(f"application error: {e}") from None
+            self._generate_business_reject(msg, BR_APP_NOT_AVAILABLE, "Application error")
         if not queued:
             self._next_queued()
 

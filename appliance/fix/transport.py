@@ -90,12 +90,13 @@ class EventLoop:
     def connection_of(self, session):
         return self.bound.get(id(session))
 
-    def flush_session(self, session) -> bool:
-        """Hand the session's pending output (e.g. after ``send_app``) to its connection now."""
+    def flush_session(self, session, data: bytes = b"") -> bool:
+        """Hand ``data`` (e.g. what ``session.logout()`` returned) and the session's pending
+        output (e.g. after ``send_app``) to its connection now."""
         conn = self.bound.get(id(session))
         if conn is None:
             return False
-        self._deliver(conn, session.take_output())
+        self._deliver(conn, data + session.take_output())
         return True
 
     # ---- loop ----------------------------------------------------------------------------
@@ -124,7 +125,11 @@ class EventLoop:
             self._last_tick = now
             for conn in list(self.conns):
                 if conn.session is not None and not conn.connecting:
-                    self._deliver(conn, conn.session.on_timer(now))
+                    try:
+                        self._deliver(conn, conn.session.on_timer(now))
+                    except Exception:
+                        log.exception("%s: error in timer; closing the connection", conn.session.name)
+                        self._close(conn, "internal error")
                 elif conn.session is None and now - conn.opened > self.unbound_timeout:
                     self._close(conn, "no logon received")
 
@@ -195,10 +200,14 @@ class EventLoop:
             self._close(conn, "peer closed the connection")
             return
         now = self.clock()
-        if conn.session is None:
-            self._bind(conn, data, now)
-        else:
-            self._deliver(conn, conn.session.on_bytes(data, now))
+        try:
+            if conn.session is None:
+                self._bind(conn, data, now)
+            else:
+                self._deliver(conn, conn.session.on_bytes(data, now))
+        except Exception:                    # a bug in one session must not stop the others
+            log.exception("%s: error handling input; closing the connection", conn.peer)
+            self._close(conn, "internal error")
 
     def _bind(self, conn: Connection, data: bytes, now: float) -> None:
         conn.framer.feed(data)

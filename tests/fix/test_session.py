@@ -134,8 +134,7 @@ def test_logout_exchange_and_reset_on_logout_policy():
     w.connect()
     ini.send_app(b"D", order_body("C0", w.now))
     w.pump(ini.take_output())
-    ini.logout("bye")
-    w.pump(ini.take_output())
+    w.pump(ini.logout("bye"))
     assert ini.closing and acc.closing
     assert ini.store.next_sender == 1 and ini.store.next_target == 1
     assert acc.store.next_target > 1              # the acceptor has no reset policy
@@ -206,3 +205,28 @@ def test_garbled_and_truncated_bytes_are_ignored_and_counted():
     w.pump(ini.take_output())
     assert [m.get(11) for m in ini.app.msgs] == [b"C0", b"C1"]
     assert acc.store.next_target == 4
+
+
+class Exploding(Recorder):
+    def on_app_message(self, session, msg):
+        raise KeyError("bug in the application")
+
+
+def test_application_error_answers_business_reject_and_session_survives():
+    w, ini, acc = make_pair(a_app=Exploding())
+    w.connect()
+    ini.send_app(b"D", order_body("C0", w.now))
+    out = acc.on_bytes(ini.take_output(), w.now)
+    rej = wire.parse(out)
+    assert (rej.msg_type, rej.get(380), rej.get(58)) == (b"j", b"4", b"Application error")
+    assert not acc.closing and acc.store.next_target == 3
+
+
+def test_bad_heartbeat_interval_in_logon_is_rejected_and_disconnected():
+    w, ini, acc = make_pair()
+    acc.connected(w.now)
+    logon = ini.connected(w.now).replace(b"108=10\x01", b"108=-5\x01")
+    fixed = wire.parse(logon)
+    raw = wire.encode(b"FIX.4.4", b"A", [f for f in fixed.fields if f[0] in (34, 49, 52, 56)],
+                      [(98, b"0"), (108, b"-5")])
+    assert acc.on_bytes(raw, w.now) == b"" and acc.closing
