@@ -362,3 +362,123 @@ def test_order_records_carry_ids_prices_and_origin(env):
     assert (p["rtype"], p["orig_clord_id"], p["price"], p["qty"]) == (R.RT_REPLACE, FIRST, 99, 4)
     out = np.zeros(8, np.int32)
     assert O.live_rows(oms, 0, out) == 2 and sorted(out[:2]) == sorted([r, n])
+
+
+# --- randomized: a consistent venue, reports duplicated and reordered ----------------------------
+def _check_invariants(oms, led):
+    o = oms.orders
+    live = (o["state"] != O.OS_FREE) & ~np.isin(o["state"], [O.OS_FILLED, O.OS_CANCELLED, O.OS_REPLACED,
+                                                              O.OS_REJECTED])
+    buy = live & (o["side"] == BUY)
+    sell = live & (o["side"] == SELL)
+    assert oms.agg[0, O.G_OPEN_BUY] == o["exposure"][buy].sum()
+    assert oms.agg[0, O.G_OPEN_SELL] == o["exposure"][sell].sum()
+    assert oms.agg[0, O.G_N_OPEN] == (live & (o["counted"] == 1)).sum()
+    assert oms.agg[0, O.G_LIST_LEN] == live.sum()
+    assert sorted(oms.live[0, :live.sum()]) == sorted(np.nonzero(live)[0])
+    assert (o["exposure"][~live] == 0).all() and (o["exposure"] >= 0).all()
+    assert led.reserved[V, 1] == o["reserved_e8"][buy].sum()
+    assert led.reserved[V, 0] == o["reserved_e8"][sell].sum()
+
+
+class _Venue:
+    """Consistent exchange side: every request gets exactly one answer, fills have unique ids."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.chains = {}       # current clord id -> [price, qty, cum, side, open]
+        self.out = []
+        self.exec_id = 0
+        self.fills = {}        # exec id -> signed qty
+
+    def new(self, cid, side, price, qty):
+        if self.rng.random() < 0.1:
+            self.out.append(reject(cid))
+            return
+        self.chains[cid] = [price, qty, 0, side, True]
+        self.out.append(ack(cid, R.EXEC_NEW, price=price, qty=qty, leaves=qty))
+
+    def fill_some(self):
+        open_ids = [c for c, ch in self.chains.items() if ch[4]]
+        if not open_ids:
+            return
+        cid = self.rng.choice(open_ids)
+        ch = self.chains[cid]
+        q = self.rng.randint(1, ch[1] - ch[2])
+        ch[2] += q
+        self.exec_id += 1
+        self.fills[self.exec_id] = q if ch[3] == BUY else -q
+        self.out.append(fill(cid, self.exec_id, ch[0], q, ch[2], ch[1] - ch[2]))
+        if ch[2] == ch[1]:
+            ch[4] = False
+
+    def cancel(self, cancel_id, cid):
+        ch = self.chains.get(cid)
+        if ch and ch[4]:
+            ch[4] = False
+            self.out.append(ack(cancel_id, R.EXEC_CANCELED, orig=cid, cum=ch[2]))
+        else:
+            self.out.append(reject(cancel_id, orig=cid, cancel=1, ord_status=ord("2")))
+
+    def replace(self, new_id, cid, price, total):
+        ch = self.chains.get(cid)
+        if ch and ch[4] and total > ch[2] and self.rng.random() < 0.8:
+            ch[4] = False
+            self.chains[new_id] = [price, total, ch[2], ch[3], True]
+            self.out.append(ack(new_id, R.EXEC_REPLACED, orig=cid, price=price, qty=total,
+                                leaves=total - ch[2], cum=ch[2]))
+        else:
+            self.out.append(reject(new_id, orig=cid, cancel=1))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_duplicated_reordered_reports_book_every_fill_once_and_keep_aggregates_exact(seed):
+    rng = random.Random(seed)
+    spec = dict(venue="binance", instrument=3, base_asset=0, quote_asset=1, tick_e8=10**6, lot_e8=10**3)
+    led = P.make_ledger([spec], 2)
+    oms = O.make_oms(1024, 1, max_live=16, first_clord_id=FIRST)
+    venue = _Venue(rng)
+    queue = []
+    unknown_sent = 0
+    for step in range(1500):
+        act = rng.random()
+        working = np.nonzero(np.isin(oms.orders["state"], [O.OS_NEW, O.OS_PARTIAL]))[0].tolist()
+        if act < 0.25:
+            side = rng.choice([BUY, SELL])
+            r = O.new_order(oms, led, 0, side, rng.randint(90, 110), rng.randint(1, 20), R.TIF_GTC, 0, -1, T0)
+            if r >= 0:
+                venue.new(int(oms.orders[r]["clord_id"]), side, int(oms.orders[r]["price"]), int(oms.orders[r]["qty"]))
+        elif act < 0.35 and working:
+            r = rng.choice(working)
+            cid = O.cancel_order(oms, r, T0)
+            venue.cancel(cid, int(oms.orders[r]["clord_id"]))
+        elif act < 0.45 and working:
+            r = rng.choice(working)
+            n = O.replace_order(oms, led, r, rng.randint(90, 110), rng.randint(1, 20), T0)
+            if n >= 0:
+                venue.replace(int(oms.orders[n]["clord_id"]), int(oms.orders[r]["clord_id"]),
+                              int(oms.orders[n]["price"]), int(oms.orders[n]["qty"]))
+        elif act < 0.7:
+            venue.fill_some()
+        queue.extend(venue.out)
+        venue.out.clear()
+        if rng.random() < 0.02:
+            queue.append(fill(123, 10**9 + step, 100, 1, 1, 0))           # unknown order
+        while queue and rng.random() < 0.6:
+            rec = queue.pop(rng.randrange(min(4, len(queue))))            # local reordering
+            if rng.random() < 0.1:
+                queue.append(rec.copy())                                   # a duplicate later
+            unknown_sent += int(rec.view(R.ACK)[0]["clord_id"] == 123)
+            O.apply_exec(oms, led, rec, T0 + step)
+        _check_invariants(oms, led)
+    while queue:
+        rec = queue.pop(rng.randrange(min(4, len(queue))))
+        unknown_sent += int(rec.view(R.ACK)[0]["clord_id"] == 123)
+        O.apply_exec(oms, led, rec, T0)
+    _check_invariants(oms, led)
+    assert led.pos[0]["qty"] == sum(venue.fills.values())
+    assert led.pos[0]["n_fills"] == len(venue.fills)
+    assert not np.isin(oms.orders["state"], [O.OS_PENDING_NEW, O.OS_PENDING_CANCEL, O.OS_PENDING_REPLACE]).any()
+    c = O.counters(oms)
+    assert unknown_sent > 0 and c["exec_unknown"] == unknown_sent and c["exec_invalid"] == 0
+    assert c["exec_fill"] == len(venue.fills)
