@@ -25,6 +25,10 @@ FRAME_RESET = 3
 FRAME_END = 4
 FRAME_KIND_NAMES = {FRAME_DATA: "DATA", FRAME_GAP: "GAP", FRAME_RESET: "RESET", FRAME_END: "END"}
 
+# DATA frame flags
+FLAG_BYTE_SHUFFLE = 1      # payload holds the records transposed: byte k of every record together
+KNOWN_FLAGS = FLAG_BYTE_SHUFFLE
+
 RING_NAME_LEN = 32
 WRITER_LEN = 60
 MAX_FRAME_BYTES = 1 << 31                # a frame's uncompressed payload must stay below this
@@ -97,8 +101,8 @@ def unpack_file_header(buf: bytes, where: str = "<bytes>") -> FileHeader:
 
 
 def pack_frame_header(kind: int, first_seq: int, count: int, usize: int = 0, csize: int = 0,
-                      payload_crc: int = 0) -> bytes:
-    body = FRAME_HEADER.pack(FRAME_MAGIC, kind, 0, first_seq, count, usize, csize, payload_crc, 0)[:-4]
+                      payload_crc: int = 0, flags: int = 0) -> bytes:
+    body = FRAME_HEADER.pack(FRAME_MAGIC, kind, flags, first_seq, count, usize, csize, payload_crc, 0)[:-4]
     return body + struct.pack("<I", zlib.crc32(body))
 
 

@@ -19,12 +19,13 @@ from typing import Iterator
 
 import numpy as np
 import zstandard
+from numba import njit
 
 from ..hotpath import records as R
-from .format import (FILE_HEADER_SIZE, FILE_SUFFIX, FRAME_DATA, FRAME_END, FRAME_GAP,
-                     FRAME_HEADER_SIZE, FRAME_KIND_NAMES, FRAME_MAGIC, FRAME_RESET, FileHeader,
-                     JournalCorruptError, JournalError, JournalFormatError, unpack_file_header,
-                     unpack_frame_header)
+from .format import (FILE_HEADER_SIZE, FILE_SUFFIX, FLAG_BYTE_SHUFFLE, FRAME_DATA, FRAME_END,
+                     FRAME_GAP, FRAME_HEADER_SIZE, FRAME_KIND_NAMES, FRAME_MAGIC, FRAME_RESET,
+                     KNOWN_FLAGS, FileHeader, JournalCorruptError, JournalError,
+                     JournalFormatError, unpack_file_header, unpack_frame_header)
 
 log = logging.getLogger("appliance.journal")
 
@@ -42,6 +43,7 @@ class FrameInfo:
     usize: int
     csize: int
     payload_crc: int
+    flags: int = 0
 
     @property
     def kind_name(self) -> str:
@@ -125,6 +127,8 @@ class JournalFile:
                 bad = f"DATA frame sizes inconsistent (count {h.count}, usize {h.usize}, csize {h.csize})"
             elif h.kind != FRAME_DATA and (h.csize or h.usize):
                 bad = f"{FRAME_KIND_NAMES[h.kind]} frame with a payload"
+            elif h.flags & ~KNOWN_FLAGS:
+                bad = f"unsupported frame flags {h.flags:#x}"
             if bad is None:
                 end = off + FRAME_HEADER_SIZE + h.csize
                 if end > size:
@@ -143,7 +147,7 @@ class JournalFile:
                 if ended:
                     sc.problems.append(f"offset {off}: frame after the END frame")
                 sc.frames.append(FrameInfo(h.kind, off, h.first_seq, h.count, h.usize, h.csize,
-                                           h.payload_crc))
+                                           h.payload_crc, h.flags))
                 ended = h.kind == FRAME_END
                 off = end
                 continue
@@ -184,7 +188,21 @@ class JournalFile:
             raise JournalCorruptError(f"{where}: zstd: {e}") from None
         if len(raw) != fi.usize:
             raise JournalCorruptError(f"{where}: decompressed {len(raw)} bytes, header says {fi.usize}")
+        if fi.flags & FLAG_BYTE_SHUFFLE:
+            out = np.empty((fi.count, self.record_size), np.uint8)
+            unshuffle(np.frombuffer(raw, np.uint8).reshape(self.record_size, fi.count), out)
+            return out
         return np.frombuffer(raw, np.uint8).reshape(fi.count, self.record_size)
+
+
+@njit(cache=True, nogil=True)
+def unshuffle(src, dst):
+    """dst[j, i] = src[i, j]: undo FLAG_BYTE_SHUFFLE (uint8[record_size, n] -> uint8[n, record_size]).
+    Reads ``src`` sequentially; about 4x faster than numpy's strided transpose copy here."""
+    rs, n = src.shape
+    for i in range(rs):
+        for j in range(n):
+            dst[j, i] = src[i, j]
 
 
 def _collect(paths) -> list[JournalFile]:

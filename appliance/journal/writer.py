@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from .format import (FORMAT_VERSION, FRAME_DATA, FRAME_END, FRAME_GAP,
+from .format import (FLAG_BYTE_SHUFFLE, FORMAT_VERSION, FRAME_DATA, FRAME_END, FRAME_GAP,
                      FRAME_RESET, MAX_FRAME_BYTES, RING_NAME_LEN, FileHeader,
                      JournalError, file_name, pack_file_header, pack_frame_header, parse_file_name)
 
@@ -41,6 +41,8 @@ class JournalWriter:
     """Writes the records of one ring into ``directory`` (see the package docstring for the format).
 
     ``append(rows)`` takes published records (seqlock word ``ver`` = 2*seq+2) in ring order.
+    ``shuffle`` stores DATA frames byte-transposed (FLAG_BYTE_SHUFFLE: better and faster
+    compression of fixed-layout records).
     ``flush()`` writes the partial frame (call it when the ring goes idle so a crash loses at most
     the last moments); ``close()`` flushes, writes the END frame and fsyncs. Files are created
     lazily, so a ring that never publishes leaves no empty file behind.
@@ -48,7 +50,8 @@ class JournalWriter:
 
     def __init__(self, directory: str | os.PathLike, ring: str, record_size: int, *,
                  rotate_bytes: int = 256 << 20, zstd_level: int = 3, frame_records: int = 4096,
-                 writer_info: str | None = None, clock_ns=time.time_ns, fsync: bool = True):
+                 shuffle: bool = True, writer_info: str | None = None, clock_ns=time.time_ns,
+                 fsync: bool = True):
         if not ring or "/" in ring or "\0" in ring or len(ring.encode()) > RING_NAME_LEN:
             raise ValueError(f"ring name {ring!r}: must be 1..{RING_NAME_LEN} bytes without '/'")
         if record_size <= 0 or record_size % 8:
@@ -67,6 +70,7 @@ class JournalWriter:
         self._info = writer_info if writer_info is not None else _writer_info()
         self._clock_ns = clock_ns
         self._fsync = fsync
+        self._flags = FLAG_BYTE_SHUFFLE if shuffle else 0
         self._cctx = zstandard.ZstdCompressor(level=zstd_level)
         self._buf = np.zeros((frame_records, record_size), np.uint8)
         self._n = 0                    # records pending in _buf
@@ -204,9 +208,10 @@ class JournalWriter:
         if n == 0:
             return
         raw = self._buf[:n]
-        payload = self._cctx.compress(raw.data)
+        src = np.ascontiguousarray(raw.T) if self._flags & FLAG_BYTE_SHUFFLE else raw
+        payload = self._cctx.compress(src.data)
         hdr = pack_frame_header(FRAME_DATA, self._buf_first, n, raw.nbytes, len(payload),
-                                zlib.crc32(payload))
+                                zlib.crc32(payload), self._flags)
         self._write(hdr, payload)
         self._n = 0
         self._written_next = self._buf_first + n
