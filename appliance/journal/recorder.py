@@ -114,7 +114,11 @@ class Recorder:
             return False
         rs = int(r.data.shape[1])
         if t.writer is None:
-            t.writer = JournalWriter(self.journal_dir, t.name, rs, **self._writer_args)
+            try:
+                t.writer = JournalWriter(self.journal_dir, t.name, rs, **self._writer_args)
+            except BaseException:
+                r.close()
+                raise
             start = r.position
             resume = next_seq_after(self.journal_dir, t.name)
             if resume is not None and resume <= int(ringmod.head(r.hdr)):
@@ -138,9 +142,11 @@ class Recorder:
             want = t.writer.next_seq
             if int(r.position) <= want <= int(ringmod.head(r.hdr)):
                 r.cur[ringmod.CUR_POS] = want
+            elif want < int(r.position):      # overwritten in between: the writer journals a GAP
+                t.lost_base += int(r.position) - want
         t.reader = r
         t.buf = np.zeros((self.batch, rs), np.uint8)
-        t.pending_since = None
+        t.pending_since = self._clock() if t.writer.pending else None
         t.missing_logged = False
         log.info("recording ring %s (record size %d, capacity %d) from sequence %d", t.name, rs,
                  r.data.shape[0], r.position)

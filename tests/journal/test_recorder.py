@@ -14,7 +14,7 @@ import pytest
 
 from appliance import cli
 from appliance.hotpath import ring
-from appliance.journal import FRAME_GAP, Journal
+from appliance.journal import FRAME_GAP, Journal, JournalError
 from appliance.journal.recorder import Recorder
 from tests.journal import procs
 
@@ -222,3 +222,38 @@ def test_a_slow_trickle_of_records_reaches_disk_within_flush_ms(shm_dir, tmp_pat
     # on disk at most 200 ms (4 records) behind the ring, at every step
     assert all(i + 1 - n <= 5 for i, n in enumerate(written)), written
     assert written[-1] >= 15
+
+
+def test_second_recorder_for_the_same_ring_and_directory_fails_clearly_and_frees_its_slot(shm_dir, tmp_path):
+    w = ring.RingWriter.create("md.two", 64, 64, shm_dir=str(shm_dir))
+    first = Recorder(["md.two"], tmp_path, shm_dir=str(shm_dir))
+    first.step()
+    second = Recorder(["md.two"], tmp_path, shm_dir=str(shm_dir))
+    with pytest.raises(JournalError, match="another recorder is writing ring 'md.two'"):
+        second.step()
+    assert [c["name"] for c in ring.consumers(w.hdr)] == ["recorder"]
+    second.close()
+    first.close()
+    w.close()
+
+
+def test_writer_restart_while_the_recorder_is_lapped_keeps_journal_and_ring_lost_counts_equal(
+        shm_dir, tmp_path):
+    rows = procs.make_rows(0, 200)
+    w = ring.RingWriter.create("md.rl", 64, 64, shm_dir=str(shm_dir))
+    rec = Recorder(["md.rl"], tmp_path, shm_dir=str(shm_dir))
+    for i in range(10):
+        w.publish(rows[i])
+    assert rec.step() == 10
+    w.close()
+    w = ring.RingWriter.create("md.rl", 64, 64, shm_dir=str(shm_dir))
+    for i in range(10, 200):                          # laps the recorder: 10..136 are gone
+        w.publish(rows[i])
+    rec.step()
+    rec.close()
+    w.close()
+    (st,) = rec.stats()
+    assert st["lost"] == st["ring_lost"] == 200 - 64 + 1 - 10
+    j = Journal(tmp_path)
+    assert [(g.first_seq, g.count) for g in j.gaps()] == [(10, 127)]
+    assert procs.check_rows(j.read_all()).tolist() == list(range(10)) + list(range(137, 200))
