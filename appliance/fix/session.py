@@ -181,6 +181,7 @@ class SessionConfig:
     schedule: Schedule = Schedule()
     validate: bool = True                 # validate inbound messages against the dictionary
     max_body: int = wire.DEFAULT_MAX_BODY
+    max_queued: int = 100_000             # out-of-order messages held while a gap is filled
 
     def __post_init__(self):
         if self.begin_string not in ("FIX.4.2", "FIX.4.4"):
@@ -297,11 +298,9 @@ class Session:
     def on_bytes(self, data: bytes, now: float) -> bytes:
         self._now = now
         self.framer.feed(data)
-        while not self.closing:
-            fr = self.framer.next_frame()
-            if fr is None:
+        for status, frame in self.framer.take_frames():
+            if self.closing:
                 break
-            status, frame = fr
             if status != wire.FRAME_OK:
                 self._garbled(frame, "bad BodyLength or CheckSum")
                 continue
@@ -670,6 +669,9 @@ class Session:
 
     def _target_too_high(self, msg: wire.Message, seq: int) -> None:
         log.info("%s: MsgSeqNum too high, expecting %d but received %d", self.name, self.expected_target, seq)
+        if len(self.queue) >= self.cfg.max_queued:
+            self._generate_logout(f"too many out-of-order messages ({len(self.queue)})")
+            raise _Disconnect(f"more than {self.cfg.max_queued} messages queued behind a gap")
         self.queue[seq] = msg
         if self.resend_range and seq >= self.resend_range[0]:
             return

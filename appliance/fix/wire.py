@@ -108,6 +108,40 @@ class Framer:
     def _drop(self, n: int) -> None:
         del self.buf[:n]
 
+    def take_frames(self) -> list:
+        """Every complete ``(status, frame)`` now in the buffer. Back-to-back well-formed frames
+        are cut with one buffer compaction (bursts of small messages stay linear); anything
+        else goes through ``next_frame``'s resynchronising path."""
+        buf = self.buf
+        out = []
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            if buf[pos:pos + 5] != b"8=FIX":
+                break
+            soh1 = buf.find(SOH, pos, pos + 64)
+            if soh1 < 0 or buf[soh1 + 1:soh1 + 3] != b"9=":
+                break
+            soh2 = buf.find(SOH, soh1 + 3, soh1 + 16)
+            if soh2 < 0:
+                break
+            digits = buf[soh1 + 3:soh2]
+            if not digits.isdigit() or int(digits) > self.max_body:
+                break
+            body_end = soh2 + 1 + int(digits)
+            if n < body_end + 7 or buf[body_end - 1:body_end + 3] != b"\x0110=" or buf[body_end + 6] != 1:
+                break
+            frame = bytes(buf[pos:body_end + 7])
+            cs = frame[-4:-1]
+            out.append((FRAME_OK if cs.isdigit() and int(cs) == checksum(frame[:-7]) else FRAME_GARBLED,
+                        frame))
+            pos = body_end + 7
+        if pos:
+            del buf[:pos]
+        while (fr := self.next_frame()) is not None:
+            out.append(fr)
+        return out
+
     def next_frame(self):
         """Return ``(FRAME_OK | FRAME_GARBLED, bytes)`` or None when more bytes are needed."""
         buf = self.buf

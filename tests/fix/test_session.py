@@ -230,3 +230,13 @@ def test_bad_heartbeat_interval_in_logon_is_rejected_and_disconnected():
     raw = wire.encode(b"FIX.4.4", b"A", [f for f in fixed.fields if f[0] in (34, 49, 52, 56)],
                       [(98, b"0"), (108, b"-5")])
     assert acc.on_bytes(raw, w.now) == b"" and acc.closing
+
+
+def test_peer_flooding_messages_behind_a_gap_is_logged_out_at_the_queue_cap():
+    w, ini, acc = make_pair(a_kw={"max_queued": 5})
+    w.connect()
+    ini.store.set_next_sender(10)                  # a gap the peer never fills
+    for k in range(6):
+        ini.send_app(b"D", order_body(f"C{k}", w.now))
+    out = acc.on_bytes(ini.take_output(), w.now)
+    assert b"too many out-of-order messages (5)" in out and acc.closing

@@ -43,6 +43,17 @@ def test_stream_cut_at_every_size_yields_the_same_frames():
         assert frames(data, chunk) == whole
 
 
+def test_take_frames_burst_path_equals_frame_by_frame_path():
+    good = [sample(s) for s in range(2, 40)]
+    data = b"".join(good[:10]) + good[10][:-4] + b"999\x01" + b"junk" + b"".join(good[11:]) + good[0][:30]
+    slow = frames(data, len(data))
+    f = wire.Framer()
+    f.feed(data)
+    fast = f.take_frames()
+    assert fast == slow and bytes(f.buf) == good[0][:30]
+    assert [fr for st, fr in fast if st == wire.FRAME_OK] == good[:10] + good[11:]
+
+
 def test_bad_checksum_and_bad_body_length_are_garbled_and_next_message_survives():
     good = sample(3)
     bad_sum = sample(2)[:-4] + b"999\x01"
