@@ -60,6 +60,7 @@ METADATA_PATHS = {
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_METADATA = 3
+EXIT_RING = 4
 
 
 class GatewayError(RuntimeError):
@@ -380,7 +381,11 @@ def run_process(cfg, venue: str, ring_name: str | None = None, symbols: list[str
     _pin(cfg.cores.actors.get(f"md.{venue}"))
     name = ring_name or f"md.{venue}"
     shm_dir = cfg.appliance.shm_dir or None
-    w = ring.RingWriter.create(name, records.MD_RECORD_SIZE, cfg.rings.md_capacity, shm_dir=shm_dir)
+    try:
+        w = ring.RingWriter.create(name, records.MD_RECORD_SIZE, cfg.rings.md_capacity, shm_dir=shm_dir)
+    except shm.ShmError as e:     # WriterAliveError: another md gateway owns this ring
+        log.error("md %s: cannot open ring %s: %s", venue, name, e)
+        return EXIT_RING
     stop = threading.Event()
 
     def on_signal(signum, _frame):

@@ -292,3 +292,33 @@ symbols = {json.dumps(BINANCE_SYMBOLS)}
             batches += 1
     assert {records.RT_L2_UPDATE, records.RT_BATCH_END, records.RT_BOOK_STATUS, records.RT_BBO} <= kinds
     assert batches > 100
+
+
+def test_md_cli_rejects_missing_or_unconfigured_venue(tmp_path, capsys):
+    from appliance import cli
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('[[venues]]\nname = "kraken"\nws_url = "ws://127.0.0.1:1"\n')
+    assert cli.main(["md", "--config", str(cfg)]) == 2
+    assert "--venue is required" in capsys.readouterr().err
+    assert cli.main(["md", "--config", str(cfg), "--venue", "binance"]) == 2
+    assert "no venue named 'binance'" in capsys.readouterr().err
+
+
+def test_md_cli_exits_with_metadata_error_when_rest_is_unreachable(tmp_path):
+    from appliance import cli
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(f'[[venues]]\nname = "kraken"\nws_url = "ws://127.0.0.1:{port}"\n'
+                   f'rest_url = "http://127.0.0.1:{port}"\nsymbols = ["XMR/USD"]\n')
+    assert cli.main(["md", "--config", str(cfg), "--venue", "kraken", "--seconds", "1"]) == gateway.EXIT_METADATA
+
+
+def test_md_replay_cli_passes_through_to_replay(capsys):
+    from appliance import cli
+    path = sim.find_data_dir() / "KRAKEN.ws.50.0"
+    assert cli.main(["md", "replay", str(path), "--venue", "kraken", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["checksums_failed"] == 0 and res["checksums_ok"] > 4000
