@@ -277,13 +277,14 @@ class DataDictionary:
     def validate(self, msg: Message):
         """Return None when ``msg`` is valid, else the first ValidationError (see module doc)."""
         fields = msg.fields
+        htags = self.header.fields
         # 1. structure: header, then body, then trailer
         section = 0
         for tag, _ in fields:
-            if self.is_header_tag(tag):
+            if tag in htags:
                 if section != 0:
                     return ValidationError(REJ_OUT_OF_ORDER, tag)
-            elif self.is_trailer_tag(tag):
+            elif tag in TRAILER_TAGS:
                 section = 2
             else:
                 if section == 2:
@@ -294,9 +295,9 @@ class DataDictionary:
         md = self.messages.get(mt)
         if md is None:
             return ValidationError(REJ_INVALID_MSGTYPE, 0)
-        header = [f for f in fields if self.is_header_tag(f[0])]
-        trailer = [f for f in fields if self.is_trailer_tag(f[0])]
-        body = [f for f in fields if not self.is_header_tag(f[0]) and not self.is_trailer_tag(f[0])]
+        header, trailer, body = [], [], []
+        for f in fields:
+            (header if f[0] in htags else trailer if f[0] in TRAILER_TAGS else body).append(f)
         # 3. required fields
         present_h = {t for t, _ in header}
         for r in self.header.required:

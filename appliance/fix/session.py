@@ -354,7 +354,12 @@ class Session:
         return seq
 
     def record_sent(self, seq: int, raw: bytes, now: float | None = None, enqueue: bool = False) -> None:
-        """Store the bytes of an application message sent with a number from ``next_seq``."""
+        """Store the bytes of an application message sent with a number from ``next_seq``.
+
+        Durability: the bytes reach the kernel at once (a kill -9 loses nothing). With the
+        store's ``fsync="batch"`` policy, call ``session.store.sync()`` before writing the bytes
+        to the socket yourself if they must also survive a power loss (``enqueue=True`` does that
+        through ``take_output``); ``fsync="always"`` syncs inside this call."""
         if now is not None:
             self._now = now
         self.store.save_message(seq, raw)
