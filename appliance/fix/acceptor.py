@@ -98,8 +98,13 @@ class AcceptorThread:
 
 def run_from_args(args) -> int:
     import signal
+    store = args.store
+    if store is None:
+        from appliance import config
+        store = str(Path(config.load(getattr(args, "config", None)).appliance.state_dir) / "fix-acceptor")
     loop = EventLoop()
-    build(loop, args.store, getattr(args, "dict_dir", None))
+    build(loop, store, getattr(args, "dict_dir", None))
+    log.info("session stores and message logs under %s", store)
     port = loop.listen(args.host, args.port)
     log.info("FIX acceptance acceptor listening on %s:%d (ISLD <- TW44 FIX.4.4, TW42 FIX.4.2)", args.host, port)
     print(f"listening {args.host}:{port}", flush=True)

@@ -25,7 +25,8 @@ def register(sub) -> None:
     acc.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any)")
     acc.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     acc.add_argument("--store", default=None,
-                     help="directory for persistent session stores (default: in memory)")
+                     help="directory for the persistent session stores and message logs "
+                          "(default: <appliance.state_dir>/fix-acceptor from the config)")
     acc.add_argument("--dict-dir", default=None,
                      help="directory holding FIX42.xml / FIX44.xml (default: tests/data/fix)")
     acc.set_defaults(handler=_acceptor)

@@ -22,6 +22,8 @@ schedule, and reset policies (on logon / logout / disconnect).
 Application interface (subclass ``Application``; every method optional):
 
 - ``on_logon(session)``, ``on_logout(session)``;
+- ``on_admin_message(session, msg)``: every accepted admin message, e.g. a session-level
+  Reject (35=3, RefSeqNum 45) of one of our application messages;
 - ``on_app_message(session, msg)``: ``msg`` is a ``wire.Message`` (``msg.raw`` = the exact
   bytes, ``msg.fields`` = parsed ``[(tag, value)]``); raise ``UnsupportedMessageType`` or
   ``BusinessReject(reason, text)`` to answer with a BusinessMessageReject;
@@ -112,6 +114,7 @@ class Application:
     def on_logon(self, session): pass
     def on_logout(self, session): pass
     def on_app_message(self, session, msg): raise UnsupportedMessageType()
+    def on_admin_message(self, session, msg): pass     # e.g. a session Reject (35=3) of an order
 
     def logon_fields(self, session):
         return self.logon_hook(session) if self.logon_hook is not None else []
@@ -670,6 +673,8 @@ class Session:
         self.test_request = 0
         if not msg.is_admin():
             self.app.on_app_message(self, msg)
+        else:
+            self.app.on_admin_message(self, msg)
         return True
 
     def _target_too_high(self, msg: wire.Message, seq: int) -> None:

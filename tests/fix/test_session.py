@@ -240,3 +240,22 @@ def test_peer_flooding_messages_behind_a_gap_is_logged_out_at_the_queue_cap():
         ini.send_app(b"D", order_body(f"C{k}", w.now))
     out = acc.on_bytes(ini.take_output(), w.now)
     assert b"too many out-of-order messages (5)" in out and acc.closing
+
+
+class AdminRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.admin = []
+
+    def on_admin_message(self, session, msg):
+        self.admin.append(msg)
+
+
+def test_session_reject_of_our_order_reaches_the_application():
+    app = AdminRecorder()
+    w, ini, acc = make_pair(i_app=app)
+    w.connect()
+    ini.send_app(b"D", order_body("C0", w.now)[:-1])          # TransactTime (60) missing
+    w.pump(ini.take_output())
+    rej = [m for m in app.admin if m.msg_type == b"3"]
+    assert len(rej) == 1 and (rej[0].get(45), rej[0].get(371), rej[0].get(373)) == (b"2", b"60", b"1")
