@@ -50,6 +50,7 @@ log = logging.getLogger("appliance.ws.sim")
 _server_log = logging.getLogger("appliance.ws.sim.server")
 _server_log.setLevel(logging.WARNING)     # one line per REST request otherwise
 
+MAX_KEPT = 10_000          # client messages kept for inspection (all are counted)
 PACE_FAST = "fast"
 PACE_REALTIME = "realtime"
 
@@ -101,11 +102,12 @@ class SimStats:
     completed: int = 0           # connections that got the whole recording
     rest_requests: int = 0
     rest_not_found: int = 0
-    client_messages: list = field(default_factory=list)   # (connection no, text) in arrival order
+    client_messages: list = field(default_factory=list)   # (connection no, text), first MAX_KEPT
+    client_message_count: int = 0
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
-        d["client_messages"] = len(self.client_messages)
+        del d["client_messages"]
         return d
 
 
@@ -332,7 +334,10 @@ class VenueSim:
         def reader():
             try:
                 for msg in conn:
-                    self.stats.client_messages.append((no, msg if isinstance(msg, str) else msg.decode("latin-1")))
+                    st = self.stats
+                    st.client_message_count += 1
+                    if len(st.client_messages) < MAX_KEPT:
+                        st.client_messages.append((no, msg if isinstance(msg, str) else msg.decode("latin-1")))
                     spoke.set()
             except ConnectionClosed:
                 pass
@@ -355,9 +360,9 @@ class VenueSim:
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                conn.send(data)
-                return
-            conn.send(text)
+                conn.send(data)           # not UTF-8: goes out as a binary frame
+            else:
+                conn.send(text)
         else:
             conn.send(data)
         self.stats.frames_sent += 1

@@ -62,12 +62,17 @@ class RefBook:
 
 
 def assert_same(px, qty, n, b, ref: RefBook, k: int | None = None) -> None:
+    """Depth, best and the top k levels (all levels if k is None) of both sides agree."""
     for s in (0, 1):
-        want = ref.levels(s)
-        assert book.depth(n, b, s) == len(want)
-        got = book.side_levels(px, qty, n, b, s)
-        if k is not None:
-            got, want = got[:k], want[:k]
+        d = ref.sides[s]
+        assert book.depth(n, b, s) == len(d)
+        if k is None:
+            want = ref.levels(s)
+            got = book.side_levels(px, qty, n, b, s)
+        else:
+            keys = d.islice(max(0, len(d) - k), len(d), reverse=True) if s == 0 else d.islice(0, k)
+            want = [(p, d[p]) for p in keys]
+            got = [book.level(px, qty, n, b, s, j) for j in range(min(k, len(d)))]
         assert got == want, f"side {s}"
         assert book.best(px, qty, n, b, s) == (want[0] if want else (0, 0))
 
