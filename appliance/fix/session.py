@@ -56,7 +56,7 @@ import logging
 from dataclasses import dataclass
 
 from appliance.fix import wire
-from appliance.fix.dictionary import (REJ_BAD_VALUE, REJ_COMPID, REJ_INVALID_MSGTYPE,
+from appliance.fix.dictionary import (REJ_BAD_FORMAT, REJ_BAD_VALUE, REJ_COMPID, REJ_INVALID_MSGTYPE,
                                       REJ_INVALID_TAG, REJ_REQUIRED_MISSING, REJ_SENDING_TIME,
                                       REJECT_TEXT, DataDictionary)
 
@@ -575,7 +575,7 @@ class Session:
                         self._generate_reject(msg, REJ_REQUIRED_MISSING, tag)
                         return
             if msg.get_int(34) is None:
-                self._generate_reject(msg, 6, 34)
+                self._generate_reject(msg, REJ_BAD_FORMAT, 34)
                 return
             if mt == b"A":
                 self._next_logon(msg)

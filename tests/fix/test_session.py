@@ -259,3 +259,21 @@ def test_session_reject_of_our_order_reaches_the_application():
     w.pump(ini.take_output())
     rej = [m for m in app.admin if m.msg_type == b"3"]
     assert len(rej) == 1 and (rej[0].get(45), rej[0].get(371), rej[0].get(373)) == (b"2", b"60", b"1")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=60),
+                          st.sampled_from([b"8=FIX.4.4\x01", b"9=", b"\x0110=", b"35=D\x01", b"34=-1\x01",
+                                           b"8=FIX.4.4\x019=99999999\x01", b"\x01", b"="])),
+                max_size=30))
+def test_random_bytes_into_a_logged_on_session_never_raise(chunks):
+    w, ini, acc = make_pair()
+    w.connect()
+    for c in chunks:
+        out = acc.on_bytes(c, w.now)
+        assert isinstance(out, bytes)
+    assert isinstance(acc.on_timer(w.now + 1), bytes)
+    assert acc.closing or acc.logged_on    # either a clean disconnect decision or still up
