@@ -245,6 +245,8 @@ class Gateway:
             left = end - time.monotonic()
             if left <= 0:
                 return
+            if self.heartbeat is not None:
+                self.heartbeat()
             time.sleep(min(left, 0.05))
 
     def _readable(self, sock, timeout: float) -> bool:
@@ -379,6 +381,7 @@ def run_process(cfg, venue: str, ring_name: str | None = None, symbols: list[str
         log.error("%s: cannot load instruments: %s", venue, e)
         return EXIT_METADATA
     _pin(cfg.cores.actors.get(f"md.{venue}"))
+    from appliance.hotpath import control
     name = ring_name or f"md.{venue}"
     shm_dir = cfg.appliance.shm_dir or None
     try:
@@ -393,9 +396,19 @@ def run_process(cfg, venue: str, ring_name: str | None = None, symbols: list[str
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    beat = None
+    cb = None
+    core = cfg.cores.actors.get(f"md.{venue}")
+    try:
+        cb = control.ControlBlock.open(shm_dir)
+        idx = cb.register_actor(f"md.{venue}", control.ACTOR_MD, -1 if core is None else int(core))
+        words = cb.words
+        beat = lambda: control.heartbeat(words, idx, time.time_ns())   # noqa: E731
+    except shm.ShmError as e:
+        log.warning("md %s: no control block (%s); running without heartbeats", venue, e)
     gw = Gateway(venue, instruments, common.RecordWriter.of(w), ws_url, rest_url,
                  stale_after_ms=vsec.stale_after_ms, reconnect_min_ms=vsec.reconnect_min_ms,
-                 reconnect_max_ms=vsec.reconnect_max_ms)
+                 reconnect_max_ms=vsec.reconnect_max_ms, heartbeat=beat)
     log.info("md %s: %d instruments (%s) -> ring %s (%s)", venue, len(instruments),
              ", ".join(i.symbol for i in instruments[:8]), name, shm.resolve_dir(shm_dir))
     reporter_stop = threading.Event()
@@ -413,6 +426,8 @@ def run_process(cfg, venue: str, ring_name: str | None = None, symbols: list[str
     finally:
         reporter_stop.set()
         w.close()
+        if cb is not None:
+            cb.close()
         for s, h in old.items():
             signal.signal(s, h)
     log.info("md %s stopped: %s", venue, json.dumps(st))

@@ -292,6 +292,14 @@ symbols = {json.dumps(BINANCE_SYMBOLS)}
             batches += 1
     assert {records.RT_L2_UPDATE, records.RT_BATCH_END, records.RT_BOOK_STATUS, records.RT_BBO} <= kinds
     assert batches > 100
+    # the process registered itself in the control block and kept its heartbeat going
+    from appliance.hotpath import control
+    cb = control.ControlBlock.open(str(shm_dir))
+    try:
+        mine = [a for a in cb.actors() if a["name"] == "md.binance"]
+    finally:
+        cb.close()
+    assert mine and mine[0]["pid"] == p.pid and mine[0]["loops"] > 0
 
 
 def test_md_cli_rejects_missing_or_unconfigured_venue(tmp_path, capsys):
