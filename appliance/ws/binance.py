@@ -317,6 +317,8 @@ class Feed(common.BaseFeed):
 
     def _resync(self, b: int, reason: int, tsc: int) -> None:
         self._invalidate(b, reason, tsc)
+        if self.state[b] == WAIT_SNAPSHOT:
+            return      # already resyncing; a hole in the buffer shows up as a gap when applied
         self.counters.resyncs += 1
         self.state[b] = WAIT_SNAPSHOT
         self.requested[b] = False
