@@ -9,8 +9,10 @@ connections themselves, and moves bytes between sockets and ``Session`` objects:
   (duplicate identity): the connection is closed without a reply;
 - initiator: connects, lets the session send its Logon, reconnects after ``reconnect_interval``
   when the connection drops;
-- a peer that stops reading: outgoing bytes queue per connection up to ``max_outbuf``; beyond
-  that the connection is closed (logged), so a stuck peer never blocks the loop or other sessions.
+- a peer that stops reading: outgoing bytes queue per connection; once more than ``max_outbuf``
+  is queued and the socket has taken nothing for ``stall_timeout`` seconds (or ever more than
+  ``hard_outbuf`` is queued) the connection is closed (logged), so a stuck peer never blocks the
+  loop or other sessions, while a large resend to a peer that is reading goes through.
 
 Call ``loop.poll(timeout)`` in a loop (or ``loop.run(stop)``); it also drives ``on_timer`` of
 every connected session about every ``tick`` seconds. The clock is injectable (``clock=``).
@@ -41,6 +43,7 @@ class Connection:
         self.connecting = False
         self.opened = time.time()
         self.closed = False
+        self.last_progress = self.opened
 
 
 class _Initiator:
@@ -55,11 +58,15 @@ class _Initiator:
 
 class EventLoop:
     def __init__(self, clock=time.time, tick: float = 0.05, max_outbuf: int = 16 << 20,
-                 unbound_timeout: float = 10.0):
+                 unbound_timeout: float = 10.0, stall_timeout: float = 5.0, hard_outbuf: int = 256 << 20,
+                 sndbuf: int = 0):
         self.sel = selectors.DefaultSelector()
         self.clock = clock
         self.tick = tick
         self.max_outbuf = max_outbuf
+        self.stall_timeout = stall_timeout
+        self.hard_outbuf = max(hard_outbuf, max_outbuf)
+        self.sndbuf = sndbuf                          # SO_SNDBUF for our sockets; 0 = kernel default
         self.unbound_timeout = unbound_timeout
         self.sessions: dict[tuple, object] = {}       # (bs, sender, target) bytes -> Session
         self.bound: dict[int, Connection] = {}        # id(session) -> connection
@@ -124,6 +131,8 @@ class EventLoop:
         if now - self._last_tick >= self.tick:
             self._last_tick = now
             for conn in list(self.conns):
+                if self._stalled(conn):
+                    continue
                 if conn.session is not None and not conn.connecting:
                     try:
                         self._deliver(conn, conn.session.on_timer(now))
@@ -153,6 +162,8 @@ class EventLoop:
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.setblocking(False)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.sndbuf:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
                 conn = Connection(s, ini.addr, ini.session, ini)
                 conn.connecting = True
                 err = s.connect_ex(ini.addr)
@@ -184,6 +195,8 @@ class EventLoop:
                 return
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.sndbuf:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
             conn = Connection(s, peer)
             self.conns.add(conn)
             self.sel.register(s, selectors.EVENT_READ, ("conn", conn))
@@ -255,8 +268,7 @@ class EventLoop:
             self._flush(conn)
         if conn.closed:
             return
-        if len(conn.outbuf) > self.max_outbuf:
-            self._close(conn, f"peer is not reading: {len(conn.outbuf)} bytes queued")
+        if self._stalled(conn):
             return
         if conn.session is not None and conn.session.closing:
             self._flush(conn)
@@ -272,11 +284,24 @@ class EventLoop:
                 self._close(conn, f"write error: {e}")
                 return
             del conn.outbuf[:n]
+            if n:
+                conn.last_progress = self.clock()
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
         try:
             self.sel.modify(conn.sock, want, ("conn", conn))
         except (KeyError, ValueError):
             pass
+
+    def _stalled(self, conn: Connection) -> bool:
+        """Close a connection whose peer stopped reading; True if it was closed."""
+        queued = len(conn.outbuf)
+        if queued <= self.max_outbuf:
+            return False
+        idle = self.clock() - conn.last_progress
+        if queued > self.hard_outbuf or idle >= self.stall_timeout:
+            self._close(conn, f"peer is not reading: {queued} bytes queued, nothing taken for {idle:.1f} s")
+            return True
+        return False
 
     def _close(self, conn: Connection, why: str, notify: bool = True) -> None:
         if conn.closed:

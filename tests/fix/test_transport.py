@@ -107,7 +107,7 @@ def test_fix42_counterparty_gets_echo_and_business_reject(acceptor):
 
 
 def test_peer_that_stops_reading_is_disconnected_and_others_are_served():
-    loop = EventLoop(tick=0.02, max_outbuf=256 << 10)
+    loop = EventLoop(tick=0.02, max_outbuf=256 << 10, stall_timeout=0.5)
     from appliance.fix.acceptor import build
     build(loop)
     port = loop.listen("127.0.0.1", 0)
@@ -137,6 +137,38 @@ def test_peer_that_stops_reading_is_disconnected_and_others_are_served():
     assert got[0].msg_type == b"A"
     slow.close()
     other.close()
+    loop.close()
+
+
+def test_large_backlog_to_a_peer_that_reads_is_not_mistaken_for_a_stall():
+    loop = EventLoop(tick=0.02, max_outbuf=64 << 10, stall_timeout=2.0, sndbuf=8192)
+    from appliance.fix.acceptor import build
+    build(loop)
+    port = loop.listen("127.0.0.1", 0)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", port))
+    c.sendall(logon())
+    assert pump_until([loop], lambda: loop.bound)
+    big = b"Z" * 8000
+    burst = b"".join(complete(expand_time(b"8=FIX.4.4\x0135=1\x0134=%d\x0149=TW44\x0152=<TIME>\x0156=ISLD"
+                                          b"\x01112=%s\x01" % (seq, big), time.time())) for seq in range(2, 60))
+    c.sendall(burst)                           # ~460 kB of heartbeats queue up at once
+    c.setblocking(False)
+    received = 0
+    peak = 0
+    deadline = time.monotonic() + 20
+    while received < 58 * 8000 and time.monotonic() < deadline:
+        loop.poll(0.005)
+        peak = max([peak] + [len(cn.outbuf) for cn in loop.bound.values()])
+        time.sleep(0.002)                      # a slow but steady reader
+        try:
+            received += len(c.recv(1 << 16))
+        except BlockingIOError:
+            pass
+    assert peak > loop.max_outbuf, "backlog never exceeded the soft cap; test proves nothing"
+    assert received >= 58 * 8000 and loop.bound, "reading peer was disconnected"
+    c.close()
     loop.close()
 
 
