@@ -57,6 +57,8 @@ METADATA_PATHS = {
                  "/v2/conf/pub:list:pair:future"),
 }
 
+SNAPSHOT_CHECK_S = 0.005     # how often the connection loop asks the feed for snapshots to fetch
+
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_METADATA = 3
@@ -262,8 +264,12 @@ class Gateway:
         last_ping = last_frame
         last_check = last_frame
         got_data = False
+        next_snap = 0.0
         while not done():
-            self._snapshots()
+            if time.monotonic() >= next_snap:
+                # the feeds' snapshot_requests() walk their instruments: not once per frame
+                self._snapshots()
+                next_snap = time.monotonic() + SNAPSHOT_CHECK_S
             if self._readable(ws.sock, self.poll_s):
                 try:
                     frame = ws.recv_data_frame(True)
