@@ -44,6 +44,7 @@ from numba import njit
 
 from appliance.hotpath import book, clock, control, records, ring, wait
 from appliance.hotpath import strategies as strat
+from appliance.hotpath.intrinsics import load_relaxed, store_relaxed
 from appliance.hotpath.strategies import base
 
 # --- order slots ---------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class EngineError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ numba
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def risk_check(risk, px, n, b, side, price, q, open_orders, halted):
     """Tier-1 pre-trade check of one order; returns RISK_* (RISK_OK passes)."""
     if halted != 0:
@@ -166,7 +167,7 @@ def risk_check(risk, px, n, b, side, price, q, open_orders, halted):
     return RISK_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _lat(stats, lat_hist, cal, origin):
     if origin <= 0:
         return
@@ -185,96 +186,70 @@ def _lat(stats, lat_hist, cal, origin):
         stats[ST_LAT_MAX] = d
 
 
-@njit(cache=True, nogil=True)
-def _begin(ord_hdr, ord_data):
+_U8 = np.uint64(0xFF)
+_U16 = np.uint64(0xFFFF)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def write_order(ord_hdr, ord_data, rtype, venue, instr, flags, origin, clord, sid, session, orig,
+                side, price, q, tif):
+    """Write one order record (RT_NEW_ORDER / RT_REPLACE / RT_CANCEL) straight into the next ring
+    slot, word by word (no record views: nothing to reference-count), and publish it. Every byte
+    of the record but the ring-owned ``ver`` / ``publish_tsc`` is written, padding included."""
     slot = ring.begin_write(ord_hdr, ord_data)
-    w = ord_data[slot].view(np.uint64)
-    for k in range(1, w.shape[0]):
-        w[k] = 0
-    return slot
-
-
-@njit(cache=True, nogil=True)
-def _write_new(ord_hdr, ord_data, venue, instr, flags, origin, clord, sid, session, side, price,
-               q, tif):
-    slot = _begin(ord_hdr, ord_data)
-    r = ord_data[slot].view(records.NEW_ORDER)
-    r[0].rtype = records.RT_NEW_ORDER
-    r[0].venue = venue
-    r[0].flags = flags
-    r[0].instrument = instr
-    r[0].origin_tsc = origin
-    r[0].clord_id = clord
-    r[0].strategy = sid
-    r[0].session = session
-    r[0].price = price
-    r[0].qty = q
-    r[0].side = side
-    r[0].ord_type = records.ORD_LIMIT
-    r[0].tif = tif
+    b = np.uint64(slot) * np.uint64(ord_data.shape[1])
+    hw = (np.uint64(rtype) | (np.uint64(venue) << np.uint64(8)) | (np.uint64(flags) << np.uint64(16))
+          | (np.uint64(instr) << np.uint64(32)))
+    store_relaxed(ord_data, b + np.uint64(8), hw)
+    store_relaxed(ord_data, b + np.uint64(16), np.uint64(origin))
+    store_relaxed(ord_data, b + np.uint64(32), np.uint64(clord))
+    store_relaxed(ord_data, b + np.uint64(40), np.uint64(sid) | (np.uint64(session) << np.uint64(32)))
+    tail = (np.uint64(side) | (np.uint64(records.ORD_LIMIT) << np.uint64(8))
+            | (np.uint64(tif) << np.uint64(16)))
+    if rtype == records.RT_NEW_ORDER:
+        store_relaxed(ord_data, b + np.uint64(48), np.uint64(price))
+        store_relaxed(ord_data, b + np.uint64(56), np.uint64(q))
+        store_relaxed(ord_data, b + np.uint64(64), tail)
+        w = 72
+    elif rtype == records.RT_REPLACE:
+        store_relaxed(ord_data, b + np.uint64(48), np.uint64(orig))
+        store_relaxed(ord_data, b + np.uint64(56), np.uint64(price))
+        store_relaxed(ord_data, b + np.uint64(64), np.uint64(q))
+        store_relaxed(ord_data, b + np.uint64(72), tail)
+        w = 80
+    else:
+        store_relaxed(ord_data, b + np.uint64(48), np.uint64(orig))
+        store_relaxed(ord_data, b + np.uint64(56), np.uint64(q))
+        store_relaxed(ord_data, b + np.uint64(64), np.uint64(side))
+        w = 72
+    while w < ord_data.shape[1]:
+        store_relaxed(ord_data, b + np.uint64(w), np.uint64(0))
+        w += 8
     ring.end_write(ord_hdr, ord_data, slot)
 
 
-@njit(cache=True, nogil=True)
-def _write_replace(ord_hdr, ord_data, venue, instr, flags, origin, clord, orig, sid, session,
-                   side, price, q, tif):
-    slot = _begin(ord_hdr, ord_data)
-    r = ord_data[slot].view(records.REPLACE)
-    r[0].rtype = records.RT_REPLACE
-    r[0].venue = venue
-    r[0].flags = flags
-    r[0].instrument = instr
-    r[0].origin_tsc = origin
-    r[0].clord_id = clord
-    r[0].orig_clord_id = orig
-    r[0].strategy = sid
-    r[0].session = session
-    r[0].price = price
-    r[0].qty = q
-    r[0].side = side
-    r[0].ord_type = records.ORD_LIMIT
-    r[0].tif = tif
-    ring.end_write(ord_hdr, ord_data, slot)
-
-
-@njit(cache=True, nogil=True)
-def _write_cancel(ord_hdr, ord_data, venue, instr, origin, clord, orig, sid, session, side, q):
-    slot = _begin(ord_hdr, ord_data)
-    r = ord_data[slot].view(records.CANCEL)
-    r[0].rtype = records.RT_CANCEL
-    r[0].venue = venue
-    r[0].instrument = instr
-    r[0].origin_tsc = origin
-    r[0].clord_id = clord
-    r[0].orig_clord_id = orig
-    r[0].strategy = sid
-    r[0].session = session
-    r[0].qty = q
-    r[0].side = side
-    ring.end_write(ord_hdr, ord_data, slot)
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _next_clord(stats, sid, slot):
     c = stats[ST_CLORD_NEXT]
     stats[ST_CLORD_NEXT] = c + 1
-    return np.uint64((c << 16) | (sid << 8) | slot)
+    return (c << 16) | (sid << 8) | slot
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin):
     leg = ords[i, s, O_LEG]
     clord = _next_clord(stats, meta[i, base.M_ID], s)
-    _write_cancel(ord_hdr, ord_data, meta[i, base.M_VENUE + leg], meta[i, base.M_INSTR + leg],
-                  np.uint64(origin), clord, np.uint64(ords[i, s, O_CLORD]), meta[i, base.M_ID],
-                  meta[i, base.M_SESSION + leg], ords[i, s, O_SIDE], ords[i, s, O_QTY])
+    write_order(ord_hdr, ord_data, records.RT_CANCEL, meta[i, base.M_VENUE + leg],
+                meta[i, base.M_INSTR + leg], 0, origin, clord, meta[i, base.M_ID],
+                meta[i, base.M_SESSION + leg], ords[i, s, O_CLORD], ords[i, s, O_SIDE], 0,
+                ords[i, s, O_QTY], 0)
     ords[i, s, O_STATE] = OS_NONE
     stats[ST_CANCEL] += 1
     stats[ST_OPEN] -= 1
     _lat(stats, lat_hist, cal, origin)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr, ord_data):
     """Turn strategy ``i``'s quote slots into new / replace / cancel records (via risk)."""
     halted = stats[ST_HALTED]
@@ -305,12 +280,12 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
                 stats[ST_RISK_REJECTS] += 1
                 continue
             clord = _next_clord(stats, sid, s)
-            _write_replace(ord_hdr, ord_data, meta[i, base.M_VENUE + leg],
-                           meta[i, base.M_INSTR + leg], quotes[i, s, base.Q_FLAGS],
-                           np.uint64(origin), clord, np.uint64(ords[i, s, O_CLORD]), sid,
-                           meta[i, base.M_SESSION + leg], side, price, q, quotes[i, s, base.Q_TIF])
+            write_order(ord_hdr, ord_data, records.RT_REPLACE, meta[i, base.M_VENUE + leg],
+                        meta[i, base.M_INSTR + leg], quotes[i, s, base.Q_FLAGS], origin, clord,
+                        sid, meta[i, base.M_SESSION + leg], ords[i, s, O_CLORD], side, price, q,
+                        quotes[i, s, base.Q_TIF])
             ords[i, s, O_PREV] = ords[i, s, O_CLORD]
-            ords[i, s, O_CLORD] = np.int64(clord)
+            ords[i, s, O_CLORD] = clord
             ords[i, s, O_PRICE] = price
             ords[i, s, O_QTY] = q
             ords[i, s, O_SIDE] = side
@@ -325,11 +300,11 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
             stats[ST_RISK_REJECTS] += 1
             continue
         clord = _next_clord(stats, sid, s)
-        _write_new(ord_hdr, ord_data, meta[i, base.M_VENUE + leg], meta[i, base.M_INSTR + leg],
-                   quotes[i, s, base.Q_FLAGS], np.uint64(origin), clord, sid,
-                   meta[i, base.M_SESSION + leg], side, price, q, quotes[i, s, base.Q_TIF])
+        write_order(ord_hdr, ord_data, records.RT_NEW_ORDER, meta[i, base.M_VENUE + leg],
+                    meta[i, base.M_INSTR + leg], quotes[i, s, base.Q_FLAGS], origin, clord, sid,
+                    meta[i, base.M_SESSION + leg], 0, side, price, q, quotes[i, s, base.Q_TIF])
         ords[i, s, O_PREV] = 0
-        ords[i, s, O_CLORD] = np.int64(clord)
+        ords[i, s, O_CLORD] = clord
         ords[i, s, O_PRICE] = price
         ords[i, s, O_QTY] = q
         ords[i, s, O_SIDE] = side
@@ -343,7 +318,7 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
         _lat(stats, lat_hist, cal, origin)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, origin):
     """A CANCEL for every working order of every strategy; returns how many."""
     k = 0
@@ -356,7 +331,7 @@ def cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, origin):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _equity(i, meta, pnl, px, n):
     """Strategy ``i``'s PnL in tick-lots: cash + position marked at each leg's mid."""
     tot = 0
@@ -371,7 +346,7 @@ def _equity(i, meta, pnl, px, n):
     return tot
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _check_loss(i, meta, pnl, px, n, risk, stats, words, cal):
     """Tier 3: set the kill switch when strategy ``i`` lost more than max_loss; 1 if it did."""
     if risk[R_MAX_LOSS] <= 0 or stats[ST_HALTED] != 0 or control.kill_requested(words):
@@ -383,65 +358,73 @@ def _check_loss(i, meta, pnl, px, n, risk, stats, words, cal):
     return 0
 
 
-@njit(cache=True, nogil=True)
-def handle_md(rec, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl, risk,
-              stats, lat_hist, cal, ord_hdr, ord_data, words):
-    """Apply one md record (uint8[64]) and run what it triggers; returns STEP_MAX_LOSS when a
-    strategy's loss set the kill switch, else STEP_OK."""
+@njit(cache=True, nogil=True, _nrt=False)
+def _wants(meta, i, b):
+    for leg in range(meta[i, base.M_NLEGS]):
+        if meta[i, base.M_BOOK + leg] == b:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
+              risk, stats, lat_hist, cal, ord_hdr, ord_data, words):
+    """Apply the md record at byte ``roff`` of ``rec`` (a uint8 buffer or a uint8[N, 64] block)
+    and run what it triggers; returns STEP_MAX_LOSS when a strategy's loss set the kill switch,
+    else STEP_OK. Fields are read as aligned 64-bit words (no record views on the hot path)."""
     stats[ST_MD] += 1
-    rt = rec[8]
-    venue = rec[9]
-    h = rec[:records.HEADER_SIZE].view(records.HEADER)
-    instr = h[0].instrument
-    if instr >= book_map.shape[1]:
+    o = np.uint64(roff)
+    w = load_relaxed(rec, o + np.uint64(8))
+    rt = np.int64(w & _U8)
+    venue = np.int64((w >> np.uint64(8)) & _U8)
+    flags = np.int64((w >> np.uint64(16)) & _U16)
+    instr = np.int64(w >> np.uint64(32))
+    if instr >= book_map.shape[1] or venue >= book_map.shape[0]:
         stats[ST_UNKNOWN_INSTR] += 1
         return STEP_OK
     b = book_map[venue, instr]
     if b < 0:
         stats[ST_UNKNOWN_INSTR] += 1
         return STEP_OK
-    origin = np.int64(h[0].origin_tsc)
-    rc = STEP_OK
+    origin = np.int64(load_relaxed(rec, o + np.uint64(16)))
     if rt == records.RT_L2_UPDATE:
-        u = rec.view(records.L2_UPDATE)
         stats[ST_L2] += 1
-        if (u[0].flags & records.F_SNAPSHOT) != 0:
+        if (flags & records.F_SNAPSHOT) != 0:
             if bstate[b, BS_SNAP] == 0:
                 book.clear(px, qty, n, b)
                 bstate[b, BS_SNAP] = 1
         else:
             bstate[b, BS_SNAP] = 0
-        side = u[0].side
+        price = np.int64(load_relaxed(rec, o + np.uint64(32)))
+        q = np.int64(load_relaxed(rec, o + np.uint64(40)))
+        side = np.int64(load_relaxed(rec, o + np.uint64(56)) & _U8)
         if side == records.SIDE_BUY:
-            r = book.update(px, qty, n, b, 0, u[0].price, u[0].qty)
+            r = book.update(px, qty, n, b, 0, price, q)
         elif side == records.SIDE_SELL:
-            r = book.update(px, qty, n, b, 1, u[0].price, u[0].qty)
+            r = book.update(px, qty, n, b, 1, price, q)
         else:
             r = book.BAD_ARG
         if r == book.BAD_ARG:
             stats[ST_BOOK_ERRORS] += 1
         return STEP_OK
+    rc = STEP_OK
     if rt == records.RT_BATCH_END or rt == records.RT_BOOK_STATUS:
         if rt == records.RT_BATCH_END:
             stats[ST_BATCHES] += 1
             bstate[b, BS_SNAP] = 0
+            if bstate[b, BS_VALID] == 0:
+                return STEP_OK
         else:
-            st = rec.view(records.BOOK_STATUS)
-            if st[0].status == records.BOOK_INVALID:
+            status = np.int64(load_relaxed(rec, o + np.uint64(40)) & _U8)
+            if status == records.BOOK_INVALID:
                 book.clear(px, qty, n, b)
                 bstate[b, BS_VALID] = 0
                 stats[ST_BOOK_INVALID] += 1
             else:
                 bstate[b, BS_VALID] = 1
-        if bstate[b, BS_VALID] == 0 and rt == records.RT_BATCH_END:
-            return STEP_OK
         bstate[b, BS_EVENTS] += 1
         for i in range(meta.shape[0]):
-            hit = False
-            for leg in range(meta[i, base.M_NLEGS]):
-                if meta[i, base.M_BOOK + leg] == b:
-                    hit = True
-            if not hit:
+            if not _wants(meta, i, b):
                 continue
             if strat.on_book(i, meta, params, state, quotes, px, qty, n, b, origin, origin) \
                     != base.UNCHANGED:
@@ -451,24 +434,22 @@ def handle_md(rec, px, qty, n, book_map, bstate, meta, params, state, quotes, or
                 rc = STEP_MAX_LOSS
         return rc
     if rt == records.RT_TRADE:
-        t = rec.view(records.TRADE)
         stats[ST_TRADES] += 1
+        price = np.int64(load_relaxed(rec, o + np.uint64(32)))
+        q = np.int64(load_relaxed(rec, o + np.uint64(40)))
+        side = np.int64(load_relaxed(rec, o + np.uint64(56)) & _U8)
         for i in range(meta.shape[0]):
-            hit = False
-            for leg in range(meta[i, base.M_NLEGS]):
-                if meta[i, base.M_BOOK + leg] == b:
-                    hit = True
-            if not hit:
+            if not _wants(meta, i, b):
                 continue
-            if strat.on_trade(i, meta, params, state, quotes, px, qty, n, b, t[0].price,
-                              t[0].qty, t[0].side, origin, origin) != base.UNCHANGED:
+            if strat.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side,
+                              origin, origin) != base.UNCHANGED:
                 reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
                           ord_data)
         return STEP_OK
     return STEP_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def handle_exec(rec, px, n, meta, params, state, quotes, ords, pnl, risk, stats, words, cal):
     """Apply one exec record (uint8[128]); returns STEP_MAX_LOSS or STEP_OK."""
     stats[ST_EXEC] += 1
@@ -532,7 +513,7 @@ def handle_exec(rec, px, n, meta, params, state, quotes, ords, pnl, risk, stats,
     return STEP_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words):
     """Read the kill switch; on a new epoch cancel everything and acknowledge. Returns
     STEP_KILL_SEEN when this call acknowledged a new epoch."""
@@ -553,7 +534,7 @@ def check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words):
     return STEP_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data, words,
          actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
          risk, stats, lat_hist, wparams, wstate, md_buf, ex_buf, max_iters):
@@ -569,7 +550,7 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
         for r in range(len(md_hdrs)):
             if ring.poll(md_hdrs[r], md_datas[r], md_curs[r], md_buf) == 1:
                 work += 1
-                c = handle_md(md_buf, px, qty, n, book_map, bstate, meta, params, state, quotes,
+                c = handle_md(md_buf, 0, px, qty, n, book_map, bstate, meta, params, state, quotes,
                               ords, pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
                 if c > ret:
                     ret = c
@@ -596,15 +577,15 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
     return ret
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
            risk, stats, lat_hist, cal, ord_hdr, ord_data, words):
     """Feed ``n_rec`` md records (rows of uint8[.., 64]) straight through ``handle_md``, checking
     the kill switch before each (the in-process replay used by tests and the bench)."""
     for k in range(n_rec):
         check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words)
-        handle_md(md_data[k], px, qty, n, book_map, bstate, meta, params, state, quotes, ords,
-                  pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
+        handle_md(md_data, k * md_data.shape[1], px, qty, n, book_map, bstate, meta, params,
+                  state, quotes, ords, pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
     return stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]
 
 

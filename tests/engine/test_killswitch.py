@@ -60,6 +60,8 @@ def _config(tmp_path, shm_dir, symbols):
 [appliance]
 shm_dir = "{shm_dir}"
 state_dir = "{tmp_path / 'state'}"
+[rings]
+order_capacity = 262144
 [wait]
 strategy = "backoff"
 backoff_max_ns = 200000
@@ -125,7 +127,7 @@ def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm
         def flood():
             while not stop.is_set():
                 _flood(md.hdr, md.data, recs, recs.shape[0])
-                time.sleep(0.01)
+                time.sleep(0.05)     # ~250 orders a pass: the order ring must not lap
 
         t = threading.Thread(target=flood, daemon=True)
         t.start()

@@ -58,6 +58,7 @@ P_WARMUP = 15
 P_COOLDOWN_MS = 16
 P_COOLDOWN_TSC = 17     # derived: cooldown_ms in TSC ticks (set by the engine from its clock)
 P_UNIT = 18             # ticks per model price unit (see module docstring)
+P_LOG_TERM = 19         # derived: ln(1 + gamma / k) / gamma
 
 # name -> (index, default, minimum)
 PARAMS = {
@@ -101,9 +102,10 @@ S_QUOTES = 13       # quote decisions that changed a slot
 def derive(params_row, tsc_per_ns: float) -> None:
     """Fill the derived parameters of one instance (clock-dependent values in TSC ticks)."""
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
+    params_row[P_LOG_TERM] = math.log(1.0 + params_row[P_GAMMA] / params_row[P_K]) / params_row[P_GAMMA]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _set_slot(quotes, i, slot, side, price, q, origin):
     """Point a slot at a resting post-only GTC quote; CHANGED when anything moved."""
     if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
@@ -120,7 +122,7 @@ def _set_slot(quotes, i, slot, side, price, q, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _off(quotes, i, slot, origin):
     if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
         return base.UNCHANGED
@@ -129,12 +131,12 @@ def _off(quotes, i, slot, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _pull(quotes, i, origin):
     return _off(quotes, i, 0, origin) | _off(quotes, i, 1, origin)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     nb = n[b, 0]
     na = n[b, 1]
@@ -168,7 +170,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     horizon = params[i, P_HORIZON]
     inv = state[i, S_INV]
     res = mp - inv * gamma * sigma2 * horizon * unit
-    half = (gamma * sigma2 * horizon * 0.5 + math.log(1.0 + gamma / params[i, P_K]) / gamma
+    half = (gamma * sigma2 * horizon * 0.5 + params[i, P_LOG_TERM]
             + params[i, P_VOL_WIDEN] * math.sqrt(sigma2))
     tox = state[i, S_VPIN] - params[i, P_TOX_FLOOR]
     if tox > 0.0:
@@ -211,7 +213,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     return rc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
     if q <= 0:
         return base.UNCHANGED
@@ -241,7 +243,7 @@ def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now,
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
     if side == records.SIDE_BUY:
         state[i, S_INV] += float(q)
@@ -250,7 +252,7 @@ def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_timer(i, meta, params, state, quotes, px, qty, n, now):
     # the cooldown ends on the next book event after it expired; nothing to do on a timer but
     # keep quotes pulled while it lasts

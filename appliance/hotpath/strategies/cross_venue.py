@@ -57,7 +57,7 @@ def derive(params_row, tsc_per_ns: float) -> None:
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _take(quotes, i, slot, leg, side, price, q, origin):
     quotes[i, slot, base.Q_STATE] = base.QS_TAKE
     quotes[i, slot, base.Q_LEG] = leg
@@ -69,7 +69,7 @@ def _take(quotes, i, slot, leg, side, price, q, origin):
     quotes[i, slot, base.Q_ORIGIN] = origin
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     ba_ = meta[i, base.M_BOOK]
     bb_ = meta[i, base.M_BOOK + 1]
@@ -119,12 +119,12 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
     k = S_POS_A if leg == 0 else S_POS_B
     if side == records.SIDE_BUY:
@@ -134,6 +134,6 @@ def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_timer(i, meta, params, state, quotes, px, qty, n, now):
     return base.UNCHANGED

@@ -1,0 +1,378 @@
+"""``appliance bench engine``: the engine's tick cycle on real recorded sessions, with a baseline.
+
+Real recorded venue sessions (tests/data/venues, or ``--data DIR``) are turned into md records by
+the venues' own feed code (appliance.ws.replay) and replayed in-process through the compiled
+engine with one Avellaneda-Stoikov instance per instrument (``price_unit`` = the instrument's
+median touch spread in the recording, so every instrument quotes). Measured in one run:
+
+- tick cycle: one md record -> book -> strategies -> risk -> order record written, timed with
+  rdtsc around each record inside a compiled loop; only records that wrote at least one order
+  count (p50 / p99 / p99.9 / max ns);
+- md event: every md record, the same way (most records are book updates that write no order);
+- events_per_s: the whole replay with no per-record timing, records per second;
+- risk_check: the tier-1 check alone, in batches of 1,000 calls (ns per call, p50 of batches);
+- baseline: a plain-Python implementation of the same cycle (SortedDict books, the same AS
+  arithmetic, the same risk check, struct-packed order records into a bytearray), timed per
+  record with perf_counter_ns over the first ``--python-records`` records.
+
+Warm-up compiles and runs the replay once before anything is timed. ``--core N`` pins the
+process. ``--json`` prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from appliance.hotpath import clock, engine, records, ring
+from appliance.hotpath.intrinsics import rdtsc
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "venues"
+SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase": "COINBASE.ws.28.0",
+            "bitstamp": "BITSTAMP.ws.1.0", "bitfinex": "BITFINEX.ws.11.0"}
+
+
+# ------------------------------------------------------------------------------- compiled loops
+
+@njit(cache=True, nogil=True)
+def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl, risk, stats,
+           lat_hist, cal, oh, od, words, cyc, ev):
+    """Replay with rdtsc around each record; cyc[k] = ticks of the k-th record that wrote orders,
+    ev[i] = ticks of record i. Returns how many cycles were recorded."""
+    k = 0
+    for i in range(md.shape[0]):
+        before = stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL]
+        t0 = rdtsc()
+        engine.check_kill(meta, ords, stats, lat_hist, cal, oh, od, words)
+        engine.handle_md(md, i * md.shape[1], px, qty, n, book_map, bstate, meta, params,
+                         state, quotes, ords, pnl, risk, stats, lat_hist, cal, oh, od, words)
+        t1 = rdtsc()
+        ev[i] = t1 - t0
+        if stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL] != before:
+            cyc[k] = t1 - t0
+            k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _risk_batches(risk, px, n, b, out, batch):
+    """out[j] = ticks for ``batch`` risk checks (varying price / side so nothing is hoisted)."""
+    acc = 0
+    for j in range(out.shape[0]):
+        t0 = rdtsc()
+        for k in range(batch):
+            side = records.SIDE_BUY if (k & 1) == 0 else records.SIDE_SELL
+            p = px[b, 0, n[b, 0] - 1] + (k & 7)
+            acc += engine.risk_check(risk, px, n, b, side, p, 1 + (k & 3), k & 15, 0)
+        out[j] = rdtsc() - t0
+    return acc
+
+
+# ------------------------------------------------------------------------------ data and setup
+
+def load_sessions(data_dir: Path, venues: list[str]) -> tuple[np.ndarray, dict]:
+    """md records of the venues' recorded sessions, interleaved by record (a merged feed), and
+    venue -> symbols."""
+    from appliance.ws import replay
+
+    parts, syms = [], {}
+    for v in venues:
+        feed = replay.run(data_dir / SESSIONS[v], v)
+        h = int(ring.head(feed.writer.hdr))
+        parts.append(feed.writer.data[:h].copy())
+        syms[v] = [i.symbol for i in feed.instruments]
+    total = sum(p.shape[0] for p in parts)
+    merged = np.empty((total, records.MD_RECORD_SIZE), np.uint8)
+    # round-robin merge, as the engine polls one record from each md ring in turn
+    idx = [0] * len(parts)
+    k = 0
+    while k < total:
+        for j, p in enumerate(parts):
+            if idx[j] < p.shape[0]:
+                merged[k] = p[idx[j]]
+                idx[j] += 1
+                k += 1
+    return merged, syms
+
+
+def typical_spreads(md: np.ndarray) -> dict:
+    """(venue, instrument) -> median touch spread in ticks, from the BATCH_END records."""
+    out = {}
+    be = md[md[:, 8] == records.RT_BATCH_END]
+    if be.shape[0] == 0:
+        return out
+    v = be.copy().view(records.BATCH_END).reshape(-1)
+    for key in set(zip(v["venue"].tolist(), v["instrument"].tolist())):
+        m = (v["venue"] == key[0]) & (v["instrument"] == key[1])
+        m &= (v["bid_price"] > 0) & (v["ask_price"] > v["bid_price"])
+        if m.any():
+            out[key] = float(np.median(v["ask_price"][m] - v["bid_price"][m]))
+    return out
+
+
+def make_engine(syms: dict, spreads: dict, cal) -> engine.EngineState:
+    tables = []
+    for venue, names in syms.items():
+        vid = records.VENUE_IDS[venue]
+        for idx, s in enumerate(names):
+            unit = max(1.0, spreads.get((vid, idx), 1.0))
+            tables.append({"kind": "avellaneda_stoikov", "venue": venue, "symbol": s,
+                           "params": {"warmup_events": 1, "price_unit": unit,
+                                      "requote_ticks": max(1, int(unit))}})
+    return engine.EngineState(syms, tables, {"collar_ticks": 1 << 40, "max_open_orders": 1 << 20},
+                              cal=cal, clord_base=1 << 20)
+
+
+def _args(es: engine.EngineState, oh, od, words):
+    return (es.px, es.qty, es.n, es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes,
+            es.ords, es.pnl, es.risk, es.stats, es.lat_hist, es.cal, oh, od, words)
+
+
+# ---------------------------------------------------------------------------- Python baseline
+
+class PyEngine:
+    """The same cycle in plain Python: SortedDict books, AS quoting, risk check, packed records."""
+
+    def __init__(self, es: engine.EngineState):
+        from sortedcontainers import SortedDict
+
+        from appliance.hotpath.strategies import avellaneda_stoikov as AS
+        from appliance.hotpath.strategies import base
+
+        self.AS, self.base = AS, base
+        self.books = {}
+        self.strat_of = {}
+        for i in range(es.meta.shape[0]):
+            key = (int(es.meta[i, base.M_VENUE]), int(es.meta[i, base.M_INSTR]))
+            self.books[key] = (SortedDict(), SortedDict())
+            self.strat_of[key] = i
+        self.params = es.params.copy()
+        self.state = np.zeros_like(es.state).tolist()
+        self.quotes = {}
+        self.risk = es.risk.tolist()
+        self.out = bytearray(records.ORDER_RECORD_SIZE * 1024)
+        self.seq = 0
+        self.clord = 1 << 20
+        self.orders = 0
+        self.fmt = struct.Struct("<8xBBHIQ8xQIIqqBBB")
+
+    def handle(self, rec: bytes) -> None:
+        rt = rec[8]
+        venue, flags, instr = rec[9], int.from_bytes(rec[10:12], "little"), \
+            int.from_bytes(rec[12:16], "little")
+        key = (venue, instr)
+        bk = self.books.get(key)
+        if bk is None:
+            return
+        origin = int.from_bytes(rec[16:24], "little")
+        if rt == records.RT_L2_UPDATE:
+            price, q = struct.unpack_from("<qq", rec, 32)
+            side = rec[56]
+            d = bk[0] if side == records.SIDE_BUY else bk[1]
+            if q == 0:
+                d.pop(price, None)
+            else:
+                d[price] = q
+        elif rt == records.RT_BATCH_END:
+            self.on_book(self.strat_of[key], bk, venue, instr, origin)
+
+    def on_book(self, i, bk, venue, instr, origin):
+        bids, asks = bk
+        if not bids or not asks:
+            return
+        AS, p, st = self.AS, self.params[i], self.state[i]
+        bb, ba = bids.peekitem(-1)[0], asks.peekitem(0)[0]
+        if bb >= ba:
+            return
+        levels = int(p[AS.P_LEVELS])
+        bq = sum(bids.peekitem(-1 - k)[1] for k in range(min(levels, len(bids))))
+        aq = sum(asks.peekitem(k)[1] for k in range(min(levels, len(asks))))
+        mp = (bb * aq + ba * bq) / (aq + bq)
+        st[AS.S_EVENTS] += 1
+        unit = p[AS.P_UNIT]
+        if st[AS.S_EVENTS] > 1:
+            d = (mp - st[AS.S_MP]) / unit
+            st[AS.S_VAR] += p[AS.P_VOL_ALPHA] * (d * d - st[AS.S_VAR])
+        st[AS.S_MP] = mp
+        if st[AS.S_EVENTS] <= p[AS.P_WARMUP]:
+            return
+        g, s2, T = p[AS.P_GAMMA], st[AS.S_VAR], p[AS.P_HORIZON]
+        res = mp - st[AS.S_INV] * g * s2 * T * unit
+        half = g * s2 * T * 0.5 + math.log(1 + g / p[AS.P_K]) / g + p[AS.P_VOL_WIDEN] * math.sqrt(s2)
+        half = max(half, p[AS.P_MIN_HALF]) * unit
+        bid = min(math.floor(res - half), ba - 1)
+        ask = max(math.ceil(res + half), bb + 1)
+        thr = int(p[AS.P_REQUOTE])
+        for slot, side, px in ((0, records.SIDE_BUY, bid), (1, records.SIDE_SELL, ask)):
+            old = self.quotes.get((i, slot))
+            if old is not None and abs(old - px) < thr:
+                continue
+            if self.risk_ok(bk, side, px, 1):
+                self.quotes[(i, slot)] = px
+                self.write(venue, instr, origin, i, slot, side, px, 1)
+
+    def risk_ok(self, bk, side, price, q):
+        r = self.risk
+        if q <= 0 or q > r[engine.R_MAX_QTY] or len(self.quotes) >= r[engine.R_MAX_OPEN]:
+            return False
+        bb, ba, c = bk[0].peekitem(-1)[0], bk[1].peekitem(0)[0], r[engine.R_COLLAR]
+        return bb - c <= price <= ba + c
+
+    def write(self, venue, instr, origin, i, slot, side, price, q):
+        off = (self.seq & 1023) * records.ORDER_RECORD_SIZE
+        self.seq += 1
+        self.clord += 1
+        self.fmt.pack_into(self.out, off, records.RT_NEW_ORDER, venue, records.F_POST_ONLY,
+                           instr, origin, (self.clord << 16) | (i << 8) | slot, i, 0, price, q,
+                           side, records.ORD_LIMIT, records.TIF_GTC)
+        self.orders += 1
+
+
+def python_baseline(es, md: np.ndarray, n_rec: int) -> dict:
+    pe = PyEngine(es)
+    cyc, ev = [], []
+    pc = time.perf_counter_ns
+    rows = [md[k].tobytes() for k in range(min(n_rec, md.shape[0]))]
+    t_all = pc()
+    for r in rows:
+        before = pe.orders
+        t0 = pc()
+        pe.handle(r)
+        t1 = pc()
+        ev.append(t1 - t0)
+        if pe.orders != before:
+            cyc.append(t1 - t0)
+    total = pc() - t_all
+    return {"cyc": np.array(cyc, np.int64), "ev": np.array(ev, np.int64), "n": len(rows),
+            "total_ns": total}
+
+
+# ------------------------------------------------------------------------------------ main
+
+def _pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if a.size else float("nan")
+
+
+def run(data_dir: Path, venues: list[str], min_events: int, python_records: int) -> dict:
+    cal = clock.calibration()
+    hz = float(cal[clock.C_HZ])
+    md, syms = load_sessions(data_dir, venues)
+    spreads = typical_spreads(md)
+    reps = max(1, math.ceil(min_events / md.shape[0]))
+    oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 16)
+    words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
+    # warm-up: compile and run everything once
+    es = make_engine(syms, spreads, cal)
+    cyc = np.zeros(md.shape[0], np.int64)
+    ev = np.zeros(md.shape[0], np.int64)
+    _timed(md, *_args(es, oh, od, words), cyc, ev)
+    engine.replay(md, md.shape[0], *_args(make_engine(syms, spreads, cal), oh, od, words))
+    # per-record timing, `reps` replays on fresh engines
+    cycs, evs, orders = [], [], 0
+    lat_hist = np.zeros(engine.LAT_BUCKETS, np.int64)
+    for _ in range(reps):
+        es = make_engine(syms, spreads, cal)
+        k = _timed(md, *_args(es, oh, od, words), cyc, ev)
+        cycs.append(cyc[:k].copy())
+        evs.append(ev.copy())
+        orders += int(es.stats[engine.ST_NEW] + es.stats[engine.ST_REPLACE]
+                      + es.stats[engine.ST_CANCEL])
+        lat_hist += es.lat_hist
+    to_ns = 1e9 / hz
+    cyc_ns = np.concatenate(cycs) * to_ns
+    ev_ns = np.concatenate(evs) * to_ns
+    # throughput: no per-record timing
+    best = None
+    for _ in range(reps):
+        es = make_engine(syms, spreads, cal)
+        t0 = time.perf_counter_ns()
+        engine.replay(md, md.shape[0], *_args(es, oh, od, words))
+        dt = time.perf_counter_ns() - t0
+        best = dt if best is None else min(best, dt)
+    events_per_s = md.shape[0] / (best / 1e9)
+    # risk check alone
+    es = make_engine(syms, spreads, cal)
+    engine.replay(md, md.shape[0], *_args(es, oh, od, words))
+    b = int(np.argmax(es.n.min(axis=1)))
+    batches = np.zeros(2000, np.int64)
+    _risk_batches(es.risk, es.px, es.n, b, batches[:10], 1000)
+    _risk_batches(es.risk, es.px, es.n, b, batches, 1000)
+    risk_ns = batches * to_ns / 1000.0
+    # plain-Python baseline of the same cycle, same data
+    py = python_baseline(make_engine(syms, spreads, cal), md, python_records)
+    py_cyc = py["cyc"].astype(np.float64)
+    res = {
+        "venues": venues, "instruments": sum(len(v) for v in syms.values()),
+        "md_records": int(md.shape[0]), "replays": reps, "orders": orders,
+        "tick_cycles": int(cyc_ns.size),
+        "tick_cycle_p50_ns": _pct(cyc_ns, 50), "tick_cycle_p99_ns": _pct(cyc_ns, 99),
+        "tick_cycle_p999_ns": _pct(cyc_ns, 99.9), "tick_cycle_max_ns": float(cyc_ns.max()),
+        "md_event_p50_ns": _pct(ev_ns, 50), "md_event_p99_ns": _pct(ev_ns, 99),
+        "risk_check_p50_ns": _pct(risk_ns, 50), "risk_check_p99_ns": _pct(risk_ns, 99),
+        "events_per_s": events_per_s,
+        "python_tick_cycle_p50_ns": _pct(py_cyc, 50), "python_tick_cycle_p99_ns": _pct(py_cyc, 99),
+        "python_md_event_p50_ns": _pct(py["ev"].astype(np.float64), 50),
+        "python_events_per_s": py["n"] / (py["total_ns"] / 1e9),
+        "python_records": py["n"], "python_tick_cycles": int(py_cyc.size),
+        "rdtsc_hz": hz,
+    }
+    res["speedup_tick_cycle_p50"] = res["python_tick_cycle_p50_ns"] / res["tick_cycle_p50_ns"]
+    res["speedup_events_per_s"] = res["events_per_s"] / res["python_events_per_s"]
+    total = int(lat_hist.sum())
+    if total:
+        c = np.cumsum(lat_hist)
+        res["order_latency_hist_p50_ns_upper"] = 1 << int(np.searchsorted(c, 0.5 * total))
+    res["targets"] = {"tick_cycle_p50_ns<=300": res["tick_cycle_p50_ns"] <= 300,
+                      "events_per_s>=2M": res["events_per_s"] >= 2e6}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="appliance bench engine", description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--core", type=int, default=None, help="pin this process to a core")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="recorded sessions directory")
+    ap.add_argument("--venues", nargs="+", default=["binance", "kraken"],
+                    help=f"recorded sessions to replay (of: {', '.join(SESSIONS)})")
+    ap.add_argument("--min-events", type=int, default=200_000,
+                    help="replay the sessions until at least this many md records were timed")
+    ap.add_argument("--python-records", type=int, default=20_000,
+                    help="md records for the plain-Python baseline")
+    a = ap.parse_args(argv)
+    bad = [v for v in a.venues if v not in SESSIONS]
+    if bad:
+        print(f"unknown venue(s) {bad}; have {', '.join(SESSIONS)}", file=sys.stderr)
+        return 2
+    if a.core is not None:
+        os.sched_setaffinity(0, {a.core})
+    res = run(a.data, a.venues, a.min_events, a.python_records)
+    if a.json:
+        print(json.dumps(res))
+        return 0
+    print(f"engine tick cycle on {res['md_records']} recorded md records x {res['replays']} "
+          f"({', '.join(res['venues'])}; {res['instruments']} instruments, one AS each)")
+    print(f"{'':28}{'compiled':>14}{'plain Python':>16}{'ratio':>10}")
+    rows = [("tick cycle p50 ns", "tick_cycle_p50_ns", "python_tick_cycle_p50_ns"),
+            ("tick cycle p99 ns", "tick_cycle_p99_ns", "python_tick_cycle_p99_ns"),
+            ("md event p50 ns", "md_event_p50_ns", "python_md_event_p50_ns"),
+            ("events per s", "events_per_s", "python_events_per_s")]
+    for label, k, pk in rows:
+        r = res[pk] / res[k] if "per_s" not in k else res[k] / res[pk]
+        print(f"{label:<28}{res[k]:>14,.0f}{res[pk]:>16,.0f}{r:>9.1f}x")
+    print(f"tick cycle p99.9 / max ns     {res['tick_cycle_p999_ns']:,.0f} / {res['tick_cycle_max_ns']:,.0f}"
+          f"   ({res['tick_cycles']} cycles that wrote orders)")
+    print(f"risk check p50 / p99 ns       {res['risk_check_p50_ns']:.1f} / {res['risk_check_p99_ns']:.1f}")
+    print(f"targets: {res['targets']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
