@@ -58,6 +58,8 @@ METADATA_PATHS = {
 }
 
 SNAPSHOT_CHECK_S = 0.005     # how often the connection loop asks the feed for snapshots to fetch
+SNAPSHOT_WORKERS = 4         # concurrent REST snapshot fetches
+SNAPSHOT_RETRY_S = 1.0
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -156,6 +158,9 @@ class Gateway:
         self.counts = {k: 0 for k in self.STAT_NAMES}
         self.ws: websocket.WebSocket | None = None
         self._retry: dict[str, tuple[str, float]] = {}      # symbol -> (path, not before)
+        self._inflight: dict = {}                           # symbol -> (path, conn gen, future)
+        self._conn_gen = 0
+        self._executor = None
         self._stop = threading.Event()
         self.connected = threading.Event()
 
@@ -178,38 +183,41 @@ class Gateway:
         def done() -> bool:
             return stop.is_set() or self._stop.is_set() or (end is not None and time.monotonic() >= end)
 
-        first = True
-        while not done():
-            try:
-                self._connect()
-            except (OSError, websocket.WebSocketException) as e:
-                self.counts["connect_failures"] += 1
-                delay = self.backoff.next_s()
-                log.warning("%s: connect to %s failed (%s); retrying in %.3f s", self.venue,
-                            self.ws_url, e, delay)
-                self._sleep(delay, done)
-                continue
-            if not first:
-                self.counts["reconnects"] += 1
-            first = False
-            why = "stopped"
-            try:
-                why = self._session(done)
-            finally:
-                self._close()
-                self.connected.clear()
-            if done():
-                break
-            self.counts["disconnects"] += 1
-            self.feed.on_disconnect()
-            if why == "resubscribe":
-                self.counts["resubscribes"] += 1
-                log.info("%s: resubscribing (the feed asked for a fresh book)", self.venue)
-                self._sleep(self.backoff.min_ms / 1000.0, done)
-            else:
-                delay = self.backoff.next_s()
-                log.warning("%s: connection lost (%s); reconnecting in %.3f s", self.venue, why, delay)
-                self._sleep(delay, done)
+        try:
+            first = True
+            while not done():
+                try:
+                    self._connect()
+                except (OSError, websocket.WebSocketException) as e:
+                    self.counts["connect_failures"] += 1
+                    delay = self.backoff.next_s()
+                    log.warning("%s: connect to %s failed (%s); retrying in %.3f s", self.venue,
+                                self.ws_url, e, delay)
+                    self._sleep(delay, done)
+                    continue
+                if not first:
+                    self.counts["reconnects"] += 1
+                first = False
+                why = "stopped"
+                try:
+                    why = self._session(done)
+                finally:
+                    self._close()
+                    self.connected.clear()
+                if done():
+                    break
+                self.counts["disconnects"] += 1
+                self.feed.on_disconnect()
+                if why == "resubscribe":
+                    self.counts["resubscribes"] += 1
+                    log.info("%s: resubscribing (the feed asked for a fresh book)", self.venue)
+                    self._sleep(self.backoff.min_ms / 1000.0, done)
+                else:
+                    delay = self.backoff.next_s()
+                    log.warning("%s: connection lost (%s); reconnecting in %.3f s", self.venue, why, delay)
+                    self._sleep(delay, done)
+        finally:
+            self.close()
         return self.stats()
 
     # -- connection ----------------------------------------------------------------------------
@@ -223,6 +231,7 @@ class Gateway:
         # a fresh connection: books rebuilt from scratch (snapshot or resubscribe)
         self.feed.on_reconnect()
         self._retry.clear()
+        self._conn_gen += 1
         for msg in self.mod.subscribe_messages(self.instruments):
             ws.send(msg)
         self.connected.set()
@@ -266,6 +275,8 @@ class Gateway:
         got_data = False
         next_snap = 0.0
         while not done():
+            if self._inflight:
+                self._collect_snapshots()
             if time.monotonic() >= next_snap:
                 # the feeds' snapshot_requests() walk their instruments: not once per frame
                 self._snapshots()
@@ -323,27 +334,50 @@ class Gateway:
         return "stopped"
 
     # -- REST snapshots ------------------------------------------------------------------------
+    # Fetches run on a small thread pool so the socket keeps being read (and the feed keeps
+    # buffering deltas) while a snapshot downloads; results are applied on the loop thread, the
+    # only one that touches the feed. A result from before a reconnect is discarded.
     def _snapshots(self) -> None:
-        reqs = self.feed.snapshot_requests()
         now = time.monotonic()
-        for sym, path in reqs:
+        for sym, path in self.feed.snapshot_requests():
             self._retry[sym] = (path, 0.0)
-        if not self._retry:
-            return
         for sym, (path, not_before) in list(self._retry.items()):
-            if not_before > now:
-                continue
-            url = self.rest_url + path
-            self.counts["snapshot_fetches"] += 1
-            try:
-                body = http_get(url, self.http_timeout_s)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                self.counts["snapshot_errors"] += 1
-                log.warning("%s %s: snapshot %s failed (%s); retrying in 1 s", self.venue, sym, url, e)
-                self._retry[sym] = (path, now + 1.0)
+            if not_before > now or sym in self._inflight:
                 continue
             del self._retry[sym]
+            url = self.rest_url + path
+            self.counts["snapshot_fetches"] += 1
+            self._inflight[sym] = (path, self._conn_gen, self._pool().submit(http_get, url, self.http_timeout_s))
+
+    def _collect_snapshots(self) -> None:
+        for sym, (path, gen, fut) in list(self._inflight.items()):
+            if not fut.done():
+                continue
+            del self._inflight[sym]
+            if gen != self._conn_gen:
+                continue                       # fetched for a previous connection
+            try:
+                body = fut.result()
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                self.counts["snapshot_errors"] += 1
+                log.warning("%s %s: snapshot %s failed (%s); retrying in %.1f s", self.venue, sym,
+                            self.rest_url + path, e, SNAPSHOT_RETRY_S)
+                self._retry[sym] = (path, time.monotonic() + SNAPSHOT_RETRY_S)
+                continue
             self.feed.on_snapshot(sym, body, self.now_tsc())
+
+    def _pool(self):
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._executor = ThreadPoolExecutor(max_workers=SNAPSHOT_WORKERS,
+                                                thread_name_prefix=f"md-{self.venue}-rest")
+        return self._executor
+
+    def close(self) -> None:
+        """Release the snapshot thread pool (run() does this on return)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
 
 # --- the process ----------------------------------------------------------------------------------

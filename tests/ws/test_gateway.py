@@ -330,3 +330,26 @@ def test_md_replay_cli_passes_through_to_replay(capsys):
     assert cli.main(["md", "replay", str(path), "--venue", "kraken", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["checksums_failed"] == 0 and res["checksums_ok"] > 4000
+
+
+@pytest.mark.parametrize("venue", ["binance", "coinbase", "kraken", "bitstamp", "bitfinex",
+                                   "coinbase_advanced"])
+def test_every_venue_syncs_every_book_and_ends_like_offline_replay(venue):
+    from appliance.ws import recording, replay
+    paths = sim.default_recordings(venue)
+    book_path = next(p for p in paths if venue != "kraken" or p.name == "KRAKEN.ws.50.0")
+    instruments = gateway.venue_module(venue).load_instruments(
+        recording.open_session(book_path).metadata, None)
+    with VenueSim(venue) as s:
+        run = Running(venue, [i.symbol for i in instruments], s)
+        try:
+            assert run.wait(lambda: s.stats.completed >= 1
+                            and run.gw.stats()["frames"] >= s.stats.frames_sent)
+        finally:
+            st = run.stop()
+    assert st["frames"] == s.stats.frames_sent
+    assert st["errors"] == 0 and st["gaps"] == 0 and st["checksums_failed"] == 0
+    assert st["books_valid"] == st["books"] == len(instruments)
+    offline = replay.run(book_path, venue)
+    for ins in instruments:
+        assert run.gw.feed.top(ins.symbol, 10) == offline.top(ins.symbol, 10), ins.symbol
