@@ -5,9 +5,11 @@ the venues' own feed code (appliance.ws.replay) and replayed in-process through 
 engine with one Avellaneda-Stoikov instance per instrument (``price_unit`` = the instrument's
 median touch spread in the recording, so every instrument quotes). Measured in one run:
 
-- tick cycle: one md record -> book -> strategies -> risk -> order record written, timed with
-  rdtsc around each record inside a compiled loop; only records that wrote at least one order
-  count (p50 / p99 / p99.9 / max ns);
+- tick cycle: one book update -> book -> strategies -> risk -> order record written: rdtsc
+  around each record inside a compiled loop; for every record that wrote orders (the end of a
+  venue frame, where the book is consistent) the cycle runs from the start of the frame's last
+  L2 update to the end of that record (p50 / p99 / p99.9 / max ns); ``strategy_cycle`` is the
+  frame-end record alone (strategy -> risk -> orders);
 - md event: every md record, the same way (most records are book updates that write no order);
 - events_per_s: the whole replay with no per-record timing, records per second;
 - risk_check: the tier-1 check alone, in batches of 1,000 calls (ns per call, p50 of batches);
@@ -42,12 +44,17 @@ SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase":
 
 # ------------------------------------------------------------------------------- compiled loops
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl, risk, stats,
-           lat_hist, cal, oh, od, words, cyc, ev):
-    """Replay with rdtsc around each record; cyc[k] = ticks of the k-th record that wrote orders,
-    ev[i] = ticks of record i. Returns how many cycles were recorded."""
+           lat_hist, cal, oh, od, words, cyc, strat_cyc, ev):
+    """Replay with rdtsc around each record. For the k-th record that wrote orders:
+    ``strat_cyc[k]`` = its own ticks (strategy -> risk -> order records), ``cyc[k]`` = ticks from
+    the start of the L2 update just before it (the last book update of the frame) to its end: one
+    book update -> book -> strategy -> risk -> order written. ``ev[i]`` = ticks of record i.
+    Returns k."""
     k = 0
+    t_prev = np.uint64(0)
+    prev_l2 = False
     for i in range(md.shape[0]):
         before = stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL]
         t0 = rdtsc()
@@ -57,12 +64,15 @@ def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, 
         t1 = rdtsc()
         ev[i] = t1 - t0
         if stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL] != before:
-            cyc[k] = t1 - t0
+            strat_cyc[k] = t1 - t0
+            cyc[k] = t1 - t_prev if prev_l2 else t1 - t0
             k += 1
+        prev_l2 = md[i, 8] == records.RT_L2_UPDATE
+        t_prev = t0
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _risk_batches(risk, px, n, b, out, batch):
     """out[j] = ticks for ``batch`` risk checks (varying price / side so nothing is hoisted)."""
     acc = 0
@@ -272,22 +282,25 @@ def run(data_dir: Path, venues: list[str], min_events: int, python_records: int)
     # warm-up: compile and run everything once
     es = make_engine(syms, spreads, cal)
     cyc = np.zeros(md.shape[0], np.int64)
+    scyc = np.zeros(md.shape[0], np.int64)
     ev = np.zeros(md.shape[0], np.int64)
-    _timed(md, *_args(es, oh, od, words), cyc, ev)
+    _timed(md, *_args(es, oh, od, words), cyc, scyc, ev)
     engine.replay(md, md.shape[0], *_args(make_engine(syms, spreads, cal), oh, od, words))
     # per-record timing, `reps` replays on fresh engines
-    cycs, evs, orders = [], [], 0
+    cycs, scycs, evs, orders = [], [], [], 0
     lat_hist = np.zeros(engine.LAT_BUCKETS, np.int64)
     for _ in range(reps):
         es = make_engine(syms, spreads, cal)
-        k = _timed(md, *_args(es, oh, od, words), cyc, ev)
+        k = _timed(md, *_args(es, oh, od, words), cyc, scyc, ev)
         cycs.append(cyc[:k].copy())
+        scycs.append(scyc[:k].copy())
         evs.append(ev.copy())
         orders += int(es.stats[engine.ST_NEW] + es.stats[engine.ST_REPLACE]
                       + es.stats[engine.ST_CANCEL])
         lat_hist += es.lat_hist
     to_ns = 1e9 / hz
     cyc_ns = np.concatenate(cycs) * to_ns
+    scyc_ns = np.concatenate(scycs) * to_ns
     ev_ns = np.concatenate(evs) * to_ns
     # throughput: no per-record timing
     best = None
@@ -315,6 +328,7 @@ def run(data_dir: Path, venues: list[str], min_events: int, python_records: int)
         "tick_cycles": int(cyc_ns.size),
         "tick_cycle_p50_ns": _pct(cyc_ns, 50), "tick_cycle_p99_ns": _pct(cyc_ns, 99),
         "tick_cycle_p999_ns": _pct(cyc_ns, 99.9), "tick_cycle_max_ns": float(cyc_ns.max()),
+        "strategy_cycle_p50_ns": _pct(scyc_ns, 50), "strategy_cycle_p99_ns": _pct(scyc_ns, 99),
         "md_event_p50_ns": _pct(ev_ns, 50), "md_event_p99_ns": _pct(ev_ns, 99),
         "risk_check_p50_ns": _pct(risk_ns, 50), "risk_check_p99_ns": _pct(risk_ns, 99),
         "events_per_s": events_per_s,
@@ -369,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<28}{res[k]:>14,.0f}{res[pk]:>16,.0f}{r:>9.1f}x")
     print(f"tick cycle p99.9 / max ns     {res['tick_cycle_p999_ns']:,.0f} / {res['tick_cycle_max_ns']:,.0f}"
           f"   ({res['tick_cycles']} cycles that wrote orders)")
+    print(f"strategy cycle p50 / p99 ns   {res['strategy_cycle_p50_ns']:,.0f} / {res['strategy_cycle_p99_ns']:,.0f}")
     print(f"risk check p50 / p99 ns       {res['risk_check_p50_ns']:.1f} / {res['risk_check_p99_ns']:.1f}")
     print(f"targets: {res['targets']}")
     return 0

@@ -168,10 +168,11 @@ def risk_check(risk, px, n, b, side, price, q, open_orders, halted):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _lat(stats, lat_hist, cal, origin):
+def _lat(stats, lat_hist, cal, origin, now):
+    """Add one order's latency (``now - origin`` ticks, in ns) to the histogram."""
     if origin <= 0:
         return
-    d = clock.tsc_to_ns(cal, clock.now(cal) - origin)
+    d = clock.tsc_to_ns(cal, now - origin)
     if d < 0:
         d = 0
     k = 0
@@ -236,7 +237,7 @@ def _next_clord(stats, sid, slot):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin):
+def _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin, now):
     leg = ords[i, s, O_LEG]
     clord = _next_clord(stats, meta[i, base.M_ID], s)
     write_order(ord_hdr, ord_data, records.RT_CANCEL, meta[i, base.M_VENUE + leg],
@@ -246,7 +247,7 @@ def _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, orig
     ords[i, s, O_STATE] = OS_NONE
     stats[ST_CANCEL] += 1
     stats[ST_OPEN] -= 1
-    _lat(stats, lat_hist, cal, origin)
+    _lat(stats, lat_hist, cal, origin, now)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -254,6 +255,7 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
     """Turn strategy ``i``'s quote slots into new / replace / cancel records (via risk)."""
     halted = stats[ST_HALTED]
     sid = meta[i, base.M_ID]
+    now = clock.now(cal)        # one clock read per reconciliation: every order's latency end
     for s in range(base.Q_SLOTS):
         qs = quotes[i, s, base.Q_STATE]
         os_ = ords[i, s, O_STATE]
@@ -264,7 +266,8 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
         origin = quotes[i, s, base.Q_ORIGIN]
         if qs == base.QS_OFF:
             if os_ == OS_WORKING:
-                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin)
+                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin,
+                             now)
             continue
         leg = quotes[i, s, base.Q_LEG]
         b = meta[i, base.M_BOOK + leg]
@@ -290,7 +293,7 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
             ords[i, s, O_QTY] = q
             ords[i, s, O_SIDE] = side
             stats[ST_REPLACE] += 1
-            _lat(stats, lat_hist, cal, origin)
+            _lat(stats, lat_hist, cal, origin, now)
             continue
         # a new order: a resting quote with nothing working, or a take
         rc = risk_check(risk, px, n, b, side, price, q, stats[ST_OPEN], halted)
@@ -315,7 +318,7 @@ def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
             ords[i, s, O_STATE] = OS_WORKING
             stats[ST_OPEN] += 1
         stats[ST_NEW] += 1
-        _lat(stats, lat_hist, cal, origin)
+        _lat(stats, lat_hist, cal, origin, now)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -325,7 +328,8 @@ def cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, origin):
     for i in range(meta.shape[0]):
         for s in range(base.Q_SLOTS):
             if ords[i, s, O_STATE] == OS_WORKING:
-                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin)
+                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin,
+                             origin)
                 k += 1
     stats[ST_KILL_CANCELS] += k
     return k
