@@ -133,7 +133,7 @@ def test_stall_pauses_the_stream_after_n_frames():
     with VenueSim("kraken", [path], faults=Faults(stall_after=10, stall_ms=3000)) as s:
         ws = websocket.create_connection(s.ws_url, timeout=5)
         ws.send("{}")
-        got = recv_all(ws, idle_s=0.5)
+        got = recv_all(ws, idle_s=1.0)
         ws.close()
     assert len(got) == 10
     assert s.stats.stalls == 1
@@ -142,9 +142,18 @@ def test_stall_pauses_the_stream_after_n_frames():
 def test_realtime_pacing_keeps_recorded_gaps():
     with VenueSim("binance", pace=sim.PACE_REALTIME) as s:      # a 31 s recording
         ws = websocket.create_connection(s.ws_url, timeout=5)
-        got = recv_all(ws, idle_s=0.5)
+        ws.settimeout(0.2)
+        got = 0
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            try:
+                ws.recv_data()
+                got += 1
+            except websocket.WebSocketTimeoutException:
+                pass
         ws.close()
-    assert 0 < len(got) < len(s.script.post) // 2
+    # 1.5 s of a 31 s session at recorded pace: some frames, far from all of them
+    assert 0 < got < len(s.script.post) // 4
 
 
 def test_bad_options_are_rejected_with_clear_errors():
