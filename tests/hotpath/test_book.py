@@ -329,7 +329,26 @@ def bitstamp_events(d: Path):
         yield ("end", key)
 
 
+def coinbase_advanced_events(d: Path):
+    import zstandard
+    raw = zstandard.ZstdDecompressor().stream_reader(open(d / "COINBASE_ADVANCED.jsonl.zst", "rb")).read()
+    for line in raw.splitlines():
+        ev = orjson.loads(line)
+        if ev.get("t") != "recv" or '"l2_data"' not in ev["data"]:
+            continue
+        m = orjson.loads(ev["data"])
+        for e in m["events"]:
+            key = e["product_id"]
+            if e["type"] == "snapshot":
+                yield ("reset", key)
+            for u in e["updates"]:
+                yield ("upd", key, 0 if u["side"] == "bid" else 1, ticks(u["price_level"]),
+                       lots(u["new_quantity"]))
+            yield ("end", key)
+
+
 @pytest.mark.parametrize("venue,events,cap,min_updates", [
+    ("coinbase_advanced", coinbase_advanced_events, 1000, 10_000),
     ("coinbase", coinbase_events, 1000, 9_000),
     ("kraken", kraken_events, 1000, 4_000),
     ("bitfinex", bitfinex_events, 100, 1_000),
