@@ -122,14 +122,15 @@ class Host:
                 return value if eq else ""
         return None
 
-    def processes(self) -> set[str]:
+    def processes(self) -> set[str] | None:
+        """Command names of running processes; None when /proc shows no process at all."""
         names = set()
         for p in self.path("proc").glob("[0-9]*/comm"):
             try:
                 names.add(p.read_text().strip())
             except OSError:
                 continue  # the process exited while we looked
-        return names
+        return names or None
 
     def run(self, argv: list) -> str:
         return self._run(argv)
@@ -281,7 +282,10 @@ def check_cpu_dma_latency(h: Host, e: Expected, knob: dict) -> tuple:
 def check_irqbalance(h: Host, e: Expected, knob: dict) -> tuple:
     if not e.isolated:
         return _na("core plan is degraded: no isolated CPUs to keep IRQs away from")
-    running = "irqbalance" in h.processes()
+    procs = h.processes()
+    if procs is None:
+        return _na("no processes visible (is /proc mounted?)")
+    running = "irqbalance" in procs
     mode = e.values["irq_irqbalance_mode"]
     if not running:
         return ("stopped" if mode == "stop" else f"stopped or banned from {_cpus(e.isolated)}", "not running", PASS)
@@ -322,7 +326,10 @@ def check_irq_affinities(h: Host, e: Expected, knob: dict) -> tuple:
         return _na("core plan is degraded: every CPU is a housekeeping CPU")
     hk = set(e.housekeeping)
     bad = []
-    for irq in sorted(h.path("proc/irq").glob("[0-9]*"), key=lambda p: int(p.name)):
+    irqs = sorted(h.path("proc/irq").glob("[0-9]*"), key=lambda p: int(p.name))
+    if not irqs:
+        return _na("no IRQs visible (is /proc mounted?)")
+    for irq in irqs:
         cpus = _irq_cpus(h, irq)
         if cpus and not set(cpus) <= hk:
             bad.append(f"{irq.name}->{format_cpulist(cpus)}")
@@ -469,7 +476,10 @@ def check_nic_rings(h: Host, e: Expected, knob: dict) -> tuple:
 
 def check_process(h: Host, e: Expected, knob: dict) -> tuple:
     name = knob["process"]
-    running = name in h.processes()
+    procs = h.processes()
+    if procs is None:
+        return _na("no processes visible (is /proc mounted?)")
+    running = name in procs
     return (f"{name} running", "running" if running else "not running", PASS if running else FAIL)
 
 
