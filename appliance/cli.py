@@ -13,7 +13,7 @@ import sys
 
 # module that registers sub-commands -> what it provides
 COMMAND_MODULES = (
-    "appliance.demo",            # demo (the main job until the full appliance runs)
+    "appliance.demo_cli",        # demo (the main job until the full appliance runs)
     "appliance.shm_cli",         # shm ls
     "appliance.journal_cli",     # journal stats|cat, recorder
     "appliance.ws.cli",          # md, md replay, venue-sim
