@@ -99,6 +99,9 @@ def collect_status(cfg) -> dict:
             "engine_pid": killswitch.engine_alive(cb),
             "actors": cb.actors(),
         }
+        if out["kill"]["set"] and out["risk_state"] != "HALTED":
+            # the engine owns risk_state; with the flag set and no acknowledgement yet, say so
+            out["risk_state"] = "HALT REQUESTED" if out["engine_pid"] else "HALTED (no engine)"
     finally:
         cb.close()
     rings = []

@@ -785,16 +785,24 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
                     "`appliance kill --reset --confirm` resumes",
                     killswitch.state_path(state_dir), persisted.get("reason"))
     core = cfg.cores.actors.get("engine")
-    actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
-    cb.rec["engine_pid"] = os.getpid()
     wparams = wait.from_config(cfg.wait, core)
     wstate = wait.new_state()
     venues = [v.name for v in cfg.venues if v.enabled]
-    readers = [_wait_attach(f"md.{v}", "engine", ring.START_LATEST, shm_dir, wait_rings_s, stop)
-               for v in venues]
-    ex = _wait_attach("exec", "engine", ring.START_LATEST, shm_dir, wait_rings_s, stop)
+    readers = []
+    try:
+        for v in venues:
+            readers.append(_wait_attach(f"md.{v}", "engine", ring.START_LATEST, shm_dir,
+                                        wait_rings_s, stop))
+        ex = _wait_attach("exec", "engine", ring.START_LATEST, shm_dir, wait_rings_s, stop)
+    except EngineError:
+        for r in readers:
+            r.close()
+        cb.close()
+        raise
     ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE, cfg.rings.order_capacity,
                                 shm_dir=shm_dir)
+    actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
+    cb.rec["engine_pid"] = os.getpid()
     md_hdrs = tuple(r.hdr for r in readers)
     md_datas = tuple(r.data for r in readers)
     md_curs = tuple(r.cur for r in readers)
