@@ -515,7 +515,7 @@ def check_config(h: Host, e: Expected, knob: dict) -> tuple:
 
 
 def expected_units(e: Expected) -> list[str]:
-    units = list(e.values["appliance_units"])
+    units = list(load_knobs()["units"])
     for actor in e.plan["actors"]:
         kind, _, inst = actor.partition(".")
         if kind in ("md", "fix") and inst:

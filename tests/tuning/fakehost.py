@@ -80,14 +80,16 @@ def make_host(root: Path, plan: dict, tuned: bool, values: dict, nic: str = "") 
     write(root, "proc/irq/default_smp_affinity", cpumask_hex(hk if tuned else cpus))
     for irq in (0, 1, 8, 24, 25):
         write(root, f"proc/irq/{irq}/smp_affinity_list", format_cpulist(hk if tuned else cpus))
-        write(root, f"proc/irq/{irq}/effective_affinity_list", str(hk[0] if tuned else iso[-1]))
+        write(root, f"proc/irq/{irq}/effective_affinity_list", str(hk[0] if tuned or not iso else iso[-1]))
     if nic:
+        from tuning.audit import nic_cpus
+        near = nic_cpus(plan)      # housekeeping CPUs on the NIC's node
         for i, irq in enumerate((40, 41)):
             write(root, f"sys/class/net/{nic}/device/msi_irqs/{irq}", "msix")
-            write(root, f"proc/irq/{irq}/smp_affinity_list", format_cpulist(hk if tuned else cpus))
-            write(root, f"proc/irq/{irq}/effective_affinity_list", str(hk[0] if tuned else iso[0]))
-            write(root, f"sys/class/net/{nic}/queues/rx-{i}/rps_cpus", cpumask_hex(hk) if tuned else "0")
-            write(root, f"sys/class/net/{nic}/queues/tx-{i}/xps_cpus", cpumask_hex(hk) if tuned else "0")
+            write(root, f"proc/irq/{irq}/smp_affinity_list", format_cpulist(near if tuned else cpus))
+            write(root, f"proc/irq/{irq}/effective_affinity_list", str(near[0] if tuned or not iso else iso[0]))
+            write(root, f"sys/class/net/{nic}/queues/rx-{i}/rps_cpus", cpumask_hex(near) if tuned else "0")
+            write(root, f"sys/class/net/{nic}/queues/tx-{i}/xps_cpus", cpumask_hex(near) if tuned else "0")
     sysctl = values["sysctl_values"] if tuned else {
         "vm.swappiness": "60", "vm.stat_interval": "1", "kernel.numa_balancing": "1",
         "kernel.timer_migration": "1", "net.core.busy_poll": "0", "net.core.busy_read": "0",
