@@ -814,6 +814,7 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
         control.set_risk_state(cb.words, records.RISK_RUNNING)
     status_path = os.path.join(state_dir, STATUS_FILE)
     next_status = 0.0
+    md_resyncs: dict[str, int] = {}
     try:
         while not stop():
             rc = step(md_hdrs, md_datas, md_curs, ex.hdr, ex.data, ex.cur, ow.hdr, ow.data,
@@ -833,12 +834,25 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
             now = _t.monotonic()
             if now >= next_status:
                 next_status = now + status_every_s
+                for v, r in zip(venues, readers):
+                    if r.writer_restarted():
+                        # the gateway restarted: its books restart from its next snapshot
+                        r.resync(ring.START_LATEST)
+                        vid = records.VENUE_IDS[v]
+                        for bk, (bv, _sym) in enumerate(es.book_keys):
+                            if bv == v:
+                                book.clear(es.px, es.qty, es.n, bk)
+                        md_resyncs[v] = md_resyncs.get(v, 0) + 1
+                        log.warning("md.%s writer restarted: resynchronised at the newest record, "
+                                    "its books cleared (venue id %d, %d resyncs)", v, vid,
+                                    md_resyncs[v])
                 snap = es.snapshot()
                 snap["pid"] = os.getpid()
                 snap["time_ns"] = _t.time_ns()
                 lat = es.latency_percentiles()
                 snap["order_latency_ns"] = {"p50": lat[0.5], "p99": lat[0.99]}
                 snap["md_lost"] = {f"md.{v}": r.lost for v, r in zip(venues, readers)}
+                snap["md_resyncs"] = md_resyncs
                 try:
                     os.makedirs(state_dir, exist_ok=True)
                     tmp = status_path + ".tmp"
