@@ -30,7 +30,6 @@ import os
 import random
 import select
 import signal
-import socket
 import ssl
 import threading
 import time
@@ -482,10 +481,3 @@ def _write_stats(path: str, st: dict) -> None:
         json.dump(st, fh)
     os.replace(tmp, path)
 
-
-def connectable(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
