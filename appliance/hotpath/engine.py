@@ -21,6 +21,13 @@ correct the picture (a fill reduces leaves, a reject frees the slot). Client ord
 ``(counter << 16) | (strategy << 8) | slot``, so an exec report finds its slot without a map, and
 the counter starts from ``clord_base`` (deterministic in a replay, time-derived in production).
 
+The OMS and the three-tier risk gate of :mod:`appliance.hotpath.oms` / :mod:`.risk` (order
+table with pending states, exec-id dedup, exposure, breaker) are not wired in yet: they need the
+per-instrument ledger (tick/lot sizes, assets) of :mod:`.positions`. The seams are exactly four
+functions here: ``reconcile`` (-> oms.reconcile / new_order / replace_order / cancel_order +
+risk.check_*), ``handle_exec`` (-> oms.apply_exec), ``cancel_all`` (-> oms.live_rows +
+cancel_order) and ``_check_loss`` (-> risk.breaker_update).
+
 Risk (tier 1, ``risk_check``; every new and replace passes it): halted -> refused; qty in
 (0, max_qty]; price within ``collar_ticks`` of the far touch; at most ``max_open`` working orders.
 Tier 3: each strategy's PnL (realised + marked to mid, tick-lots summed over its legs) below
