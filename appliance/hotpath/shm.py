@@ -258,7 +258,10 @@ def create(name: str, kind: int, record_size: int, capacity: int, data_offset: i
            shm_dir: str | os.PathLike | None = None, private: bool = False,
            lock: bool = True) -> Region:
     """Open ``name`` as its writer: create it, or reopen it if its geometry matches (a crashed
-    or stopped writer's region: contents and sequence are kept), else replace it."""
+    or stopped writer's region: contents and sequence are kept), else replace it.
+
+    A new region is built under a temporary name and linked into place only once its header is
+    valid, so a reader never maps a half-initialised region."""
     d = resolve_dir(shm_dir)
     try:
         d.mkdir(parents=True, exist_ok=True, mode=0o770)
@@ -269,77 +272,125 @@ def create(name: str, kind: int, record_size: int, capacity: int, data_offset: i
     page = hugepage_size(d) if hugetlb else mmap.PAGESIZE
     size = _round_up(data_offset + record_size * capacity, page)
     mode = 0o600 if private else 0o660
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
-    except OSError as e:
-        raise ShmError(f"cannot open region {path}: {e.strerror}") from None
-    if lock:
+    geometry = (kind, record_size, capacity, data_offset, size)
+    for _ in range(100):
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _peek_writer(fd)
-            os.close(fd)
-            raise WriterAliveError(f"region {path} already has a live writer (pid {pid}); "
-                                   f"refusing to start a second writer") from None
-    os.fchmod(fd, mode)
-    st = os.fstat(fd)
-    reopen = False
-    if st.st_size >= HEADER_BYTES:
-        hdr = np.fromfile(path, dtype=np.uint64, count=8) if not hugetlb else None
-        if hdr is None:
-            mm0 = mmap.mmap(fd, st.st_size)
-            hdr = np.frombuffer(mm0, dtype=np.uint64, count=8).copy()
-            mm0.close()
-        reopen = (int(hdr[W_MAGIC]) == MAGIC and int(hdr[W_LAYOUT]) == LAYOUT_VERSION
-                  and int(hdr[W_KIND]) == kind and int(hdr[W_RECORD_SIZE]) == record_size
-                  and int(hdr[W_CAPACITY]) == capacity and int(hdr[W_SIZE]) == size
-                  and st.st_size == size)
-        if not reopen:
-            # geometry changed: tell attached readers this file is dead, then start a new one
-            log.warning("region %s has a different layout: replacing it", path)
-            try:
-                mm0 = mmap.mmap(fd, st.st_size)
-                np.frombuffer(mm0, dtype=np.uint64, count=16)[W_RETIRED] = 1
-                mm0.close()
-            except (ValueError, OSError):
-                pass
-            os.unlink(path)
-            os.close(fd)
-            return create(name, kind, record_size, capacity, data_offset, shm_dir, private, lock)
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            region = _create_fresh(path, geometry, mode, hugetlb, lock)
+            if region is not None:
+                return region
+            continue  # another writer linked its region first: open that one
+        except OSError as e:
+            raise ShmError(f"cannot open region {path}: {e.strerror}") from None
+        region = _reopen(path, fd, geometry, mode, hugetlb, lock)
+        if region is not None:
+            return region
+        # incompatible layout: it was retired and unlinked; build a fresh one
+    raise ShmError(f"region {path}: could not create it (contended by other writers)")
+
+
+def _lock_or_refuse(fd: int, path: Path) -> None:
     try:
-        if not reopen:
-            os.ftruncate(fd, size)
-        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _peek_writer(fd)
+        os.close(fd)
+        raise WriterAliveError(f"region {path} already has a live writer (pid {pid}); "
+                               f"refusing to start a second writer") from None
+
+
+def _map(fd: int, size: int, path: Path, hugetlb: bool) -> mmap.mmap:
+    try:
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     except OSError as e:
         os.close(fd)
-        if not reopen:
-            os.unlink(path)
         hint = " (not enough free huge pages?)" if hugetlb else ""
-        raise ShmError(f"cannot size/map region {path} ({size} bytes){hint}: {e.strerror}") from None
-    region = Region(path, fd, mm, writer=True)
+        raise ShmError(f"cannot map region {path} ({size} bytes){hint}: {e.strerror}") from None
+
+
+def _stamp_writer(region: Region, hugetlb: bool) -> Region:
     w = region.words
-    if not reopen:
-        region.mem[:] = 0
-        w[W_MAGIC] = MAGIC
-        w[W_LAYOUT] = LAYOUT_VERSION
-        w[W_KIND] = kind
-        w[W_RECORD_SIZE] = record_size
-        w[W_CAPACITY] = capacity
-        w[W_DATA_OFFSET] = data_offset
-        w[W_SIZE] = size
-        w[W_CREATED_NS] = time.time_ns()
-    else:
-        log.info("reopened region %s (previous writer pid %d, head %d)", path,
-                 int(w[W_WRITER_PID]), int(w[W_HEAD]))
     pid = os.getpid()
     w[W_BACKING] = BACKING_HUGETLBFS if hugetlb else BACKING_SHM
     w[W_WRITER_PID] = pid
     w[W_WRITER_LAUNCH_NS] = process_start_ns(pid)
     w[W_WRITER_GEN] = int(w[W_WRITER_GEN]) + 1
     region.gen_at_open = int(w[W_WRITER_GEN])
-    if not _mlock(mm, size):
-        log.debug("mlock of %s failed (RLIMIT_MEMLOCK?): pages may be swapped", path)
+    if not _mlock(region.mm, int(w[W_SIZE])):
+        log.debug("mlock of %s failed (RLIMIT_MEMLOCK?): pages may be swapped", region.path)
     return region
+
+
+def _create_fresh(path: Path, geometry: tuple, mode: int, hugetlb: bool, lock: bool) -> Region | None:
+    kind, record_size, capacity, data_offset, size = geometry
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, mode)
+    except OSError as e:
+        raise ShmError(f"cannot create region {tmp}: {e.strerror}") from None
+    if lock:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a private file: cannot be contended
+    os.fchmod(fd, mode)
+    try:
+        os.ftruncate(fd, size)
+    except OSError as e:
+        os.close(fd)
+        os.unlink(tmp)
+        raise ShmError(f"cannot size region {path} ({size} bytes): {e.strerror}") from None
+    mm = _map(fd, size, path, hugetlb)
+    region = Region(path, fd, mm, writer=True)
+    w = region.words
+    w[W_MAGIC] = MAGIC
+    w[W_LAYOUT] = LAYOUT_VERSION
+    w[W_KIND] = kind
+    w[W_RECORD_SIZE] = record_size
+    w[W_CAPACITY] = capacity
+    w[W_DATA_OFFSET] = data_offset
+    w[W_SIZE] = size
+    w[W_CREATED_NS] = time.time_ns()
+    _stamp_writer(region, hugetlb)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        region.close()
+        os.unlink(tmp)
+        return None
+    os.unlink(tmp)
+    return region
+
+
+def _reopen(path: Path, fd: int, geometry: tuple, mode: int, hugetlb: bool, lock: bool) -> Region | None:
+    kind, record_size, capacity, data_offset, size = geometry
+    if lock:
+        _lock_or_refuse(fd, path)
+    st = os.fstat(fd)
+    hdr = np.zeros(8, np.uint64)
+    if st.st_size >= HEADER_BYTES:
+        mm0 = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+        hdr = np.frombuffer(mm0, dtype=np.uint64, count=8).copy()
+        mm0.close()
+    if not (int(hdr[W_MAGIC]) == MAGIC and int(hdr[W_LAYOUT]) == LAYOUT_VERSION
+            and int(hdr[W_KIND]) == kind and int(hdr[W_RECORD_SIZE]) == record_size
+            and int(hdr[W_CAPACITY]) == capacity and int(hdr[W_SIZE]) == size
+            and st.st_size == size):
+        # a different layout: tell attached readers this file is dead, then start a new one
+        log.warning("region %s has a different layout: replacing it", path)
+        if st.st_size >= HEADER_BYTES:
+            try:
+                mm0 = mmap.mmap(fd, st.st_size)
+                np.frombuffer(mm0, dtype=np.uint64, count=16)[W_RETIRED] = 1
+                mm0.close()
+            except (ValueError, OSError):
+                pass
+        os.unlink(path)
+        os.close(fd)
+        return None
+    os.fchmod(fd, mode)
+    region = Region(path, fd, _map(fd, size, path, hugetlb), writer=True)
+    log.info("reopened region %s (previous writer pid %d, head %d)", path,
+             int(region.words[W_WRITER_PID]), int(region.words[W_HEAD]))
+    return _stamp_writer(region, hugetlb)
 
 
 def _peek_writer(fd: int) -> int:
@@ -390,7 +441,7 @@ def attach(name: str, kind: int | None = None, shm_dir: str | os.PathLike | None
 def list_regions(shm_dir: str | os.PathLike | None = None) -> list[Path]:
     d = resolve_dir(shm_dir)
     try:
-        return sorted(p for p in d.iterdir() if p.is_file())
+        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
     except FileNotFoundError:
         return []
     except OSError as e:
