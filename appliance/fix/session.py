@@ -268,6 +268,11 @@ class Session:
     def expected_target(self) -> int:
         return self.store.next_target
 
+    def _callback(self, name: str, *args):
+        """Call an optional application method (applications may be duck-typed)."""
+        fn = getattr(self.app, name, None)
+        return fn(self, *args) if fn is not None else None
+
     # ---- transport entry points ---------------------------------------------------------
 
     def connected(self, now: float) -> bytes:
@@ -287,7 +292,7 @@ class Session:
         self.connected_flag = False
         if self.received_logon or self.sent_logon:
             try:
-                self.app.on_logout(self)
+                self._callback("on_logout")
             except Exception:
                 log.exception("%s: on_logout callback failed", self.name)
         if self.cfg.reset_on_disconnect:
@@ -414,7 +419,7 @@ class Session:
             self.logon_seq = seq
             self.logon_sending_time = dict(hdr)[52]
             try:
-                extra = list(self.app.logon_fields(self) or ())
+                extra = list(self._callback("logon_fields") or ())
             except Exception:
                 log.exception("%s: logon_fields hook failed", self.name)
                 raise
@@ -674,7 +679,7 @@ class Session:
         if not msg.is_admin():
             self.app.on_app_message(self, msg)
         else:
-            self.app.on_admin_message(self, msg)
+            self._callback("on_admin_message", msg)
         return True
 
     def _target_too_high(self, msg: wire.Message, seq: int) -> None:
@@ -721,7 +726,7 @@ class Session:
             self._generate_reject(msg, REJ_BAD_VALUE, 108)
             raise _Disconnect("bad HeartBtInt in logon")
         if not self.cfg.initiator:
-            self.app.verify_logon(self, msg)
+            self._callback("verify_logon", msg)
         self.received_logon = True
         if not self.cfg.initiator or (self.received_reset and not self.sent_reset):
             self.heartbeat_interval = hb
@@ -738,7 +743,7 @@ class Session:
             self.store.incr_next_target()
             self._next_queued()
         if self.logged_on:
-            self.app.on_logon(self)
+            self._callback("on_logon")
 
     def _next_logout(self, msg: wire.Message) -> None:
         if not self._verify(msg, False, False):
@@ -788,7 +793,7 @@ class Session:
                 old = None
             if current != seq and not gap_begin:
                 gap_begin = current
-            if old is None or old.is_admin() or not self.app.should_resend(self, old):
+            if old is None or old.is_admin() or self._callback("should_resend", old) is False:
                 if not gap_begin:
                     gap_begin = seq
             else:
