@@ -383,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<28}{res[k]:>14,.0f}{res[pk]:>16,.0f}{r:>9.1f}x")
     print(f"tick cycle p99.9 / max ns     {res['tick_cycle_p999_ns']:,.0f} / {res['tick_cycle_max_ns']:,.0f}"
           f"   ({res['tick_cycles']} cycles that wrote orders)")
-    print(f"strategy cycle p50 / p99 ns   {res['strategy_cycle_p50_ns']:,.0f} / {res['strategy_cycle_p99_ns']:,.0f}")
+    print(f"strategy cycle p50 / p99 ns   {res['strategy_cycle_p50_ns']:,.0f} / "
+          f"{res['strategy_cycle_p99_ns']:,.0f}")
     print(f"risk check p50 / p99 ns       {res['risk_check_p50_ns']:.1f} / {res['risk_check_p99_ns']:.1f}")
     print(f"targets: {res['targets']}")
     return 0

@@ -7,6 +7,7 @@ import pytest
 from appliance.hotpath import clock, control, engine, records, ring
 from appliance.hotpath.engine import EngineState
 from appliance.hotpath.strategies import avellaneda_stoikov as AS
+from appliance.hotpath.strategies import base
 from tests.engine import mdsource
 from tests.engine.mdsource import book_frame, rec, stack
 
@@ -201,3 +202,27 @@ def test_engine_settings_reject_unknown_keys_by_name():
         engine.engine_settings({"max_los": 1})
     with pytest.raises(engine.EngineError, match=r"engine\.collar_ticks: expected an integer"):
         engine.engine_settings({"collar_ticks": -1})
+
+
+def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
+    from appliance import config
+    cfg = config.parse({
+        "venues": [{"name": "binance", "symbols": ["NKNUSDT", "BLZETH"]},
+                   {"name": "kraken", "symbols": ["XMR/USD"]}],
+        "engine": {"max_open_orders": 10},
+        "strategies": [
+            {"kind": "avellaneda_stoikov", "name": "mm-nkn", "venue": "binance",
+             "symbol": "BLZETH", "params": {"gamma": 0.2}},
+            {"kind": "cross_venue", "venues": ["binance", "kraken"],
+             "symbols": ["NKNUSDT", "XMR/USD"], "sessions": [0, 1], "params": {"margin": 3}},
+        ]})
+    es = EngineState.from_config(cfg, cal=cal, clord_base=1)
+    assert es.names == ["mm-nkn", "cross_venue-1"]
+    assert es.book_keys == [("binance", "BLZETH"), ("binance", "NKNUSDT"), ("kraken", "XMR/USD")]
+    assert es.book_map[records.VENUE_BINANCE, 1] == 0 and es.book_map[records.VENUE_KRAKEN, 0] == 2
+    assert es.meta[1, base.M_SESSION + 1] == 1   # leg B goes out on session 1
+    assert es.risk[engine.R_MAX_OPEN] == 10
+    with pytest.raises(Exception, match=r"strategies\[0\]\.venues: avellaneda_stoikov has one leg"):
+        EngineState({"binance": ["NKNUSDT"]}, [{"kind": "avellaneda_stoikov",
+                                                 "venues": ["binance"], "symbols": ["NKNUSDT"]}],
+                    cal=cal)

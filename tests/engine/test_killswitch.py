@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 from numba import njit
 
@@ -184,3 +183,14 @@ def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm
         orders_r.close()
         md.close()
         ex.close()
+
+
+def test_kill_cli_with_no_engine_persists_and_says_so_then_status_shows_it(shm_dir, tmp_path):
+    cfg = _config(tmp_path, shm_dir, ["NKNUSDT"])
+    r = _cli(cfg, "kill", "--reason", "nobody home")
+    assert r.returncode == 0, r.stderr
+    assert "no engine is running" in r.stdout and "HALTED" in r.stdout
+    assert killswitch.read_state(tmp_path / "state")["reason"] == "nobody home"
+    st = json.loads(_cli(cfg, "status", "--json").stdout)
+    assert st["kill"]["set"] and st["kill"]["reason"] == "nobody home"
+    assert st["risk_state"] == "HALTED (no engine)" and st["engine_pid"] == 0

@@ -7,7 +7,7 @@ import pytest
 from appliance.hotpath import book, records, ring
 from appliance.hotpath.engine import EngineState, ST_NEW, ST_REPLACE, ST_RISK_REJECTS
 from appliance.hotpath.strategies import avellaneda_stoikov as AS
-from appliance.hotpath.strategies import base, build, cross_venue as XV
+from appliance.hotpath.strategies import base, cross_venue as XV
 from appliance.hotpath import strategies
 from tests.engine import mdsource
 
