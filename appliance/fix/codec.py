@@ -226,7 +226,7 @@ def new_parser_state(expect_seq: int = 1, venue: int = R.VENUE_SIM, session: int
 # ------------------------------------------------------------------------------------------------
 # little-endian field access on uint8 rows
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def ld_u64(b, o):
     v = np.uint64(0)
     for i in range(8):
@@ -234,32 +234,32 @@ def ld_u64(b, o):
     return v
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def ld_i64(b, o):
     return np.int64(ld_u64(b, o))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def ld_u32(b, o):
     return np.uint32(b[o]) | (np.uint32(b[o + 1]) << np.uint32(8)) | \
         (np.uint32(b[o + 2]) << np.uint32(16)) | (np.uint32(b[o + 3]) << np.uint32(24))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def st_u64(b, o, v):
     x = np.uint64(v)
     for i in range(8):
         b[o + i] = np.uint8((x >> np.uint64(8 * i)) & np.uint64(0xFF))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def st_u32(b, o, v):
     x = np.uint32(v)
     for i in range(4):
         b[o + i] = np.uint8((x >> np.uint32(8 * i)) & np.uint32(0xFF))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def st_u16(b, o, v):
     b[o] = np.uint8(v & 0xFF)
     b[o + 1] = np.uint8((v >> 8) & 0xFF)
@@ -268,7 +268,7 @@ def st_u16(b, o, v):
 # ------------------------------------------------------------------------------------------------
 # encoder pieces
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _n_digits(v):
     # v: uint64
     n = 1
@@ -278,7 +278,7 @@ def _n_digits(v):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_uint(out, p, v):
     """Decimal digits of uint64 ``v`` at out[p:]; returns the position after them."""
     x = np.uint64(v)
@@ -291,14 +291,14 @@ def put_uint(out, p, v):
     return p + n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_tag(out, p, tag):
     p = put_uint(out, p, tag)
     out[p] = 61  # '='
     return p + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_decimal(out, p, value, dec):
     """Signed integer ``value`` scaled by 10**-dec, with exactly ``dec`` decimals."""
     if value < 0:
@@ -324,20 +324,20 @@ def put_decimal(out, p, value, dec):
     return p + total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def put_bytes(out, p, src, n):
     for i in range(n):
         out[p + i] = src[i]
     return p + n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _put2(out, p, v):
     out[p] = np.uint8(48 + v // 10)
     out[p + 1] = np.uint8(48 + v % 10)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def put_utc_timestamp(out, p, utc_ns):
     """YYYYMMDD-HH:MM:SS.sss of UTC ns since the epoch (civil-from-days, integers only)."""
     ms_total = utc_ns // 1_000_000
@@ -372,7 +372,7 @@ def put_utc_timestamp(out, p, utc_ns):
     return p + 21
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _field_uint(out, p, tag, v):
     p = put_tag(out, p, tag)
     p = put_uint(out, p, v)
@@ -380,7 +380,7 @@ def _field_uint(out, p, tag, v):
     return p + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _field_char(out, p, tag, c):
     p = put_tag(out, p, tag)
     out[p] = c
@@ -388,7 +388,7 @@ def _field_char(out, p, tag, c):
     return p + 2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _field_decimal(out, p, tag, v, dec):
     p = put_tag(out, p, tag)
     p = put_decimal(out, p, v, dec)
@@ -396,7 +396,7 @@ def _field_decimal(out, p, tag, v, dec):
     return p + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _field_symbol(out, p, instr, syms, i):
     p = put_tag(out, p, 55)
     n = instr[i, SYM_LEN]
@@ -406,7 +406,7 @@ def _field_symbol(out, p, instr, syms, i):
     return p + n + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _field_time(out, p, tag, utc_ns):
     p = put_tag(out, p, tag)
     p = put_utc_timestamp(out, p, utc_ns)
@@ -414,7 +414,19 @@ def _field_time(out, p, tag, utc_ns):
     return p + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
+def _field_time_copy(out, p, src):
+    """60=<the 21 timestamp bytes already rendered at out[src:]> (TransactTime = SendingTime)."""
+    out[p] = 54  # '6'
+    out[p + 1] = 48
+    out[p + 2] = 61
+    for k in range(21):
+        out[p + 3 + k] = out[src + k]
+    out[p + 24] = SOH
+    return p + 25
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _field_exec_inst(out, p, flags):
     post = (flags & R.F_POST_ONLY) != 0
     red = (flags & R.F_REDUCE_ONLY) != 0
@@ -434,10 +446,10 @@ def _field_exec_inst(out, p, flags):
     return p + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns):
     """Writes 8=..|9=NNN|35=X|49..|56..|34=seq|52=ts| assuming a 3-digit BodyLength; returns
-    (position after the header, body start)."""
+    (position after the header, body start, position of the rendered timestamp)."""
     p = put_bytes(out, off, begin, begin.shape[0])
     out[p] = 57  # '9'
     out[p + 1] = 61
@@ -451,11 +463,12 @@ def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns):
     out[p + 4] = SOH
     p = put_bytes(out, p + 5, comp, comp.shape[0])
     p = _field_uint(out, p, 34, seq)
+    ts = p + 3
     p = _field_time(out, p, 52, utc_ns)
-    return p, body
+    return p, body, ts
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _finish_message(out, off, blen_pos, body, end):
     """Fills BodyLength (moving the body when it is not 3 digits long) and appends CheckSum.
     Returns the total message length."""
@@ -486,7 +499,7 @@ def _finish_message(out, off, blen_pos, body, end):
     return end + 7 - off
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _check_common(rec, instr):
     inst = ld_u32(rec, _O_INSTR)
     if inst >= np.uint32(instr.shape[0]):
@@ -494,14 +507,14 @@ def _check_common(rec, instr):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _check_side(side):
     if side != R.SIDE_BUY and side != R.SIDE_SELL:
         return E_BAD_SIDE
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _check_type_tif(ord_type, tif):
     if ord_type != R.ORD_LIMIT and ord_type != R.ORD_MARKET:
         return E_BAD_ORD_TYPE
@@ -510,7 +523,7 @@ def _check_type_tif(ord_type, tif):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
     """One order record -> one FIX message at out[off:]; bytes written or a negative E_* code."""
     if out.shape[0] - off < MAX_MSG + begin.shape[0] + comp.shape[0]:
@@ -537,7 +550,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             e = E_BAD_PRICE
         if e != 0:
             return e
-        p, body = _begin_message(out, off, begin, comp, 68, seq, utc_ns)  # 'D'
+        p, body, ts = _begin_message(out, off, begin, comp, 68, seq, utc_ns)  # 'D'
         p = _field_uint(out, p, 11, clord)
         p = _field_symbol(out, p, instr, syms, inst)
         p = _field_char(out, p, 54, 48 + side)
@@ -547,7 +560,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             p = _field_decimal(out, p, 44, px * instr[inst, PX_MANT], instr[inst, PX_DEC])
         p = _field_char(out, p, 59, _TIF_CHAR[tif])
         p = _field_exec_inst(out, p, flags)
-        p = _field_time(out, p, 60, utc_ns)
+        p = _field_time_copy(out, p, ts)
     elif rt == R.RT_CANCEL:
         side = rec[_C_SIDE]
         qty = ld_i64(rec, _C_QTY)
@@ -556,13 +569,13 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             e = E_BAD_QTY
         if e != 0:
             return e
-        p, body = _begin_message(out, off, begin, comp, 70, seq, utc_ns)  # 'F'
+        p, body, ts = _begin_message(out, off, begin, comp, 70, seq, utc_ns)  # 'F'
         p = _field_uint(out, p, 41, ld_u64(rec, _C_ORIG))
         p = _field_uint(out, p, 11, clord)
         p = _field_symbol(out, p, instr, syms, inst)
         p = _field_char(out, p, 54, 48 + side)
         p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
-        p = _field_time(out, p, 60, utc_ns)
+        p = _field_time_copy(out, p, ts)
     elif rt == R.RT_REPLACE:
         side = rec[_R_SIDE]
         ot = rec[_R_ORDTYPE]
@@ -578,7 +591,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             e = E_BAD_PRICE
         if e != 0:
             return e
-        p, body = _begin_message(out, off, begin, comp, 71, seq, utc_ns)  # 'G'
+        p, body, ts = _begin_message(out, off, begin, comp, 71, seq, utc_ns)  # 'G'
         p = _field_uint(out, p, 41, ld_u64(rec, _R_ORIG))
         p = _field_uint(out, p, 11, clord)
         p = _field_symbol(out, p, instr, syms, inst)
@@ -589,25 +602,25 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             p = _field_decimal(out, p, 44, px * instr[inst, PX_MANT], instr[inst, PX_DEC])
         p = _field_char(out, p, 59, _TIF_CHAR[tif])
         p = _field_exec_inst(out, p, flags)
-        p = _field_time(out, p, 60, utc_ns)
+        p = _field_time_copy(out, p, ts)
     elif rt == R.RT_MASS_CANCEL:
         scope = rec[_M_SCOPE]
         if scope != 1 and scope != 7:
             return E_BAD_SCOPE
         if scope == 1 and e != 0:
             return e
-        p, body = _begin_message(out, off, begin, comp, 113, seq, utc_ns)  # 'q'
+        p, body, ts = _begin_message(out, off, begin, comp, 113, seq, utc_ns)  # 'q'
         p = _field_uint(out, p, 11, clord)
         p = _field_uint(out, p, 530, scope)
         if scope == 1:
             p = _field_symbol(out, p, instr, syms, inst)
-        p = _field_time(out, p, 60, utc_ns)
+        p = _field_time_copy(out, p, ts)
     else:
         return E_BAD_RTYPE
     return _finish_message(out, off, off + begin.shape[0], body, p)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def encode_status_request(out, off, begin, comp, seq, utc_ns, instr, syms, clord_id, instrument, side):
     """OrderStatusRequest (35=H: 11 55 54) for reconciliation; bytes written or E_* code."""
     if out.shape[0] - off < MAX_MSG + begin.shape[0] + comp.shape[0]:
@@ -616,7 +629,7 @@ def encode_status_request(out, off, begin, comp, seq, utc_ns, instr, syms, clord
         return E_BAD_INSTRUMENT
     if _check_side(side) != 0:
         return E_BAD_SIDE
-    p, body = _begin_message(out, off, begin, comp, 72, seq, utc_ns)  # 'H'
+    p, body, ts = _begin_message(out, off, begin, comp, 72, seq, utc_ns)  # 'H'
     p = _field_uint(out, p, 11, clord_id)
     p = _field_symbol(out, p, instr, syms, instrument)
     p = _field_char(out, p, 54, 48 + side)
@@ -626,7 +639,7 @@ def encode_status_request(out, off, begin, comp, seq, utc_ns, instr, syms, clord
 # ------------------------------------------------------------------------------------------------
 # parser pieces
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _find_start(buf, pos, end):
     """Next index >= pos where ``8=FIX`` starts, or -1 when not in buf[pos:end] (a possible
     prefix of it at the very end is not skipped: returns its index)."""
@@ -647,7 +660,7 @@ def _find_start(buf, pos, end):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _parse_uint(buf, a, b):
     """Unsigned decimal in buf[a:b]; -1 when empty, not all digits or longer than 18 digits."""
     if b <= a or b - a > 18:
@@ -661,7 +674,7 @@ def _parse_uint(buf, a, b):
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _parse_u64(buf, a, b):
     """uint64 decimal (ClOrdID); (ok, value)."""
     if b <= a or b - a > 20:
@@ -678,7 +691,7 @@ def _parse_u64(buf, a, b):
     return True, v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _parse_scaled(buf, a, b, dec):
     """Decimal text in buf[a:b] as an integer scaled by 10**dec; (ok, value). Digits beyond
     ``dec`` decimals must be zeros (else not ok)."""
@@ -728,7 +741,7 @@ def _parse_scaled(buf, a, b, dec):
     return True, (-v if neg else v)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _to_units(buf, a, b, dec, mant):
     """Decimal text -> integer ticks/lots of an instrument; (ok, value). Values off the grid are
     not ok."""
@@ -741,7 +754,7 @@ def _to_units(buf, a, b, dec, mant):
     return True, q
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _fnv1a(buf, a, b):
     h = np.uint64(14695981039346656037)
     for i in range(a, b):
@@ -750,7 +763,7 @@ def _fnv1a(buf, a, b):
     return h
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _lookup_symbol(buf, a, b, instr, syms):
     n = b - a
     for i in range(instr.shape[0]):
@@ -773,7 +786,7 @@ _FR_GARBAGE = 2
 _FR_BAD_CHECKSUM = 3
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _frame(buf, pos, end):
     """Frame the message starting at buf[pos] (which starts with ``8=FIX`` or a prefix of it).
     Returns (result, body start, body end = index of the CheckSum tag, message end)."""
@@ -824,14 +837,14 @@ def _frame(buf, pos, end):
     return _FR_OK, body, bend, mend
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _copy_text(row, o, cap, buf, a, b):
     n = min(b - a, cap)
     for k in range(n):
         row[o + k] = buf[a + k]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
     """Decode an ER (mtype '8') or OCR ('9') body into ``row``. False when malformed."""
     # field spans (start, end) of interest; -1 = absent
@@ -999,7 +1012,7 @@ def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_messages(buf, start, end, st, instr, syms, out, rx_tsc):
     """See the module docstring. Allocation-free; returns a P_* code."""
     pos = start
@@ -1072,7 +1085,7 @@ def parse_messages(buf, start, end, st, instr, syms, out, rx_tsc):
     return code
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def decode_app_message(buf, off, length, st, instr, syms, row, rx_tsc):
     """Decode one complete, already framed ER/OCR (e.g. one the session layer received out of
     sequence as a PossDup resend) into ``row`` regardless of MsgSeqNum. True when decoded."""
