@@ -71,7 +71,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     if d < 0:
         d = 0
     e = scan.find_key(b, d, end, _K_E)
-    ks = scan.find_key(b, d, end, _K_S)
+    ks = scan.find_key_near(b, e, d, end, _K_S)
     if ks < 0:
         return scan.E_MISSING
     ss, se, _ = scan.string_span(b, ks, end)
@@ -125,11 +125,11 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     if es < 0:
         return scan.E_SYNTAX
     if scan.bytes_eq(b, es, ee, _L_DEPTH):
-        kU = scan.find_key(b, d, end, _K_UU)
-        ku = scan.find_key(b, d, end, _K_U)
-        kb = scan.find_key(b, d, end, _K_B)
-        ka = scan.find_key(b, d, end, _K_A)
-        if kU < 0 or ku < 0 or kb < 0 or ka < 0:
+        # keys in Binance's order (e, E, s, U, u, b, a): one pass; any order still works
+        kU = scan.find_key_near(b, ks, d, end, _K_UU)
+        ku = scan.find_key_near(b, kU, d, end, _K_U)
+        kb = scan.find_key_near(b, ku, d, end, _K_B)
+        if kU < 0 or ku < 0 or kb < 0:
             return scan.E_MISSING
         U, _, rc = scan.parse_int(b, kU, end)
         if rc != 0:
@@ -137,10 +137,13 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
         u, _, rc = scan.parse_int(b, ku, end)
         if rc != 0:
             return rc
-        n, _, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
-                                       -1, 0, 1, u, rows, 0)
+        n, nxt, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
+                                         -1, 0, 1, u, rows, 0)
         if rc != 0:
             return rc
+        ka = scan.find_key_near(b, nxt, d, end, _K_A)
+        if ka < 0:
+            return scan.E_MISSING
         n, _, rc = common.parse_levels(b, ka, end, dp, sp, dq, sq, inst, records.SIDE_SELL,
                                        -1, 0, 1, u, rows, n)
         if rc != 0:

@@ -38,6 +38,7 @@ FR_TRADE = 3
 FR_SNAPSHOT = 4
 
 _K_CHANNEL = scan.key("channel")
+_K_DATA = scan.key("data")
 _K_EVENT = scan.key("event")
 _K_MTS = scan.key("microtimestamp")
 _K_BIDS = scan.key("bids")
@@ -54,10 +55,10 @@ _L_TRADE = scan.lit("trade")
 
 @njit(cache=True, nogil=True)
 def _book_body(b, end, inst, grids, rows, info):
+    # keys in Bitstamp's order (microtimestamp, bids, asks): one pass; any order still works
     km = scan.find_key(b, 0, end, _K_MTS)
-    kb = scan.find_key(b, 0, end, _K_BIDS)
-    ka = scan.find_key(b, 0, end, _K_ASKS)
-    if km < 0 or kb < 0 or ka < 0:
+    kb = scan.find_key_near(b, km, 0, end, _K_BIDS)
+    if km < 0 or kb < 0:
         return scan.E_MISSING
     mts, _, rc = scan.parse_int(b, km, end)
     if rc != 0:
@@ -66,10 +67,13 @@ def _book_body(b, end, inst, grids, rows, info):
     sp = grids[inst, 1]
     dq = grids[inst, 2]
     sq = grids[inst, 3]
-    n, _, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
-                                   -1, 0, 1, mts, rows, 0)
+    n, nxt, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
+                                     -1, 0, 1, mts, rows, 0)
     if rc != 0:
         return rc
+    ka = scan.find_key_near(b, nxt, 0, end, _K_ASKS)
+    if ka < 0:
+        return scan.E_MISSING
     n, _, rc = common.parse_levels(b, ka, end, dp, sp, dq, sq, inst, records.SIDE_SELL,
                                    -1, 0, 1, mts, rows, n)
     if rc != 0:
@@ -86,8 +90,13 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     info[I_INST] = -1
     info[I_NROWS] = 0
     info[I_MTS] = 0
-    ke = scan.find_key(b, 0, end, _K_EVENT)
-    kc = scan.find_key(b, 0, end, _K_CHANNEL)
+    # Bitstamp puts "channel" and "event" after the data object: look there first
+    kd = scan.find_key(b, 0, end, _K_DATA)
+    tail = scan.skip_value(b, kd, end) if kd >= 0 else 0
+    if tail < 0:
+        tail = 0
+    ke = scan.find_key_near(b, tail, 0, end, _K_EVENT)
+    kc = scan.find_key_near(b, tail, 0, end, _K_CHANNEL)
     if ke < 0:
         return scan.E_MISSING
     es, ee, _ = scan.string_span(b, ke, end)

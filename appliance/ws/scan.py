@@ -6,6 +6,9 @@ np.uint8)``); this module holds the pieces they all need, so there is one copy o
     skip_ws(b, i, end)                 -> index of the next non-blank byte
     find_key(b, i, end, key)           -> index of the value after ``"key":`` (key given WITH its
                                           quotes as a uint8 array), or -1
+    find_key_near(b, hint, lo, end, key) -> find_key from ``hint`` (where the venue usually puts
+                                          the key: one pass over the frame for keys in their
+                                          usual order), falling back to a search from ``lo``
     skip_value(b, i, end)              -> index after the JSON value starting at i, or -1
     string_span(b, i, end)             -> (start, stop, next) of the string at i, start = -1 if none
     parse_units(b, i, end, dec)        -> (value * 10**dec, next, rc): a decimal number, quoted or
@@ -83,6 +86,16 @@ def find_key(b, i, end, key):
                     return skip_ws(b, p + 1, end)
         i += 1
     return -1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def find_key_near(b, hint, lo, end, key):
+    """find_key from ``hint``; if absent there (keys in an unusual order), from ``lo``."""
+    if hint > lo:
+        r = find_key(b, hint, end, key)
+        if r >= 0:
+            return r
+    return find_key(b, lo, end, key)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
