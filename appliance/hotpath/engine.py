@@ -80,6 +80,7 @@ R_COLLAR = 1
 R_MAX_OPEN = 2
 R_MAX_LOSS = 3     # tick-lots; 0 = off
 R_TIMER_TSC = 4    # strategy timer period in ticks
+R_STEP_TSC = 5     # a step returns to Python after at most about this many ticks
 R_N = 8
 
 RISK_OK = 0
@@ -119,6 +120,7 @@ ST_EXEC = 23
 ST_LAST_TIMER = 24
 ST_BOOK_INVALID = 25
 ST_SESSION_DOWN = 26
+ST_IGNORED = 27    # md / exec records of a kind the engine does not use (BBO, control...)
 ST_N = 32
 STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batches",
               ST_BOOK_ERRORS: "book_errors", ST_UNKNOWN_INSTR: "unknown_instrument",
@@ -128,7 +130,7 @@ STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batche
               ST_ACKS: "acks", ST_HALTED: "halted", ST_ACKED_EPOCH: "acked_epoch",
               ST_LOOPS: "loops", ST_OPEN: "open_orders", ST_LAT_N: "latency_n",
               ST_KILL_CANCELS: "kill_cancels", ST_EXEC: "exec", ST_BOOK_INVALID: "book_invalid",
-              ST_SESSION_DOWN: "session_down"}
+              ST_SESSION_DOWN: "session_down", ST_IGNORED: "ignored"}
 
 LAT_BUCKETS = 64   # lat_hist[k] counts orders with 2**(k-1) <= ns < 2**k
 
@@ -457,6 +459,7 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
                 reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
                           ord_data)
         return STEP_OK
+    stats[ST_IGNORED] += 1
     return STEP_OK
 
 
@@ -471,6 +474,7 @@ def handle_exec(rec, px, n, meta, params, state, quotes, ords, pnl, risk, stats,
             stats[ST_SESSION_DOWN] += 1
         return STEP_OK
     if rt != records.RT_FILL and rt != records.RT_REJECT and rt != records.RT_ACK:
+        stats[ST_IGNORED] += 1
         return STEP_OK
     a = rec.view(records.ACK)   # clord_id / orig / strategy share offsets across exec kinds
     clord = np.int64(a[0].clord_id)
@@ -549,9 +553,10 @@ def check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words):
 def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data, words,
          actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
          risk, stats, lat_hist, wparams, wstate, md_buf, ex_buf, max_iters):
-    """Poll every input up to ``max_iters`` times (see the module docstring); returns STEP_*
-    (the most important event of the call)."""
+    """Poll every input up to ``max_iters`` times or for about a millisecond, whichever ends
+    first (see the module docstring); returns STEP_* (the most important event of the call)."""
     ret = STEP_OK
+    t_start = clock.now(cal)
     for _ in range(max_iters):
         stats[ST_LOOPS] += 1
         k = check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words)
@@ -583,6 +588,8 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
             wait.idle(wparams, wstate)
         else:
             wait.reset(wstate)
+        if now - t_start >= risk[R_STEP_TSC]:
+            break                      # back to Python about every millisecond (signals)
     now = clock.now(cal)
     control.heartbeat(words, actor_idx, np.uint64(clock.tsc_to_utc_ns(cal, now)))
     return ret
@@ -681,6 +688,7 @@ class EngineState:
         self.risk[R_MAX_OPEN] = self.settings["max_open_orders"]
         self.risk[R_MAX_LOSS] = self.settings["max_loss"]
         self.risk[R_TIMER_TSC] = int(self.settings["timer_ms"] * 1e6 * tsc_per_ns)
+        self.risk[R_STEP_TSC] = int(1e6 * tsc_per_ns)
         self.stats = np.zeros(ST_N, np.int64)
         if clord_base is None:
             clord_base = self.settings["clord_base"] or (time.time_ns() // 1_000_000_000) << 16
@@ -853,6 +861,13 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
                         log.warning("md.%s writer restarted: resynchronised at the newest record, "
                                     "its books cleared (venue id %d, %d resyncs)", v, vid,
                                     md_resyncs[v])
+                if ex.writer_restarted():
+                    # the FIX gateway restarted: its sessions reconcile working orders and send
+                    # their reports on the new ring; read it from its start
+                    ex.resync(ring.START_OLDEST)
+                    md_resyncs["exec"] = md_resyncs.get("exec", 0) + 1
+                    log.warning("exec writer restarted: resynchronised at its oldest record "
+                                "(%d resyncs)", md_resyncs["exec"])
                 snap = es.snapshot()
                 snap["pid"] = os.getpid()
                 snap["time_ns"] = _t.time_ns()

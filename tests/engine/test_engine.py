@@ -226,3 +226,35 @@ def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
         EngineState({"binance": ["NKNUSDT"]}, [{"kind": "avellaneda_stoikov",
                                                  "venues": ["binance"], "symbols": ["NKNUSDT"]}],
                     cal=cal)
+
+
+@pytest.mark.timeout(120)
+def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle(cal):
+    from appliance.hotpath import wait
+    es, oh, od, words = _engine(cal)
+    mh, mdd = ring.local_ring(records.MD_RECORD_SIZE, 256)
+    eh, ed = ring.local_ring(records.EXEC_RECORD_SIZE, 256)
+    mc, ec = ring.local_cursor(mh), ring.local_cursor(eh)
+    for r in book_frame(((990, 5),), ((1010, 5),), 55):
+        ring.publish(mh, mdd, r)
+    wp, ws = wait.make("backoff", None, 10, 1_000, 100_000), wait.new_state()
+    args = ((mh,), (mdd,), (mc,), eh, ed, ec, oh, od, words, 0, cal, es.px, es.qty, es.n,
+            es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes, es.ords, es.pnl,
+            es.risk, es.stats, es.lat_hist, wp, ws, es.md_buf, es.ex_buf)
+    # a huge iteration budget: the step still returns (about every millisecond when idle)
+    assert engine.step(*args, 10**12) == engine.STEP_OK
+    o = _orders(oh, od)
+    assert [t for t, _ in o] == [records.RT_NEW_ORDER] * 2
+    hb = control.ACTORS_OFF + control.ACTOR_HB_OFF
+    assert words[hb // 8] > 0
+    fill = np.zeros(1, records.FILL)
+    fill[0]["rtype"] = records.RT_FILL
+    fill[0]["clord_id"] = o[0][1]["clord_id"]
+    fill[0]["last_price"], fill[0]["last_qty"], fill[0]["leaves_qty"] = o[0][1]["price"], 1, 0
+    fill[0]["side"] = records.SIDE_BUY
+    ring.publish(eh, ed, fill.view(np.uint8).reshape(-1))
+    engine.step(*args, 10**12)
+    assert es.stats[engine.ST_FILLS] == 1 and es.pnl[0, 0, engine.PNL_POS] == 1
+    control.request_kill(words, control.SOURCE_CLI, 1)
+    assert engine.step(*args, 10**12) == engine.STEP_KILL_SEEN
+    assert _orders(oh, od)[-1][0] == records.RT_CANCEL
