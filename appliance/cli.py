@@ -13,6 +13,7 @@ import sys
 
 # module that registers sub-commands -> what it provides
 COMMAND_MODULES = (
+    "appliance.sim_cli",         # sim (the main job: every actor on loopback, then a report)
     "appliance.demo_cli",        # demo (the main job until the full appliance runs)
     "appliance.shm_cli",         # shm ls
     "appliance.journal_cli",     # journal stats|cat, recorder

@@ -369,8 +369,8 @@ _CACHE: dict = {}
 
 
 def data_dir() -> Path:
-    """Directory holding the packaged dictionaries (tests/data/fix in a checkout)."""
-    return Path(__file__).resolve().parents[2] / "tests" / "data" / "fix"
+    """Directory holding the packaged FIX 4.2 / 4.4 dictionaries (QuickFIX's, with its licence)."""
+    return Path(__file__).resolve().parent / "data"
 
 
 def load_cached(path) -> DataDictionary:
