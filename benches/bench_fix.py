@@ -12,8 +12,11 @@ Measured in one run, so results read as ratios on a noisy machine:
 - loopback_rtt: an order record published on a ring -> gateway (compiled encode, send) -> mock
   exchange (another process, its own core) -> ExecutionReport -> gateway (recv, compiled parse)
   -> ACK record on the exec ring; the bench drives the gateway loop and the clock spans publish
-  to ACK. Baseline: a raw TCP ping-pong of the same byte count with an echo process on the same
-  core (loopback_echo_rtt).
+  to ACK. The gateway's own share is split out: gateway_out (order published -> its send()
+  returned, Python dispatch included) and gateway_in (recv_into returned -> ACK published: the
+  record's publish_tsc - origin_tsc). The rest is the mock exchange (Python session layer,
+  ~0.2 ms per order) and the kernel. Baseline: a raw TCP ping-pong of the same byte count with an
+  echo process on the peer core (loopback_echo_rtt).
 
 Cores come from ``--cores A B`` (this process, the peer process); every timed section runs after
 a warm-up that compiles and exercises it.
@@ -272,6 +275,8 @@ def bench_rtt(core_peer, n: int) -> dict:
             pass
         rec = _nos_record()
         lat = np.zeros(n, np.int64)
+        lat_out = np.zeros(n, np.int64)      # publish -> bytes handed to the kernel (send returned)
+        lat_in = np.zeros(n, np.int64)       # recv returned -> ACK published (origin -> publish tsc)
         warm = min(n, 300)
         for phase in ("warm", "timed"):
             for i in range(warm if phase == "warm" else n):
@@ -281,12 +286,18 @@ def bench_rtt(core_peer, n: int) -> dict:
                 t0 = clock.now(cal)
                 ow.publish(rec)
                 got = False
+                sent = int(gw.gst[G.G_SENT])
+                t_sent = 0
                 t_end = time.time() + 5
                 while not got:
                     gw.step(4)
+                    if t_sent == 0 and gw.gst[G.G_SENT] != sent:
+                        t_sent = clock.now(cal)
                     while ring.poll(er.hdr, er.data, er.cur, out):
                         if out[8] == R.RT_ACK and C.ld_u64(out, C._X_CLORD) == cid:
                             got = True
+                            a = out.view(R.ACK)[0]
+                            t_in = int(a["publish_tsc"]) - int(a["origin_tsc"])
                             break
                         if out[8] in (R.RT_REJECT, R.RT_SESSION):
                             raise RuntimeError(f"unexpected exec record type {out[8]} during the bench")
@@ -294,7 +305,10 @@ def bench_rtt(core_peer, n: int) -> dict:
                         raise RuntimeError(f"no ack for order {cid} within 5 s")
                 if phase == "timed":
                     lat[i] = clock.now(cal) - t0
-        res = _pct(_ns(cal, lat) / 1000.0)
+                    lat_out[i] = t_sent - t0
+                    lat_in[i] = t_in
+        res = {"rtt": _pct(_ns(cal, lat) / 1000.0), "gateway_out": _pct(_ns(cal, lat_out) / 1000.0),
+               "gateway_in": _pct(_ns(cal, lat_in) / 1000.0)}
         gw.close()
         return res
     finally:
@@ -318,7 +332,8 @@ def run(cores=(None, None), n: int = 200_000, n_py: int = 20_000, n_rtt: int = 2
                      ("simplefix_parse", codec["simplefix_parse"]), ("timer_overhead", codec["timer_overhead"])):
         for q in ("p50", "p99", "p999", "max"):
             r[f"{key}_{q}_ns"] = src[q]
-    for key, src in (("loopback_rtt", rtt), ("loopback_echo_rtt", echo)):
+    for key, src in (("loopback_rtt", rtt["rtt"]), ("loopback_echo_rtt", echo),
+                     ("gateway_out", rtt["gateway_out"]), ("gateway_in", rtt["gateway_in"])):
         for q in ("p50", "p99", "p999", "max"):
             r[f"{key}_{q}_us"] = src[q]
     r["encode_throughput_msgs_per_s"] = 1e9 / codec["encode_nos"]["mean"]
@@ -344,6 +359,8 @@ def print_table(r: dict) -> None:
               f"{r[key + '_p999_ns']:>10.0f}{r[key + '_max_ns']:>12.0f}")
     print(f"{'round trip (us)':<34}{'p50':>10}{'p99':>10}{'p99.9':>10}{'max':>12}")
     for key, label in (("loopback_rtt", "order -> ack via mock exchange"),
+                       ("gateway_out", "  gateway: ring -> send returned"),
+                       ("gateway_in", "  gateway: recv -> ACK on ring"),
                        ("loopback_echo_rtt", "raw TCP echo (baseline)")):
         print(f"{label:<34}{r[key + '_p50_us']:>10.1f}{r[key + '_p99_us']:>10.1f}"
               f"{r[key + '_p999_us']:>10.1f}{r[key + '_max_us']:>12.1f}")
