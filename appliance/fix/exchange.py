@@ -179,11 +179,12 @@ class MatchingVenue:
 
     # ---- inbound ----------------------------------------------------------------------------
     def handle(self, msg: Message, owner=None) -> list:
-        self._owner = owner
+        """Replies to one order message; ``owner`` (the session it came in on) is remembered with
+        new orders so later unsolicited fills go back on it."""
         t = msg.msg_type
         try:
             if t == b"D":
-                return self._new_order(msg)
+                return self._new_order(msg, owner)
             if t == b"F":
                 return self._cancel(msg)
             if t == b"G":
@@ -225,7 +226,7 @@ class MatchingVenue:
         price = _decimal(msg, 44, "Price", required=ord_type == b"2")
         return Order(order_id, clord, sym, side, ord_type, msg.get(59, b"0"), qty, price)
 
-    def _new_order(self, msg: Message) -> list:
+    def _new_order(self, msg: Message, owner=None) -> list:
         self.counts["orders"] += 1
         clord = msg.get(11)
         if clord in self.seen_clord:
@@ -234,7 +235,7 @@ class MatchingVenue:
         if o.ord_type == b"1" and o.symbol not in self.refs:
             raise BadOrder("no market for a market order", REJ_OTHER)
         self.seen_clord.add(clord)
-        o.owner = getattr(self, "_owner", None)
+        o.owner = owner
         self.orders[clord] = o
         out = [self._er(o, b"0")]
         px = self._crosses(o)

@@ -261,3 +261,23 @@ def test_credentials_file_readable_by_others_is_refused(tmp_path):
         G.read_credentials(str(p))
     os.chmod(p, 0o600)
     assert G.read_credentials(str(p)) == [(553, b"u"), (554, b"p")]
+
+
+def test_sequence_gap_from_venue_goes_through_session_resend_and_reports_still_arrive(harness):
+    h = harness
+    h.wait_state(R.SESSION_RECONCILED)
+    first = h.new_order(9_000)
+    h.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == first)
+    slow_before = h.gw.counters["slow_path_msgs"]
+    venue_store = h.srv.sessions[0].store
+    venue_store.set_next_sender(venue_store.next_sender + 5)   # the venue skips five numbers
+    gapped = h.new_order(9_001)
+    ack = h.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == gapped)[-1]
+    assert ack["exec_type"] == R.EXEC_NEW
+    assert h.gw.counters["slow_path_msgs"] > slow_before         # handled by the session layer
+    assert h.gw.store.next_target == venue_store.next_sender   # gap filled, in step again
+    after = h.new_order(9_002)                                   # back on the compiled path
+    slow_mid = h.gw.counters["slow_path_msgs"]
+    h.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == after)
+    assert h.gw.counters["slow_path_msgs"] == slow_mid
+    assert h.gw.session.garbled == 0
