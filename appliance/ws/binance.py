@@ -59,7 +59,7 @@ _L_AGG = scan.lit("aggTrade")
 _L_TRADE = scan.lit("trade")
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one combined-stream frame into rows; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
@@ -192,7 +192,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     return scan.OK     # kline and other streams: nothing for the book
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_snapshot(b, end, inst, grids, rows, info):
     """REST /api/v3/depth body -> K_L2 rows (seq = lastUpdateId). Returns rc."""
     info[I_KIND] = FR_SNAPSHOT

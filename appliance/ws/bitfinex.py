@@ -102,7 +102,7 @@ def _entry(b, i, end, dp, dq, inst, rows, n, seq):
     return i + 1, scan.OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
     """Parse one Bitfinex frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER

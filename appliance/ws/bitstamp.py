@@ -53,7 +53,7 @@ _L_DATA = scan.lit("data")
 _L_TRADE = scan.lit("trade")
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _book_body(b, end, inst, grids, rows, info):
     # keys in Bitstamp's order (microtimestamp, bids, asks): one pass; any order still works
     km = scan.find_key(b, 0, end, _K_MTS)
@@ -83,7 +83,7 @@ def _book_body(b, end, inst, grids, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one Bitstamp frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
@@ -166,7 +166,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_snapshot(b, end, inst, grids, rows, info):
     """REST /api/v2/order_book/<pair> body -> K_L2 rows; info[I_MTS] = its microtimestamp."""
     info[I_KIND] = FR_SNAPSHOT

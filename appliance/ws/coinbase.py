@@ -52,7 +52,7 @@ _L_MATCH = scan.lit("match")
 _L_LAST = scan.lit("last_match")
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one ws-feed frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER

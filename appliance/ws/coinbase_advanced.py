@@ -98,7 +98,7 @@ def _fields(b, i, end, k0, k1, k2, k3, pos):
     return i + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one Advanced Trade frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER

@@ -40,6 +40,10 @@ BR_* reason until the book is resynchronised, then BOOK_VALID).
 
 Every record carries ``origin_tsc`` = the frame's ``recv_tsc`` (replay passes the recording's
 receive time in ns).
+
+All compiled parse/apply kernels allocate nothing and are compiled with ``_nrt=False`` (no
+reference counting on the per-frame path); scratch space (rows, info, symbol tables) is owned by
+the Feed and passed in.
 """
 from __future__ import annotations
 
@@ -260,7 +264,7 @@ class RecordWriter:
 
 # --- compiled publishing --------------------------------------------------------------------
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _head(hdr, data, slot, rtype, venue, inst, flags, tsc):
     r = data[slot].view(_L2)
     r[0].rtype = rtype
@@ -270,7 +274,7 @@ def _head(hdr, data, slot, rtype, venue, inst, flags, tsc):
     r[0].origin_tsc = tsc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def publish_status(hdr, data, venue, inst, status, reason, venue_seq, tsc):
     """One RT_BOOK_STATUS record."""
     slot = ring.begin_write(hdr, data)
@@ -282,7 +286,7 @@ def publish_status(hdr, data, venue, inst, status, reason, venue_seq, tsc):
     ring.end_write(hdr, data, slot)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res):
     """Apply rows[0:n] to the books and publish their records, then one BATCH_END per book that
     L2 rows touched (``touched`` is a scratch uint8[B] array, zero on entry and on return).
@@ -371,7 +375,7 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
     return cnt
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_levels(b, i, end, dec_p, step_p, dec_q, step_q, inst, side, side_elem, p_elem,
                  q_elem, seq, rows, n):
     """Parse a JSON array of level arrays at b[i] (``[[p, q, ...], ...]``) into K_L2 rows from

@@ -109,7 +109,7 @@ def _walk_book_object(b, i, end, inst, grids, rows, n, info):
     return n, i + 1, scan.OK, snap
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one Kraken frame into rows; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
