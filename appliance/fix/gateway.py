@@ -841,9 +841,21 @@ def run_from_args(args) -> int:
     if core is not None:
         os.sched_setaffinity(0, {core})
     shm_dir = cfg.appliance.shm_dir or None
-    orders = ring.RingReader.attach(g.order_ring, consumer=f"fix.{g.name}"[:16], start="latest",
-                                    shm_dir=shm_dir)
+    # our output first, then wait for the engine's order ring (the engine waits for ours)
     execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE, cfg.rings.exec_capacity, shm_dir)
+    deadline = time.monotonic() + float(getattr(args, "wait_rings", 60.0))
+    while True:
+        try:
+            orders = ring.RingReader.attach(g.order_ring, consumer=f"fix.{g.name}"[:16],
+                                            start="latest", shm_dir=shm_dir)
+            break
+        except ring.shm.ShmError as e:
+            if time.monotonic() >= deadline:
+                execs.close()
+                log.error("%s: order ring %r is not there (%s): start the engine", g.name,
+                          g.order_ring, e)
+                return 2
+            time.sleep(0.05)
     store = FileStore(g.store_dir)
     mlog = MessageLog(Path(g.store_dir) / "messages.log")
     gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog)

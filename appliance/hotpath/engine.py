@@ -803,6 +803,10 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
     wparams = wait.from_config(cfg.wait, core)
     wstate = wait.new_state()
     venues = [v.name for v in cfg.venues if v.enabled]
+    # outputs first, then wait for the inputs: the FIX gateway waits for our order ring while
+    # we wait for its exec ring, so neither may need the other to be up before it starts
+    ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE, cfg.rings.order_capacity,
+                                shm_dir=shm_dir)
     readers = []
     try:
         for v in venues:
@@ -812,10 +816,9 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
     except EngineError:
         for r in readers:
             r.close()
+        ow.close()
         cb.close()
         raise
-    ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE, cfg.rings.order_capacity,
-                                shm_dir=shm_dir)
     actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
     cb.rec["engine_pid"] = os.getpid()
     md_hdrs = tuple(r.hdr for r in readers)
