@@ -244,13 +244,13 @@ def check(code: int) -> int:
 
 
 # --- hashing -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _home(key, mask):
     h = np.uint64(key) * _HASH_K
     return np.int64(h >> np.uint64(32)) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def find_order(oms, clord_id):
     key = np.uint64(clord_id)
     if key == 0:
@@ -267,7 +267,7 @@ def find_order(oms, clord_id):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _index_insert(oms, r):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -277,7 +277,7 @@ def _index_insert(oms, r):
     idx[i] = r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _index_delete(oms, clord_id):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -306,7 +306,7 @@ def _index_delete(oms, clord_id):
     idx[i] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _seen_find(seen, key):
     mask = seen.shape[0] - 1
     i = _home(key, mask)
@@ -319,7 +319,7 @@ def _seen_find(seen, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _seen_delete(seen, key):
     mask = seen.shape[0] - 1
     i = _seen_find(seen, key)
@@ -342,7 +342,7 @@ def _seen_delete(seen, key):
     seen[i] = 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _seen_add(oms, key):
     """Insert exec id ``key`` (> 0); evicts the oldest id when the fifo is full."""
     fifo = oms.seen_fifo
@@ -364,7 +364,7 @@ def _seen_add(oms, key):
 
 
 # --- rows, live lists, exposure ---------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _alloc(oms):
     c = oms.ctr
     if c[C_FREE_N] > 0:
@@ -381,7 +381,7 @@ def _alloc(oms):
     return r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strategy, quote, tif, now_ns):
     o = oms.orders[r]
     o.clord_id = clord_id
@@ -411,7 +411,7 @@ def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strateg
     o.tif = tif
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _live_add(oms, r):
     ii = oms.orders[r].ii
     n = oms.agg[ii, G_LIST_LEN]
@@ -420,7 +420,7 @@ def _live_add(oms, r):
     oms.agg[ii, G_LIST_LEN] = n + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _live_remove(oms, r):
     o = oms.orders[r]
     pos = o.live_pos
@@ -436,7 +436,7 @@ def _live_remove(oms, r):
     o.live_pos = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _set_exposure(oms, led, r, new):
     """Set row r's exposure lots and re-reserve its balance at its current price."""
     o = oms.orders[r]
@@ -459,12 +459,12 @@ def _set_exposure(oms, led, r, new):
     o.reserved_e8 = amt
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _is_terminal(state):
     return state == OS_FILLED or state == OS_CANCELLED or state == OS_REPLACED or state == OS_REJECTED
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _terminate(oms, led, r, state, now_ns):
     o = oms.orders[r]
     if _is_terminal(o.state) or o.state == OS_FREE:
@@ -485,13 +485,13 @@ def _terminate(oms, led, r, state, now_ns):
     c[C_RET_N] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _working_state(o):
     return OS_PARTIAL if o.cum_qty > 0 else OS_NEW
 
 
 # --- outbound ----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     if (qty <= 0 or price <= 0 or ii < 0 or ii >= oms.agg.shape[0]
             or (side != records.SIDE_BUY and side != records.SIDE_SELL)
@@ -517,7 +517,7 @@ def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def cancel_order(oms, row, now_ns):
     if row < 0 or row >= oms.orders.shape[0]:
         return OM_BAD_ARGS
@@ -537,7 +537,7 @@ def cancel_order(oms, row, now_ns):
     return cid
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def replace_order(oms, led, row, price, leaves_qty, now_ns):
     if row < 0 or row >= oms.orders.shape[0] or price <= 0 or leaves_qty <= 0:
         return OM_BAD_ARGS
@@ -578,7 +578,7 @@ def replace_order(oms, led, row, price, leaves_qty, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns):
     """Replacement row r is confirmed (by its ack, or implied by a report on its clord_id)."""
     n = oms.orders[r]
@@ -612,7 +612,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
         _terminate(oms, led, r, OS_FILLED if n.cum_qty >= n.qty else OS_CANCELLED, now_ns)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _restore(oms, led, r, now_ns):
     """A cancel/replace of row r was rejected: back to the state it had."""
     o = oms.orders[r]
@@ -632,7 +632,7 @@ def _restore(oms, led, r, now_ns):
 
 
 # --- inbound -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _lookup(oms, clord_id, orig):
     r = find_order(oms, clord_id)
     if r < 0 and orig != 0:
@@ -640,7 +640,7 @@ def _lookup(oms, clord_id, orig):
     return r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _apply_fill_rec(oms, led, rec_u8, now_ns):
     f = rec_u8.view(records.FILL)[0]
     r = _lookup(oms, f.clord_id, f.orig_clord_id)
@@ -694,7 +694,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     return EX_FILL
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _apply_ack_rec(oms, led, rec_u8, now_ns):
     a = rec_u8.view(records.ACK)[0]
     r = _lookup(oms, a.clord_id, a.orig_clord_id)
@@ -775,7 +775,7 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
     return EX_INVALID
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _apply_reject_rec(oms, led, rec_u8, now_ns):
     j = rec_u8.view(records.REJECT)[0]
     r = _lookup(oms, j.clord_id, j.orig_clord_id)
@@ -807,7 +807,7 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
     return EX_DUPLICATE if st == OS_REJECTED else EX_STALE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def apply_exec(oms, led, rec_u8, now_ns):
     rt = rec_u8[8]
     if rt == records.RT_FILL:
@@ -823,12 +823,12 @@ def apply_exec(oms, led, rec_u8, now_ns):
 
 
 # --- reconciliation and queries ----------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def quote_row(oms, q):
     return oms.quote_map[q]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def reconcile(oms, q, price, qty, px_thr, qty_thr):
     r = oms.quote_map[q]
     if r < 0:
@@ -846,7 +846,7 @@ def reconcile(oms, q, price, qty, px_thr, qty_thr):
     return ACT_NONE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def live_rows(oms, ii, out_rows):
     n = 0
     lo = 0 if ii < 0 else ii
@@ -860,7 +860,7 @@ def live_rows(oms, ii, out_rows):
 
 
 # --- order records -----------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _header(out_u8, rtype, o, origin_tsc):
     out_u8[:] = 0
     h = out_u8.view(records.NEW_ORDER)[0]
@@ -871,7 +871,7 @@ def _header(out_u8, rtype, o, origin_tsc):
     h.strategy = o.strategy
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def write_new(oms, row, out_u8, origin_tsc, session):
     o = oms.orders[row]
     _header(out_u8, records.RT_NEW_ORDER, o, origin_tsc)
@@ -885,7 +885,7 @@ def write_new(oms, row, out_u8, origin_tsc, session):
     w.tif = o.tif
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def write_cancel(oms, row, out_u8, origin_tsc, session):
     o = oms.orders[row]
     _header(out_u8, records.RT_CANCEL, o, origin_tsc)
@@ -897,7 +897,7 @@ def write_cancel(oms, row, out_u8, origin_tsc, session):
     w.side = o.side
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def write_replace(oms, new_row, out_u8, origin_tsc, session):
     o = oms.orders[new_row]
     _header(out_u8, records.RT_REPLACE, o, origin_tsc)

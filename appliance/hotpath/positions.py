@@ -163,19 +163,19 @@ def avg_price(led: Ledger, ii: int) -> float:
     return float(p["cost"]) / float(p["qty"]) if p["qty"] else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def instrument_index(imap, venue, instrument):
     if venue >= imap.shape[0] or instrument >= imap.shape[1]:
         return -1
     return imap[venue, instrument]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def notional_e8(instr, ii, price, qty):
     return price * qty * instr[ii].value_mult // instr[ii].value_div
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tl_to_e8(instr, ii, tl):
     m = instr[ii].value_mult
     d = instr[ii].value_div
@@ -184,7 +184,7 @@ def tl_to_e8(instr, ii, tl):
     return -((-tl) * m // d)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def unrealised_tl(led, ii, mark):
     p = led.pos[ii]
     if p.qty == 0 or mark <= 0:
@@ -192,7 +192,7 @@ def unrealised_tl(led, ii, mark):
     return p.qty * mark - p.cost
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def equity_e8(led, marks):
     total = 0
     for ii in range(led.pos.shape[0]):
@@ -202,7 +202,7 @@ def equity_e8(led, marks):
     return total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def apply_fill(led, ii, side, price, qty, fee_e8):
     if qty <= 0 or price <= 0 or (side != records.SIDE_BUY and side != records.SIDE_SELL):
         return POS_INVALID

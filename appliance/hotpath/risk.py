@@ -326,7 +326,7 @@ def state_name(risk: Risk) -> str:
 
 
 # --- tier 1 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _take_token(risk, venue, now_ns):
     vl = risk.venue_limits[venue]
     cap = vl.burst * TOKEN
@@ -346,13 +346,13 @@ def _take_token(risk, venue, now_ns):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _deny(risk, code):
     risk.denials[code] += 1
     return code
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _roll_window(risk, now_ns):
     s = risk.state
     if now_ns - s[R_WIN_START_NS] >= risk.breaker[B_REJ_WINDOW_NS] or now_ns < s[R_WIN_START_NS]:
@@ -361,7 +361,7 @@ def _roll_window(risk, now_ns):
         s[R_WIN_REJECTS] = 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
            ref_price, bid, ask, now_ns):
     st = risk.state[R_STATE]
@@ -428,12 +428,12 @@ def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_ro
     return RJ_OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def check_order(risk, oms, led, ii, side, price, qty, ref_price, bid, ask, now_ns):
     return _check(risk, oms, led, ii, side, price, qty, qty, True, -1, -1, ref_price, bid, ask, now_ns)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, now_ns):
     """Tier 1 for ``oms.replace_order(row, price, leaves_qty)``: the order's own exposure is
     already counted, so only the increase of its leaves adds to the worst case and the balance
@@ -446,7 +446,7 @@ def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, n
                   ref_price, bid, ask, now_ns)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def check_cancel(risk, led, ii, now_ns):
     if _take_token(risk, led.instr[ii].venue, now_ns):
         return RJ_OK
@@ -454,13 +454,13 @@ def check_cancel(risk, led, ii, now_ns):
 
 
 # --- tier 3 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _kill_set(words):
     return words.shape[0] > 0 and control.kill_requested(words)
 
 
 # --- tier 2 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _trip(risk, new_state, cause, now_ns):
     s = risk.state
     if new_state <= s[R_STATE]:
@@ -479,7 +479,7 @@ def _trip(risk, new_state, cause, now_ns):
         s[R_NEXT_RESET_NS] = 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _reset(risk, led, equity, cause, now_ns):
     s = risk.state
     s[R_STATE] = records.RISK_RUNNING
@@ -494,7 +494,7 @@ def _reset(risk, led, equity, cause, now_ns):
     s[R_RESET_CAUSE] = cause
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def breaker_update(risk, led, marks, now_ns, words):
     s = risk.state
     b = risk.breaker
@@ -529,7 +529,7 @@ def breaker_update(risk, led, marks, now_ns, words):
     return s[R_STATE]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def on_venue_reject(risk, now_ns):
     s = risk.state
     _roll_window(risk, now_ns)
@@ -541,7 +541,7 @@ def on_venue_reject(risk, now_ns):
     return s[R_STATE]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def breaker_reset(risk, led, marks, now_ns):
     if risk.state[R_STATE] == records.RISK_HALTED:
         return -1
