@@ -27,10 +27,15 @@ def test_books_follow_the_sortedcontainers_reference_and_every_checksum_verifies
     assert feed.counters.errors == 0 and feed.counters.heartbeats == 31
 
 
-def test_trade_session_parses_and_publishes_trades():
+def test_trade_and_ticker_sessions_parse_like_the_json_reference():
+    trades = sum(len(orjson.loads(f)[1]) for _, f in recording.frames(DATA / "KRAKEN.ws.48.0")
+                 if f.startswith(b"["))
+    assert check_every_frame_against_reference("kraken", DATA / "KRAKEN.ws.48.0") > 0
     feed = replay.run(DATA / "KRAKEN.ws.48.0", "kraken")
-    assert feed.counters.errors == 0
-    assert feed.counters.trades > 0
+    assert feed.counters.errors == 0 and feed.counters.trades == trades
+    # ticker frames carry no book or trade data: no rows, nothing published but counted
+    assert check_every_frame_against_reference("kraken", DATA / "KRAKEN.ws.49.0") == 0
+    assert replay.run(DATA / "KRAKEN.ws.49.0", "kraken").counters.errors == 0
 
 
 def _checksum_string(levels_asks, levels_bids, ins, pdec, qdec):
