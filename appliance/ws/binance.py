@@ -318,6 +318,14 @@ class Feed(common.BaseFeed):
         for frame, tsc in pending:
             self.on_frame(frame, tsc, _replayed=True)
 
+    def on_reconnect(self) -> None:
+        super().on_reconnect()
+        nb = len(self.instruments)
+        self.state = [WAIT_SNAPSHOT] * nb
+        self.last_u = [0] * nb
+        self.requested = [False] * nb
+        self.buffer = [[] for _ in range(nb)]
+
     def _resync(self, b: int, reason: int, tsc: int) -> None:
         self._invalidate(b, reason, tsc)
         if self.state[b] == WAIT_SNAPSHOT:

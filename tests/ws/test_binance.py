@@ -116,3 +116,20 @@ def test_garbage_and_truncated_frames_are_counted_and_never_fatal():
     assert feed.counters.frames == 7
     # the truncated / corrupted NKNUSDT updates lost data: the book was resynced
     assert not feed.is_valid("NKNUSDT") and feed.counters.resyncs == 1
+
+
+def test_reconnect_rebuilds_from_a_new_snapshot_not_from_the_old_sequence():
+    sess, ins = _session()
+    feed = binance.Feed(ins, common.RecordWriter.local())
+    feed.snapshot_requests()
+    feed.on_snapshot("NKNUSDT", _snapshot(sess, "NKNUSDT"), 1)
+    frames = [f for _, f in recording.frames(sess.path) if b'"s":"NKNUSDT","U"' in f]
+    feed.on_frame(frames[1], 2)
+    assert feed.is_valid("NKNUSDT")
+    feed.on_disconnect()
+    assert not feed.is_valid("NKNUSDT")
+    feed.on_reconnect()
+    assert ("NKNUSDT", "/api/v3/depth?symbol=NKNUSDT&limit=1000") in feed.snapshot_requests()
+    feed.on_frame(frames[2], 3)                 # contiguous with the old sequence, but buffered
+    assert feed.counters.buffered == 1 and not feed.is_valid("NKNUSDT")
+    assert feed.book_levels(0, 0) == []
