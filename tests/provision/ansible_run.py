@@ -14,8 +14,9 @@ RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s
 
 
 def snapshot_repo(dest: Path) -> Path:
-    """Copy what the playbook reads from the repository (a stable snapshot: colleagues edit the
+    """Copy what the playbook reads from the repository into DEST (a stable snapshot: colleagues edit the
     shared tree while the test runs, and a changed source archive is a real change)."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", "README.md"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, dest / name)
