@@ -2,7 +2,7 @@
 
 Encoder
 -------
-``encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms)`` renders one order record
+``encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms)`` renders one order record
 (records.NEW_ORDER / CANCEL / REPLACE / MASS_CANCEL, a uint8[128] row) as a complete FIX message
 into ``out[off:]`` and returns the number of bytes written, or a negative E_* code (nothing
 usable written). ``begin`` is the prebuilt ``8=FIX.4.4<SOH>`` and ``comp`` the prebuilt
@@ -19,7 +19,9 @@ exactly what simplefix produces when the same pairs are appended in this order::
 44 is present for limit orders only; 18 (ExecInst) only when F_POST_ONLY ("6") and/or
 F_REDUCE_ONLY ("E") is set; 55 on a mass cancel only for scope 1 (by instrument). SendingTime (52)
 and TransactTime (60) are the same ``utc_ns`` rendered YYYYMMDD-HH:MM:SS.sss (callers take it from
-``clock.tsc_to_utc_ns(cal, rdtsc())``). ClOrdIDs are the u64 ids in decimal.
+``clock.tsc_to_utc_ns(cal, rdtsc())``). ``tcache`` (``new_time_cache()``, uint8[32], one per
+encoder) keeps the last rendered millisecond, so messages within the same millisecond copy 21
+bytes instead of running the calendar arithmetic again. ClOrdIDs are the u64 ids in decimal.
 
 Instruments: ``instr`` is int64[n, INSTR_COLS] (PX_DEC, PX_MANT, QTY_DEC, QTY_MANT, SYM_LEN) and
 ``syms`` uint8[n, SYM_MAX]. A price of ``ticks`` is the decimal ``ticks * PX_MANT * 10**-PX_DEC``
@@ -213,6 +215,12 @@ def session_constants(begin_string: str, sender: str, target: str) -> tuple[np.n
     b = f"8={begin_string}\x01".encode()
     c = f"49={sender}\x0156={target}\x01".encode()
     return np.frombuffer(b, dtype=np.uint8).copy(), np.frombuffer(c, dtype=np.uint8).copy()
+
+
+def new_time_cache() -> np.ndarray:
+    """Per-encoder cache of the last rendered timestamp (bytes 0..20) and its millisecond + 1
+    (bytes 24..31; 0 = empty)."""
+    return np.zeros(32, dtype=np.uint8)
 
 
 def new_parser_state(expect_seq: int = 1, venue: int = R.VENUE_SIM, session: int = 0) -> np.ndarray:
@@ -415,6 +423,23 @@ def _field_time(out, p, tag, utc_ns):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _field_time_cached(out, p, tag, utc_ns, tcache):
+    """tag=<utc_ns rendered>, from the cache when it holds the same millisecond."""
+    p = put_tag(out, p, tag)
+    ms1 = utc_ns // 1_000_000 + 1
+    if ld_i64(tcache, 24) == ms1:
+        for k in range(21):
+            out[p + k] = tcache[k]
+    else:
+        put_utc_timestamp(out, p, utc_ns)
+        for k in range(21):
+            tcache[k] = out[p + k]
+        st_u64(tcache, 24, ms1)
+    out[p + 21] = SOH
+    return p + 22
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _field_time_copy(out, p, src):
     """60=<the 21 timestamp bytes already rendered at out[src:]> (TransactTime = SendingTime)."""
     out[p] = 54  # '6'
@@ -447,7 +472,7 @@ def _field_exec_inst(out, p, flags):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns):
+def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns, tcache):
     """Writes 8=..|9=NNN|35=X|49..|56..|34=seq|52=ts| assuming a 3-digit BodyLength; returns
     (position after the header, body start, position of the rendered timestamp)."""
     p = put_bytes(out, off, begin, begin.shape[0])
@@ -464,7 +489,7 @@ def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns):
     p = put_bytes(out, p + 5, comp, comp.shape[0])
     p = _field_uint(out, p, 34, seq)
     ts = p + 3
-    p = _field_time(out, p, 52, utc_ns)
+    p = _field_time_cached(out, p, 52, utc_ns, tcache)
     return p, body, ts
 
 
@@ -524,7 +549,7 @@ def _check_type_tif(ord_type, tif):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
+def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
     """One order record -> one FIX message at out[off:]; bytes written or a negative E_* code."""
     if out.shape[0] - off < MAX_MSG + begin.shape[0] + comp.shape[0]:
         return E_OUT_FULL
@@ -550,7 +575,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             e = E_BAD_PRICE
         if e != 0:
             return e
-        p, body, ts = _begin_message(out, off, begin, comp, 68, seq, utc_ns)  # 'D'
+        p, body, ts = _begin_message(out, off, begin, comp, 68, seq, utc_ns, tcache)  # 'D'
         p = _field_uint(out, p, 11, clord)
         p = _field_symbol(out, p, instr, syms, inst)
         p = _field_char(out, p, 54, 48 + side)
@@ -569,7 +594,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             e = E_BAD_QTY
         if e != 0:
             return e
-        p, body, ts = _begin_message(out, off, begin, comp, 70, seq, utc_ns)  # 'F'
+        p, body, ts = _begin_message(out, off, begin, comp, 70, seq, utc_ns, tcache)  # 'F'
         p = _field_uint(out, p, 41, ld_u64(rec, _C_ORIG))
         p = _field_uint(out, p, 11, clord)
         p = _field_symbol(out, p, instr, syms, inst)
@@ -591,7 +616,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             e = E_BAD_PRICE
         if e != 0:
             return e
-        p, body, ts = _begin_message(out, off, begin, comp, 71, seq, utc_ns)  # 'G'
+        p, body, ts = _begin_message(out, off, begin, comp, 71, seq, utc_ns, tcache)  # 'G'
         p = _field_uint(out, p, 41, ld_u64(rec, _R_ORIG))
         p = _field_uint(out, p, 11, clord)
         p = _field_symbol(out, p, instr, syms, inst)
@@ -609,7 +634,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
             return E_BAD_SCOPE
         if scope == 1 and e != 0:
             return e
-        p, body, ts = _begin_message(out, off, begin, comp, 113, seq, utc_ns)  # 'q'
+        p, body, ts = _begin_message(out, off, begin, comp, 113, seq, utc_ns, tcache)  # 'q'
         p = _field_uint(out, p, 11, clord)
         p = _field_uint(out, p, 530, scope)
         if scope == 1:
@@ -621,7 +646,7 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, instr, syms):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def encode_status_request(out, off, begin, comp, seq, utc_ns, instr, syms, clord_id, instrument, side):
+def encode_status_request(out, off, begin, comp, seq, utc_ns, tcache, instr, syms, clord_id, instrument, side):
     """OrderStatusRequest (35=H: 11 55 54) for reconciliation; bytes written or E_* code."""
     if out.shape[0] - off < MAX_MSG + begin.shape[0] + comp.shape[0]:
         return E_OUT_FULL
@@ -629,7 +654,7 @@ def encode_status_request(out, off, begin, comp, seq, utc_ns, instr, syms, clord
         return E_BAD_INSTRUMENT
     if _check_side(side) != 0:
         return E_BAD_SIDE
-    p, body, ts = _begin_message(out, off, begin, comp, 72, seq, utc_ns)  # 'H'
+    p, body, ts = _begin_message(out, off, begin, comp, 72, seq, utc_ns, tcache)  # 'H'
     p = _field_uint(out, p, 11, clord_id)
     p = _field_symbol(out, p, instr, syms, instrument)
     p = _field_char(out, p, 54, 48 + side)
@@ -1111,19 +1136,21 @@ class Encoder:
         self.begin, self.comp = session_constants(begin_string, sender, target)
         self.instr, self.syms = instrument_tables(instruments)
         self.out = np.zeros(4096, dtype=np.uint8)
+        self.tcache = new_time_cache()
 
     def encode(self, rec: np.ndarray, seq: int, utc_ns: int) -> bytes:
         row = np.ascontiguousarray(rec).view(np.uint8).reshape(-1)
         if row.shape[0] != R.ORDER_RECORD_SIZE:
             raise CodecError(f"order record must be {R.ORDER_RECORD_SIZE} bytes, got {row.shape[0]}")
-        n = encode_order(row, self.out, 0, self.begin, self.comp, seq, utc_ns, self.instr, self.syms)
+        n = encode_order(row, self.out, 0, self.begin, self.comp, seq, utc_ns, self.tcache, self.instr,
+                         self.syms)
         if n < 0:
             raise CodecError(f"cannot encode {R.RTYPE_NAMES.get(int(row[8]), int(row[8]))} "
                              f"clord_id {int(ld_u64(row, _O_CLORD))}: {E_NAMES.get(n, n)}")
         return self.out[:n].tobytes()
 
     def status_request(self, clord_id: int, instrument: int, side: int, seq: int, utc_ns: int) -> bytes:
-        n = encode_status_request(self.out, 0, self.begin, self.comp, seq, utc_ns, self.instr,
+        n = encode_status_request(self.out, 0, self.begin, self.comp, seq, utc_ns, self.tcache, self.instr,
                                   self.syms, np.uint64(clord_id), instrument, side)
         if n < 0:
             raise CodecError(f"cannot encode OrderStatusRequest for {clord_id}: {E_NAMES.get(n, n)}")

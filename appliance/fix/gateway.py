@@ -214,6 +214,7 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     Returns the number of messages encoded."""
     rec = scratch[0]
     erow = scratch[1]
+    tcache = scratch[2]
     nb = np.int64(consts[0])
     begin = consts[2:2 + nb]
     comp = consts[2 + nb:2 + nb + np.int64(consts[1])]
@@ -247,7 +248,7 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
             continue
         if utc < 0:
             utc = clock.tsc_to_utc_ns(cal, clock.now(cal))
-        k = C.encode_order(rec, sbuf, pos, begin, comp, gst[G_NEXT_SEQ], utc, instr, syms)
+        k = C.encode_order(rec, sbuf, pos, begin, comp, gst[G_NEXT_SEQ], utc, tcache, instr, syms)
         if k < 0:
             _refuse(ehdr, edata, rec, erow, gst, RJ_ENCODE_BASE - k)
             continue
@@ -512,7 +513,7 @@ class Gateway:
         begin, comp = C.session_constants(gcfg.begin_string, gcfg.sender_comp_id, gcfg.target_comp_id)
         self.consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
         self.begin, self.comp = begin, comp
-        self.scratch = np.zeros((2, R.ORDER_RECORD_SIZE), np.uint8)
+        self.scratch = np.zeros((3, R.ORDER_RECORD_SIZE), np.uint8)   # order in, reject out, time cache
         room = C.MAX_MSG + len(begin) + len(comp)
         self.sbuf = np.zeros(room * (gcfg.max_batch + 1), np.uint8)
         self.gst = np.zeros(G_SIZE, np.int64)
@@ -724,7 +725,7 @@ class Gateway:
             if mark:
                 gw_mark_pending(self.ot, self.gst, clord)
             seq = self.session.next_seq()
-            k = C.encode_status_request(out, 0, self.begin, self.comp, seq, utc, self.instr,
+            k = C.encode_status_request(out, 0, self.begin, self.comp, seq, utc, self.scratch[2], self.instr,
                                         self.syms, np.uint64(clord), int(inst), int(side))
             if k < 0:
                 raise C.CodecError(f"status request for {int(np.uint64(clord))}: {C.E_NAMES.get(k, k)}")

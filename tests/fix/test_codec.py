@@ -171,6 +171,19 @@ def test_short_body_gets_two_digit_body_length_and_valid_checksum():
     assert b"\x019=" in out and len(out.split(b"\x01")[1]) == 4  # "9=NN"
 
 
+def test_timestamp_cache_hit_and_miss_render_the_same_bytes_as_simplefix():
+    enc = C.Encoder("FIX.4.4", SENDER, TARGET, INSTRUMENTS)
+    rec = rec_of(R.MASS_CANCEL, rtype=R.RT_MASS_CANCEL, clord_id=1, scope=7)
+    base = 1_763_790_000_123_000_000
+    # same ms twice (hit), next ms (miss), back to the first (miss), one day later (miss)
+    for t in (base, base + 999_999, base + 1_000_000, base, base + 86_400 * 10 ** 9):
+        m = header("q", 5, t)
+        m.append_pair(11, 1)
+        m.append_pair(530, 7)
+        m.append_pair(60, fix_time(t))
+        assert enc.encode(rec, 5, t) == m.encode()
+
+
 def test_timestamps_match_calendar_across_leap_days_and_centuries():
     days = [0, 59, 60, 365, 11016, 11017, 18321, 47541, 47542, 47481, 47482]  # incl. 2000-02-29, 2100-02-28/03-01
     out = np.zeros(32, dtype=np.uint8)
@@ -194,7 +207,7 @@ def test_invalid_new_order_is_refused_with_named_error(field, value, code):
         ENC.encode(rec, 1, 0)
     out = np.zeros(1024, dtype=np.uint8)
     row = rec.view(np.uint8).reshape(-1)
-    assert C.encode_order(row, out, 0, ENC.begin, ENC.comp, 1, 0, INSTR, SYMS) == code
+    assert C.encode_order(row, out, 0, ENC.begin, ENC.comp, 1, 0, C.new_time_cache(), INSTR, SYMS) == code
 
 
 def test_encoder_refuses_when_output_buffer_has_no_room():
@@ -202,7 +215,7 @@ def test_encoder_refuses_when_output_buffer_has_no_room():
                  ord_type=R.ORD_LIMIT, tif=R.TIF_GTC)
     out = np.zeros(500, dtype=np.uint8)
     row = rec.view(np.uint8).reshape(-1)
-    assert C.encode_order(row, out, 0, ENC.begin, ENC.comp, 1, 0, INSTR, SYMS) == C.E_OUT_FULL
+    assert C.encode_order(row, out, 0, ENC.begin, ENC.comp, 1, 0, C.new_time_cache(), INSTR, SYMS) == C.E_OUT_FULL
     assert not out.any()
 
 
