@@ -18,7 +18,7 @@ from numba import njit
 
 from appliance.hotpath import records
 from appliance.ws import common, scan
-from appliance.ws.common import (K_BBO, K_L2, K_TRADE, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE,
+from appliance.ws.common import (K_BBO, K_TRADE, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE,
                                  R_QTY, R_SEQ, R_SIDE, Instrument)
 
 NAME = "binance"

@@ -368,7 +368,10 @@ class Feed(common.BaseFeed):
         elif kind == "info" and ev.get("code") in (20051, 20060):
             # server restart / maintenance: the venue asks us to reconnect
             self.log.warning("bitfinex info %s: books invalid until resubscribed", ev.get("code"))
-            self._gap_all(0)
+            for b in range(len(self.instruments)):
+                self._invalidate(b, records.BR_DISCONNECT, int(self.last_tsc[b]), self.last_seq)
+            self.counters.resyncs += 1
+            self._resubscribe = True
         else:
             self.counters.ignored += 1
 

@@ -7,7 +7,7 @@ import orjson
 from appliance.hotpath import records
 from appliance.ws import bitstamp, common, recording
 from tests.ws.conftest import (DATA, SESSIONS, check_books_against_reference,
-                               check_every_frame_against_reference, meta_of)
+                               check_every_frame_against_reference)
 
 
 def test_every_recorded_frame_parses_like_the_json_reference():
