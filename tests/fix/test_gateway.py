@@ -281,3 +281,86 @@ def test_sequence_gap_from_venue_goes_through_session_resend_and_reports_still_a
     h.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == after)
     assert h.gw.counters["slow_path_msgs"] == slow_mid
     assert h.gw.session.garbled == 0
+
+
+def _free_port() -> int:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_gateway_and_exchange_cli_processes_trade_and_stop_on_sigterm(shm_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    port = _free_port()
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(f"""
+[appliance]
+shm_dir = "{shm_dir}"
+state_dir = "{tmp_path}/state"
+[wait]
+strategy = "backoff"
+backoff_max_ns = 200000
+[fix.sessions.sim]
+host = "127.0.0.1"
+port = {port}
+sender_comp_id = "APPLIANCE"
+target_comp_id = "SIMEX"
+instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+""")
+    orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
+    env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
+    base = [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "fix"]
+    ex = subprocess.Popen(base + ["exchange", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+    gw = None
+    try:
+        assert ex.stdout.readline().startswith("listening 127.0.0.1:")
+        gw = subprocess.Popen(base + ["gateway", "--session", "sim"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        execs = None
+        while execs is None:
+            try:
+                execs = ring.RingReader.attach("exec.sim", "test", "oldest", shm_dir)
+            except Exception:
+                assert time.time() < deadline and gw.poll() is None, "gateway did not create its exec ring"
+                time.sleep(0.1)
+        rec = np.zeros(R.EXEC_RECORD_SIZE, np.uint8)
+
+        def wait_for(pred):
+            while time.time() < deadline:
+                if execs.poll(rec):
+                    r = rec.view(R.RECORD_DTYPES[int(rec[8])])[0]
+                    if pred(r):
+                        return r
+                else:
+                    time.sleep(0.001)
+            raise AssertionError("timed out waiting for an exec record")
+
+        wait_for(lambda r: r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_RECONCILED)
+        o = np.zeros(1, R.NEW_ORDER)
+        o[0]["rtype"], o[0]["clord_id"], o[0]["price"], o[0]["qty"] = R.RT_NEW_ORDER, 77, 12_345, 3
+        o[0]["side"], o[0]["ord_type"], o[0]["tif"] = R.SIDE_BUY, R.ORD_LIMIT, R.TIF_GTC
+        orders.publish(o)
+        ack = wait_for(lambda r: r["rtype"] == R.RT_ACK)
+        assert ack["clord_id"] == 77 and ack["price"] == 12_345 and ack["qty"] == 3
+        gw.send_signal(signal.SIGTERM)
+        assert gw.wait(30) == 0
+        down = wait_for(lambda r: r["rtype"] == R.RT_SESSION)
+        assert down["state"] == R.SESSION_DOWN
+        execs.close()
+    finally:
+        for p in (gw, ex):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    assert ex.returncode == 0
+    assert (tmp_path / "state" / "fix" / "sim" / "seqnums").exists()
