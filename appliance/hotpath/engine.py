@@ -646,7 +646,8 @@ class EngineState:
     the config's [[venues]]; ``strategies`` is the list of [[strategies]] tables."""
 
     def __init__(self, venues: dict, strategy_tables: list, settings: dict | None = None,
-                 cal: np.ndarray | None = None, clord_base: int | None = None):
+                 cal: np.ndarray | None = None, clord_base: int | None = None,
+                 books_valid: bool = False):
         import time
 
         self.settings = engine_settings(settings)
@@ -677,8 +678,10 @@ class EngineState:
          self.names) = strat.build(strategy_tables, instrument_of, tsc_per_ns)
         nb = max(1, len(self.book_keys))
         self.px, self.qty, self.n = book.new_books(nb, self.settings["book_levels"])
+        # a book is untrusted until its gateway says BOOK_VALID (after a snapshot);
+        # ``books_valid`` is for callers that feed hand-built, already consistent books
         self.bstate = np.zeros((nb, BS_N), np.int64)
-        self.bstate[:, BS_VALID] = 1
+        self.bstate[:, BS_VALID] = 1 if books_valid else 0
         s = self.meta.shape[0]
         self.ords = np.zeros((s, base.Q_SLOTS, O_N), np.int64)
         self.pnl = np.zeros((s, base.MAX_LEGS, PNL_N), np.int64)
@@ -810,7 +813,8 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
     readers = []
     try:
         for v in venues:
-            readers.append(_wait_attach(f"md.{v}", "engine", ring.START_LATEST, shm_dir,
+            # oldest: a late-starting engine still sees the snapshot and BOOK_VALID records
+            readers.append(_wait_attach(f"md.{v}", "engine", ring.START_OLDEST, shm_dir,
                                         wait_rings_s, stop))
         ex = _wait_attach("exec", "engine", ring.START_LATEST, shm_dir, wait_rings_s, stop)
     except EngineError:

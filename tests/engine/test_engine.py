@@ -23,7 +23,8 @@ def _engine(cal, settings=None, params=None, n=1):
     tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s,
                "params": {"warmup_events": 0, "vol_widen": 0, "horizon_events": 0,
                           **(params or {})}} for s in ["AAA", "BBB"][:n]]
-    es = EngineState({"binance": ["AAA", "BBB"]}, tables, settings, cal=cal, clord_base=1)
+    es = EngineState({"binance": ["AAA", "BBB"]}, tables, settings, cal=cal, clord_base=1,
+                     books_valid=True)
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 12)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
     return es, oh, od, words
