@@ -67,7 +67,7 @@ import socket
 import stat
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -368,7 +368,7 @@ class GatewayConfig:
         where = f"fix.sessions.{name}"
         if not isinstance(t, dict):
             raise ConfigError(f"{where}: expected a table")
-        fields = {f.name: f for f in dataclasses.fields(cls)} 
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         kw = {"name": name}
         for k, v in t.items():
             if k not in fields or k == "name":
