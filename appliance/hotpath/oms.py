@@ -20,8 +20,11 @@ cancel) still reach the position and duplicates are still recognised.
 Robustness rules for execution reports (``apply_exec``):
 
 - lookup by ``clord_id``, then by ``orig_clord_id`` (cancel acks carry the cancel request's id);
-  neither known -> ``EX_UNKNOWN`` (counted, nothing changes). A report whose venue/instrument
-  differs from the order's -> ``EX_INVALID``.
+  neither known -> ``EX_UNKNOWN`` (counted, nothing changes). A report whose venue or instrument
+  differs from the order's -> ``EX_INVALID`` (instrument 0xFFFFFFFF, the FIX codec's "no Symbol",
+  as on an OrderCancelReject, matches any).
+- a cancel reject restores the order's previous state unless its ord_status says the order is
+  cancelled ('4'); a gateway refusal (ord_status '8' on a cancel) leaves the order working.
 - fills are deduplicated by ``exec_id`` (a set of the last ``exec_id_capacity // 2`` ids); a fill
   with ``exec_id == 0`` is new only when its ``cum_qty`` exceeds the order's.
 - every distinct fill is booked to the position (even one arriving after a newer fill or after
@@ -50,7 +53,9 @@ px_thr, qty_thr)`` says what to do (Mantra's Overseer): ``ACT_NEW`` (nothing liv
 |qty - live leaves| > qty_thr lots), ``ACT_WAIT`` (a request is in flight: pending new / cancel /
 replace), ``ACT_NONE`` (within thresholds).
 
-numba API (``@njit(cache=True, nogil=True)``; none allocates; ``row`` = order table index)::
+numba API (``@njit(cache=True, nogil=True, _nrt=False)``: none allocates or touches reference
+counts; internal helpers are ``inline='always'`` so the namedtuples are not re-flattened per call;
+callable from Python and from any numba function; ``row`` = order table index)::
 
     new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns) -> row | OM_* < 0
     cancel_order(oms, row, now_ns) -> cancel clord_id (> 0) | OM_* < 0
@@ -188,6 +193,7 @@ ORD_STATUS_CANCELED = ord("4")
 ORD_STATUS_REJECTED = ord("8")
 ORD_STATUS_NEW = ord("0")
 EXEC_EXPIRED = ord("C")
+NO_INSTRUMENT = 0xFFFFFFFF   # exec record without a Symbol (e.g. OrderCancelReject): matches any
 
 _HASH_K = np.uint64(0x9E3779B97F4A7C15)
 
@@ -648,7 +654,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
         return EX_UNKNOWN
     o = oms.orders[r]
     if (f.last_qty <= 0 or f.last_price <= 0 or f.cum_qty < 0 or f.leaves_qty < 0
-            or f.venue != o.venue or f.instrument != o.instrument):
+            or f.venue != o.venue or (f.instrument != NO_INSTRUMENT and f.instrument != o.instrument)):
         return EX_INVALID
     if f.exec_id != 0:
         if _seen_find(oms.seen, f.exec_id) >= 0:
@@ -701,7 +707,7 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
     if r < 0:
         return EX_UNKNOWN
     o = oms.orders[r]
-    if a.venue != o.venue or a.instrument != o.instrument:
+    if a.venue != o.venue or (a.instrument != NO_INSTRUMENT and a.instrument != o.instrument):
         return EX_INVALID
     st = o.state
     et = a.exec_type
@@ -782,7 +788,7 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
     if r < 0:
         return EX_UNKNOWN
     o = oms.orders[r]
-    if j.venue != o.venue or j.instrument != o.instrument:
+    if j.venue != o.venue or (j.instrument != NO_INSTRUMENT and j.instrument != o.instrument):
         return EX_INVALID
     st = o.state
     if o.is_repl and st == OS_PENDING_REPLACE:          # replace rejected (either record kind)
@@ -792,9 +798,7 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
         if st == OS_PENDING_CANCEL:
             if j.ord_status == ORD_STATUS_CANCELED:
                 _terminate(oms, led, r, OS_CANCELLED, now_ns)
-            elif j.ord_status == ORD_STATUS_REJECTED:
-                _terminate(oms, led, r, OS_REJECTED, now_ns)
-            else:
+            else:       # '8' here means the request was refused (e.g. by our gateway), not the order
                 _restore(oms, led, r, now_ns)
             return EX_CANCEL_REJECT
         if st == OS_PENDING_REPLACE and o.link >= 0:     # reported against the old id

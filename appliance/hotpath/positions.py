@@ -37,7 +37,7 @@ round trip's net PnL (realised e8 minus its fees) goes to ``acct[A_LAST_RT_E8]``
 Fees: ``fee_e8`` of a fill is in 1e-8 of the instrument's quote asset, positive = paid (negative
 = rebate); it is charged to the quote balance and to ``pos.fees_e8`` / ``acct[A_FEES_E8]``.
 
-numba API (all ``@njit(cache=True, nogil=True)``, allocation-free):
+numba API (all ``@njit(cache=True, nogil=True, _nrt=False)``, allocation-free):
 
 - ``apply_fill(led, ii, side, price, qty, fee_e8) -> int``: book one fill (SIDE_BUY/SIDE_SELL).
   Returns 1 when the fill closed a round trip, 0 otherwise, ``POS_INVALID`` (-1) for

@@ -4,8 +4,8 @@ All state lives in a :class:`Risk` (namedtuple of plain arrays, one argument to 
 from the ``[risk]`` TOML table by :func:`build_risk` (or :func:`make_risk` with explicit limits).
 Units follow ``appliance.hotpath.positions``: prices in ticks, quantities in lots, money in e8 of
 the quote asset, time ``now_ns`` = UTC nanoseconds (``clock.tsc_to_utc_ns(cal, rdtsc())``; tests
-inject it). Every function is ``@njit(cache=True, nogil=True)``, O(1) (the self-trade scan is
-bounded by the per-instrument live-order list) and allocation-free.
+inject it). Every function is ``@njit(cache=True, nogil=True, _nrt=False)``, O(1) (the self-trade
+scan is bounded by the per-instrument live-order list) and allocation-free.
 
 Tier 1, per order, before the order ring::
 
@@ -22,9 +22,10 @@ Checks, in this order (the first failure is returned, ``risk.denials[code]`` cou
     RJ_REDUCE_ONLY   tier 2 REDUCING and the order (with open orders on its side) would not
                      strictly reduce the position towards zero
     RJ_MAX_QTY       qty > limits.max_qty
-    RJ_MAX_NOTIONAL  price*qty in quote e8 > limits.max_notional_e8
     RJ_NO_REFERENCE  ref_price <= 0 (no fair price to collar against)
     RJ_COLLAR        |price - ref_price| * 10_000 > collar_bps * ref_price (fat finger)
+    RJ_MAX_NOTIONAL  price*qty in quote e8 > limits.max_notional_e8 (after the collar and the
+                     qty limit, so a fat-finger price cannot overflow the product)
     RJ_SPREAD        bid/ask missing or crossed, or ask - bid > max_spread_ticks
     RJ_OPEN_ORDERS   live orders on the instrument + 1 > max_open_orders
     RJ_POSITION      worst case |position + same-side open orders + qty| > max_position
@@ -386,13 +387,14 @@ def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_ro
             return _deny(risk, RJ_REDUCE_ONLY)
     if qty > lim.max_qty:
         return _deny(risk, RJ_MAX_QTY)
-    if notional_e8(led.instr, ii, price, qty) > lim.max_notional_e8:
-        return _deny(risk, RJ_MAX_NOTIONAL)
     if ref_price <= 0:
         return _deny(risk, RJ_NO_REFERENCE)
     dev = price - ref_price if price >= ref_price else ref_price - price
-    if dev * 10_000 > lim.collar_bps * ref_price:
+    if dev > lim.collar_bps * ref_price // 10_000:      # == dev * 10_000 > bps * ref, no overflow
         return _deny(risk, RJ_COLLAR)
+    # price is now within the collar and qty <= max_qty, which bounds the product below
+    if notional_e8(led.instr, ii, price, qty) > lim.max_notional_e8:
+        return _deny(risk, RJ_MAX_NOTIONAL)
     if bid <= 0 or ask <= 0 or ask < bid or ask - bid > lim.max_spread_ticks:
         return _deny(risk, RJ_SPREAD)
     if add_orders and oms.agg[ii, G_N_OPEN] + 1 > lim.max_open_orders:

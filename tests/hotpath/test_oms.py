@@ -41,9 +41,9 @@ def fill(clord, exec_id, price, qty, cum, leaves, fee=0, orig=0, venue=V):
     return f.view(np.uint8)
 
 
-def reject(clord, orig=0, cancel=0, ord_status=0):
+def reject(clord, orig=0, cancel=0, ord_status=0, instrument=3):
     j = np.zeros(1, R.REJECT)
-    j["rtype"], j["venue"], j["instrument"] = R.RT_REJECT, V, 3
+    j["rtype"], j["venue"], j["instrument"] = R.RT_REJECT, V, instrument
     j["clord_id"], j["orig_clord_id"], j["is_cancel_reject"], j["ord_status"] = clord, orig, cancel, ord_status
     return j.view(np.uint8)
 
@@ -192,6 +192,25 @@ def test_cancel_reject_restores_the_working_state(env):
     assert apply(env, reject(cid, orig=FIRST, cancel=1)) == O.EX_CANCEL_REJECT
     assert state(env, r) == O.OS_PARTIAL
     assert oms.orders[r]["cancel_id"] == 0
+
+
+def test_cancel_reject_without_symbol_or_refused_by_gateway_keeps_the_order_working(env):
+    oms, _ = env
+    r = new(env)
+    apply(env, ack(FIRST, R.EXEC_NEW))
+    cid = O.cancel_order(oms, r, T0)
+    # OrderCancelReject carries no Symbol: the codec writes instrument 0xFFFFFFFF
+    assert apply(env, reject(cid, orig=FIRST, cancel=1, instrument=0xFFFFFFFF)) == O.EX_CANCEL_REJECT
+    assert state(env, r) == O.OS_NEW
+    cid = O.cancel_order(oms, r, T0)
+    # the FIX gateway refuses a cancel while the session is down: ord_status '8' on a cancel reject
+    assert apply(env, reject(cid, orig=FIRST, cancel=1, ord_status=R.EXEC_REJECTED)) == O.EX_CANCEL_REJECT
+    assert state(env, r) == O.OS_NEW and oms.agg[0, O.G_N_OPEN] == 1
+
+
+def test_report_for_another_instrument_is_invalid(env):
+    new(env)
+    assert apply(env, ack(FIRST, R.EXEC_NEW, instrument=4)) == O.EX_INVALID
 
 
 def test_cancel_reject_saying_order_is_gone_cancels_it(env):

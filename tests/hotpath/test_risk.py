@@ -135,6 +135,7 @@ TIER1 = [
     ("paused", {}, {}, _state(PAUSED), {}, K.RJ_PAUSED),
     ("halted", {}, {}, _state(HALTED), {}, K.RJ_HALTED),
     ("bad_order_zero_qty", {}, {}, None, dict(qty=0), K.RJ_BAD_ORDER),
+    ("fat_finger_price_that_would_overflow_notional", {}, {}, None, dict(price=2**62), K.RJ_COLLAR),
 ]
 
 
