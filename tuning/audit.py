@@ -53,6 +53,11 @@ class Expected:
     values: dict
     plan: dict                      # CorePlan.to_dict()
     source: str
+    units: list = None              # base units to find installed and enabled (knobs.json "units")
+
+    def __post_init__(self):
+        if self.units is None:
+            self.units = list(load_knobs()["units"])
 
     @property
     def housekeeping(self) -> list:
@@ -69,12 +74,15 @@ def load_knobs(path: Path = KNOBS_PATH) -> dict:
 
 def expected_for(root: str | os.PathLike = "/", config_path: str | None = None,
                  nic: str | None = None) -> Expected:
-    """The playbook's record on the host if present, else knobs.json defaults + a computed plan."""
-    catalog = load_knobs()
+    """The playbook's record on the host if present, else knobs.json defaults + a computed plan.
+
+    The record carries the knob catalogue too, so a deployed host needs nothing else."""
     state = Path(root) / STATE_PATH
     if state.exists():
         try:
             data = json.loads(state.read_text())
+            catalog = {"knobs": data["knobs"], "values": data["values"], "units": data["units"]} \
+                if "knobs" in data else load_knobs()
             enabled = {k["id"]: bool(data["enabled"].get(k["id"], False)) for k in catalog["knobs"]}
             values = {**catalog["values"], **data["values"]}
             plan = data["plan"]
@@ -82,7 +90,8 @@ def expected_for(root: str | os.PathLike = "/", config_path: str | None = None,
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{state}: not a valid tuning state file ({e!r}); "
                              "re-run the playbook or delete it") from None
-        return Expected(catalog["knobs"], enabled, values, plan, str(state))
+        return Expected(catalog["knobs"], enabled, values, plan, str(state), list(catalog["units"]))
+    catalog = load_knobs()
     from appliance import config as appcfg
     cfg = appcfg.load(config_path)
     values = dict(catalog["values"])
@@ -91,7 +100,7 @@ def expected_for(root: str | os.PathLike = "/", config_path: str | None = None,
     plan = make_plan(read_topology(root, values["nic_name"]), actors_from_config(cfg)).to_dict()
     enabled = {k["id"]: bool(k["default"]) for k in catalog["knobs"]}
     return Expected(catalog["knobs"], enabled, values, plan,
-                    f"{KNOBS_PATH.name} defaults + core plan for {cfg.path}")
+                    f"{KNOBS_PATH.name} defaults + core plan for {cfg.path}", list(catalog["units"]))
 
 
 class Host:
@@ -515,7 +524,7 @@ def check_config(h: Host, e: Expected, knob: dict) -> tuple:
 
 
 def expected_units(e: Expected) -> list[str]:
-    units = list(load_knobs()["units"])
+    units = list(e.units)
     for actor in e.plan["actors"]:
         kind, _, inst = actor.partition(".")
         if kind in ("md", "fix") and inst:

@@ -164,3 +164,16 @@ def test_cli_check_on_the_live_host_reports_every_knob(tmp_path):
     if not os.path.exists("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"):
         assert by_id["T-3.1"]["status"] == "n/a" and "no cpufreq" in by_id["T-3.1"]["actual"]
     assert by_id["T-7.3"]["status"] in ("pass", "fail")      # clocksource is always readable
+
+
+def test_state_file_with_its_own_catalogue_needs_no_knobs_json(tmp_path, monkeypatch):
+    """A deployed host audits from /etc/appliance/tuning.json alone (the playbook writes the catalogue in)."""
+    _host(tmp_path, tuned=True, nic="")
+    state = tmp_path / "etc/appliance/tuning.json"
+    data = json.loads(state.read_text())
+    catalog = audit.load_knobs()
+    data.update(knobs=catalog["knobs"], units=catalog["units"])
+    state.write_text(json.dumps(data))
+    monkeypatch.setattr(audit, "KNOBS_PATH", tmp_path / "missing.json")
+    e = audit.expected_for(tmp_path)
+    assert audit.ok(audit.audit(tmp_path, e))
