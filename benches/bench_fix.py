@@ -272,7 +272,7 @@ def bench_rtt(core_peer, n: int) -> dict:
         out = np.zeros(R.EXEC_RECORD_SIZE, np.uint8)
         deadline = time.time() + 60
         while not gw.gst[G.G_READY]:
-            gw.step(8)
+            gw.step()
             if time.time() > deadline:
                 raise RuntimeError("gateway did not log on to the mock exchange")
         while ring.poll(er.hdr, er.data, er.cur, out):    # the UP / RECONCILED notices
@@ -292,11 +292,11 @@ def bench_rtt(core_peer, n: int) -> dict:
                 got = False
                 sent = int(gw.gst[G.G_SENT])
                 t_sent = 0
-                t_end = time.time() + 5
+                t_end = time.time() + 30
                 while not got:
-                    gw.step(4)
+                    gw.step()
                     if t_sent == 0 and gw.gst[G.G_SENT] != sent:
-                        t_sent = clock.now(cal)
+                        t_sent = gw.last_send_tsc
                     while ring.poll(er.hdr, er.data, er.cur, out):
                         if out[8] == R.RT_ACK and C.ld_u64(out, C._X_CLORD) == cid:
                             got = True
@@ -306,7 +306,9 @@ def bench_rtt(core_peer, n: int) -> dict:
                         if out[8] in (R.RT_REJECT, R.RT_SESSION):
                             raise RuntimeError(f"unexpected exec record type {out[8]} during the bench")
                     if time.time() > t_end:
-                        raise RuntimeError(f"no ack for order {cid} within 5 s")
+                        raise RuntimeError(f"no ack for order {cid} within 30 s (gateway state "
+                                           f"{gw.gst.tolist()}, {gw.counters}, connected "
+                                           f"{gw.sock is not None}, logged on {gw.session.logged_on})")
                 if phase == "timed":
                     lat[i] = clock.now(cal) - t0
                     lat_out[i] = t_sent - t0

@@ -74,7 +74,7 @@ import numpy as np
 from numba import njit
 
 from appliance.fix import codec as C
-from appliance.hotpath import clock, ring, wait
+from appliance.hotpath import clock, ring, shm, wait
 from appliance.hotpath import records as R
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ G_OPEN = 7            # open orders in the table
 G_STATUS_PENDING = 8  # status requests not yet answered
 G_EXECS = 9           # exec records published, total
 G_FOREIGN = 10        # order records for other sessions, skipped
-G_IDLE_POLLS = 11
+G_IDLE_POLLS = 11     # gw_step calls that found no record (stale hint, lap resync)
 G_SIZE = 16
 
 # open-order table columns (int64); key = ClOrdID bits, 0 = empty slot
@@ -208,10 +208,11 @@ def _refuse(ehdr, edata, rec, erow, gst, reason):
 
 @njit(cache=True, nogil=True)
 def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
-            wparams, wstate, max_iters):
-    """Poll the order ring up to ``max_iters`` times (idling with the wait strategy) until orders
-    arrive; encode up to the send buffer's batch into ``sbuf`` (length in gst[G_SEND_LEN]).
-    Returns the number of messages encoded."""
+            max_n):
+    """Drain up to ``max_n`` order records: encode ours into ``sbuf`` (length in
+    gst[G_SEND_LEN]) until the ring is empty or the send buffer's batch is full; refuse the ones
+    that cannot go out. Returns the number of messages encoded. (The caller polls cheaply and
+    idles with the wait strategy; this runs only when records are waiting.)"""
     rec = scratch[0]
     erow = scratch[1]
     tcache = scratch[2]
@@ -223,16 +224,13 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     n = 0
     utc = np.int64(-1)
     it = 0
-    while it < max_iters:
+    while it < max_n:
         it += 1
         if ring.poll(ohdr, odata, ocur, rec) == 0:
             if ring.poll(ohdr, odata, ocur, rec) == 0:     # the first may only have resynced a lap
-                if n > 0:
-                    break
-                gst[G_IDLE_POLLS] += 1
-                wait.idle(wparams, wstate)
-                continue
-        wait.reset(wstate)
+                if it == 1:
+                    gst[G_IDLE_POLLS] += 1
+                break
         rt = rec[8]
         if rt < R.RT_NEW_ORDER or rt > R.RT_MASS_CANCEL:
             continue
@@ -545,6 +543,7 @@ class Gateway:
         self._logon_pending = False
         self.reconciling = False
         self.reconcile_deadline = 0.0
+        self.last_send_tsc = 0
         self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
                          "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0}
         self._logged_counts = {}
@@ -758,32 +757,41 @@ class Gateway:
         self._publish_session(R.SESSION_RECONCILED)
 
     # ---- the loop -----------------------------------------------------------------------
-    def step(self, spin: int = 64) -> None:
-        """One loop iteration: orders out, bytes in, timers. Never blocks for long."""
+    def _orders_waiting(self) -> bool:
+        """Cheap hint from Python (a plain load of the ring's head word, no compiled call): has
+        the producer published past our cursor? A stale read only delays to the next loop."""
+        return self.orders.hdr[shm.W_HEAD] != self.orders.cur[ring.CUR_POS]
+
+    def _step_orders(self) -> int:
+        return gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
+                       self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
+                       self.syms, self.ot, self.cal, self.cfg.max_batch)
+
+    def step(self) -> None:
+        """One loop iteration: orders out, bytes in, timers; idles with the wait strategy when
+        there was nothing to do. Never blocks for long."""
         now = self.clock()
+        busy = self._orders_waiting()
         if self.sock is None:
             self.gst[G_READY] = 0
-            gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr, self.execs.data,
-                    self.scratch, self.sbuf, self.gst, self.consts, self.instr, self.syms, self.ot,
-                    self.cal, self.wparams, self.wstate, spin)     # refuses what arrives meanwhile
+            if busy:
+                self._step_orders()                 # refuses what arrives meanwhile
+            else:
+                wait.idle(self.wparams, self.wstate)
             now = self.clock()
             if now >= self.next_connect:
                 self._connect(now)
             return
-        if self.gst[G_READY]:
-            self.gst[G_NEXT_SEQ] = self.store.next_sender
-            n = gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
-                        self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
-                        self.syms, self.ot, self.cal, self.wparams, self.wstate, spin)
-            if n:
-                self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
-                self.session.last_sent = now
-                self._send(self.sbuf[:self.gst[G_SEND_LEN]])
-        else:
-            # logging on or reconciling: orders arriving meanwhile are refused at once
-            gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr, self.execs.data,
-                    self.scratch, self.sbuf, self.gst, self.consts, self.instr, self.syms, self.ot,
-                    self.cal, self.wparams, self.wstate, 1)
+        if busy:
+            if self.gst[G_READY]:
+                self.gst[G_NEXT_SEQ] = self.store.next_sender
+                if self._step_orders():
+                    self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
+                    self.session.last_sent = now
+                    self._send(self.sbuf[:self.gst[G_SEND_LEN]])
+                    self.last_send_tsc = int(clock.now(self.cal))   # telemetry: batch handed to the kernel
+            else:
+                self._step_orders()                 # logging on or reconciling: refused at once
         if self.sock is None:
             return
         if self.outbuf:
@@ -802,6 +810,11 @@ class Gateway:
             rx = int(clock.now(self.cal))
             self.rend += k
             self._received(now, rx)
+            busy = True
+        if busy:
+            wait.reset(self.wstate)
+        else:
+            wait.idle(self.wparams, self.wstate)
         if self._logon_pending:
             self._logon_pending = False
             self._start_reconcile(now)
