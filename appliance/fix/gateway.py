@@ -498,7 +498,7 @@ class Gateway:
     READ_MAX = 1 << 16
 
     def __init__(self, gcfg: GatewayConfig, order_reader, exec_writer, store, *, wait_params=None,
-                 clock_fn=time.time, cal=None, message_log=None):
+                 clock_fn=time.time, cal=None, message_log=None, heartbeat=None):
         from appliance.fix import dictionary as dictionary_mod
         from appliance.fix.session import Session, SessionConfig
         self.cfg = gcfg
@@ -544,6 +544,8 @@ class Gateway:
         self.reconciling = False
         self.reconcile_deadline = 0.0
         self.last_send_tsc = 0
+        self.heartbeat = heartbeat          # control-block heartbeat, called about every 50 ms
+        self.next_beat = 0.0
         self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
                          "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0}
         self._logged_counts = {}
@@ -771,6 +773,9 @@ class Gateway:
         """One loop iteration: orders out, bytes in, timers; idles with the wait strategy when
         there was nothing to do. Never blocks for long."""
         now = self.clock()
+        if self.heartbeat is not None and now >= self.next_beat:
+            self.next_beat = now + 0.05
+            self.heartbeat()
         busy = self._orders_waiting()
         if self.sock is None:
             self.gst[G_READY] = 0
@@ -872,7 +877,17 @@ def run_from_args(args) -> int:
             time.sleep(0.05)
     store = FileStore(g.store_dir)
     mlog = MessageLog(Path(g.store_dir) / "messages.log")
-    gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog)
+    from appliance.hotpath import control
+    beat = None
+    try:
+        cb = control.ControlBlock.open(shm_dir)
+        idx = cb.register_actor(f"fix.{g.name}", control.ACTOR_FIX, -1 if core is None else int(core))
+        words = cb.words
+        beat = lambda: control.heartbeat(words, idx, time.time_ns())   # noqa: E731
+    except shm.ShmError as e:
+        log.warning("%s: no control block (%s); running without heartbeats", g.name, e)
+    gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog,
+                 heartbeat=beat)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

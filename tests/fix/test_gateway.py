@@ -349,6 +349,11 @@ instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
         orders.publish(o)
         ack = wait_for(lambda r: r["rtype"] == R.RT_ACK)
         assert ack["clord_id"] == 77 and ack["price"] == 12_345 and ack["qty"] == 3
+        from appliance.hotpath import control
+        cb = control.ControlBlock.open(shm_dir)
+        (me,) = [a for a in cb.actors() if a["name"] == "fix.sim"]
+        assert me["pid"] == gw.pid and me["kind"] == control.ACTOR_FIX and me["heartbeat_age_ms"] < 5000
+        cb.close()
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(30) == 0
         down = wait_for(lambda r: r["rtype"] == R.RT_SESSION)
