@@ -34,6 +34,9 @@ Robustness rules for execution reports (``apply_exec``):
 - an ack that would move an order backwards (a late ``NEW`` after a fill, a cancel ack for a
   filled order) is ``EX_STALE``; a repeated terminal ack is ``EX_DUPLICATE``.
 - a fill or ack on the new clord_id of a pending replace confirms the replace first.
+- an order-status reply (exec_type 'I', after a reconnect) applies the venue's verdict
+  (cancelled / rejected / new); when it reports more cum_qty than was booked, ``C_CUM_AHEAD``
+  counts it (prices of missed fills are unknown, so nothing is booked until their reports come).
 
 Replace semantics: ``replace_order(..., leaves_qty)`` takes the *remaining* quantity wanted; the
 FIX OrderQty sent is ``cum_qty + leaves_qty``. While a replace is pending, both rows are live: the
@@ -148,6 +151,7 @@ C_RECYCLED = 7        # terminal rows recycled
 C_SENT_NEW = 8
 C_SENT_CANCEL = 9
 C_SENT_REPLACE = 10
+C_CUM_AHEAD = 11       # status replies saying the venue filled more than we have booked
 C_EX = 16             # C_EX + EX_*: apply_exec results
 N_CTR = 32
 
@@ -237,7 +241,7 @@ def counters(oms: Oms) -> dict:
     c = oms.ctr
     out = {f"exec_{name}": int(c[C_EX + code]) for code, name in EX_NAMES.items()}
     out.update(overfill=int(c[C_OVERFILL]), recycled=int(c[C_RECYCLED]), sent_new=int(c[C_SENT_NEW]),
-               sent_cancel=int(c[C_SENT_CANCEL]), sent_replace=int(c[C_SENT_REPLACE]),
+               sent_cancel=int(c[C_SENT_CANCEL]), sent_replace=int(c[C_SENT_REPLACE]), cum_ahead=int(c[C_CUM_AHEAD]),
                live_orders=int(oms.agg[:, G_N_OPEN].sum()))
     return out
 
@@ -712,6 +716,8 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
     st = o.state
     et = a.exec_type
     if et == records.EXEC_ORDER_STATUS:      # status reply: follow the venue's terminal verdicts
+        if a.cum_qty > o.cum_qty and a.cum_qty > o.applied:
+            oms.ctr[C_CUM_AHEAD] += 1        # fills we never saw (their reports may still come)
         if a.ord_status == ORD_STATUS_CANCELED or a.ord_status == EXEC_EXPIRED:
             et = records.EXEC_CANCELED
         elif a.ord_status == ORD_STATUS_REJECTED:

@@ -56,7 +56,9 @@ Tier 2, circuit breaker (``risk.state[R_STATE]`` = records.RISK_*; escalates onl
   streak restarts at zero and the reject window is cleared. HALTED is never reset here (the kill
   switch has its own CLI). A parameter of 0 disables its trigger.
 
-Tier 3: ``breaker_update`` also moves to HALTED when it sees ``control.kill`` set by anyone
+Tier 3: ``breaker_update`` also moves to HALTED when it sees ``control.kill`` set by anyone, and
+back to RUNNING (a manual reset) once the flag is cleared; if the loss is still beyond max_loss
+it halts again at once
 (``words`` = ``ControlBlock.words``; pass an empty uint64 array when there is no control block).
 Publishing ``risk.state[R_STATE]`` to the control block (``control.set_risk_state``) is the
 engine's job, as is cancelling every live order (``oms.live_rows`` + ``oms.cancel_order``).
@@ -503,7 +505,10 @@ def breaker_update(risk, led, marks, now_ns, words):
     if s[R_STATE] != records.RISK_HALTED and _kill_set(words):
         _trip(risk, records.RISK_HALTED, CB_KILL, now_ns)
     if s[R_STATE] == records.RISK_HALTED:
-        return s[R_STATE]
+        if words.shape[0] == 0 or _kill_set(words):
+            return s[R_STATE]
+        # the kill switch was cleared (manual reset through the CLI): trade again
+        _reset(risk, led, equity_e8(led, marks), CB_MANUAL, now_ns)
     eq = equity_e8(led, marks)
     s[R_EQUITY_E8] = eq
     if s[R_NEXT_RESET_NS] > 0 and now_ns >= s[R_NEXT_RESET_NS]:

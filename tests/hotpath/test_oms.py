@@ -208,6 +208,17 @@ def test_cancel_reject_without_symbol_or_refused_by_gateway_keeps_the_order_work
     assert state(env, r) == O.OS_NEW and oms.agg[0, O.G_N_OPEN] == 1
 
 
+def test_status_reply_applies_venue_verdict_and_counts_fills_we_never_saw(env):
+    oms, _ = env
+    r = new(env)
+    assert apply(env, ack(FIRST, R.EXEC_ORDER_STATUS, ord_status=ord("0"))) == O.EX_ACK
+    assert state(env, r) == O.OS_NEW
+    assert apply(env, ack(FIRST, R.EXEC_ORDER_STATUS, ord_status=ord("1"), cum=4, leaves=6)) == O.EX_ACK
+    assert O.counters(oms)["cum_ahead"] == 1
+    assert apply(env, ack(FIRST, R.EXEC_ORDER_STATUS, ord_status=ord("4"), cum=4)) == O.EX_ACK
+    assert state(env, r) == O.OS_CANCELLED
+
+
 def test_report_for_another_instrument_is_invalid(env):
     new(env)
     assert apply(env, ack(FIRST, R.EXEC_NEW, instrument=4)) == O.EX_INVALID

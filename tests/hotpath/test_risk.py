@@ -242,6 +242,19 @@ def test_kill_switch_set_by_another_actor_halts_the_gate():
     assert e.order() == K.RJ_HALTED
 
 
+def test_clearing_the_kill_switch_resumes_trading_but_max_loss_halts_again():
+    e = Env(breaker={K.B_MAX_LOSS_E8: 1000})
+    control.request_kill(e.words, control.SOURCE_CLI, T0)
+    assert e.update(REF) == HALTED
+    e.cb["kill"] = 0                                   # what the CLI's reset does
+    assert e.update(REF, now=T0 + 1) == RUNNING
+    assert e.risk.state[K.R_RESET_CAUSE] == K.CB_MANUAL
+    assert e.order() == K.RJ_OK
+    P.apply_fill(e.led, 0, BUY, 100, 10, 0)
+    assert e.update(90, now=T0 + 2) == HALTED          # -1000 e8
+    assert (e.cb["kill"], e.cb["kill_source"], e.cb["kill_epoch"]) == (1, control.SOURCE_MAX_LOSS, 2)
+
+
 def test_configured_utc_reset_returns_to_running_at_that_time_and_not_before():
     noon = 12 * 3600 * 10**9
     e = Env(breaker={K.B_STREAK_REDUCE: 1, K.B_RESET_TOD_NS: noon})
