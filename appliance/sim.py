@@ -183,7 +183,7 @@ def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -
             print(f"--- {name}.log (tail)\n{t}")
         return 1
     codes = {p.name: p.stop() for p in reversed(procs)}
-    _report(run, status.stdout, codes)
+    _report(run, status.stdout, codes, kill)
     reset = subprocess.run(_appliance(cfg, "kill", "--reset", "--confirm"), env=env,
                            capture_output=True, text=True, timeout=60)
     if not keep:
@@ -192,7 +192,7 @@ def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -
     return 0 if reset.returncode == 0 else 1
 
 
-def _report(run: Path, status_json: str, codes: dict) -> None:
+def _report(run: Path, status_json: str, codes: dict, kill) -> None:
     try:
         md = json.loads((run / "md-stats.json").read_text())
     except (OSError, ValueError):
@@ -215,3 +215,13 @@ def _report(run: Path, status_json: str, codes: dict) -> None:
     js = subprocess.run([sys.executable, "-m", "appliance.cli", "journal", "stats", str(run / "journal")],
                         capture_output=True, text=True, timeout=120)
     print("journal:\n" + (js.stdout.strip() or js.stderr.strip()))
+    jj = subprocess.run([sys.executable, "-m", "appliance.cli", "journal", "stats", "--json",
+                         str(run / "journal")], capture_output=True, text=True, timeout=120)
+    try:
+        journal = json.loads(jj.stdout)
+    except ValueError:
+        journal = {"error": jj.stderr.strip()[-500:]}
+    report = {"md": c, "engine": eng, "exit_codes": codes, "journal": journal,
+              "kill": {"exit": kill.returncode, "output": kill.stdout.strip() or kill.stderr.strip()}}
+    (run / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"report: {run / 'report.json'}")
