@@ -37,6 +37,12 @@ def register(sub) -> None:
 
     ex = fsub.add_parser("exchange", help="mock exchange: FIX acceptor with a matching engine")
     ex.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ex.add_argument("--ref", action="append", metavar="SYMBOL=PRICE",
+                    help="reference price: orders crossing it fill (repeatable)")
+    ex.add_argument("--store", default=None, help="session store directory (default: in memory)")
+    ex.add_argument("--sender", default=None, help="our CompID when the config has no [fix.sessions]")
+    ex.add_argument("--target", default=None, help="the client's CompID when the config has none")
     ex.set_defaults(handler=_exchange)
 
     fix.set_defaults(handler=lambda args: (fix.print_help(), 2)[1])
