@@ -80,10 +80,10 @@ from appliance.hotpath import records as R
 log = logging.getLogger(__name__)
 
 # ---- our own reject reasons (REJECT.reason; venue codes are < 1000) ----------------------------
-RJ_NOT_READY = 1001        # session down or reconciling: the order was not sent
-RJ_TOO_MANY_OPEN = 1002    # open-order table full
-RJ_BAD_CLORD = 1003        # ClOrdID 0 (reserved)
-RJ_ENCODE_BASE = 1010      # RJ_ENCODE_BASE - codec.E_* (1011 out of buffer ... 1019 bad price)
+RJ_NOT_READY = R.RJ_GW_NOT_READY          # session down or reconciling: the order was not sent
+RJ_TOO_MANY_OPEN = R.RJ_GW_TOO_MANY_OPEN  # open-order table full
+RJ_BAD_CLORD = R.RJ_GW_BAD_CLORD          # ClOrdID 0 (reserved)
+RJ_ENCODE_BASE = R.RJ_GW_ENCODE_BASE      # RJ_ENCODE_BASE - codec.E_* (1011 out of buffer ... 1019 bad price)
 RJ_NAMES = {RJ_NOT_READY: "session not ready", RJ_TOO_MANY_OPEN: "too many open orders",
             RJ_BAD_CLORD: "ClOrdID 0 is reserved"}
 RJ_NAMES.update({RJ_ENCODE_BASE - e: f"not encodable: {t}" for e, t in C.E_NAMES.items()})

@@ -122,6 +122,12 @@ SESSION_UP = 1
 SESSION_DOWN = 2          # orders sent on this session are in an unknown state
 SESSION_RECONCILED = 3    # status of every working order confirmed after reconnect
 
+# REJECT.reason codes the appliance itself assigns (venue codes from FIX 103/102 are < 1000)
+RJ_GW_NOT_READY = 1001       # FIX session down or reconciling: the order was not sent
+RJ_GW_TOO_MANY_OPEN = 1002   # the gateway's open-order table is full
+RJ_GW_BAD_CLORD = 1003       # ClOrdID 0 is reserved
+RJ_GW_ENCODE_BASE = 1010     # RJ_GW_ENCODE_BASE - codec.E_*: the encoder refused the record
+
 CTRL_KILL = 1
 CTRL_RESET = 2
 CTRL_SHUTDOWN = 3
