@@ -65,13 +65,16 @@ def image(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
         pytest.fail(f"debootstrap {_suite()} from {_mirror()} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
-    # the host's CA bundle (a TLS-inspecting proxy's CA included), outside the paths the image's
-    # ca-certificates package rewrites; pip in the image is pointed at it
-    ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    pip_args = ""
-    if ca.exists():
-        shutil.copy(ca, root / "root/host-ca-bundle.pem")
-        pip_args = "--cert /root/host-ca-bundle.pem"
+    # local CAs of this machine (e.g. a TLS-inspecting proxy's) go where the image's ca-certificates
+    # package picks them up, so apt and pip inside the image trust what the host trusts
+    local_cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+    if local_cas:
+        dest = root / "usr/local/share/ca-certificates"
+        dest.mkdir(parents=True, exist_ok=True)
+        for ca in local_cas:
+            shutil.copy(ca, dest / ca.name)
+        if (root / "usr/sbin/update-ca-certificates").exists():
+            subprocess.run(["chroot", str(root), "update-ca-certificates"], capture_output=True, check=True)
     # the image is built for a known hardware model: a 2-socket, 4-core, SMT-2 topology
     make_topology(root / "root/topology", sockets=2, cores=4, threads=2)
     repo = snapshot_repo(base / "repo")
@@ -83,7 +86,6 @@ def image(tmp_path_factory):
             "coreplan_topology_root": "/root/topology",
             "appliance_requirements": light,
             "appliance_pack_dir": str(base / "pack"),
-            "appliance_pip_extra_args": pip_args,
             "appliance_venues": [
                 {"name": "binance", "ws_url": "ws://127.0.0.1:9001/binance", "symbols": ["BTCUSDT"]},
                 {"name": "kraken", "ws_url": "ws://127.0.0.1:9001/kraken", "symbols": ["XBT/USD"]},
