@@ -82,6 +82,25 @@ symbol = "NKNUSDT"
 session = 0
 params = {{ qty = 1, levels = 1, warmup_events = 5, max_inventory = 50 }}
 
+[risk]
+max_loss = 1000.0
+loss_streak_reduce = 5
+loss_streak_pause = 10
+
+[risk.limits]
+max_qty = 1000000000
+max_notional = 1000.0
+max_position = 1000000000
+max_open_orders = 8
+collar_bps = 500
+max_spread_ticks = 10000000
+self_trade_prevention = true
+
+[risk.venues.binance]
+rate_per_s = 50
+burst = 100
+check_balance = false
+
 [fix.sessions.sim]
 host = "127.0.0.1"
 port = {fix_port}

@@ -12,10 +12,15 @@ median touch spread in the recording, so every instrument quotes). Measured in o
   frame-end record alone (strategy -> risk -> orders);
 - md event: every md record, the same way (most records are book updates that write no order);
 - events_per_s: the whole replay with no per-record timing, records per second;
-- risk_check: the tier-1 check alone, in batches of 1,000 calls (ns per call, p50 of batches);
+- risk_check: the tier-1 gate alone (``risk.check_order``), in batches of 1,000 calls (ns per
+  call, p50 of batches);
+- the replays act as a venue that accepts every request at once (``engine.ack_pending``), so
+  the OMS state machine runs as in production (it waits for acks before replacing);
 - baseline: a plain-Python implementation of the same cycle (SortedDict books, the same AS
-  arithmetic, the same risk check, struct-packed order records into a bytearray), timed per
-  record with perf_counter_ns over the first ``--python-records`` records.
+  arithmetic, the engine's earlier three-line risk check: qty, collar, open orders, so less
+  work than the compiled OMS + full tier-1 gate; struct-packed order records into a
+  bytearray), timed per record with perf_counter_ns over the first ``--python-records``
+  records.
 
 Warm-up compiles and runs the replay once before anything is timed. ``--core N`` pins the
 process. ``--json`` prints one JSON object.
@@ -34,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import clock, engine, records, ring
+from appliance.hotpath import clock, engine, records, ring, risk
 from appliance.hotpath.intrinsics import rdtsc
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "venues"
@@ -45,43 +50,54 @@ SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase":
 # ------------------------------------------------------------------------------- compiled loops
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl, risk, stats,
-           lat_hist, cal, oh, od, words, cyc, strat_cyc, ev):
+def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p, om, led, rk,
+           marks, obuf, rows, dirty, stats, lat_hist, cal, oh, od, words, ex_buf, cyc, strat_cyc,
+           ev):
     """Replay with rdtsc around each record. For the k-th record that wrote orders:
     ``strat_cyc[k]`` = its own ticks (strategy -> risk -> order records), ``cyc[k]`` = ticks from
     the start of the L2 update just before it (the last book update of the frame) to its end: one
     book update -> book -> strategy -> risk -> order written. ``ev[i]`` = ticks of record i.
-    Returns k."""
+    The venue acknowledges every request right after the record that caused it, outside the
+    timed section (an ack is an exec event, not part of the md cycle). Returns k."""
     k = 0
     t_prev = np.uint64(0)
     prev_l2 = False
     for i in range(md.shape[0]):
         before = stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL]
         t0 = rdtsc()
-        engine.check_kill(meta, ords, stats, lat_hist, cal, oh, od, words)
+        engine.check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, oh, od,
+                          words)
         engine.handle_md(md, i * md.shape[1], px, qty, n, book_map, bstate, meta, params,
-                         state, quotes, ords, pnl, risk, stats, lat_hist, cal, oh, od, words)
+                         state, quotes, pnl, risk_p, om, led, rk, marks, obuf, dirty, stats,
+                         lat_hist, cal, oh, od, words)
         t1 = rdtsc()
         ev[i] = t1 - t0
         if stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL] != before:
             strat_cyc[k] = t1 - t0
             cyc[k] = t1 - t_prev if prev_l2 else t1 - t0
             k += 1
+            engine.ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty,
+                               stats, words, cal, ex_buf)
         prev_l2 = md[i, 8] == records.RT_L2_UPDATE
         t_prev = t0
     return k
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _risk_batches(risk, px, n, b, out, batch):
-    """out[j] = ticks for ``batch`` risk checks (varying price / side so nothing is hoisted)."""
+def _risk_batches(rk, om, led, px, n, b, now_ns, out, batch):
+    """out[j] = ticks for ``batch`` tier-1 checks (``risk.check_order``, every check, varying
+    price / side / qty so nothing is hoisted; passes take throttle tokens, so later calls end
+    in the throttle denial, the last check: every call runs the whole list)."""
     acc = 0
+    bid = px[b, 0, n[b, 0] - 1]
+    ask = px[b, 1, n[b, 1] - 1]
+    ref = (bid + ask) // 2
     for j in range(out.shape[0]):
         t0 = rdtsc()
         for k in range(batch):
             side = records.SIDE_BUY if (k & 1) == 0 else records.SIDE_SELL
-            p = px[b, 0, n[b, 0] - 1] + (k & 7)
-            acc += engine.risk_check(risk, px, n, b, side, p, 1 + (k & 3), k & 15, 0)
+            p = bid + (k & 7)
+            acc += risk.check_order(rk, om, led, b, side, p, 1 + (k & 3), ref, bid, ask, now_ns)
         out[j] = rdtsc() - t0
     return acc
 
@@ -137,13 +153,13 @@ def make_engine(syms: dict, spreads: dict, cal) -> engine.EngineState:
             tables.append({"kind": "avellaneda_stoikov", "venue": venue, "symbol": s,
                            "params": {"warmup_events": 1, "price_unit": unit,
                                       "requote_ticks": max(1, int(unit))}})
-    return engine.EngineState(syms, tables, {"collar_ticks": 1 << 40, "max_open_orders": 1 << 20},
-                              cal=cal, clord_base=1 << 20)
+    # the engine's default risk table: every tier-1 check on, wide limits
+    return engine.EngineState(syms, tables, None, cal=cal, clord_base=1 << 20)
 
 
 def _args(es: engine.EngineState, oh, od, words):
     return (es.px, es.qty, es.n, es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes,
-            es.ords, es.pnl, es.risk, es.stats, es.lat_hist, es.cal, oh, od, words)
+            es.pnl, es.risk, *es.gate_args(), es.stats, es.lat_hist, es.cal, oh, od, words)
 
 
 # ---------------------------------------------------------------------------- Python baseline
@@ -167,7 +183,8 @@ class PyEngine:
         self.params = es.params.copy()
         self.state = np.zeros_like(es.state).tolist()
         self.quotes = {}
-        self.risk = es.risk.tolist()
+        # the engine's previous (pre-OMS) tier-1 check: qty, collar, open orders
+        self.risk = {"max_qty": 1 << 40, "collar": 1 << 40, "max_open": 1 << 20}
         self.out = bytearray(records.ORDER_RECORD_SIZE * 1024)
         self.seq = 0
         self.clord = 1 << 20
@@ -231,9 +248,9 @@ class PyEngine:
 
     def risk_ok(self, bk, side, price, q):
         r = self.risk
-        if q <= 0 or q > r[engine.R_MAX_QTY] or len(self.quotes) >= r[engine.R_MAX_OPEN]:
+        if q <= 0 or q > r["max_qty"] or len(self.quotes) >= r["max_open"]:
             return False
-        bb, ba, c = bk[0].peekitem(-1)[0], bk[1].peekitem(0)[0], r[engine.R_COLLAR]
+        bb, ba, c = bk[0].peekitem(-1)[0], bk[1].peekitem(0)[0], r["collar"]
         return bb - c <= price <= ba + c
 
     def write(self, venue, instr, origin, i, slot, side, price, q):
@@ -284,14 +301,15 @@ def run(data_dir: Path, venues: list[str], min_events: int, python_records: int)
     cyc = np.zeros(md.shape[0], np.int64)
     scyc = np.zeros(md.shape[0], np.int64)
     ev = np.zeros(md.shape[0], np.int64)
-    _timed(md, *_args(es, oh, od, words), cyc, scyc, ev)
-    engine.replay(md, md.shape[0], *_args(make_engine(syms, spreads, cal), oh, od, words))
+    _timed(md, *_args(es, oh, od, words), es.ex_buf, cyc, scyc, ev)
+    es = make_engine(syms, spreads, cal)
+    engine.replay(md, md.shape[0], *_args(es, oh, od, words), es.ex_buf, True)
     # per-record timing, `reps` replays on fresh engines
     cycs, scycs, evs, orders = [], [], [], 0
     lat_hist = np.zeros(engine.LAT_BUCKETS, np.int64)
     for _ in range(reps):
         es = make_engine(syms, spreads, cal)
-        k = _timed(md, *_args(es, oh, od, words), cyc, scyc, ev)
+        k = _timed(md, *_args(es, oh, od, words), es.ex_buf, cyc, scyc, ev)
         cycs.append(cyc[:k].copy())
         scycs.append(scyc[:k].copy())
         evs.append(ev.copy())
@@ -307,17 +325,18 @@ def run(data_dir: Path, venues: list[str], min_events: int, python_records: int)
     for _ in range(reps):
         es = make_engine(syms, spreads, cal)
         t0 = time.perf_counter_ns()
-        engine.replay(md, md.shape[0], *_args(es, oh, od, words))
+        engine.replay(md, md.shape[0], *_args(es, oh, od, words), es.ex_buf, True)
         dt = time.perf_counter_ns() - t0
         best = dt if best is None else min(best, dt)
     events_per_s = md.shape[0] / (best / 1e9)
     # risk check alone
     es = make_engine(syms, spreads, cal)
-    engine.replay(md, md.shape[0], *_args(es, oh, od, words))
+    engine.replay(md, md.shape[0], *_args(es, oh, od, words), es.ex_buf, True)
     b = int(np.argmax(es.n.min(axis=1)))
     batches = np.zeros(2000, np.int64)
-    _risk_batches(es.risk, es.px, es.n, b, batches[:10], 1000)
-    _risk_batches(es.risk, es.px, es.n, b, batches, 1000)
+    now_ns = time.time_ns()
+    _risk_batches(es.rk, es.oms, es.led, es.px, es.n, b, now_ns, batches[:10], 1000)
+    _risk_batches(es.rk, es.oms, es.led, es.px, es.n, b, now_ns, batches, 1000)
     risk_ns = batches * to_ns / 1000.0
     # plain-Python baseline of the same cycle, same data
     py = python_baseline(make_engine(syms, spreads, cal), md, python_records)

@@ -15,58 +15,59 @@ Per md record (``handle_md``)::
                  lets them quote again
     other        ignored (BBO is not book state); unknown instruments are counted
 
-Working orders (``ords[S, Q_SLOTS, O_N]``) are tracked one per quote slot, optimistically: a new
-or replace is working as soon as it is written, a cancel frees the slot at once; exec reports
-correct the picture (a fill reduces leaves, a reject frees the slot). Client order ids are
-``(counter << 16) | (strategy << 8) | slot``, so an exec report finds its slot without a map, and
-the counter starts from ``clord_base`` (deterministic in a replay, time-derived in production).
+Orders go through the OMS (:mod:`appliance.hotpath.oms`) and the three-tier risk gate
+(:mod:`appliance.hotpath.risk`) over the ledger (:mod:`appliance.hotpath.positions`):
 
-The OMS and the three-tier risk gate of :mod:`appliance.hotpath.oms` / :mod:`.risk` (order
-table with pending states, exec-id dedup, exposure, breaker) are not wired in yet: they need the
-per-instrument ledger (tick/lot sizes, assets) of :mod:`.positions`. The seams are exactly four
-functions here: ``reconcile`` (-> oms.reconcile / new_order / replace_order / cancel_order +
-risk.check_*), ``handle_exec`` (-> oms.apply_exec), ``cancel_all`` (-> oms.live_rows +
-cancel_order) and ``_check_loss`` (-> risk.breaker_update).
+- ``reconcile``: quote slot ``s`` of strategy ``i`` is OMS quote slot ``i * Q_SLOTS + s``;
+  ``oms.reconcile`` says NEW / REPLACE / CANCEL / WAIT (a request in flight: the slot waits for
+  its ack), ``risk.check_order`` / ``check_replace`` / ``check_cancel`` gate it (a denial is
+  counted by reason in ``rk.denials`` and in ST_RISK_REJECTS), ``oms.new_order`` /
+  ``replace_order`` / ``cancel_order`` book it and ``oms.write_*`` renders the record, which
+  ``publish_order`` copies into the order ring (begin_write / end_write) with the strategy's
+  record flags. Cancels and replaces that move away from the other side go first, so a quote
+  pair shifting through its own prices does not trip self-trade prevention. A slot left out of
+  sync (denied, refused, waiting) marks the strategy ``dirty``: it is reconciled again on its
+  next event even when its quotes did not change. A take (IOC) is checked as a new order and
+  fires once. In REDUCING, an order on the side that unwinds the position is cut to the
+  quantity left to unwind; the gate refuses everything else.
+- ``handle_exec``: ``oms.apply_exec`` (exec-id dedup, state machine, ledger fills); a venue
+  reject feeds ``risk.on_venue_reject``; a fill goes to the strategy (``on_fill``, per-strategy
+  PnL for reporting) and to ``_breaker``.
+- ``_breaker`` (tiers 2 and 3), after every book batch (marks = book mids) and every fill:
+  ``risk.breaker_update`` (loss streak / drawdown -> REDUCING / PAUSED, reset at the configured
+  UTC time; equity below -max_loss -> HALTED and the kill switch set from compiled code), then
+  the state goes to the control block (``risk_state``: ``appliance status`` shows it).
+- ``cancel_all`` (kill, shutdown): ``oms.live_rows`` + ``cancel_order`` + ``write_cancel``,
+  no throttle.
 
-Risk (tier 1, ``risk_check``; every new and replace passes it): halted -> refused; qty in
-(0, max_qty]; price within ``collar_ticks`` of the far touch; at most ``max_open`` working orders.
-Tier 3: each strategy's PnL (realised + marked to mid, tick-lots summed over its legs) below
-``-max_loss_tl`` sets the kill switch from compiled code (source max loss).
+Instruments: the ledger / OMS / gate index ``ii`` is the book row (one per traded
+(venue, symbol)); tick_e8 / lot_e8 come from ``[engine.instruments."venue:SYMBOL"]`` (default
+1 / 1, the 1e-8 print grid of the md gateways); limits from ``[risk]`` (``risk.build_risk``; no
+table in a config = every order denied, logged at start). Times given to the gate are UTC ns
+(``clock.tsc_to_utc_ns``).
 
 Kill switch: every loop iteration reads the control block's kill flag. On a new kill epoch the
-engine sends a CANCEL for every working order, stops all new orders and replaces, and then writes
-``kill_ack_epoch`` (so an acknowledgement means the cancels are already on the order ring). Books
-and strategy state keep updating while HALTED; clearing the flag (manual reset) resumes trading.
+engine halts (no new orders or replaces), sends a CANCEL for every live order and writes
+``kill_ack_epoch`` once every cancel is on the order ring (so an acknowledgement means nothing is
+left working; an order whose replace is in flight is cancelled as soon as the venue answers
+the replace). Books and strategy state keep updating while HALTED; clearing the flag (manual
+reset) resumes trading (the gate re-halts at once if the loss is still beyond max_loss).
 
 Every order record carries the origin TSC of the md event that caused it; the engine adds
 ``now - origin`` (ns) to a log2 histogram (``lat_hist``) for every order it writes.
 
-Return codes of ``step``: STEP_OK, STEP_KILL_SEEN (a new kill epoch was acknowledged in this
-call: Python persists the halt), STEP_MAX_LOSS (this call set the kill switch on max loss).
+Return codes of ``step``: STEP_OK, STEP_KILL_SEEN (a kill epoch was acknowledged in this call:
+Python persists the halt), STEP_MAX_LOSS (this call set the kill switch on max loss).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import book, clock, control, records, ring, wait
+from appliance.hotpath import book, clock, control, oms, positions, records, ring, risk, wait
 from appliance.hotpath import strategies as strat
 from appliance.hotpath.intrinsics import load_relaxed, store_relaxed
 from appliance.hotpath.strategies import base
-
-# --- order slots ---------------------------------------------------------------------------------
-O_STATE = 0
-O_CLORD = 1
-O_PRICE = 2
-O_QTY = 3          # leaves qty
-O_SIDE = 4
-O_LEG = 5
-O_PREV = 6         # clord id before the last replace (its fills still count)
-O_N = 8
-
-OS_NONE = 0
-OS_WORKING = 1
-OS_IOC = 2         # an IOC sent from this slot (not cancellable; kept for its fills)
 
 # --- book state ----------------------------------------------------------------------------------
 BS_VALID = 0
@@ -74,23 +75,10 @@ BS_SNAP = 1        # inside a snapshot (book being rebuilt)
 BS_EVENTS = 2
 BS_N = 4
 
-# --- risk params (int64) -------------------------------------------------------------------------
-R_MAX_QTY = 0
-R_COLLAR = 1
-R_MAX_OPEN = 2
-R_MAX_LOSS = 3     # tick-lots; 0 = off
+# --- engine params (int64) ---------------------------------------------------------------------
 R_TIMER_TSC = 4    # strategy timer period in ticks
 R_STEP_TSC = 5     # a step returns to Python after at most about this many ticks
 R_N = 8
-
-RISK_OK = 0
-RISK_HALTED = 1
-RISK_QTY = 2
-RISK_COLLAR = 3
-RISK_MAX_OPEN = 4
-RISK_NO_BOOK = 5
-RISK_NAMES = {RISK_OK: "OK", RISK_HALTED: "HALTED", RISK_QTY: "QTY", RISK_COLLAR: "COLLAR",
-              RISK_MAX_OPEN: "MAX_OPEN", RISK_NO_BOOK: "NO_BOOK"}
 
 # --- stats (int64) ---------------------------------------------------------------------------------
 ST_MD = 0
@@ -111,7 +99,7 @@ ST_HALTED = 14
 ST_ACKED_EPOCH = 15
 ST_CLORD_NEXT = 16
 ST_LOOPS = 17
-ST_OPEN = 18
+ST_OPEN = 18       # filled in from the OMS by stats_dict (not kept on the hot path)
 ST_LAT_N = 19
 ST_LAT_SUM = 20
 ST_LAT_MAX = 21
@@ -121,7 +109,12 @@ ST_LAST_TIMER = 24
 ST_BOOK_INVALID = 25
 ST_SESSION_DOWN = 26
 ST_IGNORED = 27    # md / exec records of a kind the engine does not use (BBO, control...)
-ST_N = 32
+ST_OMS_REFUSED = 28   # the OMS refused a request the risk gate passed (table / live list full)
+ST_RISK_STATE = 29    # last records.RISK_* published to the control block
+ST_KILL_BUSY = 30     # orders a kill could not cancel yet (replace in flight): retried
+ST_EXEC_OTHER = 31    # duplicate / stale / cancel-reject exec reports (see the OMS counters)
+ST_KILL_EPOCH = 32    # kill epoch being handled (acknowledged once its cancels are all out)
+ST_N = 40
 STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batches",
               ST_BOOK_ERRORS: "book_errors", ST_UNKNOWN_INSTR: "unknown_instrument",
               ST_NEW: "new", ST_REPLACE: "replace", ST_CANCEL: "cancel",
@@ -130,7 +123,9 @@ STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batche
               ST_ACKS: "acks", ST_HALTED: "halted", ST_ACKED_EPOCH: "acked_epoch",
               ST_LOOPS: "loops", ST_OPEN: "open_orders", ST_LAT_N: "latency_n",
               ST_KILL_CANCELS: "kill_cancels", ST_EXEC: "exec", ST_BOOK_INVALID: "book_invalid",
-              ST_SESSION_DOWN: "session_down", ST_IGNORED: "ignored"}
+              ST_SESSION_DOWN: "session_down", ST_IGNORED: "ignored",
+              ST_OMS_REFUSED: "oms_refused", ST_KILL_BUSY: "kill_busy",
+              ST_EXEC_OTHER: "exec_other"}
 
 LAT_BUCKETS = 64   # lat_hist[k] counts orders with 2**(k-1) <= ns < 2**k
 
@@ -154,29 +149,6 @@ class EngineError(RuntimeError):
 # ------------------------------------------------------------------------------------------ numba
 
 @njit(cache=True, nogil=True, _nrt=False)
-def risk_check(risk, px, n, b, side, price, q, open_orders, halted):
-    """Tier-1 pre-trade check of one order; returns RISK_* (RISK_OK passes)."""
-    if halted != 0:
-        return RISK_HALTED
-    if q <= 0 or q > risk[R_MAX_QTY]:
-        return RISK_QTY
-    if open_orders >= risk[R_MAX_OPEN]:
-        return RISK_MAX_OPEN
-    nb = n[b, 0]
-    na = n[b, 1]
-    if nb <= 0 or na <= 0:
-        return RISK_NO_BOOK
-    collar = risk[R_COLLAR]
-    if side == records.SIDE_BUY:
-        if price > px[b, 1, na - 1] + collar or price < px[b, 0, nb - 1] - collar:
-            return RISK_COLLAR
-    else:
-        if price < px[b, 0, nb - 1] - collar or price > px[b, 1, na - 1] + collar:
-            return RISK_COLLAR
-    return RISK_OK
-
-
-@njit(cache=True, nogil=True, _nrt=False)
 def _lat(stats, lat_hist, cal, origin, now):
     """Add one order's latency (``now - origin`` ticks, in ns) to the histogram."""
     if origin <= 0:
@@ -198,155 +170,248 @@ def _lat(stats, lat_hist, cal, origin, now):
 
 _U8 = np.uint64(0xFF)
 _U16 = np.uint64(0xFFFF)
+_FLAGS_MASK = np.uint64(0xFFFF) << np.uint64(16)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def write_order(ord_hdr, ord_data, rtype, venue, instr, flags, origin, clord, sid, session, orig,
-                side, price, q, tif):
-    """Write one order record (RT_NEW_ORDER / RT_REPLACE / RT_CANCEL) straight into the next ring
-    slot, word by word (no record views: nothing to reference-count), and publish it. Every byte
-    of the record but the ring-owned ``ver`` / ``publish_tsc`` is written, padding included."""
+def publish_order(ord_hdr, ord_data, obuf, flags):
+    """Copy the order record the OMS rendered into ``obuf`` (uint8[128]) into the next order ring
+    slot, word by word (relaxed stores; the ring-owned ``ver`` and ``publish_tsc`` words are left
+    to the ring), with the strategy's record ``flags`` (post-only...) set, and publish it."""
     slot = ring.begin_write(ord_hdr, ord_data)
     b = np.uint64(slot) * np.uint64(ord_data.shape[1])
-    hw = (np.uint64(rtype) | (np.uint64(venue) << np.uint64(8)) | (np.uint64(flags) << np.uint64(16))
-          | (np.uint64(instr) << np.uint64(32)))
-    store_relaxed(ord_data, b + np.uint64(8), hw)
-    store_relaxed(ord_data, b + np.uint64(16), np.uint64(origin))
-    store_relaxed(ord_data, b + np.uint64(32), np.uint64(clord))
-    store_relaxed(ord_data, b + np.uint64(40), np.uint64(sid) | (np.uint64(session) << np.uint64(32)))
-    tail = (np.uint64(side) | (np.uint64(records.ORD_LIMIT) << np.uint64(8))
-            | (np.uint64(tif) << np.uint64(16)))
-    if rtype == records.RT_NEW_ORDER:
-        store_relaxed(ord_data, b + np.uint64(48), np.uint64(price))
-        store_relaxed(ord_data, b + np.uint64(56), np.uint64(q))
-        store_relaxed(ord_data, b + np.uint64(64), tail)
-        w = 72
-    elif rtype == records.RT_REPLACE:
-        store_relaxed(ord_data, b + np.uint64(48), np.uint64(orig))
-        store_relaxed(ord_data, b + np.uint64(56), np.uint64(price))
-        store_relaxed(ord_data, b + np.uint64(64), np.uint64(q))
-        store_relaxed(ord_data, b + np.uint64(72), tail)
-        w = 80
-    else:
-        store_relaxed(ord_data, b + np.uint64(48), np.uint64(orig))
-        store_relaxed(ord_data, b + np.uint64(56), np.uint64(q))
-        store_relaxed(ord_data, b + np.uint64(64), np.uint64(side))
-        w = 72
-    while w < ord_data.shape[1]:
-        store_relaxed(ord_data, b + np.uint64(w), np.uint64(0))
-        w += 8
+    w = np.uint64(8)
+    end = np.uint64(ord_data.shape[1])
+    if end > np.uint64(obuf.shape[0]):
+        end = np.uint64(obuf.shape[0])
+    while w < end:
+        if w != np.uint64(24):                    # publish_tsc (header offset 24) is the ring's
+            v = load_relaxed(obuf, w)
+            if w == np.uint64(8):
+                v = (v & ~_FLAGS_MASK) | ((np.uint64(flags) & _U16) << np.uint64(16))
+            store_relaxed(ord_data, b + w, v)
+        w += np.uint64(8)
     ring.end_write(ord_hdr, ord_data, slot)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _next_clord(stats, sid, slot):
-    c = stats[ST_CLORD_NEXT]
-    stats[ST_CLORD_NEXT] = c + 1
-    return (c << 16) | (sid << 8) | slot
+def _utc_ns(cal, now):
+    return np.int64(clock.tsc_to_utc_ns(cal, now))
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin, now):
-    leg = ords[i, s, O_LEG]
-    clord = _next_clord(stats, meta[i, base.M_ID], s)
-    write_order(ord_hdr, ord_data, records.RT_CANCEL, meta[i, base.M_VENUE + leg],
-                meta[i, base.M_INSTR + leg], 0, origin, clord, meta[i, base.M_ID],
-                meta[i, base.M_SESSION + leg], ords[i, s, O_CLORD], ords[i, s, O_SIDE], 0,
-                ords[i, s, O_QTY], 0)
-    ords[i, s, O_STATE] = OS_NONE
+def _publish_state(rk, stats, words):
+    """Mirror the risk gate's state (records.RISK_*) into the control block when it changed."""
+    st = rk.state[risk.R_STATE]
+    if st != stats[ST_RISK_STATE]:
+        stats[ST_RISK_STATE] = st
+        control.set_risk_state(words, st)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _breaker(led, rk, marks, stats, words, now_ns):
+    """Tiers 2 and 3 after fills and book batches: ``risk.breaker_update`` (loss streak, drawdown
+    -> REDUCING / PAUSED; equity below -max_loss -> HALTED and the kill switch set from compiled
+    code), then publish the state. Returns STEP_MAX_LOSS when this call set the kill switch."""
+    was = control.kill_requested(words)
+    risk.breaker_update(rk, led, marks, now_ns, words)
+    _publish_state(rk, stats, words)
+    if not was and control.kill_requested(words) and rk.state[risk.R_CAUSE] == risk.CB_MAX_LOSS:
+        return STEP_MAX_LOSS
+    return STEP_OK
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _leg_of(meta, i, b):
+    """Strategy ``i``'s leg trading book ``b`` (0 when none matches)."""
+    for leg in range(meta[i, base.M_NLEGS]):
+        if meta[i, base.M_BOOK + leg] == b:
+            return leg
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _send_cancel(om, led, rk, row, obuf, stats, lat_hist, cal, ord_hdr, ord_data, origin, now,
+                 now_ns, session, forced):
+    """Cancel order ``row`` through the OMS (and the cancel throttle unless ``forced``, the kill
+    path); 1 if a CANCEL went on the ring."""
+    if not forced and risk.check_cancel(rk, led, om.orders[row].ii, now_ns) != risk.RJ_OK:
+        stats[ST_RISK_REJECTS] += 1
+        return 0
+    if oms.cancel_order(om, row, now_ns) < 0:
+        stats[ST_OMS_REFUSED] += 1
+        return 0
+    oms.write_cancel(om, row, obuf, origin, session)
+    publish_order(ord_hdr, ord_data, obuf, 0)
     stats[ST_CANCEL] += 1
-    stats[ST_OPEN] -= 1
     _lat(stats, lat_hist, cal, origin, now)
+    return 1
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr, ord_data):
-    """Turn strategy ``i``'s quote slots into new / replace / cancel records (via risk)."""
-    halted = stats[ST_HALTED]
+def reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal, ord_hdr,
+              ord_data):
+    """Turn strategy ``i``'s quote slots into new / replace / cancel records: ``oms.reconcile``
+    says what a slot needs (quote slot ``i * Q_SLOTS + s``), the risk gate checks it
+    (``risk.check_order`` / ``check_replace`` / ``check_cancel``; a denial is counted in
+    ``rk.denials`` by reason and in ST_RISK_REJECTS), the OMS books it and renders the record."""
+    if stats[ST_HALTED] != 0:
+        for s in range(base.Q_SLOTS):
+            if quotes[i, s, base.Q_STATE] == base.QS_TAKE:
+                quotes[i, s, base.Q_STATE] = base.QS_OFF
+        return
     sid = meta[i, base.M_ID]
+    dirty[i] = 0
     now = clock.now(cal)        # one clock read per reconciliation: every order's latency end
+    now_ns = _utc_ns(cal, now)
+    # two passes: cancels and replaces that move away from the other side first, then the rest,
+    # so a quote pair shifting through its own old prices does not self-trade (risk STP)
+    for ps in range(2):
+        _reconcile_pass(i, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty, stats,
+                        lat_hist, cal, ord_hdr, ord_data, now, now_ns)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _reconcile_pass(i, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist,
+                    cal, ord_hdr, ord_data, now, now_ns):
+    """One pass of ``reconcile``; a slot left out of sync (denied, refused, or waiting for a
+    request in flight) marks the strategy ``dirty``: it is reconciled again on its next event."""
     for s in range(base.Q_SLOTS):
         qs = quotes[i, s, base.Q_STATE]
-        os_ = ords[i, s, O_STATE]
-        if halted != 0:
-            if qs == base.QS_TAKE:
-                quotes[i, s, base.Q_STATE] = base.QS_OFF
-            continue
         origin = quotes[i, s, base.Q_ORIGIN]
-        if qs == base.QS_OFF:
-            if os_ == OS_WORKING:
-                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin,
-                             now)
-            continue
         leg = quotes[i, s, base.Q_LEG]
         b = meta[i, base.M_BOOK + leg]
         side = quotes[i, s, base.Q_SIDE]
         price = quotes[i, s, base.Q_PRICE]
         q = quotes[i, s, base.Q_QTY]
-        if qs == base.QS_QUOTE and os_ == OS_WORKING:
-            if (ords[i, s, O_PRICE] == price and ords[i, s, O_QTY] == q
-                    and ords[i, s, O_SIDE] == side and ords[i, s, O_LEG] == leg):
+        slot_q = i * base.Q_SLOTS + s
+        r = oms.quote_row(om, slot_q)
+        if qs != base.QS_OFF and rk.state[risk.R_STATE] == records.RISK_REDUCING:
+            # reduce-only: an order on the side that unwinds the position is cut to what is
+            # left to unwind (the gate still checks it); the other side is left to the gate
+            pos = led.pos[b].qty
+            room = 0
+            unwinds = False
+            if side == records.SIDE_BUY and pos < 0:
+                room = -pos - om.agg[b, oms.G_OPEN_BUY]
+                unwinds = True
+            elif side == records.SIDE_SELL and pos > 0:
+                room = pos - om.agg[b, oms.G_OPEN_SELL]
+                unwinds = True
+            if unwinds and r >= 0 and qs != base.QS_TAKE and om.orders[r].side == side:
+                room += om.orders[r].exposure
+            if 0 < room < q:
+                q = room
+        want = q if qs == base.QS_QUOTE else 0
+        if r >= 0 and qs != base.QS_TAKE:
+            o = om.orders[r]
+            if want > 0 and (o.side != side or o.ii != b):
+                want = 0                 # side / leg changed: cancel first, quote after the ack
+        nb = n[b, 0]
+        na = n[b, 1]
+        bid = px[b, 0, nb - 1] if nb > 0 else 0
+        ask = px[b, 1, na - 1] if na > 0 else 0
+        ref = (bid + ask) // 2 if nb > 0 and na > 0 else 0
+        if qs == base.QS_TAKE:
+            if ps == 0:
                 continue
-            rc = risk_check(risk, px, n, b, side, price, q, stats[ST_OPEN] - 1, halted)
-            if rc != RISK_OK:
+            quotes[i, s, base.Q_STATE] = base.QS_OFF     # a take fires once, pass or fail
+            rc = risk.check_order(rk, om, led, b, side, price, q, ref, bid, ask, now_ns)
+            if rc != risk.RJ_OK:
                 stats[ST_RISK_REJECTS] += 1
+                dirty[i] = 1
                 continue
-            clord = _next_clord(stats, sid, s)
-            write_order(ord_hdr, ord_data, records.RT_REPLACE, meta[i, base.M_VENUE + leg],
-                        meta[i, base.M_INSTR + leg], quotes[i, s, base.Q_FLAGS], origin, clord,
-                        sid, meta[i, base.M_SESSION + leg], ords[i, s, O_CLORD], side, price, q,
-                        quotes[i, s, base.Q_TIF])
-            ords[i, s, O_PREV] = ords[i, s, O_CLORD]
-            ords[i, s, O_CLORD] = clord
-            ords[i, s, O_PRICE] = price
-            ords[i, s, O_QTY] = q
-            ords[i, s, O_SIDE] = side
-            stats[ST_REPLACE] += 1
+            row = oms.new_order(om, led, b, side, price, q, quotes[i, s, base.Q_TIF], sid, -1,
+                                now_ns)
+            if row < 0:
+                stats[ST_OMS_REFUSED] += 1
+                dirty[i] = 1
+                continue
+            oms.write_new(om, row, obuf, origin, meta[i, base.M_SESSION + leg])
+            publish_order(ord_hdr, ord_data, obuf, quotes[i, s, base.Q_FLAGS])
+            stats[ST_NEW] += 1
             _lat(stats, lat_hist, cal, origin, now)
             continue
-        # a new order: a resting quote with nothing working, or a take
-        rc = risk_check(risk, px, n, b, side, price, q, stats[ST_OPEN], halted)
-        if qs == base.QS_TAKE:
-            quotes[i, s, base.Q_STATE] = base.QS_OFF     # a take fires once, pass or fail
-        if rc != RISK_OK:
-            stats[ST_RISK_REJECTS] += 1
+        act = oms.reconcile(om, slot_q, price, want, 0, 0)
+        away = act == oms.ACT_CANCEL or (act == oms.ACT_REPLACE and (
+            (side == records.SIDE_BUY and price <= om.orders[r].price)
+            or (side != records.SIDE_BUY and price >= om.orders[r].price)))
+        if away != (ps == 0):
             continue
-        clord = _next_clord(stats, sid, s)
-        write_order(ord_hdr, ord_data, records.RT_NEW_ORDER, meta[i, base.M_VENUE + leg],
-                    meta[i, base.M_INSTR + leg], quotes[i, s, base.Q_FLAGS], origin, clord, sid,
-                    meta[i, base.M_SESSION + leg], 0, side, price, q, quotes[i, s, base.Q_TIF])
-        ords[i, s, O_PREV] = 0
-        ords[i, s, O_CLORD] = clord
-        ords[i, s, O_PRICE] = price
-        ords[i, s, O_QTY] = q
-        ords[i, s, O_SIDE] = side
-        ords[i, s, O_LEG] = leg
-        if qs == base.QS_TAKE:
-            ords[i, s, O_STATE] = OS_IOC
-        else:
-            ords[i, s, O_STATE] = OS_WORKING
-            stats[ST_OPEN] += 1
-        stats[ST_NEW] += 1
-        _lat(stats, lat_hist, cal, origin, now)
+        if act == oms.ACT_NEW:
+            rc = risk.check_order(rk, om, led, b, side, price, q, ref, bid, ask, now_ns)
+            if rc != risk.RJ_OK:
+                stats[ST_RISK_REJECTS] += 1
+                dirty[i] = 1
+                continue
+            row = oms.new_order(om, led, b, side, price, q, quotes[i, s, base.Q_TIF], sid, slot_q,
+                                now_ns)
+            if row < 0:
+                stats[ST_OMS_REFUSED] += 1
+                dirty[i] = 1
+                continue
+            oms.write_new(om, row, obuf, origin, meta[i, base.M_SESSION + leg])
+            publish_order(ord_hdr, ord_data, obuf, quotes[i, s, base.Q_FLAGS])
+            stats[ST_NEW] += 1
+            _lat(stats, lat_hist, cal, origin, now)
+        elif act == oms.ACT_REPLACE:
+            rc = risk.check_replace(rk, om, led, r, price, q, ref, bid, ask, now_ns)
+            if rc != risk.RJ_OK:
+                stats[ST_RISK_REJECTS] += 1
+                dirty[i] = 1
+                continue
+            row = oms.replace_order(om, led, r, price, q, now_ns)
+            if row < 0:
+                stats[ST_OMS_REFUSED] += 1
+                dirty[i] = 1
+                continue
+            oms.write_replace(om, row, obuf, origin, meta[i, base.M_SESSION + leg])
+            publish_order(ord_hdr, ord_data, obuf, quotes[i, s, base.Q_FLAGS])
+            stats[ST_REPLACE] += 1
+            _lat(stats, lat_hist, cal, origin, now)
+        elif act == oms.ACT_WAIT:
+            dirty[i] = 1
+        elif act == oms.ACT_CANCEL:
+            if _send_cancel(om, led, rk, r, obuf, stats, lat_hist, cal, ord_hdr, ord_data, origin,
+                         now, now_ns, meta[i, base.M_SESSION + _leg_of(meta, i, om.orders[r].ii)],
+                         False) == 0:
+                dirty[i] = 1
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, origin):
-    """A CANCEL for every working order of every strategy; returns how many."""
+def cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data, origin):
+    """A CANCEL for every live order (``oms.live_rows``; no throttle: this is the kill path);
+    returns how many went out. Orders with a replace in flight cannot be cancelled until it is
+    answered: they are counted in ST_KILL_BUSY and ``check_kill`` retries them."""
+    now_ns = _utc_ns(cal, origin)
+    cnt = oms.live_rows(om, -1, rows)
     k = 0
-    for i in range(meta.shape[0]):
-        for s in range(base.Q_SLOTS):
-            if ords[i, s, O_STATE] == OS_WORKING:
-                _cancel_slot(i, s, meta, ords, stats, ord_hdr, ord_data, cal, lat_hist, origin,
-                             origin)
-                k += 1
+    busy = 0
+    for j in range(cnt):
+        r = rows[j]
+        o = om.orders[r]
+        st = o.state
+        if st == oms.OS_PENDING_REPLACE:
+            if o.is_repl == 0:
+                busy += 1            # the pair counts once (its old row)
+            continue
+        if st != oms.OS_NEW and st != oms.OS_PARTIAL and st != oms.OS_PENDING_NEW:
+            continue                 # a cancel is already pending
+        sess = 0
+        st_i = np.int64(o.strategy)
+        if st_i < meta.shape[0]:
+            sess = meta[st_i, base.M_SESSION + _leg_of(meta, st_i, o.ii)]
+        k += _send_cancel(om, led, rk, r, obuf, stats, lat_hist, cal, ord_hdr, ord_data, origin,
+                          origin, now_ns, sess, True)
     stats[ST_KILL_CANCELS] += k
+    stats[ST_KILL_BUSY] = busy
     return k
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _equity(i, meta, pnl, px, n):
-    """Strategy ``i``'s PnL in tick-lots: cash + position marked at each leg's mid."""
+    """Strategy ``i``'s PnL in tick-lots: cash + position marked at each leg's mid (reporting;
+    the risk gate works on the ledger, in e8 of the quote asset)."""
     tot = 0
     for leg in range(meta[i, base.M_NLEGS]):
         pos = pnl[i, leg, PNL_POS]
@@ -360,18 +425,6 @@ def _equity(i, meta, pnl, px, n):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _check_loss(i, meta, pnl, px, n, risk, stats, words, cal):
-    """Tier 3: set the kill switch when strategy ``i`` lost more than max_loss; 1 if it did."""
-    if risk[R_MAX_LOSS] <= 0 or stats[ST_HALTED] != 0 or control.kill_requested(words):
-        return 0
-    if _equity(i, meta, pnl, px, n) < -risk[R_MAX_LOSS]:
-        control.request_kill(words, control.SOURCE_MAX_LOSS,
-                             np.uint64(clock.tsc_to_utc_ns(cal, clock.now(cal))))
-        return 1
-    return 0
-
-
-@njit(cache=True, nogil=True, _nrt=False)
 def _wants(meta, i, b):
     for leg in range(meta[i, base.M_NLEGS]):
         if meta[i, base.M_BOOK + leg] == b:
@@ -380,11 +433,11 @@ def _wants(meta, i, b):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
-              risk, stats, lat_hist, cal, ord_hdr, ord_data, words):
+def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
+              om, led, rk, marks, obuf, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words):
     """Apply the md record at byte ``roff`` of ``rec`` (a uint8 buffer or a uint8[N, 64] block)
-    and run what it triggers; returns STEP_MAX_LOSS when a strategy's loss set the kill switch,
-    else STEP_OK. Fields are read as aligned 64-bit words (no record views on the hot path)."""
+    and run what it triggers; returns STEP_MAX_LOSS when the loss set the kill switch, else
+    STEP_OK. Fields are read as aligned 64-bit words (no record views on the hot path)."""
     stats[ST_MD] += 1
     o = np.uint64(roff)
     w = load_relaxed(rec, o + np.uint64(8))
@@ -436,15 +489,17 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
             else:
                 bstate[b, BS_VALID] = 1
         bstate[b, BS_EVENTS] += 1
+        if n[b, 0] > 0 and n[b, 1] > 0:
+            marks[b] = (px[b, 0, n[b, 0] - 1] + px[b, 1, n[b, 1] - 1]) // 2
+        # tiers 2/3 first, so this batch's orders already see REDUCING / PAUSED / HALTED
+        rc = _breaker(led, rk, marks, stats, words, _utc_ns(cal, clock.now(cal)))
         for i in range(meta.shape[0]):
             if not _wants(meta, i, b):
                 continue
             if strat.on_book(i, meta, params, state, quotes, px, qty, n, b, origin, origin) \
-                    != base.UNCHANGED:
-                reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
-                          ord_data)
-            if _check_loss(i, meta, pnl, px, n, risk, stats, words, cal) != 0:
-                rc = STEP_MAX_LOSS
+                    != base.UNCHANGED or dirty[i] != 0:
+                reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal,
+                          ord_hdr, ord_data)
         return rc
     if rt == records.RT_TRADE:
         stats[ST_TRADES] += 1
@@ -455,17 +510,20 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
             if not _wants(meta, i, b):
                 continue
             if strat.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side,
-                              origin, origin) != base.UNCHANGED:
-                reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal, ord_hdr,
-                          ord_data)
+                              origin, origin) != base.UNCHANGED or dirty[i] != 0:
+                reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal,
+                          ord_hdr, ord_data)
         return STEP_OK
     stats[ST_IGNORED] += 1
     return STEP_OK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def handle_exec(rec, px, n, meta, params, state, quotes, ords, pnl, risk, stats, words, cal):
-    """Apply one exec record (uint8[128]); returns STEP_MAX_LOSS or STEP_OK."""
+def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty, stats, words,
+                cal):
+    """Apply one exec record (uint8[128]) through ``oms.apply_exec`` (dedup, state machine,
+    ledger); a venue reject feeds the reject-rate breaker, a fill goes to the strategy and the
+    breaker. Returns STEP_MAX_LOSS or STEP_OK."""
     stats[ST_EXEC] += 1
     rt = rec[8]
     if rt == records.RT_SESSION:
@@ -473,93 +531,101 @@ def handle_exec(rec, px, n, meta, params, state, quotes, ords, pnl, risk, stats,
         if s[0].state == records.SESSION_DOWN:
             stats[ST_SESSION_DOWN] += 1
         return STEP_OK
-    if rt != records.RT_FILL and rt != records.RT_REJECT and rt != records.RT_ACK:
+    now_ns = _utc_ns(cal, clock.now(cal))
+    code = oms.apply_exec(om, led, rec, now_ns)
+    if code == oms.EX_IGNORED:
         stats[ST_IGNORED] += 1
         return STEP_OK
-    a = rec.view(records.ACK)   # clord_id / orig / strategy share offsets across exec kinds
-    clord = np.int64(a[0].clord_id)
-    i = (clord >> 8) & 0xFF
-    s = clord & 0xFF
-    if i >= meta.shape[0] or s >= base.Q_SLOTS or meta[i, base.M_ID] != i:
+    if code == oms.EX_UNKNOWN or code == oms.EX_INVALID:
         stats[ST_EXEC_UNMATCHED] += 1
         return STEP_OK
-    cur = ords[i, s, O_CLORD]
-    if clord != cur and clord != ords[i, s, O_PREV]:
-        stats[ST_EXEC_UNMATCHED] += 1
-        return STEP_OK
-    if rt == records.RT_ACK:
+    a = rec.view(records.ACK)     # clord_id / orig_clord_id share offsets across exec kinds
+    r = oms.find_order(om, a[0].clord_id)
+    if r < 0:
+        r = oms.find_order(om, a[0].orig_clord_id)
+    if r >= 0 and np.int64(om.orders[r].strategy) < dirty.shape[0]:
+        dirty[np.int64(om.orders[r].strategy)] = 1     # its quotes may go out now
+    if code == oms.EX_ACK:
         stats[ST_ACKS] += 1
-        if (a[0].exec_type == records.EXEC_CANCELED and clord == cur
-                and ords[i, s, O_STATE] == OS_WORKING):
-            ords[i, s, O_STATE] = OS_NONE       # cancelled by the venue
-            stats[ST_OPEN] -= 1
         return STEP_OK
-    if rt == records.RT_REJECT:
+    if code == oms.EX_REJECT:
         stats[ST_EXEC_REJECTS] += 1
-        r = rec.view(records.REJECT)
-        if r[0].is_cancel_reject == 0 and clord == cur and ords[i, s, O_STATE] != OS_NONE:
-            if ords[i, s, O_STATE] == OS_WORKING:
-                stats[ST_OPEN] -= 1
-            ords[i, s, O_STATE] = OS_NONE
+        risk.on_venue_reject(rk, now_ns)
+        _publish_state(rk, stats, words)
+        return STEP_OK
+    if code != oms.EX_FILL:
+        stats[ST_EXEC_OTHER] += 1      # duplicate, stale, cancel reject: the OMS counts each
         return STEP_OK
     f = rec.view(records.FILL)
     stats[ST_FILLS] += 1
-    leg = ords[i, s, O_LEG]
-    side = f[0].side
-    price = f[0].last_price
-    q = f[0].last_qty
-    if side == records.SIDE_BUY:
-        pnl[i, leg, PNL_POS] += q
-        pnl[i, leg, PNL_CASH] -= q * price
-    else:
-        pnl[i, leg, PNL_POS] -= q
-        pnl[i, leg, PNL_CASH] += q * price
-    pnl[i, leg, PNL_FEES] += f[0].fee
-    if clord == cur:
-        ords[i, s, O_QTY] = f[0].leaves_qty
-        if f[0].leaves_qty <= 0 and ords[i, s, O_STATE] != OS_NONE:
-            if ords[i, s, O_STATE] == OS_WORKING:
-                stats[ST_OPEN] -= 1
-            ords[i, s, O_STATE] = OS_NONE
-    strat.on_fill(i, meta, params, state, quotes, leg, side, price, q,
-                  np.int64(f[0].origin_tsc))
-    if _check_loss(i, meta, pnl, px, n, risk, stats, words, cal) != 0:
-        return STEP_MAX_LOSS
-    return STEP_OK
+    if r >= 0:
+        i = np.int64(om.orders[r].strategy)
+        if i < meta.shape[0]:
+            leg = _leg_of(meta, i, om.orders[r].ii)
+            side = np.int64(f[0].side)
+            price = np.int64(f[0].last_price)
+            q = np.int64(f[0].last_qty)
+            if side == records.SIDE_BUY:
+                pnl[i, leg, PNL_POS] += q
+                pnl[i, leg, PNL_CASH] -= q * price
+            else:
+                pnl[i, leg, PNL_POS] -= q
+                pnl[i, leg, PNL_CASH] += q * price
+            pnl[i, leg, PNL_FEES] += f[0].fee
+            strat.on_fill(i, meta, params, state, quotes, leg, side, price, q,
+                          np.int64(f[0].origin_tsc))
+    return _breaker(led, rk, marks, stats, words, now_ns)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words):
-    """Read the kill switch; on a new epoch cancel everything and acknowledge. Returns
-    STEP_KILL_SEEN when this call acknowledged a new epoch."""
+def check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+               words):
+    """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
+    Orders whose replace is in flight cannot be cancelled until the venue answers it: they are
+    retried on every call, and the epoch is acknowledged once every cancel is on the order ring
+    (so an acknowledgement still means nothing is left working). Returns STEP_KILL_SEEN when this
+    call acknowledged an epoch."""
     if control.kill_requested(words):
         ep = np.int64(control.kill_epoch(words))
-        if stats[ST_HALTED] == 0 or stats[ST_ACKED_EPOCH] != ep:
+        now = clock.now(cal)
+        if stats[ST_HALTED] == 0 or stats[ST_KILL_EPOCH] != ep:
             stats[ST_HALTED] = 1
-            now = clock.now(cal)
-            cancel_all(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, now)
+            stats[ST_KILL_EPOCH] = ep
+            cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+                       now)
+            risk.breaker_update(rk, led, marks, _utc_ns(cal, now), words)   # -> HALTED
+            stats[ST_RISK_STATE] = records.RISK_HALTED
             control.set_risk_state(words, records.RISK_HALTED)
+        elif stats[ST_KILL_BUSY] != 0:
+            cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+                       now)
+        if stats[ST_ACKED_EPOCH] != ep and stats[ST_KILL_BUSY] == 0:
             control.ack_kill(words, np.uint64(ep), np.uint64(clock.tsc_to_utc_ns(cal, now)))
             stats[ST_ACKED_EPOCH] = ep
             return STEP_KILL_SEEN
         return STEP_OK
     if stats[ST_HALTED] != 0:
-        stats[ST_HALTED] = 0          # manual reset cleared the flag
-        control.set_risk_state(words, records.RISK_RUNNING)
+        stats[ST_HALTED] = 0          # manual reset cleared the flag: the gate resumes
+        stats[ST_KILL_BUSY] = 0
+        risk.breaker_update(rk, led, marks, _utc_ns(cal, clock.now(cal)), words)
+        stats[ST_RISK_STATE] = -1
+        _publish_state(rk, stats, words)
     return STEP_OK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data, words,
-         actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
-         risk, stats, lat_hist, wparams, wstate, md_buf, ex_buf, max_iters):
+         actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
+         om, led, rk, marks, obuf, rows, dirty, stats, lat_hist, wparams, wstate, md_buf, ex_buf,
+         max_iters):
     """Poll every input up to ``max_iters`` times or for about a millisecond, whichever ends
     first (see the module docstring); returns STEP_* (the most important event of the call)."""
     ret = STEP_OK
     t_start = clock.now(cal)
     for _ in range(max_iters):
         stats[ST_LOOPS] += 1
-        k = check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words)
+        k = check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr,
+                       ord_data, words)
         if k > ret:
             ret = k
         work = 0
@@ -567,28 +633,29 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
             if ring.poll(md_hdrs[r], md_datas[r], md_curs[r], md_buf) == 1:
                 work += 1
                 c = handle_md(md_buf, 0, px, qty, n, book_map, bstate, meta, params, state, quotes,
-                              ords, pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
+                              pnl, risk_p, om, led, rk, marks, obuf, dirty, stats, lat_hist, cal,
+                              ord_hdr, ord_data, words)
                 if c > ret:
                     ret = c
         if ring.poll(ex_hdr, ex_data, ex_cur, ex_buf) == 1:
             work += 1
-            c = handle_exec(ex_buf, px, n, meta, params, state, quotes, ords, pnl, risk, stats,
-                            words, cal)
+            c = handle_exec(ex_buf, meta, params, state, quotes, pnl, om, led, rk, marks, dirty,
+                            stats, words, cal)
             if c > ret:
                 ret = c
         now = clock.now(cal)
-        if now - stats[ST_LAST_TIMER] >= risk[R_TIMER_TSC]:
+        if now - stats[ST_LAST_TIMER] >= risk_p[R_TIMER_TSC]:
             stats[ST_LAST_TIMER] = now
             for i in range(meta.shape[0]):
                 if strat.on_timer(i, meta, params, state, quotes, px, qty, n, now) \
-                        != base.UNCHANGED:
-                    reconcile(i, meta, quotes, ords, px, n, risk, stats, lat_hist, cal,
-                              ord_hdr, ord_data)
+                        != base.UNCHANGED or dirty[i] != 0:
+                    reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist,
+                              cal, ord_hdr, ord_data)
         if work == 0:
             wait.idle(wparams, wstate)
         else:
             wait.reset(wstate)
-        if now - t_start >= risk[R_STEP_TSC]:
+        if now - t_start >= risk_p[R_STEP_TSC]:
             break                      # back to Python about every millisecond (signals)
     now = clock.now(cal)
     control.heartbeat(words, actor_idx, np.uint64(clock.tsc_to_utc_ns(cal, now)))
@@ -596,14 +663,75 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, quotes, ords, pnl,
-           risk, stats, lat_hist, cal, ord_hdr, ord_data, words):
+def ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty, stats, words,
+                cal, ex_buf):
+    """Act as a venue that accepts every request at once: an ACK (NEW / CANCELED / REPLACED;
+    EXPIRED for an IOC, which nobody fills here) for every live order with a request in flight, applied through ``handle_exec`` exactly as a
+    gateway's report would be. Used by ``replay`` with ``venue_acks`` (replays and the bench have
+    no exchange; without acks the OMS rightly waits and never re-quotes). Returns acks applied."""
+    cnt = oms.live_rows(om, -1, rows)
+    k = 0
+    for j in range(cnt):
+        r = rows[j]
+        o = om.orders[r]
+        st = o.state
+        if st != oms.OS_PENDING_NEW and st != oms.OS_PENDING_CANCEL and not (
+                st == oms.OS_PENDING_REPLACE and o.is_repl != 0):
+            continue
+        ex_buf[:] = 0
+        a = ex_buf.view(records.ACK)[0]
+        a.rtype = records.RT_ACK
+        a.venue = o.venue
+        a.instrument = o.instrument
+        a.strategy = o.strategy
+        a.price = o.price
+        a.qty = o.qty
+        a.leaves_qty = o.leaves
+        a.cum_qty = o.cum_qty
+        a.side = o.side
+        if st == oms.OS_PENDING_NEW and o.tif == records.TIF_IOC:
+            a.clord_id = o.clord_id                # an IOC nobody fills expires at once
+            a.exec_type = oms.EXEC_EXPIRED
+            a.ord_status = oms.EXEC_EXPIRED
+            a.leaves_qty = 0
+        elif st == oms.OS_PENDING_NEW:
+            a.clord_id = o.clord_id
+            a.exec_type = records.EXEC_NEW
+            a.ord_status = records.EXEC_NEW
+        elif st == oms.OS_PENDING_CANCEL:
+            a.clord_id = o.cancel_id
+            a.orig_clord_id = o.clord_id
+            a.exec_type = records.EXEC_CANCELED
+            a.ord_status = records.EXEC_CANCELED
+            a.leaves_qty = 0
+        else:
+            a.clord_id = o.clord_id
+            a.orig_clord_id = o.orig_clord_id
+            a.exec_type = records.EXEC_REPLACED
+            a.ord_status = records.EXEC_NEW
+        handle_exec(ex_buf, meta, params, state, quotes, pnl, om, led, rk, marks, dirty, stats,
+                    words, cal)
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
+           om, led, rk, marks, obuf, rows, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words,
+           ex_buf, venue_acks):
     """Feed ``n_rec`` md records (rows of uint8[.., 64]) straight through ``handle_md``, checking
-    the kill switch before each (the in-process replay used by tests and the bench)."""
+    the kill switch before each (the in-process replay used by tests and the bench). With
+    ``venue_acks`` every request the records cause is acknowledged at once (``ack_pending``)."""
     for k in range(n_rec):
-        check_kill(meta, ords, stats, lat_hist, cal, ord_hdr, ord_data, words)
+        check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+                   words)
+        before = stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]
         handle_md(md_data, k * md_data.shape[1], px, qty, n, book_map, bstate, meta, params,
-                  state, quotes, ords, pnl, risk, stats, lat_hist, cal, ord_hdr, ord_data, words)
+                  state, quotes, pnl, risk_p, om, led, rk, marks, obuf, dirty, stats, lat_hist, cal,
+                  ord_hdr, ord_data, words)
+        if venue_acks and stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL] != before:
+            ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty, stats,
+                        words, cal, ex_buf)
     return stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]
 
 
@@ -611,31 +739,65 @@ def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, qu
 
 # [engine] table: name -> (default, minimum)
 ENGINE_KEYS = {
-    "max_order_qty": (1_000_000, 1),     # lots per order (tier 1)
-    "collar_ticks": (1_000_000, 0),      # max distance of a price from the far touch (tier 1)
-    "max_open_orders": (64, 0),          # working orders over all strategies (tier 1)
-    "max_loss": (0, 0),                  # tick-lots per strategy, 0 = off (tier 3 -> kill)
     "timer_ms": (10, 1),                 # strategy timer period
     "book_levels": (512, 8),             # levels kept per book side
     "max_iters": (4096, 1),              # polls per compiled step before Python looks around
-    "clord_base": (0, 0),                # 0 = derived from the start time (unique per start)
+    "clord_base": (0, 0),                # first clord_id; 0 = derived from the start time
+    "order_capacity": (4096, 2),         # OMS rows (live + recently finished orders)
+    "max_live": (32, 1),                 # live orders per instrument the OMS can track
 }
+# [engine.instruments."venue:SYMBOL"]: the instrument's grid, in 1e-8 of its quote / base asset
+INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
+
+# Risk limits EngineState uses when it is given no [risk] table (tests, bench, replays): every
+# check is on but wide, the throttle allows 100k orders/s, balances are not checked (the engine
+# has no balance feed). A production config says its own limits in [risk] (see risk.py).
+DEFAULT_RISK_LIMITS = {"max_qty": 1_000_000, "max_notional": 1e9, "max_position": 10_000_000,
+                       "max_open_orders": 64, "collar_bps": 10_000, "max_spread_ticks": 10**12,
+                       "self_trade_prevention": True}
+DEFAULT_RISK_VENUE = {"rate_per_s": 100_000, "burst": 10_000, "check_balance": False}
+
+
+def default_risk_table(venues) -> dict:
+    """The [risk] table EngineState uses when given none (see DEFAULT_RISK_LIMITS)."""
+    return {"limits": dict(DEFAULT_RISK_LIMITS),
+            "venues": {v: dict(DEFAULT_RISK_VENUE) for v in venues}}
 
 
 def engine_settings(table: dict | None) -> dict:
-    """Validated [engine] settings (unknown keys rejected by name)."""
+    """Validated [engine] settings (unknown keys rejected by name); ``instruments`` maps
+    "venue:SYMBOL" -> {tick_e8, lot_e8} (validated against the books in EngineState)."""
     table = table or {}
     if not isinstance(table, dict):
         raise EngineError("engine: expected a table")
     out = {}
     for key in table:
-        if key not in ENGINE_KEYS:
-            raise EngineError(f"engine.{key}: unknown key (known: {', '.join(sorted(ENGINE_KEYS))})")
+        if key not in ENGINE_KEYS and key != "instruments":
+            raise EngineError(f"engine.{key}: unknown key (known: "
+                              f"{', '.join(sorted([*ENGINE_KEYS, 'instruments']))})")
     for key, (default, minimum) in ENGINE_KEYS.items():
         v = table.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise EngineError(f"engine.{key}: expected an integer >= {minimum}, got {v!r}")
         out[key] = v
+    instruments = table.get("instruments", {})
+    if not isinstance(instruments, dict):
+        raise EngineError("engine.instruments: expected a table of \"venue:SYMBOL\" tables")
+    out["instruments"] = {}
+    for name, sub in instruments.items():
+        where = f"engine.instruments.{name}"
+        if not isinstance(sub, dict):
+            raise EngineError(f"{where}: expected a table with tick_e8 / lot_e8")
+        for k in sub:
+            if k not in INSTRUMENT_KEYS:
+                raise EngineError(f"{where}.{k}: unknown key (known: tick_e8, lot_e8)")
+        row = {}
+        for k, default in INSTRUMENT_KEYS.items():
+            v = sub.get(k, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise EngineError(f"{where}.{k}: expected an integer >= 1 (1e-8 units), got {v!r}")
+            row[k] = v
+        out["instruments"][name] = row
     return out
 
 
@@ -643,13 +805,17 @@ class EngineState:
     """Every array the compiled engine works on, built from the config.
 
     ``venues`` maps venue name -> its symbol list (instrument id = position in the list), as in
-    the config's [[venues]]; ``strategies`` is the list of [[strategies]] tables."""
+    the config's [[venues]]; ``strategies`` is the list of [[strategies]] tables; ``risk_table``
+    is the [risk] table (None: :func:`default_risk_table`).
+
+    The OMS / ledger / risk gate address instruments by ``ii`` = the book row: one ledger
+    instrument per traded book, tick_e8 / lot_e8 from [engine.instruments."venue:SYMBOL"]
+    (default 1 / 1, the 1e-8 grid), base asset column 1 + ii, one shared quote asset column 0
+    (the ledger assumes one quote currency for the account's equity)."""
 
     def __init__(self, venues: dict, strategy_tables: list, settings: dict | None = None,
                  cal: np.ndarray | None = None, clord_base: int | None = None,
-                 books_valid: bool = False):
-        import time
-
+                 books_valid: bool = False, risk_table: dict | None = None):
         self.settings = engine_settings(settings)
         self.cal = clock.calibration() if cal is None else cal
         tsc_per_ns = float(self.cal[clock.C_HZ]) / 1e9
@@ -683,43 +849,115 @@ class EngineState:
         self.bstate = np.zeros((nb, BS_N), np.int64)
         self.bstate[:, BS_VALID] = 1 if books_valid else 0
         s = self.meta.shape[0]
-        self.ords = np.zeros((s, base.Q_SLOTS, O_N), np.int64)
         self.pnl = np.zeros((s, base.MAX_LEGS, PNL_N), np.int64)
         self.risk = np.zeros(R_N, np.int64)
-        self.risk[R_MAX_QTY] = self.settings["max_order_qty"]
-        self.risk[R_COLLAR] = self.settings["collar_ticks"]
-        self.risk[R_MAX_OPEN] = self.settings["max_open_orders"]
-        self.risk[R_MAX_LOSS] = self.settings["max_loss"]
         self.risk[R_TIMER_TSC] = int(self.settings["timer_ms"] * 1e6 * tsc_per_ns)
         self.risk[R_STEP_TSC] = int(1e6 * tsc_per_ns)
-        self.stats = np.zeros(ST_N, np.int64)
+        # --- ledger, OMS, risk gate (ii = book row) ---
+        self.instrument_names = [f"{v}:{sym}" for v, sym in self.book_keys]
+        grids = self.settings["instruments"]
+        for name in grids:
+            if name not in self.instrument_names:
+                raise EngineError(f"engine.instruments.{name}: no strategy trades it (traded: "
+                                  f"{', '.join(self.instrument_names) or 'none'})")
+        specs = []
+        for b, (v, sym) in enumerate(self.book_keys):
+            g = grids.get(f"{v}:{sym}", INSTRUMENT_KEYS)
+            specs.append({"venue": v, "instrument": self.venues[v].index(sym),
+                          "base_asset": 1 + b, "quote_asset": 0,
+                          "tick_e8": g["tick_e8"], "lot_e8": g["lot_e8"]})
+        if not specs:            # no strategy: one placeholder row keeps the arrays non-empty
+            specs.append({"venue": next(iter(records.VENUE_IDS)), "instrument": 0,
+                          "base_asset": 1, "quote_asset": 0, "tick_e8": 1, "lot_e8": 1})
+        self.led = positions.make_ledger(specs, len(specs) + 1)
+        if risk_table is None:
+            risk_table = default_risk_table(self.venues)
+        names = self.instrument_names or [f"{specs[0]['venue']}:-"]
+        try:
+            self.rk = risk.build_risk(risk_table, self.led.instr, names)
+        except ValueError as e:       # ConfigError: say it is the engine's risk gate
+            raise EngineError(f"risk gate: {e}") from None
+        self.marks = np.zeros(len(specs), np.int64)
         if clord_base is None:
-            clord_base = self.settings["clord_base"] or (time.time_ns() // 1_000_000_000) << 16
-        self.stats[ST_CLORD_NEXT] = clord_base
+            clord_base = self.settings["clord_base"] or None
+        cap = self.settings["order_capacity"]
+        max_live = self.settings["max_live"]
+        if cap <= len(specs) * max_live:
+            raise EngineError(f"engine.order_capacity: {cap} must exceed traded instruments x "
+                              f"max_live = {len(specs) * max_live}")
+        self.oms = oms.make_oms(cap, len(specs), max_live=max_live,
+                                n_quotes=max(1, s) * base.Q_SLOTS, first_clord_id=clord_base)
+        self.obuf = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
+        self.rows = np.zeros(cap, np.int32)
+        self.dirty = np.zeros(max(1, s), np.int64)   # strategies to reconcile on their next event
+        self.stats = np.zeros(ST_N, np.int64)
+        self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
         self.lat_hist = np.zeros(LAT_BUCKETS, np.int64)
         self.md_buf = np.zeros(records.MD_RECORD_SIZE, np.uint8)
         self.ex_buf = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
 
     @classmethod
     def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":
+        """From the config; without a [risk] table every order is denied (the gate needs
+        configured limits to trade), which ``run`` logs loudly."""
         venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
         return cls(venues, cfg.extra.get("strategies", []), cfg.extra.get("engine"), cal,
-                   clord_base)
+                   clord_base, risk_table=cfg.extra.get("risk", {}))
+
+    def gate_args(self):
+        """The OMS / ledger / risk arguments of the compiled entry points, in order."""
+        return (self.oms, self.led, self.rk, self.marks, self.obuf, self.rows, self.dirty)
 
     # -- in-process replay (tests, bench) --------------------------------------------------------
-    def replay(self, md_records: np.ndarray, ord_hdr, ord_data, words) -> int:
-        """Run md records (uint8[N, 64]) through the engine; returns orders written in total."""
+    def replay(self, md_records: np.ndarray, ord_hdr, ord_data, words,
+               venue_acks: bool = False) -> int:
+        """Run md records (uint8[N, 64]) through the engine; returns orders written in total.
+        ``venue_acks``: acknowledge every request at once (see ``ack_pending``)."""
         if md_records.ndim != 2 or md_records.shape[1] != records.MD_RECORD_SIZE:
             raise EngineError(f"replay: expected uint8[N, {records.MD_RECORD_SIZE}], "
                               f"got {md_records.dtype}{md_records.shape}")
         return int(replay(md_records, md_records.shape[0], self.px, self.qty, self.n,
                           self.book_map, self.bstate, self.meta, self.params, self.state,
-                          self.quotes, self.ords, self.pnl, self.risk, self.stats, self.lat_hist,
-                          self.cal, ord_hdr, ord_data, words))
+                          self.quotes, self.pnl, self.risk, *self.gate_args(), self.stats,
+                          self.lat_hist, self.cal, ord_hdr, ord_data, words, self.ex_buf,
+                          bool(venue_acks)))
+
+    def ack_pending(self, words) -> int:
+        """Acknowledge every request in flight as a venue would (tests); returns how many."""
+        return int(ack_pending(self.meta, self.params, self.state, self.quotes, self.pnl,
+                               self.oms, self.led, self.rk, self.marks, self.rows, self.dirty,
+                               self.stats, words, self.cal, self.ex_buf))
+
+    def exec_record(self, rec_u8: np.ndarray, words) -> int:
+        """Apply one exec record (uint8[128]) as the step loop does; returns STEP_*."""
+        return int(handle_exec(rec_u8, self.meta, self.params, self.state, self.quotes, self.pnl,
+                               self.oms, self.led, self.rk, self.marks, self.dirty, self.stats,
+                               words, self.cal))
+
+    def cancel_all(self, ord_hdr, ord_data) -> int:
+        """CANCEL every live order now (shutdown); returns how many went out."""
+        return int(cancel_all(self.meta, *self.gate_args()[:3], self.obuf, self.rows, self.stats,
+                              self.lat_hist, self.cal, ord_hdr, ord_data, clock.now(self.cal)))
 
     # -- reporting -------------------------------------------------------------------------------
+    def open_orders(self) -> int:
+        return int(self.oms.agg[:, oms.G_N_OPEN].sum())
+
     def stats_dict(self) -> dict:
+        self.stats[ST_OPEN] = self.open_orders()
         return {name: int(self.stats[k]) for k, name in STAT_NAMES.items()}
+
+    def risk_dict(self) -> dict:
+        """The gate's state, trip cause and denials by reason (only reasons that occurred)."""
+        st = self.rk.state
+        return {"state": risk.state_name(self.rk),
+                "cause": risk.CB_NAMES.get(int(st[risk.R_CAUSE]), str(int(st[risk.R_CAUSE]))),
+                "trips": int(st[risk.R_TRIPS]), "equity_e8": int(st[risk.R_EQUITY_E8]),
+                "peak_e8": int(st[risk.R_PEAK_E8]),
+                "loss_streak": int(self.led.acct[positions.A_LOSS_STREAK]),
+                "passed": int(self.rk.denials[risk.RJ_OK]),
+                "denied": {k: v for k, v in risk.denial_counts(self.rk).items()
+                           if v and k != "ok"}}
 
     def latency_percentiles(self, qs=(0.5, 0.99)) -> dict:
         """Order latency (origin TSC -> order written) percentiles from the log2 histogram
@@ -736,7 +974,10 @@ class EngineState:
         return out
 
     def snapshot(self) -> dict:
-        """A JSON-able picture: stats, per-strategy positions / PnL / open orders."""
+        """A JSON-able picture: stats, risk gate, OMS counters, per-strategy positions / PnL /
+        open orders."""
+        live = self.rows[:oms.live_rows(self.oms, -1, self.rows)]
+        orders = self.oms.orders
         strategies = []
         for i, name in enumerate(self.names):
             nlegs = int(self.meta[i, base.M_NLEGS])
@@ -747,15 +988,19 @@ class EngineState:
                              "position": int(self.pnl[i, leg, PNL_POS]),
                              "cash_tl": int(self.pnl[i, leg, PNL_CASH]),
                              "fees": int(self.pnl[i, leg, PNL_FEES])})
-            open_orders = [{"slot": s, "clord_id": int(self.ords[i, s, O_CLORD]),
-                            "side": int(self.ords[i, s, O_SIDE]),
-                            "price": int(self.ords[i, s, O_PRICE]),
-                            "qty": int(self.ords[i, s, O_QTY])}
-                           for s in range(base.Q_SLOTS) if self.ords[i, s, O_STATE] == OS_WORKING]
+            open_orders = [{"clord_id": int(orders[r]["clord_id"]),
+                            "state": oms.STATE_NAMES[int(orders[r]["state"])],
+                            "side": int(orders[r]["side"]), "price": int(orders[r]["price"]),
+                            "qty": int(orders[r]["leaves"])}
+                           for r in live if int(orders[r]["strategy"]) == int(self.meta[i, base.M_ID])]
             strategies.append({"name": name, "legs": legs,
                                "pnl_tl": int(_equity(i, self.meta, self.pnl, self.px, self.n)),
                                "open_orders": open_orders})
-        return {"stats": self.stats_dict(), "strategies": strategies}
+        positions_ = [{"instrument": nm, "position": int(self.led.pos[ii]["qty"])}
+                      for ii, nm in enumerate(self.instrument_names)]
+        return {"stats": self.stats_dict(), "risk": self.risk_dict(),
+                "oms": oms.counters(self.oms), "positions": positions_,
+                "strategies": strategies}
 
 
 STATUS_FILE = "engine_status.json"
@@ -829,11 +1074,16 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
     md_datas = tuple(r.data for r in readers)
     md_curs = tuple(r.cur for r in readers)
     max_iters = es.settings["max_iters"]
+    gate = es.gate_args()
+    if not cfg.extra.get("risk"):
+        log.error("no [risk] table in the config: the risk gate denies every order "
+                  "(configure [risk.limits] and [risk.venues.<venue>], see appliance/default.toml)")
     log.info("engine up: %d strategies (%s), md rings %s, wait %s, %s",
              len(es.names), ", ".join(es.names), [f"md.{v}" for v in venues],
              wait.kind_name(wparams), "HALTED" if cb.killed else "RUNNING")
     if not cb.killed:
         control.set_risk_state(cb.words, records.RISK_RUNNING)
+        es.stats[ST_RISK_STATE] = records.RISK_RUNNING
     status_path = os.path.join(state_dir, STATUS_FILE)
     next_status = 0.0
     md_resyncs: dict[str, int] = {}
@@ -841,7 +1091,7 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
         while not stop():
             rc = step(md_hdrs, md_datas, md_curs, ex.hdr, ex.data, ex.cur, ow.hdr, ow.data,
                       cb.words, actor, es.cal, es.px, es.qty, es.n, es.book_map, es.bstate,
-                      es.meta, es.params, es.state, es.quotes, es.ords, es.pnl, es.risk,
+                      es.meta, es.params, es.state, es.quotes, es.pnl, es.risk, *gate,
                       es.stats, es.lat_hist, wparams, wstate, es.md_buf, es.ex_buf, max_iters)
             if rc != STEP_OK:
                 src = "max_loss" if rc == STEP_MAX_LOSS else None
@@ -891,8 +1141,7 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
                 except OSError as e:
                     log.debug("status file %s not written: %s", status_path, e)
     finally:
-        k = cancel_all(es.meta, es.ords, es.stats, es.lat_hist, es.cal, ow.hdr, ow.data,
-                       clock.now(es.cal))
+        k = es.cancel_all(ow.hdr, ow.data)
         log.info("engine stopping: %d working orders cancelled; stats %s", k, es.stats_dict())
         cb.rec["engine_pid"] = 0
         for r in readers:

@@ -61,3 +61,39 @@ def order_records(hdr, data) -> list[np.ndarray]:
     h = int(ring.head(hdr))
     assert h <= data.shape[0], "order ring lapped"
     return [data[k].copy() for k in range(h)]
+
+
+def venue_ack(order: np.ndarray) -> np.ndarray:
+    """The exec record (uint8[128]) a venue that accepts everything sends for one order record:
+    ACK NEW for a new order, REPLACED for a replace, CANCELED for a cancel."""
+    rt = int(order[8])
+    o = order.view(records.RECORD_DTYPES[rt])[0]
+    a = np.zeros(1, records.ACK)
+    a[0]["rtype"] = records.RT_ACK
+    for k in ("venue", "instrument", "strategy", "session", "clord_id"):
+        a[0][k] = o[k]
+    a[0]["side"] = o["side"]
+    if rt == records.RT_NEW_ORDER:
+        a[0]["exec_type"] = a[0]["ord_status"] = records.EXEC_NEW
+        a[0]["price"], a[0]["qty"], a[0]["leaves_qty"] = o["price"], o["qty"], o["qty"]
+    elif rt == records.RT_REPLACE:
+        a[0]["exec_type"], a[0]["ord_status"] = records.EXEC_REPLACED, records.EXEC_NEW
+        a[0]["orig_clord_id"] = o["orig_clord_id"]
+        a[0]["price"], a[0]["qty"], a[0]["leaves_qty"] = o["price"], o["qty"], o["qty"]
+    elif rt == records.RT_CANCEL:
+        a[0]["exec_type"] = a[0]["ord_status"] = records.EXEC_CANCELED
+        a[0]["orig_clord_id"] = o["orig_clord_id"]
+    else:
+        raise ValueError(f"not an order record: rtype {rt}")
+    return a.view(np.uint8).reshape(-1)
+
+
+def ack_orders(reader, writer) -> int:
+    """Acknowledge every order record ``reader`` (a RingReader on the order ring) has not seen
+    yet onto ``writer`` (the exec ring), as an accepting venue would; returns how many."""
+    buf = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
+    k = 0
+    while ring.poll(reader.hdr, reader.data, reader.cur, buf) == 1:
+        ring.publish(writer.hdr, writer.data, venue_ack(buf))
+        k += 1
+    return k

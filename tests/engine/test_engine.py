@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.hotpath import clock, control, engine, records, ring
+from appliance.hotpath import clock, control, engine, records, ring, risk
 from appliance.hotpath.engine import EngineState
 from appliance.hotpath.strategies import avellaneda_stoikov as AS
 from appliance.hotpath.strategies import base
@@ -12,6 +12,8 @@ from tests.engine import mdsource
 from tests.engine.mdsource import book_frame, rec, stack
 
 B = records.VENUE_BINANCE
+# AAA on a 0.01 quote tick and a whole-unit lot: 1000 ticks x 1 lot = 10.00 quote
+GRID = {"instruments": {"binance:AAA": {"tick_e8": 10**6, "lot_e8": 10**8}}}
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +21,15 @@ def cal():
     return clock.calibration()
 
 
-def _engine(cal, settings=None, params=None, n=1):
+def _engine(cal, settings=None, params=None, n=1, risk_limits=None, risk_top=None):
     tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s,
                "params": {"warmup_events": 0, "vol_widen": 0, "horizon_events": 0,
                           **(params or {})}} for s in ["AAA", "BBB"][:n]]
+    table = engine.default_risk_table(["binance"])
+    table["limits"].update(risk_limits or {})
+    table.update(risk_top or {})
     es = EngineState({"binance": ["AAA", "BBB"]}, tables, settings, cal=cal, clord_base=1,
-                     books_valid=True)
+                     books_valid=True, risk_table=table)
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 12)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
     return es, oh, od, words
@@ -35,24 +40,27 @@ def _orders(oh, od):
             for o in mdsource.order_records(oh, od)]
 
 
-def _frame(es, oh, od, words, bids=((990, 5),), asks=((1010, 5),), origin=100, instrument=0):
-    """One venue frame that makes the book exactly ``bids`` / ``asks`` (old levels removed)."""
+def _frame(es, oh, od, words, bids=((990, 5),), asks=((1010, 5),), origin=100, instrument=0,
+           acks=True):
+    """One venue frame that makes the book exactly ``bids`` / ``asks`` (old levels removed);
+    with ``acks`` the venue accepts every request the frame caused at once."""
     b = es.book_map[B, instrument]
     keep_b, keep_a = {p for p, _ in bids}, {p for p, _ in asks}
     gone_b = [(int(es.px[b, 0, k]), 0) for k in range(es.n[b, 0]) if es.px[b, 0, k] not in keep_b]
     gone_a = [(int(es.px[b, 1, k]), 0) for k in range(es.n[b, 1]) if es.px[b, 1, k] not in keep_a]
     frame = book_frame(gone_b + list(bids), gone_a + list(asks), origin, instrument=instrument)
-    return es.replay(stack(frame), oh, od, words)
+    return es.replay(stack(frame), oh, od, words, venue_acks=acks)
 
 
 def _exec(es, words, rtype, **fields):
     r = np.zeros(1, records.RECORD_DTYPES[rtype])
     r[0]["rtype"] = rtype
+    r[0]["venue"] = B
+    if rtype == records.RT_FILL:
+        r[0]["cum_qty"] = fields.get("last_qty", 0)
     for k, v in fields.items():
         r[0][k] = v
-    return engine.handle_exec(r.view(np.uint8).reshape(-1), es.px, es.n, es.meta, es.params,
-                              es.state, es.quotes, es.ords, es.pnl, es.risk, es.stats, words,
-                              es.cal)
+    return es.exec_record(r.view(np.uint8).reshape(-1), words)
 
 
 def test_consistent_book_makes_a_two_sided_quote_with_origin_and_session():
@@ -67,16 +75,24 @@ def test_consistent_book_makes_a_two_sided_quote_with_origin_and_session():
     assert bid["tif"] == records.TIF_GTC and bid["flags"] & records.F_POST_ONLY
     assert bid["clord_id"] != ask["clord_id"]
     assert es.stats[engine.ST_LAT_N] == 2          # latency measured on every order
-    assert es.stats[engine.ST_OPEN] == 2
+    assert es.open_orders() == 2
 
 
-def test_moved_book_replaces_the_working_orders():
+def test_moved_book_replaces_the_ask_first_and_the_bid_once_the_ask_replace_is_confirmed():
     es, oh, od, words = _engine(clock.calibration())
     _frame(es, oh, od, words)
     first = _orders(oh, od)
     _frame(es, oh, od, words, bids=((1090, 5),), asks=((1110, 5),))
     o = _orders(oh, od)[2:]
-    assert [t for t, _ in o] == [records.RT_REPLACE] * 2
+    # the ask moves away from the bid first; the new bid would cross the ask's old price while
+    # that replace is in flight, so self-trade prevention holds it back until the ack
+    assert [t for t, _ in o] == [records.RT_REPLACE]
+    assert o[0][1]["orig_clord_id"] == first[1][1]["clord_id"]
+    assert o[0][1]["price"] > first[1][1]["price"]
+    assert es.rk.denials[risk.RJ_SELF_TRADE] == 1
+    _frame(es, oh, od, words, bids=((1090, 5),), asks=((1110, 5),))   # next event: retried
+    o = _orders(oh, od)[3:]
+    assert [t for t, _ in o] == [records.RT_REPLACE]
     assert o[0][1]["orig_clord_id"] == first[0][1]["clord_id"]
     assert o[0][1]["price"] > first[0][1]["price"]
 
@@ -89,24 +105,26 @@ def test_updates_without_a_frame_end_send_nothing():
 
 
 def test_price_outside_the_collar_is_refused_by_risk_and_counted():
-    es, oh, od, words = _engine(clock.calibration(), {"collar_ticks": 0},
+    es, oh, od, words = _engine(clock.calibration(), risk_limits={"collar_bps": 100},
                                 params={"min_half_spread": 50})
-    _frame(es, oh, od, words)
+    _frame(es, oh, od, words)                      # mid 1000, quotes 50 ticks away: 5% > 1%
     assert _orders(oh, od) == []
     assert es.stats[engine.ST_RISK_REJECTS] == 2
+    assert es.rk.denials[risk.RJ_COLLAR] == 2
 
 
 def test_max_open_orders_limits_new_orders():
-    es, oh, od, words = _engine(clock.calibration(), {"max_open_orders": 1})
+    es, oh, od, words = _engine(clock.calibration(), risk_limits={"max_open_orders": 1})
     _frame(es, oh, od, words)
     assert len(_orders(oh, od)) == 1 and es.stats[engine.ST_RISK_REJECTS] == 1
+    assert es.rk.denials[risk.RJ_OPEN_ORDERS] == 1
 
 
 def test_book_invalid_status_pulls_the_quotes_with_cancels():
     es, oh, od, words = _engine(clock.calibration())
     _frame(es, oh, od, words)
     es.replay(stack([rec(records.RT_BOOK_STATUS, B, 0, 7, status=records.BOOK_INVALID,
-                         reason=records.BR_GAP)]), oh, od, words)
+                         reason=records.BR_GAP)]), oh, od, words, venue_acks=True)
     o = _orders(oh, od)
     assert [t for t, _ in o[2:]] == [records.RT_CANCEL] * 2
     assert {r["orig_clord_id"] for _, r in o[2:]} == {r["clord_id"] for _, r in o[:2]}
@@ -138,7 +156,7 @@ def test_fill_moves_position_inventory_and_frees_the_filled_slot():
     assert es.pnl[0, 0, engine.PNL_POS] == 1
     assert es.pnl[0, 0, engine.PNL_CASH] == -bid["price"]
     assert es.state[0, AS.S_INV] == 1
-    assert es.ords[0, 0, engine.O_STATE] == engine.OS_NONE and es.stats[engine.ST_OPEN] == 1
+    assert es.led.pos[0]["qty"] == 1 and es.open_orders() == 1
     _frame(es, oh, od, words)                       # the bid is re-placed on the next frame
     assert _orders(oh, od)[-1][0] == records.RT_NEW_ORDER
 
@@ -153,11 +171,11 @@ def test_exec_report_for_an_unknown_order_is_counted_and_ignored():
 
 def test_reject_of_a_new_order_frees_its_slot():
     es, oh, od, words = _engine(clock.calibration())
-    _frame(es, oh, od, words)
+    _frame(es, oh, od, words, acks=False)
     ask = _orders(oh, od)[1][1]
     _exec(es, words, records.RT_REJECT, clord_id=ask["clord_id"], is_cancel_reject=0)
-    assert es.ords[0, 1, engine.O_STATE] == engine.OS_NONE
-    assert es.stats[engine.ST_EXEC_REJECTS] == 1 and es.stats[engine.ST_OPEN] == 1
+    assert es.oms.quote_map[1] == -1                # slot 1 (the ask) is free again
+    assert es.stats[engine.ST_EXEC_REJECTS] == 1 and es.open_orders() == 1
 
 
 def test_kill_cancels_every_working_order_acks_and_blocks_new_orders():
@@ -177,6 +195,8 @@ def test_kill_cancels_every_working_order_acks_and_blocks_new_orders():
     for k in range(5):                               # md keeps coming: nothing goes out
         _frame(es, oh, od, words, bids=((1000 + k, 5),), asks=((1020 + k, 5),), instrument=k & 1)
     assert len(_orders(oh, od)) == 8
+    assert es.ack_pending(words) == 4               # the venue confirms the cancels
+    assert es.open_orders() == 0
     # manual reset: trading resumes
     control.store_release_py(words, control.KILL_OFF, 0)
     _frame(es, oh, od, words)
@@ -185,24 +205,34 @@ def test_kill_cancels_every_working_order_acks_and_blocks_new_orders():
 
 
 def test_max_loss_sets_the_kill_switch_and_the_engine_halts():
-    es, oh, od, words = _engine(clock.calibration(), {"max_loss": 100})
+    es, oh, od, words = _engine(clock.calibration(), GRID, risk_top={"max_loss": 1.0})
     _frame(es, oh, od, words)
     bid = _orders(oh, od)[0][1]
     rc = _exec(es, words, records.RT_FILL, clord_id=bid["clord_id"], last_price=1000,
-               last_qty=1, leaves_qty=0, side=records.SIDE_BUY)
+               last_qty=1, leaves_qty=0, side=records.SIDE_BUY, exec_id=1)
     assert rc == engine.STEP_OK                        # marked at mid 1000: flat PnL
-    _frame(es, oh, od, words, bids=((880, 5),), asks=((900, 5),))    # mid 890: -110 tick-lots
+    assert not control.kill_requested(words)
+    _frame(es, oh, od, words, bids=((880, 5),), asks=((900, 5),))    # mid 890: -1.10 quote
     assert control.kill_requested(words)
     assert words[control._OFF_KILL_SOURCE // 8] == control.SOURCE_MAX_LOSS
+    assert es.rk.state[risk.R_STATE] == records.RISK_HALTED
+    assert es.rk.state[risk.R_CAUSE] == risk.CB_MAX_LOSS
+    n = len(_orders(oh, od))
     es.replay(stack([rec(records.RT_TRADE, B, 0, 1, price=1, qty=1, side=1)]), oh, od, words)
-    assert es.stats[engine.ST_HALTED] == 1 and es.stats[engine.ST_OPEN] == 0
+    assert es.stats[engine.ST_HALTED] == 1
+    assert words[control.RISK_STATE_OFF // 8] == records.RISK_HALTED
+    o = _orders(oh, od)[n:]                            # the kill cancelled the working ask
+    assert [t for t, _ in o] == [records.RT_CANCEL]
+    assert o[0][1]["orig_clord_id"] == _orders(oh, od)[1][1]["clord_id"]
 
 
 def test_engine_settings_reject_unknown_keys_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.max_los: unknown key"):
         engine.engine_settings({"max_los": 1})
-    with pytest.raises(engine.EngineError, match=r"engine\.collar_ticks: expected an integer"):
-        engine.engine_settings({"collar_ticks": -1})
+    with pytest.raises(engine.EngineError, match=r"engine\.max_live: expected an integer"):
+        engine.engine_settings({"max_live": 0})
+    with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.tick_e8"):
+        engine.engine_settings({"instruments": {"binance:AAA": {"tick_e8": 0}}})
 
 
 def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
@@ -210,7 +240,9 @@ def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
     cfg = config.parse({
         "venues": [{"name": "binance", "symbols": ["NKNUSDT", "BLZETH"]},
                    {"name": "kraken", "symbols": ["XMR/USD"]}],
-        "engine": {"max_open_orders": 10},
+        "engine": {"max_live": 10, "instruments": {"binance:NKNUSDT": {"tick_e8": 10}}},
+        "risk": {"limits": {"max_qty": 5, "max_notional": 100.0, "max_position": 5,
+                            "max_open_orders": 4, "collar_bps": 50, "max_spread_ticks": 9}},
         "strategies": [
             {"kind": "avellaneda_stoikov", "name": "mm-nkn", "venue": "binance",
              "symbol": "BLZETH", "params": {"gamma": 0.2}},
@@ -222,7 +254,9 @@ def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
     assert es.book_keys == [("binance", "BLZETH"), ("binance", "NKNUSDT"), ("kraken", "XMR/USD")]
     assert es.book_map[records.VENUE_BINANCE, 1] == 0 and es.book_map[records.VENUE_KRAKEN, 0] == 2
     assert es.meta[1, base.M_SESSION + 1] == 1   # leg B goes out on session 1
-    assert es.risk[engine.R_MAX_OPEN] == 10
+    assert es.oms.live.shape == (3, 10)
+    assert int(es.led.instr[1]["tick_e8"]) == 10 and int(es.led.instr[0]["tick_e8"]) == 1
+    assert int(es.rk.limits[2]["max_notional_e8"]) == 100 * 10**8
     with pytest.raises(Exception, match=r"strategies\[0\]\.venues: avellaneda_stoikov has one leg"):
         EngineState({"binance": ["NKNUSDT"]}, [{"kind": "avellaneda_stoikov",
                                                  "venues": ["binance"], "symbols": ["NKNUSDT"]}],
@@ -240,8 +274,8 @@ def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle
         ring.publish(mh, mdd, r)
     wp, ws = wait.make("backoff", None, 10, 1_000, 100_000), wait.new_state()
     args = ((mh,), (mdd,), (mc,), eh, ed, ec, oh, od, words, 0, cal, es.px, es.qty, es.n,
-            es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes, es.ords, es.pnl,
-            es.risk, es.stats, es.lat_hist, wp, ws, es.md_buf, es.ex_buf)
+            es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes, es.pnl, es.risk,
+            *es.gate_args(), es.stats, es.lat_hist, wp, ws, es.md_buf, es.ex_buf)
     # a huge iteration budget: the step still returns (about every millisecond when idle)
     assert engine.step(*args, 10**12) == engine.STEP_OK
     o = _orders(oh, od)
@@ -253,9 +287,74 @@ def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle
     fill[0]["clord_id"] = o[0][1]["clord_id"]
     fill[0]["last_price"], fill[0]["last_qty"], fill[0]["leaves_qty"] = o[0][1]["price"], 1, 0
     fill[0]["side"] = records.SIDE_BUY
+    fill[0]["venue"], fill[0]["cum_qty"] = B, 1
     ring.publish(eh, ed, fill.view(np.uint8).reshape(-1))
     engine.step(*args, 10**12)
     assert es.stats[engine.ST_FILLS] == 1 and es.pnl[0, 0, engine.PNL_POS] == 1
     control.request_kill(words, control.SOURCE_CLI, 1)
     assert engine.step(*args, 10**12) == engine.STEP_KILL_SEEN
     assert _orders(oh, od)[-1][0] == records.RT_CANCEL
+
+
+# ------------------------------------------------------------------ the integrated risk gate
+
+def test_order_over_max_notional_is_refused_by_the_engine_and_counted_under_its_reason():
+    # quotes around 10.00 quote (1000 ticks of 0.01) x 1 lot: over a 5.00 notional limit
+    es, oh, od, words = _engine(clock.calibration(), GRID, risk_limits={"max_notional": 5.0})
+    _frame(es, oh, od, words)
+    assert _orders(oh, od) == []
+    assert es.rk.denials[risk.RJ_MAX_NOTIONAL] == 2 and es.stats[engine.ST_RISK_REJECTS] == 2
+    assert es.risk_dict()["denied"] == {"max_notional": 2}
+    # the same quotes under a 20.00 limit pass
+    es, oh, od, words = _engine(clock.calibration(), GRID, risk_limits={"max_notional": 20.0})
+    _frame(es, oh, od, words)
+    assert [t for t, _ in _orders(oh, od)] == [records.RT_NEW_ORDER] * 2
+    assert es.rk.denials[risk.RJ_MAX_NOTIONAL] == 0 and es.rk.denials[risk.RJ_OK] == 2
+
+
+def _fill(es, words, order, price, qty, exec_id, cum):
+    return _exec(es, words, records.RT_FILL, clord_id=order["clord_id"], last_price=price,
+                 last_qty=qty, cum_qty=cum, leaves_qty=int(order["qty"]) - cum,
+                 side=order["side"], exec_id=exec_id)
+
+
+def test_losing_streak_moves_the_engine_to_reducing_and_only_reducing_orders_pass():
+    es, oh, od, words = _engine(clock.calibration(), GRID, params={"qty": 3},
+                                risk_top={"loss_streak_reduce": 2})
+    _frame(es, oh, od, words)
+    (_, bid), (_, ask) = _orders(oh, od)
+    assert bid["qty"] == 3 and ask["qty"] == 3
+    # two losing round trips: buy 1 @ 1000, sell 1 @ 990, twice
+    _fill(es, words, bid, 1000, 1, 1, 1)
+    _fill(es, words, ask, 990, 1, 2, 1)
+    assert words[control.RISK_STATE_OFF // 8] == records.RISK_RUNNING
+    _fill(es, words, bid, 1000, 1, 3, 2)
+    _fill(es, words, ask, 990, 1, 4, 2)
+    assert es.led.acct[engine.positions.A_LOSS_STREAK] == 2
+    assert es.rk.state[risk.R_STATE] == records.RISK_REDUCING
+    assert words[control.RISK_STATE_OFF // 8] == records.RISK_REDUCING    # `appliance status`
+    _fill(es, words, bid, 1000, 1, 5, 3)            # the bid fills up: long 1 lot
+    assert es.led.pos[0]["qty"] == 1
+    n = len(_orders(oh, od))
+    _frame(es, oh, od, words, bids=((1090, 5),), asks=((1110, 5),))
+    new = _orders(oh, od)[n:]
+    # a new bid would grow the position: refused; the ask moves, cut to the 1 lot to unwind
+    assert es.rk.denials[risk.RJ_REDUCE_ONLY] >= 1
+    assert [(t, r["side"]) for t, r in new] == [(records.RT_REPLACE, records.SIDE_SELL)]
+    assert new[0][1]["orig_clord_id"] == ask["clord_id"]
+    assert new[0][1]["qty"] == 2 + 1                  # FIX OrderQty = cum 2 + leaves 1
+
+
+def test_max_loss_from_a_losing_fill_sets_the_kill_switch_and_cancels_everything():
+    es, oh, od, words = _engine(clock.calibration(), GRID, risk_top={"max_loss": 0.5})
+    _frame(es, oh, od, words)
+    (_, bid), (_, ask) = _orders(oh, od)
+    rc = _fill(es, words, bid, 1060, 1, 1, 1)      # bought at 10.60, marked at 10.00: -0.60
+    assert rc == engine.STEP_MAX_LOSS
+    assert control.kill_requested(words)
+    assert words[control._OFF_KILL_SOURCE // 8] == control.SOURCE_MAX_LOSS
+    es.replay(stack([rec(records.RT_TRADE, B, 0, 1, price=1, qty=1, side=1)]), oh, od, words)
+    assert words[control.KILL_ACK_OFF // 8] == control.kill_epoch(words)
+    o = _orders(oh, od)[2:]
+    assert [(t, r["orig_clord_id"]) for t, r in o] == [(records.RT_CANCEL, ask["clord_id"])]
+    assert es.risk_dict()["state"] == "HALTED" and es.risk_dict()["cause"] == "max_loss"

@@ -66,6 +66,17 @@ strategy = "backoff"
 backoff_max_ns = 200000
 [engine]
 max_iters = 256
+[risk.limits]
+max_qty = 1000000
+max_notional = 1000000.0
+max_position = 100000000
+max_open_orders = 16
+collar_bps = 10000
+max_spread_ticks = 1000000000000
+[risk.venues.binance]
+rate_per_s = 100000
+burst = 10000
+check_balance = false
 [[venues]]
 name = "binance"
 symbols = {json.dumps(list(symbols))}
@@ -123,9 +134,13 @@ def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm
             except Exception:
                 time.sleep(0.2)
 
+        acker = ring.RingReader.attach("orders", consumer="venue", shm_dir=str(shm_dir))
+
         def flood():
+            # md flood, and a loopback venue that accepts every order (the OMS waits for acks)
             while not stop.is_set():
                 _flood(md.hdr, md.data, recs, recs.shape[0])
+                mdsource.ack_orders(acker, ex)
                 time.sleep(0.05)     # ~250 orders a pass: the order ring must not lap
 
         t = threading.Thread(target=flood, daemon=True)

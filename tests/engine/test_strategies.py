@@ -190,7 +190,7 @@ def test_unknown_strategy_parameter_is_rejected_by_name():
 def _replay(es, recs):
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 16)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
-    es.replay(recs, oh, od, words)
+    es.replay(recs, oh, od, words, venue_acks=True)
     return mdsource.order_records(oh, od)
 
 
@@ -203,7 +203,7 @@ def test_avellaneda_stoikov_on_recorded_binance_session_quotes_inside_the_real_b
     tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s,
                "params": {"warmup_events": 1, "requote_ticks": unit[s], "price_unit": unit[s]}}
               for s in syms]
-    es = EngineState(venues, tables, {"collar_ticks": 0 + 10**7}, cal=_CAL, clord_base=1)
+    es = EngineState(venues, tables, None, cal=_CAL, clord_base=1)   # default risk table
     orders = _replay(es, recs)
     # the three instruments with a synced book and several frames get a bid and an ask (RUNEEUR
     # has too few consistent frames in this 31 s recording)
