@@ -201,7 +201,9 @@ def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -
         for name, t in tail.items():
             print(f"--- {name}.log (tail)\n{t}")
         return 1
-    codes = {p.name: p.stop() for p in reversed(procs)}
+    # stop along the data flow: sources first, the recorder last so it journals everything
+    order = ["venue-sim", "md.binance", "engine", "fix.sim", "exchange", "recorder"]
+    codes = {p.name: p.stop() for p in sorted(procs, key=lambda p: order.index(p.name))}
     _report(run, status.stdout, codes, kill)
     reset = subprocess.run(_appliance(cfg, "kill", "--reset", "--confirm"), env=env,
                            capture_output=True, text=True, timeout=60)
