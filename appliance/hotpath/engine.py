@@ -33,7 +33,8 @@ Orders go through the OMS (:mod:`appliance.hotpath.oms`) and the three-tier risk
 - ``handle_exec``: ``oms.apply_exec`` (exec-id dedup, state machine, ledger fills); a venue
   reject feeds ``risk.on_venue_reject``; a fill goes to the strategy (``on_fill``, per-strategy
   PnL for reporting) and to ``_breaker``.
-- ``_breaker`` (tiers 2 and 3), after every book batch (marks = book mids) and every fill:
+- ``_breaker`` (tiers 2 and 3), after every fill and every book batch (marks = book mids) of
+  an instrument with a position (or while the breaker is tripped, for its scheduled reset):
   ``risk.breaker_update`` (loss streak / drawdown -> REDUCING / PAUSED, reset at the configured
   UTC time; equity below -max_loss -> HALTED and the kill switch set from compiled code), then
   the state goes to the control block (``risk_state``: ``appliance status`` shows it).
@@ -173,7 +174,7 @@ _U16 = np.uint64(0xFFFF)
 _FLAGS_MASK = np.uint64(0xFFFF) << np.uint64(16)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def publish_order(ord_hdr, ord_data, obuf, flags):
     """Copy the order record the OMS rendered into ``obuf`` (uint8[128]) into the next order ring
     slot, word by word (relaxed stores; the ring-owned ``ver`` and ``publish_tsc`` words are left
@@ -194,12 +195,12 @@ def publish_order(ord_hdr, ord_data, obuf, flags):
     ring.end_write(ord_hdr, ord_data, slot)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _utc_ns(cal, now):
     return np.int64(clock.tsc_to_utc_ns(cal, now))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _publish_state(rk, stats, words):
     """Mirror the risk gate's state (records.RISK_*) into the control block when it changed."""
     st = rk.state[risk.R_STATE]
@@ -208,7 +209,7 @@ def _publish_state(rk, stats, words):
         control.set_risk_state(words, st)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _breaker(led, rk, marks, stats, words, now_ns):
     """Tiers 2 and 3 after fills and book batches: ``risk.breaker_update`` (loss streak, drawdown
     -> REDUCING / PAUSED; equity below -max_loss -> HALTED and the kill switch set from compiled
@@ -221,7 +222,7 @@ def _breaker(led, rk, marks, stats, words, now_ns):
     return STEP_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _leg_of(meta, i, b):
     """Strategy ``i``'s leg trading book ``b`` (0 when none matches)."""
     for leg in range(meta[i, base.M_NLEGS]):
@@ -271,7 +272,7 @@ def reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist,
                         lat_hist, cal, ord_hdr, ord_data, now, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _reconcile_pass(i, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist,
                     cal, ord_hdr, ord_data, now, now_ns):
     """One pass of ``reconcile``; a slot left out of sync (denied, refused, or waiting for a
@@ -424,7 +425,7 @@ def _equity(i, meta, pnl, px, n):
     return tot
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _wants(meta, i, b):
     for leg in range(meta[i, base.M_NLEGS]):
         if meta[i, base.M_BOOK + leg] == b:
@@ -432,7 +433,7 @@ def _wants(meta, i, b):
     return False
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
               om, led, rk, marks, obuf, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words):
     """Apply the md record at byte ``roff`` of ``rec`` (a uint8 buffer or a uint8[N, 64] block)
@@ -491,8 +492,11 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
         bstate[b, BS_EVENTS] += 1
         if n[b, 0] > 0 and n[b, 1] > 0:
             marks[b] = (px[b, 0, n[b, 0] - 1] + px[b, 1, n[b, 1] - 1]) // 2
-        # tiers 2/3 first, so this batch's orders already see REDUCING / PAUSED / HALTED
-        rc = _breaker(led, rk, marks, stats, words, _utc_ns(cal, clock.now(cal)))
+        # tiers 2/3 first, so this batch's orders already see REDUCING / PAUSED / HALTED; equity
+        # moves with this mark only when the book's instrument has a position (fills run the
+        # breaker themselves), and a tripped breaker is looked at for its scheduled reset
+        if led.pos[b].qty != 0 or rk.state[risk.R_STATE] != records.RISK_RUNNING:
+            rc = _breaker(led, rk, marks, stats, words, _utc_ns(cal, clock.now(cal)))
         for i in range(meta.shape[0]):
             if not _wants(meta, i, b):
                 continue
@@ -577,7 +581,7 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
     return _breaker(led, rk, marks, stats, words, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
                words):
     """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
@@ -666,8 +670,8 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
 def ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty, stats, words,
                 cal, ex_buf):
     """Act as a venue that accepts every request at once: an ACK (NEW / CANCELED / REPLACED;
-    EXPIRED for an IOC, which nobody fills here) for every live order with a request in flight, applied through ``handle_exec`` exactly as a
-    gateway's report would be. Used by ``replay`` with ``venue_acks`` (replays and the bench have
+    EXPIRED for an IOC, which nobody fills here) for every live order with a request in flight,
+    applied through ``handle_exec`` exactly as a gateway's report would be. Used by ``replay`` with ``venue_acks`` (replays and the bench have
     no exchange; without acks the OMS rightly waits and never re-quotes). Returns acks applied."""
     cnt = oms.live_rows(om, -1, rows)
     k = 0
@@ -945,6 +949,7 @@ class EngineState:
 
     def stats_dict(self) -> dict:
         self.stats[ST_OPEN] = self.open_orders()
+        self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
         return {name: int(self.stats[k]) for k, name in STAT_NAMES.items()}
 
     def risk_dict(self) -> dict:
@@ -988,11 +993,12 @@ class EngineState:
                              "position": int(self.pnl[i, leg, PNL_POS]),
                              "cash_tl": int(self.pnl[i, leg, PNL_CASH]),
                              "fees": int(self.pnl[i, leg, PNL_FEES])})
+            sid = int(self.meta[i, base.M_ID])
             open_orders = [{"clord_id": int(orders[r]["clord_id"]),
                             "state": oms.STATE_NAMES[int(orders[r]["state"])],
                             "side": int(orders[r]["side"]), "price": int(orders[r]["price"]),
                             "qty": int(orders[r]["leaves"])}
-                           for r in live if int(orders[r]["strategy"]) == int(self.meta[i, base.M_ID])]
+                           for r in live if int(orders[r]["strategy"]) == sid]
             strategies.append({"name": name, "legs": legs,
                                "pnl_tl": int(_equity(i, self.meta, self.pnl, self.px, self.n)),
                                "open_orders": open_orders})
