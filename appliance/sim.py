@@ -80,7 +80,7 @@ name = "mm-nknusdt"
 venue = "binance"
 symbol = "NKNUSDT"
 session = 0
-params = {{ qty = 1, levels = 1, warmup_events = 5, max_inventory = 50 }}
+params = {{ qty = 1, levels = 1, warmup_events = 5, max_inventory = 50, price_unit = 10000.0, requote_ticks = 5000 }}
 
 [risk]
 max_loss = 1000.0

@@ -115,7 +115,12 @@ ST_RISK_STATE = 29    # last records.RISK_* published to the control block
 ST_KILL_BUSY = 30     # orders a kill could not cancel yet (replace in flight): retried
 ST_EXEC_OTHER = 31    # duplicate / stale / cancel-reject exec reports (see the OMS counters)
 ST_KILL_EPOCH = 32    # kill epoch being handled (acknowledged once its cancels are all out)
-ST_N = 40
+# FIX session readiness, one word per session index: 1 once the gateway published
+# SESSION_RECONCILED, 0 after SESSION_UP (reconciling) or SESSION_DOWN. No order, replace or
+# cancel is written for a session that is not ready (the gateway would refuse or lose it).
+MAX_SESSIONS = 8
+ST_SESS_READY = 40
+ST_N = ST_SESS_READY + MAX_SESSIONS
 STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batches",
               ST_BOOK_ERRORS: "book_errors", ST_UNKNOWN_INSTR: "unknown_instrument",
               ST_NEW: "new", ST_REPLACE: "replace", ST_CANCEL: "cancel",
@@ -286,6 +291,10 @@ def _reconcile_pass(i, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty, s
         price = quotes[i, s, base.Q_PRICE]
         q = quotes[i, s, base.Q_QTY]
         slot_q = i * base.Q_SLOTS + s
+        sess = meta[i, base.M_SESSION + leg]
+        if sess >= MAX_SESSIONS or stats[ST_SESS_READY + sess] == 0:
+            dirty[i] = 1             # session not up and reconciled: try again on a later event
+            continue
         r = oms.quote_row(om, slot_q)
         if qs != base.QS_OFF and rk.state[risk.R_STATE] == records.RISK_REDUCING:
             # reduce-only: an order on the side that unwinds the position is cut to what is
@@ -532,8 +541,11 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
     rt = rec[8]
     if rt == records.RT_SESSION:
         s = rec.view(records.SESSION)
-        if s[0].state == records.SESSION_DOWN:
+        st = s[0].state
+        if st == records.SESSION_DOWN:
             stats[ST_SESSION_DOWN] += 1
+        if s[0].session < MAX_SESSIONS:
+            stats[ST_SESS_READY + s[0].session] = 1 if st == records.SESSION_RECONCILED else 0
         return STEP_OK
     now_ns = _utc_ns(cal, clock.now(cal))
     code = oms.apply_exec(om, led, rec, now_ns)
@@ -895,6 +907,9 @@ class EngineState:
         self.rows = np.zeros(cap, np.int32)
         self.dirty = np.zeros(max(1, s), np.int64)   # strategies to reconcile on their next event
         self.stats = np.zeros(ST_N, np.int64)
+        # in-process use (replays, bench, tests) has no FIX gateway: sessions count as ready;
+        # the actor (``run``) clears them and waits for each gateway's SESSION_RECONCILED
+        self.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 1
         self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
         self.lat_hist = np.zeros(LAT_BUCKETS, np.int64)
         self.md_buf = np.zeros(records.MD_RECORD_SIZE, np.uint8)
@@ -1067,7 +1082,9 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
             # oldest: a late-starting engine still sees the snapshot and BOOK_VALID records
             readers.append(_wait_attach(f"md.{v}", "engine", ring.START_OLDEST, shm_dir,
                                         wait_rings_s, stop))
-        ex = _wait_attach("exec", "engine", ring.START_LATEST, shm_dir, wait_rings_s, stop)
+        # oldest: the gateway's last SESSION record says whether its session is ready now;
+        # older exec records are for orders this engine does not know (counted, ignored)
+        ex = _wait_attach("exec", "engine", ring.START_OLDEST, shm_dir, wait_rings_s, stop)
     except EngineError:
         for r in readers:
             r.close()
@@ -1075,6 +1092,7 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
         cb.close()
         raise
     actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
+    es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0   # until the gateways say so
     cb.rec["engine_pid"] = os.getpid()
     md_hdrs = tuple(r.hdr for r in readers)
     md_datas = tuple(r.data for r in readers)

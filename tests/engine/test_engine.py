@@ -358,3 +358,14 @@ def test_max_loss_from_a_losing_fill_sets_the_kill_switch_and_cancels_everything
     o = _orders(oh, od)[2:]
     assert [(t, r["orig_clord_id"]) for t, r in o] == [(records.RT_CANCEL, ask["clord_id"])]
     assert es.risk_dict()["state"] == "HALTED" and es.risk_dict()["cause"] == "max_loss"
+
+
+def test_no_order_goes_to_a_session_until_its_gateway_says_reconciled():
+    es, oh, od, words = _engine(cal=clock.calibration())
+    es.stats[engine.ST_SESS_READY:engine.ST_SESS_READY + engine.MAX_SESSIONS] = 0   # as run() does
+    _frame(es, oh, od, words)
+    assert _orders(oh, od) == []
+    for state, expect_orders in ((records.SESSION_UP, False), (records.SESSION_RECONCILED, True)):
+        _exec(es, words, records.RT_SESSION, session=0, state=state)
+        _frame(es, oh, od, words, bids=((991, 5),), asks=((1011, 5),))
+        assert bool(_orders(oh, od)) == expect_orders

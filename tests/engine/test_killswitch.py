@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from numba import njit
 
@@ -118,6 +119,11 @@ def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm
     cfg = _config(tmp_path, shm_dir, syms)
     md = ring.RingWriter.create("md.binance", records.MD_RECORD_SIZE, 1 << 16, shm_dir=str(shm_dir))
     ex = ring.RingWriter.create("exec", records.EXEC_RECORD_SIZE, 1 << 10, shm_dir=str(shm_dir))
+    up = np.zeros(1, records.SESSION)          # what a FIX gateway says once logged on and
+    up[0]["rtype"] = records.RT_SESSION        # reconciled: the engine sends nothing before it
+    up[0]["session"] = 0
+    up[0]["state"] = records.SESSION_RECONCILED
+    ex.publish(up)
     env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
     eng = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "engine"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
