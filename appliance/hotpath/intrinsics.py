@@ -52,56 +52,43 @@ def _check(arr, off):
     return isinstance(arr, types.Array) and isinstance(off, types.Integer)
 
 
-@intrinsic
-def load_acquire(typingctx, arr, off):
-    """Acquire load of the u64 at byte ``off``: later loads/stores are not moved before it."""
-    if not _check(arr, off):
-        return None
+def _load(ordering: str, doc: str):
+    @intrinsic
+    def _ld(typingctx, arr, off):
+        if not _check(arr, off):
+            return None
 
-    def codegen(context, builder, sig, args):
-        ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
-        return builder.load_atomic(ptr, "acquire", 8)
-    return types.uint64(arr, off), codegen
-
-
-@intrinsic
-def load_relaxed(typingctx, arr, off):
-    """Relaxed (monotonic) load of the u64 at byte ``off``: a plain mov that LLVM cannot elide."""
-    if not _check(arr, off):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
-        return builder.load_atomic(ptr, "monotonic", 8)
-    return types.uint64(arr, off), codegen
+        def codegen(context, builder, sig, args):
+            ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            return builder.load_atomic(ptr, ordering, 8)
+        return types.uint64(arr, off), codegen
+    _ld.__doc__ = doc
+    return _ld
 
 
-@intrinsic
-def store_release(typingctx, arr, off, val):
-    """Release store of u64 ``val`` at byte ``off``: earlier loads/stores are not moved after it."""
-    if not (_check(arr, off) and isinstance(val, types.Integer)):
-        return None
+def _store(ordering: str, doc: str):
+    @intrinsic
+    def _st(typingctx, arr, off, val):
+        if not (_check(arr, off) and isinstance(val, types.Integer)):
+            return None
 
-    def codegen(context, builder, sig, args):
-        ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
-        v = context.cast(builder, args[2], sig.args[2], types.uint64)
-        builder.store_atomic(v, ptr, "release", 8)
-        return context.get_dummy_value()
-    return types.void(arr, off, val), codegen
+        def codegen(context, builder, sig, args):
+            ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            v = context.cast(builder, args[2], sig.args[2], types.uint64)
+            builder.store_atomic(v, ptr, ordering, 8)
+            return context.get_dummy_value()
+        return types.void(arr, off, val), codegen
+    _st.__doc__ = doc
+    return _st
 
 
-@intrinsic
-def store_relaxed(typingctx, arr, off, val):
-    """Relaxed (monotonic) store of u64 ``val`` at byte ``off``."""
-    if not (_check(arr, off) and isinstance(val, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
-        v = context.cast(builder, args[2], sig.args[2], types.uint64)
-        builder.store_atomic(v, ptr, "monotonic", 8)
-        return context.get_dummy_value()
-    return types.void(arr, off, val), codegen
+load_acquire = _load("acquire", "Acquire load of the u64 at byte ``off``: later loads/stores are "
+                                "not moved before it.")
+load_relaxed = _load("monotonic", "Relaxed (monotonic) load of the u64 at byte ``off``: a plain "
+                                  "mov that LLVM cannot elide.")
+store_release = _store("release", "Release store of u64 ``val`` at byte ``off``: earlier "
+                                  "loads/stores are not moved after it.")
+store_relaxed = _store("monotonic", "Relaxed (monotonic) store of u64 ``val`` at byte ``off``.")
 
 
 @intrinsic
