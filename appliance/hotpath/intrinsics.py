@@ -19,6 +19,8 @@ cpu_pause            spin-wait hint                   ``pause``
 rdtsc                time-stamp counter               ``rdtsc`` (not ordered with loads)
 rdtscp               TSC after prior instructions     ``rdtscp`` (waits for earlier instructions)
 monotonic_ns         CLOCK_MONOTONIC                  ``call clock_gettime`` (vDSO)
+bit_length           bits needed for an unsigned u64  ``lzcnt`` / ``bsr``
+prefetch             cache-line hint (read / write)   ``prefetcht0`` / ``prefetchw``
 ===================  ===============================  =========================================
 
 Why atomics at all on x86: without them LLVM may hoist a plain load out of a spin loop, merge or
@@ -173,3 +175,43 @@ def monotonic_ns(typingctx):
         nsec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 1))
         return builder.add(builder.mul(sec, ir.Constant(_I64, 1_000_000_000)), nsec)
     return types.int64(), codegen
+
+
+@intrinsic
+def bit_length(typingctx, x):
+    """Bits needed to write ``x`` as an unsigned 64-bit integer (0 for 0): ``64 - ctlz(x)``,
+    one ``lzcnt`` (or ``bsr``) instead of a shift loop."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.uint64)
+        lz = builder.ctlz(v, ir.Constant(ir.IntType(1), 0))
+        return builder.sub(ir.Constant(_I64, 64), lz)
+    return types.int64(x), codegen
+
+
+def _prefetch(rw: int, doc: str):
+    @intrinsic
+    def _pf(typingctx, arr, off):
+        if not _check(arr, off):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+            i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+            fn = builder.module.declare_intrinsic("llvm.prefetch", (), ir.FunctionType(
+                ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]))
+            # llvm.prefetch(ptr, rw, locality 3 = keep in all levels, 1 = data cache)
+            builder.call(fn, [i8p, ir.Constant(_I32, rw), ir.Constant(_I32, 3),
+                              ir.Constant(_I32, 1)])
+            return context.get_dummy_value()
+        return types.void(arr, off), codegen
+    _pf.__doc__ = doc
+    return _pf
+
+
+prefetch_read = _prefetch(0, "Hint: bring the cache line at byte ``off`` into L1 for reading "
+                             "(``prefetcht0``; never faults, costs no wait).")
+prefetch_write = _prefetch(1, "Hint: bring the cache line at byte ``off`` into L1 for writing "
+                              "(``prefetchw``: owned, so the store that follows does not miss).")

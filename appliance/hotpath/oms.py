@@ -24,7 +24,9 @@ Robustness rules for execution reports (``apply_exec``):
   differs from the order's -> ``EX_INVALID`` (instrument 0xFFFFFFFF, the FIX codec's "no Symbol",
   as on an OrderCancelReject, matches any).
 - a cancel reject restores the order's previous state unless its ord_status says the order is
-  cancelled ('4'); a gateway refusal (ord_status '8' on a cancel) leaves the order working.
+  cancelled ('4') or its reason is "unknown order" (CxlRejReason 1: the venue no longer has it;
+  the order ends CANCELLED, counted in ``C_UNKNOWN_AT_VENUE``); a gateway refusal (ord_status
+  '8' on a cancel, reason >= 1000) leaves the order working.
 - fills are deduplicated by ``exec_id`` (a set of the last ``exec_id_capacity // 2`` ids); a fill
   with ``exec_id == 0`` is new only when its ``cum_qty`` exceeds the order's.
 - every distinct fill is booked to the position (even one arriving after a newer fill or after
@@ -57,7 +59,9 @@ px_thr, qty_thr)`` says what to do (Mantra's Overseer): ``ACT_NEW`` (nothing liv
 replace), ``ACT_NONE`` (within thresholds).
 
 numba API (``@njit(cache=True, nogil=True, _nrt=False)``: none allocates or touches reference
-counts; internal helpers are ``inline='always'`` so the namedtuples are not re-flattened per call;
+counts; internal helpers and the outbound calls (new / cancel / replace, write_*, reconcile) are
+``inline='always'``: a numba call flattens every array of every namedtuple argument (~75 words
+for the OMS alone, ~100 ns per call on the engine's path), an inlined one costs nothing;
 callable from Python and from any numba function; ``row`` = order table index)::
 
     new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns) -> row | OM_* < 0
@@ -152,6 +156,7 @@ C_SENT_NEW = 8
 C_SENT_CANCEL = 9
 C_SENT_REPLACE = 10
 C_CUM_AHEAD = 11       # status replies saying the venue filled more than we have booked
+C_UNKNOWN_AT_VENUE = 12   # cancel / replace rejected with "unknown order": the order is gone
 C_EX = 16             # C_EX + EX_*: apply_exec results
 N_CTR = 32
 
@@ -194,6 +199,7 @@ Oms = namedtuple("Oms", ["orders", "index", "ctr", "free", "retired", "live", "a
                          "seen_fifo", "quote_map"])
 
 ORD_STATUS_CANCELED = ord("4")
+CXL_REJ_UNKNOWN_ORDER = 1    # FIX CxlRejReason (102) 1: the venue does not know the order
 ORD_STATUS_REJECTED = ord("8")
 ORD_STATUS_NEW = ord("0")
 EXEC_EXPIRED = ord("C")
@@ -242,6 +248,7 @@ def counters(oms: Oms) -> dict:
     out = {f"exec_{name}": int(c[C_EX + code]) for code, name in EX_NAMES.items()}
     out.update(overfill=int(c[C_OVERFILL]), recycled=int(c[C_RECYCLED]), sent_new=int(c[C_SENT_NEW]),
                sent_cancel=int(c[C_SENT_CANCEL]), sent_replace=int(c[C_SENT_REPLACE]), cum_ahead=int(c[C_CUM_AHEAD]),
+               unknown_at_venue=int(c[C_UNKNOWN_AT_VENUE]),
                live_orders=int(oms.agg[:, G_N_OPEN].sum()))
     return out
 
@@ -258,6 +265,12 @@ def check(code: int) -> int:
 def _home(key, mask):
     h = np.uint64(key) * _HASH_K
     return np.int64(h >> np.uint64(32)) & mask
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def home_slot(clord_id, mask):
+    """Home slot of ``clord_id`` in the index (``mask`` = index size - 1): for prefetching."""
+    return _home(clord_id, mask)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -501,7 +514,7 @@ def _working_state(o):
 
 
 # --- outbound ----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     if (qty <= 0 or price <= 0 or ii < 0 or ii >= oms.agg.shape[0]
             or (side != records.SIDE_BUY and side != records.SIDE_SELL)
@@ -527,7 +540,7 @@ def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def cancel_order(oms, row, now_ns):
     if row < 0 or row >= oms.orders.shape[0]:
         return OM_BAD_ARGS
@@ -547,7 +560,7 @@ def cancel_order(oms, row, now_ns):
     return cid
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def replace_order(oms, led, row, price, leaves_qty, now_ns):
     if row < 0 or row >= oms.orders.shape[0] or price <= 0 or leaves_qty <= 0:
         return OM_BAD_ARGS
@@ -797,18 +810,31 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
     if j.venue != o.venue or (j.instrument != NO_INSTRUMENT and j.instrument != o.instrument):
         return EX_INVALID
     st = o.state
+    # "unknown order" on a cancel / replace: the venue no longer has the order (it finished
+    # there and its last report is late, or it never arrived); keeping it working would hold
+    # its exposure and quote slot forever, so it ends as CANCELLED (a late fill is still booked)
+    gone = j.is_cancel_reject != 0 and j.reason == CXL_REJ_UNKNOWN_ORDER
     if o.is_repl and st == OS_PENDING_REPLACE:          # replace rejected (either record kind)
-        _restore(oms, led, o.link, now_ns)
+        old = o.link
+        _restore(oms, led, old, now_ns)
+        if gone and old >= 0:
+            oms.ctr[C_UNKNOWN_AT_VENUE] += 1
+            _terminate(oms, led, old, OS_CANCELLED, now_ns)
         return EX_CANCEL_REJECT
     if j.is_cancel_reject:
         if st == OS_PENDING_CANCEL:
-            if j.ord_status == ORD_STATUS_CANCELED:
+            if j.ord_status == ORD_STATUS_CANCELED or gone:
+                if gone:
+                    oms.ctr[C_UNKNOWN_AT_VENUE] += 1
                 _terminate(oms, led, r, OS_CANCELLED, now_ns)
             else:       # '8' here means the request was refused (e.g. by our gateway), not the order
                 _restore(oms, led, r, now_ns)
             return EX_CANCEL_REJECT
         if st == OS_PENDING_REPLACE and o.link >= 0:     # reported against the old id
             _restore(oms, led, r, now_ns)
+            if gone:
+                oms.ctr[C_UNKNOWN_AT_VENUE] += 1
+                _terminate(oms, led, r, OS_CANCELLED, now_ns)
             return EX_CANCEL_REJECT
         return EX_STALE
     if st == OS_PENDING_NEW or (st == OS_PENDING_CANCEL and o.prev_state == OS_PENDING_NEW):
@@ -833,12 +859,12 @@ def apply_exec(oms, led, rec_u8, now_ns):
 
 
 # --- reconciliation and queries ----------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def quote_row(oms, q):
     return oms.quote_map[q]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def reconcile(oms, q, price, qty, px_thr, qty_thr):
     r = oms.quote_map[q]
     if r < 0:
@@ -881,7 +907,7 @@ def _header(out_u8, rtype, o, origin_tsc):
     h.strategy = o.strategy
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def write_new(oms, row, out_u8, origin_tsc, session):
     o = oms.orders[row]
     _header(out_u8, records.RT_NEW_ORDER, o, origin_tsc)
@@ -895,7 +921,7 @@ def write_new(oms, row, out_u8, origin_tsc, session):
     w.tif = o.tif
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def write_cancel(oms, row, out_u8, origin_tsc, session):
     o = oms.orders[row]
     _header(out_u8, records.RT_CANCEL, o, origin_tsc)
@@ -907,7 +933,7 @@ def write_cancel(oms, row, out_u8, origin_tsc, session):
     w.side = o.side
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def write_replace(oms, new_row, out_u8, origin_tsc, session):
     o = oms.orders[new_row]
     _header(out_u8, records.RT_REPLACE, o, origin_tsc)

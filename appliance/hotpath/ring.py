@@ -80,9 +80,16 @@ def begin_write(hdr, data):
 @njit(cache=True, nogil=True, _nrt=False)
 def end_write(hdr, data, slot):
     """Publish the record begun by ``begin_write``: stamp publish_tsc, release it, advance head."""
+    return end_write_at(hdr, data, slot, rdtsc())
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def end_write_at(hdr, data, slot, tsc):
+    """``end_write`` with a publish_tsc the caller just read (one clock read for the stamp and
+    the caller's own latency figure)."""
     s = load_relaxed(hdr, HEAD_OFF)
     off = np.uint64(slot) * np.uint64(data.shape[1])
-    store_relaxed(data, off + np.uint64(PUBLISH_TSC_OFF), rdtsc())
+    store_relaxed(data, off + np.uint64(PUBLISH_TSC_OFF), tsc)
     store_release(data, off, s * np.uint64(2) + np.uint64(2))
     store_release(hdr, HEAD_OFF, s + np.uint64(1))
     return s

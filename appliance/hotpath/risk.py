@@ -5,7 +5,9 @@ from the ``[risk]`` TOML table by :func:`build_risk` (or :func:`make_risk` with 
 Units follow ``appliance.hotpath.positions``: prices in ticks, quantities in lots, money in e8 of
 the quote asset, time ``now_ns`` = UTC nanoseconds (``clock.tsc_to_utc_ns(cal, rdtsc())``; tests
 inject it). Every function is ``@njit(cache=True, nogil=True, _nrt=False)``, O(1) (the self-trade
-scan is bounded by the per-instrument live-order list) and allocation-free.
+scan is bounded by the per-instrument live-order list) and allocation-free; the tier-1 checks are
+``inline='always'`` (a numba call re-flattens the Risk / Oms / Ledger namedtuples, which costs
+more than the checks).
 
 Tier 1, per order, before the order ring::
 
@@ -134,9 +136,10 @@ CB_MAX_LOSS = 4
 CB_KILL = 5          # kill switch seen in the control block
 CB_MANUAL = 6        # last reset was manual
 CB_SCHEDULED = 7     # last reset was the configured UTC time
+CB_ACK_TIMEOUT = 8   # a request stayed unanswered past the engine's ack_timeout_ms
 CB_NAMES = {CB_NONE: "none", CB_LOSS_STREAK: "loss_streak", CB_DRAWDOWN: "drawdown",
             CB_REJECT_RATE: "reject_rate", CB_MAX_LOSS: "max_loss", CB_KILL: "kill_switch",
-            CB_MANUAL: "manual", CB_SCHEDULED: "scheduled"}
+            CB_MANUAL: "manual", CB_SCHEDULED: "scheduled", CB_ACK_TIMEOUT: "ack_timeout"}
 
 DAY_NS = 86_400 * 10**9
 TOKEN = 10**9        # one message in token units (token units refill at rate_per_s per ns)
@@ -432,12 +435,12 @@ def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_ro
     return RJ_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def check_order(risk, oms, led, ii, side, price, qty, ref_price, bid, ask, now_ns):
     return _check(risk, oms, led, ii, side, price, qty, qty, True, -1, -1, ref_price, bid, ask, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, now_ns):
     """Tier 1 for ``oms.replace_order(row, price, leaves_qty)``: the order's own exposure is
     already counted, so only the increase of its leaves adds to the worst case and the balance
@@ -450,7 +453,7 @@ def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, n
                   ref_price, bid, ask, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def check_cancel(risk, led, ii, now_ns):
     if _take_token(risk, led.instr[ii].venue, now_ns):
         return RJ_OK
@@ -534,6 +537,14 @@ def breaker_update(risk, led, marks, now_ns, words):
     elif b[B_STREAK_REDUCE] > 0 and streak >= b[B_STREAK_REDUCE]:
         _trip(risk, records.RISK_REDUCING, CB_LOSS_STREAK, now_ns)
     return s[R_STATE]
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def trip(risk, new_state, cause, now_ns):
+    """Trip the breaker to ``new_state`` (PAUSED / REDUCING) for a cause found outside the gate
+    (e.g. CB_ACK_TIMEOUT); never lowers the state. The usual reset rules apply."""
+    _trip(risk, new_state, cause, now_ns)
+    return risk.state[R_STATE]
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -263,7 +263,7 @@ def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
                     cal=cal)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)    # compiling step (the whole inlined order path) takes minutes
 def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle(cal):
     from appliance.hotpath import wait
     es, oh, od, words = _engine(cal)
@@ -358,6 +358,31 @@ def test_max_loss_from_a_losing_fill_sets_the_kill_switch_and_cancels_everything
     o = _orders(oh, od)[2:]
     assert [(t, r["orig_clord_id"]) for t, r in o] == [(records.RT_CANCEL, ask["clord_id"])]
     assert es.risk_dict()["state"] == "HALTED" and es.risk_dict()["cause"] == "max_loss"
+
+
+def test_requests_never_answered_pause_the_gate_after_the_ack_timeout(cal):
+    es, oh, od, words = _engine(cal, settings={"ack_timeout_ms": 50})
+    _frame(es, oh, od, words, acks=False)            # two NEWs the venue never answers
+    assert es.open_orders() == 2
+    timeout = int(es.risk[engine.R_ACK_TIMEOUT_NS])
+    assert timeout == 50_000_000
+    sent = int(es.oms.orders["created_ns"][es.oms.orders["state"] > 0].max())
+    scan = lambda now: engine.check_stuck(es.oms, es.rk, es.rows, es.stats, words, now, timeout)
+    assert scan(sent + timeout) == 0                 # at the limit: not yet
+    assert es.risk_dict()["state"] == "RUNNING"
+    assert scan(sent + timeout + 1) == 2
+    assert es.risk_dict()["state"] == "PAUSED" and es.risk_dict()["cause"] == "ack_timeout"
+    assert words[control.RISK_STATE_OFF // 8] == records.RISK_PAUSED
+    assert es.stats_dict()["stuck_requests"] == 2
+    # paused: the next frame sends nothing new
+    before = len(_orders(oh, od))
+    _frame(es, oh, od, words, bids=((980, 5),), asks=((1000, 5),), acks=False)
+    assert len(_orders(oh, od)) == before
+    # the venue answers: nothing is stuck any more (the breaker waits for its reset rule)
+    for clord in es.oms.orders["clord_id"][es.oms.orders["state"] == 1]:
+        _exec(es, words, records.RT_ACK, clord_id=clord, exec_type=records.EXEC_NEW,
+              ord_status=records.EXEC_NEW, instrument=0, qty=1, leaves_qty=1)
+    assert scan(sent + 10 * timeout) == 0 and es.stats_dict()["stuck_requests"] == 0
 
 
 def test_no_order_goes_to_a_session_until_its_gateway_says_reconciled():

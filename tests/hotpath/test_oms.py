@@ -41,9 +41,9 @@ def fill(clord, exec_id, price, qty, cum, leaves, fee=0, orig=0, venue=V):
     return f.view(np.uint8)
 
 
-def reject(clord, orig=0, cancel=0, ord_status=0, instrument=3):
+def reject(clord, orig=0, cancel=0, ord_status=0, instrument=3, reason=0):
     j = np.zeros(1, R.REJECT)
-    j["rtype"], j["venue"], j["instrument"] = R.RT_REJECT, V, instrument
+    j["rtype"], j["venue"], j["instrument"], j["reason"] = R.RT_REJECT, V, instrument, reason
     j["clord_id"], j["orig_clord_id"], j["is_cancel_reject"], j["ord_status"] = clord, orig, cancel, ord_status
     return j.view(np.uint8)
 
@@ -231,6 +231,36 @@ def test_cancel_reject_saying_order_is_gone_cancels_it(env):
     cid = O.cancel_order(oms, r, T0)
     apply(env, reject(cid, orig=FIRST, cancel=1, ord_status=ord("4")))
     assert state(env, r) == O.OS_CANCELLED
+
+
+def test_cancel_reject_unknown_order_ends_the_order_and_a_late_fill_is_still_booked(env):
+    oms, led = env
+    r = new(env)
+    apply(env, ack(FIRST, R.EXEC_NEW))
+    cid = O.cancel_order(oms, r, T0)
+    # "too late to cancel" (reason 0): the order is still ours, its fills will tell
+    assert apply(env, reject(cid, orig=FIRST, cancel=1, ord_status=R.EXEC_REJECTED)) == O.EX_CANCEL_REJECT
+    assert state(env, r) == O.OS_NEW
+    cid = O.cancel_order(oms, r, T0)
+    assert apply(env, reject(cid, orig=FIRST, cancel=1, ord_status=R.EXEC_REJECTED,
+                             reason=O.CXL_REJ_UNKNOWN_ORDER)) == O.EX_CANCEL_REJECT
+    assert state(env, r) == O.OS_CANCELLED
+    assert oms.agg[0].tolist() == [0, 0, 0, 0] and led.reserved[V, 1] == 0
+    assert O.counters(oms)["unknown_at_venue"] == 1
+    assert apply(env, fill(FIRST, 9, 100, 4, 4, 0)) == O.EX_FILL
+    assert led.pos[0]["qty"] == 4
+
+
+def test_replace_rejected_as_unknown_order_ends_both_rows(env):
+    oms, led = env
+    r = _working(env, qty=10)
+    n = O.replace_order(oms, led, r, 101, 15, T0)
+    new_id = int(oms.orders[n]["clord_id"])
+    assert apply(env, reject(new_id, orig=FIRST, cancel=1, reason=O.CXL_REJ_UNKNOWN_ORDER)) \
+        == O.EX_CANCEL_REJECT
+    assert state(env, n) == O.OS_REJECTED and state(env, r) == O.OS_CANCELLED
+    assert oms.agg[0].tolist() == [0, 0, 0, 0] and led.reserved[V, 1] == 0
+    assert O.quote_row(oms, 0) == -1
 
 
 def test_new_order_reject_is_reported_and_second_reject_is_a_duplicate(env):

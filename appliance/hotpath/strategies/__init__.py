@@ -17,7 +17,7 @@ MODULES = {base.KIND_AS: _as, base.KIND_XV: _xv}
 LEGS = {base.KIND_AS: 1, base.KIND_XV: 2}
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     kind = meta[i, base.M_KIND]
     if kind == base.KIND_AS:
@@ -27,7 +27,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
     kind = meta[i, base.M_KIND]
     if kind == base.KIND_AS:

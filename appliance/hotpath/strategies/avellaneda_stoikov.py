@@ -105,7 +105,7 @@ def derive(params_row, tsc_per_ns: float) -> None:
     params_row[P_LOG_TERM] = math.log(1.0 + params_row[P_GAMMA] / params_row[P_K]) / params_row[P_GAMMA]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _set_slot(quotes, i, slot, side, price, q, origin):
     """Point a slot at a resting post-only GTC quote; CHANGED when anything moved."""
     if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
@@ -122,7 +122,7 @@ def _set_slot(quotes, i, slot, side, price, q, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _off(quotes, i, slot, origin):
     if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
         return base.UNCHANGED
@@ -131,12 +131,12 @@ def _off(quotes, i, slot, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _pull(quotes, i, origin):
     return _off(quotes, i, 0, origin) | _off(quotes, i, 1, origin)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     nb = n[b, 0]
     na = n[b, 1]
@@ -213,7 +213,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     return rc
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
     if q <= 0:
         return base.UNCHANGED

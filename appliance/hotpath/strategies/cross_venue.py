@@ -69,7 +69,7 @@ def _take(quotes, i, slot, leg, side, price, q, origin):
     quotes[i, slot, base.Q_ORIGIN] = origin
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     ba_ = meta[i, base.M_BOOK]
     bb_ = meta[i, base.M_BOOK + 1]
@@ -119,7 +119,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
     return base.UNCHANGED
 
