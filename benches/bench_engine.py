@@ -50,7 +50,7 @@ SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase":
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p, om, led, rk,
-           marks, obuf, rows, dirty, stats, lat_hist, cal, oh, od, words, ex_buf, cyc, strat_cyc,
+           marks, rows, dirty, stats, lat_hist, cal, oh, od, words, ex_buf, cyc, strat_cyc,
            ev):
     """Replay with rdtsc around each record. For the k-th record that wrote orders:
     ``strat_cyc[k]`` = its own ticks (strategy -> risk -> order records), ``cyc[k]`` = ticks from
@@ -64,10 +64,10 @@ def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, r
     for i in range(md.shape[0]):
         before = stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL]
         t0 = rdtsc()
-        engine.check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, oh, od,
+        engine.check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, oh, od,
                           words)
         engine.handle_md(md, i * md.shape[1], px, qty, n, book_map, bstate, meta, params,
-                         state, quotes, pnl, risk_p, om, led, rk, marks, obuf, dirty, stats,
+                         state, quotes, pnl, risk_p, om, led, rk, marks, dirty, stats,
                          lat_hist, cal, oh, od, words)
         t1 = rdtsc()
         ev[i] = t1 - t0

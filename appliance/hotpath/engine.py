@@ -22,10 +22,10 @@ Orders go through the OMS (:mod:`appliance.hotpath.oms`) and the three-tier risk
   ``oms.reconcile`` says NEW / REPLACE / CANCEL / WAIT (a request in flight: the slot waits for
   its ack), ``risk.check_order`` / ``check_replace`` / ``check_cancel`` gate it (a denial is
   counted by reason in ``rk.denials`` and in ST_RISK_REJECTS), ``oms.new_order`` /
-  ``replace_order`` / ``cancel_order`` book it and ``oms.write_*`` renders the record, which
-  ``publish_order`` copies into the order ring (begin_write / end_write) with the strategy's
-  record flags. Cancels and replaces that move away from the other side go first, so a quote
-  pair shifting through its own prices does not trip self-trade prevention. A slot left out of
+  ``replace_order`` / ``cancel_order`` book it and ``oms.write_*`` renders the record in place
+  in the next order ring slot (``ring.begin_write``; ``_end_order`` sets the strategy's record
+  flags, stamps and publishes it). Cancels and replaces that move away from the other side go
+  first, so a quote pair shifting through its own prices does not trip self-trade prevention. A slot left out of
   sync (denied, refused, waiting) marks the strategy ``dirty``: it is reconciled again on its
   next event even when its quotes did not change. A take (IOC) is checked as a new order and
   fires once. In REDUCING, an order on the side that unwinds the position is cut to the
@@ -238,24 +238,14 @@ _FLAGS_MASK = np.uint64(0xFFFF) << np.uint64(16)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
-def publish_order(ord_hdr, ord_data, obuf, flags):
-    """Copy the order record the OMS rendered into ``obuf`` (uint8[128]) into the next order ring
-    slot, word by word (relaxed stores; the ring-owned ``ver`` and ``publish_tsc`` words are left
-    to the ring), with the strategy's record ``flags`` (post-only...) set, and publish it.
-    Returns the publish TSC stamped into the record (the end of the order's latency)."""
-    slot = ring.begin_write(ord_hdr, ord_data)
-    b = np.uint64(slot) * np.uint64(ord_data.shape[1])
-    w = np.uint64(8)
-    end = np.uint64(ord_data.shape[1])
-    if end > np.uint64(obuf.shape[0]):
-        end = np.uint64(obuf.shape[0])
-    while w < end:
-        if w != np.uint64(24):                    # publish_tsc (header offset 24) is the ring's
-            v = load_relaxed(obuf, w)
-            if w == np.uint64(8):
-                v = (v & ~_FLAGS_MASK) | ((np.uint64(flags) & _U16) << np.uint64(16))
-            store_relaxed(ord_data, b + w, v)
-        w += np.uint64(8)
+def _end_order(ord_hdr, ord_data, slot, flags):
+    """Finish the order record the OMS wrote in place into ring slot ``slot`` (taken with
+    ``ring.begin_write``): set the strategy's record ``flags`` (post-only...), stamp and publish
+    it. Returns the publish TSC (the end of the order's latency)."""
+    off = np.uint64(slot) * np.uint64(ord_data.shape[1]) + np.uint64(8)
+    v = load_relaxed(ord_data, off)
+    v = (v & ~_FLAGS_MASK) | ((np.uint64(flags) & _U16) << np.uint64(16))
+    store_relaxed(ord_data, off, v)
     t = rdtsc()
     ring.end_write_at(ord_hdr, ord_data, slot, t)
     return t
@@ -276,12 +266,12 @@ def _pf_row(arr, i):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, obuf, ord_hdr, ord_data):
+def _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, ord_hdr, ord_data):
     """Prefetch what an order on book ``b`` will touch, at the first L2 update of a frame, so the
     decision at the frame's end does not wait on memory: the next two order ring slots, the OMS
     rows the next orders will take (free stack / oldest retired), the index slots of the next
     clord_ids, the instrument's live orders, aggregates, position, limits, the venue's throttle
-    bucket and reservations, the gate's state, the record buffer, and the rows of the strategies
+    bucket and reservations, the gate's state and the rows of the strategies
     quoting the book. Hints only (no loads wait, nothing changes); about 2 ns when the
     lines are already cached."""
     head = np.int64(load_relaxed(ord_hdr, ring.HEAD_OFF))
@@ -319,8 +309,6 @@ def _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, obuf, 
         _pf_row(state, i)
         _pf_row(params, i)
         prefetch_write(om.quote_map, i * base.Q_SLOTS * 4)
-    for off in range(0, obuf.shape[0], 64):
-        prefetch_write(obuf, off)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
@@ -360,7 +348,7 @@ def _leg_of(meta, i, b):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _send_cancel(om, led, rk, row, obuf, stats, lat_hist, cal, ord_hdr, ord_data, origin,
+def _send_cancel(om, led, rk, row, stats, lat_hist, cal, ord_hdr, ord_data, origin,
                  now_ns, session, forced):
     """Cancel order ``row`` through the OMS (and the cancel throttle unless ``forced``, the kill
     path); 1 if a CANCEL went on the ring."""
@@ -370,23 +358,24 @@ def _send_cancel(om, led, rk, row, obuf, stats, lat_hist, cal, ord_hdr, ord_data
     if oms.cancel_order(om, row, now_ns) < 0:
         stats[ST_OMS_REFUSED] += 1
         return 0
-    oms.write_cancel(om, row, obuf, origin, session)
-    t = publish_order(ord_hdr, ord_data, obuf, 0)
+    slot = ring.begin_write(ord_hdr, ord_data)
+    oms.write_cancel(om, row, ord_data[slot], origin, session)
+    t = _end_order(ord_hdr, ord_data, slot, 0)
     stats[ST_CANCEL] += 1
     _lat(stats, lat_hist, cal, origin, t)
     return 1
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal, ord_hdr,
+def reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal, ord_hdr,
               ord_data):
     """``_reconcile`` as a call (the strategy timer, tests); ``handle_md`` inlines it."""
-    _reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal, ord_hdr,
+    _reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal, ord_hdr,
                ord_data)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal, ord_hdr,
+def _reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal, ord_hdr,
                ord_data):
     """Turn strategy ``i``'s quote slots into new / replace / cancel records: ``oms.reconcile``
     says what a slot needs (quote slot ``i * Q_SLOTS + s``), the risk gate checks it
@@ -407,12 +396,12 @@ def _reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist
     # so a quote pair shifting through its own old prices does not self-trade (risk STP)
     for ps in range(2):
         for s in range(base.Q_SLOTS):
-            _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty, stats,
+            _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, dirty, stats,
                             lat_hist, cal, ord_hdr, ord_data, now_ns)
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist,
+def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
                     cal, ord_hdr, ord_data, now_ns):
     """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``_reconcile``; a slot left out of sync
     (denied, refused, or waiting for a request in flight) marks the strategy ``dirty``: it is
@@ -472,7 +461,7 @@ def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty
         if away != (ps == 0):
             return
     if act == oms.ACT_CANCEL:
-        if _send_cancel(om, led, rk, r, obuf, stats, lat_hist, cal, ord_hdr, ord_data, origin,
+        if _send_cancel(om, led, rk, r, stats, lat_hist, cal, ord_hdr, ord_data, origin,
                         now_ns, meta[i, base.M_SESSION + _leg_of(meta, i, om.orders[r].ii)],
                         False) == 0:
             dirty[i] = 1
@@ -500,11 +489,12 @@ def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty
         stats[ST_OMS_REFUSED] += 1
         dirty[i] = 1
         return
+    slot = ring.begin_write(ord_hdr, ord_data)      # the OMS writes the record in place
     if new:
-        oms.write_new(om, row, obuf, origin, sess)
+        oms.write_new(om, row, ord_data[slot], origin, sess)
     else:
-        oms.write_replace(om, row, obuf, origin, sess)
-    t = publish_order(ord_hdr, ord_data, obuf, quotes[i, s, base.Q_FLAGS])
+        oms.write_replace(om, row, ord_data[slot], origin, sess)
+    t = _end_order(ord_hdr, ord_data, slot, quotes[i, s, base.Q_FLAGS])
     if new:
         stats[ST_NEW] += 1
     else:
@@ -513,7 +503,7 @@ def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, obuf, dirty
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data, origin):
+def cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data, origin):
     """A CANCEL for every live order (``oms.live_rows``; no throttle: this is the kill path);
     returns how many went out. Orders with a replace in flight cannot be cancelled until it is
     answered: they are counted in ST_KILL_BUSY and ``check_kill`` retries them."""
@@ -535,7 +525,7 @@ def cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord
         st_i = np.int64(o.strategy)
         if st_i < meta.shape[0]:
             sess = meta[st_i, base.M_SESSION + _leg_of(meta, st_i, o.ii)]
-        k += _send_cancel(om, led, rk, r, obuf, stats, lat_hist, cal, ord_hdr, ord_data, origin,
+        k += _send_cancel(om, led, rk, r, stats, lat_hist, cal, ord_hdr, ord_data, origin,
                           now_ns, sess, True)
     stats[ST_KILL_CANCELS] += k
     stats[ST_KILL_BUSY] = busy
@@ -584,7 +574,7 @@ def _book_strategy(bstate, meta, b, k):
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
 def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
-              om, led, rk, marks, obuf, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words):
+              om, led, rk, marks, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words):
     """Apply the md record at byte ``roff`` of ``rec`` (a uint8 buffer or a uint8[N, 64] block)
     and run what it triggers; returns STEP_MAX_LOSS when the loss set the kill switch, else
     STEP_OK. Fields are read as aligned 64-bit words (no record views on the hot path)."""
@@ -613,7 +603,7 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
             bstate[b, BS_SNAP] = 0
         if bstate[b, BS_WARM] == 0:
             bstate[b, BS_WARM] = 1
-            _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, obuf, ord_hdr,
+            _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, ord_hdr,
                              ord_data)
         price = np.int64(load_relaxed(rec, o + np.uint64(32)))
         q = np.int64(load_relaxed(rec, o + np.uint64(40)))
@@ -674,7 +664,7 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
             ch = strat.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side,
                                 origin, origin)
         if ch != base.UNCHANGED or dirty[i] != 0:
-            _reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist, cal,
+            _reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal,
                        ord_hdr, ord_data)
     return rc
 
@@ -742,7 +732,7 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
-def check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+def check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr, ord_data,
                words):
     """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
     Orders whose replace is in flight cannot be cancelled until the venue answers it: they are
@@ -755,13 +745,13 @@ def check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_h
         if stats[ST_HALTED] == 0 or stats[ST_KILL_EPOCH] != ep:
             stats[ST_HALTED] = 1
             stats[ST_KILL_EPOCH] = ep
-            cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+            cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data,
                        now)
             risk.breaker_update(rk, led, marks, _utc_ns(cal, now), words)   # -> HALTED
             stats[ST_RISK_STATE] = records.RISK_HALTED
             control.set_risk_state(words, records.RISK_HALTED)
         elif stats[ST_KILL_BUSY] != 0:
-            cancel_all(meta, om, led, rk, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+            cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data,
                        now)
         if stats[ST_ACKED_EPOCH] != ep and stats[ST_KILL_BUSY] == 0:
             control.ack_kill(words, np.uint64(ep), np.uint64(clock.tsc_to_utc_ns(cal, now)))
@@ -804,7 +794,7 @@ def check_stuck(om, rk, rows, stats, words, now_ns, timeout_ns):
 @njit(cache=True, nogil=True, _nrt=False)
 def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data, words,
          actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
-         om, led, rk, marks, obuf, rows, dirty, stats, lat_hist, wparams, wstate, md_buf, ex_buf,
+         om, led, rk, marks, rows, dirty, stats, lat_hist, wparams, wstate, md_buf, ex_buf,
          max_iters):
     """Poll every input up to ``max_iters`` times or for about a millisecond, whichever ends
     first (see the module docstring); returns STEP_* (the most important event of the call)."""
@@ -812,7 +802,7 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
     t_start = clock.now(cal)
     for _ in range(max_iters):
         stats[ST_LOOPS] += 1
-        k = check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr,
+        k = check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr,
                        ord_data, words)
         if k > ret:
             ret = k
@@ -821,7 +811,7 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
             if ring.poll(md_hdrs[r], md_datas[r], md_curs[r], md_buf) == 1:
                 work += 1
                 c = handle_md(md_buf, 0, px, qty, n, book_map, bstate, meta, params, state, quotes,
-                              pnl, risk_p, om, led, rk, marks, obuf, dirty, stats, lat_hist, cal,
+                              pnl, risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal,
                               ord_hdr, ord_data, words)
                 if c > ret:
                     ret = c
@@ -838,7 +828,7 @@ def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
             for i in range(meta.shape[0]):
                 if strat.on_timer(i, meta, params, state, quotes, px, qty, n, now) \
                         != base.UNCHANGED or dirty[i] != 0:
-                    reconcile(i, meta, quotes, px, n, om, led, rk, obuf, dirty, stats, lat_hist,
+                    reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
                               cal, ord_hdr, ord_data)
         if work == 0:
             wait.idle(wparams, wstate)
@@ -906,17 +896,17 @@ def ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirt
 
 @njit(cache=True, nogil=True, _nrt=False)
 def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
-           om, led, rk, marks, obuf, rows, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words,
+           om, led, rk, marks, rows, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words,
            ex_buf, venue_acks):
     """Feed ``n_rec`` md records (rows of uint8[.., 64]) straight through ``handle_md``, checking
     the kill switch before each (the in-process replay used by tests and the bench). With
     ``venue_acks`` every request the records cause is acknowledged at once (``ack_pending``)."""
     for k in range(n_rec):
-        check_kill(meta, om, led, rk, marks, obuf, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+        check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr, ord_data,
                    words)
         before = stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]
         handle_md(md_data, k * md_data.shape[1], px, qty, n, book_map, bstate, meta, params,
-                  state, quotes, pnl, risk_p, om, led, rk, marks, obuf, dirty, stats, lat_hist, cal,
+                  state, quotes, pnl, risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal,
                   ord_hdr, ord_data, words)
         if venue_acks and stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL] != before:
             ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty, stats,
@@ -1086,7 +1076,6 @@ class EngineState:
                               f"max_live = {len(specs) * max_live}")
         self.oms = oms.make_oms(cap, len(specs), max_live=max_live,
                                 n_quotes=max(1, s) * base.Q_SLOTS, first_clord_id=clord_base)
-        self.obuf = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
         self.rows = np.zeros(cap, np.int32)
         self.dirty = np.zeros(max(1, s), np.int64)   # strategies to reconcile on their next event
         self.stats = np.zeros(ST_N, np.int64)
@@ -1108,7 +1097,7 @@ class EngineState:
 
     def gate_args(self):
         """The OMS / ledger / risk arguments of the compiled entry points, in order."""
-        return (self.oms, self.led, self.rk, self.marks, self.obuf, self.rows, self.dirty)
+        return (self.oms, self.led, self.rk, self.marks, self.rows, self.dirty)
 
     # -- in-process replay (tests, bench) --------------------------------------------------------
     def replay(self, md_records: np.ndarray, ord_hdr, ord_data, words,
@@ -1138,7 +1127,7 @@ class EngineState:
 
     def cancel_all(self, ord_hdr, ord_data) -> int:
         """CANCEL every live order now (shutdown); returns how many went out."""
-        return int(cancel_all(self.meta, *self.gate_args()[:3], self.obuf, self.rows, self.stats,
+        return int(cancel_all(self.meta, *self.gate_args()[:3], self.rows, self.stats,
                               self.lat_hist, self.cal, ord_hdr, ord_data, clock.now(self.cal)))
 
     # -- reporting -------------------------------------------------------------------------------

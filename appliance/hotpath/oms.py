@@ -898,7 +898,7 @@ def live_rows(oms, ii, out_rows):
 # --- order records -----------------------------------------------------------------------------
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _header(out_u8, rtype, o, origin_tsc):
-    out_u8[:] = 0
+    out_u8[8:] = 0               # word 0 (``ver``) belongs to the ring when written in place
     h = out_u8.view(records.NEW_ORDER)[0]
     h.rtype = rtype
     h.venue = o.venue
