@@ -928,6 +928,37 @@ ENGINE_KEYS = {
 }
 # [engine.instruments."venue:SYMBOL"]: the instrument's grid, in 1e-8 of its quote / base asset
 INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
+# ... and its assets (default: from the symbol, see split_symbol)
+INSTRUMENT_ASSET_KEYS = ("base", "quote")
+
+# Quote assets recognised at the end of a venue symbol without a separator (longest first), and
+# venue aliases. An unrecognised symbol trades asset "<SYMBOL>" against asset "QUOTE" unless
+# [engine.instruments."venue:SYMBOL"] names base / quote.
+QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "GBP", "JPY", "AUD",
+                  "CAD", "CHF", "TRY", "BRL", "DAI", "BTC", "XBT", "ETH", "BNB")
+ASSET_ALIASES = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "ZUSD": "USD", "ZEUR": "EUR"}
+# Quote assets pegged to the US dollar: one currency for the money limits of the breaker (a depeg
+# is not modelled). Any other mix of quote assets cannot share max_loss / drawdown limits.
+USD_PEGGED = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
+
+
+def split_symbol(symbol: str) -> tuple[str, str] | None:
+    """(base, quote) asset names of a venue symbol: "BTC-USD", "XBT/USD", "tBTCUSD", "tDOGE:USD",
+    "btcusd", "NKNUSDT" -> ("NKN", "USDT"); None when no known quote ends it."""
+    s = symbol
+    if len(s) > 1 and s[0] == "t" and s[1:].upper() == s[1:]:
+        s = s[1:]                              # Bitfinex trading pair prefix
+    for sep in "-/:":
+        if sep in s:
+            a, b = s.split(sep, 1)
+            if a and b:
+                return ASSET_ALIASES.get(a.upper(), a.upper()), ASSET_ALIASES.get(b.upper(), b.upper())
+    u = s.upper()
+    for q in QUOTE_SUFFIXES:
+        if u.endswith(q) and len(u) > len(q):
+            b = u[:-len(q)]
+            return ASSET_ALIASES.get(b, b), ASSET_ALIASES.get(q, q)
+    return None
 
 # Risk limits EngineState uses when it is given no [risk] table (tests, bench, replays): every
 # check is on but wide, the throttle allows 100k orders/s, balances are not checked (the engine
@@ -952,9 +983,9 @@ def engine_settings(table: dict | None) -> dict:
         raise EngineError("engine: expected a table")
     out = {}
     for key in table:
-        if key not in ENGINE_KEYS and key != "instruments":
+        if key not in ENGINE_KEYS and key not in ("instruments", "balances"):
             raise EngineError(f"engine.{key}: unknown key (known: "
-                              f"{', '.join(sorted([*ENGINE_KEYS, 'instruments']))})")
+                              f"{', '.join(sorted([*ENGINE_KEYS, 'instruments', 'balances']))})")
     for key, (default, minimum) in ENGINE_KEYS.items():
         v = table.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -969,15 +1000,32 @@ def engine_settings(table: dict | None) -> dict:
         if not isinstance(sub, dict):
             raise EngineError(f"{where}: expected a table with tick_e8 / lot_e8")
         for k in sub:
-            if k not in INSTRUMENT_KEYS:
-                raise EngineError(f"{where}.{k}: unknown key (known: tick_e8, lot_e8)")
+            if k not in INSTRUMENT_KEYS and k not in INSTRUMENT_ASSET_KEYS:
+                raise EngineError(f"{where}.{k}: unknown key (known: tick_e8, lot_e8, base, quote)")
         row = {}
         for k, default in INSTRUMENT_KEYS.items():
             v = sub.get(k, default)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise EngineError(f"{where}.{k}: expected an integer >= 1 (1e-8 units), got {v!r}")
             row[k] = v
+        for k in INSTRUMENT_ASSET_KEYS:
+            if k in sub:
+                if not isinstance(sub[k], str) or not sub[k].strip():
+                    raise EngineError(f"{where}.{k}: expected an asset name, got {sub[k]!r}")
+                row[k] = sub[k].strip().upper()
         out["instruments"][name] = row
+    balances = table.get("balances", {})
+    if not isinstance(balances, dict):
+        raise EngineError('engine.balances: expected a table of "venue:ASSET" = amount')
+    out["balances"] = {}
+    for name, v in balances.items():
+        venue, _, asset = name.partition(":")
+        if venue not in records.VENUE_IDS or not asset:
+            raise EngineError(f"engine.balances.{name}: expected \"venue:ASSET\" with a venue of "
+                              f"{', '.join(sorted(records.VENUE_IDS))}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise EngineError(f"engine.balances.{name}: expected an amount >= 0, got {v!r}")
+        out["balances"][(venue, asset.upper())] = int(round(v * 1e8))
     return out
 
 
@@ -1049,18 +1097,39 @@ class EngineState:
             if name not in self.instrument_names:
                 raise EngineError(f"engine.instruments.{name}: no strategy trades it (traded: "
                                   f"{', '.join(self.instrument_names) or 'none'})")
+        # assets: named per instrument (config, else from the symbol); one ledger column each
+        pairs = []
+        for v, sym in self.book_keys:
+            g = grids.get(f"{v}:{sym}", {})
+            guess = split_symbol(sym) or (sym.upper(), "QUOTE")
+            pairs.append((g.get("base", guess[0]), g.get("quote", guess[1])))
+        self.asset_names = sorted({a for p in pairs for a in p} | {"QUOTE"}
+                                  | {a for _, a in self.settings["balances"]})
+        col = {a: k for k, a in enumerate(self.asset_names)}
+        self.instrument_assets = dict(zip(self.instrument_names, pairs))
         specs = []
         for b, (v, sym) in enumerate(self.book_keys):
             g = grids.get(f"{v}:{sym}", INSTRUMENT_KEYS)
             specs.append({"venue": v, "instrument": self.venues[v].index(sym),
-                          "base_asset": 1 + b, "quote_asset": 0,
+                          "base_asset": col[pairs[b][0]], "quote_asset": col[pairs[b][1]],
                           "tick_e8": g["tick_e8"], "lot_e8": g["lot_e8"]})
         if not specs:            # no strategy: one placeholder row keeps the arrays non-empty
             specs.append({"venue": next(iter(records.VENUE_IDS)), "instrument": 0,
-                          "base_asset": 1, "quote_asset": 0, "tick_e8": 1, "lot_e8": 1})
-        self.led = positions.make_ledger(specs, len(specs) + 1)
+                          "base_asset": col["QUOTE"], "quote_asset": col["QUOTE"],
+                          "tick_e8": 1, "lot_e8": 1})
+        self.led = positions.make_ledger(
+            specs, len(self.asset_names),
+            {(v, col[a]): amt for (v, a), amt in self.settings["balances"].items()})
         if risk_table is None:
             risk_table = default_risk_table(self.venues)
+        quotes_ = {q for _, q in pairs}
+        money = [k for k in ("max_loss", "drawdown_reduce", "drawdown_pause")
+                 if risk_table.get(k)]
+        if money and len(quotes_) > 1 and not quotes_ <= USD_PEGGED:
+            raise EngineError(f"risk.{money[0]}: one amount for instruments quoted in "
+                              f"{', '.join(sorted(quotes_))} (the breaker adds PnL in one "
+                              f"currency): run one engine per quote currency, or trade "
+                              f"instruments quoted in one currency (USD-pegged ones count as one)")
         names = self.instrument_names or [f"{specs[0]['venue']}:-"]
         try:
             self.rk = risk.build_risk(risk_table, self.led.instr, names)
@@ -1180,11 +1249,19 @@ class EngineState:
             strategies.append({"name": name, "legs": legs,
                                "pnl_tl": int(_equity(i, self.meta, self.pnl, self.px, self.n)),
                                "open_orders": open_orders})
-        positions_ = [{"instrument": nm, "position": int(self.led.pos[ii]["qty"])}
+        positions_ = [{"instrument": nm, "position": int(self.led.pos[ii]["qty"]),
+                       "base": self.instrument_assets[nm][0],
+                       "quote": self.instrument_assets[nm][1]}
                       for ii, nm in enumerate(self.instrument_names)]
+        balances = [{"venue": vname, "asset": a,
+                     "balance_e8": int(self.led.balances[vid, k]),
+                     "reserved_e8": int(self.led.reserved[vid, k])}
+                    for vname, vid in records.VENUE_IDS.items()
+                    for k, a in enumerate(self.asset_names)
+                    if self.led.balances[vid, k] or self.led.reserved[vid, k]]
         return {"stats": self.stats_dict(), "risk": self.risk_dict(),
                 "oms": oms.counters(self.oms), "positions": positions_,
-                "strategies": strategies}
+                "balances": balances, "strategies": strategies}
 
 
 STATUS_FILE = "engine_status.json"

@@ -235,6 +235,64 @@ def test_engine_settings_reject_unknown_keys_by_name():
         engine.engine_settings({"instruments": {"binance:AAA": {"tick_e8": 0}}})
 
 
+@pytest.mark.parametrize("symbol, assets", [
+    ("NKNUSDT", ("NKN", "USDT")), ("LRCBTC", ("LRC", "BTC")), ("RUNEEUR", ("RUNE", "EUR")),
+    ("BTC-USD", ("BTC", "USD")), ("XBT/USD", ("BTC", "USD")), ("btcusd", ("BTC", "USD")),
+    ("tBTCUSD", ("BTC", "USD")), ("tDOGE:USD", ("DOGE", "USD")), ("AAA", None), ("USD", None)])
+def test_split_symbol_names_base_and_quote_assets_of_every_venue_style(symbol, assets):
+    assert engine.split_symbol(symbol) == assets
+
+
+def test_balances_seed_the_ledger_and_the_balance_check_denies_what_they_cannot_cover(cal):
+    venue = {**engine.DEFAULT_RISK_VENUE, "check_balance": True}
+    settings = {"instruments": {"binance:AAA": {**GRID["instruments"]["binance:AAA"],
+                                                "base": "aaa", "quote": "usd"}},
+                "balances": {"binance:USD": 15.0}}
+    es, oh, od, words = _engine(cal, settings, risk_top={"venues": {"binance": venue}})
+    assert es.instrument_assets["binance:AAA"] == ("AAA", "USD")
+    _frame(es, oh, od, words, acks=False)
+    o = _orders(oh, od)
+    # 15.00 USD covers the ~10.00 bid; no AAA to sell: the ask is denied for its balance
+    assert [x["side"] for _, x in o] == [records.SIDE_BUY]
+    assert es.risk_dict()["denied"] == {"balance": 1}
+    bid = o[0][1]
+    bal = {b["asset"]: b for b in es.snapshot()["balances"]}
+    assert bal["USD"]["balance_e8"] == 15 * 10**8
+    assert bal["USD"]["reserved_e8"] == int(bid["price"]) * 10**6       # 1 lot at the bid
+    _exec(es, words, records.RT_ACK, clord_id=bid["clord_id"], exec_type=records.EXEC_NEW,
+          ord_status=records.EXEC_NEW, instrument=0, qty=1, leaves_qty=1)
+    _fill(es, words, bid, int(bid["price"]), 1, 77, 1)
+    bal = {b["asset"]: b for b in es.snapshot()["balances"]}
+    assert bal["AAA"]["balance_e8"] == 10**8                              # bought 1 AAA
+    assert bal["USD"]["balance_e8"] == 15 * 10**8 - int(bid["price"]) * 10**6
+    assert bal["USD"]["reserved_e8"] == 0
+
+
+def test_one_loss_limit_over_instruments_quoted_in_different_currencies_is_refused(cal):
+    tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s}
+              for s in ("NKNUSDT", "LRCBTC")]
+    with pytest.raises(engine.EngineError, match=r"risk\.max_loss: .*BTC, USDT"):
+        EngineState({"binance": ["NKNUSDT", "LRCBTC"]}, tables, None, cal=cal,
+                    risk_table={**engine.default_risk_table(["binance"]), "max_loss": 100.0})
+    # USD-pegged quotes share the limit; without money limits any mix is fine
+    tables[1]["symbol"] = "NKNUSDC"
+    EngineState({"binance": ["NKNUSDT", "NKNUSDC"]}, tables, None, cal=cal,
+                risk_table={**engine.default_risk_table(["binance"]), "max_loss": 100.0})
+    tables[1]["symbol"] = "LRCBTC"
+    EngineState({"binance": ["NKNUSDT", "LRCBTC"]}, tables, None, cal=cal)
+
+
+def test_engine_balances_are_validated_by_name():
+    with pytest.raises(engine.EngineError, match=r"engine\.balances\.nowhere:USD: expected"):
+        engine.engine_settings({"balances": {"nowhere:USD": 1.0}})
+    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount"):
+        engine.engine_settings({"balances": {"binance:USD": -1}})
+    with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.quote"):
+        engine.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
+    assert engine.engine_settings({"balances": {"binance:usdt": 2.5}})["balances"] == {
+        ("binance", "USDT"): 250_000_000}
+
+
 def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
     from appliance import config
     cfg = config.parse({
