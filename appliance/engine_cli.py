@@ -163,6 +163,13 @@ def _status(args) -> int:
                              for leg in s["legs"])
             print(f"  {s['name']:<24} pnl {s['pnl_tl']} tick-lots  {legs}  open orders "
                   f"{len(s['open_orders'])}")
+        stuck = eng.get("stats", {}).get("stuck_requests", 0)
+        if stuck:
+            print(f"  {stuck} request(s) unanswered past ack_timeout_ms: the gate is paused")
+        for b in eng.get("balances", []):
+            free = (b["balance_e8"] - b["reserved_e8"]) / 1e8
+            print(f"  balance {b['venue']}:{b['asset']:<8} {b['balance_e8'] / 1e8:,.8f} "
+                  f"(reserved {b['reserved_e8'] / 1e8:,.8f}, free {free:,.8f})")
     return 0
 
 
