@@ -47,9 +47,17 @@ Orders go through the OMS (:mod:`appliance.hotpath.oms`) and the three-tier risk
 
 Instruments: the ledger / OMS / gate index ``ii`` is the book row (one per traded
 (venue, symbol)); tick_e8 / lot_e8 come from ``[engine.instruments."venue:SYMBOL"]`` (default
-1 / 1, the 1e-8 print grid of the md gateways); limits from ``[risk]`` (``risk.build_risk``; no
-table in a config = every order denied, logged at start). Times given to the gate are UTC ns
+1 / 1, the 1e-8 print grid of the md gateways), and so may ``base`` / ``quote`` (asset names;
+default ``split_symbol``: "NKNUSDT" -> NKN / USDT, "XBT/USD" -> BTC / USD); limits from
+``[risk]`` (``risk.build_risk``; no table in a config = every order denied, logged at start).
+Balances start from ``[engine.balances]`` (``"binance:USDT" = 1000.0``; there is no venue
+balance feed) and move with fills and open orders; the gate checks them where a venue sets
+``check_balance``. The breaker adds PnL in one currency, so max_loss / drawdown over instruments
+quoted in different (non USD-pegged) currencies is refused. Times given to the gate are UTC ns
 (``clock.tsc_to_utc_ns``).
+
+``[engine]`` keys: ``ENGINE_KEYS`` below (timer_ms, book_levels, max_iters, clord_base,
+order_capacity, max_live, ack_timeout_ms), ``instruments``, ``balances``.
 
 Kill switch: every loop iteration reads the control block's kill flag. On a new kill epoch the
 engine halts (no new orders or replaces), sends a CANCEL for every live order and writes
