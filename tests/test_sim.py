@@ -12,7 +12,8 @@ def test_sim_runs_every_actor_trades_halts_on_kill_and_journals(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rep = json.loads((run / "report.json").read_text())
-    assert rep["md"]["frames"] > 100 and rep["md"]["errors"] == 0 and rep["md"]["gaps"] == 0
+    # the recording plays at its real pace, about 9 frames/s: ~11 s of streaming gives ~100
+    assert rep["md"]["frames"] > 50 and rep["md"]["errors"] == 0 and rep["md"]["gaps"] == 0
     eng = rep["engine"]["stats"]
     assert eng["md"] > 1000                      # the engine consumed the md ring
     assert eng["new"] >= 1                       # the market maker quoted through the risk gate
