@@ -20,7 +20,7 @@ rdtsc                time-stamp counter               ``rdtsc`` (not ordered wit
 rdtscp               TSC after prior instructions     ``rdtscp`` (waits for earlier instructions)
 monotonic_ns         CLOCK_MONOTONIC                  ``call clock_gettime`` (vDSO)
 bit_length           bits needed for an unsigned u64  ``lzcnt`` / ``bsr``
-prefetch             cache-line hint (read / write)   ``prefetcht0`` / ``prefetchw``
+prefetch_write       cache-line hint for a store      ``prefetchw``
 ===================  ===============================  =========================================
 
 Why atomics at all on x86: without them LLVM may hoist a plain load out of a spin loop, merge or
@@ -191,27 +191,19 @@ def bit_length(typingctx, x):
     return types.int64(x), codegen
 
 
-def _prefetch(rw: int, doc: str):
-    @intrinsic
-    def _pf(typingctx, arr, off):
-        if not _check(arr, off):
-            return None
+@intrinsic
+def prefetch_write(typingctx, arr, off):
+    """Hint: bring the cache line at byte ``off`` into L1 for writing (``prefetchw``: owned, so
+    the store that follows does not miss; never faults, costs no wait)."""
+    if not _check(arr, off):
+        return None
 
-        def codegen(context, builder, sig, args):
-            ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
-            i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-            fn = builder.module.declare_intrinsic("llvm.prefetch", (), ir.FunctionType(
-                ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]))
-            # llvm.prefetch(ptr, rw, locality 3 = keep in all levels, 1 = data cache)
-            builder.call(fn, [i8p, ir.Constant(_I32, rw), ir.Constant(_I32, 3),
-                              ir.Constant(_I32, 1)])
-            return context.get_dummy_value()
-        return types.void(arr, off), codegen
-    _pf.__doc__ = doc
-    return _pf
-
-
-prefetch_read = _prefetch(0, "Hint: bring the cache line at byte ``off`` into L1 for reading "
-                             "(``prefetcht0``; never faults, costs no wait).")
-prefetch_write = _prefetch(1, "Hint: bring the cache line at byte ``off`` into L1 for writing "
-                              "(``prefetchw``: owned, so the store that follows does not miss).")
+    def codegen(context, builder, sig, args):
+        ptr = _byte_ptr(context, builder, sig.args[0], args[0], args[1])
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        fn = builder.module.declare_intrinsic("llvm.prefetch", (), ir.FunctionType(
+            ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]))
+        # llvm.prefetch(ptr, rw 1 = write, locality 3 = keep in all levels, 1 = data cache)
+        builder.call(fn, [i8p, ir.Constant(_I32, 1), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.void(arr, off), codegen
