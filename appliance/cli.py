@@ -1,8 +1,8 @@
 """``appliance``: the one command-line entry point.
 
-Each part of the appliance owns a small module with ``register(subparsers)`` that adds its
-sub-commands (argparse only; heavy imports such as numba happen inside the handlers, so
-``appliance --help`` stays fast). A handler returns the process exit status.
+Dispatch only. Each part of the appliance owns ``<part>/cli.py`` with ``register(subparsers)``
+that adds its sub-commands (argparse only; heavy imports such as numba happen inside the
+handlers, so ``appliance --help`` stays fast). A handler returns the process exit status.
 """
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import importlib
 import logging
 import sys
 
-# module that registers sub-commands -> what it provides
+# the parts, in the order their commands are listed by --help
 COMMAND_MODULES = (
-    "appliance.sim_cli",         # sim (the main job: every actor on loopback, then a report)
-    "appliance.demo_cli",        # demo (the main job until the full appliance runs)
-    "appliance.shm_cli",         # shm ls
-    "appliance.journal_cli",     # journal stats|cat, recorder
-    "appliance.ws.cli",          # md, md replay, venue-sim
-    "appliance.engine_cli",      # engine, kill, status
-    "appliance.fix.cli",         # fix gateway|acceptor|exchange
-    "appliance.tuning_cli",      # tuning plan|check
-    "benches.cli",               # bench ring|clock|md|engine|fix
+    "appliance.sim.cli",         # sim, demo, venue-sim
+    "appliance.venues.cli",      # md, md replay
+    "appliance.engine.cli",      # engine, kill, status
+    "appliance.fix.cli",         # fix gateway|exchange|acceptor
+    "appliance.journal.cli",     # recorder, journal stats|cat
+    "appliance.transport.cli",   # shm ls
+    "tuning.cli",                # tuning plan|check
+    "benches.cli",               # bench ...
 )
 
 
@@ -32,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue  # part not installed in this build; tests/test_cli.py asserts all are present
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
 """``appliance bench engine``: the engine's tick cycle on real recorded sessions, with a baseline.
 
-Real recorded venue sessions (tests/data/venues, or ``--data DIR``) are turned into md records by
-the venues' own feed code (appliance.ws.replay) and replayed in-process through the compiled
+Real recorded venue sessions (appliance/data/venues, or ``--data DIR``) are turned into md records by
+the venues' own feed code (appliance.venues.replay) and replayed in-process through the compiled
 engine with one Avellaneda-Stoikov instance per instrument (``price_unit`` = the instrument's
 median touch spread in the recording, so every instrument quotes). Measured in one run:
 
@@ -38,10 +38,13 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import clock, engine, records, ring, risk
-from appliance.hotpath.intrinsics import rdtsc
+from appliance import data
+from appliance.transport import clock, records, ring
+from appliance.engine import kernels as engine, risk
+from appliance.engine import state as engine_state
+from appliance.transport.intrinsics import rdtsc
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "venues"
+DEFAULT_DATA = data.venues_dir()
 SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase": "COINBASE.ws.28.0",
             "bitstamp": "BITSTAMP.ws.1.0", "bitfinex": "BITFINEX.ws.11.0"}
 
@@ -106,7 +109,7 @@ def _risk_batches(rk, om, led, px, n, b, now_ns, out, batch):
 def load_sessions(data_dir: Path, venues: list[str]) -> tuple[np.ndarray, dict]:
     """md records of the venues' recorded sessions, interleaved by record (a merged feed), and
     venue -> symbols."""
-    from appliance.ws import replay
+    from appliance.venues import replay
 
     parts, syms = [], {}
     for v in venues:
@@ -143,7 +146,7 @@ def typical_spreads(md: np.ndarray) -> dict:
     return out
 
 
-def make_engine(syms: dict, spreads: dict, cal) -> engine.EngineState:
+def make_engine(syms: dict, spreads: dict, cal) -> engine_state.EngineState:
     tables = []
     for venue, names in syms.items():
         vid = records.VENUE_IDS[venue]
@@ -153,10 +156,10 @@ def make_engine(syms: dict, spreads: dict, cal) -> engine.EngineState:
                            "params": {"warmup_events": 1, "price_unit": unit,
                                       "requote_ticks": max(1, int(unit))}})
     # the engine's default risk table: every tier-1 check on, wide limits
-    return engine.EngineState(syms, tables, None, cal=cal, clord_base=1 << 20)
+    return engine_state.EngineState(syms, tables, None, cal=cal, clord_base=1 << 20)
 
 
-def _args(es: engine.EngineState, oh, od, words):
+def _args(es: engine_state.EngineState, oh, od, words):
     return (es.px, es.qty, es.n, es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes,
             es.pnl, es.risk, *es.gate_args(), es.stats, es.lat_hist, es.cal, oh, od, words)
 
@@ -166,11 +169,11 @@ def _args(es: engine.EngineState, oh, od, words):
 class PyEngine:
     """The same cycle in plain Python: SortedDict books, AS quoting, risk check, packed records."""
 
-    def __init__(self, es: engine.EngineState):
+    def __init__(self, es: engine_state.EngineState):
         from sortedcontainers import SortedDict
 
-        from appliance.hotpath.strategies import avellaneda_stoikov as AS
-        from appliance.hotpath.strategies import base
+        from appliance.engine.strategies import avellaneda_stoikov as AS
+        from appliance.engine.strategies import base
 
         self.AS, self.base = AS, base
         self.books = {}

@@ -39,8 +39,8 @@ import numpy as np
 from numba import njit
 
 from appliance.fix import codec as C
-from appliance.hotpath import clock
-from appliance.hotpath import records as R
+from appliance.transport import clock
+from appliance.transport import records as R
 
 INSTRUMENTS = [("BTCUSDT", "0.01", "0.00001")]
 SENDER, TARGET = "APPLIANCE", "SIMEX"
@@ -212,7 +212,7 @@ def _exchange_server(core, port_q, stop_ev):
     import logging
     logging.disable(logging.WARNING)
     _pin(core)
-    from appliance.fix import exchange as X
+    from appliance.sim import exchange as X
     srv = X.ExchangeServer([("FIX.4.4", TARGET, SENDER)], venue=X.MatchingVenue(references={}),
                            heartbeat_tick=0.001)
     port_q.put(srv.port)
@@ -249,7 +249,7 @@ def bench_rtt(core_peer, n: int) -> dict:
     import logging
     from appliance.fix import gateway as G
     from appliance.fix.store import MemoryStore
-    from appliance.hotpath import ring, wait
+    from appliance.transport import ring, wait
     logging.disable(logging.WARNING)
     ctx = mp.get_context("fork")
     q = ctx.Queue()

@@ -1,7 +1,7 @@
 """``appliance bench md``: compiled market-data parse per hot frame and L2 book update latency,
 each with a baseline in the same run.
 
-Parse, per venue, over the real recorded sessions (tests/data/venues, else ../shared/data/venues):
+Parse, per venue, over the real recorded sessions (appliance/data/venues, or $APPLIANCE_VENUE_DATA):
 the venue's own compiled ``parse_frame`` on every *hot* frame (a book delta: Binance depthUpdate,
 Coinbase l2update, Kraken book delta, Bitstamp diff_order_book, Bitfinex book update, Coinbase
 Advanced l2_data update), timed with rdtsc inside one compiled loop (no Python between frames).
@@ -35,9 +35,10 @@ import numpy as np
 import orjson
 from numba import njit
 
-from appliance.hotpath import book, clock, records
-from appliance.hotpath.intrinsics import rdtsc
-from appliance.ws import common, recording
+from appliance.engine import book
+from appliance.transport import clock, records
+from appliance.transport.intrinsics import rdtsc
+from appliance.venues import common, recording
 
 PARSE_TARGET_NS = 1500
 PARSE_TARGET_RATIO = 4.0
@@ -102,7 +103,7 @@ def _time_empty(n, out):
 # ----------------------------------------------------------------------------- helpers
 
 def _data_dir() -> Path:
-    from appliance.ws import sim
+    from appliance.sim import venue as sim
     return sim.find_data_dir()
 
 
@@ -218,7 +219,7 @@ def _baseline(venue: str, instruments, chan_map: dict):
 def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_reps: int) -> dict:
     import importlib
     fname, hot_name, arg_names = VENUES[venue]
-    mod = importlib.import_module(f"appliance.ws.{venue}")
+    mod = importlib.import_module(f"appliance.venues.{venue}")
     sess = recording.open_session(data_dir / fname)
     instruments = mod.load_instruments(sess.metadata, None)
     feed = mod.Feed(instruments, common.RecordWriter.local(1 << 16))
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-reps", type=int, default=3, help="passes of the Python baseline")
     ap.add_argument("--book-updates", type=int, default=200_000)
     ap.add_argument("--venues", nargs="+", choices=tuple(VENUES), default=list(VENUES))
-    ap.add_argument("--data-dir", help="recorded sessions (default: tests/data/venues or ../shared)")
+    ap.add_argument("--data-dir", help="recorded sessions (default: appliance/data/venues)")
     args = ap.parse_args(argv)
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})

@@ -25,8 +25,8 @@ import time
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import clock, ring, shm
-from appliance.hotpath.intrinsics import cpu_pause, load_acquire, rdtsc, store_release
+from appliance.transport import clock, ring, shm
+from appliance.transport.intrinsics import cpu_pause, load_acquire, rdtsc, store_release
 
 LINE_OFF = 0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def _acceptor(args) -> int:
-    from appliance.fix.acceptor import run_from_args
+    from appliance.sim.acceptor import run_from_args
     return run_from_args(args)
 
 
@@ -13,7 +13,7 @@ def _gateway(args) -> int:
 
 
 def _exchange(args) -> int:
-    from appliance.fix.exchange import run_from_args
+    from appliance.sim.exchange import run_from_args
     return run_from_args(args)
 
 
@@ -28,7 +28,7 @@ def register(sub) -> None:
                      help="directory for the persistent session stores and message logs "
                           "(default: <appliance.state_dir>/fix-acceptor from the config)")
     acc.add_argument("--dict-dir", default=None,
-                     help="directory holding FIX42.xml / FIX44.xml (default: tests/data/fix)")
+                     help="directory holding FIX42.xml / FIX44.xml (default: the packaged ones)")
     acc.set_defaults(handler=_acceptor)
 
     gw = fsub.add_parser("gateway", help="FIX order gateway for one venue session")

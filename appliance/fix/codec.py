@@ -65,7 +65,7 @@ from decimal import Decimal
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import records as R
+from appliance.transport import records as R
 
 SOH = 1
 SYM_MAX = 32

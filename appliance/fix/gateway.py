@@ -74,8 +74,8 @@ import numpy as np
 from numba import njit
 
 from appliance.fix import codec as C
-from appliance.hotpath import clock, ring, shm, wait
-from appliance.hotpath import records as R
+from appliance.transport import clock, ring, shm, wait
+from appliance.transport import records as R
 
 log = logging.getLogger(__name__)
 
@@ -877,7 +877,7 @@ def run_from_args(args) -> int:
             time.sleep(0.05)
     store = FileStore(g.store_dir)
     mlog = MessageLog(Path(g.store_dir) / "messages.log")
-    from appliance.hotpath import control
+    from appliance.transport import control
     beat = None
     try:
         cb = control.ControlBlock.open(shm_dir)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hotpath import ring as ringmod
-from ..hotpath import shm
+from appliance.transport import ring as ringmod
+from appliance.transport import shm
 from .reader import next_seq_after
 from .writer import JournalWriter
 
@@ -92,7 +92,7 @@ class Recorder:
         self._cb = None
         self._actor = -1
         if control:
-            from ..hotpath import control as ctl
+            from appliance.transport import control as ctl
             self._ctl = ctl
             self._cb = ctl.ControlBlock.open(shm_dir)
             self._actor = self._cb.register_actor(CONSUMER_NAME, ACTOR_KIND_RECORDER, core)

@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 
-from appliance.hotpath import clock, records, ring
-from appliance.hotpath.engine import EngineState
+from appliance.transport import clock, records, ring
+from appliance.engine.state import EngineState
 from tests.engine import mdsource
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.hotpath import clock, control, engine, records, ring, risk
-from appliance.hotpath.engine import EngineState
-from appliance.hotpath.strategies import avellaneda_stoikov as AS
-from appliance.hotpath.strategies import base
+from appliance.transport import clock, control, records, ring
+from appliance.engine import kernels as engine, risk
+from appliance.engine import state as engine_state
+from appliance.engine.state import EngineState
+from appliance.engine.strategies import avellaneda_stoikov as AS
+from appliance.engine.strategies import base
 from tests.engine import mdsource
 from tests.engine.mdsource import book_frame, rec, stack
 
@@ -25,7 +27,7 @@ def _engine(cal, settings=None, params=None, n=1, risk_limits=None, risk_top=Non
     tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s,
                "params": {"warmup_events": 0, "vol_widen": 0, "horizon_events": 0,
                           **(params or {})}} for s in ["AAA", "BBB"][:n]]
-    table = engine.default_risk_table(["binance"])
+    table = engine_state.default_risk_table(["binance"])
     table["limits"].update(risk_limits or {})
     table.update(risk_top or {})
     es = EngineState({"binance": ["AAA", "BBB"]}, tables, settings, cal=cal, clord_base=1,
@@ -228,11 +230,11 @@ def test_max_loss_sets_the_kill_switch_and_the_engine_halts():
 
 def test_engine_settings_reject_unknown_keys_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.max_los: unknown key"):
-        engine.engine_settings({"max_los": 1})
+        engine_state.engine_settings({"max_los": 1})
     with pytest.raises(engine.EngineError, match=r"engine\.max_live: expected an integer"):
-        engine.engine_settings({"max_live": 0})
+        engine_state.engine_settings({"max_live": 0})
     with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.tick_e8"):
-        engine.engine_settings({"instruments": {"binance:AAA": {"tick_e8": 0}}})
+        engine_state.engine_settings({"instruments": {"binance:AAA": {"tick_e8": 0}}})
 
 
 @pytest.mark.parametrize("symbol, assets", [
@@ -240,11 +242,11 @@ def test_engine_settings_reject_unknown_keys_by_name():
     ("BTC-USD", ("BTC", "USD")), ("XBT/USD", ("BTC", "USD")), ("btcusd", ("BTC", "USD")),
     ("tBTCUSD", ("BTC", "USD")), ("tDOGE:USD", ("DOGE", "USD")), ("AAA", None), ("USD", None)])
 def test_split_symbol_names_base_and_quote_assets_of_every_venue_style(symbol, assets):
-    assert engine.split_symbol(symbol) == assets
+    assert engine_state.split_symbol(symbol) == assets
 
 
 def test_balances_seed_the_ledger_and_the_balance_check_denies_what_they_cannot_cover(cal):
-    venue = {**engine.DEFAULT_RISK_VENUE, "check_balance": True}
+    venue = {**engine_state.DEFAULT_RISK_VENUE, "check_balance": True}
     settings = {"instruments": {"binance:AAA": {**GRID["instruments"]["binance:AAA"],
                                                 "base": "aaa", "quote": "usd"}},
                 "balances": {"binance:USD": 15.0}}
@@ -273,23 +275,23 @@ def test_one_loss_limit_over_instruments_quoted_in_different_currencies_is_refus
               for s in ("NKNUSDT", "LRCBTC")]
     with pytest.raises(engine.EngineError, match=r"risk\.max_loss: .*BTC, USDT"):
         EngineState({"binance": ["NKNUSDT", "LRCBTC"]}, tables, None, cal=cal,
-                    risk_table={**engine.default_risk_table(["binance"]), "max_loss": 100.0})
+                    risk_table={**engine_state.default_risk_table(["binance"]), "max_loss": 100.0})
     # USD-pegged quotes share the limit; without money limits any mix is fine
     tables[1]["symbol"] = "NKNUSDC"
     EngineState({"binance": ["NKNUSDT", "NKNUSDC"]}, tables, None, cal=cal,
-                risk_table={**engine.default_risk_table(["binance"]), "max_loss": 100.0})
+                risk_table={**engine_state.default_risk_table(["binance"]), "max_loss": 100.0})
     tables[1]["symbol"] = "LRCBTC"
     EngineState({"binance": ["NKNUSDT", "LRCBTC"]}, tables, None, cal=cal)
 
 
 def test_engine_balances_are_validated_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.balances\.nowhere:USD: expected"):
-        engine.engine_settings({"balances": {"nowhere:USD": 1.0}})
+        engine_state.engine_settings({"balances": {"nowhere:USD": 1.0}})
     with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount"):
-        engine.engine_settings({"balances": {"binance:USD": -1}})
+        engine_state.engine_settings({"balances": {"binance:USD": -1}})
     with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.quote"):
-        engine.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
-    assert engine.engine_settings({"balances": {"binance:usdt": 2.5}})["balances"] == {
+        engine_state.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
+    assert engine_state.engine_settings({"balances": {"binance:usdt": 2.5}})["balances"] == {
         ("binance", "USDT"): 250_000_000}
 
 
@@ -323,7 +325,7 @@ def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
 
 @pytest.mark.timeout(600)    # compiling step (the whole inlined order path) takes minutes
 def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle(cal):
-    from appliance.hotpath import wait
+    from appliance.transport import wait
     es, oh, od, words = _engine(cal)
     mh, mdd = ring.local_ring(records.MD_RECORD_SIZE, 256)
     eh, ed = ring.local_ring(records.EXEC_RECORD_SIZE, 256)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from appliance import killswitch
-from appliance.hotpath import control, records, ring
+from appliance.engine import killswitch
+from appliance.transport import control, records, ring
 from tests.engine import mdsource
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.hotpath import book, records, ring
-from appliance.hotpath.engine import EngineState, ST_NEW, ST_REPLACE, ST_RISK_REJECTS
-from appliance.hotpath.strategies import avellaneda_stoikov as AS
-from appliance.hotpath.strategies import base, cross_venue as XV
-from appliance.hotpath import strategies
+from appliance.engine import book
+from appliance.transport import records, ring
+from appliance.engine.kernels import ST_NEW, ST_REPLACE, ST_RISK_REJECTS
+from appliance.engine.state import EngineState
+from appliance.engine.strategies import avellaneda_stoikov as AS
+from appliance.engine.strategies import base, cross_venue as XV
+from appliance.engine import strategies
 from tests.engine import mdsource
 
 VENUES = {"binance": ["NKNUSDT", "BLZETH"], "kraken": ["XMR/USD"], "sim": ["XMR/USD"]}
@@ -29,7 +31,7 @@ _CAL = None
 @pytest.fixture(autouse=True, scope="module")
 def _cal():
     global _CAL
-    from appliance.hotpath import clock
+    from appliance.transport import clock
     _CAL = clock.calibration()
 
 

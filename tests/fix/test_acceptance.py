@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from appliance.fix.acceptor import AcceptorThread
+from appliance.sim.acceptor import AcceptorThread
 from tests.fix.defscript import DATA, Driver
 
 TIMED = ("4a_NoDataSentDuringHeartBtInt", "6_SendTestRequest")

@@ -11,11 +11,11 @@ import pytest
 
 from appliance.config import ConfigError
 from appliance.fix import codec as C
-from appliance.fix import exchange as X
+from appliance.sim import exchange as X
 from appliance.fix import gateway as G
 from appliance.fix.store import FileStore
-from appliance.hotpath import records as R
-from appliance.hotpath import ring, wait
+from appliance.transport import records as R
+from appliance.transport import ring, wait
 
 INSTRUMENTS = [{"symbol": "BTCUSDT", "tick_size": "0.01", "lot_size": "0.001"},
                {"symbol": "ETHUSDT", "tick_size": "0.05", "lot_size": "0.01"}]
@@ -349,7 +349,7 @@ instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
         orders.publish(o)
         ack = wait_for(lambda r: r["rtype"] == R.RT_ACK)
         assert ack["clord_id"] == 77 and ack["price"] == 12_345 and ack["qty"] == 3
-        from appliance.hotpath import control
+        from appliance.transport import control
         cb = control.ControlBlock.open(shm_dir)
         (me,) = [a for a in cb.actors() if a["name"] == "fix.sim"]
         assert me["pid"] == gw.pid and me["kind"] == control.ACTOR_FIX and me["heartbeat_age_ms"] < 5000

@@ -1,0 +1,133 @@
+"""Kill switch (risk tier 3): the control-block flag, its persistence, and the CLI's side of it.
+
+The flag lives in the shared control block (:mod:`appliance.transport.control`); every actor reads
+it on every loop. A halt is also written to ``<state_dir>/killswitch.json`` (tmp file + fsync +
+rename + directory fsync, so a crash leaves either the old or the new file, never a torn one), and
+the engine reads that file at start: a restart after a halt comes up HALTED. Only a manual reset
+(``appliance kill --reset --confirm``) clears both.
+
+File format: ``{"halted": true, "reason": "...", "source": "cli"|"max_loss"|"persisted",
+"time_ns": <unix ns>, "epoch": <kill epoch>}``. A file that cannot be parsed counts as HALTED:
+failing safe is the point of a kill switch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+FILE_NAME = "killswitch.json"
+SOURCES = {1: "cli", 2: "max_loss", 3: "persisted"}
+
+
+class KillSwitchError(RuntimeError):
+    """The kill switch state could not be read or written (message says where and why)."""
+
+
+def state_path(state_dir: str | os.PathLike) -> Path:
+    return Path(state_dir) / FILE_NAME
+
+
+def write_state(state_dir: str | os.PathLike, state: dict) -> Path:
+    """Atomically replace the persisted state with ``state``."""
+    d = Path(state_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / FILE_NAME
+        tmp = d / f".{FILE_NAME}.{os.getpid()}.tmp"
+        data = (json.dumps(state, sort_keys=True) + "\n").encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        raise KillSwitchError(f"cannot persist the kill switch in {d}: {e.strerror}") from None
+    return path
+
+
+def read_state(state_dir: str | os.PathLike) -> dict:
+    """The persisted state; ``{"halted": False}`` when there is none. An unreadable or corrupt
+    file reads as halted (with the problem in ``reason``)."""
+    path = state_path(state_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {"halted": False}
+    except OSError as e:
+        return {"halted": True, "reason": f"kill switch file unreadable: {e.strerror}",
+                "source": "persisted", "corrupt": True}
+    try:
+        st = json.loads(raw)
+        if not isinstance(st, dict) or not isinstance(st.get("halted"), bool):
+            raise ValueError("no boolean 'halted'")
+    except ValueError as e:
+        return {"halted": True, "reason": f"kill switch file corrupt ({e})", "source": "persisted",
+                "corrupt": True}
+    return st
+
+
+def persist_halt(state_dir, reason: str, source: str, epoch: int) -> Path:
+    return write_state(state_dir, {"halted": True, "reason": reason, "source": source,
+                                   "time_ns": time.time_ns(), "epoch": int(epoch)})
+
+
+def persist_reset(state_dir) -> Path:
+    return write_state(state_dir, {"halted": False, "reset_time_ns": time.time_ns()})
+
+
+def engine_alive(cb) -> int:
+    """PID of the live engine registered in the control block, 0 if none."""
+    from appliance.transport import shm
+
+    pid = int(cb.rec["engine_pid"])
+    if pid and shm.process_alive(pid, 0):
+        return pid
+    return 0
+
+
+def kill(cb, state_dir, reason: str, timeout_s: float = 5.0, clock=time.monotonic,
+         sleep=time.sleep) -> dict:
+    """Set the kill flag, persist it, and wait for the running engine's acknowledgement.
+
+    Returns ``{"epoch", "engine_pid", "acked", "ack_ns"}``; ``acked`` is None when no engine is
+    running (the flag is set and persisted anyway), False when the engine did not acknowledge
+    within ``timeout_s``."""
+    from appliance.transport import control
+
+    t0 = time.perf_counter_ns()
+    epoch = cb.request_kill(reason, control.SOURCE_CLI)
+    persist_halt(state_dir, reason, "cli", epoch)
+    pid = engine_alive(cb)
+    out = {"epoch": epoch, "engine_pid": pid, "acked": None, "ack_ns": None}
+    if not pid:
+        return out
+    deadline = clock() + timeout_s
+    while True:
+        if cb.ack_epoch >= epoch:
+            out["acked"] = True
+            out["ack_ns"] = time.perf_counter_ns() - t0
+            return out
+        if clock() >= deadline or not engine_alive(cb):
+            out["acked"] = False
+            return out
+        sleep(0.0002)
+
+
+def reset(cb, state_dir) -> None:
+    """Manual reset: clear the persisted halt, then the flag (the engine resumes)."""
+    from appliance.transport import records
+    from appliance.transport.control import RISK_STATE_OFF, store_release_py
+
+    persist_reset(state_dir)
+    cb.reset_kill()
+    if not engine_alive(cb):
+        store_release_py(cb.words, RISK_STATE_OFF, records.RISK_RUNNING)

@@ -1,0 +1,364 @@
+"""The engine's state and settings: every array the compiled kernels work on, built from the
+config (``EngineState``), the ``[engine]`` settings and the symbol -> asset reference data."""
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.engine import book, oms, positions, risk
+from appliance.engine import strategies as strat
+from appliance.engine.strategies import base
+from appliance.transport import clock, records
+from appliance.engine.kernels import (BS_MAX_STRAT, BS_N, BS_NSTRAT, BS_STRAT, BS_VALID,
+                                      EngineError, LAT_BUCKETS, MAX_INSTRUMENTS, MAX_SESSIONS,
+                                      PNL_CASH, PNL_FEES, PNL_N, PNL_POS, R_ACK_TIMEOUT_NS, R_N,
+                                      R_STEP_TSC, R_TIMER_TSC, STAT_NAMES, ST_CLORD_NEXT, ST_N,
+                                      ST_OPEN, ST_SESS_READY, _equity, ack_pending, cancel_all,
+                                      handle_exec, latency_from_hist, replay)
+
+
+# [engine] table: name -> (default, minimum)
+ENGINE_KEYS = {
+    "timer_ms": (10, 1),                 # strategy timer period
+    "book_levels": (512, 8),             # levels kept per book side
+    "max_iters": (4096, 1),              # polls per compiled step before Python looks around
+    "clord_base": (0, 0),                # first clord_id; 0 = derived from the start time
+    "order_capacity": (4096, 2),         # OMS rows (live + recently finished orders)
+    "max_live": (32, 1),                 # live orders per instrument the OMS can track
+    "ack_timeout_ms": (5000, 1),         # a request unanswered this long pauses the gate
+}
+# [engine.instruments."venue:SYMBOL"]: the instrument's grid, in 1e-8 of its quote / base asset
+INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
+# ... and its assets (default: from the symbol, see split_symbol)
+INSTRUMENT_ASSET_KEYS = ("base", "quote")
+
+# Quote assets recognised at the end of a venue symbol without a separator (longest first), and
+# venue aliases. An unrecognised symbol trades asset "<SYMBOL>" against asset "QUOTE" unless
+# [engine.instruments."venue:SYMBOL"] names base / quote.
+QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "GBP", "JPY", "AUD",
+                  "CAD", "CHF", "TRY", "BRL", "DAI", "BTC", "XBT", "ETH", "BNB")
+ASSET_ALIASES = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "ZUSD": "USD", "ZEUR": "EUR"}
+# Quote assets pegged to the US dollar: one currency for the money limits of the breaker (a depeg
+# is not modelled). Any other mix of quote assets cannot share max_loss / drawdown limits.
+USD_PEGGED = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
+
+
+def split_symbol(symbol: str) -> tuple[str, str] | None:
+    """(base, quote) asset names of a venue symbol: "BTC-USD", "XBT/USD", "tBTCUSD", "tDOGE:USD",
+    "btcusd", "NKNUSDT" -> ("NKN", "USDT"); None when no known quote ends it."""
+    s = symbol
+    if len(s) > 1 and s[0] == "t" and s[1:].upper() == s[1:]:
+        s = s[1:]                              # Bitfinex trading pair prefix
+    for sep in "-/:":
+        if sep in s:
+            a, b = s.split(sep, 1)
+            if a and b:
+                return ASSET_ALIASES.get(a.upper(), a.upper()), ASSET_ALIASES.get(b.upper(), b.upper())
+    u = s.upper()
+    for q in QUOTE_SUFFIXES:
+        if u.endswith(q) and len(u) > len(q):
+            b = u[:-len(q)]
+            return ASSET_ALIASES.get(b, b), ASSET_ALIASES.get(q, q)
+    return None
+
+# Risk limits EngineState uses when it is given no [risk] table (tests, bench, replays): every
+# check is on but wide, the throttle allows 100k orders/s, balances are not checked (the engine
+# has no balance feed). A production config says its own limits in [risk] (see risk.py).
+DEFAULT_RISK_LIMITS = {"max_qty": 1_000_000, "max_notional": 1e9, "max_position": 10_000_000,
+                       "max_open_orders": 64, "collar_bps": 10_000, "max_spread_ticks": 10**12,
+                       "self_trade_prevention": True}
+DEFAULT_RISK_VENUE = {"rate_per_s": 100_000, "burst": 10_000, "check_balance": False}
+
+
+def default_risk_table(venues) -> dict:
+    """The [risk] table EngineState uses when given none (see DEFAULT_RISK_LIMITS)."""
+    return {"limits": dict(DEFAULT_RISK_LIMITS),
+            "venues": {v: dict(DEFAULT_RISK_VENUE) for v in venues}}
+
+
+def engine_settings(table: dict | None) -> dict:
+    """Validated [engine] settings (unknown keys rejected by name); ``instruments`` maps
+    "venue:SYMBOL" -> {tick_e8, lot_e8} (validated against the books in EngineState)."""
+    table = table or {}
+    if not isinstance(table, dict):
+        raise EngineError("engine: expected a table")
+    out = {}
+    for key in table:
+        if key not in ENGINE_KEYS and key not in ("instruments", "balances"):
+            raise EngineError(f"engine.{key}: unknown key (known: "
+                              f"{', '.join(sorted([*ENGINE_KEYS, 'instruments', 'balances']))})")
+    for key, (default, minimum) in ENGINE_KEYS.items():
+        v = table.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise EngineError(f"engine.{key}: expected an integer >= {minimum}, got {v!r}")
+        out[key] = v
+    instruments = table.get("instruments", {})
+    if not isinstance(instruments, dict):
+        raise EngineError("engine.instruments: expected a table of \"venue:SYMBOL\" tables")
+    out["instruments"] = {}
+    for name, sub in instruments.items():
+        where = f"engine.instruments.{name}"
+        if not isinstance(sub, dict):
+            raise EngineError(f"{where}: expected a table with tick_e8 / lot_e8")
+        for k in sub:
+            if k not in INSTRUMENT_KEYS and k not in INSTRUMENT_ASSET_KEYS:
+                raise EngineError(f"{where}.{k}: unknown key (known: tick_e8, lot_e8, base, quote)")
+        row = {}
+        for k, default in INSTRUMENT_KEYS.items():
+            v = sub.get(k, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise EngineError(f"{where}.{k}: expected an integer >= 1 (1e-8 units), got {v!r}")
+            row[k] = v
+        for k in INSTRUMENT_ASSET_KEYS:
+            if k in sub:
+                if not isinstance(sub[k], str) or not sub[k].strip():
+                    raise EngineError(f"{where}.{k}: expected an asset name, got {sub[k]!r}")
+                row[k] = sub[k].strip().upper()
+        out["instruments"][name] = row
+    balances = table.get("balances", {})
+    if not isinstance(balances, dict):
+        raise EngineError('engine.balances: expected a table of "venue:ASSET" = amount')
+    out["balances"] = {}
+    for name, v in balances.items():
+        venue, _, asset = name.partition(":")
+        if venue not in records.VENUE_IDS or not asset:
+            raise EngineError(f"engine.balances.{name}: expected \"venue:ASSET\" with a venue of "
+                              f"{', '.join(sorted(records.VENUE_IDS))}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise EngineError(f"engine.balances.{name}: expected an amount >= 0, got {v!r}")
+        out["balances"][(venue, asset.upper())] = int(round(v * 1e8))
+    return out
+
+
+class EngineState:
+    """Every array the compiled engine works on, built from the config.
+
+    ``venues`` maps venue name -> its symbol list (instrument id = position in the list), as in
+    the config's [[venues]]; ``strategies`` is the list of [[strategies]] tables; ``risk_table``
+    is the [risk] table (None: :func:`default_risk_table`).
+
+    The OMS / ledger / risk gate address instruments by ``ii`` = the book row: one ledger
+    instrument per traded book, tick_e8 / lot_e8 from [engine.instruments."venue:SYMBOL"]
+    (default 1 / 1, the 1e-8 grid), base asset column 1 + ii, one shared quote asset column 0
+    (the ledger assumes one quote currency for the account's equity)."""
+
+    def __init__(self, venues: dict, strategy_tables: list, settings: dict | None = None,
+                 cal: np.ndarray | None = None, clord_base: int | None = None,
+                 books_valid: bool = False, risk_table: dict | None = None):
+        self.settings = engine_settings(settings)
+        self.cal = clock.calibration() if cal is None else cal
+        tsc_per_ns = float(self.cal[clock.C_HZ]) / 1e9
+        self.venues = {k: list(v) for k, v in venues.items()}
+        self.book_map = np.full((8, MAX_INSTRUMENTS), -1, np.int64)
+        self.book_keys: list[tuple[str, str]] = []
+
+        def instrument_of(venue, symbol):
+            if venue not in records.VENUE_IDS or venue not in self.venues:
+                raise base.StrategyConfigError(
+                    f"strategies: venue {venue!r} is not configured (have: {', '.join(self.venues)})")
+            syms = self.venues[venue]
+            if symbol not in syms:
+                raise base.StrategyConfigError(
+                    f"strategies: symbol {symbol!r} is not in venue {venue!r}'s symbols {syms}")
+            vid, idx = records.VENUE_IDS[venue], syms.index(symbol)
+            if idx >= MAX_INSTRUMENTS:
+                raise base.StrategyConfigError(f"strategies: {venue} has more than "
+                                               f"{MAX_INSTRUMENTS} symbols")
+            if self.book_map[vid, idx] < 0:
+                self.book_map[vid, idx] = len(self.book_keys)
+                self.book_keys.append((venue, symbol))
+            return vid, idx, int(self.book_map[vid, idx])
+
+        (self.meta, self.params, self.state, self.quotes,
+         self.names) = strat.build(strategy_tables, instrument_of, tsc_per_ns)
+        nb = max(1, len(self.book_keys))
+        self.px, self.qty, self.n = book.new_books(nb, self.settings["book_levels"])
+        # a book is untrusted until its gateway says BOOK_VALID (after a snapshot);
+        # ``books_valid`` is for callers that feed hand-built, already consistent books
+        self.bstate = np.zeros((nb, BS_N), np.int64)
+        self.bstate[:, BS_VALID] = 1 if books_valid else 0
+        for b in range(nb):
+            on = [i for i in range(self.meta.shape[0])
+                  if b in self.meta[i, base.M_BOOK:base.M_BOOK + self.meta[i, base.M_NLEGS]]]
+            if len(on) > BS_MAX_STRAT:
+                self.bstate[b, BS_NSTRAT] = -1
+            else:
+                self.bstate[b, BS_NSTRAT] = len(on)
+                self.bstate[b, BS_STRAT:BS_STRAT + len(on)] = on
+        s = self.meta.shape[0]
+        self.pnl = np.zeros((s, base.MAX_LEGS, PNL_N), np.int64)
+        self.risk = np.zeros(R_N, np.int64)
+        self.risk[R_TIMER_TSC] = int(self.settings["timer_ms"] * 1e6 * tsc_per_ns)
+        self.risk[R_STEP_TSC] = int(1e6 * tsc_per_ns)
+        self.risk[R_ACK_TIMEOUT_NS] = int(self.settings["ack_timeout_ms"]) * 1_000_000
+        # --- ledger, OMS, risk gate (ii = book row) ---
+        self.instrument_names = [f"{v}:{sym}" for v, sym in self.book_keys]
+        grids = self.settings["instruments"]
+        for name in grids:
+            if name not in self.instrument_names:
+                raise EngineError(f"engine.instruments.{name}: no strategy trades it (traded: "
+                                  f"{', '.join(self.instrument_names) or 'none'})")
+        # assets: named per instrument (config, else from the symbol); one ledger column each
+        pairs = []
+        for v, sym in self.book_keys:
+            g = grids.get(f"{v}:{sym}", {})
+            guess = split_symbol(sym) or (sym.upper(), "QUOTE")
+            pairs.append((g.get("base", guess[0]), g.get("quote", guess[1])))
+        self.asset_names = sorted({a for p in pairs for a in p} | {"QUOTE"}
+                                  | {a for _, a in self.settings["balances"]})
+        col = {a: k for k, a in enumerate(self.asset_names)}
+        self.instrument_assets = dict(zip(self.instrument_names, pairs))
+        specs = []
+        for b, (v, sym) in enumerate(self.book_keys):
+            g = grids.get(f"{v}:{sym}", INSTRUMENT_KEYS)
+            specs.append({"venue": v, "instrument": self.venues[v].index(sym),
+                          "base_asset": col[pairs[b][0]], "quote_asset": col[pairs[b][1]],
+                          "tick_e8": g["tick_e8"], "lot_e8": g["lot_e8"]})
+        if not specs:            # no strategy: one placeholder row keeps the arrays non-empty
+            specs.append({"venue": next(iter(records.VENUE_IDS)), "instrument": 0,
+                          "base_asset": col["QUOTE"], "quote_asset": col["QUOTE"],
+                          "tick_e8": 1, "lot_e8": 1})
+        self.led = positions.make_ledger(
+            specs, len(self.asset_names),
+            {(v, col[a]): amt for (v, a), amt in self.settings["balances"].items()})
+        if risk_table is None:
+            risk_table = default_risk_table(self.venues)
+        quotes_ = {q for _, q in pairs}
+        money = [k for k in ("max_loss", "drawdown_reduce", "drawdown_pause")
+                 if risk_table.get(k)]
+        if money and len(quotes_) > 1 and not quotes_ <= USD_PEGGED:
+            raise EngineError(f"risk.{money[0]}: one amount for instruments quoted in "
+                              f"{', '.join(sorted(quotes_))} (the breaker adds PnL in one "
+                              f"currency): run one engine per quote currency, or trade "
+                              f"instruments quoted in one currency (USD-pegged ones count as one)")
+        names = self.instrument_names or [f"{specs[0]['venue']}:-"]
+        try:
+            self.rk = risk.build_risk(risk_table, self.led.instr, names)
+        except ValueError as e:       # ConfigError: say it is the engine's risk gate
+            raise EngineError(f"risk gate: {e}") from None
+        self.marks = np.zeros(len(specs), np.int64)
+        if clord_base is None:
+            clord_base = self.settings["clord_base"] or None
+        cap = self.settings["order_capacity"]
+        max_live = self.settings["max_live"]
+        if cap <= len(specs) * max_live:
+            raise EngineError(f"engine.order_capacity: {cap} must exceed traded instruments x "
+                              f"max_live = {len(specs) * max_live}")
+        self.oms = oms.make_oms(cap, len(specs), max_live=max_live,
+                                n_quotes=max(1, s) * base.Q_SLOTS, first_clord_id=clord_base)
+        self.rows = np.zeros(cap, np.int32)
+        self.dirty = np.zeros(max(1, s), np.int64)   # strategies to reconcile on their next event
+        self.stats = np.zeros(ST_N, np.int64)
+        # in-process use (replays, bench, tests) has no FIX gateway: sessions count as ready;
+        # the actor (``run``) clears them and waits for each gateway's SESSION_RECONCILED
+        self.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 1
+        self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
+        self.lat_hist = np.zeros(LAT_BUCKETS, np.int64)
+        self.md_buf = np.zeros(records.MD_RECORD_SIZE, np.uint8)
+        self.ex_buf = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
+
+    @classmethod
+    def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":
+        """From the config; without a [risk] table every order is denied (the gate needs
+        configured limits to trade), which ``run`` logs loudly."""
+        venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
+        return cls(venues, cfg.extra.get("strategies", []), cfg.extra.get("engine"), cal,
+                   clord_base, risk_table=cfg.extra.get("risk", {}))
+
+    def gate_args(self):
+        """The OMS / ledger / risk arguments of the compiled entry points, in order."""
+        return (self.oms, self.led, self.rk, self.marks, self.rows, self.dirty)
+
+    # -- in-process replay (tests, bench) --------------------------------------------------------
+    def replay(self, md_records: np.ndarray, ord_hdr, ord_data, words,
+               venue_acks: bool = False) -> int:
+        """Run md records (uint8[N, 64]) through the engine; returns orders written in total.
+        ``venue_acks``: acknowledge every request at once (see ``ack_pending``)."""
+        if md_records.ndim != 2 or md_records.shape[1] != records.MD_RECORD_SIZE:
+            raise EngineError(f"replay: expected uint8[N, {records.MD_RECORD_SIZE}], "
+                              f"got {md_records.dtype}{md_records.shape}")
+        return int(replay(md_records, md_records.shape[0], self.px, self.qty, self.n,
+                          self.book_map, self.bstate, self.meta, self.params, self.state,
+                          self.quotes, self.pnl, self.risk, *self.gate_args(), self.stats,
+                          self.lat_hist, self.cal, ord_hdr, ord_data, words, self.ex_buf,
+                          bool(venue_acks)))
+
+    def ack_pending(self, words) -> int:
+        """Acknowledge every request in flight as a venue would (tests); returns how many."""
+        return int(ack_pending(self.meta, self.params, self.state, self.quotes, self.pnl,
+                               self.oms, self.led, self.rk, self.marks, self.rows, self.dirty,
+                               self.stats, words, self.cal, self.ex_buf))
+
+    def exec_record(self, rec_u8: np.ndarray, words) -> int:
+        """Apply one exec record (uint8[128]) as the step loop does; returns STEP_*."""
+        return int(handle_exec(rec_u8, self.meta, self.params, self.state, self.quotes, self.pnl,
+                               self.oms, self.led, self.rk, self.marks, self.dirty, self.stats,
+                               words, self.cal))
+
+    def cancel_all(self, ord_hdr, ord_data) -> int:
+        """CANCEL every live order now (shutdown); returns how many went out."""
+        return int(cancel_all(self.meta, *self.gate_args()[:3], self.rows, self.stats,
+                              self.lat_hist, self.cal, ord_hdr, ord_data, clock.now(self.cal)))
+
+    # -- reporting -------------------------------------------------------------------------------
+    def open_orders(self) -> int:
+        return int(self.oms.agg[:, oms.G_N_OPEN].sum())
+
+    def stats_dict(self) -> dict:
+        self.stats[ST_OPEN] = self.open_orders()
+        self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
+        return {name: int(self.stats[k]) for k, name in STAT_NAMES.items()}
+
+    def risk_dict(self) -> dict:
+        """The gate's state, trip cause and denials by reason (only reasons that occurred)."""
+        st = self.rk.state
+        return {"state": risk.state_name(self.rk),
+                "cause": risk.CB_NAMES.get(int(st[risk.R_CAUSE]), str(int(st[risk.R_CAUSE]))),
+                "trips": int(st[risk.R_TRIPS]), "equity_e8": int(st[risk.R_EQUITY_E8]),
+                "peak_e8": int(st[risk.R_PEAK_E8]),
+                "loss_streak": int(self.led.acct[positions.A_LOSS_STREAK]),
+                "passed": int(self.rk.denials[risk.RJ_OK]),
+                "denied": {k: v for k, v in risk.denial_counts(self.rk).items()
+                           if v and k != "ok"}}
+
+    def latency_percentiles(self, qs=(0.5, 0.99)) -> dict:
+        """Order latency (origin TSC -> order published) percentiles from the histogram (each
+        the upper edge of its bucket, ns: at most 12.5% above the true value)."""
+        return latency_from_hist(self.lat_hist, qs)
+
+    def snapshot(self) -> dict:
+        """A JSON-able picture: stats, risk gate, OMS counters, per-strategy positions / PnL /
+        open orders."""
+        live = self.rows[:oms.live_rows(self.oms, -1, self.rows)]
+        orders = self.oms.orders
+        strategies = []
+        for i, name in enumerate(self.names):
+            nlegs = int(self.meta[i, base.M_NLEGS])
+            legs = []
+            for leg in range(nlegs):
+                venue, symbol = self.book_keys[int(self.meta[i, base.M_BOOK + leg])]
+                legs.append({"venue": venue, "symbol": symbol,
+                             "position": int(self.pnl[i, leg, PNL_POS]),
+                             "cash_tl": int(self.pnl[i, leg, PNL_CASH]),
+                             "fees": int(self.pnl[i, leg, PNL_FEES])})
+            sid = int(self.meta[i, base.M_ID])
+            open_orders = [{"clord_id": int(orders[r]["clord_id"]),
+                            "state": oms.STATE_NAMES[int(orders[r]["state"])],
+                            "side": int(orders[r]["side"]), "price": int(orders[r]["price"]),
+                            "qty": int(orders[r]["leaves"])}
+                           for r in live if int(orders[r]["strategy"]) == sid]
+            strategies.append({"name": name, "legs": legs,
+                               "pnl_tl": int(_equity(i, self.meta, self.pnl, self.px, self.n)),
+                               "open_orders": open_orders})
+        positions_ = [{"instrument": nm, "position": int(self.led.pos[ii]["qty"]),
+                       "base": self.instrument_assets[nm][0],
+                       "quote": self.instrument_assets[nm][1]}
+                      for ii, nm in enumerate(self.instrument_names)]
+        balances = [{"venue": vname, "asset": a,
+                     "balance_e8": int(self.led.balances[vid, k]),
+                     "reserved_e8": int(self.led.reserved[vid, k])}
+                    for vname, vid in records.VENUE_IDS.items()
+                    for k, a in enumerate(self.asset_names)
+                    if self.led.balances[vid, k] or self.led.reserved[vid, k]]
+        return {"stats": self.stats_dict(), "risk": self.risk_dict(),
+                "oms": oms.counters(self.oms), "positions": positions_,
+                "balances": balances, "strategies": strategies}
