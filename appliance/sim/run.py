@@ -156,7 +156,7 @@ def _wait_for(pred, timeout: float, what: str, procs) -> None:
 
 
 def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -> int:
-    from appliance.engine.run import STATUS_FILE
+    from appliance import actor
 
     run = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="appliance-sim-"))
     run.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -
         procs.append(Proc("recorder", _appliance(cfg, "recorder", "--dir", str(run / "journal")), run, env))
         # the engine creates its ring before its first compiled step (minutes on a cold numba
         # cache): trading time starts once it loops and writes its status
-        _wait_for(lambda: (run / "state" / STATUS_FILE).exists(), 480,
+        _wait_for(lambda: actor.status_path(run / "state", "engine").exists(), 480,
                   "the engine's first loop (compiling on a cold cache)", procs)
         print(f"all actors up; trading for {seconds:.0f} s ...")
         t_end = time.monotonic() + seconds
