@@ -434,11 +434,50 @@ class GatewayConfig:
 
 
 def load_session_config(cfg, name: str) -> GatewayConfig:
+    """[fix.sessions.NAME] with its instruments from the [[instruments]] registry: those of the
+    session's venue, in id order (the order records' ``instrument`` indexes them)."""
     from appliance.config import ConfigError
-    sessions = cfg.extra.get("fix", {}).get("sessions", {})
+    sessions = _sessions(cfg)
     if name not in sessions:
         raise ConfigError(f"fix.sessions: no session named {name!r} (have: {', '.join(sessions) or 'none'})")
-    return GatewayConfig.from_table(name, sessions[name], cfg.appliance.state_dir)
+    t = sessions[name]
+    if not isinstance(t, dict):
+        raise ConfigError(f"fix.sessions.{name}: expected a table")
+    if "instruments" in t:
+        raise ConfigError(f"fix.sessions.{name}.instruments: the session trades the "
+                          f"[[instruments]] entries of its venue (set venue = \"...\")")
+    venue = t.get("venue", GatewayConfig.venue)
+    table = dict(t, instruments=[{"symbol": i.symbol, "tick_size": i.tick, "lot_size": i.lot}
+                                 for i in cfg.instruments_of(venue)])
+    return GatewayConfig.from_table(name, table, cfg.appliance.state_dir)
+
+
+def _sessions(cfg) -> dict:
+    from appliance.config import ConfigError
+    fix = cfg.extra.get("fix", {})
+    if not isinstance(fix, dict):
+        raise ConfigError("fix: expected a table with [fix.sessions.NAME] tables")
+    for k in fix:
+        if k != "sessions":
+            raise ConfigError(f"fix.{k}: unknown key (known: sessions)")
+    sessions = fix.get("sessions", {})
+    if not isinstance(sessions, dict):
+        raise ConfigError("fix.sessions: expected tables [fix.sessions.NAME]")
+    return sessions
+
+
+def validate_config(cfg) -> None:
+    """The FIX part of ``config.load``: every [fix.sessions.NAME] table, with its instruments;
+    session indexes and exec rings unique."""
+    from appliance.config import ConfigError
+    seen_idx, seen_ring = {}, {}
+    for name in _sessions(cfg):
+        g = load_session_config(cfg, name)
+        for d, k, what in ((seen_idx, g.session_index, "session_index"),
+                           (seen_ring, g.exec_ring, "exec_ring")):
+            if k in d:
+                raise ConfigError(f"fix.sessions.{name}.{what}: {k!r} is also session {d[k]}'s")
+            d[k] = name
 
 
 def read_credentials(path: str) -> list:

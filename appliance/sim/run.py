@@ -51,8 +51,12 @@ def write_config(run: Path, ws_port: int, fix_port: int) -> Path:
     data = _recordings()
     symbols = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
     instruments = binance.load_instruments((data / "BINANCE.0").read_bytes(), symbols)
-    instr = ", ".join("{ symbol = %s, tick_size = %s, lot_size = %s }"
-                      % (_toml_str(i.symbol), _toml_str(i.tick), _toml_str(i.lot)) for i in instruments)
+    instr = "\n".join(f"""[[instruments]]
+venue = "binance"
+symbol = {_toml_str(i.symbol)}
+tick = {_toml_str(i.tick)}
+lot = {_toml_str(i.lot)}
+""" for i in instruments)
     text = f"""
 [appliance]
 mode = "sim"
@@ -70,7 +74,8 @@ backoff_max_ns = 500000
 name = "binance"
 ws_url = "ws://127.0.0.1:{ws_port}/binance"
 rest_url = "http://127.0.0.1:{ws_port}/binance"
-symbols = {json.dumps(symbols)}
+
+{instr}
 
 [[strategies]]
 kind = "avellaneda_stoikov"
@@ -110,7 +115,6 @@ exec_ring = "exec"
 order_ring = "orders"
 session_index = 0
 venue = "binance"
-instruments = [{instr}]
 """
     path = run / "appliance.toml"
     path.write_text(text)

@@ -402,11 +402,27 @@ class MdGateway(Actor):
     def open(self) -> None:
         try:
             meta = fetch_metadata(self.venue, self.rest_url)
-            self.instruments = self.mod.load_instruments(meta, self.symbols)
+            instruments = self.mod.load_instruments(meta, self.symbols)
         except (GatewayError, common.InstrumentError, OSError) as e:
             raise MetadataError(f"{self.venue}: cannot load instruments: {e}") from None
+        self._check_grids(instruments)
+        self.instruments = instruments
         self.writer = ring.RingWriter.create(self.ring_name, records.MD_RECORD_SIZE,
                                              self.cfg.rings.md_capacity, shm_dir=self.shm_dir)
+
+    def _check_grids(self, instruments) -> None:
+        """The venue's metadata must agree with the registry's grid of every configured
+        instrument (md prices and order prices are integers of that grid)."""
+        from decimal import Decimal
+        for ins in instruments:
+            try:
+                reg = self.cfg.instrument(self.venue, ins.symbol)
+            except Exception:  # noqa: BLE001 - symbols given on the command line: no registry entry
+                continue
+            for what, mine, theirs in (("tick", reg.tick, ins.tick), ("lot", reg.lot, ins.lot)):
+                if Decimal(mine) != Decimal(theirs):
+                    raise MetadataError(f"instruments.{reg.key}.{what} is {mine} but the venue's "
+                                        f"metadata says {theirs}: fix the [[instruments]] entry")
 
     def start(self) -> None:
         v = self.vsec
