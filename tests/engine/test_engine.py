@@ -6,6 +6,7 @@ import pytest
 
 from appliance.transport import clock, control, records, ring
 from appliance.engine import kernels as engine, risk
+from appliance.engine import positions
 from appliance.engine import state as engine_state
 from appliance.engine.state import EngineState
 from appliance.engine.strategies import avellaneda_stoikov as AS
@@ -393,7 +394,7 @@ def test_losing_streak_moves_the_engine_to_reducing_and_only_reducing_orders_pas
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_RUNNING
     _fill(es, words, bid, 1000, 1, 3, 2)
     _fill(es, words, ask, 990, 1, 4, 2)
-    assert es.led.acct[engine.positions.A_LOSS_STREAK] == 2
+    assert es.led.acct[positions.A_LOSS_STREAK] == 2
     assert es.rk.state[risk.R_STATE] == records.RISK_REDUCING
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_REDUCING    # `appliance status`
     _fill(es, words, bid, 1000, 1, 5, 3)            # the bid fills up: long 1 lot
