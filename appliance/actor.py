@@ -20,9 +20,9 @@ Lifecycle (``run``)::
                    ``<state_dir>/status/<name>.json``, mode 0640) and ``counters()`` published to
                    telemetry. An actor whose I/O drives its own loop overrides ``loop`` and calls
                    ``tick()`` at least every ~100 ms.
-    8. close()     orderly stop (cancel, log out, flush); then the status is written a last time
-                   and the regions closed (the control block line keeps the pid: ``appliance
-                   status`` shows the actor as stopped)
+    8. close()     the status is written a last time (``live`` false), then the orderly stop
+                   (cancel, log out, flush) and the regions are closed (the control block line
+                   keeps the pid: ``appliance status`` shows the actor as stopped)
 
 ``poll`` does a bounded unit of work (a compiled step of about a millisecond, a socket poll) and
 returns. Hooks raise :class:`ActorError` for a condition that stops the actor with a one-line
@@ -230,16 +230,16 @@ class Actor:
             self.log.error("%s: %s", self.name, e)
             rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
         finally:
+            was_live, self.live = self.live, False
             try:
+                if was_live:
+                    self.publish_status()        # the last picture, before close() releases it
                 if opened:
                     self.close()
             except ActorError as e:
                 self.log.error("%s: on stop: %s", self.name, e)
                 rc = rc or EXIT_FAILED
             finally:
-                self.live = False
-                if self._words is not None:
-                    self.publish_status()
                 self._release()
                 for s, h in old.items():
                     signal.signal(s, h)
