@@ -37,6 +37,7 @@ import signal
 import time
 from pathlib import Path
 
+from appliance import fsutil
 from appliance.transport import control, shm, telemetry
 
 STATUS_DIR = "status"
@@ -55,23 +56,8 @@ def status_path(state_dir: str | os.PathLike, name: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj, mode: int = 0o640) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and rename, with ``mode`` whatever
-    the umask (the directory is created 0750)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, default=str)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON to ``path`` atomically with ``mode`` whatever the umask."""
+    fsutil.write_atomic(path, json.dumps(obj, default=str).encode(), mode)
 
 
 def read_status(state_dir: str | os.PathLike, name: str) -> dict | None:
