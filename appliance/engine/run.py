@@ -6,9 +6,7 @@ from appliance.engine import book
 from appliance.transport import control, records, ring, wait
 from appliance.engine.kernels import (EngineError, MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK,
                                       ST_KILL_CANCELS, ST_RISK_STATE, ST_SESS_READY, step)
-from appliance.engine.state import (EngineState)
-
-
+from appliance.engine.state import EngineState
 
 STATUS_FILE = "engine_status.json"
 
@@ -80,11 +78,11 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
     actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
     es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0   # until the gateways say so
     cb.rec["engine_pid"] = os.getpid()
-    md_hdrs = tuple(r.hdr for r in readers)
-    md_datas = tuple(r.data for r in readers)
-    md_curs = tuple(r.cur for r in readers)
+    io = es.attach(ow.hdr, ow.data, cb.words)
+    loop = es.loop([(r.hdr, r.data, r.cur) for r in readers], (ex.hdr, ex.data, ex.cur), wparams,
+                   wstate)
+    books, strats, gate, tel = es.books, es.strats, es.gate, es.tel
     max_iters = es.settings["max_iters"]
-    gate = es.gate_args()
     if not cfg.extra.get("risk"):
         log.error("no [risk] table in the config: the risk gate denies every order "
                   "(configure [risk.limits] and [risk.venues.<venue>], see appliance/config/default.toml)")
@@ -99,10 +97,7 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
     md_resyncs: dict[str, int] = {}
     try:
         while not stop():
-            rc = step(md_hdrs, md_datas, md_curs, ex.hdr, ex.data, ex.cur, ow.hdr, ow.data,
-                      cb.words, actor, es.cal, es.px, es.qty, es.n, es.book_map, es.bstate,
-                      es.meta, es.params, es.state, es.quotes, es.pnl, es.risk, *gate,
-                      es.stats, es.lat_hist, wparams, wstate, es.md_buf, es.ex_buf, max_iters)
+            rc = step(loop, books, strats, gate, tel, io, actor, max_iters)
             if rc != STEP_OK:
                 src = "max_loss" if rc == STEP_MAX_LOSS else None
                 st = killswitch.read_state(state_dir)
@@ -151,7 +146,7 @@ def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=N
                 except OSError as e:
                     log.debug("status file %s not written: %s", status_path, e)
     finally:
-        k = es.cancel_all(ow.hdr, ow.data)
+        k = es.cancel_all()
         log.info("engine stopping: %d working orders cancelled; stats %s", k, es.stats_dict())
         cb.rec["engine_pid"] = 0
         for r in readers:
