@@ -9,7 +9,8 @@ run time and two swapped bundles do not compile)::
     Strategies  meta, params, state, quotes (see strategies/base.py), pnl (PNL_* per strategy
                 and leg), dirty (strategies to reconcile on their next event)
     Gate        oms (oms.Oms), led (positions.Ledger), risk (risk.Risk), rows (scratch rows)
-    Telemetry   stats (ST_* counters and flags), lat_hist (order latency histogram), cal (clock)
+    Telemetry   stats (ST_* counters and flags), lat_hist (order latency, a hist.py row), cal
+                (clock calibration)
     Io          ord_hdr, ord_data (the order ring written in place), words (control block),
                 md_buf, ex_buf (one md / exec record of scratch)
     Loop        md_hdrs, md_datas, md_curs (one md ring per venue, padded to MAX_MD_RINGS),
@@ -157,9 +158,7 @@ ST_ACKED_EPOCH = 15
 ST_CLORD_NEXT = 16
 ST_LOOPS = 17
 ST_OPEN = 18       # filled in from the OMS by stats_dict (not kept on the hot path)
-ST_LAT_N = 19
-ST_LAT_SUM = 20
-ST_LAT_MAX = 21
+ST_LAT_N = 19      # filled in from lat_hist by stats_dict
 ST_KILL_CANCELS = 22
 ST_EXEC = 23
 ST_LAST_TIMER = 24
@@ -216,15 +215,7 @@ def _lat(tel, origin, now):
     """Add one order's latency (``now - origin`` ticks, in ns) to the histogram."""
     if origin <= 0:
         return
-    d = clock.tsc_to_ns(tel.cal, np.int64(now) - origin)
-    if d < 0:
-        d = 0
-    hist.add(tel.lat_hist, d)
-    s = tel.stats
-    s[ST_LAT_N] += 1
-    s[ST_LAT_SUM] += d
-    if d > s[ST_LAT_MAX]:
-        s[ST_LAT_MAX] = d
+    hist.record(tel.lat_hist, clock.tsc_to_ns(tel.cal, np.int64(now) - origin))
 
 
 _U8 = np.uint64(0xFF)

@@ -24,12 +24,13 @@ import numpy as np
 from appliance.engine import book, oms, positions, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
+from appliance.config.instruments import USD_PEGGED, split_symbol
 from appliance.transport import clock, hist, records, ring
 from appliance.engine.kernels import (BS_MAX_STRAT, BS_N, BS_NSTRAT, BS_STRAT, BS_VALID,
                                       EngineError, LP_ACK_TIMEOUT_NS, LP_N, LP_N_MD, LP_STEP_TSC,
                                       LP_TIMER_TSC, MAX_INSTRUMENTS, MAX_MD_RINGS, MAX_SESSIONS, PNL_CASH,
                                       PNL_FEES, PNL_N, PNL_POS, STAT_NAMES, ST_CLORD_NEXT,
-                                      ST_LAT_MAX, ST_LAT_N, ST_N, ST_OPEN, ST_SESS_READY, cancel_all,
+                                      ST_LAT_N, ST_N, ST_OPEN, ST_SESS_READY, cancel_all,
                                       equity, handle_exec, run_records)
 
 Books = namedtuple("Books", ["px", "qty", "n", "book_map", "bstate", "marks"])
@@ -44,7 +45,8 @@ Gate.__doc__ = """The order gate: oms (oms.Oms), led (positions.Ledger), risk (r
 int32[order capacity] (scratch for oms.live_rows)."""
 Telemetry = namedtuple("Telemetry", ["stats", "lat_hist", "cal"])
 Telemetry.__doc__ = """stats int64[ST_N] (kernels.ST_*: counters, halt / kill / session flags),
-lat_hist int64[hist.BUCKETS] (order latency, transport/hist.py), cal (clock calibration)."""
+lat_hist int64[hist.ROW] (order latency: md event origin -> order published, transport/hist.py),
+cal (clock calibration)."""
 Io = namedtuple("Io", ["ord_hdr", "ord_data", "words", "md_buf", "ex_buf"])
 Io.__doc__ = """ord_hdr / ord_data: the order ring (written in place), words: the control block
 (uint64 view), md_buf uint8[64] / ex_buf uint8[128]: one md / exec record of scratch."""
@@ -69,35 +71,6 @@ ENGINE_KEYS = {
 INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
 # ... and its assets (default: from the symbol, see split_symbol)
 INSTRUMENT_ASSET_KEYS = ("base", "quote")
-
-# Quote assets recognised at the end of a venue symbol without a separator (longest first), and
-# venue aliases. An unrecognised symbol trades asset "<SYMBOL>" against asset "QUOTE" unless
-# [engine.instruments."venue:SYMBOL"] names base / quote.
-QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "GBP", "JPY", "AUD",
-                  "CAD", "CHF", "TRY", "BRL", "DAI", "BTC", "XBT", "ETH", "BNB")
-ASSET_ALIASES = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "ZUSD": "USD", "ZEUR": "EUR"}
-# Quote assets pegged to the US dollar: one currency for the money limits of the breaker (a depeg
-# is not modelled). Any other mix of quote assets cannot share max_loss / drawdown limits.
-USD_PEGGED = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
-
-
-def split_symbol(symbol: str) -> tuple[str, str] | None:
-    """(base, quote) asset names of a venue symbol: "BTC-USD", "XBT/USD", "tBTCUSD", "tDOGE:USD",
-    "btcusd", "NKNUSDT" -> ("NKN", "USDT"); None when no known quote ends it."""
-    s = symbol
-    if len(s) > 1 and s[0] == "t" and s[1:].upper() == s[1:]:
-        s = s[1:]                              # Bitfinex trading pair prefix
-    for sep in "-/:":
-        if sep in s:
-            a, b = s.split(sep, 1)
-            if a and b:
-                return ASSET_ALIASES.get(a.upper(), a.upper()), ASSET_ALIASES.get(b.upper(), b.upper())
-    u = s.upper()
-    for q in QUOTE_SUFFIXES:
-        if u.endswith(q) and len(u) > len(q):
-            b = u[:-len(q)]
-            return ASSET_ALIASES.get(b, b), ASSET_ALIASES.get(q, q)
-    return None
 
 # Risk limits EngineState uses when it is given no [risk] table (tests, bench, replays): every
 # check is on but wide, the throttle allows 100k orders/s, balances are not checked (the engine
@@ -127,8 +100,9 @@ def engine_settings(table: dict | None) -> dict:
                               f"{', '.join(sorted([*ENGINE_KEYS, 'instruments', 'balances']))})")
     for key, (default, minimum) in ENGINE_KEYS.items():
         v = table.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise EngineError(f"engine.{key}: expected an integer >= {minimum}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v < 1 << 40:
+            raise EngineError(f"engine.{key}: expected an integer in {minimum}..{(1 << 40) - 1}, "
+                              f"got {v!r}")
         out[key] = v
     instruments = table.get("instruments", {})
     if not isinstance(instruments, dict):
@@ -162,8 +136,8 @@ def engine_settings(table: dict | None) -> dict:
         if venue not in records.VENUE_IDS or not asset:
             raise EngineError(f"engine.balances.{name}: expected \"venue:ASSET\" with a venue of "
                               f"{', '.join(sorted(records.VENUE_IDS))}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise EngineError(f"engine.balances.{name}: expected an amount >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1e18:
+            raise EngineError(f"engine.balances.{name}: expected an amount in 0..1e18, got {v!r}")
         out["balances"][(venue, asset.upper())] = int(round(v * 1e8))
     return out
 
@@ -232,10 +206,6 @@ class EngineState:
         # --- ledger, OMS, risk gate (ii = book row) ---
         self.instrument_names = [f"{v}:{sym}" for v, sym in self.book_keys]
         grids = self.settings["instruments"]
-        for name in grids:
-            if name not in self.instrument_names:
-                raise EngineError(f"engine.instruments.{name}: no strategy trades it (traded: "
-                                  f"{', '.join(self.instrument_names) or 'none'})")
         # assets: named per instrument (config, else from the symbol); one ledger column each
         pairs = []
         for v, sym in self.book_keys:
@@ -291,7 +261,7 @@ class EngineState:
         # the actor (``run``) clears them and waits for each gateway's SESSION_RECONCILED
         self.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 1
         self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
-        self.lat_hist = np.zeros(hist.BUCKETS, np.int64)
+        self.lat_hist = hist.new_row()
         self.md_buf = np.zeros(records.MD_RECORD_SIZE, np.uint8)
         self.ex_buf = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
         # the bundles (the attributes above are the same arrays, for Python-side reading)
@@ -304,11 +274,28 @@ class EngineState:
 
     @classmethod
     def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":
-        """From the config; without a [risk] table every order is denied (the gate needs
-        configured limits to trade), which ``run`` logs loudly."""
+        """From the config: books, grids and assets of the traded instruments from the
+        [[instruments]] registry, [engine] settings, [[strategies]], [risk]. Without a [risk]
+        table every order is denied (the gate needs configured limits to trade), which the
+        engine actor logs loudly."""
         venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
-        return cls(venues, cfg.extra.get("strategies", []), cfg.extra.get("engine"), cal,
-                   clord_base, risk_table=cfg.extra.get("risk", {}))
+        settings = dict(cfg.extra.get("engine") or {})
+        if "instruments" in settings:
+            raise EngineError("engine.instruments: an instrument's grid and assets are its "
+                              "[[instruments]] entry (tick, lot, base, quote)")
+        grids = {}
+        for ins in cfg.instruments:
+            grids[ins.key] = {"tick_e8": ins.tick_e8, "lot_e8": ins.lot_e8, "base": ins.base,
+                              "quote": ins.quote}
+        settings["instruments"] = grids
+        es = cls(venues, cfg.extra.get("strategies", []), settings, cal, clord_base,
+                 risk_table=cfg.extra.get("risk", {}))
+        for name in es.instrument_names:
+            g = grids[name]
+            if g["tick_e8"] < 1 or g["lot_e8"] < 1:
+                raise EngineError(f"instruments.{name}: tick and lot must be whole multiples of "
+                                  f"1e-8 (the ledger counts money in 1e-8 units)")
+        return es
 
     def attach(self, ord_hdr: np.ndarray, ord_data: np.ndarray, words: np.ndarray) -> Io:
         """Write orders into this order ring (``ring.RingWriter`` / ``ring.local_ring`` arrays)
@@ -365,6 +352,7 @@ class EngineState:
     def stats_dict(self) -> dict:
         self.stats[ST_OPEN] = self.open_orders()
         self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
+        self.stats[ST_LAT_N] = self.lat_hist[hist.H_COUNT]
         return {name: int(self.stats[k]) for k, name in STAT_NAMES.items()}
 
     def risk_dict(self) -> dict:
@@ -381,10 +369,8 @@ class EngineState:
 
     def latency_percentiles(self, qs=(0.5, 0.99)) -> dict:
         """Order latency (origin TSC -> order published, ns) percentiles from the histogram
-        (``hist.percentiles``: nearest rank, never below the true value, at most 12.5% above,
-        never above the largest latency recorded)."""
-        mx = int(self.stats[ST_LAT_MAX]) if self.stats[ST_LAT_N] > 0 else None
-        return hist.percentiles(self.lat_hist, qs, max_value=mx)
+        (``hist.percentiles``: None before the first order)."""
+        return hist.percentiles(self.lat_hist, qs)
 
     def snapshot(self) -> dict:
         """A JSON-able picture: stats, risk gate, OMS counters, per-strategy positions / PnL /
@@ -423,3 +409,18 @@ class EngineState:
         return {"stats": self.stats_dict(), "risk": self.risk_dict(),
                 "oms": oms.counters(self.oms), "positions": positions_,
                 "balances": balances, "strategies": strategies}
+
+
+def validate_config(cfg) -> None:
+    """The engine's part of ``config.load``: [engine], [[strategies]] and [risk] build an
+    EngineState over the [[instruments]] registry (a placeholder clock calibration: nothing is
+    measured)."""
+    from appliance.config import ConfigError
+    cal = np.zeros(clock.C_WORDS, np.int64)
+    cal[clock.C_MODE] = clock.MODE_MONOTONIC
+    cal[clock.C_HZ] = 1_000_000_000
+    cal[clock.C_MULT] = 1 << clock.SHIFT
+    try:
+        EngineState.from_config(cfg, cal=cal, clord_base=1)
+    except (EngineError, base.StrategyConfigError, ValueError) as e:
+        raise ConfigError(str(e)) from None

@@ -1,24 +1,15 @@
-"""Log-linear latency histograms (HdrHistogram style) on a plain int64 array.
+"""Log-linear latency histograms (HdrHistogram style), one int64 row per histogram.
 
-Buckets: values 0..7 ns have a bucket each; above that every power of two is split into
-``2**SUB_BITS`` = 8 equal sub-buckets, so a bucket is at most 12.5% wide::
+A row is ``int64[ROW]``: ``BUCKETS`` counters, then the count, sum, max and min of every value
+recorded. Bucket ``k`` counts values (ns) in ``[bucket_lo(k), bucket_lo(k + 1))``: buckets 0..7
+are 0..7 exactly, above that 8 sub-buckets per power of two, so a bucket is at most 12.5% wide
+and one ``lzcnt`` finds it. 512 buckets reach 2**66 ns: every int64 fits.
 
-    bucket(d) = d                                   d < 8
-              = (e - 3) * 8 + ((d >> (e - 4)) & 7)  e = bit_length(d) >= 4
-
-    k:      0 1 ... 7 | 8  9 ... 15 | 16 17 ... 23 | ...
-    lo(k):  0 1 ... 7 | 8  9 ... 15 | 16 18 ... 30 | 32 36 ...
-
-``BUCKETS`` = 512 covers every non-negative int64. A histogram is ``np.zeros(BUCKETS, np.int64)``
-(or a row of a larger array in shared memory); writers call :func:`add` (compiled, one ``lzcnt``,
-no loop), readers call :func:`percentiles`.
-
-Percentiles use the nearest rank: the q-quantile of n samples is the ``ceil(q * n)``-th smallest
-(at least the first), so it is a value that was really observed up to the bucket width. The
-reported value is the upper edge of that sample's bucket (never below the sample, at most 12.5%
-above it), clipped to the largest value recorded when the caller knows it (``max_value``): with
-one sample every percentile is that sample exactly; the top percentile of any set is its exact
-maximum.
+``record`` is the compiled writer (a handful of plain stores: one writer per row, readers
+tolerate a row that is a few increments behind). ``percentiles`` is the reader: the value at
+rank ``ceil(q * count)``, reported as the upper edge of its bucket clamped to the recorded
+[min, max], so one sample reads back exactly and no percentile exceeds the max or undercuts the
+min.
 """
 from __future__ import annotations
 
@@ -31,27 +22,38 @@ from appliance.transport.intrinsics import bit_length
 
 SUB_BITS = 3
 BUCKETS = 512
+H_COUNT = BUCKETS
+H_SUM = BUCKETS + 1
+H_MAX = BUCKETS + 2
+H_MIN = BUCKETS + 3          # min + 1 (0 = nothing recorded yet)
+ROW = BUCKETS + 8            # one row, padded to a whole number of cache lines (4160 B)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def bucket(d):
-    """Bucket of value ``d`` (>= 0)."""
+    """Bucket of ``d`` >= 0 ns: one lzcnt, no loop (negative values count as 0)."""
     if d < 8:
         return d if d > 0 else 0
     e = bit_length(d)                        # >= 4
     return ((e - 3) << SUB_BITS) | ((d >> (e - 4)) & 7)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def add(hist, d):
-    """Count value ``d`` (negative counts as 0) in ``hist``; returns its bucket."""
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def record(row, d):
+    """Add one value ``d`` (ns) to histogram ``row`` (int64[ROW])."""
     if d < 0:
         d = 0
     k = bucket(d)
-    if k >= hist.shape[0]:
-        k = hist.shape[0] - 1
-    hist[k] += 1
-    return k
+    if k >= BUCKETS:
+        k = BUCKETS - 1
+    row[k] += 1
+    row[H_COUNT] += 1
+    row[H_SUM] += d
+    if d > row[H_MAX]:
+        row[H_MAX] = d
+    m = row[H_MIN]
+    if m == 0 or d + 1 < m:
+        row[H_MIN] = d + 1
 
 
 def bucket_lo(k: int) -> int:
@@ -62,31 +64,58 @@ def bucket_lo(k: int) -> int:
     return (8 + mant) << (e - 4)
 
 
-def bucket_hi(k: int) -> int:
-    """Largest value counted in bucket ``k``."""
-    return k if k < 8 else bucket_lo(k + 1) - 1
+def new_row() -> np.ndarray:
+    return np.zeros(ROW, np.int64)
 
 
-def rank(q: float, n: int) -> int:
-    """Nearest rank (1-based) of quantile ``q`` in ``n`` samples: ``ceil(q * n)``, at least 1."""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile {q} is not in [0, 1]")
-    return min(n, max(1, math.ceil(round(q * n, 9))))
-
-
-def percentiles(hist: np.ndarray, qs=(0.5, 0.99), max_value: int | None = None) -> dict:
-    """``{q: value}`` for each quantile ``q`` (see the module docstring); every value is None
-    when the histogram is empty. ``max_value``: the largest value recorded, if known."""
-    counts = np.asarray(hist, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
+def percentiles(row: np.ndarray, qs=(0.5, 0.99, 0.999)) -> dict:
+    """q -> value (ns) at rank ceil(q * count), or None when nothing was recorded (see the
+    module docstring for the bound it reports)."""
+    row = np.asarray(row)
+    total = int(row[H_COUNT])
+    if total <= 0:
         return {q: None for q in qs}
+    counts = row[:BUCKETS]
     c = np.cumsum(counts)
+    total = int(c[-1]) or total            # a reader may see buckets a step ahead of the count
+    lo_v = int(row[H_MIN]) - 1 if row[H_MIN] > 0 else 0
+    hi_v = int(row[H_MAX])
     out = {}
     for q in qs:
-        k = int(np.searchsorted(c, rank(q, total), side="left"))
-        v = bucket_hi(k)
-        if max_value is not None and 0 <= max_value < v:
-            v = int(max_value)
-        out[q] = v
+        rank = max(1, math.ceil(q * total))
+        k = int(np.searchsorted(c, rank))
+        v = k if k < 8 else bucket_lo(k + 1) - 1
+        out[q] = min(max(v, lo_v), hi_v)
+    return out
+
+
+def summary(row: np.ndarray, qs=(0.5, 0.99, 0.999)) -> dict:
+    """count, mean, min, max and the percentiles as a JSON-able dict (ns; None when empty)."""
+    row = np.asarray(row)
+    n = int(row[H_COUNT])
+    p = percentiles(row, qs)
+    out = {"count": n, "mean": (int(row[H_SUM]) / n) if n else None,
+           "min": int(row[H_MIN]) - 1 if row[H_MIN] > 0 else None,
+           "max": int(row[H_MAX]) if n else None}
+    for q in qs:
+        out[f"p{_qname(q)}"] = p[q]
+    return out
+
+
+def _qname(q: float) -> str:
+    s = f"{q * 100:.10g}"
+    return s.replace(".", "")
+
+
+def merge(rows) -> np.ndarray:
+    """One row holding every value of ``rows`` (e.g. the same hop of several processes)."""
+    out = new_row()
+    for r in rows:
+        r = np.asarray(r)
+        out[:BUCKETS] += r[:BUCKETS]
+        out[H_COUNT] += r[H_COUNT]
+        out[H_SUM] += r[H_SUM]
+        out[H_MAX] = max(out[H_MAX], r[H_MAX])
+        if r[H_MIN] > 0 and (out[H_MIN] == 0 or r[H_MIN] < out[H_MIN]):
+            out[H_MIN] = r[H_MIN]
     return out

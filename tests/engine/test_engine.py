@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.transport import clock, control, records, ring
+from appliance.transport import clock, control, hist, records, ring
 from appliance.engine import kernels as engine, positions, risk
 from appliance.engine import state as engine_state
 from appliance.engine.state import EngineState
 from appliance.engine.strategies import avellaneda_stoikov as AS
 from appliance.engine.strategies import base
 from benches import instant_venue
+from tests.configs import instruments_tables
 from tests.engine import mdsource
 from tests.engine.mdsource import book_frame, rec, stack
 
@@ -78,7 +79,7 @@ def test_consistent_book_makes_a_two_sided_quote_with_origin_and_session():
     assert bid["origin_tsc"] == 12345 and bid["venue"] == B and bid["instrument"] == 0
     assert bid["tif"] == records.TIF_GTC and bid["flags"] & records.F_POST_ONLY
     assert bid["clord_id"] != ask["clord_id"]
-    assert es.stats[engine.ST_LAT_N] == 2          # latency measured on every order
+    assert es.lat_hist[hist.H_COUNT] == 2            # latency measured on every order
     assert es.open_orders() == 2
 
 
@@ -288,7 +289,7 @@ def test_one_loss_limit_over_instruments_quoted_in_different_currencies_is_refus
 def test_engine_balances_are_validated_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.balances\.nowhere:USD: expected"):
         engine_state.engine_settings({"balances": {"nowhere:USD": 1.0}})
-    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount"):
+    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount in"):
         engine_state.engine_settings({"balances": {"binance:USD": -1}})
     with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.quote"):
         engine_state.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
@@ -299,9 +300,11 @@ def test_engine_balances_are_validated_by_name():
 def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
     from appliance import config
     cfg = config.parse({
-        "venues": [{"name": "binance", "symbols": ["NKNUSDT", "BLZETH"]},
-                   {"name": "kraken", "symbols": ["XMR/USD"]}],
-        "engine": {"max_live": 10, "instruments": {"binance:NKNUSDT": {"tick_e8": 10}}},
+        "venues": [{"name": "binance"}, {"name": "kraken"}],
+        "instruments": [*instruments_tables("binance", ["NKNUSDT"], "0.0000001", "0.00000001"),
+                        *instruments_tables("binance", ["BLZETH"]),
+                        *instruments_tables("kraken", ["XMR/USD"])],
+        "engine": {"max_live": 10},
         "risk": {"limits": {"max_qty": 5, "max_notional": 100.0, "max_position": 5,
                             "max_open_orders": 4, "collar_bps": 50, "max_spread_ticks": 9}},
         "strategies": [
