@@ -31,6 +31,10 @@ NAME = "binance"
 VENUE_ID = records.VENUE_BINANCE
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v3/exchangeInfo",)
+
+# ids and times the venue simulator shifts per loop of a recording (appliance.sim.venue), in
+# groups that share one span: update ids (stream and snapshot), event times, trade ids
+SIM_SHIFT_KEYS = (("U", "u", "lastUpdateId"), ("E", "T"), ("a", "t", "f", "l"))
 SNAPSHOT_LIMIT = 1000
 
 # info words written by parse_frame

@@ -49,6 +49,10 @@ VENUE_ID = records.VENUE_BITFINEX
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/v2/conf/pub:list:currency", "/v2/conf/pub:list:pair:exchange",
                   "/v2/conf/pub:list:pair:future")
+
+# ids the venue simulator shifts per loop of a recording: none (sequence numbers and channel ids
+# start afresh on every connection)
+SIM_SHIFT_KEYS = ()
 PRICE_DECIMALS = 10
 QTY_DECIMALS = 8
 BOOK_LEN = 100

@@ -35,6 +35,10 @@ VENUE_ID = records.VENUE_BITSTAMP
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v2/trading-pairs-info/",)
 
+# ids and times the venue simulator shifts per loop of a recording (appliance.sim.venue):
+# microtimestamps (stream and snapshot alike), timestamps, trade ids
+SIM_SHIFT_KEYS = (("microtimestamp",), ("timestamp",), ("id",))
+
 I_KIND = 0
 I_INST = 1
 I_NROWS = 2

@@ -35,6 +35,9 @@ VENUE_ID = records.VENUE_COINBASE
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/products",)
 
+# ids the venue simulator shifts per loop of a recording (appliance.sim.venue)
+SIM_SHIFT_KEYS = (("trade_id",), ("sequence",))
+
 I_KIND = 0
 I_INST = 1
 I_NROWS = 2

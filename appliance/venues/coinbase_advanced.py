@@ -40,6 +40,10 @@ VENUE_ID = records.VENUE_COINBASE_ADVANCED
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v3/brokerage/market/products",)
 
+# ids the venue simulator shifts per loop of a recording: none (sequence_num starts afresh on
+# every connection)
+SIM_SHIFT_KEYS = ()
+
 I_KIND = 0
 I_INST = 1
 I_NROWS = 2

@@ -40,6 +40,9 @@ NAME = "kraken"
 VENUE_ID = records.VENUE_KRAKEN
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/0/public/AssetPairs",)
+
+# ids the venue simulator shifts per loop of a recording: none (no ids in book or trade frames)
+SIM_SHIFT_KEYS = ()
 BOOK_DEPTH = 1000
 CHECKSUM_LEVELS = 10
 
