@@ -255,6 +255,10 @@ class Gateway:
                 why = "stopped"
                 try:
                     why = self._session(done)
+                except Exception as e:  # noqa: BLE001 - bad input never stops the gateway
+                    self.counts["exceptions"] += 1
+                    log.exception("%s: unexpected error on the connection", self.venue)
+                    why = f"unexpected error: {type(e).__name__}: {e}"
                 finally:
                     self._close()
                     self.connected.clear()
@@ -539,7 +543,7 @@ class Gateway:
         """Reassemble a fragmented message (rare: venues send whole frames), capped like a frame."""
         w = self.wsw
         op = int(w[wsframe.W_OP])
-        part = self.rx[int(w[wsframe.W_S]):int(w[wsframe.W_E])]
+        part = bytes(self.rx[int(w[wsframe.W_S]):int(w[wsframe.W_E])])
         self.counts["fragments"] += 1
         if op != wsframe.OP_CONT:
             self._frag = bytearray(part)
