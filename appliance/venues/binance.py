@@ -35,6 +35,9 @@ METADATA_PATHS = ("/api/v3/exchangeInfo",)
 # ids and times the venue simulator shifts per loop of a recording (appliance.sim.venue), in
 # groups that share one span: update ids (stream and snapshot), event times, trade ids
 SIM_SHIFT_KEYS = (("U", "u", "lastUpdateId"), ("E", "T"), ("a", "t", "f", "l"))
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_DEPTH"
+BENCH_RECORDING = "BINANCE.ws.1.0"
 SNAPSHOT_LIMIT = 1000
 
 # info words written by parse_frame

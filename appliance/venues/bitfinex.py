@@ -53,6 +53,9 @@ METADATA_PATHS = ("/v2/conf/pub:list:currency", "/v2/conf/pub:list:pair:exchange
 # ids the venue simulator shifts per loop of a recording: none (sequence numbers and channel ids
 # start afresh on every connection)
 SIM_SHIFT_KEYS = ()
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "BITFINEX.ws.11.0"
 PRICE_DECIMALS = 10
 QTY_DECIMALS = 8
 BOOK_LEN = 100

@@ -38,6 +38,9 @@ METADATA_PATHS = ("/api/v2/trading-pairs-info/",)
 # ids and times the venue simulator shifts per loop of a recording (appliance.sim.venue):
 # microtimestamps (stream and snapshot alike), timestamps, trade ids
 SIM_SHIFT_KEYS = (("microtimestamp",), ("timestamp",), ("id",))
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_DIFF"
+BENCH_RECORDING = "BITSTAMP.ws.1.0"
 
 I_KIND = 0
 I_INST = 1

@@ -37,6 +37,9 @@ METADATA_PATHS = ("/products",)
 
 # ids the venue simulator shifts per loop of a recording (appliance.sim.venue)
 SIM_SHIFT_KEYS = (("trade_id",), ("sequence",))
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "COINBASE.ws.28.0"
 
 I_KIND = 0
 I_INST = 1

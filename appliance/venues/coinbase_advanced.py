@@ -43,6 +43,9 @@ METADATA_PATHS = ("/api/v3/brokerage/market/products",)
 # ids the venue simulator shifts per loop of a recording: none (sequence_num starts afresh on
 # every connection)
 SIM_SHIFT_KEYS = ()
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "COINBASE_ADVANCED.jsonl.zst"
 
 I_KIND = 0
 I_INST = 1

@@ -43,6 +43,9 @@ METADATA_PATHS = ("/0/public/AssetPairs",)
 
 # ids the venue simulator shifts per loop of a recording: none (no ids in book or trade frames)
 SIM_SHIFT_KEYS = ()
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "KRAKEN.ws.50.0"
 BOOK_DEPTH = 1000
 CHECKSUM_LEVELS = 10
 
@@ -63,6 +66,8 @@ FR_HEARTBEAT = 5
 # per-book venue words: st.book[b, K_*]
 K_DEPTH = B_V0         # subscribed depth: levels beyond it are deleted after each delta
 K_SCALE = B_V0 + 1     # 4 words: price mul, price div, qty mul, qty div (ticks/lots -> printed digits)
+K_CRC = B_V0 + 5       # the book's checksum as last computed ...
+K_CRC_OK = B_V0 + 6    # ... 1 while no change has reached the top CHECKSUM_LEVELS since
 
 _EL0 = 8           # info[8:16]: start index of each top-level element
 _MAX_EL = 8
@@ -279,15 +284,16 @@ def _put_digits(v, buf, m):
     """Decimal digits of v > 0 (no leading zeros) appended at buf[m]; returns new m."""
     if v <= 0:
         return m
-    nd = 0
-    t = v
-    while t > 0:
+    nd = 1
+    p = 10
+    while nd < 19 and v >= p:
         nd += 1
-        t //= 10
+        p *= 10
     k = m + nd - 1
     while v > 0:
-        buf[k] = 48 + v % 10
-        v //= 10
+        q = v // 10
+        buf[k] = 48 + (v - q * 10)
+        v = q
         k -= 1
     return m + nd
 
@@ -304,8 +310,14 @@ def checksum(px, qty, nb, b, scale, buf, table):
             top = 0
         k = cnt - 1
         while k >= top:
-            m = _put_digits(px[b, s, k] * scale[0] // scale[1], buf, m)
-            m = _put_digits(qty[b, s, k] * scale[2] // scale[3], buf, m)
+            pv = px[b, s, k] * scale[0]
+            qv = qty[b, s, k] * scale[2]
+            if scale[1] != 1:
+                pv //= scale[1]
+            if scale[3] != 1:
+                qv //= scale[3]
+            m = _put_digits(pv, buf, m)
+            m = _put_digits(qv, buf, m)
             k -= 1
     c = np.uint32(0xFFFFFFFF)
     for k in range(m):
@@ -348,6 +360,32 @@ def _truncate(st, b, tsc, hdr, data):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _touches_top(st, b, n):
+    """Whether rows[0:n] can change the top CHECKSUM_LEVELS of book b (a level at least as good
+    as the current 10th best of its side, or a side shorter than that)."""
+    for k in range(n):
+        s = st.rows[k, R_SIDE] - 1
+        cnt = st.nb[b, s]
+        if cnt < CHECKSUM_LEVELS:
+            return True
+        tenth = st.px[b, s, cnt - CHECKSUM_LEVELS]
+        p = st.rows[k, R_PRICE]
+        if (s == 0 and p >= tenth) or (s == 1 and p <= tenth):
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def book_checksum(st, b):
+    """Kraken's CRC32 of book b, recomputed only when its top levels changed since last time."""
+    if st.book[b, K_CRC_OK] == 0:
+        st.book[b, K_CRC] = checksum(st.px, st.qty, st.nb, b, st.book[b, K_SCALE:K_SCALE + 4],
+                                     st.scratch, CRC_TABLE)
+        st.book[b, K_CRC_OK] = 1
+    return st.book[b, K_CRC]
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def handle_frame(b, end, tsc, st, hdr, data):
     """One frame -> records (parse, book, truncation, CRC32 check, publish). Returns ACT_* bits."""
     common.count_frame(st)
@@ -366,15 +404,16 @@ def handle_frame(b, end, tsc, st, hdr, data):
         if st.book[bi, B_VALID] == 0:
             st.cnt[N_DROPPED] += 1          # waiting for a fresh snapshot
             return 0
-        act = common.apply(st, st.rows, info[I_NROWS], tsc, 0, VENUE_ID,
-                           common.RESYNC_RESUBSCRIBE, hdr, data)
+        n = info[I_NROWS]
+        if st.book[bi, K_DEPTH] < CHECKSUM_LEVELS or _touches_top(st, bi, n):
+            st.book[bi, K_CRC_OK] = 0
+        act = common.apply(st, st.rows, n, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
         if st.book[bi, B_VALID] == 0:
             return act
         act |= _truncate(st, bi, tsc, hdr, data)
         if info[I_HAS_CRC] != 0 and st.book[bi, B_VALID] != 0:
             want = info[I_CRC]
-            got = checksum(st.px, st.qty, st.nb, bi, st.book[bi, K_SCALE:K_SCALE + 4], st.scratch,
-                           CRC_TABLE)
+            got = book_checksum(st, bi)
             if got == want:
                 st.cnt[N_CHECKSUMS_OK] += 1
             else:
@@ -384,6 +423,7 @@ def handle_frame(b, end, tsc, st, hdr, data):
                                      common.RESYNC_RESUBSCRIBE, hdr, data)
         return act
     if kind == FR_SNAPSHOT:
+        st.book[bi, K_CRC_OK] = 0
         if info[I_PDEC] >= 0:
             set_print(st, bi, info[I_PDEC], info[I_QDEC])
         act = common.snapshot_rebuild(st, bi, info[I_NROWS], tsc, 0, VENUE_ID,
