@@ -21,6 +21,7 @@ from appliance.transport import records, ring
 from appliance.venues import common, gateway, kraken, recording, wsframe
 from appliance.sim import venue as sim
 from appliance.sim.venue import VenueSim
+from tests.configs import instruments_toml
 from tests.venues.conftest import DATA, meta_of
 from tests.venues.test_gateway import Running, read_ring, statuses
 
@@ -194,8 +195,7 @@ shm_dir = "{shm_dir}"
 name = "kraken"
 ws_url = "{peer.url}"
 rest_url = "{rest.rest_url}"
-symbols = ["XMR/USD"]
-""")
+""" + instruments_toml("kraken", ["XMR/USD"]))
     env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
     p = subprocess.Popen([sys.executable, "-m", "appliance.cli", "md", "--config", str(cfg),
                           "--venue", "kraken", "--ring", "md.hostile"],
