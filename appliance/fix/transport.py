@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 
 
+def _parses(frame: bytes) -> bool:
+    try:
+        wire.parse(frame)
+    except wire.GarbledMessage:
+        return False
+    return True
+
+
 class Connection:
     def __init__(self, sock: socket.socket, peer, session=None, initiator_entry=None):
         self.sock = sock
@@ -229,14 +237,15 @@ class EventLoop:
             if fr is None:
                 return
             status, frame = fr
-            if status != wire.FRAME_OK:
-                log.warning("unbound connection %s: ignoring garbled frame %s", conn.peer, wire.pretty(frame, 200))
+            if status != wire.FRAME_OK or not _parses(frame):
+                if b"\x0135=A\x01" in frame[:64]:      # a garbled Logon (e.g. wrong BodyLength)
+                    self.rejected_connections += 1
+                    self._close(conn, "garbled Logon (bad BodyLength, CheckSum or field)")
+                    return
+                log.warning("unbound connection %s: ignoring garbled frame %s", conn.peer,
+                            wire.pretty(frame, 200))
                 continue
-            try:
-                msg = wire.parse(frame)
-            except wire.GarbledMessage as e:
-                log.warning("unbound connection %s: ignoring garbled frame (%s)", conn.peer, e)
-                continue
+            msg = wire.parse(frame)
             key = (msg.begin_string, msg.get(56, b""), msg.get(49, b""))
             session = self.sessions.get(key)
             if session is None:
