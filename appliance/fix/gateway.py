@@ -61,12 +61,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import mmap
 import os
 import signal
 import socket
-import stat
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,18 +73,30 @@ import numpy as np
 from numba import njit
 
 from appliance.fix import codec as C
-from appliance.transport import clock, ring, shm, wait
+from appliance.transport import clock, control, ring, shm, wait
 from appliance.transport import records as R
 
 log = logging.getLogger(__name__)
+
+try:
+    import ssl as _ssl
+    _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+except ImportError:                                 # pragma: no cover - Python without OpenSSL
+    _SSLWant = ()
+_WOULD_BLOCK = (BlockingIOError, InterruptedError) + _SSLWant
 
 # ---- our own reject reasons (REJECT.reason; venue codes are < 1000) ----------------------------
 RJ_NOT_READY = R.RJ_GW_NOT_READY          # session down or reconciling: the order was not sent
 RJ_TOO_MANY_OPEN = R.RJ_GW_TOO_MANY_OPEN  # open-order table full
 RJ_BAD_CLORD = R.RJ_GW_BAD_CLORD          # ClOrdID 0 (reserved)
+RJ_KILLED = R.RJ_GW_KILLED                # kill switch set: no new order or replace passes
+RJ_SESSION_REJECT = R.RJ_GW_SESSION_REJECT    # the venue's session Reject (35=3) of the message
+RJ_BUSINESS_REJECT = R.RJ_GW_BUSINESS_REJECT  # the venue's BusinessMessageReject (35=j)
 RJ_ENCODE_BASE = R.RJ_GW_ENCODE_BASE      # RJ_ENCODE_BASE - codec.E_* (1011 out of buffer ... 1019 bad price)
 RJ_NAMES = {RJ_NOT_READY: "session not ready", RJ_TOO_MANY_OPEN: "too many open orders",
-            RJ_BAD_CLORD: "ClOrdID 0 is reserved"}
+            RJ_BAD_CLORD: "ClOrdID 0 is reserved", RJ_KILLED: "kill switch set",
+            RJ_SESSION_REJECT: "session Reject from the venue",
+            RJ_BUSINESS_REJECT: "BusinessMessageReject from the venue"}
 RJ_NAMES.update({RJ_ENCODE_BASE - e: f"not encodable: {t}" for e, t in C.E_NAMES.items()})
 
 # ---- gateway state words (int64) -----------------------------------------------------------------
@@ -101,11 +112,25 @@ G_STATUS_PENDING = 8  # status requests not yet answered
 G_EXECS = 9           # exec records published, total
 G_FOREIGN = 10        # order records for other sessions, skipped
 G_IDLE_POLLS = 11     # gw_step calls that found no record (stale hint, lap resync)
-G_SIZE = 16
+G_LAST_REFUSED = 12   # ClOrdID of the last refused order
+G_LAST_REASON = 13    # its RJ_* reason
+G_MASS_PENDING = 14   # FIX 4.2: a MASS_CANCEL record is waiting to be expanded (1 + scope)
+G_MASS_INSTR = 15     # its instrument
+G_KILLED = 16         # orders refused because the kill switch is set, total
+G_SIZE = 32
 
 # open-order table columns (int64); key = ClOrdID bits, 0 = empty slot
-OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING = range(4)
-OT_COLS = 4
+OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING, OT_QTY = range(5)
+OT_COLS = 5
+
+# sent-message map (by MsgSeqNum & (SENT_CAP - 1)): what a venue's session Reject refers to
+SENT_CAP = 4096
+SM_SEQ, SM_RT, SM_CLORD, SM_ORIG, SM_INSTR = range(5)
+SM_COLS = 5
+
+# gateway-assigned ClOrdIDs (cancels it sends itself on a kill or a FIX 4.2 mass cancel): the top
+# bit set, so they never meet the engine's ids (milliseconds << 20, below 2**61)
+GW_ID_BIT = 1 << 63
 
 _TERMINAL = (ord("2"), ord("3"), ord("4"), ord("8"), ord("C"), ord("5"))   # 39 values: not working
 
@@ -132,8 +157,10 @@ def ot_find(ot, key):
 
 
 @njit(cache=True, nogil=True)
-def ot_insert(ot, gst, key, instrument, side):
-    """Insert or update; -1 when the table is at its load limit (3/4)."""
+def ot_insert(ot, gst, key, instrument, side, qty):
+    """Insert or update; -1 when the table is at its load limit (3/4). A new row's key is
+    written last, so a process killed mid-insert (the table lives in a mapped file) leaves no
+    half-written row behind."""
     mask = ot.shape[0] - 1
     i = _home(key, mask)
     while True:
@@ -144,12 +171,16 @@ def ot_insert(ot, gst, key, instrument, side):
             if gst[G_OPEN] >= (ot.shape[0] * 3) // 4:
                 return -1
             gst[G_OPEN] += 1
-            ot[i, OT_KEY] = key
+            ot[i, OT_INSTR] = instrument
+            ot[i, OT_SIDE] = side
+            ot[i, OT_QTY] = qty
             ot[i, OT_PENDING] = 0
-            break
+            ot[i, OT_KEY] = key
+            return i
         i = (i + 1) & mask
     ot[i, OT_INSTR] = instrument
     ot[i, OT_SIDE] = side
+    ot[i, OT_QTY] = qty
     return i
 
 
@@ -204,15 +235,35 @@ def _refuse(ehdr, edata, rec, erow, gst, reason):
     ring.publish(ehdr, edata, erow)
     gst[G_REFUSED] += 1
     gst[G_EXECS] += 1
+    gst[G_LAST_REFUSED] = np.int64(C.ld_u64(rec, C._O_CLORD))
+    gst[G_LAST_REASON] = reason
+
+
+@njit(cache=True, nogil=True)
+def _note_sent(sent, seq, rt, clord, orig, instrument):
+    j = seq & (sent.shape[0] - 1)
+    sent[j, SM_SEQ] = seq
+    sent[j, SM_RT] = rt
+    sent[j, SM_CLORD] = clord
+    sent[j, SM_ORIG] = orig
+    sent[j, SM_INSTR] = instrument
 
 
 @njit(cache=True, nogil=True)
 def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
-            max_n):
+            max_n, cwords, sent):
     """Drain up to ``max_n`` order records: encode ours into ``sbuf`` (length in
     gst[G_SEND_LEN]) until the ring is empty or the send buffer's batch is full; refuse the ones
     that cannot go out. Returns the number of messages encoded. (The caller polls cheaply and
-    idles with the wait strategy; this runs only when records are waiting.)"""
+    idles with the wait strategy; this runs only when records are waiting.)
+
+    ``cwords`` is the control block (uint64 words): while its kill flag is set no NEW_ORDER or
+    REPLACE passes (RJ_KILLED); cancels do. ``sent`` maps each MsgSeqNum used to the order it
+    carried (a venue's session Reject names only the MsgSeqNum). While not ready, an order whose
+    ClOrdID is already in the open-order table is one this gateway sent before it restarted (its
+    ring position is saved only after a send): it is skipped, reconciliation reports it. With
+    FIX 4.2 (no OrderMassCancelRequest) a MASS_CANCEL record ends the batch and is left in
+    gst[G_MASS_PENDING] / gst[G_MASS_INSTR] for the caller to send as one cancel per order."""
     rec = scratch[0]
     erow = scratch[1]
     tcache = scratch[2]
@@ -220,11 +271,14 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     begin = consts[2:2 + nb]
     comp = consts[2 + nb:2 + nb + np.int64(consts[1])]
     room = C.MAX_MSG + begin.shape[0] + comp.shape[0]
+    no_mass = C.is_fix42(begin)
     pos = 0
     n = 0
     utc = np.int64(-1)
     it = 0
     while it < max_n:
+        if gst[G_MASS_PENDING] != 0:
+            break
         it += 1
         if ring.poll(ohdr, odata, ocur, rec) == 0:
             if ring.poll(ohdr, odata, ocur, rec) == 0:     # the first may only have resynced a lap
@@ -237,24 +291,45 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
         if np.int64(C.ld_u32(rec, C._O_CLORD + 12)) != gst[G_SESSION_IDX]:
             gst[G_FOREIGN] += 1
             continue
+        clord = np.int64(C.ld_u64(rec, C._O_CLORD))
+        if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) and control.kill_requested(cwords):
+            gst[G_KILLED] += 1
+            _refuse(ehdr, edata, rec, erow, gst, RJ_KILLED)
+            continue
         if gst[G_READY] == 0:
+            if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) and clord != 0 and ot_find(ot, clord) >= 0:
+                continue
             _refuse(ehdr, edata, rec, erow, gst, RJ_NOT_READY)
             continue
-        clord = np.int64(C.ld_u64(rec, C._O_CLORD))
         if clord == 0:
             _refuse(ehdr, edata, rec, erow, gst, RJ_BAD_CLORD)
             continue
+        if rt == R.RT_MASS_CANCEL and no_mass:
+            gst[G_MASS_PENDING] = 1 + np.int64(rec[C._M_SCOPE])
+            gst[G_MASS_INSTR] = np.int64(C.ld_u32(rec, C._O_INSTR))
+            break
         if utc < 0:
             utc = clock.tsc_to_utc_ns(cal, clock.now(cal))
         k = C.encode_order(rec, sbuf, pos, begin, comp, gst[G_NEXT_SEQ], utc, tcache, instr, syms)
         if k < 0:
             _refuse(ehdr, edata, rec, erow, gst, RJ_ENCODE_BASE - k)
             continue
+        inst = np.int64(C.ld_u32(rec, C._O_INSTR))
+        orig = 0
         if rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE:
-            side = rec[C._N_SIDE] if rt == R.RT_NEW_ORDER else rec[C._R_SIDE]
-            if ot_insert(ot, gst, clord, np.int64(C.ld_u32(rec, C._O_INSTR)), np.int64(side)) < 0:
+            if rt == R.RT_NEW_ORDER:
+                side = rec[C._N_SIDE]
+                qty = C.ld_i64(rec, C._N_QTY)
+            else:
+                side = rec[C._R_SIDE]
+                qty = C.ld_i64(rec, C._R_QTY)
+                orig = np.int64(C.ld_u64(rec, C._R_ORIG))
+            if ot_insert(ot, gst, clord, inst, np.int64(side), qty) < 0:
                 _refuse(ehdr, edata, rec, erow, gst, RJ_TOO_MANY_OPEN)
                 continue
+        elif rt == R.RT_CANCEL:
+            orig = np.int64(C.ld_u64(rec, C._C_ORIG))
+        _note_sent(sent, gst[G_NEXT_SEQ], np.int64(rt), clord, orig, inst)
         gst[G_NEXT_SEQ] += 1
         gst[G_SENT] += 1
         pos += k
@@ -314,13 +389,14 @@ def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, g
 
 @njit(cache=True, nogil=True)
 def gw_working(ot, ids, info):
-    """Copy the open orders (ClOrdID, instrument, side) out; returns how many."""
+    """Copy the open orders (ClOrdID, instrument, side, qty) out; returns how many."""
     n = 0
     for i in range(ot.shape[0]):
         if ot[i, OT_KEY] != 0:
             ids[n] = ot[i, OT_KEY]
             info[n, 0] = ot[i, OT_INSTR]
             info[n, 1] = ot[i, OT_SIDE]
+            info[n, 2] = ot[i, OT_QTY]
             n += 1
     return n
 
@@ -359,6 +435,10 @@ class GatewayConfig:
     open_orders: int = 65536
     reset_on_logon: bool = False
     validate: bool = False
+    logon_signature: str = ""
+    signing_key_file: str = ""
+    mass_cancel_on_kill: bool = True
+    tls: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_table(cls, name: str, t: dict, state_dir: str = "/var/lib/appliance/state") -> "GatewayConfig":
@@ -382,6 +462,14 @@ class GatewayConfig:
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
                 v = float(v)
+            if want == "dict":
+                from appliance.fix import tls as tls_mod
+                if not isinstance(v, dict):
+                    raise ConfigError(f"{where}.{k}: expected a table")
+                try:
+                    tls_mod.TlsSettings.from_table(v)
+                except ValueError as e:
+                    raise ConfigError(f"{where}.{k}: {e}") from None
             if k == "instruments":
                 v = cls._instruments(where, v)
             kw[k] = v
@@ -442,27 +530,92 @@ def load_session_config(cfg, name: str) -> GatewayConfig:
 
 
 def read_credentials(path: str) -> list:
-    """(553 Username, 554 Password) from a TOML file readable by its owner only."""
-    if not path:
-        return []
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as e:
-        raise PermissionError(f"credentials_file {p}: {e.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError(f"credentials_file {p}: mode {oct(st.st_mode & 0o777)} lets others "
-                              f"read it; chmod 600")
-    data = tomllib.loads(p.read_text())
-    unknown = set(data) - {"username", "password"}
-    if unknown:
-        raise ValueError(f"credentials_file {p}: unknown keys {sorted(unknown)}")
-    out = []
-    if "username" in data:
-        out.append((553, str(data["username"]).encode()))
-    if "password" in data:
-        out.append((554, str(data["password"]).encode()))
-    return out
+    """(553 Username, 554 Password) from a TOML file readable by its owner only
+    (``admin.read_credentials``; the password is an ``admin.Secret``)."""
+    from appliance.fix import admin
+    return admin.read_credentials(path) if path else []
+
+
+# ------------------------------------------------------------------------------------------------
+# the open-order table on disk
+# ------------------------------------------------------------------------------------------------
+OO_MAGIC = 0x4F4F5431            # "1TOO": open-order file, layout 1
+OO_HDR = 8                        # header words before the table
+H_MAGIC, H_CAP, H_RING_CREATED, H_RING_POS, H_NEXT_GWID = range(5)
+
+
+class OpenOrderFile:
+    """The open-order table and the order-ring position in a mapped file
+    (``<store_dir>/open_orders``, 0600): the compiled steps write the table in place, so a
+    process killed at any instruction restarts with every order it had sent (the table is
+    rebuilt on open, which also drops a row duplicated by a delete that was cut short).
+
+    Header words: magic, capacity, the order ring's creation time and the position after the
+    last order handled (saved once the batch holding it went to the kernel), and the next
+    gateway-assigned ClOrdID counter. ``path=None`` keeps everything in memory."""
+
+    def __init__(self, path, capacity: int, gst):
+        self.path = path
+        self.mm = None
+        size = (OO_HDR + capacity * OT_COLS) * 8
+        rows = np.zeros((0, OT_COLS), np.int64)
+        old_hdr = np.zeros(OO_HDR, np.int64)
+        if path is None:
+            arr = np.zeros(size // 8, np.int64)
+        else:
+            from appliance.fix.store import open_private
+            fd = open_private(path, os.O_RDWR)
+            try:
+                have = os.fstat(fd).st_size
+                if have >= OO_HDR * 8:
+                    old = np.frombuffer(os.pread(fd, have, 0), np.int64)
+                    if old[H_MAGIC] == OO_MAGIC and old[H_CAP] > 0 and have == (OO_HDR + old[H_CAP] * OT_COLS) * 8:
+                        old_hdr = old[:OO_HDR].copy()
+                        t = old[OO_HDR:].reshape(-1, OT_COLS)
+                        rows = t[t[:, OT_KEY] != 0].copy()
+                    else:
+                        log.warning("%s: not an open-order file of this layout; starting empty", path)
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, size)
+                self.mm = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+            arr = np.frombuffer(self.mm, np.int64)
+        self.hdr = arr[:OO_HDR]
+        self.ot = arr[OO_HDR:].reshape(capacity, OT_COLS)
+        self.hdr[H_CAP] = capacity
+        self.hdr[H_RING_CREATED] = old_hdr[H_RING_CREATED]
+        self.hdr[H_RING_POS] = old_hdr[H_RING_POS]
+        self.hdr[H_NEXT_GWID] = max(int(old_hdr[H_NEXT_GWID]), 1)
+        gst[G_OPEN] = 0
+        gst[G_STATUS_PENDING] = 0
+        seen = set()
+        for r in rows:
+            k = int(r[OT_KEY])
+            if k in seen:
+                continue
+            seen.add(k)
+            if ot_insert(self.ot, gst, k, int(r[OT_INSTR]), int(r[OT_SIDE]), int(r[OT_QTY])) < 0:
+                log.error("%s: open-order table of %d rows cannot hold the %d orders on file", path,
+                          capacity, len(rows))
+                break
+        self.hdr[H_MAGIC] = OO_MAGIC
+        self.restored = int(gst[G_OPEN])
+
+    def next_gateway_id(self) -> int:
+        n = int(self.hdr[H_NEXT_GWID])
+        self.hdr[H_NEXT_GWID] = n + 1
+        return GW_ID_BIT | n
+
+    def close(self) -> None:
+        if self.mm is not None:
+            self.hdr = self.ot = None
+            try:
+                self.mm.flush()
+                self.mm.close()
+            except BufferError:          # a view is still alive somewhere: the kernel keeps the data
+                pass
+            self.mm = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -484,7 +637,11 @@ class GatewayApplication:
         self.gw._slow_app_message(msg)
 
     def logon_fields(self, session):
-        return self.gw.credentials
+        return self.gw.logon_hook(session) if self.gw.logon_hook is not None else []
+
+    def on_admin_message(self, session, msg):
+        if msg.msg_type == b"3":
+            self.gw._venue_rejected(msg, RJ_SESSION_REJECT)
 
     def verify_logon(self, session, msg):
         pass
@@ -498,15 +655,19 @@ class Gateway:
     READ_MAX = 1 << 16
 
     def __init__(self, gcfg: GatewayConfig, order_reader, exec_writer, store, *, wait_params=None,
-                 clock_fn=time.time, cal=None, message_log=None, heartbeat=None):
+                 clock_fn=time.time, cal=None, message_log=None, heartbeat=None, control_words=None,
+                 actor_index: int = -1, persist: bool = True):
+        from appliance.fix import admin
         from appliance.fix import dictionary as dictionary_mod
+        from appliance.fix import tls as tls_mod
         from appliance.fix.session import Session, SessionConfig
         self.cfg = gcfg
         self.orders = order_reader
         self.execs = exec_writer
         self.clock = clock_fn
         self.cal = cal if cal is not None else clock.calibration()
-        self.credentials = read_credentials(gcfg.credentials_file)
+        self.logon_hook = admin.logon_hook(gcfg.credentials_file, gcfg.logon_signature, gcfg.signing_key_file)
+        self.tls = tls_mod.TlsSettings.from_table(gcfg.tls).client_context() if gcfg.tls else None
         self.instr, self.syms = C.instrument_tables(gcfg.instruments)
         begin, comp = C.session_constants(gcfg.begin_string, gcfg.sender_comp_id, gcfg.target_comp_id)
         self.consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
@@ -517,7 +678,22 @@ class Gateway:
         self.gst = np.zeros(G_SIZE, np.int64)
         self.gst[G_SESSION_IDX] = gcfg.session_index
         self.gst[G_VENUE] = R.VENUE_IDS[gcfg.venue]
-        self.ot = np.zeros((gcfg.open_orders, OT_COLS), np.int64)
+        sdir = getattr(store, "dir", None)
+        self.oo = OpenOrderFile(Path(sdir) / "open_orders" if (persist and sdir is not None) else None,
+                                gcfg.open_orders, self.gst)
+        self.ot = self.oo.ot
+        self.sent = np.zeros((SENT_CAP, SM_COLS), np.int64)
+        self.cwords = control_words if control_words is not None else \
+            np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
+        self.actor_index = actor_index
+        self.kill_epoch = 0               # last kill epoch acted on
+        self.kill_sent = False            # its cancels are out on the current connection
+        self.kill_sent_at = 0.0
+        self.kill_done = 0
+        self._refused_logged = 0
+        self._killed_logged = 0
+        self._refuse_log_next = 0.0
+        self._lost_logged = 0
         self.wparams = wait_params if wait_params is not None else wait.make("spin_yield")
         self.wstate = wait.new_state()
         self.rbuf = np.zeros(self.RECV_CAP, np.uint8)
@@ -547,8 +723,215 @@ class Gateway:
         self.heartbeat = heartbeat          # control-block heartbeat, called about every 50 ms
         self.next_beat = 0.0
         self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
-                         "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0}
+                         "session_rejects": 0, "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0,
+                         "kill_cancels": 0}
         self._logged_counts = {}
+        self._resume_ring()
+        if self.oo.restored:
+            log.info("%s: %d working orders restored from %s; they are reconciled after logon",
+                     gcfg.name, self.oo.restored, self.oo.path)
+
+    # ---- order ring position ------------------------------------------------------------
+    def _resume_ring(self) -> None:
+        """Continue the order ring where the last run left it (orders published while this
+        gateway was down are then refused with a reject, not skipped), if it is the same ring
+        and those records are still in it."""
+        region = getattr(self.orders, "region", None)
+        if region is None:
+            return
+        created = int(region.words[shm.W_CREATED_NS])
+        head = int(self.orders.hdr[shm.W_HEAD])
+        cap = int(self.orders.hdr[shm.W_CAPACITY])
+        pos = int(self.oo.hdr[H_RING_POS])
+        if int(self.oo.hdr[H_RING_CREATED]) == created and 0 < pos <= head:
+            if head - pos >= cap:
+                log.error("%s: %d order records published while the gateway was down; the ring holds "
+                          "%d: the oldest %d were lost without a reject", self.cfg.name, head - pos,
+                          cap, head - pos - cap + 1)
+                pos = head - cap + 1
+            if pos < head:
+                log.warning("%s: %d order records were published while the gateway was down; each is "
+                            "answered now (refused unless already sent)", self.cfg.name, head - pos)
+            self.orders.cur[ring.CUR_POS] = pos
+        self.oo.hdr[H_RING_CREATED] = created
+        self.oo.hdr[H_RING_POS] = int(self.orders.cur[ring.CUR_POS])
+
+    def _save_ring_pos(self) -> None:
+        self.oo.hdr[H_RING_POS] = int(self.orders.cur[ring.CUR_POS])
+
+    # ---- refusals, rejects from the venue -------------------------------------------------
+    def _log_refusals(self, now: float, force: bool = False) -> None:
+        g = self.gst
+        n = int(g[G_REFUSED]) - self._refused_logged
+        if n <= 0 or (now < self._refuse_log_next and not force):
+            return
+        self._refused_logged = int(g[G_REFUSED])
+        self._refuse_log_next = now + 1.0
+        reason = int(g[G_LAST_REASON])
+        log.warning("%s: %d order record(s) refused and answered with a REJECT (last: ClOrdID %d, "
+                    "reason %d %s; session %s)", self.cfg.name, n, int(np.uint64(g[G_LAST_REFUSED])),
+                    reason, RJ_NAMES.get(reason, "?"), "ready" if g[G_READY] else "not ready")
+        lost = self.orders.lost if hasattr(self.orders, "lost") else 0
+        if lost != self._lost_logged:
+            log.error("%s: %d order records lost to ring lapping (no reject possible)", self.cfg.name,
+                      lost - self._lost_logged)
+            self._lost_logged = lost
+
+    def _venue_rejected(self, msg, reason: int) -> None:
+        """A session Reject (35=3) or BusinessMessageReject (35=j) of one of our messages: a REJECT
+        record for the engine (the order never reached the book), plus a log line."""
+        ref = msg.get_int(45)
+        text = (msg.get(58) or b"").decode("latin-1")
+        key = "session_rejects" if reason == RJ_SESSION_REJECT else "business_rejects"
+        self.counters[key] += 1
+        j = -1 if ref is None else ref & (SENT_CAP - 1)
+        if j < 0 or int(self.sent[j, SM_SEQ]) != ref or self.sent[j, SM_RT] == 0:
+            log.warning("%s: %s of our message %s (%s): %s (no order of ours at that MsgSeqNum)",
+                        self.cfg.name, "session Reject" if reason == RJ_SESSION_REJECT else
+                        "BusinessMessageReject", ref, (msg.get(372) or b"?").decode("latin-1"), text)
+            return
+        rt, clord, orig, inst = (int(self.sent[j, SM_RT]), int(self.sent[j, SM_CLORD]),
+                                 int(self.sent[j, SM_ORIG]), int(self.sent[j, SM_INSTR]))
+        self.sent[j, SM_RT] = 0
+        log.warning("%s: venue %s our %s ClOrdID %d (MsgSeqNum %d): %s", self.cfg.name,
+                    "rejected (35=3)" if reason == RJ_SESSION_REJECT else "business-rejected (35=j)",
+                    R.RTYPE_NAMES.get(rt, chr(rt) if 32 < rt < 127 else rt), int(np.uint64(clord)), ref, text)
+        if rt == ord("H"):                   # a status request: stop waiting for its answer
+            i = ot_find(self.ot, clord)
+            if i >= 0 and self.ot[i, OT_PENDING]:
+                self.ot[i, OT_PENDING] = 0
+                self.gst[G_STATUS_PENDING] -= 1
+            return
+        if rt == R.RT_MASS_CANCEL or (rt == R.RT_CANCEL and clord & GW_ID_BIT and self.kill_epoch):
+            if rt == R.RT_MASS_CANCEL:
+                log.warning("%s: mass cancel refused by the venue; cancelling order by order", self.cfg.name)
+                self._cancel_each(self.clock(), 7, 0)
+            return
+        row = self.row1[0]
+        row[:] = 0
+        rec = row.view(R.REJECT)
+        rec[0]["rtype"] = R.RT_REJECT
+        rec[0]["venue"] = self.gst[G_VENUE]
+        rec[0]["instrument"] = inst
+        rec[0]["origin_tsc"] = clock.now(self.cal)
+        rec[0]["clord_id"] = np.uint64(clord & 0xFFFFFFFFFFFFFFFF)
+        rec[0]["orig_clord_id"] = np.uint64(orig & 0xFFFFFFFFFFFFFFFF)
+        rec[0]["session"] = self.cfg.session_index
+        rec[0]["reason"] = reason
+        rec[0]["is_cancel_reject"] = 1 if rt in (R.RT_CANCEL, R.RT_REPLACE) else 0
+        rec[0]["ord_status"] = R.EXEC_REJECTED if rt == R.RT_NEW_ORDER else 0
+        rec[0]["text"] = text.encode("latin-1")[:48]
+        gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst)
+
+    # ---- kill switch ----------------------------------------------------------------------
+    def _gwk(self, field: str, value: int) -> None:
+        if self.actor_index < 0:
+            return
+        off = (R.CONTROL_BLOCK.fields["gw_kill"][1] + self.actor_index * R.GW_KILL.itemsize
+               + R.GW_KILL.fields[field][1])
+        control.store_release_py(self.cwords, off, int(value))
+
+    def _check_kill(self, now: float) -> None:
+        """Act on a kill request: block new orders (the compiled step does), cancel every
+        working order this gateway knows (mass cancel where the dialect has it), and acknowledge
+        in the control block: seen, cancels sent, none left working."""
+        w = self.cwords
+        if w[control.KILL_OFF // 8] == 0:
+            return
+        ep = int(w[control.KILL_EPOCH_OFF // 8])
+        if ep != self.kill_epoch:
+            self.kill_epoch = ep
+            self.kill_sent = False
+            self.kill_done = 0
+            log.warning("%s: kill switch set (epoch %d): no new order passes; cancelling %d working "
+                        "order(s)", self.cfg.name, ep, int(self.gst[G_OPEN]))
+            self._gwk("seen_epoch", ep)
+        if self.kill_done == ep:
+            return
+        open_n = int(self.gst[G_OPEN])
+        if open_n == 0 and not self.reconciling:
+            self.kill_sent = True
+            self._gwk("working", 0)
+            self._gwk("sent_epoch", ep)
+            self._gwk("done_time_ns", time.time_ns())
+            self._gwk("done_epoch", ep)
+            self.kill_done = ep
+            log.warning("%s: kill epoch %d: no working order left on this session", self.cfg.name, ep)
+            return
+        if not self.session.logged_on:
+            return
+        if not self.kill_sent:
+            if self.cfg.begin_string >= "FIX.4.4" and self.cfg.mass_cancel_on_kill:
+                self._send_mass_cancel(now)
+            else:
+                self._cancel_each(now, 7, 0)
+            self.kill_sent = True
+            self.kill_sent_at = now
+            self._gwk("working", open_n)
+            self._gwk("sent_epoch", ep)
+        elif now - self.kill_sent_at >= self.cfg.reconcile_timeout_s:
+            log.warning("%s: kill epoch %d: %d order(s) still working after %.1fs; cancelling each",
+                        self.cfg.name, ep, open_n, self.cfg.reconcile_timeout_s)
+            self._cancel_each(now, 7, 0)
+            self.kill_sent_at = now
+            self._gwk("working", open_n)
+
+    def _encode_admin_order(self, rec_row, now: float) -> bytes:
+        """Encode one order record the gateway makes itself (cancels) with the next MsgSeqNum."""
+        seq = self.session.next_seq()
+        utc = int(clock.tsc_to_utc_ns(self.cal, clock.now(self.cal)))
+        out = np.zeros(C.MAX_MSG + len(self.begin) + len(self.comp), np.uint8)
+        k = C.encode_order(rec_row, out, 0, self.begin, self.comp, seq, utc, self.scratch[2], self.instr, self.syms)
+        if k < 0:
+            raise C.CodecError(f"gateway cancel: {C.E_NAMES.get(k, k)}")
+        rt = int(rec_row[8])
+        _note_sent(self.sent, seq, rt, np.int64(C.ld_u64(rec_row, C._O_CLORD)),
+                   np.int64(C.ld_u64(rec_row, C._C_ORIG)) if rt == R.RT_CANCEL else 0,
+                   np.int64(C.ld_u32(rec_row, C._O_INSTR)))
+        self.session.note_sent(now)
+        return out[:k].tobytes()
+
+    def _send_mass_cancel(self, now: float) -> None:
+        row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+        rec = row.view(R.MASS_CANCEL)
+        rec[0]["rtype"] = R.RT_MASS_CANCEL
+        rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+        rec[0]["session"] = self.cfg.session_index
+        rec[0]["scope"] = 7
+        self.counters["kill_cancels"] += 1
+        log.warning("%s: OrderMassCancelRequest (all orders) sent", self.cfg.name)
+        self._send(self._encode_admin_order(row, now))
+
+    def _cancel_each(self, now: float, scope: int, instrument: int) -> None:
+        """One OrderCancelRequest per working order (all, or those of ``instrument`` for scope 1),
+        with gateway-assigned ClOrdIDs."""
+        cap = self.ot.shape[0]
+        ids = np.zeros(cap, np.int64)
+        info = np.zeros((cap, 3), np.int64)
+        n = gw_working(self.ot, ids, info)
+        row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+        rec = row.view(R.CANCEL)
+        chunks = []
+        for clord, (inst, side, qty) in zip(ids[:n], info[:n]):
+            if scope == 1 and inst != instrument:
+                continue
+            row[:] = 0
+            rec[0]["rtype"] = R.RT_CANCEL
+            rec[0]["instrument"] = inst
+            rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+            rec[0]["orig_clord_id"] = np.uint64(clord & 0xFFFFFFFFFFFFFFFF)
+            rec[0]["session"] = self.cfg.session_index
+            rec[0]["qty"] = max(int(qty), 1)
+            rec[0]["side"] = side
+            try:
+                chunks.append(self._encode_admin_order(row, now))
+            except C.CodecError as e:
+                log.error("%s: cannot cancel ClOrdID %d: %s", self.cfg.name, int(np.uint64(clord)), e)
+        self.store.sync()
+        self.counters["kill_cancels"] += len(chunks)
+        log.warning("%s: %d OrderCancelRequest(s) sent, one per working order", self.cfg.name, len(chunks))
+        if chunks:
+            self._send(b"".join(chunks))
 
     # ---- exec-ring notices --------------------------------------------------------------
     def _publish_session(self, state: int) -> None:
@@ -577,6 +960,19 @@ class Gateway:
             self.backoff = min(self.backoff * 2, self.cfg.reconnect_max_ms / 1000)
             return
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            import ssl
+            sni = self.cfg.tls.get("SSLServerName") or self.cfg.host
+            try:
+                s.settimeout(5.0)
+                s = self.tls.wrap_socket(s, server_hostname=sni)
+            except (OSError, ssl.SSLError) as e:
+                s.close()
+                log.warning("%s: TLS handshake with %s:%d failed: %s (retry in %.2fs)", self.cfg.name,
+                            self.cfg.host, self.cfg.port, e, self.backoff)
+                self.backoff = min(self.backoff * 2, self.cfg.reconnect_max_ms / 1000)
+                return
+            log.info("%s: TLS %s, %s", self.cfg.name, s.version(), s.cipher()[0])
         s.setblocking(False)
         self.sock = s
         self.counters["connects"] += 1
@@ -597,6 +993,7 @@ class Gateway:
         self.counters["disconnects"] += 1
         self.session.disconnected(now)
         self.gst[G_READY] = 0
+        self.kill_sent = False
         self.reconciling = False
         self._logon_pending = False
         self._publish_session(R.SESSION_DOWN)
@@ -611,7 +1008,7 @@ class Gateway:
             return
         try:
             n = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             n = 0
         except OSError as e:
             self._disconnect(self.clock(), f"send failed: {e}")
@@ -623,7 +1020,7 @@ class Gateway:
         while self.outbuf and self.sock is not None:
             try:
                 n = self.sock.send(self.outbuf)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 break
             except OSError as e:
                 self._disconnect(self.clock(), f"send failed: {e}")
@@ -685,9 +1082,7 @@ class Gateway:
                 self.counters["bad_slow_msgs"] += 1
                 log.warning("%s: undecodable %s: %s", self.cfg.name, mt.decode(), msg.raw[:200])
         elif mt == b"j":
-            self.counters["business_rejects"] += 1
-            log.warning("%s: BusinessMessageReject: ref seq %s type %s reason %s: %s", self.cfg.name,
-                        msg.get(45), msg.get(372), msg.get(380), msg.get(58))
+            self._venue_rejected(msg, RJ_BUSINESS_REJECT)
         elif mt == b"r":
             log.info("%s: OrderMassCancelReport: %s cancelled (response %s)", self.cfg.name,
                      msg.get(533), msg.get(531))
@@ -710,7 +1105,7 @@ class Gateway:
         self.counters["reconciles"] += 1
         cap = self.ot.shape[0]
         ids = np.zeros(cap, np.int64)
-        info = np.zeros((cap, 2), np.int64)
+        info = np.zeros((cap, 3), np.int64)
         n = gw_working(self.ot, ids, info)
         if n == 0:
             self._reconciled()
@@ -722,7 +1117,7 @@ class Gateway:
         utc = int(clock.tsc_to_utc_ns(self.cal, clock.now(self.cal)))
         out = np.zeros(C.MAX_MSG + len(self.begin) + len(self.comp), np.uint8)
         chunks = []
-        for clord, (inst, side) in zip(ids, info):
+        for clord, (inst, side, _qty) in zip(ids, info):
             if mark:
                 gw_mark_pending(self.ot, self.gst, clord)
             seq = self.session.next_seq()
@@ -732,6 +1127,7 @@ class Gateway:
                 raise C.CodecError(f"status request for {int(np.uint64(clord))}: {C.E_NAMES.get(k, k)}")
             raw = out[:k].tobytes()
             self.session.record_sent(seq, raw, now)
+            _note_sent(self.sent, seq, ord("H"), np.int64(clord), 0, int(inst))
             chunks.append(raw)
         self.store.sync()
         self.counters["status_requests"] += len(chunks)
@@ -747,7 +1143,7 @@ class Gateway:
         elif now >= self.reconcile_deadline:
             cap = self.ot.shape[0]
             ids = np.zeros(cap, np.int64)
-            info = np.zeros((cap, 2), np.int64)
+            info = np.zeros((cap, 3), np.int64)
             n = gw_working(self.ot, ids, info)
             pend = [i for i in range(n) if self.ot[ot_find(self.ot, ids[i]), OT_PENDING]]
             log.warning("%s: %d status requests unanswered after %.1fs; asking again", self.cfg.name,
@@ -767,7 +1163,15 @@ class Gateway:
     def _step_orders(self) -> int:
         return gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
                        self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
-                       self.syms, self.ot, self.cal, self.cfg.max_batch)
+                       self.syms, self.ot, self.cal, self.cfg.max_batch, self.cwords, self.sent)
+
+    def _expand_mass_cancel(self, now: float) -> None:
+        """FIX 4.2: the MASS_CANCEL record gw_step stopped at, as one cancel per order."""
+        scope = int(self.gst[G_MASS_PENDING]) - 1
+        inst = int(self.gst[G_MASS_INSTR])
+        self.gst[G_MASS_PENDING] = 0
+        if self.session.logged_on:
+            self._cancel_each(now, scope, inst)
 
     def step(self) -> None:
         """One loop iteration: orders out, bytes in, timers; idles with the wait strategy when
@@ -776,11 +1180,15 @@ class Gateway:
         if self.heartbeat is not None and now >= self.next_beat:
             self.next_beat = now + 0.05
             self.heartbeat()
+        self._check_kill(now)
         busy = self._orders_waiting()
         if self.sock is None:
             self.gst[G_READY] = 0
             if busy:
                 self._step_orders()                 # refuses what arrives meanwhile
+                self.gst[G_MASS_PENDING] = 0        # nothing to cancel on a dead session
+                self._save_ring_pos()
+                self._log_refusals(now)
             else:
                 wait.idle(self.wparams, self.wstate)
             now = self.clock()
@@ -795,15 +1203,21 @@ class Gateway:
                     self.session.last_sent = now
                     self._send(self.sbuf[:self.gst[G_SEND_LEN]])
                     self.last_send_tsc = int(clock.now(self.cal))   # telemetry: batch handed to the kernel
+                if self.gst[G_MASS_PENDING]:
+                    self._expand_mass_cancel(now)
             else:
                 self._step_orders()                 # logging on or reconciling: refused at once
+                self.gst[G_MASS_PENDING] = 0
+            self._save_ring_pos()
+            if self.gst[G_REFUSED] != self._refused_logged:
+                self._log_refusals(now)
         if self.sock is None:
             return
         if self.outbuf:
             self._flush()
         try:
             k = self.sock.recv_into(self.rview[self.rend:], min(self.READ_MAX, self.RECV_CAP - self.rend))
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             k = -1
         except OSError as e:
             self._disconnect(now, f"recv failed: {e}")
@@ -828,6 +1242,7 @@ class Gateway:
         if now >= self.next_timer:
             self.next_timer = now + 0.05
             self._send(self.session.on_timer(now))
+            self._log_refusals(now)
         if self.session.logged_on:
             self.backoff = self.cfg.reconnect_min_ms / 1000
         if self.sock is not None and self.session.closing:
@@ -847,6 +1262,10 @@ class Gateway:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 log.exception("%s: logout on close failed", self.cfg.name)
             self._disconnect(self.clock(), "gateway stopped")
+        self._log_refusals(self.clock(), force=True)
+        self._save_ring_pos()
+        self.ot = None
+        self.oo.close()
 
 
 def run_from_args(args) -> int:
@@ -875,19 +1294,28 @@ def run_from_args(args) -> int:
                           g.order_ring, e)
                 return 2
             time.sleep(0.05)
-    store = FileStore(g.store_dir)
-    mlog = MessageLog(Path(g.store_dir) / "messages.log")
+    from appliance.fix.admin import CredentialFileError
+    from appliance.fix.store import StoreError
     from appliance.transport import control
     beat = None
+    words, idx = None, -1
     try:
         cb = control.ControlBlock.open(shm_dir)
         idx = cb.register_actor(f"fix.{g.name}", control.ACTOR_FIX, -1 if core is None else int(core))
         words = cb.words
         beat = lambda: control.heartbeat(words, idx, time.time_ns())   # noqa: E731
     except shm.ShmError as e:
-        log.warning("%s: no control block (%s); running without heartbeats", g.name, e)
-    gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog,
-                 heartbeat=beat)
+        log.warning("%s: no control block (%s); running without heartbeats or the kill switch", g.name, e)
+    try:
+        store = FileStore(g.store_dir)
+        mlog = MessageLog(Path(g.store_dir) / "messages.log")
+        gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog,
+                     heartbeat=beat, control_words=words, actor_index=idx)
+    except (CredentialFileError, StoreError, ValueError, OSError) as e:
+        log.error("%s: %s", g.name, e)
+        orders.close()
+        execs.close()
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
