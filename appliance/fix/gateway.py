@@ -536,6 +536,12 @@ def read_credentials(path: str) -> list:
     return admin.read_credentials(path) if path else []
 
 
+def _i64(u) -> int:
+    """uint64 bits as the int64 the tables hold."""
+    u = int(u)
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
 # ------------------------------------------------------------------------------------------------
 # the open-order table on disk
 # ------------------------------------------------------------------------------------------------
@@ -885,9 +891,9 @@ class Gateway:
         if k < 0:
             raise C.CodecError(f"gateway cancel: {C.E_NAMES.get(k, k)}")
         rt = int(rec_row[8])
-        _note_sent(self.sent, seq, rt, np.int64(C.ld_u64(rec_row, C._O_CLORD)),
-                   np.int64(C.ld_u64(rec_row, C._C_ORIG)) if rt == R.RT_CANCEL else 0,
-                   np.int64(C.ld_u32(rec_row, C._O_INSTR)))
+        _note_sent(self.sent, seq, rt, _i64(C.ld_u64(rec_row, C._O_CLORD)),
+                   _i64(C.ld_u64(rec_row, C._C_ORIG)) if rt == R.RT_CANCEL else 0,
+                   int(C.ld_u32(rec_row, C._O_INSTR)))
         self.session.note_sent(now)
         return out[:k].tobytes()
 
@@ -919,7 +925,7 @@ class Gateway:
             rec[0]["rtype"] = R.RT_CANCEL
             rec[0]["instrument"] = inst
             rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
-            rec[0]["orig_clord_id"] = np.uint64(clord & 0xFFFFFFFFFFFFFFFF)
+            rec[0]["orig_clord_id"] = np.uint64(int(clord) & 0xFFFFFFFFFFFFFFFF)
             rec[0]["session"] = self.cfg.session_index
             rec[0]["qty"] = max(int(qty), 1)
             rec[0]["side"] = side
