@@ -357,9 +357,32 @@ class ExchangeApplication(Application):
 
     @staticmethod
     def _send(session, mt: bytes, body: list) -> None:
+        if mt == b"8" and session.bs == b"FIX.4.2":
+            body = fix42_execution_report(body)
         if session.dd is not None:
             body = session.dd.order_body(mt, body)
         session.send_app(mt, body)
+
+
+def fix42_execution_report(body: list) -> list:
+    """The FIX 4.2 form of an ExecutionReport body: ExecTransType (20) 0 new / 3 status, a fill as
+    ExecType 1 (partial) / 2 (filled) instead of F, a status reply's ExecType = its OrdStatus
+    instead of I, no LastLiquidityInd (851, FIX 4.4 only)."""
+    d = dict(body)
+    et = d.get(150)
+    trans = b"3" if et == b"I" else b"0"
+    out = []
+    for t, v in body:
+        if t == 851:
+            continue
+        if t == 150:
+            if et == b"F":
+                v = b"2" if d.get(39) == b"2" else b"1"
+            elif et == b"I":
+                v = d.get(39, b"0")
+        out.append((t, v))
+    out.append((20, trans))
+    return out
 
 
 def session_pairs(cfg) -> list:
