@@ -11,6 +11,7 @@ default validation), FIX 4.2 and 4.4, in both roles:
 No Reject (35=3) or BusinessMessageReject (35=j) in either direction."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-fix = pytest.importorskip("quickfix")
+pytest.importorskip("quickfix")
 
 from appliance.transport import records as R  # noqa: E402
 from tests.fix.helpers import free_port  # noqa: E402
@@ -34,7 +35,7 @@ SPEC = Path(sys.prefix) / "share" / "quickfix"
 VERSIONS = ("FIX.4.2", "FIX.4.4")
 
 
-def _settings(path: Path, role: str, port: int, sessions, store: Path) -> "fix.SessionSettings":
+def _settings(path: Path, role: str, port: int, sessions, store: Path) -> Path:
     lines = ["[DEFAULT]", f"ConnectionType={role}", "ReconnectInterval=1", f"FileStorePath={store}",
              "StartTime=00:00:00", "EndTime=00:00:00", "UseDataDictionary=Y", "HeartBtInt=30",
              "ValidateUserDefinedFields=Y"]
@@ -46,16 +47,7 @@ def _settings(path: Path, role: str, port: int, sessions, store: Path) -> "fix.S
         lines += ["[SESSION]", f"BeginString={bs}", f"SenderCompID={sender}", f"TargetCompID={target}",
                   f"DataDictionary={SPEC / ('FIX' + bs[4] + bs[6] + '.xml')}"]
     path.write_text("\n".join(lines) + "\n")
-    return fix.SessionSettings(str(path))
-
-
-def _msg(bs: str, mt: str, fields) -> "fix.Message":
-    m = fix.Message()
-    m.getHeader().setField(fix.BeginString(bs))
-    m.getHeader().setField(fix.MsgType(mt))
-    for t, v in fields:
-        m.setField(int(t), str(v))
-    return m
+    return path
 
 
 def _utc() -> str:
@@ -63,57 +55,50 @@ def _utc() -> str:
     return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t)) + ".%03d" % (int(t * 1000) % 1000)
 
 
-class Recorder(fix.Application):
-    """Counts every message type in and out, keeps the application messages received."""
+class Peer:
+    """The QuickFIX process (tests/fix/qf_peer.py) and what it reported."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, role: str, settings: Path, sessions):
+        self.sessions = [list(x) for x in sessions]
+        self.names = [f"{b}:{s}->{t}" for b, s, t in sessions]
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.fix.qf_peer", role, str(settings),
+                                      json.dumps(self.sessions)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lock = threading.Lock()
         self.logged_on = set()
-        self.app_in = []          # (session string, {tag: value})
+        self.app_in = []          # (session string, msg type, {tag: value})
         self.types_in = []
         self.types_out = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        assert self.ready.wait(60), f"QuickFIX peer did not start: {self.proc.stderr.read()[-2000:]}"
 
-    def onCreate(self, sid): pass
+    def _read(self):
+        for line in self.proc.stdout:
+            ev = json.loads(line)
+            with self.lock:
+                k = ev["ev"]
+                if k == "ready":
+                    self.ready.set()
+                elif k == "logon":
+                    self.logged_on.add(ev["sid"])
+                elif k == "logout":
+                    self.logged_on.discard(ev["sid"])
+                elif k == "type":
+                    (self.types_in if ev["dir"] == "in" else self.types_out).append(ev["mt"])
+                elif k == "in":
+                    self.app_in.append((ev["sid"], ev["mt"], {int(t): v for t, v in ev["f"].items()}))
 
-    def onLogon(self, sid):
-        with self.lock:
-            self.logged_on.add(sid.toString())
+    def _cmd(self, **c):
+        self.proc.stdin.write(json.dumps(c) + "\n")
+        self.proc.stdin.flush()
 
-    def onLogout(self, sid):
-        with self.lock:
-            self.logged_on.discard(sid.toString())
+    def send(self, i: int, mt: str, fields):
+        self._cmd(cmd="send", sid=i, mt=mt, fields=[[t, str(v)] for t, v in fields])
 
-    def _fields(self, msg):
-        out = {}
-        for tag in (11, 17, 20, 37, 38, 39, 41, 44, 54, 55, 150, 151, 14, 31, 32, 43, 45, 58, 373, 380):
-            if msg.isSetField(tag):
-                out[tag] = msg.getField(tag)
-        if msg.getHeader().isSetField(43):
-            out[43] = msg.getHeader().getField(43)
-        return out
-
-    def toAdmin(self, msg, sid):
-        with self.lock:
-            self.types_out.append(msg.getHeader().getField(35))
-
-    def fromAdmin(self, msg, sid):
-        with self.lock:
-            self.types_in.append(msg.getHeader().getField(35))
-
-    def toApp(self, msg, sid):
-        with self.lock:
-            self.types_out.append(msg.getHeader().getField(35))
-
-    def fromApp(self, msg, sid):
-        mt = msg.getHeader().getField(35)
-        with self.lock:
-            self.types_in.append(mt)
-            self.app_in.append((sid.toString(), mt, self._fields(msg)))
-        self.on_app(msg, sid, mt)
-
-    def on_app(self, msg, sid, mt):
-        pass
+    def fill(self, i: int, clord: str):
+        self._cmd(cmd="fill", sid=i, clord=clord)
 
     def rejects(self):
         with self.lock:
@@ -125,8 +110,18 @@ class Recorder(fix.Application):
             with self.lock:
                 if pred():
                     return
+            assert self.proc.poll() is None, f"QuickFIX peer died: {self.proc.stderr.read()[-2000:]}"
             time.sleep(0.01)
         raise AssertionError(f"QuickFIX side: timed out waiting for {what}; received {self.app_in[-10:]}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self._cmd(cmd="stop")
+                self.proc.wait(15)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
 
 
 # ---- QuickFIX initiator -> appliance fix exchange -----------------------------------------------
@@ -166,47 +161,45 @@ def _order(bs, clord, side, px, qty="1.5"):
     f = [(11, clord), (55, "BTCUSDT"), (54, side), (38, qty), (40, "2"), (44, px), (59, "1"), (60, _utc())]
     if bs == "FIX.4.2":
         f.append((21, "1"))
-    return _msg(bs, "D", f)
+    return f
 
 
 def test_quickfix_initiator_trades_with_the_exchange_in_4_2_and_4_4_and_recovers_after_sigkill(tmp_path):
     port = free_port()
     cfg = _exchange_config(tmp_path, port)
     ex = _start_exchange(cfg, port, tmp_path / "exstore")
-    app = Recorder()
     sessions = [("FIX.4.4", "QF44", "SIMEX"), ("FIX.4.2", "QF42", "SIMEX")]
-    settings = _settings(tmp_path / "qf.cfg", "initiator", port, sessions, tmp_path / "qfstore")
-    ini = fix.SocketInitiator(app, fix.FileStoreFactory(settings), settings)
-    ini.start()
-    sids = {bs: fix.SessionID(bs, s, t) for bs, s, t in sessions}
+    app = Peer("initiator", _settings(tmp_path / "qf.cfg", "initiator", port, sessions, tmp_path / "qfstore"),
+               sessions)
+    sids = {bs: i for i, (bs, _, _) in enumerate(sessions)}
+    names = {bs: n for (bs, _, _), n in zip(sessions, app.names)}
     try:
         app.wait(lambda: len(app.logged_on) == 2, what="both logons")
 
-        def reports(sid, clord):
-            return [f for s, mt, f in app.app_in if s == sids[sid].toString() and mt == "8" and f.get(11) == clord]
+        def reports(bs, clord):
+            return [f for s, mt, f in app.app_in if s == names[bs] and mt == "8" and f.get(11) == clord]
 
         for bs in VERSIONS:
             sid = sids[bs]
             v = bs[-1]
-            fix.Session.sendToTarget(_order(bs, f"R{v}", "1", "99.00"), sid)          # rests
-            fix.Session.sendToTarget(_order(bs, f"X{v}", "1", "101.00"), sid)         # crosses: fills at 100
+            app.send(sid, "D", _order(bs, f"R{v}", "1", "99.00"))          # rests
+            app.send(sid, "D", _order(bs, f"X{v}", "1", "101.00"))         # crosses: fills at 100
             app.wait(lambda: len(reports(bs, f"X{v}")) == 2, what=f"{bs} fill")
             new, fill = reports(bs, f"X{v}")
             assert new[150] == "0" and fill[39] == "2" and fill[31] == "100.00" and fill[32] == "1.5"
             assert fill[150] == ("2" if bs == "FIX.4.2" else "F")
             if bs == "FIX.4.2":
                 assert new[20] == "0" and fill[20] == "0"
-            fix.Session.sendToTarget(_msg(bs, "G", [(41, f"R{v}"), (11, f"R{v}b"), (55, "BTCUSDT"), (54, "1"),
-                                                    (38, "2"), (40, "2"), (44, "98.00"), (60, _utc())]
-                                          + ([(21, "1")] if bs == "FIX.4.2" else [])), sid)
+            app.send(sid, "G", [(41, f"R{v}"), (11, f"R{v}b"), (55, "BTCUSDT"), (54, "1"), (38, "2"),
+                                (40, "2"), (44, "98.00"), (60, _utc())] + ([(21, "1")] if bs == "FIX.4.2" else []))
             app.wait(lambda: reports(bs, f"R{v}b"), what=f"{bs} replace")
             assert reports(bs, f"R{v}b")[0][150] == "5" and reports(bs, f"R{v}b")[0][44] == "98.00"
-            fix.Session.sendToTarget(_msg(bs, "H", [(11, f"R{v}b"), (55, "BTCUSDT"), (54, "1")]), sid)
+            app.send(sid, "H", [(11, f"R{v}b"), (55, "BTCUSDT"), (54, "1")])
             app.wait(lambda: len(reports(bs, f"R{v}b")) == 2, what=f"{bs} status")
             st = reports(bs, f"R{v}b")[1]
             assert st[39] == "0" and (st[20] == "3" if bs == "FIX.4.2" else st[150] == "I")
-            fix.Session.sendToTarget(_msg(bs, "F", [(41, f"R{v}b"), (11, f"C{v}"), (55, "BTCUSDT"), (54, "1"),
-                                                    (38, "2"), (60, _utc())]), sid)
+            app.send(sid, "F", [(41, f"R{v}b"), (11, f"C{v}"), (55, "BTCUSDT"), (54, "1"), (38, "2"),
+                                (60, _utc())])
             app.wait(lambda: reports(bs, f"C{v}"), what=f"{bs} cancel")
             assert reports(bs, f"C{v}")[0][150] == "4" and reports(bs, f"C{v}")[0][39] == "4"
         # the exchange dies; QuickFIX keeps (and numbers) what it sends meanwhile
@@ -214,7 +207,7 @@ def test_quickfix_initiator_trades_with_the_exchange_in_4_2_and_4_4_and_recovers
         ex.wait()
         app.wait(lambda: not app.logged_on, what="logouts")
         for bs in VERSIONS:
-            fix.Session.sendToTarget(_order(bs, f"Q{bs[-1]}", "2", "150.00"), sids[bs])
+            app.send(sids[bs], "D", _order(bs, f"Q{bs[-1]}", "2", "150.00"))
         ex = _start_exchange(cfg, port, tmp_path / "exstore")
         app.wait(lambda: len(app.logged_on) == 2, timeout=90, what="logons after the restart")
         for bs in VERSIONS:
@@ -226,7 +219,7 @@ def test_quickfix_initiator_trades_with_the_exchange_in_4_2_and_4_4_and_recovers
         assert app.rejects() == []
         assert "2" in app.types_in or "2" in app.types_out      # the gap went through a ResendRequest
     finally:
-        ini.stop()
+        app.stop()
         ex.send_signal(signal.SIGTERM)
         try:
             ex.wait(15)
@@ -235,58 +228,6 @@ def test_quickfix_initiator_trades_with_the_exchange_in_4_2_and_4_4_and_recovers
 
 
 # ---- appliance fix gateway -> QuickFIX acceptor -------------------------------------------------
-class Venue(Recorder):
-    """A QuickFIX acceptor application that answers orders like a venue, in the session's dialect."""
-
-    def __init__(self):
-        super().__init__()
-        self.orders = {}
-        self.n = 0
-
-    def _er(self, sid, o, et, clord, orig=None, last=None, trans="0"):
-        bs = sid.getBeginString().getValue()
-        self.n += 1
-        f = [(37, o["oid"]), (11, clord), (17, f"E{self.n}-{time.time_ns()}"), (39, o["status"]),
-             (55, o["sym"]), (54, o["side"]), (38, o["qty"]), (40, "2"), (44, o["px"]),
-             (151, "0" if o["status"] in ("2", "4", "5") else o["qty"]), (14, o["cum"]), (6, o["avg"])]
-        if orig:
-            f.append((41, orig))
-        if bs == "FIX.4.2":
-            f += [(20, trans), (150, et if et not in ("F", "I") else ("2" if et == "F" else o["status"]))]
-        else:
-            f.append((150, et))
-        if last:
-            f += [(31, last[0]), (32, last[1])]
-        fix.Session.sendToTarget(_msg(bs, "8", f), sid)
-
-    def fill(self, sid, clord):
-        o = self.orders[clord]
-        o.update(status="2", cum=o["qty"], avg=o["px"])
-        self._er(sid, o, "F", clord, last=(o["px"], o["qty"]))
-
-    def on_app(self, msg, sid, mt):
-        g = msg.getField
-        if mt == "D":
-            o = {"oid": f"V{len(self.orders) + 1}", "sym": g(55), "side": g(54), "qty": g(38), "px": g(44),
-                 "status": "0", "cum": "0", "avg": "0"}
-            self.orders[g(11)] = o
-            self._er(sid, o, "0", g(11))
-            if float(o["px"]) >= 100:
-                self.fill(sid, g(11))
-        elif mt == "G":
-            o = dict(self.orders[g(41)])
-            self.orders[g(41)]["status"] = "5"
-            o.update(px=g(44), qty=g(38))
-            self.orders[g(11)] = o
-            self._er(sid, o, "5", g(11), orig=g(41))
-        elif mt == "F":
-            o = self.orders[g(41)]
-            o["status"] = "4"
-            self._er(sid, o, "4", g(11), orig=g(41))
-        elif mt == "H":
-            self._er(sid, self.orders[g(11)], "I", g(11), trans="3")
-
-
 def _gateway_config(tmp_path, shm_dir, port, bs):
     cfg = tmp_path / f"gw{bs[-1]}.toml"
     cfg.write_text(f"""
@@ -319,12 +260,9 @@ def _spawn_gateway(cfg, shm_dir):
 def test_gateway_trades_with_a_quickfix_acceptor_and_recovers_a_fill_sent_while_it_was_killed(
         bs, shm_dir, tmp_path):
     port = free_port()
-    venue = Venue()
-    sid = fix.SessionID(bs, f"VENUE{bs[-1]}", "APPLIANCE")
-    settings = _settings(tmp_path / "qf.cfg", "acceptor", port, [(bs, f"VENUE{bs[-1]}", "APPLIANCE")],
-                         tmp_path / "qfstore")
-    acc = fix.SocketAcceptor(venue, fix.FileStoreFactory(settings), settings)
-    acc.start()
+    sessions = [(bs, f"VENUE{bs[-1]}", "APPLIANCE")]
+    venue = Peer("acceptor", _settings(tmp_path / "qf.cfg", "acceptor", port, sessions, tmp_path / "qfstore"),
+                 sessions)
     cfg = _gateway_config(tmp_path, shm_dir, port, bs)
     e = Engine(shm_dir)
     gw = _spawn_gateway(cfg, shm_dir)
@@ -349,7 +287,7 @@ def test_gateway_trades_with_a_quickfix_acceptor_and_recovers_a_fill_sent_while_
         gw.send_signal(signal.SIGKILL)
         gw.wait()
         venue.wait(lambda: not venue.logged_on, what="the venue to see the logout")
-        venue.fill(sid, str(rep))
+        venue.fill(0, str(rep))
         gw = _spawn_gateway(cfg, shm_dir)
         recs = e.wait_state(R.SESSION_RECONCILED, timeout=120)
         fills = [r for r in recs if r["rtype"] == R.RT_FILL]
@@ -370,4 +308,4 @@ def test_gateway_trades_with_a_quickfix_acceptor_and_recovers_a_fill_sent_while_
             except subprocess.TimeoutExpired:
                 gw.kill()
         e.close()
-        acc.stop()
+        venue.stop()
