@@ -87,7 +87,7 @@ class StoreError(RuntimeError):
 
 
 class FileStore:
-    def __init__(self, directory, fsync: str = "batch", segment_bytes: int = 64 << 20,
+    def __init__(self, directory, fsync: str = "batch", segment_bytes: int = 16 << 20,
                  max_segments: int = 4):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, got {fsync!r}")
@@ -331,7 +331,7 @@ class MessageLog:
     (``wire.redact``). The file is 0600 in a 0700 directory; once it passes ``max_bytes`` it is
     renamed ``<name>.1`` (``.1`` -> ``.2`` ..., ``keep`` old files) and a new one started."""
 
-    def __init__(self, path, max_bytes: int = 64 << 20, keep: int = 3):
+    def __init__(self, path, max_bytes: int = 32 << 20, keep: int = 3):
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.keep = keep
