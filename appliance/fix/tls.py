@@ -165,3 +165,62 @@ class TlsSettings:
             ctx.verify_mode = ssl.CERT_OPTIONAL if self.verify_level == 1 else ssl.CERT_REQUIRED
             self._load_cas(ctx)
         return ctx
+
+
+def make_pki(directory, names=("localhost",), client: bool = True) -> dict:
+    """A private CA and certificates signed by it, for loopback sims, benches and tests: files
+    ``ca.pem``, ``server.pem`` / ``server.key`` (for ``names`` and 127.0.0.1) and, with
+    ``client``, ``client.pem`` / ``client.key``; keys 0600. Returns the paths by those names."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from appliance.fix.store import open_private, private_dir
+    d = private_dir(directory)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(path, key):
+        fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("appliance test CA")).issuer_name(name("appliance test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    out = {"ca": str(d / "ca.pem")}
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(stem, cn, usage, sans):
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        (d / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(d / f"{stem}.key", key)
+        out[stem] = str(d / f"{stem}.pem")
+        out[f"{stem}_key"] = str(d / f"{stem}.key")
+
+    leaf("server", names[0], ExtendedKeyUsageOID.SERVER_AUTH,
+         [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    if client:
+        leaf("client", "appliance client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    return out

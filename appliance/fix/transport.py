@@ -65,9 +65,11 @@ class Connection:
 
 
 class _Initiator:
-    def __init__(self, session, host, port, reconnect_interval):
+    def __init__(self, session, host, port, reconnect_interval, tls=None, server_hostname=None):
         self.session = session
         self.addr = (host, port)
+        self.tls = tls
+        self.server_hostname = server_hostname or host
         self.reconnect_interval = reconnect_interval
         self.next_attempt = 0.0
         self.conn: Connection | None = None
@@ -121,8 +123,12 @@ class EventLoop:
             self.tls_contexts[s] = tls
         return s.getsockname()[1]
 
-    def add_initiator(self, session, host: str, port: int, reconnect_interval: float = 1.0) -> None:
-        self.initiators.append(_Initiator(session, host, port, reconnect_interval))
+    def add_initiator(self, session, host: str, port: int, reconnect_interval: float = 1.0, tls=None,
+                      server_hostname: str | None = None) -> None:
+        """Connect (and reconnect) ``session`` to host:port; ``tls`` (an ``ssl.SSLContext`` from
+        ``tls.TlsSettings.client_context``) makes it FIX over TLS, checking ``server_hostname``
+        (default: host) in the server's certificate and sending it as SNI."""
+        self.initiators.append(_Initiator(session, host, port, reconnect_interval, tls, server_hostname))
 
     def unbound_bytes(self) -> int:
         """Bytes buffered by connections that have not logged on yet."""
@@ -222,7 +228,23 @@ class EventLoop:
             self._close(conn, "connect failed", notify=False)
             return
         conn.connecting = False
+        ini = conn.initiator_entry
+        if ini.tls is not None:
+            self.sel.unregister(conn.sock)
+            try:
+                conn.sock = ini.tls.wrap_socket(conn.sock, server_hostname=ini.server_hostname,
+                                                do_handshake_on_connect=False)
+            except (OSError, ValueError) as e:
+                self._close(conn, f"TLS setup failed: {e}", notify=False)
+                return
+            self.sel.register(conn.sock, selectors.EVENT_READ, ("conn", conn))
+            conn.handshaking = True
+            self._handshake(conn)
+            return
         self.sel.modify(conn.sock, selectors.EVENT_READ, ("conn", conn))
+        self._session_up(conn)
+
+    def _session_up(self, conn: Connection) -> None:
         self.bound[id(conn.session)] = conn
         log.info("%s: connected to %s", conn.session.name, conn.peer)
         self._deliver(conn, conn.session.connected(self.clock()))
@@ -313,6 +335,8 @@ class EventLoop:
             return
         conn.handshaking = False
         log.info("%s: TLS %s, %s", conn.peer, conn.sock.version(), conn.sock.cipher()[0])
+        if conn.initiator_entry is not None:
+            self._session_up(conn)
 
     def _bind(self, conn: Connection, data: bytes, now: float) -> None:
         conn.framer.feed(data)
