@@ -427,10 +427,13 @@ class Session:
             except Exception:
                 log.exception("%s: logon_fields hook failed", self.name)
                 raise
-            body = body + [(int(t), v if isinstance(v, bytes) else str(v).encode()) for t, v in extra]
+            # plain bytes (a secret may come as a bytes subclass whose str() is masked)
+            body = body + [(int(t), bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode())
+                           for t, v in extra]
         raw = wire.encode(self.bs, msg_type, hdr, body)
         if not explicit:
-            self.store.save_message(seq, raw)
+            # admin messages are never resent (gap-filled), so the store needs no secret of a Logon
+            self.store.save_message(seq, wire.redact(raw) if msg_type == b"A" else raw)
             self.store.incr_next_sender()
         if msg_type in (b"A", b"5", b"2", b"4") or self.logged_on:
             self._emit(raw)
