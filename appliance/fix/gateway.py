@@ -23,15 +23,50 @@ Session state on the exec ring (records.SESSION, ``state``):
 - SESSION_UP once logged on; SESSION_DOWN when the connection drops: every order sent on this
   session is now in an unknown state;
 - after a (re)logon with orders still working, one OrderStatusRequest (35=H) per working order;
-  the ExecutionReports (150=I) come back as ACK records with exec_type I, and when every one
-  has answered SESSION_RECONCILED is published and new orders flow again. With nothing working,
-  RECONCILED follows UP at once. Status requests are repeated every ``reconcile_timeout_s``
-  until answered.
+  the ExecutionReports (150=I; FIX 4.2: 20=3) come back as ACK records with exec_type I, and when
+  every one has answered SESSION_RECONCILED is published and new orders flow again. With nothing
+  working, RECONCILED follows UP at once. Status requests are repeated every
+  ``reconcile_timeout_s`` until answered (a venue Reject of one counts as its answer).
+
+Restarts. The open-order table (ClOrdID, instrument, side, qty) lives in a mapped file in the
+store directory (``open_orders``, see ``OpenOrderFile``), written in place by the compiled
+steps, so after a kill -9 the restarted gateway knows every order it had sent and reconciles
+them as above before anything new goes out. The file also keeps the order ring's identity and
+the position after the last batch handed to the kernel: a restart resumes the ring there, so
+records the engine published while the gateway was down are answered (refused, or skipped when
+their ClOrdID shows they were sent before the crash), never silently passed over. Records lost to
+ring lapping while down cannot be answered; their number is logged as an error.
 
 Orders that cannot be sent become REJECT records on the exec ring with one of the RJ_* reasons
-below (never silently dropped): session not ready (down or reconciling), too many open orders,
-ClOrdID 0, or an encoder refusal (RJ_ENCODE_BASE - E_* code, e.g. unknown instrument). Orders on
-the ring for another session index are skipped (another gateway serves them).
+below (never silently dropped), and each batch of refusals is logged (at most once a second, with
+the count, the last ClOrdID and the reason): session not ready (down or reconciling), kill switch
+set, too many open orders, ClOrdID 0, or an encoder refusal (RJ_ENCODE_BASE - E_* code, e.g.
+unknown instrument). A session Reject (35=3) or BusinessMessageReject (35=j) of one of our
+messages becomes a REJECT record too (RJ_SESSION_REJECT / RJ_BUSINESS_REJECT, the venue's Text in
+``text``; the MsgSeqNum it names is mapped back to the order by a table of the last SENT_CAP
+messages sent). Orders on the ring for another session index are skipped (another gateway serves
+them).
+
+Kill switch (tier 3 without the engine): while the control block's kill flag is set, the
+compiled step lets no NEW_ORDER or REPLACE out (RJ_KILLED); cancels pass. On a new kill epoch the
+gateway cancels every working order it knows: one OrderMassCancelRequest (FIX 4.4, unless
+``mass_cancel_on_kill = false``) or one OrderCancelRequest per order (FIX 4.2 has no mass
+cancel), with gateway-assigned ClOrdIDs (GW_ID_BIT set; the engine finds the order by
+OrigClOrdID); orders still working after ``reconcile_timeout_s`` are cancelled one by one. It
+acknowledges in its GW_KILL line of the control block (records.GW_KILL, same index as its actor
+line): ``seen_epoch`` at once, ``sent_epoch`` when its cancels went out, ``done_epoch`` (and
+``done_time_ns``) when no order of its own is working any more; ``working`` is what it still
+knows. A session that is down sends its cancels after the next logon.
+
+FIX 4.2 dialect: NewOrderSingle and OrderCancelReplaceRequest carry HandlInst (21=1); a
+MASS_CANCEL record goes out as one OrderCancelRequest per matching working order; fills arrive as
+ExecType 1/2 with ExecTransType 0 and status replies as ExecTransType 3 (codec docstring).
+
+Logon: ``credentials_file`` gives Username/Password; ``logon_signature`` signs the Logon
+(``admin.logon_hook``: HMAC-SHA256 or Ed25519 over SendingTime, MsgType, MsgSeqNum, CompIDs and
+the password, in RawData) with the key in ``signing_key_file``. Every such file must be 0600;
+secrets are never logged (``wire.redact``). ``[fix.sessions.NAME.tls]`` turns on FIX over TLS
+(``appliance.fix.tls``: QuickFIX setting names, verification on by default).
 
 Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]``)::
 
@@ -56,6 +91,12 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
     open_orders = 65536             # capacity of the open-order table (power of two)
     reset_on_logon = false          # ask the venue to reset sequence numbers at each logon
     validate = false                # validate inbound messages against the data dictionary
+    logon_signature = ""            # "" | "hmac-sha256" | "ed25519" (RawData 95/96)
+    signing_key_file = ""           # its key (0600): HMAC key in base64, Ed25519 PEM or base64 seed
+    mass_cancel_on_kill = true      # FIX 4.4: one OrderMassCancelRequest on a kill
+    [fix.sessions.NAME.tls]         # FIX over TLS (appliance.fix.tls), e.g.
+    CertificationAuthoritiesFile = "/etc/appliance/venue-ca.pem"
+    SSLServerName = "fix.venue.example"
 """
 from __future__ import annotations
 
