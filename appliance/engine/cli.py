@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 
 
@@ -24,23 +22,15 @@ def _cfg(args):
 
 
 def _engine(args) -> int:
-    import logging
-
+    from appliance import config
     from appliance.engine import kernels, run
 
-    cfg = _cfg(args)
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        return run.run(cfg, stop=lambda: stop["flag"], wait_rings_s=args.wait_rings)
-    except kernels.EngineError as e:
-        logging.getLogger("appliance.engine").error("%s", e)
-        return 1
+        cfg = _cfg(args)
+        return run.run(cfg, wait_rings_s=args.wait_rings)
+    except (config.ConfigError, kernels.EngineError) as e:
+        print(f"appliance engine: {e}", file=sys.stderr)
+        return 2
 
 
 def _kill(args) -> int:
@@ -84,7 +74,7 @@ def collect_status(cfg) -> dict:
     """Everything ``status`` shows, as one dict."""
     from appliance.engine import killswitch
     from appliance.transport import control, records, ring, shm
-    from appliance.engine.run import STATUS_FILE
+    from appliance import actor
 
     shm_dir = cfg.appliance.shm_dir or None
     cb = control.ControlBlock.open(shm_dir)
@@ -124,11 +114,7 @@ def collect_status(cfg) -> dict:
         finally:
             r.close()
     out["rings"] = rings
-    try:
-        with open(os.path.join(cfg.appliance.state_dir, STATUS_FILE)) as f:
-            out["engine"] = json.load(f)
-    except (OSError, ValueError):
-        out["engine"] = None
+    out["engine"] = actor.read_status(cfg.appliance.state_dir, "engine")
     return out
 
 

@@ -231,16 +231,21 @@ _LIMIT_KEYS = {"max_qty", "max_notional", "max_position", "max_open_orders", "co
 _VENUE_KEYS = {"rate_per_s", "burst", "check_balance"}
 
 
+_INT_MAX = (1 << 62) - 1          # values land in int64 arrays (with headroom for sums)
+_MONEY_MAX = 1e18                 # quote units
+
+
 def _int(where: str, v, lo: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{where}: expected an integer >= {lo}, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= _INT_MAX:
+        raise ConfigError(f"{where}: expected an integer in {lo}..{_INT_MAX}, got {v!r}")
     return v
 
 
 def _money_e8(where: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ConfigError(f"{where}: expected an amount >= 0 in quote units, got {v!r}")
-    return int(round(v * 10**8))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= _MONEY_MAX:
+        raise ConfigError(f"{where}: expected a finite amount in 0..{_MONEY_MAX:g} quote units, "
+                          f"got {v!r}")
+    return min(int(round(v * 10**8)), _INT_MAX)
 
 
 def _bool(where: str, v) -> int:

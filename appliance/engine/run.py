@@ -1,162 +1,166 @@
-"""The engine actor process: attach the md and exec rings, create the order ring, loop the
-compiled ``step`` until stopped, write the status snapshot, cancel everything on the way out."""
+"""The engine actor process (``appliance engine``): attach the md and exec rings, create the
+order ring, come up HALTED if the persisted kill switch says so, loop the compiled ``step`` until
+stopped, cancel every working order on the way out. The lifecycle is :class:`appliance.actor.Actor`.
+"""
 from __future__ import annotations
 
-from appliance.engine import book
+import os
+
+import numpy as np
+
+from appliance.actor import Actor
+from appliance.engine import book, killswitch
+from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_KILL_CANCELS,
+                                      ST_RISK_STATE, ST_SESS_READY, step)
+from appliance.engine.state import EngineState
 from appliance.transport import control, records, ring, wait
-from appliance.engine.kernels import (EngineError, MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK,
-                                      ST_KILL_CANCELS, ST_RISK_STATE, ST_SESS_READY, step)
-from appliance.engine.state import (EngineState)
+
+NAME = "engine"
 
 
+class Engine(Actor):
+    kind = control.ACTOR_ENGINE
 
-STATUS_FILE = "engine_status.json"
+    def __init__(self, cfg, wait_rings_s: float = 30.0, log=None):
+        super().__init__(cfg, NAME, log)
+        self.wait_rings_s = wait_rings_s
+        self.es = EngineState.from_config(cfg)
+        self.venues = [v.name for v in cfg.venues if v.enabled]
+        self.wparams = wait.from_config(cfg.wait, self.core)
+        self.wstate = wait.new_state()
+        self.ow = None
+        self.readers: list = []
+        self.ex = None
+        self.md_resyncs: dict[str, int] = {}
 
+    def _step(self, es, md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
+              words, actor_idx, max_iters):
+        return step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
+                    words, actor_idx, es.cal, es.px, es.qty, es.n, es.book_map, es.bstate,
+                    es.meta, es.params, es.state, es.quotes, es.pnl, es.risk, *es.gate_args(),
+                    es.stats, es.lat_hist, self.wparams, self.wstate, es.md_buf, es.ex_buf,
+                    max_iters)
 
-def _wait_attach(name, consumer, start, shm_dir, wait_s, stop):
-    import time as _t
+    def warm(self) -> None:
+        """Compile ``step`` with the live argument types on a scratch engine and local rings
+        (nothing of the live state or the shared regions is touched)."""
+        es = EngineState.from_config(self.cfg, cal=self.es.cal)
+        mds = [ring.local_ring(records.MD_RECORD_SIZE, 64) for _ in self.venues]
+        exh, exd = ring.local_ring(records.EXEC_RECORD_SIZE, 64)
+        oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 64)
+        words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
+        self._step(es, tuple(h for h, _ in mds), tuple(d for _, d in mds),
+                   tuple(ring.local_cursor(h) for h, _ in mds), exh, exd, ring.local_cursor(exh),
+                   oh, od, words, 0, 1)
 
-    from appliance.transport import shm as _shm
+    def open(self) -> None:
+        # outputs first, then wait for the inputs: the FIX gateway waits for our order ring while
+        # we wait for its exec ring, so neither may need the other to be up before it starts
+        self.ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE,
+                                         self.cfg.rings.order_capacity, shm_dir=self.shm_dir)
 
-    deadline = _t.monotonic() + wait_s
-    while True:
-        try:
-            return ring.RingReader.attach(name, consumer=consumer, start=start, shm_dir=shm_dir)
-        except (_shm.ShmError, FileNotFoundError) as e:
-            if _t.monotonic() >= deadline or stop():
-                raise EngineError(f"input ring {name!r} is not there ({e}); start its writer "
-                                  f"first or raise --wait-rings") from None
-            _t.sleep(0.05)
-
-
-def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=None,
-        status_every_s: float = 0.5) -> int:
-    """The engine actor process: attach md.<venue> rings and the exec ring, create the order
-    ring, come up HALTED if the persisted kill switch says so, then loop ``step`` until
-    ``stop()``; on exit cancel every working order. Returns the exit status."""
-    import json
-    import logging
-    import os
-    import time as _t
-
-    from appliance.engine import killswitch
-
-    log = log or logging.getLogger("appliance.engine")
-    es = EngineState.from_config(cfg)
-    shm_dir = shm_dir or cfg.appliance.shm_dir or None
-    state_dir = cfg.appliance.state_dir
-    cb = control.ControlBlock.open(shm_dir)
-    persisted = killswitch.read_state(state_dir)
-    if persisted.get("halted"):
-        if not cb.killed:
-            cb.request_kill(str(persisted.get("reason", "persisted halt"))[:63],
-                            control.SOURCE_PERSISTED)
-        log.warning("kill switch is persisted in %s: starting HALTED (reason: %s); "
-                    "`appliance kill --reset --confirm` resumes",
-                    killswitch.state_path(state_dir), persisted.get("reason"))
-    core = cfg.cores.actors.get("engine")
-    wparams = wait.from_config(cfg.wait, core)
-    wstate = wait.new_state()
-    venues = [v.name for v in cfg.venues if v.enabled]
-    # outputs first, then wait for the inputs: the FIX gateway waits for our order ring while
-    # we wait for its exec ring, so neither may need the other to be up before it starts
-    ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE, cfg.rings.order_capacity,
-                                shm_dir=shm_dir)
-    readers = []
-    try:
-        for v in venues:
+        def attach(name):
+            return lambda: ring.RingReader.attach(name, consumer=NAME, start=ring.START_OLDEST,
+                                                  shm_dir=self.shm_dir)
+        for v in self.venues:
             # oldest: a late-starting engine still sees the snapshot and BOOK_VALID records
-            readers.append(_wait_attach(f"md.{v}", "engine", ring.START_OLDEST, shm_dir,
-                                        wait_rings_s, stop))
+            self.readers.append(self.wait_for(f"input ring md.{v}", attach(f"md.{v}"),
+                                              self.wait_rings_s))
         # oldest: the gateway's last SESSION record says whether its session is ready now;
         # older exec records are for orders this engine does not know (counted, ignored)
-        ex = _wait_attach("exec", "engine", ring.START_OLDEST, shm_dir, wait_rings_s, stop)
-    except EngineError:
-        for r in readers:
-            r.close()
-        ow.close()
-        cb.close()
-        raise
-    actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
-    es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0   # until the gateways say so
-    cb.rec["engine_pid"] = os.getpid()
-    md_hdrs = tuple(r.hdr for r in readers)
-    md_datas = tuple(r.data for r in readers)
-    md_curs = tuple(r.cur for r in readers)
-    max_iters = es.settings["max_iters"]
-    gate = es.gate_args()
-    if not cfg.extra.get("risk"):
-        log.error("no [risk] table in the config: the risk gate denies every order "
-                  "(configure [risk.limits] and [risk.venues.<venue>], see appliance/config/default.toml)")
-    log.info("engine up: %d strategies (%s), md rings %s, wait %s, %s",
-             len(es.names), ", ".join(es.names), [f"md.{v}" for v in venues],
-             wait.kind_name(wparams), "HALTED" if cb.killed else "RUNNING")
-    if not cb.killed:
-        control.set_risk_state(cb.words, records.RISK_RUNNING)
-        es.stats[ST_RISK_STATE] = records.RISK_RUNNING
-    status_path = os.path.join(state_dir, STATUS_FILE)
-    next_status = 0.0
-    md_resyncs: dict[str, int] = {}
-    try:
-        while not stop():
-            rc = step(md_hdrs, md_datas, md_curs, ex.hdr, ex.data, ex.cur, ow.hdr, ow.data,
-                      cb.words, actor, es.cal, es.px, es.qty, es.n, es.book_map, es.bstate,
-                      es.meta, es.params, es.state, es.quotes, es.pnl, es.risk, *gate,
-                      es.stats, es.lat_hist, wparams, wstate, es.md_buf, es.ex_buf, max_iters)
-            if rc != STEP_OK:
-                src = "max_loss" if rc == STEP_MAX_LOSS else None
-                st = killswitch.read_state(state_dir)
-                if cb.killed and (not st.get("halted") or st.get("epoch") != cb.epoch):
-                    killswitch.persist_halt(state_dir,
+        self.ex = self.wait_for("input ring exec", attach("exec"), self.wait_rings_s)
+
+    def start(self) -> None:
+        es, cb = self.es, self.cb
+        persisted = killswitch.read_state(self.state_dir)
+        if persisted.get("halted"):
+            if not cb.killed:
+                cb.request_kill(str(persisted.get("reason", "persisted halt"))[:63],
+                                control.SOURCE_PERSISTED)
+            self.log.warning("kill switch is persisted in %s: starting HALTED (reason: %s); "
+                             "`appliance kill --reset --confirm` resumes",
+                             killswitch.state_path(self.state_dir), persisted.get("reason"))
+        es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0   # until the gateways say so
+        cb.rec["engine_pid"] = os.getpid()
+        if not self.cfg.extra.get("risk"):
+            self.log.error("no [risk] table in the config: the risk gate denies every order "
+                           "(configure [risk.limits] and [risk.venues.<venue>], see "
+                           "appliance/config/default.toml)")
+        self.log.info("engine up: %d strategies (%s), md rings %s, wait %s, %s",
+                      len(es.names), ", ".join(es.names), [f"md.{v}" for v in self.venues],
+                      wait.kind_name(self.wparams), "HALTED" if cb.killed else "RUNNING")
+        if not cb.killed:
+            control.set_risk_state(cb.words, records.RISK_RUNNING)
+            es.stats[ST_RISK_STATE] = records.RISK_RUNNING
+        self._md = (tuple(r.hdr for r in self.readers), tuple(r.data for r in self.readers),
+                    tuple(r.cur for r in self.readers))
+
+    def poll(self) -> None:
+        es, cb = self.es, self.cb
+        rc = self._step(es, *self._md, self.ex.hdr, self.ex.data, self.ex.cur, self.ow.hdr,
+                        self.ow.data, cb.words, self._idx, es.settings["max_iters"])
+        if rc != STEP_OK:
+            src = "max_loss" if rc == STEP_MAX_LOSS else None
+            st = killswitch.read_state(self.state_dir)
+            if cb.killed and (not st.get("halted") or st.get("epoch") != cb.epoch):
+                try:
+                    killswitch.persist_halt(self.state_dir,
                                             cb.rec["kill_reason"].decode(errors="replace")
                                             or "max loss", src or st.get("source", "cli"),
                                             cb.epoch)
-                log.warning("HALTED (epoch %d, %s): %d working orders cancelled",
-                            cb.epoch, src or "kill switch", int(es.stats[ST_KILL_CANCELS]))
-            now = _t.monotonic()
-            if now >= next_status:
-                next_status = now + status_every_s
-                for v, r in zip(venues, readers):
-                    if r.writer_restarted():
-                        # the gateway restarted: its books restart from its next snapshot
-                        r.resync(ring.START_LATEST)
-                        vid = records.VENUE_IDS[v]
-                        for bk, (bv, _sym) in enumerate(es.book_keys):
-                            if bv == v:
-                                book.clear(es.px, es.qty, es.n, bk)
-                        md_resyncs[v] = md_resyncs.get(v, 0) + 1
-                        log.warning("md.%s writer restarted: resynchronised at the newest record, "
-                                    "its books cleared (venue id %d, %d resyncs)", v, vid,
-                                    md_resyncs[v])
-                if ex.writer_restarted():
-                    # the FIX gateway restarted: its sessions reconcile working orders and send
-                    # their reports on the new ring; read it from its start
-                    ex.resync(ring.START_OLDEST)
-                    md_resyncs["exec"] = md_resyncs.get("exec", 0) + 1
-                    log.warning("exec writer restarted: resynchronised at its oldest record "
-                                "(%d resyncs)", md_resyncs["exec"])
-                snap = es.snapshot()
-                snap["pid"] = os.getpid()
-                snap["time_ns"] = _t.time_ns()
-                lat = es.latency_percentiles()
-                snap["order_latency_ns"] = {"p50": lat[0.5], "p99": lat[0.99]}
-                snap["md_lost"] = {f"md.{v}": r.lost for v, r in zip(venues, readers)}
-                snap["md_resyncs"] = md_resyncs
-                try:
-                    os.makedirs(state_dir, exist_ok=True)
-                    tmp = status_path + ".tmp"
-                    with open(tmp, "w") as f:
-                        json.dump(snap, f)
-                    os.replace(tmp, status_path)
-                except OSError as e:
-                    log.debug("status file %s not written: %s", status_path, e)
-    finally:
-        k = es.cancel_all(ow.hdr, ow.data)
-        log.info("engine stopping: %d working orders cancelled; stats %s", k, es.stats_dict())
-        cb.rec["engine_pid"] = 0
-        for r in readers:
+                except killswitch.KillSwitchError as e:
+                    self.log.error("HALT not persisted: %s", e)
+            self.log.warning("HALTED (epoch %d, %s): %d working orders cancelled", cb.epoch,
+                             src or "kill switch", int(es.stats[ST_KILL_CANCELS]))
+
+    def periodic(self) -> None:
+        """Notice an input writer's restart and resynchronise to it."""
+        es = self.es
+        for v, r in zip(self.venues, self.readers):
+            if r.writer_restarted():
+                # the gateway restarted: its books restart from its next snapshot
+                r.resync(ring.START_LATEST)
+                for bk, (bv, _sym) in enumerate(es.book_keys):
+                    if bv == v:
+                        book.clear(es.px, es.qty, es.n, bk)
+                self.md_resyncs[v] = self.md_resyncs.get(v, 0) + 1
+                self.log.warning("md.%s writer restarted: resynchronised at the newest record, "
+                                 "its books cleared (%d resyncs)", v, self.md_resyncs[v])
+        if self.ex.writer_restarted():
+            # the FIX gateway restarted: its sessions reconcile working orders and send
+            # their reports on the new ring; read it from its start
+            self.ex.resync(ring.START_OLDEST)
+            self.md_resyncs["exec"] = self.md_resyncs.get("exec", 0) + 1
+            self.log.warning("exec writer restarted: resynchronised at its oldest record "
+                             "(%d resyncs)", self.md_resyncs["exec"])
+
+    def status(self) -> dict:
+        es = self.es
+        snap = es.snapshot()
+        lat = es.latency_percentiles()
+        snap["order_latency_ns"] = {"p50": lat[0.5], "p99": lat[0.99]}
+        snap["md_lost"] = {f"md.{v}": r.lost for v, r in zip(self.venues, self.readers)}
+        snap["md_resyncs"] = self.md_resyncs
+        return snap
+
+    def counters(self) -> dict:
+        return self.es.stats_dict()
+
+    def close(self) -> None:
+        if self.ow is not None:
+            k = self.es.cancel_all(self.ow.hdr, self.ow.data)
+            self.log.info("engine stopping: %d working orders cancelled; stats %s", k,
+                          self.es.stats_dict())
+        if self.cb is not None:
+            self.cb.rec["engine_pid"] = 0
+        for r in self.readers:
             r.close()
-        ex.close()
-        ow.close()
-        cb.close()
-    return 0
+        if self.ex is not None:
+            self.ex.close()
+        if self.ow is not None:
+            self.ow.close()
+
+
+def run(cfg, wait_rings_s: float = 30.0) -> int:
+    """``appliance engine``: the engine actor until SIGTERM / SIGINT; returns the exit status."""
+    return Engine(cfg, wait_rings_s).run()

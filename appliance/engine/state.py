@@ -7,6 +7,7 @@ import numpy as np
 from appliance.engine import book, oms, positions, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
+from appliance.config.instruments import USD_PEGGED, split_symbol
 from appliance.transport import clock, records
 from appliance.engine.kernels import (BS_MAX_STRAT, BS_N, BS_NSTRAT, BS_STRAT, BS_VALID,
                                       EngineError, LAT_BUCKETS, MAX_INSTRUMENTS, MAX_SESSIONS,
@@ -30,35 +31,6 @@ ENGINE_KEYS = {
 INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
 # ... and its assets (default: from the symbol, see split_symbol)
 INSTRUMENT_ASSET_KEYS = ("base", "quote")
-
-# Quote assets recognised at the end of a venue symbol without a separator (longest first), and
-# venue aliases. An unrecognised symbol trades asset "<SYMBOL>" against asset "QUOTE" unless
-# [engine.instruments."venue:SYMBOL"] names base / quote.
-QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "GBP", "JPY", "AUD",
-                  "CAD", "CHF", "TRY", "BRL", "DAI", "BTC", "XBT", "ETH", "BNB")
-ASSET_ALIASES = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "ZUSD": "USD", "ZEUR": "EUR"}
-# Quote assets pegged to the US dollar: one currency for the money limits of the breaker (a depeg
-# is not modelled). Any other mix of quote assets cannot share max_loss / drawdown limits.
-USD_PEGGED = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
-
-
-def split_symbol(symbol: str) -> tuple[str, str] | None:
-    """(base, quote) asset names of a venue symbol: "BTC-USD", "XBT/USD", "tBTCUSD", "tDOGE:USD",
-    "btcusd", "NKNUSDT" -> ("NKN", "USDT"); None when no known quote ends it."""
-    s = symbol
-    if len(s) > 1 and s[0] == "t" and s[1:].upper() == s[1:]:
-        s = s[1:]                              # Bitfinex trading pair prefix
-    for sep in "-/:":
-        if sep in s:
-            a, b = s.split(sep, 1)
-            if a and b:
-                return ASSET_ALIASES.get(a.upper(), a.upper()), ASSET_ALIASES.get(b.upper(), b.upper())
-    u = s.upper()
-    for q in QUOTE_SUFFIXES:
-        if u.endswith(q) and len(u) > len(q):
-            b = u[:-len(q)]
-            return ASSET_ALIASES.get(b, b), ASSET_ALIASES.get(q, q)
-    return None
 
 # Risk limits EngineState uses when it is given no [risk] table (tests, bench, replays): every
 # check is on but wide, the throttle allows 100k orders/s, balances are not checked (the engine
@@ -88,8 +60,9 @@ def engine_settings(table: dict | None) -> dict:
                               f"{', '.join(sorted([*ENGINE_KEYS, 'instruments', 'balances']))})")
     for key, (default, minimum) in ENGINE_KEYS.items():
         v = table.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise EngineError(f"engine.{key}: expected an integer >= {minimum}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v < 1 << 40:
+            raise EngineError(f"engine.{key}: expected an integer in {minimum}..{(1 << 40) - 1}, "
+                              f"got {v!r}")
         out[key] = v
     instruments = table.get("instruments", {})
     if not isinstance(instruments, dict):
@@ -123,8 +96,8 @@ def engine_settings(table: dict | None) -> dict:
         if venue not in records.VENUE_IDS or not asset:
             raise EngineError(f"engine.balances.{name}: expected \"venue:ASSET\" with a venue of "
                               f"{', '.join(sorted(records.VENUE_IDS))}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise EngineError(f"engine.balances.{name}: expected an amount >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1e18:
+            raise EngineError(f"engine.balances.{name}: expected an amount in 0..1e18, got {v!r}")
         out["balances"][(venue, asset.upper())] = int(round(v * 1e8))
     return out
 
@@ -193,10 +166,6 @@ class EngineState:
         # --- ledger, OMS, risk gate (ii = book row) ---
         self.instrument_names = [f"{v}:{sym}" for v, sym in self.book_keys]
         grids = self.settings["instruments"]
-        for name in grids:
-            if name not in self.instrument_names:
-                raise EngineError(f"engine.instruments.{name}: no strategy trades it (traded: "
-                                  f"{', '.join(self.instrument_names) or 'none'})")
         # assets: named per instrument (config, else from the symbol); one ledger column each
         pairs = []
         for v, sym in self.book_keys:
@@ -258,11 +227,28 @@ class EngineState:
 
     @classmethod
     def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":
-        """From the config; without a [risk] table every order is denied (the gate needs
-        configured limits to trade), which ``run`` logs loudly."""
+        """From the config: books, grids and assets of the traded instruments from the
+        [[instruments]] registry, [engine] settings, [[strategies]], [risk]. Without a [risk]
+        table every order is denied (the gate needs configured limits to trade), which the
+        engine actor logs loudly."""
         venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
-        return cls(venues, cfg.extra.get("strategies", []), cfg.extra.get("engine"), cal,
-                   clord_base, risk_table=cfg.extra.get("risk", {}))
+        settings = dict(cfg.extra.get("engine") or {})
+        if "instruments" in settings:
+            raise EngineError("engine.instruments: an instrument's grid and assets are its "
+                              "[[instruments]] entry (tick, lot, base, quote)")
+        grids = {}
+        for ins in cfg.instruments:
+            grids[ins.key] = {"tick_e8": ins.tick_e8, "lot_e8": ins.lot_e8, "base": ins.base,
+                              "quote": ins.quote}
+        settings["instruments"] = grids
+        es = cls(venues, cfg.extra.get("strategies", []), settings, cal, clord_base,
+                 risk_table=cfg.extra.get("risk", {}))
+        for name in es.instrument_names:
+            g = grids[name]
+            if g["tick_e8"] < 1 or g["lot_e8"] < 1:
+                raise EngineError(f"instruments.{name}: tick and lot must be whole multiples of "
+                                  f"1e-8 (the ledger counts money in 1e-8 units)")
+        return es
 
     def gate_args(self):
         """The OMS / ledger / risk arguments of the compiled entry points, in order."""
@@ -362,3 +348,18 @@ class EngineState:
         return {"stats": self.stats_dict(), "risk": self.risk_dict(),
                 "oms": oms.counters(self.oms), "positions": positions_,
                 "balances": balances, "strategies": strategies}
+
+
+def validate_config(cfg) -> None:
+    """The engine's part of ``config.load``: [engine], [[strategies]] and [risk] build an
+    EngineState over the [[instruments]] registry (a placeholder clock calibration: nothing is
+    measured)."""
+    from appliance.config import ConfigError
+    cal = np.zeros(clock.C_WORDS, np.int64)
+    cal[clock.C_MODE] = clock.MODE_MONOTONIC
+    cal[clock.C_HZ] = 1_000_000_000
+    cal[clock.C_MULT] = 1 << clock.SHIFT
+    try:
+        EngineState.from_config(cfg, cal=cal, clord_base=1)
+    except (EngineError, base.StrategyConfigError, ValueError) as e:
+        raise ConfigError(str(e)) from None

@@ -53,10 +53,11 @@ gateway cancels every working order it knows: one OrderMassCancelRequest (FIX 4.
 ``mass_cancel_on_kill = false``) or one OrderCancelRequest per order (FIX 4.2 has no mass
 cancel), with gateway-assigned ClOrdIDs (GW_ID_BIT set; the engine finds the order by
 OrigClOrdID); orders still working after ``reconcile_timeout_s`` are cancelled one by one. It
-acknowledges in its GW_KILL line of the control block (records.GW_KILL, same index as its actor
-line): ``seen_epoch`` at once, ``sent_epoch`` when its cancels went out, ``done_epoch`` (and
-``done_time_ns``) when no order of its own is working any more; ``working`` is what it still
-knows. A session that is down sends its cancels after the next logon.
+acknowledges in the control block: in its GW_KILL line (records.GW_KILL, same index as its actor
+line) ``seen_epoch`` at once and ``sent_epoch`` when its cancels went out; when no order of its
+own is working any more, its actor line's ``kill_ack_epoch`` (``control.actor_ack_kill``) and
+``done_time_ns``; ``working`` is what it still knows. A session that is down sends its cancels
+after the next logon.
 
 FIX 4.2 dialect: NewOrderSingle and OrderCancelReplaceRequest carry HandlInst (21=1); a
 MASS_CANCEL record goes out as one OrderCancelRequest per matching working order; fills arrive as
@@ -104,8 +105,8 @@ import dataclasses
 import logging
 import mmap
 import os
-import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from appliance.actor import Actor, ActorError
 from appliance.fix import codec as C
 from appliance.transport import clock, control, ring, shm, wait
 from appliance.transport import records as R
@@ -563,11 +565,50 @@ class GatewayConfig:
 
 
 def load_session_config(cfg, name: str) -> GatewayConfig:
+    """[fix.sessions.NAME] with its instruments from the [[instruments]] registry: those of the
+    session's venue, in id order (the order records' ``instrument`` indexes them)."""
     from appliance.config import ConfigError
-    sessions = cfg.extra.get("fix", {}).get("sessions", {})
+    sessions = _sessions(cfg)
     if name not in sessions:
         raise ConfigError(f"fix.sessions: no session named {name!r} (have: {', '.join(sessions) or 'none'})")
-    return GatewayConfig.from_table(name, sessions[name], cfg.appliance.state_dir)
+    t = sessions[name]
+    if not isinstance(t, dict):
+        raise ConfigError(f"fix.sessions.{name}: expected a table")
+    if "instruments" in t:
+        raise ConfigError(f"fix.sessions.{name}.instruments: the session trades the "
+                          f"[[instruments]] entries of its venue (set venue = \"...\")")
+    venue = t.get("venue", GatewayConfig.venue)
+    table = dict(t, instruments=[{"symbol": i.symbol, "tick_size": i.tick, "lot_size": i.lot}
+                                 for i in cfg.instruments_of(venue)])
+    return GatewayConfig.from_table(name, table, cfg.appliance.state_dir)
+
+
+def _sessions(cfg) -> dict:
+    from appliance.config import ConfigError
+    fix = cfg.extra.get("fix", {})
+    if not isinstance(fix, dict):
+        raise ConfigError("fix: expected a table with [fix.sessions.NAME] tables")
+    for k in fix:
+        if k != "sessions":
+            raise ConfigError(f"fix.{k}: unknown key (known: sessions)")
+    sessions = fix.get("sessions", {})
+    if not isinstance(sessions, dict):
+        raise ConfigError("fix.sessions: expected tables [fix.sessions.NAME]")
+    return sessions
+
+
+def validate_config(cfg) -> None:
+    """The FIX part of ``config.load``: every [fix.sessions.NAME] table, with its instruments;
+    session indexes and exec rings unique."""
+    from appliance.config import ConfigError
+    seen_idx, seen_ring = {}, {}
+    for name in _sessions(cfg):
+        g = load_session_config(cfg, name)
+        for d, k, what in ((seen_idx, g.session_index, "session_index"),
+                           (seen_ring, g.exec_ring, "exec_ring")):
+            if k in d:
+                raise ConfigError(f"fix.sessions.{name}.{what}: {k!r} is also session {d[k]}'s")
+            d[k] = name
 
 
 def read_credentials(path: str) -> list:
@@ -901,7 +942,8 @@ class Gateway:
             self._gwk("working", 0)
             self._gwk("sent_epoch", ep)
             self._gwk("done_time_ns", time.time_ns())
-            self._gwk("done_epoch", ep)
+            if self.actor_index >= 0:
+                control.actor_ack_kill(self.cwords, self.actor_index, ep)
             self.kill_done = ep
             log.warning("%s: kill epoch %d: no working order left on this session", self.cfg.name, ep)
             return
@@ -1315,67 +1357,94 @@ class Gateway:
         self.oo.close()
 
 
-def run_from_args(args) -> int:
-    import threading
+class FixGatewayActor(Actor):
+    """The FIX order gateway actor (``appliance fix gateway --session NAME``): creates the exec
+    ring, waits for the engine's order ring, then runs ``Gateway.step`` in the actor loop."""
 
-    from appliance import config as config_mod
-    from appliance.fix.store import FileStore, MessageLog
-    cfg = config_mod.load(getattr(args, "config", None))
-    g = load_session_config(cfg, args.session)
-    core = cfg.cores.actors.get(f"fix.{g.name}")
-    if core is not None:
-        os.sched_setaffinity(0, {core})
-    shm_dir = cfg.appliance.shm_dir or None
-    # our output first, then wait for the engine's order ring (the engine waits for ours)
-    execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE, cfg.rings.exec_capacity, shm_dir)
-    deadline = time.monotonic() + float(getattr(args, "wait_rings", 60.0))
-    while True:
+    kind = control.ACTOR_FIX
+
+    def __init__(self, cfg, session: str, wait_rings_s: float = 60.0):
+        self.g = load_session_config(cfg, session)
+        super().__init__(cfg, f"fix.{self.g.name}", log)
+        self.wait_rings_s = wait_rings_s
+        self.execs = self.orders = self.store = self.mlog = self.gw = None
+
+    def open(self) -> None:
+        from appliance.fix.store import FileStore, MessageLog, StoreError
+        g = self.g
+        # our output first, then wait for the engine's order ring (the engine waits for ours)
+        self.execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE,
+                                            self.cfg.rings.exec_capacity, self.shm_dir)
+        self.orders = self.wait_for(
+            f"the engine's order ring {g.order_ring!r}",
+            lambda: ring.RingReader.attach(g.order_ring, consumer=self.name[:16], start="latest",
+                                           shm_dir=self.shm_dir), self.wait_rings_s)
         try:
-            orders = ring.RingReader.attach(g.order_ring, consumer=f"fix.{g.name}"[:16],
-                                            start="latest", shm_dir=shm_dir)
-            break
-        except ring.shm.ShmError as e:
-            if time.monotonic() >= deadline:
-                execs.close()
-                log.error("%s: order ring %r is not there (%s): start the engine", g.name,
-                          g.order_ring, e)
-                return 2
-            time.sleep(0.05)
-    from appliance.fix.admin import CredentialFileError
-    from appliance.fix.store import StoreError
-    from appliance.transport import control
-    beat = None
-    words, idx = None, -1
+            self.store = FileStore(g.store_dir)
+            self.mlog = MessageLog(Path(g.store_dir) / "messages.log")
+        except StoreError as e:
+            raise ActorError(str(e)) from None
+        except OSError as e:
+            raise ActorError(f"session store {g.store_dir}: {e.strerror or e}") from None
+
+    def start(self) -> None:
+        g = self.g
+        try:
+            self.gw = Gateway(g, self.orders, self.execs, self.store,
+                              wait_params=wait.from_config(self.cfg.wait, self.core),
+                              message_log=self.mlog, control_words=self._words, actor_index=self._idx)
+        except (OSError, ValueError) as e:      # credential / key files, TLS settings, store
+            raise ActorError(str(e)) from None
+        self.gw._publish_session(R.SESSION_DOWN)
+        self.log.info("%s: gateway %s -> %s:%d (%s), orders from ring %s, execs to ring %s",
+                      g.name, g.sender_comp_id, g.host, g.port, g.target_comp_id, g.order_ring,
+                      g.exec_ring)
+
+    def loop(self) -> None:
+        # Gateway.step is a few microseconds when idle: heartbeat / status about every 50 ms
+        gw = self.gw
+        next_tick = 0.0
+        while not self.stopping:
+            gw.step()
+            now = gw.clock()
+            if now >= next_tick:
+                next_tick = now + 0.05
+                self.tick()
+
+    def status(self) -> dict:
+        if self.gw is None:
+            return {}
+        gw = self.gw
+        return {"session": self.g.name, "state": int(gw.state), "sent": int(gw.gst[G_SENT]),
+                "refused": int(gw.gst[G_REFUSED]), "execs": int(gw.gst[G_EXECS]),
+                "counters": dict(gw.counters)}
+
+    def counters(self) -> dict:
+        if self.gw is None:
+            return {}
+        gw = self.gw
+        out = {"sent": int(gw.gst[G_SENT]), "refused": int(gw.gst[G_REFUSED]),
+               "execs": int(gw.gst[G_EXECS])}
+        out.update(gw.counters)
+        return out
+
+    def close(self) -> None:
+        gw = self.gw
+        if gw is not None:
+            gw.close()
+            self.log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s", self.g.name,
+                          gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS], gw.counters)
+        for x in (self.store, self.mlog, self.orders, self.execs):
+            if x is not None:
+                x.close()
+
+
+def run_from_args(args) -> int:
+    from appliance import config as config_mod
     try:
-        cb = control.ControlBlock.open(shm_dir)
-        idx = cb.register_actor(f"fix.{g.name}", control.ACTOR_FIX, -1 if core is None else int(core))
-        words = cb.words
-        beat = lambda: control.heartbeat(words, idx, time.time_ns())   # noqa: E731
-    except shm.ShmError as e:
-        log.warning("%s: no control block (%s); running without heartbeats or the kill switch", g.name, e)
-    try:
-        store = FileStore(g.store_dir)
-        mlog = MessageLog(Path(g.store_dir) / "messages.log")
-        gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog,
-                     heartbeat=beat, control_words=words, actor_index=idx)
-    except (CredentialFileError, StoreError, ValueError, OSError) as e:
-        log.error("%s: %s", g.name, e)
-        orders.close()
-        execs.close()
+        cfg = config_mod.load(getattr(args, "config", None))
+        actor = FixGatewayActor(cfg, args.session, float(getattr(args, "wait_rings", 60.0)))
+    except config_mod.ConfigError as e:
+        print(f"appliance fix gateway: {e}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    log.info("%s: gateway %s -> %s:%d (%s), orders from ring %s, execs to ring %s", g.name,
-             g.sender_comp_id, g.host, g.port, g.target_comp_id, g.order_ring, g.exec_ring)
-    try:
-        gw.run(stop.is_set)
-    finally:
-        gw.close()
-        log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s", g.name,
-                 gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS], gw.counters)
-        store.close()
-        mlog.close()
-        orders.close()
-        execs.close()
-    return 0
+    return actor.run()

@@ -34,10 +34,12 @@ import argparse
 import itertools
 import logging
 import queue
+import sys
 import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from appliance.actor import Actor, ActorError
 from appliance.fix import dictionary as dictionary_mod
 from appliance.fix.session import Application, Session, SessionConfig, UnsupportedMessageType
 from appliance.fix.store import FileStore, MemoryStore
@@ -472,27 +474,53 @@ class ExchangeServer:
         self.start()
 
 
-def run_from_args(args) -> int:
-    import signal
+class ExchangeActor(Actor):
+    """``appliance fix exchange`` as an actor: the exchange server's event loop in the actor
+    loop (heartbeat, status and counters like every other actor)."""
 
+    def __init__(self, cfg, args):
+        super().__init__(cfg, "exchange", log)
+        self.pairs = session_pairs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
+                                             getattr(args, "target", None) or "APPLIANCE")]
+        self.refs = parse_refs(getattr(args, "ref", None))
+        self.host = getattr(args, "host", "127.0.0.1")
+        self.port = args.port
+        self.store = getattr(args, "store", None)
+        self.venue = self.srv = None
+
+    def open(self) -> None:
+        self.venue = MatchingVenue(references=self.refs)
+        try:
+            self.srv = ExchangeServer(self.pairs, self.host, self.port, self.venue,
+                                      store_dir=self.store)
+        except OSError as e:
+            raise ActorError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
+        self.log.info("mock exchange listening on %s:%d for %s", self.srv.host, self.srv.port,
+                      ", ".join(f"{t}->{s} ({b})" for b, s, t in self.pairs))
+        print(f"listening {self.srv.host}:{self.srv.port}", flush=True)
+
+    def poll(self) -> None:
+        self.srv.loop.poll(self.srv.tick)
+        self.srv._run_commands()
+
+    def status(self) -> dict:
+        return {"counters": dict(self.venue.counts) if self.venue else {}}
+
+    def counters(self) -> dict:
+        return dict(self.venue.counts) if self.venue else {}
+
+    def close(self) -> None:
+        if self.srv is not None:
+            self.srv.loop.close()
+            self.log.info("mock exchange stopped: %s", self.venue.counts)
+
+
+def run_from_args(args) -> int:
     from appliance import config as config_mod
-    cfg = config_mod.load(getattr(args, "config", None))
-    pairs = session_pairs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
-                                    getattr(args, "target", None) or "APPLIANCE")]
-    refs = parse_refs(getattr(args, "ref", None))
-    venue = MatchingVenue(references=refs)
-    srv = ExchangeServer(pairs, getattr(args, "host", "127.0.0.1"), args.port, venue,
-                         store_dir=getattr(args, "store", None))
-    log.info("mock exchange listening on %s:%d for %s", srv.host, srv.port,
-             ", ".join(f"{t}->{s} ({b})" for b, s, t in pairs))
-    print(f"listening {srv.host}:{srv.port}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
-        srv.serve(stop.is_set)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.loop.close()
-        log.info("mock exchange stopped: %s", venue.counts)
-    return 0
+        cfg = config_mod.load(getattr(args, "config", None))
+        actor = ExchangeActor(cfg, args)
+    except (config_mod.ConfigError, argparse.ArgumentTypeError, ValueError) as e:
+        print(f"appliance fix exchange: {e}", file=sys.stderr)
+        return 2
+    return actor.run()

@@ -51,8 +51,12 @@ def write_config(run: Path, ws_port: int, fix_port: int) -> Path:
     data = _recordings()
     symbols = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
     instruments = binance.load_instruments((data / "BINANCE.0").read_bytes(), symbols)
-    instr = ", ".join("{ symbol = %s, tick_size = %s, lot_size = %s }"
-                      % (_toml_str(i.symbol), _toml_str(i.tick), _toml_str(i.lot)) for i in instruments)
+    instr = "\n".join(f"""[[instruments]]
+venue = "binance"
+symbol = {_toml_str(i.symbol)}
+tick = {_toml_str(i.tick)}
+lot = {_toml_str(i.lot)}
+""" for i in instruments)
     text = f"""
 [appliance]
 mode = "sim"
@@ -70,7 +74,8 @@ backoff_max_ns = 500000
 name = "binance"
 ws_url = "ws://127.0.0.1:{ws_port}/binance"
 rest_url = "http://127.0.0.1:{ws_port}/binance"
-symbols = {json.dumps(symbols)}
+
+{instr}
 
 [[strategies]]
 kind = "avellaneda_stoikov"
@@ -110,7 +115,6 @@ exec_ring = "exec"
 order_ring = "orders"
 session_index = 0
 venue = "binance"
-instruments = [{instr}]
 """
     path = run / "appliance.toml"
     path.write_text(text)
@@ -156,7 +160,7 @@ def _wait_for(pred, timeout: float, what: str, procs) -> None:
 
 
 def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -> int:
-    from appliance.engine.run import STATUS_FILE
+    from appliance import actor
 
     run = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="appliance-sim-"))
     run.mkdir(parents=True, exist_ok=True)
@@ -182,7 +186,7 @@ def run(seconds: float = 20.0, keep: bool = False, run_dir: str | None = None) -
         procs.append(Proc("recorder", _appliance(cfg, "recorder", "--dir", str(run / "journal")), run, env))
         # the engine creates its ring before its first compiled step (minutes on a cold numba
         # cache): trading time starts once it loops and writes its status
-        _wait_for(lambda: (run / "state" / STATUS_FILE).exists(), 480,
+        _wait_for(lambda: actor.status_path(run / "state", "engine").exists(), 480,
                   "the engine's first loop (compiling on a cold cache)", procs)
         print(f"all actors up; trading for {seconds:.0f} s ...")
         t_end = time.monotonic() + seconds

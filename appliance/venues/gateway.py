@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import select
-import signal
 import ssl
 import threading
 import time
@@ -37,6 +35,8 @@ import urllib.request
 
 import websocket
 
+from appliance.actor import EXIT_CANNOT_START, Actor, ActorError, write_json_atomic
+from appliance.transport import control, records, ring, shm
 from appliance.venues import common, registry
 
 log = logging.getLogger("appliance.venues.gateway")
@@ -367,103 +367,130 @@ class Gateway:
 
 # --- the process ----------------------------------------------------------------------------------
 
-def _pin(core: int | None) -> None:
-    if core is None:
-        return
+class MdGateway(Actor):
+    """The md gateway actor (``appliance md --venue NAME``): one [[venues]] entry of the config,
+    its instruments from the venue's REST metadata, one md ring. The gateway's own connection
+    loop drives the actor loop (heartbeat and status through ``tick``)."""
+
+    kind = control.ACTOR_MD
+
+    def __init__(self, cfg, venue: str, ring_name: str | None = None,
+                 symbols: list[str] | None = None, seconds: float | None = None,
+                 stats_path: str | None = None, ws_url: str | None = None,
+                 rest_url: str | None = None, stats_every_s: float = 10.0):
+        super().__init__(cfg, f"md.{venue}", log)
+        self.venue = venue
+        self.vsec = cfg.venue(venue)
+        if not self.vsec.enabled:
+            raise GatewayError(f"venue {venue} is disabled in {cfg.path}")
+        self.ws_url = ws_url or self.vsec.ws_url
+        self.rest_url = rest_url or self.vsec.rest_url
+        if not self.ws_url:
+            raise GatewayError(f"venues[{venue}].ws_url is empty")
+        self.mod = venue_module(venue)
+        self.ring_name = ring_name or f"md.{venue}"
+        self.symbols = list(symbols or self.vsec.symbols) or None
+        self.seconds = seconds
+        self.stats_path = stats_path
+        self.stats_every_s = stats_every_s
+        self.instruments = None
+        self.writer = None
+        self.gw = None
+        self._next_log = 0.0
+        self.final: dict = {}
+
+    def open(self) -> None:
+        try:
+            meta = fetch_metadata(self.venue, self.rest_url)
+            instruments = self.mod.load_instruments(meta, self.symbols)
+        except (GatewayError, common.InstrumentError, OSError) as e:
+            raise MetadataError(f"{self.venue}: cannot load instruments: {e}") from None
+        self._check_grids(instruments)
+        self.instruments = instruments
+        self.writer = ring.RingWriter.create(self.ring_name, records.MD_RECORD_SIZE,
+                                             self.cfg.rings.md_capacity, shm_dir=self.shm_dir)
+
+    def _check_grids(self, instruments) -> None:
+        """The venue's metadata must agree with the registry's grid of every configured
+        instrument (md prices and order prices are integers of that grid)."""
+        from decimal import Decimal
+        for ins in instruments:
+            try:
+                reg = self.cfg.instrument(self.venue, ins.symbol)
+            except Exception:  # noqa: BLE001 - symbols given on the command line: no registry entry
+                continue
+            for what, mine, theirs in (("tick", reg.tick, ins.tick), ("lot", reg.lot, ins.lot)):
+                if Decimal(mine) != Decimal(theirs):
+                    raise MetadataError(f"instruments.{reg.key}.{what} is {mine} but the venue's "
+                                        f"metadata says {theirs}: fix the [[instruments]] entry")
+
+    def start(self) -> None:
+        v = self.vsec
+        self.gw = Gateway(self.venue, self.instruments, common.RecordWriter.of(self.writer),
+                          self.ws_url, self.rest_url, stale_after_ms=v.stale_after_ms,
+                          reconnect_min_ms=v.reconnect_min_ms,
+                          reconnect_max_ms=v.reconnect_max_ms, heartbeat=self.tick)
+        self.log.info("md %s: %d instruments (%s) -> ring %s (%s)", self.venue,
+                      len(self.instruments), ", ".join(i.symbol for i in self.instruments[:8]),
+                      self.ring_name, shm.resolve_dir(self.shm_dir))
+
+    def loop(self) -> None:
+        self.final = self.gw.run(_Flag(self), self.seconds)
+
+    def periodic(self) -> None:
+        now = time.monotonic()
+        if self.gw is not None and now >= self._next_log:
+            self._next_log = now + self.stats_every_s
+            self.log.info("md %s: %s", self.venue, json.dumps(self.gw.stats()))
+
+    def status(self) -> dict:
+        return {"venue": self.venue, "counters": self.gw.stats() if self.gw else {}}
+
+    def counters(self) -> dict:
+        return self.gw.stats() if self.gw else {}
+
+    def publish_status(self) -> None:
+        super().publish_status()
+        if self.stats_path and self.gw is not None:
+            try:
+                write_json_atomic(self.stats_path, self.gw.stats())
+            except OSError as e:
+                self.log.warning("md %s: stats file %s not written: %s", self.venue,
+                                 self.stats_path, e)
+
+    def close(self) -> None:
+        if self.gw is not None:
+            self.gw.close()
+            self.log.info("md %s stopped: %s", self.venue, json.dumps(self.gw.stats()))
+        if self.writer is not None:
+            self.writer.close()
+
+
+class MetadataError(ActorError):
+    """The venue's instrument metadata could not be loaded."""
+
+
+class _Flag:
+    """``stop.is_set()`` for Gateway.run, true once the actor is stopping."""
+
+    def __init__(self, actor: Actor):
+        self.actor = actor
+
+    def is_set(self) -> bool:
+        return self.actor.stopping
+
+
+def run_process(cfg, venue: str, **kw) -> int:
+    """``appliance md``: the gateway process for one venue of the config; returns the exit
+    status (EXIT_CONFIG, EXIT_METADATA and EXIT_RING name why it could not start)."""
     try:
-        os.sched_setaffinity(0, {int(core)})
-        log.info("pinned to core %d", core)
-    except OSError as e:
-        log.warning("cannot pin to core %s: %s", core, e)
-
-
-def run_process(cfg, venue: str, ring_name: str | None = None, symbols: list[str] | None = None,
-                seconds: float | None = None, stats_path: str | None = None,
-                ws_url: str | None = None, rest_url: str | None = None,
-                stats_every_s: float = 10.0) -> int:
-    """``appliance md``: the gateway process for one venue of the config."""
-    from appliance.transport import records, ring, shm
-
-    vsec = cfg.venue(venue)
-    if not vsec.enabled:
-        log.error("venue %s is disabled in %s", venue, cfg.path)
+        actor = MdGateway(cfg, venue, **kw)
+    except GatewayError as e:
+        log.error("md %s: %s", venue, e)
         return EXIT_CONFIG
-    ws_url = ws_url or vsec.ws_url
-    rest_url = rest_url or vsec.rest_url
-    if not ws_url:
-        log.error("venues[%s].ws_url is empty", venue)
-        return EXIT_CONFIG
-    mod = venue_module(venue)
-    meta_file = getattr(vsec, "metadata", "")
-    try:
-        if meta_file:
-            with open(meta_file, "rb") as fh:
-                meta = fh.read()
-        else:
-            meta = fetch_metadata(venue, rest_url)
-        instruments = mod.load_instruments(meta, list(symbols or vsec.symbols) or None)
-    except (GatewayError, common.InstrumentError, OSError) as e:
-        log.error("%s: cannot load instruments: %s", venue, e)
+    rc = actor.run()
+    if rc == EXIT_CANNOT_START and actor.instruments is None:
         return EXIT_METADATA
-    _pin(cfg.cores.actors.get(f"md.{venue}"))
-    from appliance.transport import control
-    name = ring_name or f"md.{venue}"
-    shm_dir = cfg.appliance.shm_dir or None
-    try:
-        w = ring.RingWriter.create(name, records.MD_RECORD_SIZE, cfg.rings.md_capacity, shm_dir=shm_dir)
-    except shm.ShmError as e:     # WriterAliveError: another md gateway owns this ring
-        log.error("md %s: cannot open ring %s: %s", venue, name, e)
+    if rc == EXIT_CANNOT_START and actor.writer is None:
         return EXIT_RING
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    beat = None
-    cb = None
-    core = cfg.cores.actors.get(f"md.{venue}")
-    try:
-        cb = control.ControlBlock.open(shm_dir)
-        idx = cb.register_actor(f"md.{venue}", control.ACTOR_MD, -1 if core is None else int(core))
-        words = cb.words
-        beat = lambda: control.heartbeat(words, idx, time.time_ns())   # noqa: E731
-    except shm.ShmError as e:
-        log.warning("md %s: no control block (%s); running without heartbeats", venue, e)
-    gw = Gateway(venue, instruments, common.RecordWriter.of(w), ws_url, rest_url,
-                 stale_after_ms=vsec.stale_after_ms, reconnect_min_ms=vsec.reconnect_min_ms,
-                 reconnect_max_ms=vsec.reconnect_max_ms, heartbeat=beat)
-    log.info("md %s: %d instruments (%s) -> ring %s (%s)", venue, len(instruments),
-             ", ".join(i.symbol for i in instruments[:8]), name, shm.resolve_dir(shm_dir))
-    reporter_stop = threading.Event()
-
-    def report():
-        while not reporter_stop.wait(stats_every_s):
-            log.info("md %s: %s", venue, json.dumps(gw.stats()))
-            if stats_path:
-                _write_stats(stats_path, gw.stats())
-
-    t = threading.Thread(target=report, name="md-stats", daemon=True)
-    t.start()
-    try:
-        st = gw.run(stop, seconds)
-    finally:
-        reporter_stop.set()
-        w.close()
-        if cb is not None:
-            cb.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-    log.info("md %s stopped: %s", venue, json.dumps(st))
-    if stats_path:
-        _write_stats(stats_path, st)
-    return EXIT_OK
-
-
-def _write_stats(path: str, st: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(st, fh)
-    os.replace(tmp, path)
-
+    return rc

@@ -6,10 +6,12 @@ import pytest
 
 from appliance.transport import clock, control, records, ring
 from appliance.engine import kernels as engine, risk
+from appliance.engine import positions
 from appliance.engine import state as engine_state
 from appliance.engine.state import EngineState
 from appliance.engine.strategies import avellaneda_stoikov as AS
 from appliance.engine.strategies import base
+from tests.configs import instruments_tables
 from tests.engine import mdsource
 from tests.engine.mdsource import book_frame, rec, stack
 
@@ -287,7 +289,7 @@ def test_one_loss_limit_over_instruments_quoted_in_different_currencies_is_refus
 def test_engine_balances_are_validated_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.balances\.nowhere:USD: expected"):
         engine_state.engine_settings({"balances": {"nowhere:USD": 1.0}})
-    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount"):
+    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount in"):
         engine_state.engine_settings({"balances": {"binance:USD": -1}})
     with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.quote"):
         engine_state.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
@@ -298,9 +300,11 @@ def test_engine_balances_are_validated_by_name():
 def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
     from appliance import config
     cfg = config.parse({
-        "venues": [{"name": "binance", "symbols": ["NKNUSDT", "BLZETH"]},
-                   {"name": "kraken", "symbols": ["XMR/USD"]}],
-        "engine": {"max_live": 10, "instruments": {"binance:NKNUSDT": {"tick_e8": 10}}},
+        "venues": [{"name": "binance"}, {"name": "kraken"}],
+        "instruments": [*instruments_tables("binance", ["NKNUSDT"], "0.0000001", "0.00000001"),
+                        *instruments_tables("binance", ["BLZETH"]),
+                        *instruments_tables("kraken", ["XMR/USD"])],
+        "engine": {"max_live": 10},
         "risk": {"limits": {"max_qty": 5, "max_notional": 100.0, "max_position": 5,
                             "max_open_orders": 4, "collar_bps": 50, "max_spread_ticks": 9}},
         "strategies": [
@@ -390,7 +394,7 @@ def test_losing_streak_moves_the_engine_to_reducing_and_only_reducing_orders_pas
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_RUNNING
     _fill(es, words, bid, 1000, 1, 3, 2)
     _fill(es, words, ask, 990, 1, 4, 2)
-    assert es.led.acct[engine.positions.A_LOSS_STREAK] == 2
+    assert es.led.acct[positions.A_LOSS_STREAK] == 2
     assert es.rk.state[risk.R_STATE] == records.RISK_REDUCING
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_REDUCING    # `appliance status`
     _fill(es, words, bid, 1000, 1, 5, 3)            # the bid fills up: long 1 lot

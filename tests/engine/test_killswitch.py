@@ -14,6 +14,7 @@ from numba import njit
 
 from appliance.engine import killswitch
 from appliance.transport import control, records, ring
+from tests.configs import instruments_toml
 from tests.engine import mdsource
 
 
@@ -80,8 +81,7 @@ burst = 10000
 check_balance = false
 [[venues]]
 name = "binance"
-symbols = {json.dumps(list(symbols))}
-""" + "".join(f"""
+""" + instruments_toml("binance", symbols) + "".join(f"""
 [[strategies]]
 kind = "avellaneda_stoikov"
 venue = "binance"

@@ -19,7 +19,7 @@ from appliance.fix.store import FileStore
 from appliance.sim import exchange as X
 from appliance.transport import control, ring, wait
 from appliance.transport import records as R
-from tests.fix.helpers import free_port
+from tests.fix.helpers import VENUE_TOML, free_port
 from tests.fix.test_gateway import INSTRUMENTS, describe
 
 pytestmark = pytest.mark.timeout(300)
@@ -143,11 +143,12 @@ def test_kill_flag_refuses_new_orders_cancels_working_ones_and_acks_in_the_contr
                    and cancelled.add(int(r["orig_clord_id"] or r["clord_id"])) is None and len(cancelled) == 3)
     assert cancelled == set(ids)
     deadline = time.time() + 30
-    while h.gw_kill()["done_epoch"] != epoch and time.time() < deadline:
+    while h.cb.rec["actors"][h.idx]["kill_ack_epoch"] != epoch and time.time() < deadline:
         time.sleep(0.01)
     k = h.gw_kill()
-    assert (k["seen_epoch"], k["sent_epoch"], k["done_epoch"]) == (epoch, epoch, epoch)
-    assert k["done_time_ns"] > 0 and h.gw.gst[G.G_OPEN] == 0
+    assert (k["seen_epoch"], k["sent_epoch"]) == (epoch, epoch)
+    assert h.cb.rec["actors"][h.idx]["kill_ack_epoch"] == epoch
+    assert k["done_time_ns"] > 0 and k["working"] == 3 and h.gw.gst[G.G_OPEN] == 0
     if h.gcfg.begin_string == "FIX.4.4":
         assert h.srv.venue.counts["mass_cancels"] == 1 and h.srv.venue.counts["cancels"] == 0
     else:
@@ -223,6 +224,7 @@ state_dir = "{tmp_path}/state"
 [wait]
 strategy = "backoff"
 backoff_max_ns = 200000
+{VENUE_TOML}
 [fix.sessions.t]
 host = "127.0.0.1"
 port = {port}
@@ -231,7 +233,7 @@ target_comp_id = "SIMEX"
 begin_string = "{begin}"
 reconnect_min_ms = 50
 reconnect_max_ms = 500
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
 """)
     return cfg
 

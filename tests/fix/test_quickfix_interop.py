@@ -26,7 +26,7 @@ import pytest
 pytest.importorskip("quickfix")
 
 from appliance.transport import records as R  # noqa: E402
-from tests.fix.helpers import free_port  # noqa: E402
+from tests.fix.helpers import VENUE_TOML, free_port  # noqa: E402
 from tests.fix.test_gateway_recovery import Engine  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -130,20 +130,23 @@ def _exchange_config(tmp_path: Path, port: int) -> Path:
     cfg.write_text(f"""
 [appliance]
 state_dir = "{tmp_path}/state"
+{VENUE_TOML}
 [fix.sessions.qf44]
 host = "127.0.0.1"
 port = {port}
 begin_string = "FIX.4.4"
 sender_comp_id = "QF44"
 target_comp_id = "SIMEX"
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
+
 [fix.sessions.qf42]
+session_index = 1
 host = "127.0.0.1"
 port = {port}
 begin_string = "FIX.4.2"
 sender_comp_id = "QF42"
 target_comp_id = "SIMEX"
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
 """)
     return cfg
 
@@ -237,6 +240,7 @@ state_dir = "{tmp_path}/state"
 [wait]
 strategy = "backoff"
 backoff_max_ns = 200000
+{VENUE_TOML}
 [fix.sessions.t]
 host = "127.0.0.1"
 port = {port}
@@ -245,7 +249,7 @@ sender_comp_id = "APPLIANCE"
 target_comp_id = "VENUE{bs[-1]}"
 reconnect_min_ms = 100
 reconnect_max_ms = 1000
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
 """)
     return cfg
 

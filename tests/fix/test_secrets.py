@@ -18,7 +18,7 @@ import pytest
 from appliance.fix import admin, wire
 from appliance.sim import exchange as X  # noqa: F401  (the exchange runs as a process below)
 from appliance.transport import records as R
-from tests.fix.helpers import free_port
+from tests.fix.helpers import VENUE_TOML, free_port
 from tests.fix.test_gateway_recovery import Engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -65,6 +65,7 @@ journal_dir = "{tmp_path}/journal"
 [wait]
 strategy = "backoff"
 backoff_max_ns = 200000
+{VENUE_TOML}
 [fix.sessions.sec]
 host = "127.0.0.1"
 port = {port}
@@ -73,7 +74,7 @@ target_comp_id = "SIMEX"
 credentials_file = "{creds}"
 logon_signature = "{signature}"
 signing_key_file = "{key_file}"
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
 """)
     env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
     base = [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "-v"]

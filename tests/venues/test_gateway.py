@@ -19,6 +19,7 @@ from appliance.transport import records, ring, shm
 from appliance.venues import common, gateway
 from appliance.sim import venue as sim
 from appliance.sim.venue import Faults, VenueSim
+from tests.configs import instruments_toml
 
 KRAKEN_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/XBT",
                 "OMG/USD", "XBT/CHF", "ADA/XBT"]
@@ -223,8 +224,7 @@ md_capacity = 65536
 name = "binance"
 ws_url = "{s.ws_url}"
 rest_url = "{s.rest_url}"
-symbols = {json.dumps(BINANCE_SYMBOLS)}
-""")
+""" + instruments_toml("binance", BINANCE_SYMBOLS))
         stats = tmp_path / "stats.json"
         env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
         p = subprocess.Popen([sys.executable, "-m", "appliance.cli", "md", "--config", str(cfg),
@@ -320,7 +320,7 @@ def test_md_cli_exits_with_metadata_error_when_rest_is_unreachable(tmp_path):
     dead.close()
     cfg = tmp_path / "a.toml"
     cfg.write_text(f'[[venues]]\nname = "kraken"\nws_url = "ws://127.0.0.1:{port}"\n'
-                   f'rest_url = "http://127.0.0.1:{port}"\nsymbols = ["XMR/USD"]\n')
+                   f'rest_url = "http://127.0.0.1:{port}"\n' + instruments_toml("kraken", ["XMR/USD"]))
     assert cli.main(["md", "--config", str(cfg), "--venue", "kraken", "--seconds", "1"]) == gateway.EXIT_METADATA
 
 
