@@ -21,6 +21,8 @@ Behaviour (FIX 4.4 tags):
   (one 150=4 each), then an OrderMassCancelReport (35=r, 531 = the request type, 533 = count).
 - OrderStatusRequest (H): 150=I with the order's current 39/151/14; unknown -> 150=I 39=8 and
   58 "unknown order".
+- OrderMassStatusRequest (AF): one 150=I per working order of the requesting session (584 = the
+  request's id, 911 their number, 912=Y on the last); nothing when none is working.
 - Reference prices: ``set_reference(symbol, price)`` (tests, the bench, or ``--ref SYMBOL=PRICE``
   on the command line); a new reference fills every resting order it crosses (150=F, 851=1,
   maker), returned from ``set_reference`` for the caller to send.
@@ -195,6 +197,8 @@ class MatchingVenue:
                 return self._mass_cancel(msg)
             if t == b"H":
                 return self._status(msg)
+            if t == b"AF":
+                return self._mass_status(msg, owner)
         except BadOrder as e:
             self.counts["rejects"] += 1
             log.info("rejecting %s: %s", t.decode(errors="replace"), e)
@@ -313,6 +317,20 @@ class MatchingVenue:
             return [self._er(u, b"I", text="unknown order")]
         return [self._er(o, b"I")]
 
+    def _mass_status(self, msg: Message, owner=None) -> list:
+        """OrderMassStatusRequest (AF): one 150=I report (584 = the request's id) per working
+        order of the requesting session (585=7 all, 1 by Symbol)."""
+        self.counts["status"] += 1
+        req, kind, sym = msg.get(584, b"NONE"), msg.get(585, b"7"), msg.get(55)
+        mine = [o for k, o in self.orders.items() if k == o.clord_id and o.working and o.owner is owner
+                and (kind != b"1" or o.symbol == sym)]
+        out = []
+        for i, o in enumerate(mine, 1):
+            mt, body = self._er(o, b"I")
+            body += [(584, req), (911, str(len(mine)).encode())] + ([(912, b"Y")] if i == len(mine) else [])
+            out.append((mt, body))
+        return out
+
     def set_reference(self, symbol, price) -> list:
         """New reference price; returns ``[(owner, (msg_type, body))]``: the fills (150=F, maker)
         of the resting orders it crosses, with the session each order came in on."""
@@ -346,7 +364,7 @@ def parse_refs(items) -> dict:
 class ExchangeApplication(Application):
     """Session-layer application: every order message goes to the MatchingVenue."""
 
-    HANDLED = (b"D", b"F", b"G", b"q", b"H")
+    HANDLED = (b"D", b"F", b"G", b"q", b"H", b"AF")
 
     def __init__(self, venue: MatchingVenue):
         self.venue = venue
