@@ -95,6 +95,7 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
     logon_signature = ""            # "" | "hmac-sha256" | "ed25519" (RawData 95/96)
     signing_key_file = ""           # its key (0600): HMAC key in base64, Ed25519 PEM or base64 seed
     mass_cancel_on_kill = true      # FIX 4.4: one OrderMassCancelRequest on a kill
+    mass_status = true              # FIX 4.4: OrderMassStatusRequest when reconciling
     [fix.sessions.NAME.tls]         # FIX over TLS (appliance.fix.tls), e.g.
     CertificationAuthoritiesFile = "/etc/appliance/venue-ca.pem"
     SSLServerName = "fix.venue.example"
@@ -160,7 +161,12 @@ G_LAST_REASON = 13    # its RJ_* reason
 G_MASS_PENDING = 14   # FIX 4.2: a MASS_CANCEL record is waiting to be expanded (1 + scope)
 G_MASS_INSTR = 15     # its instrument
 G_KILLED = 16         # orders refused because the kill switch is set, total
+G_RECONCILE_REQ = 17  # an RT_RECONCILE record for this session arrived (the engine restarted)
+G_UNKNOWN_N = 18      # rows filled in the unknown-working-orders table (status reports of
+                      # orders this gateway does not know: a mass status reply)
 G_SIZE = 32
+UNKNOWN_CAP = 256
+_WORKING = (ord("0"), ord("1"), ord("A"), ord("E"))   # 39 values of an order still working
 
 # open-order table columns (int64); key = ClOrdID bits, 0 = empty slot
 OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING, OT_QTY = range(5)
@@ -320,7 +326,7 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     utc = np.int64(-1)
     it = 0
     while it < max_n:
-        if gst[G_MASS_PENDING] != 0:
+        if gst[G_MASS_PENDING] != 0 or gst[G_RECONCILE_REQ] != 0:
             break
         it += 1
         if ring.poll(ohdr, odata, ocur, rec) == 0:
@@ -329,11 +335,14 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
                     gst[G_IDLE_POLLS] += 1
                 break
         rt = rec[8]
-        if rt < R.RT_NEW_ORDER or rt > R.RT_MASS_CANCEL:
+        if rt < R.RT_NEW_ORDER or rt > R.RT_RECONCILE:
             continue
         if np.int64(C.ld_u32(rec, C._O_CLORD + 12)) != gst[G_SESSION_IDX]:
             gst[G_FOREIGN] += 1
             continue
+        if rt == R.RT_RECONCILE:
+            gst[G_RECONCILE_REQ] = 1
+            break
         clord = np.int64(C.ld_u64(rec, C._O_CLORD))
         if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) and control.kill_requested(cwords):
             gst[G_KILLED] += 1
@@ -384,8 +393,11 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
 
 
 @njit(cache=True, nogil=True)
-def gw_track(rows, n, ehdr, edata, ot, gst):
-    """Publish ``n`` exec records and keep the open-order table in step with them."""
+def gw_track(rows, n, ehdr, edata, ot, gst, unk):
+    """Publish ``n`` exec records and keep the open-order table in step with them. A status
+    report (exec_type I) of a working order that is not in the table (an order nobody here knows,
+    e.g. from a mass status reply) is noted in ``unk`` (ClOrdID, instrument, side, leaves) for
+    the caller to cancel."""
     for r in range(n):
         row = rows[r]
         ring.publish(ehdr, edata, row)
@@ -400,6 +412,17 @@ def gw_track(rows, n, ehdr, edata, ot, gst):
             if et == R.EXEC_ORDER_STATUS and i >= 0 and ot[i, OT_PENDING] != 0:
                 ot[i, OT_PENDING] = 0
                 gst[G_STATUS_PENDING] -= 1
+            if et == R.EXEC_ORDER_STATUS and i < 0 and clord != 0:
+                for w in _WORKING:
+                    if os_ == w:
+                        k = gst[G_UNKNOWN_N]
+                        if k < unk.shape[0]:
+                            unk[k, 0] = clord
+                            unk[k, 1] = np.int64(C.ld_u32(row, C._O_INSTR))
+                            unk[k, 2] = np.int64(row[C._A_SIDE])
+                            unk[k, 3] = C.ld_i64(row, C._A_LEAVES)
+                            gst[G_UNKNOWN_N] = k + 1
+                        break
             if et == R.EXEC_CANCELED or et == R.EXEC_REPLACED:
                 if orig != 0:
                     ot_delete(ot, gst, orig)
@@ -423,10 +446,10 @@ def gw_track(rows, n, ehdr, edata, ot, gst):
 
 
 @njit(cache=True, nogil=True)
-def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst):
+def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst, unk):
     """parse_messages + gw_track in one call; returns the parser's P_* code (state in ``st``)."""
     code = C.parse_messages(buf, start, end, st, instr, syms, out, rx_tsc)
-    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst)
+    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst, unk)
     return code
 
 
@@ -481,6 +504,7 @@ class GatewayConfig:
     logon_signature: str = ""
     signing_key_file: str = ""
     mass_cancel_on_kill: bool = True
+    mass_status: bool = True
     tls: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -771,6 +795,8 @@ class Gateway:
                                 gcfg.open_orders, self.gst)
         self.ot = self.oo.ot
         self.sent = np.zeros((SENT_CAP, SM_COLS), np.int64)
+        self.unk = np.zeros((UNKNOWN_CAP, 4), np.int64)
+        self.mass_status = gcfg.mass_status and gcfg.begin_string >= "FIX.4.4"
         self.cwords = control_words if control_words is not None else \
             np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
         self.actor_index = actor_index
@@ -812,7 +838,7 @@ class Gateway:
         self.next_beat = 0.0
         self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
                          "session_rejects": 0, "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0,
-                         "kill_cancels": 0}
+                         "kill_cancels": 0, "mass_status_requests": 0, "unknown_cancels": 0}
         self._logged_counts = {}
         self._resume_ring()
         if self.oo.restored:
@@ -884,6 +910,11 @@ class Gateway:
         log.warning("%s: venue %s our %s ClOrdID %d (MsgSeqNum %d): %s", self.cfg.name,
                     "rejected (35=3)" if reason == RJ_SESSION_REJECT else "business-rejected (35=j)",
                     R.RTYPE_NAMES.get(rt, chr(rt) if 32 < rt < 127 else rt), int(np.uint64(clord)), ref, text)
+        if rt == ord("A"):                   # OrderMassStatusRequest
+            log.warning("%s: the venue refused OrderMassStatusRequest; reconciling the orders this "
+                        "gateway knows one by one from now on", self.cfg.name)
+            self.mass_status = False
+            return
         if rt == ord("H"):                   # a status request: stop waiting for its answer
             i = ot_find(self.ot, clord)
             if i >= 0 and self.ot[i, OT_PENDING]:
@@ -909,7 +940,7 @@ class Gateway:
         rec[0]["is_cancel_reject"] = 1 if rt in (R.RT_CANCEL, R.RT_REPLACE) else 0
         rec[0]["ord_status"] = R.EXEC_REJECTED if rt == R.RT_NEW_ORDER else 0
         rec[0]["text"] = text.encode("latin-1")[:48]
-        gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst)
+        gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk)
 
     # ---- kill switch ----------------------------------------------------------------------
     def _gwk(self, field: str, value: int) -> None:
@@ -1139,7 +1170,7 @@ class Gateway:
             st = self.pst
             st[C.ST_EXPECT_SEQ] = self.store.next_target
             code = gw_receive(buf, self.rstart, self.rend, st, self.instr, self.syms, self.out,
-                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst)
+                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk)
             if st[C.ST_EXPECT_SEQ] != self.store.next_target:
                 self.store.set_next_target(int(st[C.ST_EXPECT_SEQ]))
                 self.session.last_received = now
@@ -1166,7 +1197,7 @@ class Gateway:
             raw = np.frombuffer(msg.raw, np.uint8)
             if C.decode_app_message(raw, 0, len(raw), self.pst, self.instr, self.syms, self.row1[0],
                                     clock.now(self.cal)):
-                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst)
+                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk)
             else:
                 self.counters["bad_slow_msgs"] += 1
                 log.warning("%s: undecodable %s: %s", self.cfg.name, mt.decode(), msg.raw[:200])
@@ -1189,9 +1220,60 @@ class Gateway:
                 log.warning("%s: inbound %s: %d so far", self.cfg.name, name, v)
 
     # ---- reconciliation -----------------------------------------------------------------
+    def _send_mass_status(self, now: float) -> None:
+        """OrderMassStatusRequest (35=AF, all orders): the venue reports every working order,
+        those nobody here knows included (they are cancelled as their reports arrive)."""
+        req = self.oo.next_gateway_id()
+        seq = self.session.send_app(b"AF", [(584, b"%d" % req), (585, b"7")])
+        _note_sent(self.sent, seq, ord("A"), _i64(req), 0, 0)
+        self.counters["mass_status_requests"] += 1
+        self._send(self.session.take_output())
+
+    def _cancel_unknown(self, now: float) -> None:
+        """Cancel the working orders the venue reported that this gateway does not know."""
+        n = int(self.gst[G_UNKNOWN_N])
+        self.gst[G_UNKNOWN_N] = 0
+        if not self.session.logged_on:
+            return
+        row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+        rec = row.view(R.CANCEL)
+        chunks = []
+        for clord, inst, side, leaves in self.unk[:n]:
+            if int(clord) & GW_ID_BIT or not 0 <= inst < len(self.cfg.instruments) or side not in (1, 2):
+                log.error("%s: the venue reports working order %d that nobody knows, on an instrument "
+                          "or side this session cannot name; cancel it by hand", self.cfg.name,
+                          int(np.uint64(int(clord) & 0xFFFFFFFFFFFFFFFF)))
+                continue
+            row[:] = 0
+            rec[0]["rtype"] = R.RT_CANCEL
+            rec[0]["instrument"] = inst
+            rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+            rec[0]["orig_clord_id"] = np.uint64(int(clord) & 0xFFFFFFFFFFFFFFFF)
+            rec[0]["session"] = self.cfg.session_index
+            rec[0]["qty"] = max(int(leaves), 1)
+            rec[0]["side"] = side
+            chunks.append(self._encode_admin_order(row, now))
+        if chunks:
+            self.counters["unknown_cancels"] += len(chunks)
+            log.warning("%s: %d working order(s) at the venue that nobody here knows: cancelled",
+                        self.cfg.name, len(chunks))
+            self.store.sync()
+            self._send(b"".join(chunks))
+
+    def _reconcile_requested(self, now: float) -> None:
+        """The engine restarted (RT_RECONCILE): confirm every working order again."""
+        self.gst[G_RECONCILE_REQ] = 0
+        log.info("%s: reconciliation requested by the engine", self.cfg.name)
+        if self.session.logged_on and not self.reconciling:
+            self.gst[G_READY] = 0
+            self._start_reconcile(now)
+
     def _start_reconcile(self, now: float) -> None:
+        self.gst[G_READY] = 0
         self._publish_session(R.SESSION_UP)
         self.counters["reconciles"] += 1
+        if self.mass_status:
+            self._send_mass_status(now)
         cap = self.ot.shape[0]
         ids = np.zeros(cap, np.int64)
         info = np.zeros((cap, 3), np.int64)
@@ -1276,6 +1358,7 @@ class Gateway:
             if busy:
                 self._step_orders()                 # refuses what arrives meanwhile
                 self.gst[G_MASS_PENDING] = 0        # nothing to cancel on a dead session
+                self.gst[G_RECONCILE_REQ] = 0       # the next logon reconciles anyway
                 self._save_ring_pos()
                 self._log_refusals(now)
             else:
@@ -1297,6 +1380,8 @@ class Gateway:
             else:
                 self._step_orders()                 # logging on or reconciling: refused at once
                 self.gst[G_MASS_PENDING] = 0
+            if self.gst[G_RECONCILE_REQ]:
+                self._reconcile_requested(now)
             self._save_ring_pos()
             if self.gst[G_REFUSED] != self._refused_logged:
                 self._log_refusals(now)
@@ -1319,6 +1404,8 @@ class Gateway:
             self.rend += k
             self._received(now, rx)
             busy = True
+            if self.gst[G_UNKNOWN_N]:
+                self._cancel_unknown(now)
         if busy:
             wait.reset(self.wstate)
         else:
@@ -1357,6 +1444,49 @@ class Gateway:
         self.oo.close()
 
 
+def warm(gcfg: "GatewayConfig") -> None:
+    """Compile and run every kernel of the gateway once on scratch data (local rings, a scratch
+    open-order table): a NewOrderSingle encoded, an ExecutionReport parsed and tracked, a status
+    request, the table's insert/find/delete."""
+    cal = clock.calibration()
+    instr, syms = C.instrument_tables(gcfg.instruments)
+    begin, comp = C.session_constants(gcfg.begin_string, gcfg.sender_comp_id, gcfg.target_comp_id)
+    consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
+    ohdr, odata = ring.local_ring(R.ORDER_RECORD_SIZE, 16)
+    ehdr, edata = ring.local_ring(R.EXEC_RECORD_SIZE, 16)
+    ocur = ring.local_cursor(ohdr)
+    scratch = np.zeros((3, R.ORDER_RECORD_SIZE), np.uint8)
+    sbuf = np.zeros((C.MAX_MSG + len(begin) + len(comp)) * 2, np.uint8)
+    gst = np.zeros(G_SIZE, np.int64)
+    gst[G_READY] = 1
+    gst[G_NEXT_SEQ] = 1
+    ot = np.zeros((16, OT_COLS), np.int64)
+    cwords = np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
+    sent = np.zeros((16, SM_COLS), np.int64)
+    unk = np.zeros((4, 4), np.int64)
+    o = np.zeros(1, R.NEW_ORDER)
+    o[0]["rtype"], o[0]["clord_id"], o[0]["price"], o[0]["qty"] = R.RT_NEW_ORDER, 7, 1, 1
+    o[0]["side"], o[0]["ord_type"], o[0]["tif"] = R.SIDE_BUY, R.ORD_LIMIT, R.TIF_GTC
+    ring.publish(ohdr, odata, o.view(np.uint8).reshape(-1))
+    gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal, 4, cwords, sent)
+    sym = bytes(syms[0, :instr[0, C.SYM_LEN]]).decode()
+    body = (f"35=8\x0134=1\x0149=X\x0152=20240101-00:00:00.000\x0156=Y\x0111=7\x0117=E\x01"
+            f"150=I\x0139=0\x0155={sym}\x0154=1\x01151=0\x0114=0\x01").encode()
+    head = f"8={gcfg.begin_string}\x019={len(body)}\x01".encode() + body
+    msg = head + b"10=%03d\x01" % (sum(head) % 256)
+    buf = np.frombuffer(msg, np.uint8).copy()
+    st = C.new_parser_state(1)
+    out = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
+    gw_receive(buf, 0, len(buf), st, instr, syms, out, 0, ehdr, edata, ot, gst, unk)
+    C.decode_app_message(buf, 0, len(buf), st, instr, syms, out[0], 0)
+    C.encode_status_request(sbuf, 0, begin, comp, 2, 0, scratch[2], instr, syms, np.uint64(7), 0, 1)
+    ids = np.zeros(16, np.int64)
+    info = np.zeros((16, 3), np.int64)
+    gw_working(ot, ids, info)
+    gw_mark_pending(ot, gst, 7)
+    ot_delete(ot, gst, 7)
+
+
 class FixGatewayActor(Actor):
     """The FIX order gateway actor (``appliance fix gateway --session NAME``): creates the exec
     ring, waits for the engine's order ring, then runs ``Gateway.step`` in the actor loop."""
@@ -1368,6 +1498,9 @@ class FixGatewayActor(Actor):
         super().__init__(cfg, f"fix.{self.g.name}", log)
         self.wait_rings_s = wait_rings_s
         self.execs = self.orders = self.store = self.mlog = self.gw = None
+
+    def warm(self) -> None:
+        warm(self.g)
 
     def open(self) -> None:
         from appliance.fix.store import FileStore, MessageLog, StoreError

@@ -127,7 +127,7 @@ class MatchingVenue:
         self._oid = itertools.count(1)
         self._eid = itertools.count(1)
         self.counts = {"orders": 0, "cancels": 0, "replaces": 0, "fills": 0, "rejects": 0,
-                       "status": 0, "mass_cancels": 0}
+                       "status": 0, "mass_cancels": 0, "mass_status": 0}
 
     # ---- replies ----------------------------------------------------------------------------
     def _er(self, o: Order, exec_type: bytes, clord: bytes | None = None, orig: bytes | None = None,
@@ -320,7 +320,7 @@ class MatchingVenue:
     def _mass_status(self, msg: Message, owner=None) -> list:
         """OrderMassStatusRequest (AF): one 150=I report (584 = the request's id) per working
         order of the requesting session (585=7 all, 1 by Symbol)."""
-        self.counts["status"] += 1
+        self.counts["mass_status"] += 1
         req, kind, sym = msg.get(584, b"NONE"), msg.get(585, b"7"), msg.get(55)
         mine = [o for k, o in self.orders.items() if k == o.clord_id and o.working and o.owner is owner
                 and (kind != b"1" or o.symbol == sym)]

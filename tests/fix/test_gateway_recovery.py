@@ -148,7 +148,7 @@ def test_kill_flag_refuses_new_orders_cancels_working_ones_and_acks_in_the_contr
     k = h.gw_kill()
     assert (k["seen_epoch"], k["sent_epoch"]) == (epoch, epoch)
     assert h.cb.rec["actors"][h.idx]["kill_ack_epoch"] == epoch
-    assert k["done_time_ns"] > 0 and k["working"] == 3 and h.gw.gst[G.G_OPEN] == 0
+    assert k["done_time_ns"] > 0 and k["working"] == 0 and h.gw.gst[G.G_OPEN] == 0
     if h.gcfg.begin_string == "FIX.4.4":
         assert h.srv.venue.counts["mass_cancels"] == 1 and h.srv.venue.counts["cancels"] == 0
     else:
@@ -177,19 +177,56 @@ def test_fix42_mass_cancel_record_goes_out_as_one_cancel_per_order(shm_dir, tmp_
         h.close()
 
 
+def test_engine_reconcile_request_confirms_orders_and_cancels_unknown_working_ones(shm_dir, tmp_path):
+    from decimal import Decimal
+    h = InProcess(shm_dir, tmp_path)
+    try:
+        e = h.eng
+        e.wait_state(R.SESSION_RECONCILED)
+        assert h.gw.counters["mass_status_requests"] == 1          # at logon (nothing working)
+        ids = [e.new_order(9_000 + i) for i in range(2)]
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == ids[-1])
+        # an order at the venue on our session that this gateway never sent (e.g. its state lost)
+        srv_session = h.srv.sessions[0]
+        stray = X.Order("O999", b"999", b"BTCUSDT", b"2", b"2", b"1", Decimal(2), Decimal("120.00"),
+                        owner=srv_session)
+        h.srv.venue.orders[b"999"] = stray
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, reason=1)
+        recs = e.wait_state(R.SESSION_RECONCILED)
+        up = [i for i, r in enumerate(recs) if r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_UP]
+        assert up, "no SESSION_UP before RECONCILED"
+        statuses = {int(r["clord_id"]) for r in recs[up[-1]:] if r["rtype"] == R.RT_ACK
+                    and r["exec_type"] == R.EXEC_ORDER_STATUS}
+        assert set(ids) <= statuses
+        cx = e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["exec_type"] == R.EXEC_CANCELED)[-1]
+        assert cx["orig_clord_id"] == 999 and int(cx["clord_id"]) & G.GW_ID_BIT
+        assert stray.status == b"4" and h.gw.counters["unknown_cancels"] == 1
+        assert all(h.srv.venue.orders[b"%d" % i].working for i in ids)     # ours stay working
+        assert h.gw.gst[G.G_OPEN] == 2 and h.srv.sessions[0].rejects_sent == 0
+        late = e.new_order(10_500)                                         # and trading goes on
+        f = e.next_records(lambda r: r["rtype"] == R.RT_FILL)[-1]
+        assert f["clord_id"] == late
+    finally:
+        h.close()
+
+
 def test_venue_session_reject_and_business_reject_of_our_orders_become_reject_records(shm_dir, tmp_path):
     h = InProcess(shm_dir, tmp_path)
     try:
         e = h.eng
         e.wait_state(R.SESSION_RECONCILED)
         srv = h.srv.sessions[0]
-        real_validate = srv.dd.validate
+        real_dd = srv.dd                            # shared by every session of the process: wrap it
 
-        def validate(msg):                          # the venue wants Account (1) on ETH orders
-            if msg.msg_type == b"D" and msg.get(55) == b"ETHUSDT":
-                return ValidationError(REJ_REQUIRED_MISSING, 1)
-            return real_validate(msg)
-        srv.dd.validate = validate
+        class VenueRules:                           # the venue wants Account (1) on ETH orders
+            def validate(self, msg):
+                if msg.msg_type == b"D" and msg.get(55) == b"ETHUSDT":
+                    return ValidationError(REJ_REQUIRED_MISSING, 1)
+                return real_dd.validate(msg)
+
+            def __getattr__(self, name):
+                return getattr(real_dd, name)
+        srv.dd = VenueRules()
         real_app = h.srv.app.on_app_message
 
         def on_app(session, msg):                   # and refuses replaces of BTC at 91.00
