@@ -26,7 +26,12 @@ Session state on the exec ring (records.SESSION, ``state``):
   the ExecutionReports (150=I; FIX 4.2: 20=3) come back as ACK records with exec_type I, and when
   every one has answered SESSION_RECONCILED is published and new orders flow again. With nothing
   working, RECONCILED follows UP at once. Status requests are repeated every
-  ``reconcile_timeout_s`` until answered (a venue Reject of one counts as its answer).
+  ``reconcile_timeout_s`` until answered (a venue Reject of one counts as its answer). In FIX 4.4
+  (``mass_status``) an OrderMassStatusRequest (35=AF, all orders) goes out first: a working order
+  it reports that is not in the open-order table (nobody here knows it) is cancelled at once
+  (gateway-assigned ClOrdID); a venue that refuses AF is asked order by order from then on;
+- an RT_RECONCILE record for this session (the engine restarted) starts the same sequence on
+  the live session: SESSION_UP, status requests (and mass status), SESSION_RECONCILED.
 
 Restarts. The open-order table (ClOrdID, instrument, side, qty) lives in a mapped file in the
 store directory (``open_orders``, see ``OpenOrderFile``), written in place by the compiled
