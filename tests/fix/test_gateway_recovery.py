@@ -19,7 +19,7 @@ from appliance.fix.store import FileStore
 from appliance.sim import exchange as X
 from appliance.transport import control, ring, wait
 from appliance.transport import records as R
-from tests.fix.helpers import VENUE_TOML, free_port
+from tests.fix.helpers import VENUE_TOML
 from tests.fix.test_gateway import INSTRUMENTS, describe
 
 pytestmark = pytest.mark.timeout(300)
