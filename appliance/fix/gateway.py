@@ -1508,8 +1508,16 @@ class FixGatewayActor(Actor):
         warm(self.g)
 
     def open(self) -> None:
+        from appliance.fix import admin
+        from appliance.fix import tls as tls_mod
         from appliance.fix.store import FileStore, MessageLog, StoreError
         g = self.g
+        try:                # secrets and TLS files first: a bad one is refused before any waiting
+            admin.logon_hook(g.credentials_file, g.logon_signature, g.signing_key_file)
+            if g.tls:
+                tls_mod.TlsSettings.from_table(g.tls).client_context()
+        except (OSError, ValueError) as e:
+            raise ActorError(f"{g.name}: {e}") from None
         # our output first, then wait for the engine's order ring (the engine waits for ours)
         self.execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE,
                                             self.cfg.rings.exec_capacity, self.shm_dir)
