@@ -6,13 +6,16 @@ QuickFIX SSL setting names:
 
     CertificationAuthoritiesFile   PEM bundle of CAs that sign the peer (default: the system's)
     CertificationAuthoritiesDirectory   hashed CA directory (c_rehash), as OpenSSL reads it
-    CertificateVerifyLevel         0 = do not verify the peer; 1 = verify (default for an
-                                   initiator); acceptor: 1 = ask for a client certificate and
-                                   verify it if given, 2 = require one
+    CertificateVerifyLevel         as QuickFIX: 0 = do not verify the peer; 1 = verify, and an
+                                   acceptor requires a client certificate; 2 = verify if given
+                                   (an acceptor asks for one, optional). Not set: an initiator
+                                   verifies the server; an acceptor does not ask for a client
+                                   certificate
     ClientCertificateFile / ClientCertificateKeyFile   initiator's own certificate (optional)
     ServerCertificateFile / ServerCertificateKeyFile   acceptor's certificate (required there)
-    SSLProtocol                    QuickFIX form, e.g. "-all +TLSv1.2 +TLSv1.3"; only TLS 1.2 and
-                                   1.3 can be enabled (default: both)
+    SSLProtocol                    QuickFIX form, e.g. "-all +TLSv1_2 +TLSv1_3" (TLSv1.2 spelling
+                                   accepted too); only TLS 1.2 and 1.3 can be enabled (default:
+                                   both)
     SSLCipherSuite                 OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)
     SSLServerName                  SNI and the name checked in the server's certificate
                                    (initiator; default: the host it connects to)
@@ -38,8 +41,8 @@ from pathlib import Path
 KEYS = ("CertificationAuthoritiesFile", "CertificationAuthoritiesDirectory", "CertificateVerifyLevel",
         "ClientCertificateFile", "ClientCertificateKeyFile", "ServerCertificateFile",
         "ServerCertificateKeyFile", "SSLProtocol", "SSLCipherSuite", "SSLServerName")
-_PROTOCOLS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
-_REFUSED = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1")
+_PROTOCOLS = {"tlsv1_2": ssl.TLSVersion.TLSv1_2, "tlsv1_3": ssl.TLSVersion.TLSv1_3}
+_REFUSED = ("sslv2", "sslv3", "tlsv1", "tlsv1_1")
 
 
 def ktls_available() -> bool:
@@ -49,20 +52,22 @@ def ktls_available() -> bool:
 
 
 def _versions(spec: str) -> tuple:
-    """QuickFIX SSLProtocol ("-all +TLSv1.2 ...", or a plain list) -> (min, max) TLS versions."""
+    """QuickFIX SSLProtocol ("-all +TLSv1_2 ...", or a plain list; case-insensitive, TLSv1.2
+    spelling too) -> (min, max) TLS versions."""
     on = set()
     for tok in spec.replace(",", " ").split():
         sign = tok[0] if tok[0] in "+-" else "+"
-        name = tok.lstrip("+-")
-        if name.lower() == "all":
+        raw = tok.lstrip("+-")
+        name = raw.lower().replace(".", "_")
+        if name == "all":
             on = set(_PROTOCOLS) if sign == "+" else set()
             continue
         if name in _REFUSED:
             if sign == "+":
-                raise ValueError(f"SSLProtocol: {name} is not allowed (TLS 1.2 or later only)")
+                raise ValueError(f"SSLProtocol: {raw} is not allowed (TLS 1.2 or later only)")
             continue
         if name not in _PROTOCOLS:
-            raise ValueError(f"SSLProtocol: unknown protocol {name!r} (known: TLSv1.2, TLSv1.3)")
+            raise ValueError(f"SSLProtocol: unknown protocol {raw!r} (known: TLSv1_2, TLSv1_3)")
         (on.add if sign == "+" else on.discard)(name)
     if not on:
         raise ValueError(f"SSLProtocol {spec!r} enables no protocol")
@@ -90,7 +95,7 @@ class TlsSettings:
     client_key: str = ""
     server_cert: str = ""
     server_key: str = ""
-    protocol: str = "+TLSv1.2 +TLSv1.3"
+    protocol: str = "+TLSv1_2 +TLSv1_3"
     ciphers: str = ""
     server_name: str = ""
 
@@ -153,7 +158,7 @@ class TlsSettings:
         return ctx
 
     def server_context(self) -> ssl.SSLContext:
-        """Acceptor side: its certificate; client certificates asked for (1) or required (2)."""
+        """Acceptor side: its certificate; client certificates required (1) or asked for (2)."""
         if not (self.server_cert and self.server_key):
             raise ValueError("an acceptor needs ServerCertificateFile and ServerCertificateKeyFile")
         ctx = self._common(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
@@ -162,7 +167,7 @@ class TlsSettings:
         except (OSError, ssl.SSLError) as e:
             raise ValueError(f"ServerCertificateFile/KeyFile: {e}") from None
         if self.verify_level in (1, 2):
-            ctx.verify_mode = ssl.CERT_OPTIONAL if self.verify_level == 1 else ssl.CERT_REQUIRED
+            ctx.verify_mode = ssl.CERT_REQUIRED if self.verify_level == 1 else ssl.CERT_OPTIONAL
             self._load_cas(ctx)
         return ctx
 

@@ -32,7 +32,7 @@ def pki(tmp_path_factory):
     return tls.make_pki(tmp_path_factory.mktemp("pki"), names=("venue.test", "localhost"))
 
 
-def _server_ctx(pki, verify=2):
+def _server_ctx(pki, verify=1):
     return tls.TlsSettings.from_table({"ServerCertificateFile": pki["server"],
                                        "ServerCertificateKeyFile": pki["server_key"],
                                        "CertificationAuthoritiesFile": pki["ca"],
@@ -75,7 +75,7 @@ def test_session_initiator_and_acceptor_log_on_and_trade_over_tls_with_client_ce
 class TlsVenue:
     """The mock exchange's application behind a TLS listener, on a thread."""
 
-    def __init__(self, pki, verify=2):
+    def __init__(self, pki, verify=1):
         self.loop = EventLoop(tick=0.01)
         self.venue = X.MatchingVenue(references={"BTCUSDT": "100.00"})
         self.session = Session(SessionConfig(begin_string="FIX.4.4", sender_comp_id="SIMEX",
@@ -162,12 +162,14 @@ def test_gateway_refuses_or_is_refused_when_verification_fails(shm_dir, tmp_path
 
 
 def test_tls_settings_refuse_old_protocols_unknown_keys_and_readable_keys(pki, tmp_path):
-    for bad, msg in (({"SSLProtocol": "+TLSv1.1"}, "not allowed"), ({"SSLProtocol": "-all"}, "enables no"),
+    assert tls.TlsSettings.from_table({"SSLProtocol": "-all +tlsv1.2"}).client_context().maximum_version \
+        == ssl.TLSVersion.TLSv1_2
+    for bad, msg in (({"SSLProtocol": "+TLSv1_1"}, "not allowed"), ({"SSLProtocol": "-all"}, "enables no"),
                      ({"SSLVerify": 1}, "unknown TLS setting"), ({"CertificateVerifyLevel": 5}, "0, 1 or 2"),
                      ({"ClientCertificateFile": "x"}, "go together")):
         with pytest.raises(ValueError, match=msg):
             tls.TlsSettings.from_table(bad)
-    s = tls.TlsSettings.from_table({"SSLProtocol": "-all +TLSv1.3"})
+    s = tls.TlsSettings.from_table({"SSLProtocol": "-all +TLSv1_3"})
     ctx = s.client_context()
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3 and ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.check_hostname
