@@ -9,6 +9,7 @@ act between steps. Each command is answered with ``ok <command>`` on stdout once
         remove B SIDE PRICE    one L2 delete (SIDE buy|sell) + BATCH_END with the new best
         set B SIDE PRICE QTY   one L2 level change + BATCH_END
         invalid B REASON       BOOK_STATUS INVALID(REASON)
+        batch B BID ASK        a BATCH_END saying the best prices are BID / ASK
         trade B SIDE PRICE QTY
         noise B N              N deltas far from the top (lap a small ring) + BATCH_END each
         hist NAME NS [N]       record NS into histogram NAME (N times)
@@ -147,6 +148,8 @@ class MdFeeder(Feeder):
             b = int(w[1])
             self.books[b] = ({}, {})
             self._rec(records.BOOK_STATUS, b, status=records.BOOK_INVALID, reason=int(w[2]))
+        elif w[0] == "batch":              # a BATCH_END with the given best prices, right or not
+            self._rec(records.BATCH_END, int(w[1]), bid_price=int(w[2]), ask_price=int(w[3]))
         elif w[0] == "trade":
             self._rec(records.TRADE, int(w[1]), side=side[w[2]], price=int(w[3]), qty=int(w[4]))
         elif w[0] == "noise":
