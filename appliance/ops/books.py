@@ -147,10 +147,10 @@ def apply_batch(rows, n, book_map, px, qty, nlev, st, res):
     return n
 
 
-def _decimal_str(v: int, step: str) -> str:
+def decimal_str(v: int, step: str) -> str:
+    """An integer number of grid steps as a plain decimal string."""
     d = Decimal(v) * Decimal(step)
-    s = format(d.normalize(), "f") if d else "0"
-    return s
+    return format(d.normalize(), "f") if d else "0"
 
 
 class BookWatcher:
@@ -256,8 +256,8 @@ class BookWatcher:
             sides = []
             for s in (0, 1):
                 m = int(book.top(self.px, self.qty, self.nlev, b, s, opx, oq))
-                sides.append([(_decimal_str(int(opx[k]), inst.tick),
-                               _decimal_str(int(oq[k]), inst.lot)) for k in range(m)])
+                sides.append([(decimal_str(int(opx[k]), inst.tick),
+                               decimal_str(int(oq[k]), inst.lot)) for k in range(m)])
             if ring_name not in self.readers:
                 state = "no md ring"
             elif st[S_GW] == records.BOOK_INVALID and not st[S_SYNCED]:
@@ -270,8 +270,8 @@ class BookWatcher:
                 state = "partial"
             trade = None
             if st[S_TRADES]:
-                trade = {"price": _decimal_str(int(st[S_TRADE_PX]), inst.tick),
-                         "qty": _decimal_str(int(st[S_TRADE_QTY]), inst.lot),
+                trade = {"price": decimal_str(int(st[S_TRADE_PX]), inst.tick),
+                         "qty": decimal_str(int(st[S_TRADE_QTY]), inst.lot),
                          "side": {records.SIDE_BUY: "buy", records.SIDE_SELL: "sell"}.get(
                              int(st[S_TRADE_SIDE]), "?")}
             out.append({"venue": inst.venue, "symbol": inst.symbol, "state": state,

@@ -200,7 +200,10 @@ def families(snap: dict, cfg) -> list:
     if risk:
         r_trips.add_metric([], float(risk.get("trips", 0)))
         r_pass.add_metric([], float(risk.get("passed", 0)))
-        for reason, n in (risk.get("denied") or {}).items():
+        from appliance.engine.risk import RJ_NAMES     # every reason, 0 until it happens
+        denied = {n: 0 for n in RJ_NAMES.values() if n != "ok"}
+        denied.update(risk.get("denied") or {})
+        for reason, n in denied.items():
             r_den.add_metric([str(reason)], float(n))
         if isinstance(risk.get("equity_e8"), int):
             r_eq.add_metric([], risk["equity_e8"] / 1e8)
