@@ -305,12 +305,19 @@ state_dir = "{tmp_path}/state"
 [wait]
 strategy = "backoff"
 backoff_max_ns = 200000
+[[venues]]
+name = "binance"
+[[instruments]]
+venue = "binance"
+symbol = "BTCUSDT"
+tick = "0.01"
+lot = "0.001"
 [fix.sessions.sim]
 host = "127.0.0.1"
 port = {port}
 sender_comp_id = "APPLIANCE"
 target_comp_id = "SIMEX"
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
 """)
     orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
     env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
