@@ -68,8 +68,8 @@ def _exporter(args) -> int:
         return rc
     host = args.host if args.host is not None else cfg.telemetry.exporter_host
     port = args.port if args.port is not None else cfg.telemetry.exporter_port
-    if not 0 <= port < 65536:
-        return _fail("exporter", f"--port {port}: not a TCP port (0..65535)")
+    if not 0 <= port < 65536:                  # only [telemetry] can get here (validated)
+        return _fail("exporter", f"port {port}: not a TCP port (0..65535)")
     from appliance.ops import exporter, source
     observer = source.Observer(cfg, args.shm_dir)
 
@@ -87,6 +87,7 @@ def _exporter(args) -> int:
 
 
 def register(sub) -> None:
+    from appliance.cli import port_arg
     p = sub.add_parser("top", help="live terminal view: actors, rings, latency, books, "
                                    "positions, risk, kill switch (q quits, k kills)")
     p.add_argument("--shm-dir", help="shared-memory directory of the appliance to watch "
@@ -99,7 +100,7 @@ def register(sub) -> None:
     p = sub.add_parser("exporter", help="Prometheus metrics of the running appliance over HTTP")
     p.add_argument("--host", default=None,
                    help="address to bind (default: [telemetry] exporter_host, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None,
+    p.add_argument("--port", type=port_arg, default=None,
                    help="TCP port (default: [telemetry] exporter_port, 9464)")
     p.add_argument("--shm-dir", help="shared-memory directory of the appliance to export "
                                      "(default: as the config / $APPLIANCE_SHM_DIR resolve it)")
