@@ -148,9 +148,10 @@ def apply_batch(rows, n, book_map, px, qty, nlev, st, res):
 
 
 def decimal_str(v: int, step: str) -> str:
-    """An integer number of grid steps as a plain decimal string."""
-    d = Decimal(v) * Decimal(step)
-    return format(d.normalize(), "f") if d else "0"
+    """``v`` grid steps as a decimal string with the step's decimals (columns line up)."""
+    st = Decimal(step).normalize()
+    places = max(0, -st.as_tuple().exponent)
+    return f"{Decimal(v) * st:.{places}f}"
 
 
 class BookWatcher:

@@ -182,6 +182,7 @@ def test_nothing_running_is_exported_as_down_not_an_error(tmp_path, exporters):
     assert value(fams, "appliance_up") == 0
     assert samples(fams, "appliance_actor_up") == []
     assert not (tmp_path / "no-shm").exists()
+    assert e.stop() == 0                       # SIGTERM: a clean stop
 
 
 def test_exporter_binds_the_configured_host_and_port(tmp_path, exporters):
