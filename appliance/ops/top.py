@@ -362,6 +362,7 @@ class TopApp(App):
         self.last: dict | None = None
         self.refreshes = 0
         self._shown: dict[str, Text] = {}
+        self._pulling = False
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="body"):
@@ -412,6 +413,8 @@ class TopApp(App):
             self.query_one(f"#{panel}", Static).update(text)
 
     def action_kill(self) -> None:
+        if isinstance(self.screen, ConfirmKill) or self._pulling:
+            return                             # one question, one kill at a time
         self.push_screen(ConfirmKill(), self._confirmed)
 
     def _confirmed(self, yes: bool | None) -> None:
@@ -419,13 +422,15 @@ class TopApp(App):
             self.kill_line = "kill switch: not pulled (cancelled)"
             return
         self.kill_line = "kill switch: pulling ..."
-        self.run_worker(self._pull, thread=True, exclusive=True, group="kill")
+        self._pulling = True
+        self.run_worker(self._pull, thread=True, group="kill")
 
     def _pull(self) -> None:
         line, result = pull_kill_switch(self.observer, self.kill_timeout_s)
         self.call_from_thread(self._pulled, line, result)
 
     def _pulled(self, line: str, result: dict | None) -> None:
+        self._pulling = False
         self.kill_line = line
         self.kill_result = result
         self.refresh_view()

@@ -157,7 +157,11 @@ def test_k_then_y_pulls_the_kill_switch_and_shows_the_engines_ack(ops_cfg, shm_d
     async def script(app, pilot):
         await pilot.press("k")
         await pilot.pause(0.3)
+        await pilot.press("k")                 # a second k does not stack a second question
+        await pilot.pause(0.3)
         await pilot.press("y")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, top.ConfirmKill)
         lines = await wait_screen(app, pilot, lambda s: "HALTED: engine pid" in s)
         assert any(f"HALTED: engine pid {eng.p.pid} acknowledged epoch 1" in line
                    for line in lines)
@@ -284,3 +288,21 @@ def test_refresh_rate_out_of_range_is_exit_2(ops_cfg, hz):
                         "--refresh-hz", hz], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "--refresh-hz" in r.stderr
+
+
+def test_kill_with_no_engine_sets_and_persists_the_halt_and_says_nothing_acknowledged(ops_cfg,
+                                                                                      shm_dir):
+    from appliance.engine import killswitch
+
+    async def script(app, pilot):
+        await pilot.press("k")
+        await pilot.pause(0.3)
+        await pilot.press("y")
+        lines = await wait_screen(app, pilot, lambda s: "no engine is running" in s)
+        assert any("KILL SWITCH SET" in line and "NOT acknowledged" in line for line in lines)
+        assert any("risk state: HALTED (no engine)" in line for line in lines)
+        await pilot.press("q")
+
+    app = run_app(ops_cfg, script, books_on=False)
+    assert app.kill_result["acked"] is None
+    assert killswitch.read_state(config.load(ops_cfg).appliance.state_dir)["halted"] is True
