@@ -29,19 +29,20 @@ import numpy as np
 
 from appliance import actor as actor_mod
 from appliance.config import ConfigError
+from appliance.fix.wire import SECRET_TAGS
 from appliance.transport import records, shm, telemetry
 
 log = logging.getLogger(__name__)
 
 KIND_NAMES = {1: "md", 2: "engine", 3: "fix", 4: "recorder", 5: "other"}
 
-# FIX fields that never appear in clear in anything a view prints (issue 16.1): Password (554),
-# NewPassword (925), RawData (96, signatures).
-_SECRET = re.compile(r"(?<![0-9])(554|925|96)=[^\x01|\s]*")
+# FIX fields that never appear in clear in anything a view prints: fix.wire.SECRET_TAGS
+# (Password, NewPassword, RawData signatures), in text with any separator (SOH, |, spaces).
+_SECRET = re.compile(r"(?<![0-9])(" + "|".join(str(t) for t in SECRET_TAGS) + r")=[^\x01|\s]*")
 
 
 def redact(text: str) -> str:
-    """``text`` with the values of FIX tags 554, 925 and 96 replaced by ``***``."""
+    """``text`` with the values of the FIX secret tags replaced by ``***``."""
     return _SECRET.sub(r"\1=***", text)
 
 

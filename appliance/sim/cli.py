@@ -56,7 +56,7 @@ def _venue_sim(args: argparse.Namespace) -> int:
                             stall_ms=args.stall_ms)
         port = args.port if args.port is not None else _default_port(args)
         vs = venue.VenueSim(args.venue, args.recording or None, host=args.host, port=port,
-                          pace=args.pace, speed=args.speed, faults=faults)
+                          pace=args.pace, speed=args.speed, faults=faults, loop=args.loop)
         vs.start()
     except (venue.SimError, OSError) as e:
         print(f"appliance venue-sim: {e}", file=sys.stderr)
@@ -100,6 +100,10 @@ def register(sub) -> None:
                    "every <VENUE>.ws.*.0 or <VENUE>.jsonl.zst in the data directory)")
     s.add_argument("--pace", choices=("realtime", "fast"), default="realtime")
     s.add_argument("--speed", type=positive_float, default=1.0, help="realtime speed-up factor")
+    s.add_argument("--loop", action="store_true",
+                   help="replay the recording over and over: each loop is a fresh connection "
+                   "(the simulator closes the last one) with ids and times shifted so the "
+                   "stream and its REST snapshots stay consistent")
     s.add_argument("--drop-every", type=int, default=0, metavar="N", help="drop every Nth frame (gap)")
     s.add_argument("--duplicate-every", type=int, default=0, metavar="N", help="send every Nth frame twice")
     s.add_argument("--garbage-every", type=int, default=0, metavar="N", help="garbage frame before every Nth")
