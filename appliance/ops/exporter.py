@@ -10,6 +10,9 @@ counters end in ``_total``, latencies are ``_seconds`` histograms):
     appliance_actor_loops_total{actor}              loop iterations
     appliance_actor_core{actor}                     pinned core (-1 = not pinned)
     appliance_actor_status_age_seconds{actor}       since the actor last wrote its status file
+    appliance_actor_kill_ack_epoch{actor}           last kill epoch the actor confirmed its part of
+    appliance_fix_working_orders{actor}             orders a FIX gateway knows working (control
+                                                    block, its kill line)
     appliance_ring_records_total{ring}              records published (the ring's head)
     appliance_ring_capacity{ring}                   slots
     appliance_ring_writer_up{ring}                  1 while the producer lives
@@ -66,6 +69,7 @@ _BAD = re.compile(r"[^a-zA-Z0-9_]")
 # families whose names the counter-derived names must not take
 FIXED = ("appliance_up", "appliance_actor_up", "appliance_actor_heartbeat_age_seconds",
          "appliance_actor_loops", "appliance_actor_core", "appliance_actor_status_age_seconds",
+         "appliance_actor_kill_ack_epoch", "appliance_fix_working_orders",
          "appliance_ring_records", "appliance_ring_capacity", "appliance_ring_writer_up",
          "appliance_ring_consumer_lag", "appliance_ring_consumer_lost", "appliance_kill_switch",
          "appliance_kill_epoch", "appliance_kill_ack_epoch", "appliance_kill_ack_seconds",
@@ -130,7 +134,14 @@ def families(snap: dict, cfg) -> list:
     a_loops = c("appliance_actor_loops", "loop iterations of the actor", labels=["actor"])
     a_core = g("appliance_actor_core", "core the actor is pinned to (-1 = not pinned)",
                labels=["actor"])
+    a_kack = g("appliance_actor_kill_ack_epoch", "last kill epoch the actor confirmed its part of "
+               "(a FIX gateway: nothing of its own working)", labels=["actor"])
+    f_work = g("appliance_fix_working_orders", "orders a FIX gateway knows working at its venue",
+               labels=["actor"])
     for a in snap["actors"]:
+        a_kack.add_metric([a["name"]], float(a["kill_ack_epoch"]))
+        if a.get("gw_kill"):
+            f_work.add_metric([a["name"]], float(a["gw_kill"]["working"]))
         a_up.add_metric([a["name"], a["kind"]], 1.0 if a["alive"] else 0.0)
         if a["heartbeat_age_s"] is not None:
             a_hb.add_metric([a["name"]], max(0.0, a["heartbeat_age_s"]))
@@ -141,7 +152,7 @@ def families(snap: dict, cfg) -> list:
     for name, st in snap["status"].items():
         if st.get("age_s") is not None:
             a_st.add_metric([name], max(0.0, st["age_s"]))
-    out += [a_up, a_hb, a_loops, a_core, a_st]
+    out += [a_up, a_hb, a_loops, a_core, a_st, a_kack, f_work]
 
     r_rec = c("appliance_ring_records", "records published on the ring (its head sequence)",
               labels=["ring"])

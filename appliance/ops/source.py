@@ -6,7 +6,8 @@ block, and its systemd unit needs no write access to them), copies what it needs
 
     control          kill switch (flag, epoch, acknowledgement, reason, source, TSC ack time),
                      risk state, engine pid, one line per registered actor (pid, core, loops,
-                     heartbeat, its kill acknowledgement)
+                     heartbeat, its kill acknowledgement; a FIX gateway's kill stages and the
+                     orders it still knows working)
     <ring>           head, capacity, writer pid / liveness, consumers (lag, lost, laps)
     telemetry.<a>    the actor's histograms (summary + raw rows) and counters / gauges
     status files     ``<state_dir>/status/<actor>.json`` (the engine's positions, PnL, open
@@ -225,12 +226,16 @@ class Observer:
             if pid == 0:
                 continue
             hb = int(a["heartbeat_ns"])
-            actors.append({"index": i, "name": a["name"].decode(errors="replace"), "pid": pid,
-                           "alive": shm.process_alive(pid, 0),
-                           "kind": KIND_NAMES.get(int(a["kind"]), str(int(a["kind"]))),
-                           "core": int(a["core"]), "loops": int(a["loops"]),
-                           "heartbeat_age_s": (now - hb) / 1e9 if hb else None,
-                           "kill_ack_epoch": int(a["kill_ack_epoch"])})
+            kind = KIND_NAMES.get(int(a["kind"]), str(int(a["kind"])))
+            line = {"index": i, "name": a["name"].decode(errors="replace"), "pid": pid,
+                    "alive": shm.process_alive(pid, 0), "kind": kind,
+                    "core": int(a["core"]), "loops": int(a["loops"]),
+                    "heartbeat_age_s": (now - hb) / 1e9 if hb else None,
+                    "kill_ack_epoch": int(a["kill_ack_epoch"]), "gw_kill": None}
+            if kind == "fix" and "gw_kill" in (rec.dtype.names or ()):
+                g = rec["gw_kill"][i]
+                line["gw_kill"] = {k: int(g[k]) for k in g.dtype.names}
+            actors.append(line)
         epoch, ack = int(rec["kill_epoch"]), int(rec["kill_ack_epoch"])
         kill = {"set": bool(rec["kill"]), "epoch": epoch, "ack_epoch": ack,
                 "reason": redact(rec["kill_reason"].decode(errors="replace")),

@@ -176,8 +176,12 @@ def render_actors(snap: dict) -> Text:
             state = ("LATE", "yellow")
         else:
             state = ("alive", "green")
+        ack = str(a["kill_ack_epoch"] or "-")
+        g = a.get("gw_kill")
+        if g:
+            ack += f" (saw {g['seen_epoch']}, cancels sent {g['sent_epoch']}, working {g['working']})"
         tb.row(a["name"], a["kind"], a["pid"], state, "-" if a["core"] < 0 else a["core"],
-               a["loops"], fmt_age(age), a["kill_ack_epoch"] or "-")
+               a["loops"], fmt_age(age), ack)
     return tb.text("actors")
 
 

@@ -17,6 +17,10 @@ act between steps. Each command is answered with ``ok <command>`` on stdout once
         gauge NAME V
         exit
 
+    python -m tests.ops.procs fix CONFIG SESSION
+        a FIX gateway's control-block lines (kind fix): working N (its kill line's working
+        orders), killack E (its kill acknowledgement) and the hist / counter / exit commands
+
     python -m tests.ops.procs engine CONFIG
         the engine's role in the kill protocol (engine_pid, acknowledge every kill epoch with
         its TSC stamp, risk state HALTED), a status file made by a real EngineState
@@ -199,12 +203,32 @@ class EngineFeeder(Feeder):
             self.cb.rec["engine_pid"] = 0
 
 
+class FixFeeder(Feeder):
+    """A FIX gateway's control-block lines: kind fix, its kill line (working orders) and its
+    kill acknowledgement."""
+
+    kind = control.ACTOR_FIX
+
+    def __init__(self, cfg, session):
+        super().__init__(cfg, f"fix.{session}")
+
+    def command(self, w: list[str]) -> None:
+        if w[0] == "working":
+            self.cb.rec["gw_kill"][self._idx]["working"] = int(w[1])
+        elif w[0] == "killack":
+            control.actor_ack_kill(self.cb.words, self._idx, int(w[1]))
+        else:
+            super().command(w)
+
+
 def main(argv: list[str]) -> int:
     cfg = config.load(argv[1])
     if argv[0] == "md":
         a = MdFeeder(cfg, argv[2], int(argv[3]) if len(argv) > 3 else 1024)
     elif argv[0] == "engine":
         a = EngineFeeder(cfg)
+    elif argv[0] == "fix":
+        a = FixFeeder(cfg, argv[2])
     else:
         raise SystemExit(f"unknown role {argv[0]}")
     return a.run()

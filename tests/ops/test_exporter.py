@@ -295,19 +295,16 @@ def test_every_metric_the_dashboard_queries_is_exported(ops_cfg, shm_dir, feeder
     eng = feeders(ops_cfg, "engine")
     md.do("snapshot 0 1000 1001 5", "hist frame_to_publish 900",
           *(f"counter {c} 1" for c in MD_COUNTERS))
-    # the engine's counter names are the real ones (its stats); a FIX gateway's telemetry
-    # region (its counter and hop names) is written by this process
+    # the engine's counter names are the real ones (its stats)
     eng.do("hist md_to_order 2500", *(f"counter {n} 1" for n in STAT_NAMES.values()))
+    fix = feeders(ops_cfg, "fix", "sim")
+    fix.do("working 2", "killack 1", *(f"counter {c} 1" for c in FIX_COUNTERS),
+           *(f"hist {h} 1000" for h in ("order_to_wire", "wire_to_ack", "tick_to_trade")))
     r = ring_mod.RingReader.attach("md.binance", consumer="engine", shm_dir=str(shm_dir))
     from appliance import config
     from appliance.engine import killswitch
-    from appliance.transport import control, telemetry
-    tm = telemetry.Telemetry.create("fix.sim", str(shm_dir))
+    from appliance.transport import control
     try:
-        for c in FIX_COUNTERS:
-            tm.counters[tm.counter(c)] = 1
-        for h in ("order_to_wire", "wire_to_ack", "tick_to_trade"):
-            hist.record(tm.hists[tm.hist(h)], 1000)
         cb = control.ControlBlock.open(str(shm_dir))
         try:
             assert killswitch.kill(cb, config.load(ops_cfg).appliance.state_dir, "t",
@@ -317,8 +314,11 @@ def test_every_metric_the_dashboard_queries_is_exported(ops_cfg, shm_dir, feeder
         e = exporters(ops_cfg, "--port", "0")
         fams = e.scrape()
     finally:
-        tm.close()
         r.close()
+    assert value(fams, "appliance_fix_working_orders", actor="fix.sim") == 2
+    assert value(fams, "appliance_actor_kill_ack_epoch", actor="fix.sim") == 1
+    assert value(fams, "appliance_actor_up", actor="fix.sim", kind="fix") == 1
+    assert value(fams, "appliance_fix_sent_total", actor="fix.sim", venue="binance") == 1
     exported = {s.name for f in fams.values() for s in f.samples}
     missing = sorted(m for m in dashboard_metrics() if m not in exported)
     assert not missing, missing

@@ -174,3 +174,13 @@ def test_regions_are_mapped_read_only(ops_cfg, shm_dir, feeders):
             r.mem[0] = 1
     finally:
         r.close()
+
+
+def test_a_fix_gateways_kill_line_is_read(ops_cfg, feeders):
+    fix = feeders(ops_cfg, "fix", "sim")
+    fix.do("working 3", "killack 2")
+    snap = source.Observer(config.load(ops_cfg)).collect()
+    (a,) = [a for a in snap["actors"] if a["name"] == "fix.sim"]
+    assert a["kind"] == "fix" and a["kill_ack_epoch"] == 2
+    assert a["gw_kill"]["working"] == 3 and a["gw_kill"]["seen_epoch"] == 0
+    assert source.actor_venue(config.load(ops_cfg), "fix.sim") == "binance"
