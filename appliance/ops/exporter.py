@@ -50,8 +50,11 @@ import re
 import signal
 import threading
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
@@ -211,7 +214,7 @@ def families(snap: dict, cfg) -> list:
     if risk:
         r_trips.add_metric([], float(risk.get("trips", 0)))
         r_pass.add_metric([], float(risk.get("passed", 0)))
-        from appliance.engine.risk import RJ_NAMES     # every reason, 0 until it happens
+        from appliance.engine.risk import RJ_NAMES  # every reason, 0 until it happens
         denied = {n: 0 for n in RJ_NAMES.values() if n != "ok"}
         denied.update(risk.get("denied") or {})
         for reason, n in denied.items():

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.ops import exporter
 from appliance.transport import hist
-from tests.ops.conftest import REPO, config_text, wait_until
+from tests.ops.conftest import REPO, config_text
 
 DASHBOARD = REPO / "appliance/ops/grafana/appliance.json"
 # counter names the real actors publish in telemetry (the dashboard's gateway and engine panels)
