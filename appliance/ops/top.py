@@ -430,7 +430,10 @@ class TopApp(App):
         self.run_worker(self._pull, thread=True, group="kill")
 
     def _pull(self) -> None:
-        line, result = pull_kill_switch(self.observer, self.kill_timeout_s)
+        try:
+            line, result = pull_kill_switch(self.observer, self.kill_timeout_s)
+        except Exception as e:                 # noqa: BLE001 - said on screen, the view goes on
+            line, result = f"kill switch: FAILED ({type(e).__name__}: {e}); use appliance kill", None
         self.call_from_thread(self._pulled, line, result)
 
     def _pulled(self, line: str, result: dict | None) -> None:
