@@ -179,10 +179,10 @@ class BookWatcher:
 
     def warm(self) -> None:
         """Compile (or load from the cache) the kernels before the view starts."""
-        apply_batch(self.buf, 0, self.book_map, self.px, self.qty, self.nlev, self.st, self.res)
-        hdr, data = ring.local_ring(records.MD_RECORD_SIZE, 2)
-        ring.drain(hdr, data, ring.local_cursor(hdr), self.buf, BATCH)
-        book.top(self.px, self.qty, self.nlev, 0, 0, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        from appliance.ops import warm
+        from appliance.transport import warm as transport_warm
+        transport_warm.warm()
+        warm.warm()
 
     def _books_of(self, venue: str) -> list[int]:
         return [b for b, i in enumerate(self.instruments) if i.venue == venue]
