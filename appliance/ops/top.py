@@ -16,7 +16,8 @@ every md ring). Panels:
 
 Keys: ``q`` quits; ``k`` asks for confirmation (``y`` / ``n``) and then pulls the kill switch
 through :func:`appliance.engine.killswitch.kill` (the same path as ``appliance kill``), showing
-whether the engine acknowledged and how fast.
+who confirmed (the engine's acknowledgement, each FIX gateway's nothing-working confirmation) and
+how fast, or who did not.
 
 Nothing in the refresh path raises: a missing shared-memory directory, a half-started or stopped
 appliance are shown as such, and log records of the libraries are kept in the summary instead of
@@ -459,11 +460,18 @@ def pull_kill_switch(observer: source.Observer, timeout_s: float) -> tuple[str, 
         return f"kill switch SET in the control block, but: {e}", None
     finally:
         cb.close()
-    if r["acked"] is None:
-        return (f"kill switch SET (epoch {r['epoch']}) and persisted; no engine is running, so "
-                f"nothing acknowledged it: the next engine start comes up HALTED"), r
-    if r["acked"]:
-        return (f"HALTED: engine pid {r['engine_pid']} acknowledged epoch {r['epoch']} in "
-                f"{r['ack_ns'] / 1e6:.3f} ms"), r
-    return (f"kill switch SET (epoch {r['epoch']}) but engine pid {r['engine_pid']} did NOT "
-            f"acknowledge within {timeout_s:g} s"), r
+    if r["confirmed"]:
+        parts = []
+        if r["engine_acked"]:
+            parts.append(f"engine pid {r['engine_pid']} acknowledged in "
+                         f"{r['engine_ack_ns'] / 1e6:.3f} ms")
+        for name, g in r["gateways"].items():
+            parts.append(f"{name} confirmed nothing working at the venue after "
+                         f"{g['confirm_ns'] / 1e6:.3f} ms")
+        return f"HALTED (epoch {r['epoch']}): " + "; ".join(parts), r
+    if not r["engine_pid"] and not r["gateways"]:
+        return (f"kill switch SET (epoch {r['epoch']}) and persisted, but NOT confirmed: no "
+                f"engine and no FIX gateway is running, so nobody confirmed that nothing is "
+                f"working at the venue"), r
+    return (f"kill switch SET (epoch {r['epoch']}, persisted) but NOT confirmed within "
+            f"{timeout_s:g} s by: {', '.join(r['waiting_for'])}"), r

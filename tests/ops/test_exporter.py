@@ -164,7 +164,7 @@ def test_a_kill_shows_in_the_next_scrape_with_the_engines_ack(ops_cfg, shm_dir, 
     cfg = config.load(ops_cfg)
     cb = control.ControlBlock.open(str(shm_dir))
     try:
-        assert killswitch.kill(cb, cfg.appliance.state_dir, "test", timeout_s=60)["acked"]
+        assert killswitch.kill(cb, cfg.appliance.state_dir, "test", timeout_s=60)["confirmed"]
     finally:
         cb.close()
     fams = e.scrape()
@@ -308,7 +308,7 @@ def test_every_metric_the_dashboard_queries_is_exported(ops_cfg, shm_dir, feeder
         cb = control.ControlBlock.open(str(shm_dir))
         try:
             assert killswitch.kill(cb, config.load(ops_cfg).appliance.state_dir, "t",
-                                   timeout_s=60)["acked"]
+                                   timeout_s=60)["confirmed"]
         finally:
             cb.close()
         e = exporters(ops_cfg, "--port", "0")

@@ -75,7 +75,7 @@ def test_exporter_and_top_watch_a_real_md_gateway_and_halt_it(tmp_path, shm_dir,
             t.send("k")
             t.wait(lambda x: "Pull the kill switch?" in x)
             t.send("y")
-            screen = t.wait(lambda x: f"HALTED: engine pid {eng.p.pid} acknowledged" in x)
+            screen = t.wait(lambda x: f"HALTED (epoch 1): engine pid {eng.p.pid} acknowledged" in x)
             fams = exp.scrape()
             assert value(fams, "appliance_kill_switch") == 1
             assert value(fams, "appliance_kill_ack_epoch") == 1

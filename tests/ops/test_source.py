@@ -106,7 +106,7 @@ def test_kill_state_and_the_engines_ack_time_come_from_the_control_block(ops_cfg
         r = killswitch.kill(cb, cfg.appliance.state_dir, "test 554=hunter2 halt", timeout_s=60)
     finally:
         cb.close()
-    assert r["acked"] is True
+    assert r["confirmed"] is True and r["engine_acked"] is True
     snap = source.Observer(cfg).collect()
     k = snap["kill"]
     assert k["set"] and k["epoch"] == 1 and k["ack_epoch"] == 1 and k["source"] == "cli"

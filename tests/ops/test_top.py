@@ -162,8 +162,8 @@ def test_k_then_y_pulls_the_kill_switch_and_shows_the_engines_ack(ops_cfg, shm_d
         await pilot.press("y")
         await pilot.pause(0.3)
         assert not isinstance(app.screen, top.ConfirmKill)
-        lines = await wait_screen(app, pilot, lambda s: "HALTED: engine pid" in s)
-        assert any(f"HALTED: engine pid {eng.p.pid} acknowledged epoch 1" in line
+        lines = await wait_screen(app, pilot, lambda s: "HALTED (epoch 1): engine pid" in s)
+        assert any(f"HALTED (epoch 1): engine pid {eng.p.pid} acknowledged in" in line
                    for line in lines)
         lines = await wait_screen(app, pilot, lambda s: "KILL SWITCH SET" in s
                                   and "acknowledged by the engine" in s)
@@ -172,7 +172,7 @@ def test_k_then_y_pulls_the_kill_switch_and_shows_the_engines_ack(ops_cfg, shm_d
         await pilot.press("q")
 
     app = run_app(ops_cfg, script, books_on=False)
-    assert app.kill_result["acked"] is True and app.kill_result["engine_pid"] == eng.p.pid
+    assert app.kill_result["confirmed"] is True and app.kill_result["engine_pid"] == eng.p.pid
     cb = control.ControlBlock.open(str(shm_dir))
     try:
         assert cb.killed and cb.epoch == 1 and cb.ack_epoch == 1
@@ -290,7 +290,7 @@ def test_refresh_rate_out_of_range_is_exit_2(ops_cfg, hz):
     assert r.returncode == 2 and "--refresh-hz" in r.stderr
 
 
-def test_kill_with_no_engine_sets_and_persists_the_halt_and_says_nothing_acknowledged(ops_cfg,
+def test_kill_with_nothing_running_sets_and_persists_the_halt_and_says_nobody_confirmed(ops_cfg,
                                                                                       shm_dir):
     from appliance.engine import killswitch
 
@@ -298,11 +298,11 @@ def test_kill_with_no_engine_sets_and_persists_the_halt_and_says_nothing_acknowl
         await pilot.press("k")
         await pilot.pause(0.3)
         await pilot.press("y")
-        lines = await wait_screen(app, pilot, lambda s: "no engine is running" in s)
+        lines = await wait_screen(app, pilot, lambda s: "nobody confirmed" in s)
         assert any("KILL SWITCH SET" in line and "NOT acknowledged" in line for line in lines)
         assert any("risk state: HALTED (no engine)" in line for line in lines)
         await pilot.press("q")
 
     app = run_app(ops_cfg, script, books_on=False)
-    assert app.kill_result["acked"] is None
+    assert app.kill_result["confirmed"] is False and app.kill_result["engine_pid"] == 0
     assert killswitch.read_state(config.load(ops_cfg).appliance.state_dir)["halted"] is True
