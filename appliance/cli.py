@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "appliance.fix.cli",         # fix gateway|exchange|acceptor
     "appliance.journal.cli",     # recorder, journal stats|cat
     "appliance.transport.cli",   # shm ls
+    "appliance.ops.cli",         # top, exporter
     "tuning.cli",                # tuning plan|check
     "benches.cli",               # bench ...
 )
