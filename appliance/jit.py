@@ -47,6 +47,7 @@ WARMERS = (
     "appliance.venues.warm",
     "appliance.fix.warm",
     "appliance.engine.warm",
+    "appliance.ops.warm",
 )
 
 _PKG = Path(__file__).resolve().parent
