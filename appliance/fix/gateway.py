@@ -68,6 +68,11 @@ FIX 4.2 dialect: NewOrderSingle and OrderCancelReplaceRequest carry HandlInst (2
 MASS_CANCEL record goes out as one OrderCancelRequest per matching working order; fills arrive as
 ExecType 1/2 with ExecTransType 0 and status replies as ExecTransType 3 (codec docstring).
 
+Telemetry (the actor's region, ``HOPS``): order_to_wire (order record published on the ring ->
+its batch's ``send`` returned), wire_to_ack (send returned -> the first answer's bytes received),
+tick_to_trade (the order's origin TSC, the market event behind it -> send returned), one sample
+per order, recorded by the compiled steps.
+
 Logon: ``credentials_file`` gives Username/Password; ``logon_signature`` signs the Logon
 (``admin.logon_hook``: HMAC-SHA256 or Ed25519 over SendingTime, MsgType, MsgSeqNum, CompIDs and
 the password, in RawData) with the key in ``signing_key_file``. Every such file must be 0600;
