@@ -20,9 +20,9 @@ Lifecycle (``run``)::
                    ``<state_dir>/status/<name>.json``, mode 0640) and ``counters()`` published to
                    telemetry. An actor whose I/O drives its own loop overrides ``loop`` and calls
                    ``tick()`` at least every ~100 ms.
-    8. close()     orderly stop (cancel, log out, flush); then the status is written a last time
-                   and the regions closed (the control block line keeps the pid: ``appliance
-                   status`` shows the actor as stopped)
+    8. close()     the status is written a last time (``live`` false), then the orderly stop
+                   (cancel, log out, flush) and the regions are closed (the control block line
+                   keeps the pid: ``appliance status`` shows the actor as stopped)
 
 ``poll`` does a bounded unit of work (a compiled step of about a millisecond, a socket poll) and
 returns. Hooks raise :class:`ActorError` for a condition that stops the actor with a one-line
@@ -37,6 +37,7 @@ import signal
 import time
 from pathlib import Path
 
+from appliance import fsutil
 from appliance.transport import control, shm, telemetry
 
 STATUS_DIR = "status"
@@ -55,23 +56,8 @@ def status_path(state_dir: str | os.PathLike, name: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj, mode: int = 0o640) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and rename, with ``mode`` whatever
-    the umask (the directory is created 0750)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, default=str)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON to ``path`` atomically with ``mode`` whatever the umask."""
+    fsutil.write_atomic(path, json.dumps(obj, default=str).encode(), mode)
 
 
 def read_status(state_dir: str | os.PathLike, name: str) -> dict | None:
@@ -230,16 +216,16 @@ class Actor:
             self.log.error("%s: %s", self.name, e)
             rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
         finally:
+            was_live, self.live = self.live, False
             try:
+                if was_live:
+                    self.publish_status()        # the last picture, before close() releases it
                 if opened:
                     self.close()
             except ActorError as e:
                 self.log.error("%s: on stop: %s", self.name, e)
                 rc = rc or EXIT_FAILED
             finally:
-                self.live = False
-                if self._words is not None:
-                    self.publish_status()
                 self._release()
                 for s, h in old.items():
                     signal.signal(s, h)

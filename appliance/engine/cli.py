@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import sys
 
+from appliance.cli import positive_float
+
 
 def _cfg(args):
     from appliance import config
@@ -161,12 +163,12 @@ def _status(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("engine", help="run the engine actor (books, strategies, risk, orders)")
-    p.add_argument("--wait-rings", type=float, default=30.0,
+    p.add_argument("--wait-rings", type=positive_float, default=30.0,
                    help="seconds to wait for the md and exec rings to appear (default 30)")
     p.set_defaults(handler=_engine)
     p = sub.add_parser("kill", help="kill switch: halt trading (waits for the engine's ack)")
     p.add_argument("--reason", default="manual kill from CLI", help="why (stored and shown)")
-    p.add_argument("--timeout", type=float, default=5.0,
+    p.add_argument("--timeout", type=positive_float, default=5.0,
                    help="seconds to wait for the engine's acknowledgement (default 5)")
     p.add_argument("--reset", action="store_true", help="clear the halt (needs --confirm)")
     p.add_argument("--confirm", action="store_true", help="confirm --reset")

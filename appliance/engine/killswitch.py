@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from appliance import fsutil
+
 FILE_NAME = "killswitch.json"
 SOURCES = {1: "cli", 2: "max_loss", 3: "persisted"}
 
@@ -30,28 +32,15 @@ def state_path(state_dir: str | os.PathLike) -> Path:
 
 
 def write_state(state_dir: str | os.PathLike, state: dict) -> Path:
-    """Atomically replace the persisted state with ``state``."""
-    d = Path(state_dir)
+    """Atomically and durably replace the persisted state with ``state`` (file 0640 in a 0750
+    directory, whatever the umask)."""
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / FILE_NAME
-        tmp = d / f".{FILE_NAME}.{os.getpid()}.tmp"
-        data = (json.dumps(state, sort_keys=True) + "\n").encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        return fsutil.write_atomic(Path(state_dir) / FILE_NAME,
+                                   (json.dumps(state, sort_keys=True) + "\n").encode(), 0o640,
+                                   fsync=True)
     except OSError as e:
-        raise KillSwitchError(f"cannot persist the kill switch in {d}: {e.strerror}") from None
-    return path
+        raise KillSwitchError(f"cannot persist the kill switch in {state_dir}: "
+                              f"{e.strerror or e}") from None
 
 
 def read_state(state_dir: str | os.PathLike) -> dict:

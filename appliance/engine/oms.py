@@ -60,9 +60,11 @@ replace), ``ACT_NONE`` (within thresholds).
 
 numba API (``@njit(cache=True, nogil=True, _nrt=False)``: none allocates or touches reference
 counts; internal helpers and the outbound calls (new / cancel / replace, write_*, reconcile) are
-``inline='always'``: a numba call flattens every array of every namedtuple argument (~75 words
-for the OMS alone, ~100 ns per call on the engine's path), an inlined one costs nothing;
-callable from Python and from any numba function; ``row`` = order table index)::
+``forceinline=True``: compiled once each, inlined by LLVM into the caller, because a call
+flattens every array of every namedtuple argument (~75 words for the OMS alone); constants
+passed to them are wrapped (``np.int64(OS_CANCELLED)``) so numba compiles one specialisation,
+not one per literal value; callable from Python and from any numba function; ``row`` = order
+table index)::
 
     new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns) -> row | OM_* < 0
     cancel_order(oms, row, now_ns) -> cancel clord_id (> 0) | OM_* < 0
@@ -206,6 +208,7 @@ EXEC_EXPIRED = ord("C")
 NO_INSTRUMENT = 0xFFFFFFFF   # exec record without a Symbol (e.g. OrderCancelReject): matches any
 
 _HASH_K = np.uint64(0x9E3779B97F4A7C15)
+_ZERO = np.int64(0)
 
 
 class OmsError(RuntimeError):
@@ -261,13 +264,13 @@ def check(code: int) -> int:
 
 
 # --- hashing -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _home(key, mask):
     h = np.uint64(key) * _HASH_K
     return np.int64(h >> np.uint64(32)) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def home_slot(clord_id, mask):
     """Home slot of ``clord_id`` in the index (``mask`` = index size - 1): for prefetching."""
     return _home(clord_id, mask)
@@ -290,7 +293,7 @@ def find_order(oms, clord_id):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _index_insert(oms, r):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -300,7 +303,7 @@ def _index_insert(oms, r):
     idx[i] = r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _index_delete(oms, clord_id):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -329,7 +332,7 @@ def _index_delete(oms, clord_id):
     idx[i] = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _seen_find(seen, key):
     mask = seen.shape[0] - 1
     i = _home(key, mask)
@@ -342,7 +345,7 @@ def _seen_find(seen, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _seen_delete(seen, key):
     mask = seen.shape[0] - 1
     i = _seen_find(seen, key)
@@ -365,7 +368,7 @@ def _seen_delete(seen, key):
     seen[i] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _seen_add(oms, key):
     """Insert exec id ``key`` (> 0); evicts the oldest id when the fifo is full."""
     fifo = oms.seen_fifo
@@ -387,7 +390,7 @@ def _seen_add(oms, key):
 
 
 # --- rows, live lists, exposure ---------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _alloc(oms):
     c = oms.ctr
     if c[C_FREE_N] > 0:
@@ -404,7 +407,7 @@ def _alloc(oms):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strategy, quote, tif, now_ns):
     o = oms.orders[r]
     o.clord_id = clord_id
@@ -434,7 +437,7 @@ def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strateg
     o.tif = tif
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _live_add(oms, r):
     ii = oms.orders[r].ii
     n = oms.agg[ii, G_LIST_LEN]
@@ -443,7 +446,7 @@ def _live_add(oms, r):
     oms.agg[ii, G_LIST_LEN] = n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _live_remove(oms, r):
     o = oms.orders[r]
     pos = o.live_pos
@@ -459,7 +462,7 @@ def _live_remove(oms, r):
     o.live_pos = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _set_exposure(oms, led, r, new):
     """Set row r's exposure lots and re-reserve its balance at its current price."""
     o = oms.orders[r]
@@ -482,19 +485,19 @@ def _set_exposure(oms, led, r, new):
     o.reserved_e8 = amt
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _is_terminal(state):
     return state == OS_FILLED or state == OS_CANCELLED or state == OS_REPLACED or state == OS_REJECTED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _terminate(oms, led, r, state, now_ns):
     o = oms.orders[r]
     if _is_terminal(o.state) or o.state == OS_FREE:
         return
     o.state = state
     o.updated_ns = now_ns
-    _set_exposure(oms, led, r, 0)
+    _set_exposure(oms, led, r, np.int64(0))
     _live_remove(oms, r)
     if o.counted:
         oms.agg[o.ii, G_N_OPEN] -= 1
@@ -508,13 +511,13 @@ def _terminate(oms, led, r, state, now_ns):
     c[C_RET_N] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _working_state(o):
     return OS_PARTIAL if o.cum_qty > 0 else OS_NEW
 
 
 # --- outbound ----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     if (qty <= 0 or price <= 0 or ii < 0 or ii >= oms.agg.shape[0]
             or (side != records.SIDE_BUY and side != records.SIDE_SELL)
@@ -540,7 +543,7 @@ def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def cancel_order(oms, row, now_ns):
     if row < 0 or row >= oms.orders.shape[0]:
         return OM_BAD_ARGS
@@ -560,7 +563,7 @@ def cancel_order(oms, row, now_ns):
     return cid
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def replace_order(oms, led, row, price, leaves_qty, now_ns):
     if row < 0 or row >= oms.orders.shape[0] or price <= 0 or leaves_qty <= 0:
         return OM_BAD_ARGS
@@ -601,7 +604,7 @@ def replace_order(oms, led, row, price, leaves_qty, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns):
     """Replacement row r is confirmed (by its ack, or implied by a report on its clord_id)."""
     n = oms.orders[r]
@@ -614,7 +617,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
             n.applied = o.applied
         n.quote = o.quote
         o.link = -1
-        _terminate(oms, led, old, OS_REPLACED, now_ns)
+        _terminate(oms, led, old, np.int64(OS_REPLACED), now_ns)
         if n.quote >= 0:
             oms.quote_map[n.quote] = r
     if cum > n.cum_qty:
@@ -635,7 +638,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
         _terminate(oms, led, r, OS_FILLED if n.cum_qty >= n.qty else OS_CANCELLED, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _restore(oms, led, r, now_ns):
     """A cancel/replace of row r was rejected: back to the state it had."""
     o = oms.orders[r]
@@ -643,7 +646,7 @@ def _restore(oms, led, r, now_ns):
         n = o.link
         o.link = -1
         oms.orders[n].link = -1
-        _terminate(oms, led, n, OS_REJECTED, now_ns)
+        _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
     if _is_terminal(o.state):
         return
     if o.prev_state == OS_PENDING_NEW and o.cum_qty == 0:
@@ -655,7 +658,7 @@ def _restore(oms, led, r, now_ns):
 
 
 # --- inbound -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _lookup(oms, clord_id, orig):
     r = find_order(oms, clord_id)
     if r < 0 and orig != 0:
@@ -663,7 +666,7 @@ def _lookup(oms, clord_id, orig):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _apply_fill_rec(oms, led, rec_u8, now_ns):
     f = rec_u8.view(records.FILL)[0]
     r = _lookup(oms, f.clord_id, f.orig_clord_id)
@@ -679,7 +682,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     elif f.cum_qty <= o.cum_qty:
         return EX_DUPLICATE
     if o.is_repl and o.state == OS_PENDING_REPLACE:
-        _complete_replace(oms, led, r, 0, 0, 0, 0, False, now_ns)
+        _complete_replace(oms, led, r, _ZERO, _ZERO, _ZERO, _ZERO, np.bool_(False), now_ns)
     if f.exec_id != 0:
         _seen_add(oms, f.exec_id)
     apply_fill(led, o.ii, o.side, f.last_price, f.last_qty, f.fee)
@@ -706,7 +709,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
                 n = o.link
                 o.link = -1
                 oms.orders[n].link = -1
-                _terminate(oms, led, n, OS_REJECTED, now_ns)
+                _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
             _terminate(oms, led, r, OS_FILLED if o.cum_qty >= o.qty else OS_CANCELLED, now_ns)
         else:
             if st == OS_PENDING_NEW or st == OS_NEW:
@@ -717,7 +720,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     return EX_FILL
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _apply_ack_rec(oms, led, rec_u8, now_ns):
     a = rec_u8.view(records.ACK)[0]
     r = _lookup(oms, a.clord_id, a.orig_clord_id)
@@ -777,14 +780,15 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
             n = o.link
             o.link = -1
             oms.orders[n].link = -1
-            _terminate(oms, led, n, OS_REJECTED, now_ns)
-        _terminate(oms, led, r, OS_CANCELLED, now_ns)
+            _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
+        _terminate(oms, led, r, np.int64(OS_CANCELLED), now_ns)
         return EX_ACK
     if et == records.EXEC_PENDING_REPLACE:
         return EX_ACK if st == OS_PENDING_REPLACE else EX_STALE
     if et == records.EXEC_REPLACED:
         if o.link >= 0 and oms.orders[o.link].is_repl:     # reported against the old id only
-            _complete_replace(oms, led, o.link, a.price, a.qty, a.leaves_qty, a.cum_qty, True, now_ns)
+            _complete_replace(oms, led, o.link, a.price, a.qty, a.leaves_qty, a.cum_qty,
+                              np.bool_(True), now_ns)
             return EX_ACK
         if st == OS_REPLACED or (o.orig_clord_id != 0 and o.orig_clord_id == a.orig_clord_id):
             return EX_DUPLICATE      # the replace was already confirmed (by this ack or a fill)
@@ -794,13 +798,13 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
             _restore(oms, led, o.link, now_ns)
             return EX_CANCEL_REJECT
         if st == OS_PENDING_NEW or (st == OS_PENDING_CANCEL and o.prev_state == OS_PENDING_NEW):
-            _terminate(oms, led, r, OS_REJECTED, now_ns)
+            _terminate(oms, led, r, np.int64(OS_REJECTED), now_ns)
             return EX_REJECT
         return EX_DUPLICATE if st == OS_REJECTED else EX_STALE
     return EX_INVALID
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _apply_reject_rec(oms, led, rec_u8, now_ns):
     j = rec_u8.view(records.REJECT)[0]
     r = _lookup(oms, j.clord_id, j.orig_clord_id)
@@ -819,14 +823,14 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
         _restore(oms, led, old, now_ns)
         if gone and old >= 0:
             oms.ctr[C_UNKNOWN_AT_VENUE] += 1
-            _terminate(oms, led, old, OS_CANCELLED, now_ns)
+            _terminate(oms, led, old, np.int64(OS_CANCELLED), now_ns)
         return EX_CANCEL_REJECT
     if j.is_cancel_reject:
         if st == OS_PENDING_CANCEL:
             if j.ord_status == ORD_STATUS_CANCELED or gone:
                 if gone:
                     oms.ctr[C_UNKNOWN_AT_VENUE] += 1
-                _terminate(oms, led, r, OS_CANCELLED, now_ns)
+                _terminate(oms, led, r, np.int64(OS_CANCELLED), now_ns)
             else:       # '8' here means the request was refused (e.g. by our gateway), not the order
                 _restore(oms, led, r, now_ns)
             return EX_CANCEL_REJECT
@@ -834,11 +838,11 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
             _restore(oms, led, r, now_ns)
             if gone:
                 oms.ctr[C_UNKNOWN_AT_VENUE] += 1
-                _terminate(oms, led, r, OS_CANCELLED, now_ns)
+                _terminate(oms, led, r, np.int64(OS_CANCELLED), now_ns)
             return EX_CANCEL_REJECT
         return EX_STALE
     if st == OS_PENDING_NEW or (st == OS_PENDING_CANCEL and o.prev_state == OS_PENDING_NEW):
-        _terminate(oms, led, r, OS_REJECTED, now_ns)
+        _terminate(oms, led, r, np.int64(OS_REJECTED), now_ns)
         return EX_REJECT
     return EX_DUPLICATE if st == OS_REJECTED else EX_STALE
 
@@ -859,12 +863,12 @@ def apply_exec(oms, led, rec_u8, now_ns):
 
 
 # --- reconciliation and queries ----------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def quote_row(oms, q):
     return oms.quote_map[q]
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def reconcile(oms, q, price, qty, px_thr, qty_thr):
     r = oms.quote_map[q]
     if r < 0:
@@ -896,7 +900,7 @@ def live_rows(oms, ii, out_rows):
 
 
 # --- order records -----------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _header(out_u8, rtype, o, origin_tsc):
     out_u8[8:] = 0               # word 0 (``ver``) belongs to the ring when written in place
     h = out_u8.view(records.NEW_ORDER)[0]
@@ -907,7 +911,7 @@ def _header(out_u8, rtype, o, origin_tsc):
     h.strategy = o.strategy
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def write_new(oms, row, out_u8, origin_tsc, session):
     o = oms.orders[row]
     _header(out_u8, records.RT_NEW_ORDER, o, origin_tsc)
@@ -921,7 +925,7 @@ def write_new(oms, row, out_u8, origin_tsc, session):
     w.tif = o.tif
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def write_cancel(oms, row, out_u8, origin_tsc, session):
     o = oms.orders[row]
     _header(out_u8, records.RT_CANCEL, o, origin_tsc)
@@ -933,7 +937,7 @@ def write_cancel(oms, row, out_u8, origin_tsc, session):
     w.side = o.side
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def write_replace(oms, new_row, out_u8, origin_tsc, session):
     o = oms.orders[new_row]
     _header(out_u8, records.RT_REPLACE, o, origin_tsc)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from appliance.actor import Actor
 from appliance.engine import book, killswitch
 from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_KILL_CANCELS,
@@ -33,25 +31,12 @@ class Engine(Actor):
         self.ex = None
         self.md_resyncs: dict[str, int] = {}
 
-    def _step(self, es, md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
-              words, actor_idx, max_iters):
-        return step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data,
-                    words, actor_idx, es.cal, es.px, es.qty, es.n, es.book_map, es.bstate,
-                    es.meta, es.params, es.state, es.quotes, es.pnl, es.risk, *es.gate_args(),
-                    es.stats, es.lat_hist, self.wparams, self.wstate, es.md_buf, es.ex_buf,
-                    max_iters)
-
     def warm(self) -> None:
-        """Compile ``step`` with the live argument types on a scratch engine and local rings
-        (nothing of the live state or the shared regions is touched)."""
-        es = EngineState.from_config(self.cfg, cal=self.es.cal)
-        mds = [ring.local_ring(records.MD_RECORD_SIZE, 64) for _ in self.venues]
-        exh, exd = ring.local_ring(records.EXEC_RECORD_SIZE, 64)
-        oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 64)
-        words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
-        self._step(es, tuple(h for h, _ in mds), tuple(d for _, d in mds),
-                   tuple(ring.local_cursor(h) for h, _ in mds), exh, exd, ring.local_cursor(exh),
-                   oh, od, words, 0, 1)
+        """Compile (or load from the cache) every engine kernel with the live argument types
+        (``appliance.engine.warm``: a scratch engine on local rings; nothing of the live state
+        or the shared regions is touched)."""
+        from appliance.engine import warm
+        warm.warm()
 
     def open(self) -> None:
         # outputs first, then wait for the inputs: the FIX gateway waits for our order ring while
@@ -92,13 +77,14 @@ class Engine(Actor):
         if not cb.killed:
             control.set_risk_state(cb.words, records.RISK_RUNNING)
             es.stats[ST_RISK_STATE] = records.RISK_RUNNING
-        self._md = (tuple(r.hdr for r in self.readers), tuple(r.data for r in self.readers),
-                    tuple(r.cur for r in self.readers))
+        es.attach(self.ow.hdr, self.ow.data, cb.words)
+        self._loop = es.loop([(r.hdr, r.data, r.cur) for r in self.readers],
+                             (self.ex.hdr, self.ex.data, self.ex.cur), self.wparams, self.wstate)
 
     def poll(self) -> None:
         es, cb = self.es, self.cb
-        rc = self._step(es, *self._md, self.ex.hdr, self.ex.data, self.ex.cur, self.ow.hdr,
-                        self.ow.data, cb.words, self._idx, es.settings["max_iters"])
+        rc = step(self._loop, es.books, es.strats, es.gate, es.tel, es.io, self._idx,
+                  es.settings["max_iters"])
         if rc != STEP_OK:
             src = "max_loss" if rc == STEP_MAX_LOSS else None
             st = killswitch.read_state(self.state_dir)
@@ -148,7 +134,7 @@ class Engine(Actor):
 
     def close(self) -> None:
         if self.ow is not None:
-            k = self.es.cancel_all(self.ow.hdr, self.ow.data)
+            k = self.es.cancel_all() if self.es.io is not None else 0
             self.log.info("engine stopping: %d working orders cancelled; stats %s", k,
                           self.es.stats_dict())
         if self.cb is not None:

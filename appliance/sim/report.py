@@ -17,7 +17,13 @@ ORDER_KINDS = (R.RT_NEW_ORDER, R.RT_REPLACE, R.RT_CANCEL)
 
 
 def _view(rows: np.ndarray, dt: np.dtype) -> np.ndarray:
-    return np.ascontiguousarray(rows).view(dt).reshape(-1)
+    """Records of kind ``dt`` (its itemsize = the rows' record size)."""
+    return np.ascontiguousarray(rows).view(dt)[:, 0]
+
+
+def _hdr(rows: np.ndarray) -> np.ndarray:
+    from appliance.journal import record_view
+    return record_view(rows)
 
 
 def _read(journal, prefix: str) -> np.ndarray | None:
@@ -49,7 +55,7 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
     after_kill = 0
     orders = _read(j, "orders")
     if orders is not None:
-        hdr = _view(orders, R.HEADER)
+        hdr = _hdr(orders)
         for k in np.nonzero(np.isin(hdr["rtype"], ORDER_KINDS))[0]:
             h = hdr[k]
             r = row(h["venue"], h["instrument"])
@@ -63,7 +69,7 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
     answered: set[int] = set()
     execs = _read(j, "exec")
     if execs is not None:
-        hdr = _view(execs, R.HEADER)
+        hdr = _hdr(execs)
         for k in range(len(hdr)):
             rt = int(hdr[k]["rtype"])
             if rt not in (R.RT_ACK, R.RT_FILL, R.RT_REJECT):
@@ -87,7 +93,7 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
                 r["fees_e8"] += int(f["fee"])
     md = _read(j, "md")
     if md is not None:
-        hdr = _view(md, R.HEADER)
+        hdr = _hdr(md)
         idx = np.nonzero(hdr["rtype"] == R.RT_BATCH_END)[0]
         be = _view(md[idx], R.BATCH_END)
         mids = {}
@@ -112,4 +118,5 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
             "fills": sum(r["fills"] for r in per.values()),
             "rejects": sum(r["rejects"] for r in per.values()),
             "unanswered": len(unanswered), "unanswered_clord_ids": unanswered[:20],
-            "orders_after_kill": after_kill, "journal_gaps": len(j.gaps())}
+            "orders_after_kill": after_kill,
+            "journal_gaps": sum(len(j.gaps(r)) for r in j.rings())}

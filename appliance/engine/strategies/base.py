@@ -2,20 +2,24 @@
 
 Numba cannot call through function pointers cheaply, so a strategy is not an object: it is a
 *kind* id plus four compiled callbacks in its own module, and every instance owns one row of each
-of these arrays (``S`` instances run at once, any mix of kinds)::
+of these arrays of the engine's ``Strategies`` bundle (``S`` instances run at once, any mix of
+kinds)::
 
     meta    int64[S, META_N]        kind, instance id, legs (book row, venue, instrument, session)
     params  float64[S, PARAMS_N]    the kind's parameters (layout defined by the kind's module)
     state   float64[S, STATE_N]     the kind's private state (layout defined by the kind's module)
     quotes  int64[S, Q_SLOTS, Q_N]  desired orders: what the strategy wants working right now
 
-Callbacks (one of each per kind; ``i`` is the instance row, ``now`` a TSC value taken from the
+(the bundle also holds the engine's ``pnl`` and ``dirty`` rows, which strategies do not touch).
+
+Callbacks (one of each per kind; ``i`` is the instance row, ``strats`` the Strategies bundle,
+``books`` the engine's Books bundle (``px``, ``qty``, ``n``), ``now`` a TSC value taken from the
 market event, never from the wall clock, so a replay is deterministic)::
 
-    on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin) -> int
-    on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin) -> int
-    on_fill(i, meta, params, state, quotes, leg, side, price, q, now) -> int
-    on_timer(i, meta, params, state, quotes, px, qty, n, now) -> int
+    on_book(i, strats, books, b, now, origin) -> int
+    on_trade(i, strats, books, b, price, q, side, now, origin) -> int
+    on_fill(i, strats, leg, side, price, q, now) -> int
+    on_timer(i, strats, books, now) -> int
 
 Each returns ``CHANGED`` when it rewrote its quote slots and ``UNCHANGED`` otherwise, so the
 engine reconciles orders only when something moved. ``on_book`` runs when book ``b`` (one of the
