@@ -45,6 +45,7 @@ KEEP = 4
 WARMERS = (
     "appliance.transport.warm",
     "appliance.engine.warm",
+    "appliance.fix.warm",
 )
 
 _PKG = Path(__file__).resolve().parent
