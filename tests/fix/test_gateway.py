@@ -32,6 +32,7 @@ class Harness:
                  "reconnect_min_ms": 20, "reconnect_max_ms": 200, "reconcile_timeout_s": 5.0}
         table.update(extra)
         self.gcfg = G.GatewayConfig.from_table("t", table)
+        G.warm(self.gcfg)                   # as the actor does: no compile once live
         self.orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
         reader = ring.RingReader.attach("orders", "fix.t", "latest", shm_dir)
         self.exec_writer = ring.RingWriter.create("exec.t", R.EXEC_RECORD_SIZE, 4096, shm_dir)
