@@ -44,6 +44,8 @@ KEEP = 4
 # modules with a ``warm()`` function, leaves first (appliance compile starts them in this order)
 WARMERS = (
     "appliance.transport.warm",
+    "appliance.venues.warm",
+    "appliance.fix.warm",
     "appliance.engine.warm",
     "appliance.fix.warm",
 )
