@@ -47,7 +47,6 @@ WARMERS = (
     "appliance.venues.warm",
     "appliance.fix.warm",
     "appliance.engine.warm",
-    "appliance.fix.warm",
 )
 
 _PKG = Path(__file__).resolve().parent
