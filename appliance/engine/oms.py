@@ -94,6 +94,7 @@ from numba import njit
 
 from appliance.transport import records
 from appliance.engine.positions import apply_fill, notional_e8
+from appliance.jit import HELPER
 
 # --- order states ----------------------------------------------------------------------------
 OS_FREE = 0
@@ -264,7 +265,7 @@ def check(code: int) -> int:
 
 
 # --- hashing -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _home(key, mask):
     h = np.uint64(key) * _HASH_K
     return np.int64(h >> np.uint64(32)) & mask
@@ -293,7 +294,7 @@ def find_order(oms, clord_id):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _index_insert(oms, r):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -303,7 +304,7 @@ def _index_insert(oms, r):
     idx[i] = r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _index_delete(oms, clord_id):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -345,7 +346,7 @@ def _seen_find(seen, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _seen_delete(seen, key):
     mask = seen.shape[0] - 1
     i = _seen_find(seen, key)
@@ -390,7 +391,7 @@ def _seen_add(oms, key):
 
 
 # --- rows, live lists, exposure ---------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _alloc(oms):
     c = oms.ctr
     if c[C_FREE_N] > 0:
@@ -407,7 +408,7 @@ def _alloc(oms):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strategy, quote, tif, now_ns):
     o = oms.orders[r]
     o.clord_id = clord_id
@@ -437,7 +438,7 @@ def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strateg
     o.tif = tif
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _live_add(oms, r):
     ii = oms.orders[r].ii
     n = oms.agg[ii, G_LIST_LEN]
@@ -446,7 +447,7 @@ def _live_add(oms, r):
     oms.agg[ii, G_LIST_LEN] = n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _live_remove(oms, r):
     o = oms.orders[r]
     pos = o.live_pos
@@ -462,7 +463,7 @@ def _live_remove(oms, r):
     o.live_pos = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _set_exposure(oms, led, r, new):
     """Set row r's exposure lots and re-reserve its balance at its current price."""
     o = oms.orders[r]
@@ -485,12 +486,12 @@ def _set_exposure(oms, led, r, new):
     o.reserved_e8 = amt
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _is_terminal(state):
     return state == OS_FILLED or state == OS_CANCELLED or state == OS_REPLACED or state == OS_REJECTED
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _terminate(oms, led, r, state, now_ns):
     o = oms.orders[r]
     if _is_terminal(o.state) or o.state == OS_FREE:
@@ -511,7 +512,7 @@ def _terminate(oms, led, r, state, now_ns):
     c[C_RET_N] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _working_state(o):
     return OS_PARTIAL if o.cum_qty > 0 else OS_NEW
 
@@ -604,7 +605,7 @@ def replace_order(oms, led, row, price, leaves_qty, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns):
     """Replacement row r is confirmed (by its ack, or implied by a report on its clord_id)."""
     n = oms.orders[r]
@@ -638,7 +639,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
         _terminate(oms, led, r, OS_FILLED if n.cum_qty >= n.qty else OS_CANCELLED, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _restore(oms, led, r, now_ns):
     """A cancel/replace of row r was rejected: back to the state it had."""
     o = oms.orders[r]
@@ -658,7 +659,7 @@ def _restore(oms, led, r, now_ns):
 
 
 # --- inbound -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _lookup(oms, clord_id, orig):
     r = find_order(oms, clord_id)
     if r < 0 and orig != 0:
@@ -666,7 +667,7 @@ def _lookup(oms, clord_id, orig):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _apply_fill_rec(oms, led, rec_u8, now_ns):
     f = rec_u8.view(records.FILL)[0]
     r = _lookup(oms, f.clord_id, f.orig_clord_id)
@@ -720,7 +721,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     return EX_FILL
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _apply_ack_rec(oms, led, rec_u8, now_ns):
     a = rec_u8.view(records.ACK)[0]
     r = _lookup(oms, a.clord_id, a.orig_clord_id)
@@ -804,7 +805,7 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
     return EX_INVALID
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _apply_reject_rec(oms, led, rec_u8, now_ns):
     j = rec_u8.view(records.REJECT)[0]
     r = _lookup(oms, j.clord_id, j.orig_clord_id)
@@ -900,7 +901,7 @@ def live_rows(oms, ii, out_rows):
 
 
 # --- order records -----------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _header(out_u8, rtype, o, origin_tsc):
     out_u8[8:] = 0               # word 0 (``ver``) belongs to the ring when written in place
     h = out_u8.view(records.NEW_ORDER)[0]

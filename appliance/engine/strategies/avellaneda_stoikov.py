@@ -39,6 +39,7 @@ from numba import njit
 from appliance.engine import book
 from appliance.transport import records
 from appliance.engine.strategies import base
+from appliance.jit import HELPER
 
 # --- params ------------------------------------------------------------------------------------
 P_GAMMA = 0
@@ -101,6 +102,7 @@ S_HALF = 12         # last half spread
 S_QUOTES = 13       # quote decisions that changed a slot
 
 
+SLOTS = 2           # quote slots: 0 = bid, 1 = ask
 # slots and sides as plain int64 (a literal argument would compile a helper once per value)
 _BID = np.int64(0)
 _ASK = np.int64(1)
@@ -115,7 +117,7 @@ def derive(params_row, tsc_per_ns: float) -> None:
     params_row[P_LOG_TERM] = math.log(1.0 + params_row[P_GAMMA] / params_row[P_K]) / params_row[P_GAMMA]
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _set_slot(quotes, i, slot, side, price, q, origin):
     """Point a slot at a resting post-only GTC quote; CHANGED when anything moved."""
     if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
@@ -132,7 +134,7 @@ def _set_slot(quotes, i, slot, side, price, q, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _off(quotes, i, slot, origin):
     if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
         return base.UNCHANGED
@@ -141,7 +143,7 @@ def _off(quotes, i, slot, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _pull(quotes, i, origin):
     return _off(quotes, i, _BID, origin) | _off(quotes, i, _ASK, origin)
 
