@@ -223,21 +223,14 @@ def _lat(tel, origin, now):
 
 _U8 = np.uint64(0xFF)
 _U16 = np.uint64(0xFFFF)
-_FLAGS_MASK = np.uint64(0xFFFF) << np.uint64(16)
 
 
 @njit(**HELPER)
-def _end_order(io, slot, flags):
-    """Finish the order record the OMS wrote in place into ring slot ``slot`` (taken with
-    ``ring.begin_write``): set the strategy's record ``flags`` (post-only...), stamp and publish
-    it. Returns the publish TSC (the end of the order's latency)."""
-    d = io.ord_data
-    off = np.uint64(slot) * np.uint64(d.shape[1]) + np.uint64(records.TYPE_WORD_OFF)
-    v = load_relaxed(d, off)
-    v = (v & ~_FLAGS_MASK) | ((np.uint64(flags) & _U16) << np.uint64(16))
-    store_relaxed(d, off, v)
+def _end_order(io, slot):
+    """Publish the order record the OMS wrote in place into ring slot ``slot`` (taken with
+    ``ring.begin_write``). Returns the publish TSC (the end of the order's latency)."""
     t = rdtsc()
-    ring.end_write_at(io.ord_hdr, d, slot, t)
+    ring.end_write_at(io.ord_hdr, io.ord_data, slot, t)
     return t
 
 
@@ -363,7 +356,7 @@ def _send_cancel(gate, tel, io, row, origin, now_ns, session, forced):
         return 0
     slot = ring.begin_write(io.ord_hdr, io.ord_data)
     oms.write_cancel(om, row, io.ord_data[slot], origin, session)
-    t = _end_order(io, slot, np.int64(0))
+    t = _end_order(io, slot)
     stats[ST_CANCEL] += 1
     _lat(tel, origin, t)
     return 1
@@ -505,11 +498,12 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
         dirty[i] = 1
         return
     slot = ring.begin_write(io.ord_hdr, io.ord_data)      # the OMS writes the record in place
+    flags = quotes[i, s, base.Q_FLAGS]
     if new:
-        oms.write_new(om, row, io.ord_data[slot], origin, sess)
+        oms.write_new(om, row, io.ord_data[slot], origin, sess, flags)
     else:
-        oms.write_replace(om, row, io.ord_data[slot], origin, sess)
-    t = _end_order(io, slot, quotes[i, s, base.Q_FLAGS])
+        oms.write_replace(om, row, io.ord_data[slot], origin, sess, flags)
+    t = _end_order(io, slot)
     if new:
         stats[ST_NEW] += 1
     else:

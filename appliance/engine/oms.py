@@ -73,9 +73,9 @@ table index)::
     reconcile(oms, q, price, qty, px_thr, qty_thr) -> ACT_*
     quote_row(oms, q) -> row | -1
     find_order(oms, clord_id) -> row | -1
-    write_new(oms, row, out_u8, origin_tsc, session)        fill a NEW_ORDER record (128 B)
+    write_new(oms, row, out_u8, origin_tsc, session, flags) fill a NEW_ORDER record (128 B)
     write_cancel(oms, row, out_u8, origin_tsc, session)     CANCEL for the pending cancel
-    write_replace(oms, new_row, out_u8, origin_tsc, session)
+    write_replace(oms, new_row, out_u8, origin_tsc, session, flags)
     live_rows(oms, ii, out_rows) -> n     (non-terminal rows of one instrument; ii < 0: all)
 
 OM_* (outbound refusals): OM_FULL (no free row), OM_LIVE_FULL (instrument's live list full),
@@ -93,6 +93,7 @@ import numpy as np
 from numba import njit
 
 from appliance.transport import records
+from appliance.transport.intrinsics import store_relaxed
 from appliance.engine.positions import apply_fill, notional_e8
 from appliance.jit import HELPER
 
@@ -901,53 +902,79 @@ def live_rows(oms, ii, out_rows):
 
 
 # --- order records -----------------------------------------------------------------------------
+# The writers store whole 64-bit words (offsets from the dtypes, packing asserted below): no
+# record view, no byte loop, every word after ``ver`` written (a ring slot still holds its
+# previous record). Word 0 (``ver``) and ``publish_tsc`` belong to the ring.
+_OFF = {k: records.field_offset(records.NEW_ORDER, k) for k in records.NEW_ORDER.names}
+_C_OFF = {k: records.field_offset(records.CANCEL, k) for k in records.CANCEL.names}
+_R_OFF = {k: records.field_offset(records.REPLACE, k) for k in records.REPLACE.names}
+W_TYPE = records.TYPE_WORD_OFF                 # rtype | venue << 8 | flags << 16 | instr << 32
+W_ORIGIN = records.ORIGIN_TSC_OFF
+W_CLORD = _OFF["clord_id"]
+W_STRAT = _OFF["strategy"]                     # strategy | session << 32
+W_NEW_PRICE, W_NEW_QTY, W_NEW_SIDE = _OFF["price"], _OFF["qty"], _OFF["side"]
+W_CXL_ORIG, W_CXL_QTY, W_CXL_SIDE = _C_OFF["orig_clord_id"], _C_OFF["qty"], _C_OFF["side"]
+W_REP_ORIG, W_REP_PRICE, W_REP_QTY, W_REP_SIDE = (_R_OFF["orig_clord_id"], _R_OFF["price"],
+                                                  _R_OFF["qty"], _R_OFF["side"])
+_W_LAST = records.ORDER_RECORD_SIZE - 8
+assert _OFF["session"] == W_STRAT + 4 and _C_OFF["strategy"] == _R_OFF["strategy"] == W_STRAT
+assert _C_OFF["clord_id"] == _R_OFF["clord_id"] == W_CLORD
+for _o in (_OFF, _R_OFF):                      # side | ord_type << 8 | tif << 16 in one word
+    assert _o["ord_type"] == _o["side"] + 1 and _o["tif"] == _o["side"] + 2 and _o["side"] % 8 == 0
+assert all(w % 8 == 0 for w in (W_CLORD, W_STRAT, W_NEW_PRICE, W_NEW_QTY, W_CXL_ORIG, W_CXL_QTY,
+                                W_CXL_SIDE, W_REP_ORIG, W_REP_PRICE, W_REP_QTY))
+_U32 = np.uint64(0xFFFFFFFF)
+
+
 @njit(**HELPER)
-def _header(out_u8, rtype, o, origin_tsc):
-    out_u8[8:] = 0               # word 0 (``ver``) belongs to the ring when written in place
-    h = out_u8.view(records.NEW_ORDER)[0]
-    h.rtype = rtype
-    h.venue = o.venue
-    h.instrument = o.instrument
-    h.origin_tsc = origin_tsc
-    h.strategy = o.strategy
+def _head(out_u8, rtype, o, flags, origin_tsc, clord_id, session, last):
+    """Zero the words of the record after ``last`` and write the header words: type word,
+    origin, clord_id, strategy | session."""
+    off = np.uint64(last + 8)
+    while off <= np.uint64(_W_LAST):
+        store_relaxed(out_u8, off, np.uint64(0))
+        off += np.uint64(8)
+    store_relaxed(out_u8, np.uint64(W_TYPE), np.uint64(rtype) | (np.uint64(o.venue) << np.uint64(8))
+                  | ((np.uint64(flags) & np.uint64(0xFFFF)) << np.uint64(16))
+                  | (np.uint64(o.instrument) << np.uint64(32)))
+    store_relaxed(out_u8, np.uint64(W_ORIGIN), np.uint64(origin_tsc))
+    store_relaxed(out_u8, np.uint64(W_CLORD), np.uint64(clord_id))
+    store_relaxed(out_u8, np.uint64(W_STRAT), (np.uint64(o.strategy) & _U32)
+                  | ((np.uint64(session) & _U32) << np.uint64(32)))
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def write_new(oms, row, out_u8, origin_tsc, session):
+def write_new(oms, row, out_u8, origin_tsc, session, flags):
+    """NEW_ORDER for ``row`` into ``out_u8`` (uint8[128], e.g. an order ring slot); ``flags``:
+    the record's F_* flags (post-only...)."""
     o = oms.orders[row]
-    _header(out_u8, records.RT_NEW_ORDER, o, origin_tsc)
-    w = out_u8.view(records.NEW_ORDER)[0]
-    w.clord_id = o.clord_id
-    w.session = session
-    w.price = o.price
-    w.qty = o.qty
-    w.side = o.side
-    w.ord_type = records.ORD_LIMIT
-    w.tif = o.tif
+    _head(out_u8, np.int64(records.RT_NEW_ORDER), o, flags, origin_tsc, o.clord_id, session,
+          np.int64(W_NEW_SIDE))
+    store_relaxed(out_u8, np.uint64(W_NEW_PRICE), np.uint64(o.price))
+    store_relaxed(out_u8, np.uint64(W_NEW_QTY), np.uint64(o.qty))
+    store_relaxed(out_u8, np.uint64(W_NEW_SIDE), np.uint64(o.side)
+                  | np.uint64(records.ORD_LIMIT << 8) | (np.uint64(o.tif) << np.uint64(16)))
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def write_cancel(oms, row, out_u8, origin_tsc, session):
+    """CANCEL for the pending cancel of ``row``."""
     o = oms.orders[row]
-    _header(out_u8, records.RT_CANCEL, o, origin_tsc)
-    w = out_u8.view(records.CANCEL)[0]
-    w.clord_id = o.cancel_id
-    w.orig_clord_id = o.clord_id
-    w.session = session
-    w.qty = o.leaves
-    w.side = o.side
+    _head(out_u8, np.int64(records.RT_CANCEL), o, np.int64(0), origin_tsc, o.cancel_id, session,
+          np.int64(W_CXL_SIDE))
+    store_relaxed(out_u8, np.uint64(W_CXL_ORIG), np.uint64(o.clord_id))
+    store_relaxed(out_u8, np.uint64(W_CXL_QTY), np.uint64(o.leaves))
+    store_relaxed(out_u8, np.uint64(W_CXL_SIDE), np.uint64(o.side))
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def write_replace(oms, new_row, out_u8, origin_tsc, session):
+def write_replace(oms, new_row, out_u8, origin_tsc, session, flags):
+    """REPLACE for the replacement row ``new_row`` (its orig_clord_id is the order replaced)."""
     o = oms.orders[new_row]
-    _header(out_u8, records.RT_REPLACE, o, origin_tsc)
-    w = out_u8.view(records.REPLACE)[0]
-    w.clord_id = o.clord_id
-    w.orig_clord_id = o.orig_clord_id
-    w.session = session
-    w.price = o.price
-    w.qty = o.qty
-    w.side = o.side
-    w.ord_type = records.ORD_LIMIT
-    w.tif = o.tif
+    _head(out_u8, np.int64(records.RT_REPLACE), o, flags, origin_tsc, o.clord_id, session,
+          np.int64(W_REP_SIDE))
+    store_relaxed(out_u8, np.uint64(W_REP_ORIG), np.uint64(o.orig_clord_id))
+    store_relaxed(out_u8, np.uint64(W_REP_PRICE), np.uint64(o.price))
+    store_relaxed(out_u8, np.uint64(W_REP_QTY), np.uint64(o.qty))
+    store_relaxed(out_u8, np.uint64(W_REP_SIDE), np.uint64(o.side)
+                  | np.uint64(records.ORD_LIMIT << 8) | (np.uint64(o.tif) << np.uint64(16)))

@@ -15,6 +15,14 @@ who reads what)::
 ``EngineState`` builds Books, Strategies, Gate and Telemetry from the config; ``attach`` gives it
 an Io (the order ring it writes and the control block); the actor builds the Loop from its rings
 (``loop``). The arrays are the engine's: a kernel changes them in place.
+
+Configuration: ``[engine]`` keys are ``ENGINE_KEYS`` below, plus ``balances``
+(``"binance:USDT" = 1000.0``: starting balances, moved by fills and open orders; there is no
+venue balance feed). Instruments (grids, base / quote assets) come from the ``[[instruments]]``
+registry: the ledger / OMS / gate index ``ii`` is the book row, one per traded (venue, symbol).
+The breaker adds PnL in one currency, so max_loss / drawdown over instruments quoted in
+different (non USD-pegged) currencies is refused. Limits come from ``[risk]``
+(``risk.build_risk``; no table in a config = every order denied, logged at start).
 """
 from __future__ import annotations
 
