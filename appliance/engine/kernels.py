@@ -198,6 +198,10 @@ STEP_OK = 0
 STEP_KILL_SEEN = 1
 STEP_MAX_LOSS = 2
 
+# _reconcile_slot results
+DONE = 0
+DEFER = 1
+
 # PnL per strategy and leg (int64[S, MAX_LEGS, PNL_N])
 PNL_POS = 0        # lots, + long
 PNL_CASH = 1       # tick-lots: - bought, + sold
@@ -365,9 +369,9 @@ def _send_cancel(gate, tel, io, row, origin, now_ns, session, forced):
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def reconcile(i, books, strats, gate, tel, io):
     """Turn strategy ``i``'s quote slots (the ``meta[i, M_SLOTS]`` its kind uses) into new /
-    replace / cancel records (see the module docstring): two passes over the slots, cancels and
-    replaces that move away from the other side first, then the rest, so a quote pair shifting
-    through its own old prices does not self-trade (risk STP)."""
+    replace / cancel records (see the module docstring): cancels and replaces that move away
+    from the other side go out in a first pass, the slots that need anything else are done in a
+    second, so a quote pair shifting through its own old prices does not self-trade (risk STP)."""
     quotes = strats.quotes
     if tel.stats[ST_HALTED] != 0:
         for s in range(base.Q_SLOTS):
@@ -378,10 +382,16 @@ def reconcile(i, books, strats, gate, tel, io):
     # one clock read per reconciliation for the gate's and the OMS's UTC times; each order's
     # latency ends at its own publish stamp
     now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
-    nslots = strats.meta[i, base.M_SLOTS]
-    for ps in range(2):
-        for s in range(nslots):
-            _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns)
+    later = 0
+    for s in range(strats.meta[i, base.M_SLOTS]):
+        if _reconcile_slot(i, s, np.int64(0), books, strats, gate, tel, io, now_ns) == DEFER:
+            later |= 1 << s
+    s = 0
+    while later != 0:
+        if later & 1:
+            _reconcile_slot(i, np.int64(s), np.int64(1), books, strats, gate, tel, io, now_ns)
+        later >>= 1
+        s += 1
 
 
 @njit(**INTERNAL)
@@ -393,9 +403,10 @@ def _reconcile_call(i, books, strats, gate, tel, io):
 
 @njit(**HELPER)
 def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
-    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``; a slot left out of sync
-    (denied, refused, or waiting for a request in flight) marks the strategy ``dirty``: it is
-    reconciled again on its next event."""
+    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``: DEFER when pass 0 leaves
+    the slot to pass 1 (a new order, a take, a replace towards the other side), else DONE. A slot
+    left out of sync (denied, refused, or waiting for a request in flight) marks the strategy
+    ``dirty``: it is reconciled again on its next event."""
     quotes = strats.quotes
     meta = strats.meta
     dirty = strats.dirty
@@ -403,7 +414,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     stats = tel.stats
     qs = quotes[i, s, base.Q_STATE]
     if qs == base.QS_TAKE and ps == 0:
-        return
+        return DEFER
     origin = quotes[i, s, base.Q_ORIGIN]
     leg = quotes[i, s, base.Q_LEG]
     b = meta[i, base.M_BOOK + leg]
@@ -414,10 +425,10 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     sess = meta[i, base.M_SESSION + leg]
     if sess >= MAX_SESSIONS or stats[ST_SESS_READY + sess] == 0:
         dirty[i] = 1             # session not up and reconciled: try again on a later event
-        return
+        return DONE
     r = oms.quote_row(om, slot_q)
     if qs == base.QS_OFF and r < 0:
-        return                   # nothing wanted, nothing working
+        return DONE              # nothing wanted, nothing working
     if qs != base.QS_OFF and gate.risk.state[risk.R_STATE] == records.RISK_REDUCING:
         # reduce-only: an order on the side that unwinds the position is cut to what is
         # left to unwind (the gate still checks it); the other side is left to the gate
@@ -446,20 +457,20 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
                 want = 0                 # side / leg changed: cancel first, quote after the ack
         act = oms.reconcile(om, slot_q, price, want, 0, 0)
         if act == oms.ACT_NONE:
-            return
+            return DONE
         if act == oms.ACT_WAIT:
             dirty[i] = 1
-            return
+            return DONE
         away = act == oms.ACT_CANCEL or (act == oms.ACT_REPLACE and (
             (side == records.SIDE_BUY and price <= om.orders[r].price)
             or (side != records.SIDE_BUY and price >= om.orders[r].price)))
         if away != (ps == 0):
-            return
+            return DEFER if ps == 0 else DONE
     if act == oms.ACT_CANCEL:
         if _send_cancel(gate, tel, io, r, origin, now_ns,
                         _session_of(meta, i, om.orders[r].ii), False) == 0:
             dirty[i] = 1
-        return
+        return DONE
     nb = books.n[b, 0]
     na = books.n[b, 1]
     bid = books.px[b, 0, nb - 1] if nb > 0 else 0
@@ -487,7 +498,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     if rc != risk.RJ_OK:
         stats[ST_RISK_REJECTS] += 1
         dirty[i] = 1
-        return
+        return DONE
     if new:
         row = oms.new_order(om, gate.led, b, side, price, q, quotes[i, s, base.Q_TIF],
                             meta[i, base.M_ID], slot_q, now_ns)
@@ -496,7 +507,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     if row < 0:
         stats[ST_OMS_REFUSED] += 1
         dirty[i] = 1
-        return
+        return DONE
     slot = ring.begin_write(io.ord_hdr, io.ord_data)      # the OMS writes the record in place
     flags = quotes[i, s, base.Q_FLAGS]
     if new:
@@ -509,6 +520,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     else:
         stats[ST_REPLACE] += 1
     _lat(tel, origin, t)
+    return DONE
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -62,6 +62,7 @@ P_COOLDOWN_MS = 16
 P_COOLDOWN_TSC = 17     # derived: cooldown_ms in TSC ticks (set by the engine from its clock)
 P_UNIT = 18             # ticks per model price unit (see module docstring)
 P_LOG_TERM = 19         # derived: ln(1 + gamma / k) / gamma
+P_INV_UNIT = 20         # derived: 1 / price_unit
 
 # name -> (index, default, minimum)
 PARAMS = {
@@ -115,6 +116,7 @@ def derive(params_row, tsc_per_ns: float) -> None:
     """Fill the derived parameters of one instance (clock-dependent values in TSC ticks)."""
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
     params_row[P_LOG_TERM] = math.log(1.0 + params_row[P_GAMMA] / params_row[P_K]) / params_row[P_GAMMA]
+    params_row[P_INV_UNIT] = 1.0 / params_row[P_UNIT]
 
 
 @njit(**HELPER)
@@ -170,7 +172,7 @@ def on_book(i, strats, books, b, now, origin):
     state[i, S_EVENTS] = ev
     unit = params[i, P_UNIT]
     if ev > 1.0:
-        d = (mp - state[i, S_MP]) / unit
+        d = (mp - state[i, S_MP]) * params[i, P_INV_UNIT]
         state[i, S_VAR] += params[i, P_VOL_ALPHA] * (d * d - state[i, S_VAR])
     state[i, S_MP] = mp
     if ev <= params[i, P_WARMUP]:
