@@ -20,9 +20,9 @@ Lifecycle (``run``)::
                    ``<state_dir>/status/<name>.json``, mode 0640) and ``counters()`` published to
                    telemetry. An actor whose I/O drives its own loop overrides ``loop`` and calls
                    ``tick()`` at least every ~100 ms.
-    8. close()     orderly stop (cancel, log out, flush); then the status is written a last time
-                   and the regions closed (the control block line keeps the pid: ``appliance
-                   status`` shows the actor as stopped)
+    8. close()     the status is written a last time (``live`` false), then the orderly stop
+                   (cancel, log out, flush) and the regions are closed (the control block line
+                   keeps the pid: ``appliance status`` shows the actor as stopped)
 
 ``poll`` does a bounded unit of work (a compiled step of about a millisecond, a socket poll) and
 returns. Hooks raise :class:`ActorError` for a condition that stops the actor with a one-line
@@ -34,9 +34,11 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
+from appliance import fsutil
 from appliance.transport import control, shm, telemetry
 
 STATUS_DIR = "status"
@@ -55,23 +57,8 @@ def status_path(state_dir: str | os.PathLike, name: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj, mode: int = 0o640) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and rename, with ``mode`` whatever
-    the umask (the directory is created 0750)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, default=str)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON to ``path`` atomically with ``mode`` whatever the umask."""
+    fsutil.write_atomic(path, json.dumps(obj, default=str).encode(), mode)
 
 
 def read_status(state_dir: str | os.PathLike, name: str) -> dict | None:
@@ -103,6 +90,7 @@ class Actor:
         self._words = None
         self._next_status = 0.0
         self.started_ns = time.time_ns()
+        self._writer = _LatestWriter(self._write)
 
     # -- hooks --------------------------------------------------------------------------------
     def warm(self) -> None:
@@ -126,7 +114,11 @@ class Actor:
         return {}
 
     def counters(self) -> dict:
-        """Python-side counters to publish in telemetry (name -> int)."""
+        """Python-side counters to publish in telemetry (name -> int, monotonic)."""
+        return {}
+
+    def gauges(self) -> dict:
+        """Python-side levels to publish in telemetry (name -> int: open orders, books valid)."""
         return {}
 
     def close(self) -> None:
@@ -170,16 +162,33 @@ class Actor:
             self.periodic()
             self.publish_status()
 
-    def publish_status(self) -> None:
+    def publish_status(self, wait: bool = False) -> None:
+        """Counters and gauges into telemetry, the status snapshot to its file. The snapshot is
+        taken here, in the actor's loop; the file is written by a background thread (a file
+        write costs milliseconds the loop must not lose), or here with ``wait``."""
         try:
             if self.tm is not None:
                 self.tm.set_counters(self.counters())
+                self.tm.set_counters(self.gauges(), telemetry.KIND_GAUGE)
             st = {"name": self.name, "pid": os.getpid(), "time_ns": time.time_ns(),
                   "started_ns": self.started_ns, "live": self.live}
             st.update(self.status())
-            write_json_atomic(status_path(self.state_dir, self.name), st)
-        except (OSError, telemetry.TelemetryError) as e:
-            self.log.warning("%s: status not written: %s", self.name, e)
+            data = json.dumps(st, default=str).encode()
+        except telemetry.TelemetryError as e:
+            self.log.warning("%s: status not published: %s", self.name, e)
+            return
+        path = status_path(self.state_dir, self.name)
+        if wait:
+            self._writer.flush()
+            self._write(path, data)
+        else:
+            self._writer.put(path, data)
+
+    def _write(self, path, data: bytes) -> None:
+        try:
+            fsutil.write_atomic(path, data, 0o640)
+        except OSError as e:
+            self.log.warning("%s: status not written to %s: %s", self.name, path, e)
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _pin(self) -> None:
@@ -230,16 +239,17 @@ class Actor:
             self.log.error("%s: %s", self.name, e)
             rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
         finally:
+            was_live, self.live = self.live, False
             try:
+                if was_live:
+                    self.publish_status(wait=True)   # the last picture, before close() releases it
                 if opened:
                     self.close()
             except ActorError as e:
                 self.log.error("%s: on stop: %s", self.name, e)
                 rc = rc or EXIT_FAILED
             finally:
-                self.live = False
-                if self._words is not None:
-                    self.publish_status()
+                self._writer.close()
                 self._release()
                 for s, h in old.items():
                     signal.signal(s, h)
@@ -254,3 +264,56 @@ class Actor:
         if self.tm is not None:
             self.tm.close()
             self.tm = None
+
+
+class _LatestWriter:
+    """A background thread writing, per file, the latest content it was given (older content of
+    a file not yet written is superseded)."""
+
+    def __init__(self, write):
+        self._write = write
+        self._cv = threading.Condition()
+        self._items: dict = {}
+        self._busy = False
+        self._closed = False
+        self._thread = None
+
+    def put(self, path, data: bytes) -> None:
+        with self._cv:
+            self._items[str(path)] = data
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="status-writer",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items and not self._closed:
+                    self._cv.wait()
+                if not self._items:
+                    return
+                items, self._items = self._items, {}
+                self._busy = True
+            try:
+                for path, data in items.items():
+                    self._write(path, data)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Wait until what was put is written."""
+        with self._cv:
+            while (self._items or self._busy) and self._thread is not None:
+                self._cv.wait(1.0)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -51,7 +51,10 @@ KEEP = 4
 # modules with a ``warm()`` function, leaves first (appliance compile starts them in this order)
 WARMERS = (
     "appliance.transport.warm",
+    "appliance.venues.warm",
+    "appliance.fix.warm",
     "appliance.engine.warm",
+    "appliance.ops.warm",
 )
 
 _PKG = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from appliance.actor import Actor
-from appliance.engine import book, killswitch
+from appliance.engine import book, killswitch, risk
 from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_KILL_CANCELS,
                                       ST_RISK_STATE, ST_SESS_READY, step)
 from appliance.engine.state import EngineState
@@ -134,8 +134,16 @@ class Engine(Actor):
         snap["md_resyncs"] = self.md_resyncs
         return snap
 
+    GAUGES = ("open_orders", "halted", "acked_epoch", "stuck_requests", "latency_n")
+
     def counters(self) -> dict:
-        return self.es.stats_dict()
+        return {k: v for k, v in self.es.stats_dict().items() if k not in self.GAUGES}
+
+    def gauges(self) -> dict:
+        st = self.es.stats_dict()
+        out = {k: st[k] for k in self.GAUGES if k in st}
+        out["risk_state"] = int(self.es.rk.state[risk.R_STATE])
+        return out
 
     def close(self) -> None:
         if self.ow is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from appliance.cli import positive_int
+
 log = logging.getLogger("appliance.recorder")
 
 
@@ -48,7 +50,7 @@ def register(sub) -> None:
                    "enabled venue, orders, exec)")
     r.add_argument("--dir", help="journal directory (default: appliance.journal_dir)")
     r.add_argument("--shm-dir", help="shared-memory directory of the rings")
-    r.add_argument("--flush-ms", type=int, default=200,
+    r.add_argument("--flush-ms", type=positive_int, default=200,
                    help="write a partial frame after this long without a full one (default 200)")
     r.set_defaults(handler=cmd_recorder)
 
@@ -177,7 +179,10 @@ def cmd_cat(args) -> int:
 
 # --- recorder -----------------------------------------------------------------------------------
 def default_rings(cfg) -> list[str]:
-    return [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", "exec"]
+    """Every ring of the configured appliance: md.<venue>, orders, each FIX session's exec ring."""
+    from appliance.fix.gateway import _sessions, load_session_config
+    execs = [load_session_config(cfg, name).exec_ring for name in _sessions(cfg)]
+    return [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders"] + (execs or ["exec"])
 
 
 def cmd_recorder(args) -> int:

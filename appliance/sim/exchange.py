@@ -21,6 +21,8 @@ Behaviour (FIX 4.4 tags):
   (one 150=4 each), then an OrderMassCancelReport (35=r, 531 = the request type, 533 = count).
 - OrderStatusRequest (H): 150=I with the order's current 39/151/14; unknown -> 150=I 39=8 and
   58 "unknown order".
+- OrderMassStatusRequest (AF): one 150=I per working order of the requesting session (584 = the
+  request's id, 911 their number, 912=Y on the last); nothing when none is working.
 - Reference prices: ``set_reference(symbol, price)`` (tests, the bench, or ``--ref SYMBOL=PRICE``
   on the command line); a new reference fills every resting order it crosses (150=F, 851=1,
   maker), returned from ``set_reference`` for the caller to send.
@@ -125,7 +127,7 @@ class MatchingVenue:
         self._oid = itertools.count(1)
         self._eid = itertools.count(1)
         self.counts = {"orders": 0, "cancels": 0, "replaces": 0, "fills": 0, "rejects": 0,
-                       "status": 0, "mass_cancels": 0}
+                       "status": 0, "mass_cancels": 0, "mass_status": 0}
 
     # ---- replies ----------------------------------------------------------------------------
     def _er(self, o: Order, exec_type: bytes, clord: bytes | None = None, orig: bytes | None = None,
@@ -195,6 +197,8 @@ class MatchingVenue:
                 return self._mass_cancel(msg)
             if t == b"H":
                 return self._status(msg)
+            if t == b"AF":
+                return self._mass_status(msg, owner)
         except BadOrder as e:
             self.counts["rejects"] += 1
             log.info("rejecting %s: %s", t.decode(errors="replace"), e)
@@ -313,6 +317,20 @@ class MatchingVenue:
             return [self._er(u, b"I", text="unknown order")]
         return [self._er(o, b"I")]
 
+    def _mass_status(self, msg: Message, owner=None) -> list:
+        """OrderMassStatusRequest (AF): one 150=I report (584 = the request's id) per working
+        order of the requesting session (585=7 all, 1 by Symbol)."""
+        self.counts["mass_status"] += 1
+        req, kind, sym = msg.get(584, b"NONE"), msg.get(585, b"7"), msg.get(55)
+        mine = [o for k, o in self.orders.items() if k == o.clord_id and o.working and o.owner is owner
+                and (kind != b"1" or o.symbol == sym)]
+        out = []
+        for i, o in enumerate(mine, 1):
+            mt, body = self._er(o, b"I")
+            body += [(584, req), (911, str(len(mine)).encode())] + ([(912, b"Y")] if i == len(mine) else [])
+            out.append((mt, body))
+        return out
+
     def set_reference(self, symbol, price) -> list:
         """New reference price; returns ``[(owner, (msg_type, body))]``: the fills (150=F, maker)
         of the resting orders it crosses, with the session each order came in on."""
@@ -346,7 +364,7 @@ def parse_refs(items) -> dict:
 class ExchangeApplication(Application):
     """Session-layer application: every order message goes to the MatchingVenue."""
 
-    HANDLED = (b"D", b"F", b"G", b"q", b"H")
+    HANDLED = (b"D", b"F", b"G", b"q", b"H", b"AF")
 
     def __init__(self, venue: MatchingVenue):
         self.venue = venue
@@ -359,9 +377,32 @@ class ExchangeApplication(Application):
 
     @staticmethod
     def _send(session, mt: bytes, body: list) -> None:
+        if mt == b"8" and session.bs == b"FIX.4.2":
+            body = fix42_execution_report(body)
         if session.dd is not None:
             body = session.dd.order_body(mt, body)
         session.send_app(mt, body)
+
+
+def fix42_execution_report(body: list) -> list:
+    """The FIX 4.2 form of an ExecutionReport body: ExecTransType (20) 0 new / 3 status, a fill as
+    ExecType 1 (partial) / 2 (filled) instead of F, a status reply's ExecType = its OrdStatus
+    instead of I, no LastLiquidityInd (851, FIX 4.4 only)."""
+    d = dict(body)
+    et = d.get(150)
+    trans = b"3" if et == b"I" else b"0"
+    out = []
+    for t, v in body:
+        if t == 851:
+            continue
+        if t == 150:
+            if et == b"F":
+                v = b"2" if d.get(39) == b"2" else b"1"
+            elif et == b"I":
+                v = d.get(39, b"0")
+        out.append((t, v))
+    out.append((20, trans))
+    return out
 
 
 def session_pairs(cfg) -> list:

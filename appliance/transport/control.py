@@ -110,9 +110,16 @@ class ControlBlock:
 
     @classmethod
     def open(cls, shm_dir=None) -> "ControlBlock":
-        """Create the control block if missing, else attach to it (no writer lock: see above)."""
+        """Create the control block if missing, else attach to it (no writer lock: see above).
+        A block of another layout (an older version of the appliance) is replaced: shm.create
+        retires it, so processes still mapping it see ``writer_restarted``; the kill switch
+        survives in its persisted file (the engine re-applies it at start)."""
         try:
-            return cls(shm.attach(NAME, shm.KIND_CONTROL, shm_dir))
+            region = shm.attach(NAME, shm.KIND_CONTROL, shm_dir)
+            if int(region.words[shm.W_RECORD_SIZE]) == records.CONTROL_BLOCK.itemsize:
+                return cls(region)
+            region.close()
+            raise shm.ShmError("control block of another layout")
         except shm.ShmError:
             region = shm.create(NAME, shm.KIND_CONTROL, records.CONTROL_BLOCK.itemsize, 1,
                                 4096, shm_dir, lock=False)

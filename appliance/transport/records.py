@@ -125,6 +125,9 @@ SESSION_RECONCILED = 3    # status of every working order confirmed after reconn
 RJ_GW_NOT_READY = 1001       # FIX session down or reconciling: the order was not sent
 RJ_GW_TOO_MANY_OPEN = 1002   # the gateway's open-order table is full
 RJ_GW_BAD_CLORD = 1003       # ClOrdID 0 is reserved
+RJ_GW_KILLED = 1004          # the kill switch is set: the gateway lets no new order or replace out
+RJ_GW_SESSION_REJECT = 1005  # the venue answered the message with a session Reject (35=3)
+RJ_GW_BUSINESS_REJECT = 1006 # the venue answered it with a BusinessMessageReject (35=j)
 RJ_GW_ENCODE_BASE = 1010     # RJ_GW_ENCODE_BASE - codec.E_*: the encoder refused the record
 
 
@@ -293,12 +296,22 @@ ACTOR = _dtype([
                                  # nothing of its own is working at the venue any more)
 ], 64)
 
+# One line per actor slot (same index as ``actors``), written only by a FIX gateway on that slot:
+# the stages of its part of a kill (the last stage, nothing of its own working any more, is the
+# actor line's ``kill_ack_epoch``), so a kill can be followed and confirmed while the engine is dead.
+GW_KILL = _dtype([
+    ("seen_epoch", "<u8"),       # last kill_epoch the gateway acted on (no new order passes)
+    ("sent_epoch", "<u8"),       # = seen_epoch once its cancels for that kill went out
+    ("done_time_ns", "<u8"),     # CLOCK_REALTIME ns when it set the actor's kill_ack_epoch
+    ("working", "<u8"),          # working orders it still knows (open-order table size)
+], 64)
+
 CONTROL_BLOCK = np.dtype({
     "names": ["kill", "kill_epoch", "kill_time_ns", "kill_source", "kill_tsc",
               "kill_ack_epoch", "kill_ack_time_ns", "risk_state", "engine_pid", "kill_ack_tsc",
-              "kill_reason", "actors"],
+              "kill_reason", "actors", "gw_kill"],
     "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "S64",
-                (ACTOR, (MAX_ACTORS,))],
+                (ACTOR, (MAX_ACTORS,)), (GW_KILL, (MAX_ACTORS,))],
     # line 0 (offset 0): kill request, written by the CLI / risk, read by every actor every loop:
     #   kill (0 = trading allowed, 1 = HALT), kill_epoch (bumped by every request),
     #   kill_time_ns (CLOCK_REALTIME of the request), kill_source (1 CLI, 2 max loss, 3 persisted),
@@ -306,9 +319,10 @@ CONTROL_BLOCK = np.dtype({
     # line 1 (offset 64): written by the engine: kill_ack_epoch (= kill_epoch once halted),
     #   kill_ack_time_ns, risk_state (RISK_*), engine_pid, kill_ack_tsc (TSC of the ack: the
     #   kill acknowledgement is kill_ack_tsc - kill_tsc, one clock)
-    # line 2 (offset 128): kill_reason text; lines 3.. (offset 192): one line per actor
-    "offsets": [0, 8, 16, 24, 32, 64, 72, 80, 88, 96, 128, 192],
-    "itemsize": 192 + 64 * MAX_ACTORS,
+    # line 2 (offset 128): kill_reason text; lines 3.. (offset 192): one line per actor;
+    # then (offset 192 + 64 * MAX_ACTORS) one GW_KILL line per actor slot (FIX gateways only)
+    "offsets": [0, 8, 16, 24, 32, 64, 72, 80, 88, 96, 128, 192, 192 + 64 * MAX_ACTORS],
+    "itemsize": 192 + 128 * MAX_ACTORS,
     "aligned": True,
 })
 
@@ -367,6 +381,7 @@ def _check_layout() -> None:
     assert CONTROL_BLOCK.fields["kill_ack_epoch"][1] == 64
     assert CONTROL_BLOCK.fields["actors"][1] % 64 == 0
     assert ACTOR.itemsize == 64
+    assert GW_KILL.itemsize == 64 and CONTROL_BLOCK.fields["gw_kill"][1] % 64 == 0
 
 
 _check_layout()
