@@ -499,8 +499,10 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
         add_open = False
         mine = r
         mine2 = np.int64(o.link)
-    rc = risk.check(gate.risk, om, gate.led, ii, rside, price, q, add_qty, add_open, mine, mine2,
-                    ref, bid, ask, now_ns)
+    rc = risk.check(gate.risk, om, gate.led,
+                    risk.OrderReq(np.int64(ii), np.int64(rside), np.int64(price), np.int64(q),
+                                  np.int64(add_qty), add_open, np.int64(mine), np.int64(mine2)),
+                    risk.Touch(np.int64(ref), np.int64(bid), np.int64(ask)), now_ns)
     if rc != risk.RJ_OK:
         stats[ST_RISK_REJECTS] += 1
         dirty[i] = 1
