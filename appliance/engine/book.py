@@ -79,7 +79,7 @@ def clear(px, qty, n, b):
     n[b, 1] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _lower(px, b, s, cnt, price):
     """Index of the first level whose price is not worse than ``price`` ("key" >= price's key,
     key = price for bids, -price for asks), searching from the top end. Returns ``cnt`` if every
@@ -109,7 +109,7 @@ def _lower(px, b, s, cnt, price):
     return lo
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def update(px, qty, n, b, side_idx, price, q):
     """Set the quantity at ``price`` on side ``side_idx`` of book ``b`` (``q == 0`` deletes).
 

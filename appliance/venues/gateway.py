@@ -33,6 +33,10 @@ same compiled deframing and handling run over them.
 Counters (``Gateway.stats()``): the feed's (frames, records, gaps, resyncs, checksums_ok,
 checksums_failed, errors, ...) plus the connection's own (see STAT_NAMES), ``books``,
 ``books_valid`` and ``never_synced`` (books never valid on any connection).
+
+Telemetry (the actor's region ``telemetry.md.<venue>``): histogram ``frame_to_publish``, the
+time from the recv() that completed a frame to its last record published on the md ring (ns),
+written by the compiled pump for every frame that published records.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ SNAPSHOT_RETRY_S = 1.0       # after a failed fetch
 SNAPSHOT_BACKOFF_MIN_S = 1.0     # second refetch of a symbol on one connection waits this long,
 SNAPSHOT_BACKOFF_MAX_S = 60.0    # doubling up to this
 SNAPSHOT_MAX_BYTES = 64 << 20    # a REST body larger than this is refused
+HOP_FRAME_TO_PUBLISH = "frame_to_publish"   # telemetry histogram (appliance.transport.telemetry)
 PUMP_FRAMES = 256            # frames one pump call may handle before Python looks around
 HOUSEKEEPING_S = 0.1
 
@@ -416,6 +421,7 @@ class Gateway:
             sock.setblocking(False)
         fd = -1 if tls else sock.fileno()
         pump = feed.pump
+        lat, cal = feed.lat, feed.cal
         now = time.monotonic()
         last_frame = now
         last_ping = now
@@ -433,7 +439,7 @@ class Gateway:
                 # the feeds' snapshot_requests() walk their instruments: not once per frame
                 self._snapshots()
                 next_snap = now + SNAPSHOT_CHECK_S
-            r = pump(fd, rx, w, st, hdr, data, PUMP_FRAMES)
+            r = pump(fd, rx, w, st, hdr, data, PUMP_FRAMES, lat, cal)
             if w[wsframe.W_FRAMES] != seen_frames:
                 seen_frames = int(w[wsframe.W_FRAMES])
                 last_frame = time.monotonic()
@@ -682,6 +688,8 @@ class MdGateway(Actor):
                           self.ws_url, self.rest_url, stale_after_ms=v.stale_after_ms,
                           reconnect_min_ms=v.reconnect_min_ms,
                           reconnect_max_ms=v.reconnect_max_ms, heartbeat=self.tick, warm=False)
+        # per-hop telemetry: frame recv -> records published, written by the compiled pump
+        self.gw.feed.set_latency_row(self.tm.hists[self.tm.hist(HOP_FRAME_TO_PUBLISH)])
         self.log.info("md %s: %d instruments (%s) -> ring %s (%s)", self.venue,
                       len(self.instruments), ", ".join(i.symbol for i in self.instruments[:8]),
                       self.ring_name, shm.resolve_dir(self.shm_dir))
