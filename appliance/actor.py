@@ -112,7 +112,11 @@ class Actor:
         return {}
 
     def counters(self) -> dict:
-        """Python-side counters to publish in telemetry (name -> int)."""
+        """Python-side counters to publish in telemetry (name -> int, monotonic)."""
+        return {}
+
+    def gauges(self) -> dict:
+        """Python-side levels to publish in telemetry (name -> int: open orders, books valid)."""
         return {}
 
     def close(self) -> None:
@@ -160,6 +164,7 @@ class Actor:
         try:
             if self.tm is not None:
                 self.tm.set_counters(self.counters())
+                self.tm.set_counters(self.gauges(), telemetry.KIND_GAUGE)
             st = {"name": self.name, "pid": os.getpid(), "time_ns": time.time_ns(),
                   "started_ns": self.started_ns, "live": self.live}
             st.update(self.status())

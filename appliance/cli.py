@@ -19,11 +19,13 @@ import sys
 # the parts, in the order their commands are listed by --help
 COMMAND_MODULES = (
     "appliance.sim.cli",         # sim, demo, venue-sim
+    "appliance.compile",         # compile (every kernel into the numba cache, in parallel)
     "appliance.venues.cli",      # md, md replay
     "appliance.engine.cli",      # engine, kill, status
     "appliance.fix.cli",         # fix gateway|exchange|acceptor
     "appliance.journal.cli",     # recorder, journal stats|cat
     "appliance.transport.cli",   # shm ls
+    "appliance.ops.cli",         # top, exporter
     "tuning.cli",                # tuning plan|check
     "benches.cli",               # bench ...
 )

@@ -33,7 +33,9 @@ exceptions for Python callers)::
     BAD_ARG       negative quantity, non-positive price, bad side or book index: nothing changed
 
 All kernels are ``@njit(cache=True, nogil=True)`` free functions over the arrays, allocate
-nothing and are compiled without NRT (no reference counting on the hot path).
+nothing and are compiled without NRT (no reference counting on the hot path). ``update`` (and its
+search) is ``forceinline=True``: LLVM inlines it into the md handlers that call it once per
+level update, where a call would pass the three arrays as ~30 argument words.
 """
 from __future__ import annotations
 

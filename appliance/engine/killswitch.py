@@ -121,7 +121,8 @@ def kill(cb, state_dir, reason: str, timeout_s: float = 5.0, clock=time.monotoni
         if done or clock() >= deadline:
             break
         sleep(0.0002)
-    out = {"epoch": epoch, "engine_pid": pid, "engine_acked": engine_acked,
+    out = {"epoch": epoch, "kill_tsc": int(cb.rec["kill_tsc"]), "engine_pid": pid,
+           "engine_acked": engine_acked,
            "engine_ack_ns": None, "gateways": {}, "waiting_for": waiting,
            "confirmed": bool(done), "persisted": str(path)}
     if engine_acked:

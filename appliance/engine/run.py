@@ -1,5 +1,5 @@
-"""The engine actor process (``appliance engine``): attach the md and exec rings, create the
-order ring, come up HALTED if the persisted kill switch says so, loop the compiled ``step`` until
+"""The engine actor process (``appliance engine``): attach the md rings (one per venue) and the
+exec rings (one per FIX session, :func:`exec_rings`), create the order ring, come up HALTED if the persisted kill switch says so, loop the compiled ``step`` until
 stopped, cancel every working order on the way out. The lifecycle is :class:`appliance.actor.Actor`.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from appliance.actor import Actor
-from appliance.engine import book, killswitch
+from appliance.engine import book, killswitch, risk
 from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_KILL_CANCELS,
                                       ST_RISK_STATE, ST_SESS_READY, step)
 from appliance.engine.state import EngineState
@@ -28,7 +28,8 @@ class Engine(Actor):
         self.wstate = wait.new_state()
         self.ow = None
         self.readers: list = []
-        self.ex = None
+        self.exec_names = exec_rings(cfg)
+        self.execs: list = []
         self.md_resyncs: dict[str, int] = {}
 
     def warm(self) -> None:
@@ -53,7 +54,9 @@ class Engine(Actor):
                                               self.wait_rings_s))
         # oldest: the gateway's last SESSION record says whether its session is ready now;
         # older exec records are for orders this engine does not know (counted, ignored)
-        self.ex = self.wait_for("input ring exec", attach("exec"), self.wait_rings_s)
+        for name in self.exec_names:
+            self.execs.append(self.wait_for(f"input ring {name}", attach(name),
+                                            self.wait_rings_s))
 
     def start(self) -> None:
         es, cb = self.es, self.cb
@@ -79,7 +82,8 @@ class Engine(Actor):
             es.stats[ST_RISK_STATE] = records.RISK_RUNNING
         es.attach(self.ow.hdr, self.ow.data, cb.words)
         self._loop = es.loop([(r.hdr, r.data, r.cur) for r in self.readers],
-                             (self.ex.hdr, self.ex.data, self.ex.cur), self.wparams, self.wstate)
+                             [(r.hdr, r.data, r.cur) for r in self.execs], self.wparams,
+                             self.wstate)
 
     def poll(self) -> None:
         es, cb = self.es, self.cb
@@ -112,13 +116,14 @@ class Engine(Actor):
                 self.md_resyncs[v] = self.md_resyncs.get(v, 0) + 1
                 self.log.warning("md.%s writer restarted: resynchronised at the newest record, "
                                  "its books cleared (%d resyncs)", v, self.md_resyncs[v])
-        if self.ex.writer_restarted():
-            # the FIX gateway restarted: its sessions reconcile working orders and send
-            # their reports on the new ring; read it from its start
-            self.ex.resync(ring.START_OLDEST)
-            self.md_resyncs["exec"] = self.md_resyncs.get("exec", 0) + 1
-            self.log.warning("exec writer restarted: resynchronised at its oldest record "
-                             "(%d resyncs)", self.md_resyncs["exec"])
+        for name, r in zip(self.exec_names, self.execs):
+            if r.writer_restarted():
+                # the FIX gateway restarted: its session reconciles working orders and sends
+                # their reports on the new ring; read it from its start
+                r.resync(ring.START_OLDEST)
+                self.md_resyncs[name] = self.md_resyncs.get(name, 0) + 1
+                self.log.warning("%s writer restarted: resynchronised at its oldest record "
+                                 "(%d resyncs)", name, self.md_resyncs[name])
 
     def status(self) -> dict:
         es = self.es
@@ -129,8 +134,16 @@ class Engine(Actor):
         snap["md_resyncs"] = self.md_resyncs
         return snap
 
+    GAUGES = ("open_orders", "halted", "acked_epoch", "stuck_requests", "latency_n")
+
     def counters(self) -> dict:
-        return self.es.stats_dict()
+        return {k: v for k, v in self.es.stats_dict().items() if k not in self.GAUGES}
+
+    def gauges(self) -> dict:
+        st = self.es.stats_dict()
+        out = {k: st[k] for k in self.GAUGES if k in st}
+        out["risk_state"] = int(self.es.rk.state[risk.R_STATE])
+        return out
 
     def close(self) -> None:
         if self.ow is not None:
@@ -141,10 +154,19 @@ class Engine(Actor):
             self.cb.rec["engine_pid"] = 0
         for r in self.readers:
             r.close()
-        if self.ex is not None:
-            self.ex.close()
+        for r in self.execs:
+            r.close()
         if self.ow is not None:
             self.ow.close()
+
+
+def exec_rings(cfg) -> list[str]:
+    """The exec rings the engine reads: every [fix.sessions.NAME]'s ``exec_ring`` (default
+    ``exec.NAME``); a config without FIX sessions reads one ring named ``exec``."""
+    from appliance.fix import gateway
+    names = [gateway.load_session_config(cfg, n).exec_ring
+             for n in (cfg.extra.get("fix") or {}).get("sessions", {})]
+    return names or ["exec"]
 
 
 def run(cfg, wait_rings_s: float = 30.0) -> int:

@@ -68,6 +68,11 @@ FIX 4.2 dialect: NewOrderSingle and OrderCancelReplaceRequest carry HandlInst (2
 MASS_CANCEL record goes out as one OrderCancelRequest per matching working order; fills arrive as
 ExecType 1/2 with ExecTransType 0 and status replies as ExecTransType 3 (codec docstring).
 
+Telemetry (the actor's region, ``HOPS``): order_to_wire (order record published on the ring ->
+its batch's ``send`` returned), wire_to_ack (send returned -> the first answer's bytes received),
+tick_to_trade (the order's origin TSC, the market event behind it -> send returned), one sample
+per order, recorded by the compiled steps.
+
 Logon: ``credentials_file`` gives Username/Password; ``logon_signature`` signs the Logon
 (``admin.logon_hook``: HMAC-SHA256 or Ed25519 over SendingTime, MsgType, MsgSeqNum, CompIDs and
 the password, in RawData) with the key in ``signing_key_file``. Every such file must be 0600;
@@ -122,7 +127,7 @@ from numba import njit
 
 from appliance.actor import Actor, ActorError
 from appliance.fix import codec as C
-from appliance.transport import clock, control, ring, shm, wait
+from appliance.transport import clock, control, hist, ring, shm, wait
 from appliance.transport import records as R
 
 log = logging.getLogger(__name__)
@@ -173,9 +178,15 @@ G_SIZE = 32
 UNKNOWN_CAP = 256
 _WORKING = (ord("0"), ord("1"), ord("A"), ord("E"))   # 39 values of an order still working
 
-# open-order table columns (int64); key = ClOrdID bits, 0 = empty slot
-OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING, OT_QTY = range(5)
-OT_COLS = 5
+# open-order table columns (int64); key = ClOrdID bits, 0 = empty slot; OT_SENT = TSC when the
+# order's bytes went to the kernel, cleared by its first answer (wire_to_ack)
+OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING, OT_QTY, OT_SENT = range(6)
+OT_COLS = 6
+
+# telemetry (appliance.transport.telemetry hop names of a FIX gateway), rows of ``hists``
+HOPS = ("order_to_wire", "wire_to_ack", "tick_to_trade")
+HOP_O2W, HOP_W2A, HOP_T2T = range(3)
+BT_PUBLISH, BT_ORIGIN, BT_CLORD = range(3)       # per order of the batch being sent
 
 # sent-message map (by MsgSeqNum & (SENT_CAP - 1)): what a venue's session Reject refers to
 SENT_CAP = 4096
@@ -229,6 +240,7 @@ def ot_insert(ot, gst, key, instrument, side, qty):
             ot[i, OT_SIDE] = side
             ot[i, OT_QTY] = qty
             ot[i, OT_PENDING] = 0
+            ot[i, OT_SENT] = 0
             ot[i, OT_KEY] = key
             return i
         i = (i + 1) & mask
@@ -305,7 +317,7 @@ def _note_sent(sent, seq, rt, clord, orig, instrument):
 
 @njit(cache=True, nogil=True)
 def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
-            max_n, cwords, sent):
+            max_n, cwords, sent, batch):
     """Drain up to ``max_n`` order records: encode ours into ``sbuf`` (length in
     gst[G_SEND_LEN]) until the ring is empty or the send buffer's batch is full; refuse the ones
     that cannot go out. Returns the number of messages encoded. (The caller polls cheaply and
@@ -317,7 +329,9 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     ClOrdID is already in the open-order table is one this gateway sent before it restarted (its
     ring position is saved only after a send): it is skipped, reconciliation reports it. With
     FIX 4.2 (no OrderMassCancelRequest) a MASS_CANCEL record ends the batch and is left in
-    gst[G_MASS_PENDING] / gst[G_MASS_INSTR] for the caller to send as one cancel per order."""
+    gst[G_MASS_PENDING] / gst[G_MASS_INSTR] for the caller to send as one cancel per order.
+    ``batch`` rows get each encoded order's publish TSC, origin TSC and ClOrdID (``gw_sent``
+    turns them into latencies once the batch is sent)."""
     rec = scratch[0]
     erow = scratch[1]
     tcache = scratch[2]
@@ -387,6 +401,9 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
         elif rt == R.RT_CANCEL:
             orig = np.int64(C.ld_u64(rec, C._C_ORIG))
         _note_sent(sent, gst[G_NEXT_SEQ], np.int64(rt), clord, orig, inst)
+        batch[n, BT_PUBLISH] = C.ld_i64(rec, R.PUBLISH_TSC_OFF)
+        batch[n, BT_ORIGIN] = C.ld_i64(rec, R.ORIGIN_TSC_OFF)
+        batch[n, BT_CLORD] = clord if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) else 0
         gst[G_NEXT_SEQ] += 1
         gst[G_SENT] += 1
         pos += k
@@ -398,11 +415,28 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
 
 
 @njit(cache=True, nogil=True)
-def gw_track(rows, n, ehdr, edata, ot, gst, unk):
+def gw_sent(batch, n, send_tsc, cal, ot, hists, hidx):
+    """The batch of ``n`` orders went to the kernel at ``send_tsc``: order_to_wire (ring publish ->
+    send returned) and tick_to_trade (origin market event -> send returned) per order, and the
+    send TSC on each new order's / replace's row for wire_to_ack."""
+    for j in range(n):
+        hist.record(hists[hidx[HOP_O2W]], clock.tsc_to_ns(cal, send_tsc - batch[j, BT_PUBLISH]))
+        o = batch[j, BT_ORIGIN]
+        if 0 < o < send_tsc:
+            hist.record(hists[hidx[HOP_T2T]], clock.tsc_to_ns(cal, send_tsc - o))
+        if batch[j, BT_CLORD] != 0:
+            i = ot_find(ot, batch[j, BT_CLORD])
+            if i >= 0:
+                ot[i, OT_SENT] = send_tsc
+
+
+@njit(cache=True, nogil=True)
+def gw_track(rows, n, ehdr, edata, ot, gst, unk, cal, hists, hidx):
     """Publish ``n`` exec records and keep the open-order table in step with them. A status
     report (exec_type I) of a working order that is not in the table (an order nobody here knows,
     e.g. from a mass status reply) is noted in ``unk`` (ClOrdID, instrument, side, leaves) for
-    the caller to cancel."""
+    the caller to cancel. The first answer to an order sent records wire_to_ack (send returned ->
+    the answer's bytes received)."""
     for r in range(n):
         row = rows[r]
         ring.publish(ehdr, edata, row)
@@ -410,6 +444,12 @@ def gw_track(rows, n, ehdr, edata, ot, gst, unk):
         rt = row[8]
         clord = np.int64(C.ld_u64(row, C._X_CLORD))
         orig = np.int64(C.ld_u64(row, C._X_ORIG))
+        j = ot_find(ot, clord)
+        if j >= 0 and ot[j, OT_SENT] != 0:
+            rx = C.ld_i64(row, R.ORIGIN_TSC_OFF)
+            if rx > ot[j, OT_SENT]:
+                hist.record(hists[hidx[HOP_W2A]], clock.tsc_to_ns(cal, rx - ot[j, OT_SENT]))
+            ot[j, OT_SENT] = 0
         if rt == R.RT_ACK:
             et = row[C._A_EXECTYPE]
             os_ = row[C._A_ORDSTATUS]
@@ -451,10 +491,10 @@ def gw_track(rows, n, ehdr, edata, ot, gst, unk):
 
 
 @njit(cache=True, nogil=True)
-def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst, unk):
+def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst, unk, cal, hists, hidx):
     """parse_messages + gw_track in one call; returns the parser's P_* code (state in ``st``)."""
     code = C.parse_messages(buf, start, end, st, instr, syms, out, rx_tsc)
-    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst, unk)
+    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst, unk, cal, hists, hidx)
     return code
 
 
@@ -656,7 +696,7 @@ def _i64(u) -> int:
 # ------------------------------------------------------------------------------------------------
 # the open-order table on disk
 # ------------------------------------------------------------------------------------------------
-OO_MAGIC = 0x4F4F5431            # "1TOO": open-order file, layout 1
+OO_MAGIC = 0x4F4F5432            # "2TOO": open-order file, layout 2 (OT_COLS columns)
 OO_HDR = 8                        # header words before the table
 H_MAGIC, H_CAP, H_RING_CREATED, H_RING_POS, H_NEXT_GWID = range(5)
 
@@ -773,7 +813,7 @@ class Gateway:
 
     def __init__(self, gcfg: GatewayConfig, order_reader, exec_writer, store, *, wait_params=None,
                  clock_fn=time.time, cal=None, message_log=None, heartbeat=None, control_words=None,
-                 actor_index: int = -1, persist: bool = True):
+                 actor_index: int = -1, persist: bool = True, hists=None, hist_slots=None):
         from appliance.fix import admin
         from appliance.fix import dictionary as dictionary_mod
         from appliance.fix import tls as tls_mod
@@ -801,6 +841,11 @@ class Gateway:
         self.ot = self.oo.ot
         self.sent = np.zeros((SENT_CAP, SM_COLS), np.int64)
         self.unk = np.zeros((UNKNOWN_CAP, 4), np.int64)
+        self.batch = np.zeros((gcfg.max_batch + 1, 3), np.int64)
+        # telemetry rows (the actor's mapped region, or private ones): order_to_wire,
+        # wire_to_ack, tick_to_trade
+        self.hists = hists if hists is not None else np.zeros((len(HOPS), hist.ROW), np.int64)
+        self.hidx = np.array(hist_slots if hist_slots is not None else range(len(HOPS)), np.int64)
         self.mass_status = gcfg.mass_status and gcfg.begin_string >= "FIX.4.4"
         self.cwords = control_words if control_words is not None else \
             np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
@@ -945,7 +990,8 @@ class Gateway:
         rec[0]["is_cancel_reject"] = 1 if rt in (R.RT_CANCEL, R.RT_REPLACE) else 0
         rec[0]["ord_status"] = R.EXEC_REJECTED if rt == R.RT_NEW_ORDER else 0
         rec[0]["text"] = text.encode("latin-1")[:48]
-        gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk)
+        gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk, self.cal,
+                 self.hists, self.hidx)
 
     # ---- kill switch ----------------------------------------------------------------------
     def _gwk(self, field: str, value: int) -> None:
@@ -1175,7 +1221,8 @@ class Gateway:
             st = self.pst
             st[C.ST_EXPECT_SEQ] = self.store.next_target
             code = gw_receive(buf, self.rstart, self.rend, st, self.instr, self.syms, self.out,
-                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk)
+                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk,
+                              self.cal, self.hists, self.hidx)
             if st[C.ST_EXPECT_SEQ] != self.store.next_target:
                 self.store.set_next_target(int(st[C.ST_EXPECT_SEQ]))
                 self.session.last_received = now
@@ -1202,7 +1249,8 @@ class Gateway:
             raw = np.frombuffer(msg.raw, np.uint8)
             if C.decode_app_message(raw, 0, len(raw), self.pst, self.instr, self.syms, self.row1[0],
                                     clock.now(self.cal)):
-                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk)
+                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk, self.cal,
+                 self.hists, self.hidx)
             else:
                 self.counters["bad_slow_msgs"] += 1
                 log.warning("%s: undecodable %s: %s", self.cfg.name, mt.decode(), msg.raw[:200])
@@ -1339,7 +1387,7 @@ class Gateway:
     def _step_orders(self) -> int:
         return gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
                        self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
-                       self.syms, self.ot, self.cal, self.cfg.max_batch, self.cwords, self.sent)
+                       self.syms, self.ot, self.cal, self.cfg.max_batch, self.cwords, self.sent, self.batch)
 
     def _expand_mass_cancel(self, now: float) -> None:
         """FIX 4.2: the MASS_CANCEL record gw_step stopped at, as one cancel per order."""
@@ -1375,11 +1423,13 @@ class Gateway:
         if busy:
             if self.gst[G_READY]:
                 self.gst[G_NEXT_SEQ] = self.store.next_sender
-                if self._step_orders():
+                n_sent = self._step_orders()
+                if n_sent:
                     self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
                     self.session.last_sent = now
                     self._send(self.sbuf[:self.gst[G_SEND_LEN]])
                     self.last_send_tsc = int(clock.now(self.cal))   # telemetry: batch handed to the kernel
+                    gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot, self.hists, self.hidx)
                 if self.gst[G_MASS_PENDING]:
                     self._expand_mass_cancel(now)
             else:
@@ -1469,11 +1519,16 @@ def warm(gcfg: "GatewayConfig") -> None:
     cwords = np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
     sent = np.zeros((16, SM_COLS), np.int64)
     unk = np.zeros((4, 4), np.int64)
+    batch = np.zeros((4, 3), np.int64)
+    hists = np.zeros((len(HOPS), hist.ROW), np.int64)
+    hidx = np.arange(len(HOPS), dtype=np.int64)
     o = np.zeros(1, R.NEW_ORDER)
     o[0]["rtype"], o[0]["clord_id"], o[0]["price"], o[0]["qty"] = R.RT_NEW_ORDER, 7, 1, 1
     o[0]["side"], o[0]["ord_type"], o[0]["tif"] = R.SIDE_BUY, R.ORD_LIMIT, R.TIF_GTC
     ring.publish(ohdr, odata, o.view(np.uint8).reshape(-1))
-    gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal, 4, cwords, sent)
+    n = gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal, 4, cwords,
+                sent, batch)
+    gw_sent(batch, n, clock.now(cal), cal, ot, hists, hidx)
     sym = bytes(syms[0, :instr[0, C.SYM_LEN]]).decode()
     body = (f"35=8\x0134=1\x0149=X\x0152=20240101-00:00:00.000\x0156=Y\x0111=7\x0117=E\x01"
             f"150=I\x0139=0\x0155={sym}\x0154=1\x01151=0\x0114=0\x01").encode()
@@ -1482,7 +1537,7 @@ def warm(gcfg: "GatewayConfig") -> None:
     buf = np.frombuffer(msg, np.uint8).copy()
     st = C.new_parser_state(1)
     out = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
-    gw_receive(buf, 0, len(buf), st, instr, syms, out, 0, ehdr, edata, ot, gst, unk)
+    gw_receive(buf, 0, len(buf), st, instr, syms, out, 0, ehdr, edata, ot, gst, unk, cal, hists, hidx)
     C.decode_app_message(buf, 0, len(buf), st, instr, syms, out[0], 0)
     C.encode_status_request(sbuf, 0, begin, comp, 2, 0, scratch[2], instr, syms, np.uint64(7), 0, 1)
     ids = np.zeros(16, np.int64)
@@ -1538,7 +1593,9 @@ class FixGatewayActor(Actor):
         try:
             self.gw = Gateway(g, self.orders, self.execs, self.store,
                               wait_params=wait.from_config(self.cfg.wait, self.core),
-                              message_log=self.mlog, control_words=self._words, actor_index=self._idx)
+                              message_log=self.mlog, control_words=self._words, actor_index=self._idx,
+                              hists=self.tm.hists if self.tm is not None else None,
+                              hist_slots=[self.tm.hist(h) for h in HOPS] if self.tm is not None else None)
         except (OSError, ValueError) as e:      # credential / key files, TLS settings, store
             raise ActorError(str(e)) from None
         self.gw._publish_session(R.SESSION_DOWN)

@@ -179,7 +179,10 @@ def cmd_cat(args) -> int:
 
 # --- recorder -----------------------------------------------------------------------------------
 def default_rings(cfg) -> list[str]:
-    return [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", "exec"]
+    """Every ring of the configured appliance: md.<venue>, orders, each FIX session's exec ring."""
+    from appliance.fix.gateway import _sessions, load_session_config
+    execs = [load_session_config(cfg, name).exec_ring for name in _sessions(cfg)]
+    return [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders"] + (execs or ["exec"])
 
 
 def cmd_recorder(args) -> int:

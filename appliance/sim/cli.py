@@ -23,7 +23,7 @@ def _config(args):
 
 def _sim(args) -> int:
     from appliance.sim import run
-    return run.run(args.seconds, args.keep, args.dir)
+    return run.run(args.seconds, args.keep, args.dir, args.json)
 
 
 def _demo(args) -> int:
@@ -81,6 +81,8 @@ def register(sub) -> None:
                    help="how long to trade (default 20)")
     p.add_argument("--dir", help="run directory for config, logs, journal (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the shared-memory regions afterwards")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object (progress goes to stderr)")
     p.set_defaults(handler=_sim)
 
     p = sub.add_parser("demo", help="live two-process transport demo with latency figures")

@@ -706,8 +706,15 @@ class MdGateway(Actor):
     def status(self) -> dict:
         return {"venue": self.venue, "counters": self.gw.stats() if self.gw else {}}
 
+    GAUGES = ("books", "books_valid")
+
     def counters(self) -> dict:
-        return self.gw.stats() if self.gw else {}
+        return {k: v for k, v in (self.gw.stats() if self.gw else {}).items()
+                if k not in self.GAUGES}
+
+    def gauges(self) -> dict:
+        st = self.gw.stats() if self.gw else {}
+        return {k: st[k] for k in self.GAUGES if k in st}
 
     def publish_status(self) -> None:
         super().publish_status()

@@ -32,6 +32,7 @@ class Harness:
                  "reconnect_min_ms": 20, "reconnect_max_ms": 200, "reconcile_timeout_s": 5.0}
         table.update(extra)
         self.gcfg = G.GatewayConfig.from_table("t", table)
+        G.warm(self.gcfg)                   # as the actor does: no compile once live
         self.orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
         reader = ring.RingReader.attach("orders", "fix.t", "latest", shm_dir)
         self.exec_writer = ring.RingWriter.create("exec.t", R.EXEC_RECORD_SIZE, 4096, shm_dir)
@@ -118,6 +119,11 @@ def test_order_round_trip_gives_ack_then_fill_records(harness):
     assert f["clord_id"] == cross and f["last_price"] == 10_000 and f["last_qty"] == 7
     assert f["cum_qty"] == 7 and f["leaves_qty"] == 0 and f["ord_status"] == ord("2") and f["liquidity"] == 2
     assert h.gw.gst[G.G_OPEN] == 1           # the filled order left the open-order table
+    from appliance.transport import hist
+    o2w, w2a, t2t = (h.gw.hists[h.gw.hidx[k]] for k in (G.HOP_O2W, G.HOP_W2A, G.HOP_T2T))
+    assert o2w[hist.H_COUNT] == 2 and w2a[hist.H_COUNT] == 2    # one per order: sent, first answer
+    assert t2t[hist.H_COUNT] == 0                                # the test orders carry no origin
+    assert 0 < hist.percentiles(o2w)[0.5] and 0 < hist.percentiles(w2a)[0.5]
 
 
 def test_cancel_replace_and_unknown_cancel(harness):
@@ -211,6 +217,11 @@ def test_sequence_numbers_survive_reconnect_without_resets(harness):
     h.wait_state(R.SESSION_RECONCILED)
     assert h.store.next_sender > before               # continued, not reset to 1
     srv_session = h.srv.sessions[0]
+    # the mass status reply can confirm the order before the venue has read our last status
+    # request: wait until it has taken everything we sent
+    deadline = time.time() + 10
+    while srv_session.store.next_target != h.store.next_sender and time.time() < deadline:
+        time.sleep(0.01)
     assert srv_session.store.next_target == h.store.next_sender
     assert h.gw.session.garbled == 0 and h.srv.sessions[0].garbled == 0 and srv_session.rejects_sent == 0
 

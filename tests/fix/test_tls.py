@@ -98,6 +98,7 @@ def _gateway(shm_dir, tmp_path, port, tls_table):
         "host": "127.0.0.1", "port": port, "sender_comp_id": "APPLIANCE", "target_comp_id": "SIMEX",
         "instruments": INSTRUMENTS, "store_dir": str(tmp_path / "store"), "reconnect_min_ms": 20,
         "reconnect_max_ms": 100, "tls": tls_table})
+    G.warm(gcfg)
     orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
     reader = ring.RingReader.attach("orders", "fix.t", "latest", shm_dir)
     execs_w = ring.RingWriter.create("exec.t", R.EXEC_RECORD_SIZE, 4096, shm_dir)
