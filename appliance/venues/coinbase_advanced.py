@@ -341,7 +341,7 @@ def handle_frame(b, end, tsc, st, hdr, data):
     return act
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def pump(fd, rx, ws, st, hdr, data, max_iters, lat, cal):
     """Up to ``max_iters`` frames from the socket through handle_frame (common.pump_frames)."""
     return common.pump_frames(handle_frame, fd, rx, ws, st, hdr, data, max_iters, lat, cal)
