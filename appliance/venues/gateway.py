@@ -215,6 +215,12 @@ class Gateway:
         self._frag: bytearray | None = None
         self._stop = threading.Event()
         self.connected = threading.Event()
+        # the one-process layout (appliance.group) drives this loop: ``pump_fn`` replaces the
+        # venue's pump (same arguments and codes) and ``idle_fn(md_live)`` replaces every wait
+        # (select on the idle socket, back-off sleeps, the handshake wait); it returns within
+        # about a millisecond. None: the gateway runs alone.
+        self.pump_fn = None
+        self.idle_fn = None
 
     # -- public --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -318,7 +324,7 @@ class Gateway:
 
         threading.Thread(target=handshake, daemon=True, name=f"md-{self.venue}-connect").start()
         deadline = time.monotonic() + timeout
-        while not finished.wait(self.poll_s):
+        while not self._wait_event(finished):
             if done() or time.monotonic() > deadline:
                 sock = holder.get("sock")
                 if sock is not None:
@@ -377,7 +383,26 @@ class Gateway:
                 return
             if self.heartbeat is not None:
                 self.heartbeat()
-            time.sleep(min(left, 0.05))
+            if self.idle_fn is not None:
+                self.idle_fn(False)
+            else:
+                time.sleep(min(left, 0.05))
+
+    def _wait_event(self, ev: threading.Event) -> bool:
+        """``ev.wait(poll_s)``, or one idle_fn round when the loop is shared."""
+        if self.idle_fn is None:
+            return ev.wait(self.poll_s)
+        if not ev.is_set():
+            self.idle_fn(False)
+        return ev.is_set()
+
+    def _idle(self, sock) -> None:
+        """Nothing to read now: wait for the socket (poll_s at most), or lend the time to the
+        loop's other work when it is shared."""
+        if self.idle_fn is not None:
+            self.idle_fn(True)
+        else:
+            self._wait_readable(sock, self.poll_s)
 
     def _wait_readable(self, sock, timeout: float) -> bool:
         if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
@@ -420,7 +445,7 @@ class Gateway:
         if tls:
             sock.setblocking(False)
         fd = -1 if tls else sock.fileno()
-        pump = feed.pump
+        pump = self.pump_fn or feed.pump
         lat, cal = feed.lat, feed.cal
         now = time.monotonic()
         last_frame = now
@@ -452,9 +477,9 @@ class Gateway:
                     if n < 0:
                         return "closed by peer"
                     if n == 0:
-                        self._wait_readable(sock, self.poll_s)
+                        self._idle(sock)
                 else:
-                    self._wait_readable(sock, self.poll_s)
+                    self._idle(sock)
             elif r & wsframe.P_ACTION:
                 s, e = int(w[wsframe.W_S]), int(w[wsframe.W_E])
                 try:
