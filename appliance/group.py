@@ -190,7 +190,6 @@ def _others_waiting(loop):
 def _send_orders(fx, g):
     """Encode the waiting order records (gw_step) and send them; NEED_* bits for Python."""
     need = 0
-    ta = np.int64(rdtsc())
     n = fixgw.gw_step(fx.ohdr, fx.odata, fx.ocur, fx.ehdr, fx.edata, fx.scratch, fx.sbuf, fx.gst,
                       fx.consts, fx.instr, fx.syms, fx.ot, fx.cal, g[G_MAX_BATCH], fx.cwords,
                       fx.sent, fx.batch)
@@ -202,12 +201,6 @@ def _send_orders(fx, g):
         t = np.int64(rdtsc())
         k = sys_send(g[G_FIX_FD], fx.sbuf, 0, ln)
         fixgw.gw_sent(fx.batch, n, t, fx.cal, fx.ot, fx.hists, fx.hidx)
-        j = G_N + (g[G_BATCHES] & 4095) * 4
-        if j + 4 <= g.shape[0]:
-            g[j] = fx.batch[0, fixgw.BT_PUBLISH]
-            g[j + 1] = ta
-            g[j + 2] = t
-            g[j + 3] = fx.batch[0, fixgw.BT_ORIGIN]
         g[G_BATCHES] += 1
         g[G_ORDERS] += n
         g[G_LAST_SEND] = t
@@ -422,7 +415,7 @@ def prefault(*objs) -> int:
 
 
 def new_words(max_batch: int, engine_idx: int, budget_us: float, cal) -> np.ndarray:
-    g = np.zeros(G_N + 4 * 4096, np.int64)
+    g = np.zeros(G_N, np.int64)
     g[G_FIX_FD] = -1
     g[G_MAX_BATCH] = max_batch
     g[G_ENGINE_IDX] = engine_idx
@@ -555,12 +548,6 @@ class ActorGroup(Actor):
     def close(self) -> None:
         if self.g is not None:
             self.log.info("%s: %s", self.name, json.dumps(self.status()))
-            n = min(int(self.g[G_BATCHES]), 4096)
-            d = self.g[G_N:G_N + 4 * n].reshape(n, 4)
-            f = 1e9 / float(self.engine.es.cal[clock.C_HZ])
-            for name, v in (("publish->gw_step", d[:, 1] - d[:, 0]), ("gw_step->send", d[:, 2] - d[:, 1]),
-                            ("origin->publish", d[:, 0] - d[:, 3])):
-                self.log.info("DBG %s p50 %.0f p90 %.0f", name, np.percentile(v * f, 50), np.percentile(v * f, 90))
         try:
             self.md.close()
         finally:
