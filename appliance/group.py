@@ -541,9 +541,9 @@ class ActorGroup(Actor):
         for m in self.members:
             m.tick(force)
 
-    def publish_status(self) -> None:
+    def publish_status(self, wait: bool = False) -> None:
         for m in self.members:
-            m.publish_status()
+            m.publish_status(wait)
 
     def close(self) -> None:
         if self.g is not None:
@@ -563,6 +563,7 @@ class ActorGroup(Actor):
 
     def _release(self) -> None:
         for m in self.members:
+            m._writer.close()                    # their status files written before release
             m._release()
 
     def status(self) -> dict:

@@ -313,6 +313,19 @@ class Venue:
         self.loops += 1
         return conn, path
 
+    def drop_pending(self) -> int:
+        """Close the connections waiting in the listen queue: they come from actors of a run
+        that has stopped (a reconnect just before they exited). Returns how many."""
+        self.ws.setblocking(False)
+        n = 0
+        while True:
+            try:
+                conn, _ = self.ws.accept()
+            except (BlockingIOError, InterruptedError):
+                return n
+            conn.close()
+            n += 1
+
     def frames(self, path: str, k: int) -> list[tuple[bytes, bool]]:
         """The frames of loop ``k`` the connection subscribed to, WebSocket-framed, and whether
         each is a book delta (a timing candidate)."""
@@ -654,6 +667,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
         plan = ({"md.binance": actor_core, "engine": actor_core, f"fix.{SESSION}": actor_core}
                 if actor_core is not None else {})
         wait_strategy = "spin_yield"
+    venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
     cfg = write_config(run, venue, rcv.port, wait_strategy, plan)
     procs = Procs(run, cfg, layout)
@@ -1086,6 +1100,7 @@ def baseline_worker(ws_url: str, rest_url: str, fix_port: int, out_path: str, co
 def run_baseline(args, cal, venue: Venue, work: Path) -> dict:
     """The baseline process against the same loopback venue and a fresh acceptor."""
     cores = _cores()
+    venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
     out_path = work / "baseline.json"
     p = subprocess.Popen([sys.executable, "-m", "benches.bench_tick_to_trade", "--baseline-worker",
