@@ -58,7 +58,7 @@ max_loss = 100.0
 
 [risk.limits]
 max_qty = 100000000000000
-max_notional = 100.0
+max_notional = 1000.0
 max_position = 1000000000000
 max_open_orders = 8
 collar_bps = 500
