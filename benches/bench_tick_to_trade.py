@@ -550,13 +550,14 @@ mass_status = false
 class Procs:
     """The actor processes of one layout (logs in the run directory)."""
 
-    def __init__(self, run: Path, cfg: Path, layout: str):
+    def __init__(self, run: Path, cfg: Path, layout: str, budget_us: float | None = None):
         self.run = run
         self.procs: list[tuple[str, subprocess.Popen, object]] = []
         env = dict(os.environ)
         base = [sys.executable, "-m", "appliance.cli", "--config", str(cfg)]
         if layout == "one":
-            cmds = [("group", base + ["group", "--venue", VENUE, "--session", SESSION])]
+            cmds = [("group", base + ["group", "--venue", VENUE, "--session", SESSION]
+                     + (["--budget-us", str(budget_us)] if budget_us else []))]
         else:
             cmds = [("engine", base + ["engine"]),
                     ("fix", base + ["fix", "gateway", "--session", SESSION]),
@@ -670,7 +671,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
     venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
     cfg = write_config(run, venue, rcv.port, wait_strategy, plan)
-    procs = Procs(run, cfg, layout)
+    procs = Procs(run, cfg, layout, args.budget_us)
     md = hops = None
     try:
         # up: FIX logon, md connected
@@ -1188,6 +1189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--echo-reps", type=int, default=20000)
     ap.add_argument("--mem-loops", type=int, default=40, help="passes of the in-memory run")
     ap.add_argument("--start-timeout", type=float, default=120.0)
+    ap.add_argument("--budget-us", type=float, default=None,
+                    help="the one-process loop's --budget-us (default: appliance group's)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = ap.parse_args(argv)
     if args.loops < 1 or args.pace_us <= 0 or args.echo_reps < 1 or args.mem_loops < 1:
