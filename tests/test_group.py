@@ -170,3 +170,32 @@ def test_real_actors_fill_frame_order_and_tick_to_trade_histograms(tmp_path, lay
         assert codes["group"] == 0, (run / "group.log").read_text(errors="replace")[-3000:]
     else:
         assert codes["md"] == codes["engine"] == codes["fix"] == 0
+
+
+def test_sender_number_written_by_compiled_code_survives_a_restart(tmp_path):
+    """What the one-process loop writes into the store's mapped seqnums file before it sends
+    (group.put_seq through FileStore.sender_view) is what a restarted store reads back."""
+    from numba import njit
+
+    from appliance import group
+    from appliance.fix.store import FileStore
+
+    @njit
+    def put(view, n):                   # put_seq is compiled-only (no Python entry point)
+        group.put_seq(view, n)
+
+    st = FileStore(tmp_path / "store")
+    st.set_next_target(7)
+    view = st.sender_view()
+    assert view is not None and view.shape == (20,)
+    put(view, 123456789012)
+    st.note_next_sender(123456789012)
+    st.close()
+    st = FileStore(tmp_path / "store")
+    assert (st.next_sender, st.next_target) == (123456789012, 7)
+    st.close()
+    # fsync "always": every number must go through the store's own fsynced write, so compiled
+    # code gets no view (and the loop leaves order sending to the FIX gateway's Python step)
+    st = FileStore(tmp_path / "always", fsync="always")
+    assert st.sender_view() is None
+    st.close()
