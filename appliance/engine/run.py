@@ -86,9 +86,14 @@ class Engine(Actor):
                              self.wstate)
 
     def poll(self) -> None:
+        es = self.es
+        self.after_step(step(self._loop, es.books, es.strats, es.gate, es.tel, es.io, self._idx,
+                             es.settings["max_iters"]))
+
+    def after_step(self, rc: int) -> None:
+        """What a step's return code asks of Python: persist the halt its kill acknowledgement or
+        max-loss trip put in place (also called by the one-process loop, appliance.group)."""
         es, cb = self.es, self.cb
-        rc = step(self._loop, es.books, es.strats, es.gate, es.tel, es.io, self._idx,
-                  es.settings["max_iters"])
         if rc != STEP_OK:
             src = "max_loss" if rc == STEP_MAX_LOSS else None
             st = killswitch.read_state(self.state_dir)

@@ -113,6 +113,7 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import mmap
 import os
@@ -203,12 +204,12 @@ _TERMINAL = (ord("2"), ord("3"), ord("4"), ord("8"), ord("C"), ord("5"))   # 39 
 # ------------------------------------------------------------------------------------------------
 # open-order table: linear probing, deletion by backward shift (no tombstones), allocation-free
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def _home(key, mask):
     return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def ot_find(ot, key):
     mask = ot.shape[0] - 1
     i = _home(key, mask)
@@ -221,7 +222,7 @@ def ot_find(ot, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def ot_insert(ot, gst, key, instrument, side, qty):
     """Insert or update; -1 when the table is at its load limit (3/4). A new row's key is
     written last, so a process killed mid-insert (the table lives in a mapped file) leaves no
@@ -250,7 +251,7 @@ def ot_insert(ot, gst, key, instrument, side, qty):
     return i
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def ot_delete(ot, gst, key):
     i = ot_find(ot, key)
     if i < 0:
@@ -305,7 +306,7 @@ def _refuse(ehdr, edata, rec, erow, gst, reason):
     gst[G_LAST_REASON] = reason
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def _note_sent(sent, seq, rt, clord, orig, instrument):
     j = seq & (sent.shape[0] - 1)
     sent[j, SM_SEQ] = seq
@@ -738,6 +739,8 @@ class OpenOrderFile:
             finally:
                 os.close(fd)
             arr = np.frombuffer(self.mm, np.int64)
+        b = arr.view(np.uint8)
+        b[::4096] = b[::4096]           # every page faulted in now, not on an order's insert
         self.hdr = arr[:OO_HDR]
         self.ot = arr[OO_HDR:].reshape(capacity, OT_COLS)
         self.hdr[H_CAP] = capacity
@@ -868,6 +871,8 @@ class Gateway:
         self.out = np.zeros((256, R.EXEC_RECORD_SIZE), np.uint8)
         self.row1 = np.zeros((1, R.EXEC_RECORD_SIZE), np.uint8)
         self.store = store
+        # the sender number as compiled code writes it (appliance.group), None: not possible
+        self.seq_view = store.sender_view() if hasattr(store, "sender_view") else None
         scfg = SessionConfig(begin_string=gcfg.begin_string, sender_comp_id=gcfg.sender_comp_id,
                              target_comp_id=gcfg.target_comp_id, initiator=True,
                              heartbeat_interval=gcfg.heartbeat_s, reset_on_logon=gcfg.reset_on_logon,
@@ -1427,8 +1432,8 @@ class Gateway:
                 if n_sent:
                     self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
                     self.session.last_sent = now
+                    self.last_send_tsc = int(clock.now(self.cal))   # telemetry: send() called
                     self._send(self.sbuf[:self.gst[G_SEND_LEN]])
-                    self.last_send_tsc = int(clock.now(self.cal))   # telemetry: batch handed to the kernel
                     gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot, self.hists, self.hidx)
                 if self.gst[G_MASS_PENDING]:
                     self._expand_mass_cancel(now)
@@ -1479,6 +1484,38 @@ class Gateway:
         if self.sock is not None and self.session.closing:
             self._flush()
             self._disconnect(now, "session closed the connection")
+
+    # ---- the one-process layout (appliance.group) --------------------------------------
+    def fast_fd(self) -> int:
+        """The socket compiled code may send order batches on by itself (gw_step, the sender
+        number through ``seq_view``, ``send()``, gw_sent), or -1: then order records are left
+        to :meth:`step`. Only a plain-TCP session that is logged on and reconciled, with nothing
+        queued in ``outbuf`` and no admin work pending (FIX 4.2 mass cancel, engine reconcile
+        request), on a store whose sender number compiled code can write."""
+        if (self.sock is None or self.tls is not None or self.seq_view is None
+                or not self.gst[G_READY] or self.outbuf or not self.session.logged_on
+                or self.session.closing or self.gst[G_MASS_PENDING] or self.gst[G_RECONCILE_REQ]):
+            return -1
+        return self.sock.fileno()
+
+    def before_kernel(self) -> None:
+        """The sender number compiled code continues from (Python may have sent admin messages)."""
+        self.gst[G_NEXT_SEQ] = self.store.next_sender
+
+    def after_kernel(self, now: float, send_len: int = 0, sent: int = 0) -> None:
+        """Bookkeeping after compiled code sent batches: the store's and the session's view of
+        what went out, the order-ring position; ``send_len`` > 0: the last batch did not go out
+        whole (``sent`` bytes did, or ``-errno``): the rest is queued, or the session dropped."""
+        n = int(self.gst[G_NEXT_SEQ])
+        if n != self.store.next_sender:
+            self.store.note_next_sender(n)
+            self.session.last_sent = now
+        self._save_ring_pos()
+        if send_len > 0:
+            if sent >= 0 or -sent in (errno.EAGAIN, errno.EINTR):
+                self.outbuf += bytes(self.sbuf[max(sent, 0):send_len])
+            else:
+                self._disconnect(now, f"send failed: {os.strerror(-sent)}")
 
     def run(self, stop) -> None:
         self._publish_session(R.SESSION_DOWN)
