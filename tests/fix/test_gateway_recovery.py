@@ -192,7 +192,7 @@ def test_engine_reconcile_request_confirms_orders_and_cancels_unknown_working_on
         stray = X.Order("O999", b"999", b"BTCUSDT", b"2", b"2", b"1", Decimal(2), Decimal("120.00"),
                         owner=srv_session)
         h.srv.venue.orders[b"999"] = stray
-        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, reason=1)
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, reason=R.RECONCILE_CONFIRM)
         recs = e.wait_state(R.SESSION_RECONCILED)
         up = [i for i, r in enumerate(recs) if r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_UP]
         assert up, "no SESSION_UP before RECONCILED"
