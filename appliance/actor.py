@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class Actor:
         self._words = None
         self._next_status = 0.0
         self.started_ns = time.time_ns()
+        self._writer = _LatestWriter(self._write)
 
     # -- hooks --------------------------------------------------------------------------------
     def warm(self) -> None:
@@ -160,7 +162,10 @@ class Actor:
             self.periodic()
             self.publish_status()
 
-    def publish_status(self) -> None:
+    def publish_status(self, wait: bool = False) -> None:
+        """Counters and gauges into telemetry, the status snapshot to its file. The snapshot is
+        taken here, in the actor's loop; the file is written by a background thread (a file
+        write costs milliseconds the loop must not lose), or here with ``wait``."""
         try:
             if self.tm is not None:
                 self.tm.set_counters(self.counters())
@@ -168,9 +173,22 @@ class Actor:
             st = {"name": self.name, "pid": os.getpid(), "time_ns": time.time_ns(),
                   "started_ns": self.started_ns, "live": self.live}
             st.update(self.status())
-            write_json_atomic(status_path(self.state_dir, self.name), st)
-        except (OSError, telemetry.TelemetryError) as e:
-            self.log.warning("%s: status not written: %s", self.name, e)
+            data = json.dumps(st, default=str).encode()
+        except telemetry.TelemetryError as e:
+            self.log.warning("%s: status not published: %s", self.name, e)
+            return
+        path = status_path(self.state_dir, self.name)
+        if wait:
+            self._writer.flush()
+            self._write(path, data)
+        else:
+            self._writer.put(path, data)
+
+    def _write(self, path, data: bytes) -> None:
+        try:
+            fsutil.write_atomic(path, data, 0o640)
+        except OSError as e:
+            self.log.warning("%s: status not written to %s: %s", self.name, path, e)
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _pin(self) -> None:
@@ -224,13 +242,14 @@ class Actor:
             was_live, self.live = self.live, False
             try:
                 if was_live:
-                    self.publish_status()        # the last picture, before close() releases it
+                    self.publish_status(wait=True)   # the last picture, before close() releases it
                 if opened:
                     self.close()
             except ActorError as e:
                 self.log.error("%s: on stop: %s", self.name, e)
                 rc = rc or EXIT_FAILED
             finally:
+                self._writer.close()
                 self._release()
                 for s, h in old.items():
                     signal.signal(s, h)
@@ -245,3 +264,56 @@ class Actor:
         if self.tm is not None:
             self.tm.close()
             self.tm = None
+
+
+class _LatestWriter:
+    """A background thread writing, per file, the latest content it was given (older content of
+    a file not yet written is superseded)."""
+
+    def __init__(self, write):
+        self._write = write
+        self._cv = threading.Condition()
+        self._items: dict = {}
+        self._busy = False
+        self._closed = False
+        self._thread = None
+
+    def put(self, path, data: bytes) -> None:
+        with self._cv:
+            self._items[str(path)] = data
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="status-writer",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items and not self._closed:
+                    self._cv.wait()
+                if not self._items:
+                    return
+                items, self._items = self._items, {}
+                self._busy = True
+            try:
+                for path, data in items.items():
+                    self._write(path, data)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Wait until what was put is written."""
+        with self._cv:
+            while (self._items or self._busy) and self._thread is not None:
+                self._cv.wait(1.0)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -36,6 +36,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+# njit options of functions only compiled code calls (never Python): no CPython / C-callable
+# wrappers, which would only cost compile time (about half of a small function's). HELPER is also
+# force-inlined: typed and compiled once, inlined by LLVM into every caller (numba's own
+# inline='always' would type the body again at every call site). Use ``@njit(**jit.HELPER)``.
+INTERNAL = dict(cache=True, nogil=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+HELPER = dict(INTERNAL, forceinline=True)
+
 ENV_ROOT = "APPLIANCE_NUMBA_CACHE_ROOT"
 ENV_DIR = "APPLIANCE_NUMBA_CACHE_DIR"   # the keyed directory this process set (for children)
 PREFIX = "appliance-"

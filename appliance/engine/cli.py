@@ -104,7 +104,8 @@ def collect_status(cfg) -> dict:
     finally:
         cb.close()
     rings = []
-    names = [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", "exec"]
+    from appliance.engine.run import exec_rings
+    names = [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", *exec_rings(cfg)]
     for name in names:
         try:
             r = ring.RingReader.attach(name, consumer="status", start=ring.START_LATEST,

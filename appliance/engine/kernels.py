@@ -14,8 +14,8 @@ run time and two swapped bundles do not compile)::
     Io          ord_hdr, ord_data (the order ring written in place), words (control block),
                 md_buf, ex_buf (one md / exec record of scratch)
     Loop        md_hdrs, md_datas, md_curs (one md ring per venue, padded to MAX_MD_RINGS),
-                ex_hdr, ex_data, ex_cur (the exec ring), wait_params, wait_state (the wait
-                strategy), settings (LP_*)
+                ex_hdrs, ex_datas, ex_curs (one exec ring per FIX session, padded to
+                MAX_EXEC_RINGS), wait_params, wait_state (the wait strategy), settings (LP_*)
 
 Kernels (all ``@njit(cache=True, nogil=True, _nrt=False)``; codes, never exceptions)::
 
@@ -29,7 +29,7 @@ Kernels (all ``@njit(cache=True, nogil=True, _nrt=False)``; codes, never excepti
     check_stuck(gate, tel, io, now_ns, timeout_ns) -> stuck requests
 
 ``step`` is the actor's loop body: it polls every md ring (one per gateway, merged by polling each
-in turn), the exec ring and the kill switch up to ``max_iters`` times or for about a millisecond,
+in turn), every exec ring (one per FIX session) and the kill switch up to ``max_iters`` times or for about a millisecond,
 then returns so the Python loop can heartbeat, persist a halt and look at signals. Python never
 touches a message. A loop compiled elsewhere (the backtest: engine + exchange simulator in one
 compiled loop) calls the same three kernels per event, in event order: ``check_kill`` before each
@@ -118,6 +118,7 @@ from numba import njit
 from appliance.engine import book, oms, orphans, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
+from appliance.jit import HELPER, INTERNAL
 from appliance.transport import clock, control, hist, records, ring, wait
 from appliance.transport.intrinsics import load_relaxed, prefetch_write, rdtsc, store_relaxed
 
@@ -136,11 +137,13 @@ LP_TIMER_TSC = 0       # strategy timer period in ticks
 LP_STEP_TSC = 1        # a step returns to Python after at most about this many ticks
 LP_ACK_TIMEOUT_NS = 2  # a request unanswered this long is stuck (see check_stuck)
 LP_N_MD = 3            # md rings polled: the first LP_N_MD entries of Loop.md_*
-LP_N = 4
-# Loop.md_* always hold MAX_MD_RINGS entries (unused ones point at an empty ring that is never
-# polled): the tuples' length is part of step's compiled type, so one compiled step serves any
-# number of venues
+LP_N_EX = 4            # exec rings polled: the first LP_N_EX entries of Loop.ex_*
+LP_N = 8
+# Loop.md_* / ex_* always hold MAX_MD_RINGS / MAX_EXEC_RINGS entries (unused ones point at an
+# empty ring that is never polled): the tuples' length is part of step's compiled type, so one
+# compiled step serves any number of venues and FIX sessions
 MAX_MD_RINGS = 8
+MAX_EXEC_RINGS = 8
 
 # --- stats (int64, Telemetry.stats) ------------------------------------------------------------
 ST_MD = 0
@@ -206,6 +209,10 @@ STEP_OK = 0
 STEP_KILL_SEEN = 1
 STEP_MAX_LOSS = 2
 
+# _reconcile_slot results
+DONE = 0
+DEFER = 1
+
 # PnL per strategy and leg (int64[S, MAX_LEGS, PNL_N])
 PNL_POS = 0        # lots, + long
 PNL_CASH = 1       # tick-lots: - bought, + sold
@@ -221,7 +228,7 @@ class EngineError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ numba
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _lat(tel, origin, now):
     """Add one order's latency (``now - origin`` ticks, in ns) to the histogram."""
     if origin <= 0:
@@ -231,25 +238,18 @@ def _lat(tel, origin, now):
 
 _U8 = np.uint64(0xFF)
 _U16 = np.uint64(0xFFFF)
-_FLAGS_MASK = np.uint64(0xFFFF) << np.uint64(16)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def _end_order(io, slot, flags):
-    """Finish the order record the OMS wrote in place into ring slot ``slot`` (taken with
-    ``ring.begin_write``): set the strategy's record ``flags`` (post-only...), stamp and publish
-    it. Returns the publish TSC (the end of the order's latency)."""
-    d = io.ord_data
-    off = np.uint64(slot) * np.uint64(d.shape[1]) + np.uint64(records.TYPE_WORD_OFF)
-    v = load_relaxed(d, off)
-    v = (v & ~_FLAGS_MASK) | ((np.uint64(flags) & _U16) << np.uint64(16))
-    store_relaxed(d, off, v)
+@njit(**HELPER)
+def _end_order(io, slot):
+    """Publish the order record the OMS wrote in place into ring slot ``slot`` (taken with
+    ``ring.begin_write``). Returns the publish TSC (the end of the order's latency)."""
     t = rdtsc()
-    ring.end_write_at(io.ord_hdr, d, slot, t)
+    ring.end_write_at(io.ord_hdr, io.ord_data, slot, t)
     return t
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _pf_row(arr, i):
     """Prefetch (for writing) the cache lines of row ``i`` of a record / 2-D array."""
     if i < 0 or i >= arr.shape[0]:
@@ -263,7 +263,7 @@ def _pf_row(arr, i):
         off += 64
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _warm_order_path(b, books, strats, gate, io):
     """Prefetch what an order on book ``b`` will touch, at the first L2 update of a frame, so the
     decision at the frame's end does not wait on memory: the next two order ring slots, the OMS
@@ -312,12 +312,12 @@ def _warm_order_path(b, books, strats, gate, io):
         prefetch_write(om.quote_map, i * base.Q_SLOTS * 4)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _utc_ns(cal, now):
     return np.int64(clock.tsc_to_utc_ns(cal, now))
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _publish_state(gate, tel, io):
     """Mirror the risk gate's state (records.RISK_*) into the control block when it changed."""
     st = gate.risk.state[risk.R_STATE]
@@ -326,7 +326,7 @@ def _publish_state(gate, tel, io):
         control.set_risk_state(io.words, st)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**INTERNAL)
 def _breaker(books, gate, tel, io, now_ns):
     """Tiers 2 and 3 after fills and book batches: ``risk.breaker_update`` (loss streak, drawdown
     -> REDUCING / PAUSED; equity below -max_loss -> HALTED and the kill switch set from compiled
@@ -341,7 +341,7 @@ def _breaker(books, gate, tel, io, now_ns):
     return STEP_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _leg_of(meta, i, b):
     """Strategy ``i``'s leg trading book ``b`` (0 when none matches)."""
     for leg in range(meta[i, base.M_NLEGS]):
@@ -350,13 +350,13 @@ def _leg_of(meta, i, b):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _session_of(meta, i, b):
     """FIX session of strategy ``i``'s leg on book ``b``."""
     return meta[i, base.M_SESSION + _leg_of(meta, i, b)]
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _send_cancel(gate, tel, io, row, origin, now_ns, session, forced):
     """Cancel order ``row`` through the OMS (and the cancel throttle unless ``forced``, the kill
     path); 1 if a CANCEL went on the ring."""
@@ -371,7 +371,7 @@ def _send_cancel(gate, tel, io, row, origin, now_ns, session, forced):
         return 0
     slot = ring.begin_write(io.ord_hdr, io.ord_data)
     oms.write_cancel(om, row, io.ord_data[slot], origin, session)
-    t = _end_order(io, slot, np.int64(0))
+    t = _end_order(io, slot)
     stats[ST_CANCEL] += 1
     _lat(tel, origin, t)
     return 1
@@ -379,10 +379,10 @@ def _send_cancel(gate, tel, io, row, origin, now_ns, session, forced):
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def reconcile(i, books, strats, gate, tel, io):
-    """Turn strategy ``i``'s quote slots into new / replace / cancel records (see the module
-    docstring): two passes over the slots, cancels and replaces that move away from the other
-    side first, then the rest, so a quote pair shifting through its own old prices does not
-    self-trade (risk STP)."""
+    """Turn strategy ``i``'s quote slots (the ``meta[i, M_SLOTS]`` its kind uses) into new /
+    replace / cancel records (see the module docstring): cancels and replaces that move away
+    from the other side go out in a first pass, the slots that need anything else are done in a
+    second, so a quote pair shifting through its own old prices does not self-trade (risk STP)."""
     quotes = strats.quotes
     if tel.stats[ST_HALTED] != 0:
         for s in range(base.Q_SLOTS):
@@ -393,23 +393,31 @@ def reconcile(i, books, strats, gate, tel, io):
     # one clock read per reconciliation for the gate's and the OMS's UTC times; each order's
     # latency ends at its own publish stamp
     now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
-    for ps in range(2):
-        for s in range(base.Q_SLOTS):
-            _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns)
+    later = 0
+    for s in range(strats.meta[i, base.M_SLOTS]):
+        if _reconcile_slot(i, s, np.int64(0), books, strats, gate, tel, io, now_ns) == DEFER:
+            later |= 1 << s
+    s = 0
+    while later != 0:
+        if later & 1:
+            _reconcile_slot(i, np.int64(s), np.int64(1), books, strats, gate, tel, io, now_ns)
+        later >>= 1
+        s += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def reconcile_call(i, books, strats, gate, tel, io):
+@njit(**INTERNAL)
+def _reconcile_call(i, books, strats, gate, tel, io):
     """``reconcile`` as a plain call (the strategy timer, fills: not worth another inlined copy
     of the order path)."""
     reconcile(i, books, strats, gate, tel, io)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
-    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``; a slot left out of sync
-    (denied, refused, or waiting for a request in flight) marks the strategy ``dirty``: it is
-    reconciled again on its next event."""
+    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``: DEFER when pass 0 leaves
+    the slot to pass 1 (a new order, a take, a replace towards the other side), else DONE. A slot
+    left out of sync (denied, refused, or waiting for a request in flight) marks the strategy
+    ``dirty``: it is reconciled again on its next event."""
     quotes = strats.quotes
     meta = strats.meta
     dirty = strats.dirty
@@ -417,7 +425,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     stats = tel.stats
     qs = quotes[i, s, base.Q_STATE]
     if qs == base.QS_TAKE and ps == 0:
-        return
+        return DEFER
     origin = quotes[i, s, base.Q_ORIGIN]
     leg = quotes[i, s, base.Q_LEG]
     b = meta[i, base.M_BOOK + leg]
@@ -428,10 +436,10 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     sess = meta[i, base.M_SESSION + leg]
     if sess >= MAX_SESSIONS or stats[ST_SESS_READY + sess] == 0:
         dirty[i] = 1             # session not up and reconciled: try again on a later event
-        return
+        return DONE
     r = oms.quote_row(om, slot_q)
     if qs == base.QS_OFF and r < 0:
-        return                   # nothing wanted, nothing working
+        return DONE              # nothing wanted, nothing working
     if qs != base.QS_OFF and gate.risk.state[risk.R_STATE] == records.RISK_REDUCING:
         # reduce-only: an order on the side that unwinds the position is cut to what is
         # left to unwind (the gate still checks it); the other side is left to the gate
@@ -460,20 +468,20 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
                 want = 0                 # side / leg changed: cancel first, quote after the ack
         act = oms.reconcile(om, slot_q, price, want, 0, 0)
         if act == oms.ACT_NONE:
-            return
+            return DONE
         if act == oms.ACT_WAIT:
             dirty[i] = 1
-            return
+            return DONE
         away = act == oms.ACT_CANCEL or (act == oms.ACT_REPLACE and (
             (side == records.SIDE_BUY and price <= om.orders[r].price)
             or (side != records.SIDE_BUY and price >= om.orders[r].price)))
         if away != (ps == 0):
-            return
+            return DEFER if ps == 0 else DONE
     if act == oms.ACT_CANCEL:
         if _send_cancel(gate, tel, io, r, origin, now_ns,
                         _session_of(meta, i, om.orders[r].ii), False) == 0:
             dirty[i] = 1
-        return
+        return DONE
     nb = books.n[b, 0]
     na = books.n[b, 1]
     bid = books.px[b, 0, nb - 1] if nb > 0 else 0
@@ -501,7 +509,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     if rc != risk.RJ_OK:
         stats[ST_RISK_REJECTS] += 1
         dirty[i] = 1
-        return
+        return DONE
     if new:
         row = oms.new_order(om, gate.led, b, side, price, q, quotes[i, s, base.Q_TIF],
                             meta[i, base.M_ID], slot_q, now_ns)
@@ -510,18 +518,20 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     if row < 0:
         stats[ST_OMS_REFUSED] += 1
         dirty[i] = 1
-        return
+        return DONE
     slot = ring.begin_write(io.ord_hdr, io.ord_data)      # the OMS writes the record in place
+    flags = quotes[i, s, base.Q_FLAGS]
     if new:
-        oms.write_new(om, row, io.ord_data[slot], origin, sess)
+        oms.write_new(om, row, io.ord_data[slot], origin, sess, flags)
     else:
-        oms.write_replace(om, row, io.ord_data[slot], origin, sess)
-    t = _end_order(io, slot, quotes[i, s, base.Q_FLAGS])
+        oms.write_replace(om, row, io.ord_data[slot], origin, sess, flags)
+    t = _end_order(io, slot)
     if new:
         stats[ST_NEW] += 1
     else:
         stats[ST_REPLACE] += 1
     _lat(tel, origin, t)
+    return DONE
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -575,7 +585,7 @@ def equity(i, books, strats):
     return tot
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _wants(meta, i, b):
     for leg in range(meta[i, base.M_NLEGS]):
         if meta[i, base.M_BOOK + leg] == b:
@@ -583,7 +593,7 @@ def _wants(meta, i, b):
     return False
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _book_strategy(bstate, meta, b, k):
     """The ``k``-th strategy with a leg on book ``b`` (the book's list in ``bstate``), -1 past
     the last one. A book with more strategies than the list holds scans ``meta``."""
@@ -780,7 +790,7 @@ def handle_exec(rec, books, strats, gate, tel, io):
     return _breaker(books, gate, tel, io, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**INTERNAL)
 def _kill_path(books, strats, gate, tel, io):
     """``check_kill`` once the flag is set or the engine is halted (the rare path)."""
     stats = tel.stats
@@ -851,14 +861,14 @@ def check_stuck(gate, tel, io, now_ns, timeout_ns):
     return stuck
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def on_timer(books, strats, gate, tel, io, now, timeout_ns):
+@njit(**INTERNAL)
+def _on_timer(books, strats, gate, tel, io, now, timeout_ns):
     """The strategy timer: stuck requests, then every strategy's ``on_timer`` and the
     reconciliation of those that changed or are dirty."""
     check_stuck(gate, tel, io, _utc_ns(tel.cal, now), timeout_ns)
     for i in range(strats.meta.shape[0]):
         if strat.on_timer(i, strats, books, now) != base.UNCHANGED or strats.dirty[i] != 0:
-            reconcile_call(i, books, strats, gate, tel, io)
+            _reconcile_call(i, books, strats, gate, tel, io)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -883,15 +893,16 @@ def step(loop, books, strats, gate, tel, io, actor_idx, max_iters):
                 c = handle_md(io.md_buf, books, strats, gate, tel, io)
                 if c > ret:
                     ret = c
-        if ring.poll(loop.ex_hdr, loop.ex_data, loop.ex_cur, io.ex_buf) == 1:
-            work += 1
-            c = handle_exec(io.ex_buf, books, strats, gate, tel, io)
-            if c > ret:
-                ret = c
+        for r in range(settings[LP_N_EX]):
+            if ring.poll(loop.ex_hdrs[r], loop.ex_datas[r], loop.ex_curs[r], io.ex_buf) == 1:
+                work += 1
+                c = handle_exec(io.ex_buf, books, strats, gate, tel, io)
+                if c > ret:
+                    ret = c
         now = clock.now(cal)
         if now - stats[ST_LAST_TIMER] >= settings[LP_TIMER_TSC]:
             stats[ST_LAST_TIMER] = now
-            on_timer(books, strats, gate, tel, io, now, settings[LP_ACK_TIMEOUT_NS])
+            _on_timer(books, strats, gate, tel, io, now, settings[LP_ACK_TIMEOUT_NS])
         if work == 0:
             wait.idle(loop.wait_params, loop.wait_state)
         else:

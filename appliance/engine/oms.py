@@ -73,9 +73,9 @@ table index)::
     reconcile(oms, q, price, qty, px_thr, qty_thr) -> ACT_*
     quote_row(oms, q) -> row | -1
     find_order(oms, clord_id) -> row | -1
-    write_new(oms, row, out_u8, origin_tsc, session)        fill a NEW_ORDER record (128 B)
+    write_new(oms, row, out_u8, origin_tsc, session, flags) fill a NEW_ORDER record (128 B)
     write_cancel(oms, row, out_u8, origin_tsc, session)     CANCEL for the pending cancel
-    write_replace(oms, new_row, out_u8, origin_tsc, session)
+    write_replace(oms, new_row, out_u8, origin_tsc, session, flags)
     live_rows(oms, ii, out_rows) -> n     (non-terminal rows of one instrument; ii < 0: all)
 
 OM_* (outbound refusals): OM_FULL (no free row), OM_LIVE_FULL (instrument's live list full),
@@ -93,7 +93,9 @@ import numpy as np
 from numba import njit
 
 from appliance.transport import records
+from appliance.transport.intrinsics import store_relaxed
 from appliance.engine.positions import apply_fill, notional_e8
+from appliance.jit import HELPER
 
 # --- order states ----------------------------------------------------------------------------
 OS_FREE = 0
@@ -264,7 +266,7 @@ def check(code: int) -> int:
 
 
 # --- hashing -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _home(key, mask):
     h = np.uint64(key) * _HASH_K
     return np.int64(h >> np.uint64(32)) & mask
@@ -293,7 +295,7 @@ def find_order(oms, clord_id):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _index_insert(oms, r):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -303,7 +305,7 @@ def _index_insert(oms, r):
     idx[i] = r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _index_delete(oms, clord_id):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -345,7 +347,7 @@ def _seen_find(seen, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _seen_delete(seen, key):
     mask = seen.shape[0] - 1
     i = _seen_find(seen, key)
@@ -390,7 +392,7 @@ def _seen_add(oms, key):
 
 
 # --- rows, live lists, exposure ---------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _alloc(oms):
     c = oms.ctr
     if c[C_FREE_N] > 0:
@@ -407,7 +409,7 @@ def _alloc(oms):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strategy, quote, tif, now_ns):
     o = oms.orders[r]
     o.clord_id = clord_id
@@ -437,7 +439,7 @@ def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strateg
     o.tif = tif
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _live_add(oms, r):
     ii = oms.orders[r].ii
     n = oms.agg[ii, G_LIST_LEN]
@@ -446,7 +448,7 @@ def _live_add(oms, r):
     oms.agg[ii, G_LIST_LEN] = n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _live_remove(oms, r):
     o = oms.orders[r]
     pos = o.live_pos
@@ -462,7 +464,7 @@ def _live_remove(oms, r):
     o.live_pos = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _set_exposure(oms, led, r, new):
     """Set row r's exposure lots and re-reserve its balance at its current price."""
     o = oms.orders[r]
@@ -485,12 +487,12 @@ def _set_exposure(oms, led, r, new):
     o.reserved_e8 = amt
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _is_terminal(state):
     return state == OS_FILLED or state == OS_CANCELLED or state == OS_REPLACED or state == OS_REJECTED
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _terminate(oms, led, r, state, now_ns):
     o = oms.orders[r]
     if _is_terminal(o.state) or o.state == OS_FREE:
@@ -511,7 +513,7 @@ def _terminate(oms, led, r, state, now_ns):
     c[C_RET_N] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _working_state(o):
     return OS_PARTIAL if o.cum_qty > 0 else OS_NEW
 
@@ -604,7 +606,7 @@ def replace_order(oms, led, row, price, leaves_qty, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns):
     """Replacement row r is confirmed (by its ack, or implied by a report on its clord_id)."""
     n = oms.orders[r]
@@ -638,7 +640,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
         _terminate(oms, led, r, OS_FILLED if n.cum_qty >= n.qty else OS_CANCELLED, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _restore(oms, led, r, now_ns):
     """A cancel/replace of row r was rejected: back to the state it had."""
     o = oms.orders[r]
@@ -658,7 +660,7 @@ def _restore(oms, led, r, now_ns):
 
 
 # --- inbound -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _lookup(oms, clord_id, orig):
     r = find_order(oms, clord_id)
     if r < 0 and orig != 0:
@@ -666,7 +668,7 @@ def _lookup(oms, clord_id, orig):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _apply_fill_rec(oms, led, rec_u8, now_ns):
     f = rec_u8.view(records.FILL)[0]
     r = _lookup(oms, f.clord_id, f.orig_clord_id)
@@ -720,7 +722,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     return EX_FILL
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _apply_ack_rec(oms, led, rec_u8, now_ns):
     a = rec_u8.view(records.ACK)[0]
     r = _lookup(oms, a.clord_id, a.orig_clord_id)
@@ -804,7 +806,7 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
     return EX_INVALID
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _apply_reject_rec(oms, led, rec_u8, now_ns):
     j = rec_u8.view(records.REJECT)[0]
     r = _lookup(oms, j.clord_id, j.orig_clord_id)
@@ -900,53 +902,79 @@ def live_rows(oms, ii, out_rows):
 
 
 # --- order records -----------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def _header(out_u8, rtype, o, origin_tsc):
-    out_u8[8:] = 0               # word 0 (``ver``) belongs to the ring when written in place
-    h = out_u8.view(records.NEW_ORDER)[0]
-    h.rtype = rtype
-    h.venue = o.venue
-    h.instrument = o.instrument
-    h.origin_tsc = origin_tsc
-    h.strategy = o.strategy
+# The writers store whole 64-bit words (offsets from the dtypes, packing asserted below): no
+# record view, no byte loop, every word after ``ver`` written (a ring slot still holds its
+# previous record). Word 0 (``ver``) and ``publish_tsc`` belong to the ring.
+_OFF = {k: records.field_offset(records.NEW_ORDER, k) for k in records.NEW_ORDER.names}
+_C_OFF = {k: records.field_offset(records.CANCEL, k) for k in records.CANCEL.names}
+_R_OFF = {k: records.field_offset(records.REPLACE, k) for k in records.REPLACE.names}
+W_TYPE = records.TYPE_WORD_OFF                 # rtype | venue << 8 | flags << 16 | instr << 32
+W_ORIGIN = records.ORIGIN_TSC_OFF
+W_CLORD = _OFF["clord_id"]
+W_STRAT = _OFF["strategy"]                     # strategy | session << 32
+W_NEW_PRICE, W_NEW_QTY, W_NEW_SIDE = _OFF["price"], _OFF["qty"], _OFF["side"]
+W_CXL_ORIG, W_CXL_QTY, W_CXL_SIDE = _C_OFF["orig_clord_id"], _C_OFF["qty"], _C_OFF["side"]
+W_REP_ORIG, W_REP_PRICE, W_REP_QTY, W_REP_SIDE = (_R_OFF["orig_clord_id"], _R_OFF["price"],
+                                                  _R_OFF["qty"], _R_OFF["side"])
+_W_LAST = records.ORDER_RECORD_SIZE - 8
+assert _OFF["session"] == W_STRAT + 4 and _C_OFF["strategy"] == _R_OFF["strategy"] == W_STRAT
+assert _C_OFF["clord_id"] == _R_OFF["clord_id"] == W_CLORD
+for _o in (_OFF, _R_OFF):                      # side | ord_type << 8 | tif << 16 in one word
+    assert _o["ord_type"] == _o["side"] + 1 and _o["tif"] == _o["side"] + 2 and _o["side"] % 8 == 0
+assert all(w % 8 == 0 for w in (W_CLORD, W_STRAT, W_NEW_PRICE, W_NEW_QTY, W_CXL_ORIG, W_CXL_QTY,
+                                W_CXL_SIDE, W_REP_ORIG, W_REP_PRICE, W_REP_QTY))
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+@njit(**HELPER)
+def _head(out_u8, rtype, o, flags, origin_tsc, clord_id, session, last):
+    """Zero the words of the record after ``last`` and write the header words: type word,
+    origin, clord_id, strategy | session."""
+    off = np.uint64(last + 8)
+    while off <= np.uint64(_W_LAST):
+        store_relaxed(out_u8, off, np.uint64(0))
+        off += np.uint64(8)
+    store_relaxed(out_u8, np.uint64(W_TYPE), np.uint64(rtype) | (np.uint64(o.venue) << np.uint64(8))
+                  | ((np.uint64(flags) & np.uint64(0xFFFF)) << np.uint64(16))
+                  | (np.uint64(o.instrument) << np.uint64(32)))
+    store_relaxed(out_u8, np.uint64(W_ORIGIN), np.uint64(origin_tsc))
+    store_relaxed(out_u8, np.uint64(W_CLORD), np.uint64(clord_id))
+    store_relaxed(out_u8, np.uint64(W_STRAT), (np.uint64(o.strategy) & _U32)
+                  | ((np.uint64(session) & _U32) << np.uint64(32)))
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def write_new(oms, row, out_u8, origin_tsc, session):
+def write_new(oms, row, out_u8, origin_tsc, session, flags):
+    """NEW_ORDER for ``row`` into ``out_u8`` (uint8[128], e.g. an order ring slot); ``flags``:
+    the record's F_* flags (post-only...)."""
     o = oms.orders[row]
-    _header(out_u8, records.RT_NEW_ORDER, o, origin_tsc)
-    w = out_u8.view(records.NEW_ORDER)[0]
-    w.clord_id = o.clord_id
-    w.session = session
-    w.price = o.price
-    w.qty = o.qty
-    w.side = o.side
-    w.ord_type = records.ORD_LIMIT
-    w.tif = o.tif
+    _head(out_u8, np.int64(records.RT_NEW_ORDER), o, flags, origin_tsc, o.clord_id, session,
+          np.int64(W_NEW_SIDE))
+    store_relaxed(out_u8, np.uint64(W_NEW_PRICE), np.uint64(o.price))
+    store_relaxed(out_u8, np.uint64(W_NEW_QTY), np.uint64(o.qty))
+    store_relaxed(out_u8, np.uint64(W_NEW_SIDE), np.uint64(o.side)
+                  | np.uint64(records.ORD_LIMIT << 8) | (np.uint64(o.tif) << np.uint64(16)))
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def write_cancel(oms, row, out_u8, origin_tsc, session):
+    """CANCEL for the pending cancel of ``row``."""
     o = oms.orders[row]
-    _header(out_u8, records.RT_CANCEL, o, origin_tsc)
-    w = out_u8.view(records.CANCEL)[0]
-    w.clord_id = o.cancel_id
-    w.orig_clord_id = o.clord_id
-    w.session = session
-    w.qty = o.leaves
-    w.side = o.side
+    _head(out_u8, np.int64(records.RT_CANCEL), o, np.int64(0), origin_tsc, o.cancel_id, session,
+          np.int64(W_CXL_SIDE))
+    store_relaxed(out_u8, np.uint64(W_CXL_ORIG), np.uint64(o.clord_id))
+    store_relaxed(out_u8, np.uint64(W_CXL_QTY), np.uint64(o.leaves))
+    store_relaxed(out_u8, np.uint64(W_CXL_SIDE), np.uint64(o.side))
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def write_replace(oms, new_row, out_u8, origin_tsc, session):
+def write_replace(oms, new_row, out_u8, origin_tsc, session, flags):
+    """REPLACE for the replacement row ``new_row`` (its orig_clord_id is the order replaced)."""
     o = oms.orders[new_row]
-    _header(out_u8, records.RT_REPLACE, o, origin_tsc)
-    w = out_u8.view(records.REPLACE)[0]
-    w.clord_id = o.clord_id
-    w.orig_clord_id = o.orig_clord_id
-    w.session = session
-    w.price = o.price
-    w.qty = o.qty
-    w.side = o.side
-    w.ord_type = records.ORD_LIMIT
-    w.tif = o.tif
+    _head(out_u8, np.int64(records.RT_REPLACE), o, flags, origin_tsc, o.clord_id, session,
+          np.int64(W_REP_SIDE))
+    store_relaxed(out_u8, np.uint64(W_REP_ORIG), np.uint64(o.orig_clord_id))
+    store_relaxed(out_u8, np.uint64(W_REP_PRICE), np.uint64(o.price))
+    store_relaxed(out_u8, np.uint64(W_REP_QTY), np.uint64(o.qty))
+    store_relaxed(out_u8, np.uint64(W_REP_SIDE), np.uint64(o.side)
+                  | np.uint64(records.ORD_LIMIT << 8) | (np.uint64(o.tif) << np.uint64(16)))

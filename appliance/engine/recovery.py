@@ -169,6 +169,16 @@ def replay_execs(recs, n, books, strats, gate, tel, io):
     return n
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def restore_position(i, strats, leg, q):
+    """Strategy ``i``'s restored position ``q`` (lots, + long) on ``leg``, told to it as one fill
+    through its own ``on_fill`` (so whatever it derives from its fills, e.g. inventory, follows)."""
+    if q > 0:
+        strat.on_fill(i, strats, leg, np.int64(records.SIDE_BUY), np.int64(1), q, np.int64(0))
+    elif q < 0:
+        strat.on_fill(i, strats, leg, np.int64(records.SIDE_SELL), np.int64(1), -q, np.int64(0))
+
+
 def _ring_id(region) -> tuple[int, int]:
     return int(region.words[shm.W_CREATED_NS]), int(region.words[shm.W_WRITER_GEN])
 
@@ -457,10 +467,8 @@ class Recovery:
             self._strategy_map[int(s["id"])] = int(es.meta[i, base.M_ID])
             es.pnl[i] = pnl[k]
             for leg in range(len(legs)):
-                q = int(es.pnl[i, leg, PNL_POS])
-                if q:          # the strategy's own inventory follows its restored position
-                    strat.on_fill(i, es.strats, leg, records.SIDE_BUY if q > 0 else records.SIDE_SELL,
-                                  1, abs(q), 0)
+                # the strategy's own inventory follows its restored position
+                restore_position(i, es.strats, leg, int(es.pnl[i, leg, PNL_POS]))
             restored.append(s["name"])
         rep["strategies"] = restored
         # OMS: ids, exec-id dedup, the orders it can still name
@@ -757,4 +765,4 @@ def warm(es, io) -> None:
     orphans.adopt(es.oms, es.led, np.uint64(0), 0, records.SIDE_BUY, 1, 1, 0, NO_STRATEGY, 0)
     f = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
     orphans.book_fill(es.oms, es.led, es.book_map, f)
-    strat.on_fill(0, es.strats, 0, records.SIDE_BUY, 1, 0, 0)
+    restore_position(0, es.strats, 0, 0)

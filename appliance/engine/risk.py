@@ -106,6 +106,7 @@ from appliance.transport import control, records
 from appliance.engine.oms import G_LIST_LEN, G_N_OPEN, G_OPEN_BUY, G_OPEN_SELL, OS_PENDING_CANCEL
 from appliance.engine.positions import (A_LOSS_STREAK, A_RT_COUNT, N_VENUES, equity_e8,
                                          notional_e8)
+from appliance.jit import HELPER
 
 # --- denial reasons ------------------------------------------------------------------------------
 RJ_OK = 0
@@ -340,7 +341,7 @@ def state_name(risk: Risk) -> str:
 
 
 # --- tier 1 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _take_token(risk, venue, now_ns):
     vl = risk.venue_limits[venue]
     cap = vl.burst * TOKEN
@@ -360,7 +361,7 @@ def _take_token(risk, venue, now_ns):
     return True
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _roll_window(risk, now_ns):
     s = risk.state
     if now_ns - s[R_WIN_START_NS] >= risk.breaker[B_REJ_WINDOW_NS] or now_ns < s[R_WIN_START_NS]:
@@ -369,7 +370,7 @@ def _roll_window(risk, now_ns):
         s[R_WIN_REJECTS] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
              ref_price, bid, ask, now_ns):
     """The tier-1 list in order (see the module docstring); the first failing check's RJ_*, or
@@ -483,13 +484,13 @@ def check_cancel(risk, led, ii, now_ns):
 
 
 # --- tier 3 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _kill_set(words):
     return words.shape[0] > 0 and control.kill_requested(words)
 
 
 # --- tier 2 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _trip(risk, new_state, cause, now_ns):
     s = risk.state
     if new_state <= s[R_STATE]:
@@ -508,7 +509,7 @@ def _trip(risk, new_state, cause, now_ns):
         s[R_NEXT_RESET_NS] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _reset(risk, led, equity, cause, now_ns):
     s = risk.state
     s[R_STATE] = records.RISK_RUNNING

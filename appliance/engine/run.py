@@ -1,9 +1,9 @@
-"""The engine actor process (``appliance engine``): attach the md and exec rings, create the
-order ring, come up HALTED if the persisted kill switch says so, recover (snapshot + replay of
-the exec records after it, then RECONCILING until every FIX session confirmed: see
-:mod:`appliance.engine.recovery`), loop the compiled ``step`` until stopped, snapshot the durable
-state as it goes, cancel every working order on the way out. The lifecycle is
-:class:`appliance.actor.Actor`.
+"""The engine actor process (``appliance engine``): attach the md rings (one per venue) and the
+exec rings (one per FIX session, :func:`exec_rings`), create the order ring, come up HALTED if
+the persisted kill switch says so, recover (snapshot + replay of the exec records after it, then
+RECONCILING until every FIX session confirmed: see :mod:`appliance.engine.recovery`), loop the
+compiled ``step`` until stopped, snapshot the durable state as it goes, cancel every working
+order on the way out. The lifecycle is :class:`appliance.actor.Actor`.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class Engine(Actor):
         self.wstate = wait.new_state()
         self.ow = None
         self.readers: list = []
-        self.ex = None
-        self.execs: list = []          # (ring name, RingReader) of every exec ring read
+        self.exec_names = exec_rings(cfg)
+        self.execs: list = []          # RingReader per exec ring, in exec_names order
         self.md_resyncs: dict[str, int] = {}
         self.orders_head_at_open = 0
         self.recovery: recovery.Recovery | None = None
@@ -64,7 +64,9 @@ class Engine(Actor):
                                               self.wait_rings_s))
         # oldest: the gateway's last SESSION record says whether its session is ready now;
         # older exec records are for orders this engine does not know (counted, ignored)
-        self.ex = self.wait_for("input ring exec", attach("exec"), self.wait_rings_s)
+        for name in self.exec_names:
+            self.execs.append(self.wait_for(f"input ring {name}", attach(name),
+                                            self.wait_rings_s))
 
     def start(self) -> None:
         es, cb = self.es, self.cb
@@ -82,10 +84,10 @@ class Engine(Actor):
                            "(configure [risk.limits] and [risk.venues.<venue>], see "
                            "appliance/config/default.toml)")
         es.attach(self.ow.hdr, self.ow.data, cb.words)
-        self.execs = [("exec", self.ex)]
+        named = list(zip(self.exec_names, self.execs))
         # durable state back, exec records after it replayed; refuse to trade if unproven
         rec = self.recovery = recovery.Recovery(
-            es, self.state_dir, self.ow, self.orders_head_at_open, self.execs,
+            es, self.state_dir, self.ow, self.orders_head_at_open, named,
             self.cfg.appliance.journal_dir, self._sessions(),
             es.settings["ack_timeout_ms"] / 1000.0, self.log)
         rec.restore()
@@ -94,7 +96,7 @@ class Engine(Actor):
         # the recovered state is durable before anything goes out
         self.snap = recovery.Snapshotter(es, recovery.snapshot_path(self.state_dir),
                                          es.settings["snapshot_ms"] / 1000.0, self.ow,
-                                         self.execs, rec.config_balances, self.log)
+                                         named, rec.config_balances, self.log)
         rec.request_reconcile(time.monotonic())     # RECONCILING: sessions not ready until
         self.snap.write_now()                       # their gateways answer
         self.snap.start()
@@ -108,7 +110,8 @@ class Engine(Actor):
             control.set_risk_state(cb.words, state)
             es.stats[ST_RISK_STATE] = state
         self._loop = es.loop([(r.hdr, r.data, r.cur) for r in self.readers],
-                             (self.ex.hdr, self.ex.data, self.ex.cur), self.wparams, self.wstate)
+                             [(r.hdr, r.data, r.cur) for r in self.execs], self.wparams,
+                             self.wstate)
 
     def _sessions(self) -> set:
         """FIX session indexes to reconcile: every configured [fix.sessions.*] and every session
@@ -166,7 +169,7 @@ class Engine(Actor):
                 self.md_resyncs[v] = self.md_resyncs.get(v, 0) + 1
                 self.log.warning("md.%s writer restarted: resynchronised at the newest record, "
                                  "its books cleared (%d resyncs)", v, self.md_resyncs[v])
-        for name, r in self.execs:
+        for name, r in zip(self.exec_names, self.execs):
             if r.writer_restarted():
                 # the FIX gateway restarted and reopened its ring with the sequence it had: read
                 # on from where we are (every exec record exactly once: fills are money); it
@@ -224,10 +227,19 @@ class Engine(Actor):
             self.cb.rec["engine_pid"] = 0
         for r in self.readers:
             r.close()
-        if self.ex is not None:
-            self.ex.close()
+        for r in self.execs:
+            r.close()
         if self.ow is not None:
             self.ow.close()
+
+
+def exec_rings(cfg) -> list[str]:
+    """The exec rings the engine reads: every [fix.sessions.NAME]'s ``exec_ring`` (default
+    ``exec.NAME``); a config without FIX sessions reads one ring named ``exec``."""
+    from appliance.fix import gateway
+    names = [gateway.load_session_config(cfg, n).exec_ring
+             for n in (cfg.extra.get("fix") or {}).get("sessions", {})]
+    return names or ["exec"]
 
 
 def run(cfg, wait_rings_s: float = 30.0) -> int:

@@ -9,11 +9,20 @@ who reads what)::
     Gate(oms, led, risk, rows)                   oms.Oms, positions.Ledger, risk.Risk, scratch
     Telemetry(stats, lat_hist, cal)
     Io(ord_hdr, ord_data, words, md_buf, ex_buf)  the order ring and control block it works on
-    Loop(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, wait_params, wait_state, settings)
+    Loop(md_hdrs, md_datas, md_curs, ex_hdrs, ex_datas, ex_curs, wait_params, wait_state,
+         settings)
 
 ``EngineState`` builds Books, Strategies, Gate and Telemetry from the config; ``attach`` gives it
 an Io (the order ring it writes and the control block); the actor builds the Loop from its rings
 (``loop``). The arrays are the engine's: a kernel changes them in place.
+
+Configuration: ``[engine]`` keys are ``ENGINE_KEYS`` below, plus ``balances``
+(``"binance:USDT" = 1000.0``: starting balances, moved by fills and open orders; there is no
+venue balance feed). Instruments (grids, base / quote assets) come from the ``[[instruments]]``
+registry: the ledger / OMS / gate index ``ii`` is the book row, one per traded (venue, symbol).
+The breaker adds PnL in one currency, so max_loss / drawdown over instruments quoted in
+different (non USD-pegged) currencies is refused. Limits come from ``[risk]``
+(``risk.build_risk``; no table in a config = every order denied, logged at start).
 """
 from __future__ import annotations
 
@@ -27,11 +36,11 @@ from appliance.engine.strategies import base
 from appliance.config.instruments import USD_PEGGED, split_symbol
 from appliance.transport import clock, hist, records, ring
 from appliance.engine.kernels import (BS_MAX_STRAT, BS_N, BS_NSTRAT, BS_STRAT, BS_VALID,
-                                      EngineError, LP_ACK_TIMEOUT_NS, LP_N, LP_N_MD, LP_STEP_TSC,
-                                      LP_TIMER_TSC, MAX_INSTRUMENTS, MAX_MD_RINGS, MAX_SESSIONS, PNL_CASH,
-                                      PNL_FEES, PNL_N, PNL_POS, STAT_NAMES, ST_CLORD_NEXT,
-                                      ST_LAT_N, ST_N, ST_OPEN, ST_SESS_READY, cancel_all,
-                                      equity, handle_exec, run_records)
+                                      EngineError, LP_ACK_TIMEOUT_NS, LP_N, LP_N_EX, LP_N_MD,
+                                      LP_STEP_TSC, LP_TIMER_TSC, MAX_EXEC_RINGS, MAX_INSTRUMENTS,
+                                      MAX_MD_RINGS, MAX_SESSIONS, PNL_CASH, PNL_FEES, PNL_N,
+                                      PNL_POS, STAT_NAMES, ST_CLORD_NEXT, ST_LAT_N, ST_N, ST_OPEN,
+                                      ST_SESS_READY, cancel_all, equity, handle_exec, run_records)
 
 Books = namedtuple("Books", ["px", "qty", "n", "book_map", "bstate", "marks"])
 Books.__doc__ = """The books: px / qty int64[B, 2, levels] and n int64[B, 2] (book.py: best level
@@ -50,11 +59,12 @@ cal (clock calibration)."""
 Io = namedtuple("Io", ["ord_hdr", "ord_data", "words", "md_buf", "ex_buf"])
 Io.__doc__ = """ord_hdr / ord_data: the order ring (written in place), words: the control block
 (uint64 view), md_buf uint8[64] / ex_buf uint8[128]: one md / exec record of scratch."""
-Loop = namedtuple("Loop", ["md_hdrs", "md_datas", "md_curs", "ex_hdr", "ex_data", "ex_cur",
+Loop = namedtuple("Loop", ["md_hdrs", "md_datas", "md_curs", "ex_hdrs", "ex_datas", "ex_curs",
                            "wait_params", "wait_state", "settings"])
 Loop.__doc__ = """What ``step`` polls and how: md_hdrs / md_datas / md_curs (tuples, one md ring per
-venue), ex_hdr / ex_data / ex_cur (the exec ring), wait_params / wait_state (transport/wait.py),
-settings int64[LP_N] (kernels.LP_*)."""
+venue, padded to MAX_MD_RINGS), ex_hdrs / ex_datas / ex_curs (one exec ring per FIX session,
+padded to MAX_EXEC_RINGS), wait_params / wait_state (transport/wait.py), settings int64[LP_N]
+(kernels.LP_*: the counts of rings to poll, timer period, step budget, ack timeout)."""
 
 
 # [engine] table: name -> (default, minimum)
@@ -141,6 +151,16 @@ def engine_settings(table: dict | None) -> dict:
             raise EngineError(f"engine.balances.{name}: expected an amount in 0..1e18, got {v!r}")
         out["balances"][(venue, asset.upper())] = int(round(v * 1e8))
     return out
+
+
+def _padded(rings: list, n: int, record_size: int, what: str) -> list:
+    """``rings`` + copies of one empty local ring (never polled) up to ``n`` entries."""
+    if len(rings) > n:
+        raise EngineError(f"{len(rings)} {what} rings: the engine polls at most {n}")
+    if len(rings) < n:
+        hdr, data = ring.local_ring(record_size, 2)
+        rings = rings + [(hdr, data, ring.local_cursor(hdr))] * (n - len(rings))
+    return rings
 
 
 class EngineState:
@@ -307,19 +327,18 @@ class EngineState:
         self.io = Io(ord_hdr, ord_data, words, self.md_buf, self.ex_buf)
         return self.io
 
-    def loop(self, md_rings, ex_ring, wait_params: np.ndarray, wait_state: np.ndarray) -> Loop:
+    def loop(self, md_rings, ex_rings, wait_params: np.ndarray, wait_state: np.ndarray) -> Loop:
         """The ``step`` loop's inputs: ``md_rings`` (one ``(hdr, data, cur)`` per md ring, at
-        most MAX_MD_RINGS), ``ex_ring`` ``(hdr, data, cur)``, the wait strategy
-        (``wait.from_config`` / ``wait.new_state``). Sets ``loop_settings[LP_N_MD]``."""
-        md_rings = list(md_rings)
-        if len(md_rings) > MAX_MD_RINGS:
-            raise EngineError(f"{len(md_rings)} md rings: the engine polls at most {MAX_MD_RINGS}")
+        most MAX_MD_RINGS), ``ex_rings`` (one per FIX session's exec ring, at most
+        MAX_EXEC_RINGS), the wait strategy (``wait.from_config`` / ``wait.new_state``). Sets
+        ``loop_settings[LP_N_MD]`` / ``[LP_N_EX]``."""
+        md_rings, ex_rings = list(md_rings), list(ex_rings)
+        md = _padded(md_rings, MAX_MD_RINGS, records.MD_RECORD_SIZE, "md")
+        ex = _padded(ex_rings, MAX_EXEC_RINGS, records.EXEC_RECORD_SIZE, "exec")
         self.loop_settings[LP_N_MD] = len(md_rings)
-        if len(md_rings) < MAX_MD_RINGS:
-            hdr, data = ring.local_ring(records.MD_RECORD_SIZE, 2)      # never polled
-            md_rings += [(hdr, data, ring.local_cursor(hdr))] * (MAX_MD_RINGS - len(md_rings))
-        return Loop(tuple(r[0] for r in md_rings), tuple(r[1] for r in md_rings),
-                    tuple(r[2] for r in md_rings), ex_ring[0], ex_ring[1], ex_ring[2],
+        self.loop_settings[LP_N_EX] = len(ex_rings)
+        return Loop(tuple(r[0] for r in md), tuple(r[1] for r in md), tuple(r[2] for r in md),
+                    tuple(r[0] for r in ex), tuple(r[1] for r in ex), tuple(r[2] for r in ex),
                     wait_params, wait_state, self.loop_settings)
 
     def attached_io(self) -> Io:

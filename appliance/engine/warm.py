@@ -2,7 +2,8 @@
 
 ``warm()`` builds a small engine (both strategy kinds, the default risk table) on local rings of
 the production geometry and calls each compiled entry point once: the actor's ``step`` (with a
-``Loop`` padded to MAX_MD_RINGS, so the one compiled step serves any number of venues), the
+``Loop`` padded to MAX_MD_RINGS / MAX_EXEC_RINGS, so the one compiled step serves any number of
+venues and sessions), the
 kernels Python calls around it (``cancel_all``, ``handle_exec``, ``equity``, ``oms.live_rows``,
 ``book.clear``), ``run_records`` (in-process feeds) and the restart recovery's kernels
 (``recovery.warm``: replay, snapshot capture, adoption of orders sent before a restart). The engine actor calls it before it
@@ -32,7 +33,7 @@ def warm() -> int:
     io = es.attach(oh, od, words)
     mh, md = ring.local_ring(records.MD_RECORD_SIZE, 64)
     eh, ed = ring.local_ring(records.EXEC_RECORD_SIZE, 64)
-    loop = es.loop([(mh, md, ring.local_cursor(mh))], (eh, ed, ring.local_cursor(eh)),
+    loop = es.loop([(mh, md, ring.local_cursor(mh))], [(eh, ed, ring.local_cursor(eh))],
                    wait.make("spin"), wait.new_state())
     kernels.step(loop, es.books, es.strats, es.gate, es.tel, io, 0, 1)
     es.feed(np.zeros((1, records.MD_RECORD_SIZE), np.uint8))

@@ -52,6 +52,7 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
         return per[key]
 
     sent: dict[int, int] = {}          # clord_id -> publish_tsc of the request
+    where: dict[int, tuple] = {}       # clord_id -> (venue, instrument) of the request
     after_kill = 0
     orders = _read(j, "orders")
     if orders is not None:
@@ -62,8 +63,12 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
             kind = {R.RT_NEW_ORDER: "new", R.RT_REPLACE: "replace", R.RT_CANCEL: "cancel"}[int(h["rtype"])]
             r[kind] += 1
             r["orders"] += 1
-            clord = int(_view(orders[k:k + 1], R.NEW_ORDER)[0]["clord_id"])
+            o = _view(orders[k:k + 1], R.CANCEL)[0]     # clord ids share offsets in the family
+            clord = int(o["clord_id"])
             sent[clord] = int(h["publish_tsc"])
+            where[clord] = (int(h["venue"]), int(h["instrument"]))
+            if kind != "new":
+                where.setdefault(int(o["orig_clord_id"]), where[clord])
             if kill_tsc and int(h["publish_tsc"]) > kill_tsc and kind != "cancel":
                 after_kill += 1
     answered: set[int] = set()
@@ -77,7 +82,11 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
             a = _view(execs[k:k + 1], R.ACK)[0]         # clord ids share offsets in the family
             answered.add(int(a["clord_id"]))
             answered.add(int(a["orig_clord_id"]))
-            r = row(hdr[k]["venue"], hdr[k]["instrument"])
+            venue, instr = int(hdr[k]["venue"]), int(hdr[k]["instrument"])
+            if (venue, instr) not in names:             # e.g. a cancel reject without Symbol
+                venue, instr = where.get(int(a["orig_clord_id"]),
+                                         where.get(int(a["clord_id"]), (venue, instr)))
+            r = row(venue, instr)
             if rt == R.RT_ACK:
                 r["acks"] += 1
             elif rt == R.RT_REJECT:
@@ -109,7 +118,7 @@ def trading_report(journal_dir, cfg, kill_tsc: int = 0) -> dict:
         if ins is not None and (r["mid"] is not None or r["position_lots"] == 0):
             tick, lot = Decimal(ins.tick), Decimal(ins.lot)
             value_tl = r["cash_tl"] + r["position_lots"] * (r["mid"] or 0)
-            r["position"] = str(r["position_lots"] * lot)
+            r["position"] = f"{(r['position_lots'] * lot).normalize():f}"
             r["pnl"] = float(value_tl * tick * lot - Decimal(r["fees_e8"]) / 10**8)
             r["quote"] = ins.quote
     unanswered = sorted(c for c in sent if c not in answered)

@@ -37,6 +37,7 @@ The simulator is not the appliance's hot path: it uses the ``websockets`` thread
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 import socket
@@ -383,14 +384,17 @@ class VenueSim:
             self._live.add(conn)
         spoke = threading.Event()
         closed = threading.Event()
+        subscribed: set[str] = set()
 
         def reader():
             try:
                 for msg in conn:
                     st = self.stats
                     st.client_message_count += 1
+                    text = msg if isinstance(msg, str) else msg.decode("latin-1")
                     if len(st.client_messages) < MAX_KEPT:
-                        st.client_messages.append((no, msg if isinstance(msg, str) else msg.decode("latin-1")))
+                        st.client_messages.append((no, text))
+                    subscribed.update(_subscribed(self.venue, text))
                     spoke.set()
             except ConnectionClosed:
                 pass
@@ -401,7 +405,7 @@ class VenueSim:
 
         threading.Thread(target=reader, name=f"sim-read-{no}", daemon=True).start()
         try:
-            self._stream(conn, no, spoke, closed)
+            self._stream(conn, no, spoke, closed, subscribed)
         except (ConnectionClosed, OSError):
             pass
         finally:
@@ -420,7 +424,8 @@ class VenueSim:
             conn.send(data)
         self.stats.frames_sent += 1
 
-    def _stream(self, conn, no: int, spoke: threading.Event, closed: threading.Event) -> None:
+    def _stream(self, conn, no: int, spoke: threading.Event, closed: threading.Event,
+                subscribed: set) -> None:
         f = self.faults
         k = no - 1 if self.loop else 0
         if self.loop:
@@ -455,6 +460,8 @@ class VenueSim:
                 garbage += 1
                 self.stats.garbage += 1
             if streams is not None and not _wanted(data, streams):
+                continue
+            if subscribed and not _for_subscribed(self.venue, data, subscribed):
                 continue
             if f.drop_every and i % f.drop_every == 0:
                 self.stats.dropped += 1
@@ -517,6 +524,66 @@ def _wanted(frame: bytes, streams: frozenset) -> bool:
         return True
     end = frame.find(b'"', len(_STREAM_KEY))
     return frame[len(_STREAM_KEY):end].decode(errors="replace") in streams
+
+
+# A venue sends only what a client subscribed to. The recordings hold every symbol their session
+# subscribed to, so frames about other symbols are held back: per venue, how a subscribe message
+# names its symbols (or channels) and how a frame names its own. Bitfinex frames name a channel
+# id that only its subscription replies map to a symbol: they are not filtered.
+_SUB_KEYS = {"kraken": ("pair",), "coinbase": ("product_ids",), "coinbase_advanced": ("product_ids",)}
+_FRAME_KEYS = {"coinbase": b'"product_id":"', "coinbase_advanced": b'"product_id":"',
+               "bitstamp": b'"channel":"'}
+
+
+def _subscribed(venue: str, text: str) -> set[str]:
+    """Symbols (Bitstamp: channels) a client message subscribes to."""
+    if venue not in _SUB_KEYS and venue != "bitstamp":
+        return set()
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return set()
+    if not isinstance(msg, dict):
+        return set()
+    out = set()
+    if venue == "bitstamp":
+        ch = (msg.get("data") or {}).get("channel") if isinstance(msg.get("data"), dict) else None
+        return {ch} if isinstance(ch, str) and "subscribe" in str(msg.get("event", "")) else set()
+    for k in _SUB_KEYS[venue]:
+        v = msg.get(k)
+        if isinstance(v, list):
+            out.update(x for x in v if isinstance(x, str))
+    for ch in msg.get("channels", []) if isinstance(msg.get("channels"), list) else []:
+        if isinstance(ch, dict) and isinstance(ch.get("product_ids"), list):
+            out.update(x for x in ch["product_ids"] if isinstance(x, str))
+    return out
+
+
+def _frame_symbol(venue: str, frame: bytes) -> str | None:
+    """The symbol (Bitstamp: channel) a recorded frame is about; None when it is about none."""
+    if venue == "kraken":
+        f = frame.rstrip()
+        if f.startswith(b"[") and f.endswith(b'"]'):
+            start = f.rfind(b'"', 0, len(f) - 2)
+            return f[start + 1:len(f) - 2].decode(errors="replace") if start >= 0 else None
+        i = f.find(b'"pair":"')
+        if f.startswith(b"{") and i >= 0 and b'"subscriptionStatus"' in f:
+            j = f.find(b'"', i + 8)
+            return f[i + 8:j].decode(errors="replace")
+        return None
+    key = _FRAME_KEYS.get(venue)
+    if key is None:
+        return None
+    i = frame.find(key)
+    if i < 0:
+        return None
+    j = frame.find(b'"', i + len(key))
+    return frame[i + len(key):j].decode(errors="replace")
+
+
+def _for_subscribed(venue: str, frame: bytes, subscribed: set) -> bool:
+    sym = _frame_symbol(venue, frame)
+    return sym is None or sym in subscribed
 
 
 def serve_forever(sim: VenueSim, stop: threading.Event) -> dict:

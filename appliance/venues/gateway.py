@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 import websocket
 
-from appliance.actor import EXIT_CANNOT_START, Actor, ActorError, write_json_atomic
+from appliance.actor import EXIT_CANNOT_START, Actor, ActorError
 from appliance.transport import control, records, ring, shm
 from appliance.venues import common, registry, wsframe
 
@@ -708,14 +708,14 @@ class MdGateway(Actor):
         st = self.gw.stats() if self.gw else {}
         return {k: st[k] for k in self.GAUGES if k in st}
 
-    def publish_status(self) -> None:
-        super().publish_status()
-        if self.stats_path and self.gw is not None:
-            try:
-                write_json_atomic(self.stats_path, self.gw.stats())
-            except OSError as e:
-                self.log.warning("md %s: stats file %s not written: %s", self.venue,
-                                 self.stats_path, e)
+    def publish_status(self, wait: bool = False) -> None:
+        super().publish_status(wait)
+        if self.stats_path and self.gw is not None:      # --stats: the counters alone
+            data = json.dumps(self.gw.stats()).encode()
+            if wait:
+                self._write(self.stats_path, data)
+            else:
+                self._writer.put(self.stats_path, data)
 
     def close(self) -> None:
         if self.gw is not None:

@@ -345,7 +345,7 @@ def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle
     for r in book_frame(((990, 5),), ((1010, 5),), 55):
         ring.publish(mh, mdd, r)
     wp, ws = wait.make("backoff", None, 10, 1_000, 100_000), wait.new_state()
-    loop = es.loop([(mh, mdd, mc)], (eh, ed, ec), wp, ws)
+    loop = es.loop([(mh, mdd, mc)], [(eh, ed, ec)], wp, ws)
     args = (loop, es.books, es.strats, es.gate, es.tel, es.io, 0)
     # a huge iteration budget: the step still returns (about every millisecond when idle)
     assert engine.step(*args, 10**12) == engine.STEP_OK

@@ -138,7 +138,7 @@ class Engine:
         es.attach(self.ow.hdr, self.ow.data, self.words)
         self.mh, self.md = ring.local_ring(records.MD_RECORD_SIZE, 1 << 12)
         self.loop = es.loop([(self.mh, self.md, ring.local_cursor(self.mh))],
-                            (self.ex.hdr, self.ex.data, self.ex.cur),
+                            [(self.ex.hdr, self.ex.data, self.ex.cur)],
                             wait.make("spin"), wait.new_state())
         self.rec = recovery.Recovery(es, state_dir, self.ow, self.head_at_open,
                                      [("exec", self.ex)], journal_dir, {0}, 5.0)

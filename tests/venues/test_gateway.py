@@ -357,3 +357,17 @@ def test_every_venue_syncs_every_book_and_ends_like_offline_replay(venue):
     offline = replay.run(book_path, venue)
     for ins in instruments:
         assert run.gw.feed.top(ins.symbol, 10) == offline.top(ins.symbol, 10), ins.symbol
+
+
+@pytest.mark.parametrize("venue, symbols", [("kraken", ["XMR/USD", "OMG/USD"]),
+                                            ("coinbase", ["SKL-USD", "BAND-GBP"])])
+def test_a_subset_subscription_gets_only_its_symbols_and_no_errors(venue, symbols):
+    with VenueSim(venue, pace="fast") as s:
+        run = Running(venue, symbols, s)
+        try:
+            assert run.wait(lambda: s.stats.completed >= 1)
+            assert run.settle()
+        finally:
+            st = run.stop()
+    assert st["errors"] == 0 and st["gaps"] == 0 and st["resyncs"] == 0, st
+    assert st["books_valid"] == len(symbols)

@@ -107,6 +107,7 @@ def build(tables: list, instrument_of, tsc_per_ns: float):
         meta[i, base.M_KIND] = kind
         meta[i, base.M_ID] = i
         meta[i, base.M_NLEGS] = nlegs
+        meta[i, base.M_SLOTS] = MODULES[kind].SLOTS
         for leg in range(nlegs):
             if not isinstance(sessions[leg], int) or sessions[leg] < 0:
                 raise base.StrategyConfigError(f"{where}.session: expected an integer >= 0")

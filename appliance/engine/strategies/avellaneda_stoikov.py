@@ -39,6 +39,7 @@ from numba import njit
 from appliance.engine import book
 from appliance.transport import records
 from appliance.engine.strategies import base
+from appliance.jit import HELPER
 
 # --- params ------------------------------------------------------------------------------------
 P_GAMMA = 0
@@ -61,6 +62,7 @@ P_COOLDOWN_MS = 16
 P_COOLDOWN_TSC = 17     # derived: cooldown_ms in TSC ticks (set by the engine from its clock)
 P_UNIT = 18             # ticks per model price unit (see module docstring)
 P_LOG_TERM = 19         # derived: ln(1 + gamma / k) / gamma
+P_INV_UNIT = 20         # derived: 1 / price_unit
 
 # name -> (index, default, minimum)
 PARAMS = {
@@ -101,6 +103,7 @@ S_HALF = 12         # last half spread
 S_QUOTES = 13       # quote decisions that changed a slot
 
 
+SLOTS = 2           # quote slots: 0 = bid, 1 = ask
 # slots and sides as plain int64 (a literal argument would compile a helper once per value)
 _BID = np.int64(0)
 _ASK = np.int64(1)
@@ -113,9 +116,10 @@ def derive(params_row, tsc_per_ns: float) -> None:
     """Fill the derived parameters of one instance (clock-dependent values in TSC ticks)."""
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
     params_row[P_LOG_TERM] = math.log(1.0 + params_row[P_GAMMA] / params_row[P_K]) / params_row[P_GAMMA]
+    params_row[P_INV_UNIT] = 1.0 / params_row[P_UNIT]
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _set_slot(quotes, i, slot, side, price, q, origin):
     """Point a slot at a resting post-only GTC quote; CHANGED when anything moved."""
     if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
@@ -132,7 +136,7 @@ def _set_slot(quotes, i, slot, side, price, q, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _off(quotes, i, slot, origin):
     if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
         return base.UNCHANGED
@@ -141,7 +145,7 @@ def _off(quotes, i, slot, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _pull(quotes, i, origin):
     return _off(quotes, i, _BID, origin) | _off(quotes, i, _ASK, origin)
 
@@ -168,7 +172,7 @@ def on_book(i, strats, books, b, now, origin):
     state[i, S_EVENTS] = ev
     unit = params[i, P_UNIT]
     if ev > 1.0:
-        d = (mp - state[i, S_MP]) / unit
+        d = (mp - state[i, S_MP]) * params[i, P_INV_UNIT]
         state[i, S_VAR] += params[i, P_VOL_ALPHA] * (d * d - state[i, S_VAR])
     state[i, S_MP] = mp
     if ev <= params[i, P_WARMUP]:

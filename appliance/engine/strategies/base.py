@@ -5,7 +5,8 @@ Numba cannot call through function pointers cheaply, so a strategy is not an obj
 of these arrays of the engine's ``Strategies`` bundle (``S`` instances run at once, any mix of
 kinds)::
 
-    meta    int64[S, META_N]        kind, instance id, legs (book row, venue, instrument, session)
+    meta    int64[S, META_N]        kind, instance id, legs (book row, venue, instrument, session),
+                                    quote slots used
     params  float64[S, PARAMS_N]    the kind's parameters (layout defined by the kind's module)
     state   float64[S, STATE_N]     the kind's private state (layout defined by the kind's module)
     quotes  int64[S, Q_SLOTS, Q_N]  desired orders: what the strategy wants working right now
@@ -38,8 +39,8 @@ into new / cancel / replace records::
     Q_TIF     records.TIF_*;  Q_FLAGS records.F_* (e.g. F_POST_ONLY)
     Q_ORIGIN  origin TSC of the market event that caused this quote (travels into the order)
 
-A new strategy is a new module with the four callbacks, a ``KIND_*`` id here, a ``PARAMS`` spec
-(name -> (index, default, minimum)) and one line in each dispatch function of
+A new strategy is a new module with the four callbacks, a ``KIND_*`` id here, ``SLOTS`` (how many
+quote slots it uses, from 0), a ``PARAMS`` spec (name -> (index, default, minimum)) and one line in each dispatch function of
 :mod:`appliance.engine.strategies`.
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ M_BOOK = 3           # M_BOOK + leg: book row of the leg
 M_VENUE = 5          # M_VENUE + leg: records.VENUE_* of the leg
 M_INSTR = 7          # M_INSTR + leg: instrument index of the leg at its venue
 M_SESSION = 9        # M_SESSION + leg: FIX session index orders of the leg go out on
+M_SLOTS = 11         # quote slots the kind uses (0 .. M_SLOTS - 1; the engine reconciles those)
 META_N = 16
 MAX_LEGS = 2
 

@@ -22,6 +22,7 @@ from numba import njit
 
 from appliance.transport import records
 from appliance.engine.strategies import base
+from appliance.jit import HELPER
 
 P_MULT_A = 0
 P_MULT_B = 1
@@ -54,6 +55,7 @@ S_LAST_EDGE = 4     # best edge seen at the last evaluation (common units)
 S_EVALS = 5
 
 
+SLOTS = 2           # quote slots: 0 = leg A, 1 = leg B
 # slots / legs and sides as plain int64 (a literal argument would compile _take once per value)
 _SLOT_A = np.int64(0)
 _SLOT_B = np.int64(1)
@@ -65,7 +67,7 @@ def derive(params_row, tsc_per_ns: float) -> None:
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**HELPER)
 def _take(quotes, i, slot, leg, side, price, q, origin):
     quotes[i, slot, base.Q_STATE] = base.QS_TAKE
     quotes[i, slot, base.Q_LEG] = leg
