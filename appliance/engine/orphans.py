@@ -19,13 +19,17 @@ Compiled (``@njit(cache=True, nogil=True, _nrt=False)``, allocation-free, codes 
         its strategy (``handle_exec``), a cancel ack is a duplicate, a status reply is stale.
         The row's ``applied`` / ``cum_qty`` start at ``cum_qty`` (what the snapshot had booked).
         Returns the existing row when the id is already known. AD_FULL (no row), AD_BAD.
-    recent_exec_ids(oms, out) -> n
+    recent_exec_ids(oms.seen_fifo, oms.ctr, out) -> n
         The newest ``len(out)`` exec ids of the OMS's dedup set, oldest first (for a snapshot).
     restore_exec_ids(oms, ids, n)
         Add them back (after a restart) so reports published again are still recognised.
-    collect_orders(oms, out, max_terminal) -> n
+    collect_orders(oms.orders, oms.live, oms.agg, oms.retired, oms.ctr, out, max_terminal) -> n
         The live rows and the ``max_terminal`` most recently finished rows as ADOPT records
         (clord_id, ii, side, price, qty, cum_qty, strategy) for a snapshot.
+
+The two snapshot helpers take the OMS's arrays, not the ``Oms`` namedtuple: they are called from
+the engine's Python loop, and numba types a namedtuple argument on every call (tens of
+microseconds) where an array costs a fingerprint.
 """
 from __future__ import annotations
 
@@ -112,14 +116,13 @@ def adopt(oms, led, clord_id, ii, side, price, qty, cum_qty, strategy, now_ns):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def recent_exec_ids(oms, out):
-    fifo = oms.seen_fifo
-    cap = fifo.shape[0]
-    n = oms.ctr[O.C_SEEN_N]
+def recent_exec_ids(seen_fifo, ctr, out):
+    cap = seen_fifo.shape[0]
+    n = ctr[O.C_SEEN_N]
     k = n if n < out.shape[0] else out.shape[0]
-    head = oms.ctr[O.C_SEEN_HEAD]
+    head = ctr[O.C_SEEN_HEAD]
     for j in range(k):
-        out[j] = fifo[(head + n - k + j) % cap]
+        out[j] = seen_fifo[(head + n - k + j) % cap]
     return k
 
 
@@ -131,9 +134,9 @@ def restore_exec_ids(oms, ids, n):
             O._seen_add(oms, key)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def _put(oms, r, out, n):
-    o = oms.orders[r]
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def _put(orders, r, out, n):
+    o = orders[r]
     d = out[n]
     d.clord_id = o.clord_id
     d.ii = o.ii
@@ -145,20 +148,19 @@ def _put(oms, r, out, n):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def collect_orders(oms, out, max_terminal):
+def collect_orders(orders, live, agg, retired, ctr, out, max_terminal):
     n = 0
-    for ii in range(oms.agg.shape[0]):
-        for j in range(oms.agg[ii, O.G_LIST_LEN]):
+    for ii in range(agg.shape[0]):
+        for j in range(agg[ii, O.G_LIST_LEN]):
             if n < out.shape[0]:
-                _put(oms, np.int64(oms.live[ii, j]), out, n)
+                _put(orders, np.int64(live[ii, j]), out, n)
                 n += 1
-    c = oms.ctr
-    cap = oms.retired.shape[0]
-    m = c[O.C_RET_N]
+    cap = retired.shape[0]
+    m = ctr[O.C_RET_N]
     k = m if m < max_terminal else max_terminal
     for j in range(k):             # the newest finished rows (the retired ring, oldest first)
-        r = np.int64(oms.retired[(c[O.C_RET_HEAD] + m - k + j) % cap])
-        if n < out.shape[0] and oms.orders[r].state != O.OS_FREE:
-            _put(oms, r, out, n)
+        r = np.int64(retired[(ctr[O.C_RET_HEAD] + m - k + j) % cap])
+        if n < out.shape[0] and orders[r].state != O.OS_FREE:
+            _put(orders, r, out, n)
             n += 1
     return n

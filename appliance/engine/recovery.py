@@ -19,11 +19,13 @@ Snapshot (``<state_dir>/engine.snapshot``, 0640, written atomically and fsynced)
                 generation, and the position of the next record the state does NOT contain;
                 the order ring's identity and head
 
-Capture and write: the engine actor copies these small arrays between two compiled steps (a
-few microseconds, ``Snapshotter.capture``) when something changed (an exec cursor, the order
-ring head or the breaker) and at most every ``[engine] snapshot_ms``; a background thread
-encodes, checksums and writes it (``fsutil.write_atomic`` with fsync: a crash leaves the old or
-the new file, never a torn one). Both are measured (``status()["snapshot"]``).
+Capture and write: the engine actor copies and encodes these small arrays between two compiled
+steps (``Snapshotter.capture``, tens of microseconds: ``appliance bench snapshot``) when
+something changed (an exec cursor, the order ring head, the breaker, the ledger's fills) and at
+most every ``[engine] snapshot_ms``; a background thread writes the bytes
+(temporary file, fsync, rename, directory fsync, as ``fsutil.write_atomic``: a crash leaves the
+old or the new file, never a torn one; done as bare syscalls, which release the GIL, so the
+thread holds it for microseconds). Both are measured (``status()["snapshot"]``).
 
 File format (little-endian): ``b"APPSNAP1"``, u32 header length, u32 crc32 of everything after
 these 16 bytes, the header (JSON: version, names of instruments / assets / strategies, cursors,
@@ -82,7 +84,7 @@ FILE_NAME = "engine.snapshot"
 MAGIC = b"APPSNAP1"
 VERSION = 1
 RECENT_ORDERS = 256        # finished orders kept in a snapshot besides the live ones
-RECENT_EXEC_IDS = 4096     # newest exec ids kept in a snapshot
+RECENT_EXEC_IDS = 1024     # newest exec ids kept in a snapshot (reports published again)
 NO_STRATEGY = 0xFFFFFFFF   # an adopted order whose strategy is not in this config
 
 
@@ -95,19 +97,37 @@ def snapshot_path(state_dir) -> Path:
 
 
 # ------------------------------------------------------------------------------------ the format
-def encode(meta: dict, arrays: dict) -> bytes:
-    """The snapshot file's bytes (see the module docstring)."""
+_DESCR: dict = {}
+
+
+def _descr(dt: np.dtype):
+    d = _DESCR.get(dt)
+    if d is None:
+        d = _DESCR[dt] = np.lib.format.dtype_to_descr(dt)
+    return d
+
+
+def encode_body(meta: dict, arrays: dict) -> tuple[int, bytes]:
+    """The header (JSON) and the arrays' bytes: ``(header length, body)`` (see :func:`frame`)."""
     specs, parts, off = [], [], 0
     for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        b = a.tobytes()
-        specs.append({"name": name, "dtype": np.lib.format.dtype_to_descr(a.dtype),
-                      "shape": list(a.shape), "offset": off, "nbytes": len(b)})
+        b = np.ascontiguousarray(a).tobytes()
+        specs.append({"name": name, "dtype": _descr(a.dtype), "shape": list(a.shape),
+                      "offset": off, "nbytes": len(b)})
         parts.append(b)
         off += len(b)
     head = json.dumps(dict(meta, version=VERSION, arrays=specs)).encode()
-    body = head + b"".join(parts)
-    return MAGIC + struct.pack("<II", len(head), zlib.crc32(body)) + body
+    return len(head), head + b"".join(parts)
+
+
+def frame(hlen: int, body: bytes) -> bytes:
+    """The file's bytes: magic, header length, crc32 of the body, the body."""
+    return MAGIC + struct.pack("<II", hlen, zlib.crc32(body)) + body
+
+
+def encode(meta: dict, arrays: dict) -> bytes:
+    """The snapshot file's bytes (see the module docstring)."""
+    return frame(*encode_body(meta, arrays))
 
 
 def decode(raw: bytes) -> tuple[dict, dict]:
@@ -203,6 +223,17 @@ class Snapshotter:
         self._last_key = None
         self._next = 0.0
         self._seq = 0
+        self._orders_created = _ring_id(orders.region)[0]
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._dir_ok = False
+        self._static = {
+            "pid": os.getpid(), "instruments": list(es.instrument_names),
+            "assets": list(es.asset_names),
+            "strategies": [{"name": nm, "id": int(es.meta[i, base.M_ID]),
+                            "kind": int(es.meta[i, base.M_KIND]),
+                            "legs": [list(es.book_keys[int(es.meta[i, base.M_BOOK + leg])])
+                                     for leg in range(int(es.meta[i, base.M_NLEGS]))]}
+                           for i, nm in enumerate(es.names)]}
         self._cv = threading.Condition()
         self._pending = None
         self._busy = False
@@ -214,6 +245,7 @@ class Snapshotter:
         self.capture_ns_max = 0
         self.writes = 0
         self.write_ns_max = 0
+        self.write_ns_total = 0
         self.write_ns_last = 0
         self.bytes = 0
         self.last_written_ns = 0
@@ -244,38 +276,34 @@ class Snapshotter:
             self._cv.notify()
         return True
 
-    def capture(self, key=None) -> tuple[dict, dict]:
-        """Copy the durable state now (between two steps, so it matches the cursors)."""
+    def capture(self, key=None) -> bytes:
+        """The durable state now (between two steps, so it matches the cursors), as the file's
+        bytes: the writer thread only writes them (Python work there would hold the GIL the loop
+        needs, and on a busy host the thread can be preempted while holding it)."""
         t0 = time.perf_counter_ns()
         es = self.es
+        om = es.oms
         key = key or self._key()
-        n = int(orphans.collect_orders(es.oms, self._ord_buf, RECENT_ORDERS))
-        k = int(orphans.recent_exec_ids(es.oms, self._ids_buf))
+        n = int(orphans.collect_orders(om.orders, om.live, om.agg, om.retired, om.ctr,
+                                       self._ord_buf, RECENT_ORDERS))
+        k = int(orphans.recent_exec_ids(om.seen_fifo, om.ctr, self._ids_buf))
         self._seq += 1
-        meta = {"seq": self._seq, "time_ns": time.time_ns(), "pid": os.getpid(),
-                "instruments": list(es.instrument_names), "assets": list(es.asset_names),
-                "strategies": [{"name": nm, "id": int(es.meta[i, base.M_ID]),
-                                "kind": int(es.meta[i, base.M_KIND]),
-                                "legs": [list(es.book_keys[int(es.meta[i, base.M_BOOK + leg])])
-                                         for leg in range(int(es.meta[i, base.M_NLEGS]))]}
-                               for i, nm in enumerate(es.names)],
-                "next_clord": int(es.oms.ctr[O.C_NEXT_ID]),
-                "order_ring": {"created_ns": _ring_id(self.orders.region)[0],
-                               "head": key[1]},
-                "exec": [{"name": name, "created_ns": _ring_id(r.region)[0],
-                          "gen": _ring_id(r.region)[1], "pos": pos}
-                         for (name, r), pos in zip(self.execs, key[0])]}
-        arrays = {"pos": es.led.pos.copy(), "acct": es.led.acct.copy(),
-                  "balances": es.led.balances.copy(), "config_balances": self.config_balances,
-                  "risk_state": es.rk.state.copy(), "marks": es.marks.copy(),
-                  "pnl": es.pnl.copy(), "orders": self._ord_buf[:n].copy(),
-                  "exec_ids": self._ids_buf[:k].copy()}
+        meta = dict(self._static, seq=self._seq, time_ns=time.time_ns(),
+                    next_clord=int(om.ctr[O.C_NEXT_ID]),
+                    order_ring={"created_ns": self._orders_created, "head": key[1]},
+                    exec=[{"name": name, "created_ns": _ring_id(r.region)[0],
+                           "gen": _ring_id(r.region)[1], "pos": pos}
+                          for (name, r), pos in zip(self.execs, key[0])])
+        raw = encode(meta, {"pos": es.led.pos, "acct": es.led.acct, "balances": es.led.balances,
+                            "config_balances": self.config_balances, "risk_state": es.rk.state,
+                            "marks": es.marks, "pnl": es.pnl, "orders": self._ord_buf[:n],
+                            "exec_ids": self._ids_buf[:k]})
         self._last_key = key
         dt = time.perf_counter_ns() - t0
         self.captures += 1
         self.capture_ns_total += dt
         self.capture_ns_max = max(self.capture_ns_max, dt)
-        return meta, arrays
+        return raw
 
     # -- writing (background thread) -------------------------------------------------------------
     def start(self) -> None:
@@ -295,11 +323,10 @@ class Snapshotter:
                 self._busy = self._pending is not None
                 self._cv.notify_all()
 
-    def _write(self, snap) -> None:
+    def _write(self, raw: bytes) -> None:
         t0 = time.perf_counter_ns()
         try:
-            raw = encode(*snap)
-            fsutil.write_atomic(self.path, raw, 0o640, fsync=True)
+            self._replace(raw)
         except OSError as e:
             self.errors += 1
             if self.errors == 1 or self.errors % 100 == 0:
@@ -311,8 +338,32 @@ class Snapshotter:
         self.writes += 1
         self.bytes = len(raw)
         self.write_ns_last = dt
+        self.write_ns_total += dt
         self.write_ns_max = max(self.write_ns_max, dt)
         self.last_written_ns = time.time_ns()
+
+    def _replace(self, raw: bytes) -> None:
+        """``fsutil.write_atomic(path, raw, 0o640, fsync=True)`` as bare syscalls (the directory
+        is made once): each releases the GIL, so this thread holds it for microseconds, never
+        while the loop wants it for long."""
+        if not self._dir_ok:
+            fsutil.ensure_dir(self.path.parent)
+            self._dir_ok = True
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.fchmod(fd, 0o640)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self._tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     def write_now(self) -> None:
         """Capture and write synchronously (start-up, shutdown), after the writer is idle."""
@@ -671,6 +722,8 @@ class Recovery:
             check = None
             for rows in j.batches(a, ring=name):
                 seqs = rows[:, :8].copy().view(np.uint64)[:, 0] // 2 - 1
+                if int(seqs[0]) > b and check is not None:
+                    break                 # past what is wanted (the journal is in ring order)
                 for k in range(len(rows)):
                     s = int(seqs[k])
                     if a <= s < b:
@@ -758,9 +811,10 @@ def warm(es, io) -> None:
     recs = np.zeros((1, records.EXEC_RECORD_SIZE), np.uint8)
     replay_execs(recs, 0, es.books, es.strats, es.gate, es.tel, io)
     buf = np.zeros(4, orphans.ADOPT)
-    orphans.collect_orders(es.oms, buf, 2)
+    om = es.oms
+    orphans.collect_orders(om.orders, om.live, om.agg, om.retired, om.ctr, buf, 2)
     ids = np.zeros(4, np.uint64)
-    orphans.recent_exec_ids(es.oms, ids)
+    orphans.recent_exec_ids(om.seen_fifo, om.ctr, ids)
     orphans.restore_exec_ids(es.oms, ids, 0)
     orphans.adopt(es.oms, es.led, np.uint64(0), 0, records.SIDE_BUY, 1, 1, 0, NO_STRATEGY, 0)
     f = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)

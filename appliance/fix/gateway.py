@@ -30,8 +30,20 @@ Session state on the exec ring (records.SESSION, ``state``):
   (``mass_status``) an OrderMassStatusRequest (35=AF, all orders) goes out first: a working order
   it reports that is not in the open-order table (nobody here knows it) is cancelled at once
   (gateway-assigned ClOrdID); a venue that refuses AF is asked order by order from then on;
-- an RT_RECONCILE record for this session (the engine restarted) starts the same sequence on
-  the live session: SESSION_UP, status requests (and mass status), SESSION_RECONCILED.
+- an RT_RECONCILE record for this session starts the same sequence on the live session
+  (SESSION_UP, status requests and mass status, SESSION_RECONCILED), and the SESSION records
+  of that sequence carry the request's ClOrdID in ``reconcile_id``. Its ``reason``:
+  RECONCILE_ENGINE_RESTART (the engine restarted and lost its working orders): once every
+  status is in, every working order of the session is cancelled (one OrderMassCancelRequest in
+  FIX 4.4, whose OrderMassCancelReport is awaited, else one OrderCancelRequest per order; the
+  unknown ones the mass status reported are tracked until their cancel is confirmed), every
+  report (fills in flight included) goes on the exec ring, and SESSION_RECONCILED is published
+  only once nothing of the session is working. Not confirmed within ``reconcile_timeout_s``: a
+  REJECT (RJ_GW_UNCONFIRMED, is_cancel_reject) per order still working, an error line, status
+  requests and cancels again, the session stays not ready. The request is kept in the
+  open-order file until answered (a gateway restarted meanwhile, or a session that was down,
+  finishes it after the next logon); the same request published again after it was answered is
+  answered again without a new cycle. RECONCILE_CONFIRM (or 0): statuses only, orders stay.
 
 Restarts. The open-order table (ClOrdID, instrument, side, qty) lives in a mapped file in the
 store directory (``open_orders``, see ``OpenOrderFile``), written in place by the compiled

@@ -445,3 +445,33 @@ def test_exec_ring_lapped_while_the_engine_was_dead_is_replayed_from_the_journal
     print(f"journal replay: exchange {fills} fills, net {lots} lots; engine ledger "
           f"{rig.ledger()}; replayed {rec['replayed']['exec']}")
     _orderly_stop_leaves_nothing_working(rig)
+
+
+def test_unprovable_restart_refuses_to_trade_until_an_operator_resets(rig_factory):
+    rig = rig_factory()
+    rig.gateway()
+    rig.engine()
+    rig.wait_up()
+    _trade_until(rig, 4, "fills before the engine dies")
+    rig.kill9("engine")
+    recovery.snapshot_path(rig.state).unlink()          # the durable state is lost
+    head = rig.order_head()
+    rig.engine()
+    st = rig.wait_up()
+    assert st["recovery"]["state"] == "refused"
+    assert "no snapshot" in st["recovery"]["problems"][0]
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(rig.cfg), "status"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "kill switch: SET" in out.stdout and "source recovery" in out.stdout
+    assert "REFUSED TO TRADE" in out.stdout and "no snapshot" in out.stdout
+    # the kill switch holds: the gateway cancelled what was working, nothing new went out
+    rig.wait(lambda: not rig.venue.working(), "the gateway to cancel every working order", 60)
+    orders, _ = rig.rings()
+    assert not [r for r in orders[head:] if int(r[8]) in (records.RT_NEW_ORDER, records.RT_REPLACE)]
+    # the operator checked the positions: reset, and trading resumes
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(rig.cfg), "kill",
+                          "--reset", "--confirm"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rig.wait(lambda: [r for r in rig.rings()[0][head:] if int(r[8]) == records.RT_NEW_ORDER],
+             "orders after the reset", 120)

@@ -411,3 +411,45 @@ def test_confirm_request_keeps_the_orders_working(shm_dir, tmp_path):
         assert all(h.srv.venue.orders[b"%d" % i].working for i in ids) and h.gw.gst[G.G_OPEN] == 2
     finally:
         h.close()
+
+
+def test_engine_restart_request_not_confirmed_by_the_venue_is_rejected_and_retried(shm_dir, tmp_path):
+    h = InProcess(shm_dir, tmp_path, reconcile_timeout_s=1.0)
+    try:
+        e = h.eng
+        e.wait_state(R.SESSION_RECONCILED)
+        ids = [e.new_order(9_000 + i) for i in range(2)]
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == ids[-1])
+        stuck = b"%d" % ids[0]
+        venue = h.srv.venue
+        deaf = {"on": True}
+        real_mass, real_cancel = venue._mass_cancel, venue._cancel
+
+        def mass_cancel(msg):                 # a venue that keeps one order whatever we ask
+            o = venue.orders[stuck]
+            keep = o.status
+            if deaf["on"]:
+                o.status = b"8"               # hidden from the mass cancel
+            try:
+                return real_mass(msg)
+            finally:
+                o.status = keep
+
+        def cancel(msg):
+            if deaf["on"] and msg.get(41) == stuck:
+                return []                     # no answer at all
+            return real_cancel(msg)
+        venue._mass_cancel, venue._cancel = mass_cancel, cancel
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=99,
+               reason=R.RECONCILE_ENGINE_RESTART)
+        rj = e.next_records(lambda r: r["rtype"] == R.RT_REJECT)[-1]
+        assert rj["reason"] == R.RJ_GW_UNCONFIRMED and rj["is_cancel_reject"] == 1
+        assert rj["clord_id"] == ids[0] and h.gw.gst[G.G_READY] == 0
+        assert not venue.orders[b"%d" % ids[1]].working and venue.orders[stuck].working
+        deaf["on"] = False                    # the venue answers again: the retry gets through
+        recs = e.next_records(lambda r: r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_RECONCILED)
+        assert recs[-1]["reconcile_id"] == 99
+        assert not venue.orders[stuck].working and h.gw.gst[G.G_OPEN] == 0
+        assert h.gw.counters["unconfirmed"] >= 1
+    finally:
+        h.close()
