@@ -346,3 +346,60 @@ def test_re_created_exec_ring_refuses_to_trade(cal, shm_dir, tmp_path):
     eng2 = _up(cal, shm_dir, tmp_path, venue2)
     assert eng2.rec.state == "refused"
     assert "re-created" in eng2.rec.problems[0]
+
+
+def test_each_session_trades_only_once_its_own_gateway_answered(cal, shm_dir, tmp_path):
+    """Two FIX sessions (one exec ring each): the engine asks both; the session whose gateway
+    answered trades, the other stays silent until its gateway answers too."""
+    tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s, "name": f"mm-{s}",
+               "session": k, "params": {"warmup_events": 0, "vol_widen": 0, "horizon_events": 0}}
+              for k, s in enumerate(SYMBOLS)]
+    es = EngineState({"binance": SYMBOLS}, tables, GRID, cal=cal, books_valid=True,
+                     risk_table=engine_state.default_risk_table(["binance"]))
+    ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE, 1 << 12, shm_dir)
+    gws = [ring.RingWriter.create(f"exec.{n}", records.EXEC_RECORD_SIZE, 64, shm_dir) for n in "ab"]
+    exs = [ring.RingReader.attach(f"exec.{n}", "engine", "oldest", shm_dir) for n in "ab"]
+    es.attach(ow.hdr, ow.data, np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64))
+    mh, md = ring.local_ring(records.MD_RECORD_SIZE, 256)
+    loop = es.loop([(mh, md, ring.local_cursor(mh))], [(r.hdr, r.data, r.cur) for r in exs],
+                   wait.make("spin"), wait.new_state())
+    rec = recovery.Recovery(es, tmp_path / "state", ow, 0, list(zip(["exec.a", "exec.b"], exs)),
+                            tmp_path / "journal", {0, 1}, 5.0)
+    rec.restore()
+    rec.request_reconcile(0.0)
+    orders = ring.RingReader.attach("orders", "venue", "oldest", shm_dir)
+    buf = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
+    asked = {}
+    while orders.poll(buf):
+        r = buf.view(records.RECONCILE)[0]
+        assert int(r["rtype"]) == records.RT_RECONCILE
+        asked[int(r["session"])] = int(r["clord_id"])
+    assert sorted(asked) == [0, 1]
+
+    def frames(k):
+        for ins in (0, 1):
+            for x in book_frame(((990 + k, 5),), ((1010 + k, 5),), 100, instrument=ins):
+                ring.publish(mh, md, x)
+        for _ in range(3):
+            K.step(loop, es.books, es.strats, es.gate, es.tel, es.io, 0, 10_000)
+        sent = []
+        while orders.poll(buf):
+            o = buf.view(records.NEW_ORDER)[0]
+            sent.append((int(o["rtype"]), int(o["session"])))
+        return sent
+
+    def answer(s):
+        a = np.zeros(1, records.SESSION)
+        a[0]["rtype"], a[0]["session"] = records.RT_SESSION, s
+        a[0]["state"], a[0]["reconcile_id"] = records.SESSION_RECONCILED, asked[s]
+        gws[s].publish(a)
+
+    assert frames(0) == []
+    answer(1)
+    assert {s for _, s in frames(1)} == {1}
+    rec.periodic(1.0)
+    assert rec.state == "reconciling" and rec.status()["waiting_for_sessions"] == [0]
+    answer(0)
+    assert 0 in {s for _, s in frames(2)}
+    rec.periodic(2.0)
+    assert rec.state == "done"
