@@ -53,7 +53,8 @@ Restart (``Recovery.restore``, in the engine's ``start`` before anything goes li
    ``clord_id`` = a fresh request id) and the session stays not ready until its gateway
    publishes SESSION_RECONCILED naming that id (``kernels.ST_RECON_ID``); the gateway cancels
    every working order of the session first. Unanswered requests are published again every
-   ``[engine] ack_timeout_ms``.
+   ``[engine] ack_timeout_ms``, and at once when a gateway answers no request (it attached to
+   the order ring after the request was published, or restarted, and reconciled by itself).
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ from appliance.engine import oms as O
 from appliance.engine import orphans, positions, risk
 from appliance.engine import strategies as strat
 from appliance.engine.kernels import (MAX_SESSIONS, PNL_POS, ST_RECON_ID, ST_RISK_STATE,
-                                      ST_SESS_READY, handle_exec)
+                                      ST_SESS_READY, ST_SESS_STALE, handle_exec)
 from appliance.engine.strategies import base
 from appliance.transport import records, ring, shm
 
@@ -418,6 +419,8 @@ class Recovery:
         self.requests: dict[int, int] = {}      # session -> request id awaited
         self.requested_at: dict[int, float] = {}
         self.reconciled_at: dict[int, float] = {}
+        self.stale_seen = 0                     # ST_SESS_STALE when the requests were last published
+        self.republished = 0                    # requests published again at once (stale answers)
         self.started = time.monotonic()
         self._strategy_map: dict[int, int] = {}
 
@@ -750,6 +753,7 @@ class Recovery:
         es = self.es
         es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0
         es.stats[ST_RECON_ID:ST_RECON_ID + MAX_SESSIONS] = 0
+        self.stale_seen = int(es.stats[ST_SESS_STALE])
         for s in self.sessions:
             rid = int(es.oms.ctr[O.C_NEXT_ID])
             es.oms.ctr[O.C_NEXT_ID] = rid + 1
@@ -771,8 +775,24 @@ class Recovery:
         self.requested_at[s] = now
 
     def periodic(self, now: float) -> None:
-        """Sessions that answered; requests published again when unanswered for ``retry_s``."""
+        """Sessions that answered; requests published again when unanswered for ``retry_s``, or
+        at once when a gateway published a SESSION_RECONCILED that answers no request
+        (``ST_SESS_STALE`` grew): that gateway attached to the order ring after the request (it
+        reads from the newest record on) or restarted, so it never saw it. Publishing a
+        request again is harmless: a gateway already working on it, or done with it, answers
+        it once."""
         es = self.es
+        stale = int(es.stats[ST_SESS_STALE])
+        if stale != self.stale_seen:
+            self.stale_seen = stale
+            again = [s for s, rid in self.requests.items()
+                     if not (int(es.stats[ST_RECON_ID + s]) == 0 and es.stats[ST_SESS_READY + s])]
+            for s in again:
+                self._publish(s, self.requests[s], now)
+            if again:
+                self.republished += len(again)
+                self.log.info("a FIX gateway reconciled without the engine's request (it came up "
+                              "after it): request(s) for session(s) %s published again", again)
         for s, rid in list(self.requests.items()):
             if int(es.stats[ST_RECON_ID + s]) == 0 and es.stats[ST_SESS_READY + s]:
                 del self.requests[s]
@@ -789,6 +809,7 @@ class Recovery:
     def status(self) -> dict:
         return {"state": self.state, "problems": list(self.problems),
                 "waiting_for_sessions": sorted(self.requests),
+                "requests_republished": self.republished,
                 "reconciled_after_s": {str(s): round(t - self.started, 3)
                                        for s, t in self.reconciled_at.items()},
                 **self.report}

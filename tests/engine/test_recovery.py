@@ -235,6 +235,36 @@ def test_first_start_is_flat_and_sends_nothing_before_the_gateways_answer(cal, s
     assert rts[0] == records.RT_RECONCILE and records.RT_NEW_ORDER in rts
 
 
+def test_a_gateway_that_missed_the_request_is_asked_again_at_once(cal, shm_dir, tmp_path):
+    """A gateway that attached to the order ring after the engine's request (it reads from the
+    newest record on) reconciles by itself and publishes SESSION_RECONCILED naming no request:
+    the engine publishes its request again at its next periodic call, not ``retry_s`` later."""
+    venue = Venue(shm_dir, 1024)
+    eng = Engine(cal, shm_dir, tmp_path / "state", tmp_path / "journal")
+    venue.attach()
+    buf = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
+    while venue.orders.poll(buf):                        # the request went by unseen
+        pass
+    eng.rec.periodic(0.1)                                # no answer of any kind: nothing again
+    assert not venue.orders.poll(buf) and eng.rec.status()["requests_republished"] == 0
+    venue.publish(records.SESSION, rtype=records.RT_SESSION, session=0,
+                  state=records.SESSION_RECONCILED)      # reconciled by itself, no request named
+    eng.step()
+    eng.rec.periodic(0.2)                                # well before retry_s (5 s)
+    assert venue.orders.poll(buf)
+    r = buf.view(records.RECONCILE)[0]
+    assert int(r["rtype"]) == records.RT_RECONCILE and int(r["session"]) == 0
+    assert int(r["clord_id"]) == eng.rec.requests[0]
+    assert eng.rec.status()["requests_republished"] == 1
+    eng.rec.periodic(0.3)                                # the same stale answer: asked once only
+    assert not venue.orders.poll(buf)
+    venue.publish(records.SESSION, rtype=records.RT_SESSION, session=0,
+                  state=records.SESSION_RECONCILED, reconcile_id=r["clord_id"])
+    eng.frame(0, 990, 1010)
+    eng.rec.periodic(0.4)
+    assert eng.rec.state == "done" and eng.es.stats[K.ST_NEW] > 0
+
+
 def test_crash_and_restart_rebuilds_positions_strategies_and_breaker_from_snapshot_and_ring(
         cal, shm_dir, tmp_path):
     venue = Venue(shm_dir, 1024)
