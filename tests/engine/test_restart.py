@@ -275,6 +275,15 @@ def _trade_until(rig, n_fills, what):
     rig.wait(lambda: rig.venue.net()[0] >= have + n_fills and rig.venue.working(), what, 300)
 
 
+def _working_at_kill(rig):
+    """Filling paused until an order is working (the filler may have just filled the last one),
+    so an actor killed now leaves orders at the exchange. Returns them; filling stays paused."""
+    rig.filling.clear()
+    time.sleep(0.5)                       # a fill command already queued in the exchange
+    rig.wait(lambda: rig.venue.working(), "an order working at the exchange", 60)
+    return rig.venue.working()
+
+
 def _settle(rig):
     """Stop filling; the engine's ledger must come to equal what the exchange executed."""
     rig.filling.clear()
@@ -319,9 +328,10 @@ def test_engine_killed_with_sigkill_restarts_with_the_exchanges_positions(rig_fa
     rig.engine()
     rig.wait_up()
     _trade_until(rig, 12, "fills while the engine trades")
-    at_kill = rig.venue.working()
+    at_kill = _working_at_kill(rig)
     rig.kill9("engine")
     t_kill = time.monotonic()
+    rig.filling.set()                     # the exchange fills what the dead engine left working
     head = rig.order_head()
     rig.wait(lambda: any(t > t_kill for t, *_ in rig.venue.executions),
              "a fill of a resting order while the engine is dead", 60)
@@ -370,7 +380,7 @@ def test_engine_and_gateway_killed_together_restart_with_the_exchanges_positions
     rig.engine()
     rig.wait_up()
     _trade_until(rig, 10, "fills before both die")
-    at_kill = rig.venue.working()
+    at_kill = _working_at_kill(rig)
     rig.kill9("engine")
     rig.kill9("gateway")
     head = rig.order_head()
