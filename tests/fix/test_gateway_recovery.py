@@ -309,6 +309,11 @@ def test_gateway_killed_with_sigkill_reconciles_its_orders_and_rejects_what_came
         # each order answered by its status request and by the mass status reply (FIX 4.4)
         assert sorted(set(int(r["clord_id"]) for r in statuses)) == sorted(ids)
         assert all(r["exec_type"] == R.EXEC_ORDER_STATUS and r["ord_status"] == ord("0") for r in statuses)
+        # the mass status reply (sent first) can complete the reconciliation before the
+        # exchange's thread reads the three OrderStatusRequests sent right after it
+        deadline = time.monotonic() + 30
+        while srv.venue.counts["status"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert srv.venue.counts["status"] == 3 and srv.venue.counts["replaces"] == 0
         after = e.new_order(10_500)                     # flows again, and fills
         f = e.next_records(lambda r: r["rtype"] == R.RT_FILL)[-1]
