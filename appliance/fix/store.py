@@ -38,6 +38,7 @@ import time
 import zlib
 from pathlib import Path
 
+from appliance import fsutil
 from appliance.fix import wire
 
 log = logging.getLogger(__name__)
@@ -49,20 +50,7 @@ FILE_MODE = 0o600
 def private_dir(path) -> Path:
     """Create ``path`` (and missing parents) as 0700 directories, whatever the umask; an existing
     ``path`` is tightened to 0700 if it is ours."""
-    p = Path(path)
-    missing = []
-    q = p
-    while not q.exists():
-        missing.append(q)
-        if q.parent == q:
-            break
-        q = q.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            pass
-        os.chmod(d, DIR_MODE)
+    p = fsutil.ensure_dir(path, DIR_MODE)
     st = p.stat()
     if st.st_uid == os.getuid() and st.st_mode & 0o077:
         os.chmod(p, DIR_MODE)
