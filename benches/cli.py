@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ("ring", "clock", "md", "engine", "fix")
+BENCHES = ("ring", "clock", "md", "engine", "fix", "backtest")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,9 +12,10 @@ from numba import njit
 from appliance.engine.strategies import avellaneda_stoikov as _as
 from appliance.engine.strategies import base
 from appliance.engine.strategies import cross_venue as _xv
+from appliance.engine.strategies import touch as _touch
 
-MODULES = {base.KIND_AS: _as, base.KIND_XV: _xv}
-LEGS = {base.KIND_AS: 1, base.KIND_XV: 2}
+MODULES = {base.KIND_AS: _as, base.KIND_XV: _xv, base.KIND_TOUCH: _touch}
+LEGS = {base.KIND_AS: 1, base.KIND_XV: 2, base.KIND_TOUCH: 1}
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
@@ -24,6 +25,8 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
         return _as.on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin)
     if kind == base.KIND_XV:
         return _xv.on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin)
     return base.UNCHANGED
 
 
@@ -34,6 +37,8 @@ def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now,
         return _as.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin)
     if kind == base.KIND_XV:
         return _xv.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin)
     return base.UNCHANGED
 
 
@@ -44,6 +49,8 @@ def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
         return _as.on_fill(i, meta, params, state, quotes, leg, side, price, q, now)
     if kind == base.KIND_XV:
         return _xv.on_fill(i, meta, params, state, quotes, leg, side, price, q, now)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_fill(i, meta, params, state, quotes, leg, side, price, q, now)
     return base.UNCHANGED
 
 
@@ -54,6 +61,8 @@ def on_timer(i, meta, params, state, quotes, px, qty, n, now):
         return _as.on_timer(i, meta, params, state, quotes, px, qty, n, now)
     if kind == base.KIND_XV:
         return _xv.on_timer(i, meta, params, state, quotes, px, qty, n, now)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_timer(i, meta, params, state, quotes, px, qty, n, now)
     return base.UNCHANGED
 
 

@@ -1,0 +1,224 @@
+"""The backtest's compiled loop (see :mod:`appliance.sim.backtest` for what it does and why).
+
+``run_events`` merges the four event sources in time order and calls the production engine
+kernels (``handle_md``, ``handle_exec``, ``check_kill``, the strategy timer as ``step`` runs it)
+and the exchange simulator (:mod:`appliance.sim.matching`) for each event. It returns RC_* codes
+(never raises), allocates nothing, and writes every order sent and exec record received to the
+tape (``tape`` rows + ``aux`` columns) that Python hashes and reports from between calls.
+
+numba's cache does not notice edits to callees in other modules: after changing the engine
+kernels or the simulator, remove this module's cache files (``__pycache__/backtest_kernels*``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from appliance.engine import kernels as K
+from appliance.engine import positions
+from appliance.engine import strategies as strat
+from appliance.engine.strategies import base
+from appliance.sim import matching as M
+from appliance.transport import clock, records, ring
+
+# --- driver state (bt int64[BT_N]) ----------------------------------------------------------------
+BT_KX = 0          # next md record for the exchange
+BT_KE = 1          # next md record for the engine
+BT_TAPE_N = 2
+BT_MK_N = 3
+BT_PLOT = 4        # 1: keep the touch of traded books for the plot
+BT_EQ_SET = 5
+BT_PEAK = 6
+BT_MAXDD = 7
+BT_RT_SEEN = 8
+BT_RT_WINS = 9
+BT_KILLS = 10      # kill epochs acknowledged
+BT_ENG_EVENTS = 11
+BT_LAST_T = 12
+BT_FILLS = 13
+BT_N = 16
+# float words (btf float64[BTF_N])
+BTF_RT_SUM = 0
+BTF_RT_SUMSQ = 1
+BTF_N = 4
+
+RC_BUDGET = 0      # processed the event budget: call again
+RC_DONE = 1        # every input consumed, nothing in flight
+RC_TAPE_FULL = 2   # flush the tape, call again
+RC_SIM_FULL = 3    # the simulator's queue is full (raise queue_capacity)
+RC_NAMES = {RC_SIM_FULL: "the exchange simulator's in-flight queue is full (raise "
+                         "[sim.exchange] queue_capacity)"}
+
+# tape aux columns (tape_aux int64[TAPE_CAP, AX_N])
+AX_T = 0
+AX_KIND = 1        # 1 order sent, 2 exec record received
+AX_REAL = 2        # fills: realized PnL net of fees, e8, account-wide, after the fill
+AX_UNREAL = 3      # fills: unrealized PnL at the marks, e8
+AX_POS = 4         # fills: position of the filled instrument after the fill, lots
+AX_BOOK = 5        # engine book row of the record (-1 unknown)
+AX_N = 8
+TAPE_CAP = 1 << 16
+TAPE_MARGIN = 8192           # rows an event may write (a kill cancels every live order)
+MK_CAP = 1 << 16             # plot marks (t, book, bid, ask)
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def _tape(tape, aux, bt, rec, t, kind, book_row):
+    i = bt[BT_TAPE_N]
+    bt[BT_TAPE_N] = i + 1
+    row = tape[i]
+    for m in range(records.EXEC_RECORD_SIZE):
+        row[m] = rec[m]
+    for m in range(8):
+        row[m] = 0                                  # ver: the ring's
+        row[records.PUBLISH_TSC_OFF + m] = 0        # publish stamp: a clock read
+    a = aux[i]
+    a[AX_T] = t
+    a[AX_KIND] = kind
+    a[AX_REAL] = 0
+    a[AX_UNREAL] = 0
+    a[AX_POS] = 0
+    a[AX_BOOK] = book_row
+    return i
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def _book_of(book_map, rec):
+    v = np.int64(rec[9])
+    ins = np.int64(rec[12]) | (np.int64(rec[13]) << 8) | (np.int64(rec[14]) << 16) | (np.int64(rec[15]) << 24)
+    if v < book_map.shape[0] and ins < book_map.shape[1]:
+        return book_map[v, ins]
+    return -1
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def pnl_parts(led, marks):
+    """(realized net of fees, unrealized) in e8 of the quote asset, over every instrument."""
+    real = 0
+    unreal = 0
+    for ii in range(led.pos.shape[0]):
+        p = led.pos[ii]
+        real += positions.tl_to_e8(led.instr, ii, p.realised) - p.fees_e8
+        unreal += positions.tl_to_e8(led.instr, ii, positions.unrealised_tl(led, ii, marks[ii]))
+    return real, unreal
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def _equity_mark(bt, led, marks):
+    real, unreal = pnl_parts(led, marks)
+    eq = real + unreal
+    if bt[BT_EQ_SET] == 0:
+        bt[BT_EQ_SET] = 1
+        bt[BT_PEAK] = eq if eq > 0 else 0
+    if eq > bt[BT_PEAK]:
+        bt[BT_PEAK] = eq
+    dd = bt[BT_PEAK] - eq
+    if dd > bt[BT_MAXDD]:
+        bt[BT_MAXDD] = dd
+    return real, unreal
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
+    """Order records the engine just wrote: onto the tape and into the simulator's entry queue."""
+    while ring.poll(ord_hdr, ord_data, ord_cur, obuf) == 1:
+        _tape(tape, aux, bt, obuf, t, 1, _book_of(book_map, obuf))
+        if M._submit(sim, obuf, t) != M.OK:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, params, state,
+               quotes, pnl, risk_p, om, led, rk, marks, rows, dirty, stats, lat_hist, cal,
+               ord_hdr, ord_data, ord_cur, words, sim, obuf, ebuf, tape, aux, mk, budget):
+    """Process up to ``budget`` md records (see the module docstring); returns RC_*."""
+    nrec = md.shape[0]
+    rs = md.shape[1]
+    done = 0
+    while True:
+        if bt[BT_TAPE_N] + TAPE_MARGIN > tape.shape[0] or bt[BT_MK_N] + 2 > mk.shape[0]:
+            return RC_TAPE_FULL
+        kx = bt[BT_KX]
+        ke = bt[BT_KE]
+        tx = times[kx] if kx < nrec else M.NEVER
+        te = deliver[ke] if ke < kx else M.NEVER
+        ta = M._next_arrival(sim)
+        tr = M._next_response(sim)
+        if tx == M.NEVER and te == M.NEVER and ta == M.NEVER and tr == M.NEVER:
+            return RC_DONE
+        if tx <= ta and tx <= tr and tx <= te:
+            if done >= budget:
+                return RC_BUDGET
+            if M._on_md(sim, md[kx], 0, tx) < 0:
+                return RC_SIM_FULL
+            d = tx + M._draw(sim, M.LAT_FEED)
+            if kx > 0 and d < deliver[kx - 1]:
+                d = deliver[kx - 1]
+            deliver[kx] = d
+            bt[BT_KX] = kx + 1
+            done += 1
+            continue
+        if ta <= tr and ta <= te:
+            if M.process_arrivals(sim, ta) < 0:        # a call: arrivals are rare, keep it out of line
+                return RC_SIM_FULL
+            continue
+        if tr <= te:
+            t = tr
+            cal[clock.C_EVENT_NOW] = t
+            bt[BT_LAST_T] = t
+            M._pop_response(sim, ebuf)
+            b = _book_of(book_map, ebuf)
+            i = _tape(tape, aux, bt, ebuf, t, 2, b)
+            before = stats[K.ST_FILLS]
+            K.handle_exec(ebuf, meta, params, state, quotes, pnl, om, led, rk, marks, dirty,
+                          stats, words, cal)
+            if stats[K.ST_FILLS] != before:
+                bt[BT_FILLS] += 1
+                real, unreal = _equity_mark(bt, led, marks)
+                aux[i, AX_REAL] = real
+                aux[i, AX_UNREAL] = unreal
+                aux[i, AX_POS] = led.pos[b].qty if b >= 0 else 0
+                rtc = led.acct[positions.A_RT_COUNT]
+                while bt[BT_RT_SEEN] < rtc:
+                    bt[BT_RT_SEEN] += 1
+                    v = float(led.acct[positions.A_LAST_RT_E8])
+                    btf[BTF_RT_SUM] += v
+                    btf[BTF_RT_SUMSQ] += v * v
+                    if v > 0.0:
+                        bt[BT_RT_WINS] += 1
+            continue
+        # the engine receives md record ke
+        t = te
+        cal[clock.C_EVENT_NOW] = t
+        bt[BT_LAST_T] = t
+        bt[BT_ENG_EVENTS] += 1
+        if K.check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr, ord_data,
+                        words) == K.STEP_KILL_SEEN:
+            bt[BT_KILLS] += 1
+        K.handle_md(md, ke * rs, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl,
+                    risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal, ord_hdr, ord_data,
+                    words)
+        bt[BT_KE] = ke + 1
+        if t - stats[K.ST_LAST_TIMER] >= risk_p[K.R_TIMER_TSC]:
+            stats[K.ST_LAST_TIMER] = t
+            K.check_stuck(om, rk, rows, stats, words, t, risk_p[K.R_ACK_TIMEOUT_NS])
+            for i in range(meta.shape[0]):
+                if strat.on_timer(i, meta, params, state, quotes, px, qty, n, t) \
+                        != base.UNCHANGED or dirty[i] != 0:
+                    K.reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
+                                cal, ord_hdr, ord_data)
+        if not _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
+            return RC_SIM_FULL
+        if md[ke, 8] == records.RT_BATCH_END:
+            b = _book_of(book_map, md[ke])
+            if b >= 0:
+                if bt[BT_PLOT] != 0 and n[b, 0] > 0 and n[b, 1] > 0:
+                    j = bt[BT_MK_N]
+                    bt[BT_MK_N] = j + 1
+                    mk[j, 0] = t
+                    mk[j, 1] = b
+                    mk[j, 2] = px[b, 0, n[b, 0] - 1]
+                    mk[j, 3] = px[b, 1, n[b, 1] - 1]
+                if led.pos[b].qty != 0:
+                    _equity_mark(bt, led, marks)
