@@ -207,6 +207,7 @@ class MatchingVenue:
             bps = float(Decimal(fee_rate) * 10_000)
             st = M.Settings(**{**st.__dict__, "fees": {"*": (bps, bps)}})
         self.settings = st
+        M.warm()
         self.sim = M.make_sim([], st, capacity=MAX_INSTRUMENTS, md_width=MAX_MD_ID)
         self.instruments: dict[tuple[int, bytes], Instrument] = {}
         self.by_k: dict[int, Instrument] = {}
@@ -367,7 +368,7 @@ class MatchingVenue:
         cum = int(self.sim.orders[row, M.O_CUM])
         if cum <= 0:
             return Decimal(0)
-        avg_ticks = Decimal(repr(self.sim.front[row, M.F_NOTIONAL] / cum))
+        avg_ticks = Decimal(float(self.sim.front[row, M.F_NOTIONAL]) / cum)
         return (avg_ticks * ins.tick).quantize(ins.tick / 10_000).normalize()
 
     def _render(self, rows: np.ndarray, n: int, want_owner: bool = False) -> list:
@@ -406,6 +407,8 @@ class MatchingVenue:
                 out.append((owner, msg) if want_owner else msg)
                 continue
             r = M.find(sim, si, int(rec["clord_id"]))
+            if r < 0 and orig_v:
+                r = M.find(sim, si, orig_v)          # a cancel's ack carries the cancel's id
             if r < 0 or ins is None:
                 log.warning("exec record for an order the simulator no longer knows (clord %s)", clord)
                 continue

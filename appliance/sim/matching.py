@@ -1577,3 +1577,22 @@ def order_view(sim: Sim, row: int) -> dict:
             "cum": int(o[O_CUM]), "tif": int(o[O_TIF]), "flags": int(o[O_FLAGS]),
             "ord_type": int(o[O_ORDTYPE]), "status": int(o[O_STATUS]),
             "front": float(sim.front[row, F_FRONT])}
+
+
+def warm() -> None:
+    """Compile (or load from the cache) every kernel the mock exchange calls, on a throwaway
+    simulator: a live exchange must not stall its FIX sessions on a first compile."""
+    sim = make_sim([{"venue": "sim", "instrument": 0}], Settings(max_orders=16, max_live=4,
+                                                                  book_levels=8, queue_capacity=64))
+    rec = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
+    md = np.zeros((1, records.MD_RECORD_SIZE), np.uint8)
+    out = np.zeros((MARGIN + 1, records.EXEC_RECORD_SIZE), np.uint8)
+    res = np.zeros(2, np.int64)
+    on_md_block(sim, md, 1, 0, out, res)
+    set_level(sim, 0, 0, 1, 1)
+    set_valid(sim, 0, True)
+    clear_book(sim, 0)
+    match_resting(sim, 0, 0)
+    process_order(sim, rec, 0)
+    drain_responses(sim, out)
+    find(sim, 0, 1)
