@@ -11,7 +11,7 @@ Input (PATH):
   recorded here replays identically in every process; give the recording host's rate otherwise).
 
 The loop (:func:`run_events`, one compiled call per chunk of events, no Python per event) merges
-four event sources in time order (ties in this order):
+five event sources in time order (ties in this order):
 
 1. the exchange simulator applies the next md record at its recorded time (queue positions,
    trades and the book moving through our resting orders fill them);
@@ -19,9 +19,12 @@ four event sources in time order (ties in this order):
 3. responses whose response latency elapsed reach the engine: ``kernels.handle_exec``
    (OMS, ledger, strategy ``on_fill``, breaker);
 4. the md record reaches the engine after the feed latency: ``kernels.check_kill`` and
-   ``kernels.handle_md`` (books, strategies, the risk gate, the OMS, order records), then the
-   strategy timer as the engine's ``step`` runs it (``check_stuck``, ``on_timer``, ``reconcile``)
-   when ``timer_ms`` of event time have passed.
+   ``kernels.handle_md`` (books, strategies, the risk gate, the OMS, order records);
+5. the strategy timer, as the engine's ``step`` runs it (``check_stuck``, ``on_timer``,
+   ``reconcile`` of strategies left dirty, e.g. waiting for an ack): ``timer_ms`` of event time
+   after its last run, once something reached the engine since then (a timer with nothing new
+   to see is skipped, so idle stretches cost nothing; a request stuck past ``ack_timeout_ms``
+   in such a stretch is noticed at the next event).
 
 Order records the engine writes to its (in-process) order ring go to the simulator with an entry
 latency; the engine runs on an event-time clock (``clock.event_calibration``: ``clock.now`` is the
@@ -65,6 +68,7 @@ from appliance.sim import matching as M
 from appliance.sim.backtest_kernels import (AX_BOOK, AX_N, AX_POS, AX_REAL, AX_T, AX_UNREAL,
                                               BT_KILLS, BT_MAXDD, BT_MK_N, BT_N, BT_PLOT,
                                               BT_RT_SEEN, BT_RT_WINS, BT_TAPE_N, BT_KX, BTF_N,
+                                              BT_TIMER_ARM, BT_TIMERS,
                                               BTF_RT_SUM, BTF_RT_SUMSQ, MK_CAP, RC_DONE,
                                               RC_NAMES, RC_SIM_FULL, RC_TAPE_FULL, TAPE_CAP,
                                               TAPE_MARGIN, pnl_parts, run_events)
@@ -319,7 +323,7 @@ class Backtest:
             clord_base = int(settings.get("clord_base") or 1_000_000)
             self.es = EngineState({venue: list(md.symbols)}, setup.strategies, settings, self.cal,
                                   clord_base=clord_base, risk_table=setup.risk)
-        except (EngineError, StrategyConfigError, ConfigError, ValueError) as e:
+        except (EngineError, StrategyConfigError, ConfigError, ValueError, OverflowError) as e:
             raise BacktestError(f"{setup.source}: {e}") from None
         es = self.es
         specs = []
@@ -339,10 +343,14 @@ class Backtest:
         self.deliver = np.zeros(len(md.records), np.int64)
         self.bt = np.zeros(BT_N, np.int64)
         self.bt[BT_PLOT] = 1 if plot else 0
+        self.bt[BT_TIMER_ARM] = -1
+        self.es.stats[K.ST_LAST_TIMER] = int(md.times[0])
         self.btf = np.zeros(BTF_N, np.float64)
         self.tape = np.zeros((TAPE_CAP + TAPE_MARGIN, records.EXEC_RECORD_SIZE), np.uint8)
         self.aux = np.zeros((TAPE_CAP + TAPE_MARGIN, AX_N), np.int64)
         self.mk = np.zeros((MK_CAP, 4), np.int64)
+        for a in (self.deliver, self.tape, self.aux, self.mk):
+            a.fill(0)                 # touch every page now, not inside the timed loop
         self.sha = hashlib.sha256()
         self.fills: list[np.ndarray] = []        # (t, book, side, price, qty, liq, fee, real, unreal, pos)
         self.orders_log: list[np.ndarray] = []   # (t, book, rtype, side, price, qty)
@@ -500,6 +508,7 @@ class Backtest:
             "open_orders": es.open_orders(),
             "risk_state": risk.state_name(es.rk),
             "kills": int(self.bt[BT_KILLS]),
+            "timer_runs": int(self.bt[BT_TIMERS]),
             "latency_ns": {k: getattr(self.setup.sim, k).mean_ns()
                            for k in ("entry", "response", "feed")},
             "queue_model": self.setup.sim.queue_model,

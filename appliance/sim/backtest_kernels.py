@@ -1,8 +1,9 @@
 """The backtest's compiled loop (see :mod:`appliance.sim.backtest` for what it does and why).
 
-``run_events`` merges the four event sources in time order and calls the production engine
+``run_events`` merges the five event sources in time order and calls the production engine
 kernels (``handle_md``, ``handle_exec``, ``check_kill``, the strategy timer as ``step`` runs it)
-and the exchange simulator (:mod:`appliance.sim.matching`) for each event. It returns RC_* codes
+and the exchange simulator (:mod:`appliance.sim.matching`) for each event. Consecutive md
+records reach the simulator in one inner loop until another source is due. It returns RC_* codes
 (never raises), allocates nothing, and writes every order sent and exec record received to the
 tape (``tape`` rows + ``aux`` columns) that Python hashes and reports from between calls.
 
@@ -15,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from appliance.engine import kernels as K
-from appliance.engine import positions
+from appliance.engine import positions, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
 from appliance.sim import matching as M
@@ -36,6 +37,8 @@ BT_KILLS = 10      # kill epochs acknowledged
 BT_ENG_EVENTS = 11
 BT_LAST_T = 12
 BT_FILLS = 13
+BT_TIMER_ARM = 14  # time of the first engine-side event since the strategy timer last ran (-1: none)
+BT_TIMERS = 15     # strategy timer runs
 BT_N = 16
 # float words (btf float64[BTF_N])
 BTF_RT_SUM = 0
@@ -104,6 +107,19 @@ def pnl_parts(led, marks):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
+def _drawdown(bt, eq):
+    """Track the equity peak and the largest drop from it (e8)."""
+    if bt[BT_EQ_SET] == 0:
+        bt[BT_EQ_SET] = 1
+        bt[BT_PEAK] = eq if eq > 0 else 0
+    if eq > bt[BT_PEAK]:
+        bt[BT_PEAK] = eq
+    dd = bt[BT_PEAK] - eq
+    if dd > bt[BT_MAXDD]:
+        bt[BT_MAXDD] = dd
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _equity_mark(bt, led, marks):
     real, unreal = pnl_parts(led, marks)
     eq = real + unreal
@@ -145,19 +161,59 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
         te = deliver[ke] if ke < kx else M.NEVER
         ta = M._next_arrival(sim)
         tr = M._next_response(sim)
+        tt = M.NEVER
+        if bt[BT_TIMER_ARM] >= 0:
+            tt = stats[K.ST_LAST_TIMER] + risk_p[K.R_TIMER_TSC]
+            if tt < bt[BT_TIMER_ARM]:
+                tt = bt[BT_TIMER_ARM]
         if tx == M.NEVER and te == M.NEVER and ta == M.NEVER and tr == M.NEVER:
             return RC_DONE
-        if tx <= ta and tx <= tr and tx <= te:
-            if done >= budget:
-                return RC_BUDGET
-            if M._on_md(sim, md[kx], 0, tx) < 0:
+        if tt < tx and tt < ta and tt < tr and tt < te:
+            # the strategy timer, as the engine's step runs it
+            t = tt
+            cal[clock.C_EVENT_NOW] = t
+            stats[K.ST_LAST_TIMER] = t
+            bt[BT_TIMER_ARM] = -1
+            bt[BT_TIMERS] += 1
+            K.check_stuck(om, rk, rows, stats, words, t, risk_p[K.R_ACK_TIMEOUT_NS])
+            for i in range(meta.shape[0]):
+                if strat.on_timer(i, meta, params, state, quotes, px, qty, n, t) \
+                        != base.UNCHANGED or dirty[i] != 0:
+                    K.reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
+                                cal, ord_hdr, ord_data)
+            if not _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
                 return RC_SIM_FULL
-            d = tx + M._draw(sim, M.LAT_FEED)
-            if kx > 0 and d < deliver[kx - 1]:
-                d = deliver[kx - 1]
-            deliver[kx] = d
-            bt[BT_KX] = kx + 1
-            done += 1
+            continue
+        if tx <= ta and tx <= tr and tx <= te:
+            # md records reach the exchange one after another until another source is due
+            # (a record that produced responses ends the run: the response time changed)
+            lim = ta if ta < tr else tr
+            if tt < lim:
+                lim = tt
+            if te < lim:
+                lim = te
+            while True:
+                if done >= budget:
+                    bt[BT_KX] = kx
+                    return RC_BUDGET
+                c = M._on_md(sim, md[kx], 0, tx)
+                if c < 0:
+                    bt[BT_KX] = kx
+                    return RC_SIM_FULL
+                d = tx + M._draw(sim, M.LAT_FEED)
+                if kx > 0 and d < deliver[kx - 1]:
+                    d = deliver[kx - 1]
+                deliver[kx] = d
+                if kx == ke and d < lim:
+                    lim = d                   # the engine waits for exactly this record
+                kx += 1
+                done += 1
+                if c > 0 or kx >= nrec:
+                    break
+                tx = times[kx]
+                if tx > lim:
+                    break
+            bt[BT_KX] = kx
             continue
         if ta <= tr and ta <= te:
             if M.process_arrivals(sim, ta) < 0:        # a call: arrivals are rare, keep it out of line
@@ -167,6 +223,8 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
             t = tr
             cal[clock.C_EVENT_NOW] = t
             bt[BT_LAST_T] = t
+            if bt[BT_TIMER_ARM] < 0:
+                bt[BT_TIMER_ARM] = t
             M._pop_response(sim, ebuf)
             b = _book_of(book_map, ebuf)
             i = _tape(tape, aux, bt, ebuf, t, 2, b)
@@ -188,37 +246,47 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
                     if v > 0.0:
                         bt[BT_RT_WINS] += 1
             continue
-        # the engine receives md record ke
-        t = te
-        cal[clock.C_EVENT_NOW] = t
-        bt[BT_LAST_T] = t
-        bt[BT_ENG_EVENTS] += 1
-        if K.check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr, ord_data,
-                        words) == K.STEP_KILL_SEEN:
-            bt[BT_KILLS] += 1
-        K.handle_md(md, ke * rs, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl,
-                    risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal, ord_hdr, ord_data,
-                    words)
-        bt[BT_KE] = ke + 1
-        if t - stats[K.ST_LAST_TIMER] >= risk_p[K.R_TIMER_TSC]:
-            stats[K.ST_LAST_TIMER] = t
-            K.check_stuck(om, rk, rows, stats, words, t, risk_p[K.R_ACK_TIMEOUT_NS])
-            for i in range(meta.shape[0]):
-                if strat.on_timer(i, meta, params, state, quotes, px, qty, n, t) \
-                        != base.UNCHANGED or dirty[i] != 0:
-                    K.reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
-                                cal, ord_hdr, ord_data)
-        if not _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
-            return RC_SIM_FULL
-        if md[ke, 8] == records.RT_BATCH_END:
-            b = _book_of(book_map, md[ke])
-            if b >= 0:
-                if bt[BT_PLOT] != 0 and n[b, 0] > 0 and n[b, 1] > 0:
-                    j = bt[BT_MK_N]
-                    bt[BT_MK_N] = j + 1
-                    mk[j, 0] = t
-                    mk[j, 1] = b
-                    mk[j, 2] = px[b, 0, n[b, 0] - 1]
-                    mk[j, 3] = px[b, 1, n[b, 1] - 1]
-                if led.pos[b].qty != 0:
-                    _equity_mark(bt, led, marks)
+        # the engine receives md records from ke on, one after another until another source is
+        # due or it sent orders (their arrival is a new event)
+        while True:
+            t = deliver[ke]
+            cal[clock.C_EVENT_NOW] = t
+            bt[BT_LAST_T] = t
+            bt[BT_ENG_EVENTS] += 1
+            if bt[BT_TIMER_ARM] < 0:
+                bt[BT_TIMER_ARM] = t
+            if K.check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr,
+                            ord_data, words) == K.STEP_KILL_SEEN:
+                bt[BT_KILLS] += 1
+            K.handle_md(md, ke * rs, px, qty, n, book_map, bstate, meta, params, state, quotes,
+                        pnl, risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal, ord_hdr,
+                        ord_data, words)
+            sent = bt[BT_TAPE_N]
+            if not _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
+                bt[BT_KE] = ke + 1
+                return RC_SIM_FULL
+            if md[ke, 8] == records.RT_BATCH_END:
+                b = _book_of(book_map, md[ke])
+                if b >= 0:
+                    if bt[BT_PLOT] != 0 and n[b, 0] > 0 and n[b, 1] > 0:
+                        j = bt[BT_MK_N]
+                        bt[BT_MK_N] = j + 1
+                        mk[j, 0] = t
+                        mk[j, 1] = b
+                        mk[j, 2] = px[b, 0, n[b, 0] - 1]
+                        mk[j, 3] = px[b, 1, n[b, 1] - 1]
+                    if led.pos[b].qty != 0:
+                        # the engine's breaker just valued the account at this book's new mark
+                        _drawdown(bt, rk.state[risk.R_EQUITY_E8])
+            ke += 1
+            if bt[BT_TAPE_N] != sent or ke >= kx:
+                break
+            if bt[BT_TAPE_N] + TAPE_MARGIN > tape.shape[0] or bt[BT_MK_N] + 2 > mk.shape[0]:
+                break
+            t2 = deliver[ke]
+            tt = stats[K.ST_LAST_TIMER] + risk_p[K.R_TIMER_TSC]
+            if tt < bt[BT_TIMER_ARM]:
+                tt = bt[BT_TIMER_ARM]
+            if not (t2 < tx and t2 < ta and t2 < tr and t2 <= tt):
+                break
+        bt[BT_KE] = ke

@@ -916,26 +916,36 @@ def parse_refs(items) -> dict:
 
 def run_from_args(args) -> int:
     import signal
+    import sys
 
     from appliance import config as config_mod
-    cfg = config_mod.load(getattr(args, "config", None))
-    specs = session_specs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
-                                    getattr(args, "target", None) or "APPLIANCE", {})]
-    refs = parse_refs(getattr(args, "ref", None))
-    st = M.settings((cfg.extra.get("sim", {}) or {}).get("exchange"))
-    st = M.Settings(**{**st.__dict__, "max_orders": max(st.max_orders, 1 << 17),
-                       "max_live": max(st.max_live, 1 << 14)})
-    store = getattr(args, "store", None)
-    if store is None and not getattr(args, "memory_store", False):
-        store = os.path.join(cfg.appliance.state_dir, "fix-exchange")
-    md_venues = {t.get("venue") for _, _, _, t in specs if t.get("venue")}
-    venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
-    md_rings = {v: f"md.{v}" for v in md_venues if v in venues}
-    venue = MatchingVenue(settings=st)
-    srv = ExchangeServer(specs, getattr(args, "host", "127.0.0.1"), args.port, venue,
-                         store_dir=store, md_rings=md_rings, venue_symbols=venues)
-    for sym, px in refs.items():
-        venue.set_reference(sym, px)
+    try:
+        cfg = config_mod.load(getattr(args, "config", None))
+        specs = session_specs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
+                                        getattr(args, "target", None) or "APPLIANCE", {})]
+        refs = parse_refs(getattr(args, "ref", None))
+        st = M.settings((cfg.extra.get("sim", {}) or {}).get("exchange"))
+        st = M.Settings(**{**st.__dict__, "max_orders": max(st.max_orders, 1 << 17),
+                           "max_live": max(st.max_live, 1 << 14)})
+        store = getattr(args, "store", None)
+        if store is None and not getattr(args, "memory_store", False):
+            store = os.path.join(cfg.appliance.state_dir, "fix-exchange")
+        md_venues = {t.get("venue") for _, _, _, t in specs if t.get("venue")}
+        venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
+        md_rings = {v: f"md.{v}" for v in md_venues if v in venues}
+        venue = MatchingVenue(settings=st)
+        srv = ExchangeServer(specs, getattr(args, "host", "127.0.0.1"), args.port, venue,
+                             store_dir=store, md_rings=md_rings, venue_symbols=venues)
+        for sym, px in refs.items():
+            venue.set_reference(sym, px)
+    except (config_mod.ConfigError, M.SimConfigError, argparse.ArgumentTypeError, BadOrder,
+            ValueError, OverflowError) as e:
+        print(f"appliance fix exchange: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"appliance fix exchange: {e.filename or ''}{': ' if e.filename else ''}"
+              f"{e.strerror or e}", file=sys.stderr)
+        return 2
     log.info("mock exchange listening on %s:%d for %s; market from %s; store %s; boot %d",
              srv.host, srv.port, ", ".join(f"{t}->{s} ({b})" for b, s, t, _ in specs),
              ", ".join(md_rings.values()) or "reference prices only", store or "memory",

@@ -218,6 +218,8 @@ C_MD = 24
 C_MASS_LAST = 25
 C_TRADES_SKIPPED = 26   # replayed trades printed inside the spread with no aggressor side
 C_STALLS = 27           # fills / cancels postponed because the response queue was full
+C_SNAP_K = 28           # instrument whose snapshot is being buffered (-1 none)
+C_SNAP_N = 29           # C_SNAP_N + side: levels buffered
 C_N = 32
 CTR_NAMES = {C_ORDERS: "orders", C_NEW: "new", C_CANCELS: "cancels", C_REPLACES: "replaces",
              C_REJECTS: "rejects", C_CXL_REJECTS: "cancel_rejects", C_FILLS: "fills",
@@ -272,7 +274,7 @@ MARGIN = 16        # response rows an event needs free before it is processed (e
 
 Sim = namedtuple("Sim", ["cfg", "cfgf", "lat", "ctr", "imap", "ins", "px", "qty", "n", "taken",
                          "live", "orders", "front", "index", "free", "ret", "inq_t", "inq",
-                         "outq_t", "outq", "texts"])
+                         "outq_t", "outq", "texts", "snap"])
 Sim.__doc__ = """The simulator's state (see the module docstring); built by :func:`make_sim`."""
 
 _ACK_VID = records.field_offset(records.ACK, "venue_order_id")
@@ -323,7 +325,7 @@ class Settings:
     seed: int = 1
     max_orders: int = 1 << 14
     max_live: int = 1024                               # working orders per instrument
-    book_levels: int = 4096
+    book_levels: int = 512
     queue_capacity: int = 1 << 16                      # in-flight orders / responses
 
     def fee_ppm(self, venue: str) -> tuple[int, int]:
@@ -385,7 +387,7 @@ def settings(table: dict | None) -> Settings:
         seed = 1                        # latency draws
         max_orders = 16384              # order rows (working + recently finished)
         max_live = 1024                 # working orders per instrument
-        book_levels = 4096              # levels kept per book side
+        book_levels = 512               # levels kept per book side
         queue_capacity = 65536          # orders / responses in flight
         [sim.exchange.latency]          # ns, or a table
         entry = 50000                   # = { dist = "constant", ns = 50000 }
@@ -427,7 +429,7 @@ def settings(table: dict | None) -> Settings:
             raise SimConfigError(f"sim.exchange.fees.{v}: more than 1000 bps")
     ints = {}
     for k, d, lo, hi in (("seed", 1, 0, 2 ** 63 - 1), ("max_orders", 1 << 14, 16, 1 << 24),
-                         ("max_live", 1024, 1, 1 << 16), ("book_levels", 4096, 8, 1 << 20),
+                         ("max_live", 1024, 1, 1 << 16), ("book_levels", 512, 8, 1 << 20),
                          ("queue_capacity", 1 << 16, 64, 1 << 24)):
         v = _num(f"sim.exchange.{k}", table.get(k, d), lo, integer=True)
         if v > hi:
@@ -494,6 +496,7 @@ def make_sim(instruments: list[dict], st: Settings | None = None, capacity: int 
     ctr[C_NEXT_OID] = 1
     ctr[C_NEXT_EXEC] = 1
     ctr[C_RNG] = st.seed
+    ctr[C_SNAP_K] = -1
     cap = st.max_orders
     ctr[C_FREE_N] = cap
     px, qty, n = book.new_books(ni, st.book_levels)
@@ -510,7 +513,8 @@ def make_sim(instruments: list[dict], st: Settings | None = None, capacity: int 
                np.zeros(_pow2(2 * cap), np.int64), np.arange(cap - 1, -1, -1, dtype=np.int32),
                np.zeros(cap, np.int32), np.zeros(qcap, np.int64),
                np.zeros((qcap, records.EXEC_RECORD_SIZE), np.uint8), np.zeros(qcap, np.int64),
-               np.zeros((qcap, records.EXEC_RECORD_SIZE), np.uint8), texts)
+               np.zeros((qcap, records.EXEC_RECORD_SIZE), np.uint8), texts,
+               np.zeros((2, st.book_levels, 2), np.int64))
 
 
 def counters(sim: Sim) -> dict:
@@ -769,7 +773,7 @@ def _write_oid(row, oid):
         v //= 10
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _ack(sim, r, exec_type, clord, orig, t, tr):
     o = sim.orders
     row = _out(sim, tr)
@@ -793,7 +797,7 @@ def _ack(sim, r, exec_type, clord, orig, t, tr):
     _write_oid(row, o[r, O_OID])
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _reject(sim, venue, instr, clord, orig, strategy, session, is_cxl, ord_status, text, reason,
             t, tr):
     row = _out(sim, tr)
@@ -827,7 +831,7 @@ def _fee(sim, k, price, q, liq):
     return -((-f) // 1_000_000)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _fill(sim, r, price, q, liq, t, tr):
     """Execute q lots of order r at price; emits the FILL (ends the order when nothing is left)."""
     o = sim.orders
@@ -919,7 +923,7 @@ def _q_depth(sim, r, prev, new):
     sim.front[r, F_FRONT] = est
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _q_trade(sim, r, q, t, tr):
     """A trade of q lots at order r's price consumes the queue ahead; fills what reaches us."""
     sim.front[r, F_FRONT] -= q
@@ -1072,6 +1076,51 @@ def _clear_book(sim, k):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _snap_flush(sim):
+    """Build the book of the instrument whose snapshot was buffered. Venues send snapshot levels
+    best first; inserted one by one at the worst end of a best-at-the-end array each would move
+    every level (quadratic in the snapshot's size), so a side that arrived strictly best to
+    worst is written in one pass; any other order goes through ``book.update`` level by level."""
+    k = sim.ctr[C_SNAP_K]
+    sim.ctr[C_SNAP_K] = -1
+    if k < 0:
+        return
+    for s in range(2):
+        cnt = sim.ctr[C_SNAP_N + s]
+        sim.ctr[C_SNAP_N + s] = 0
+        ordered = True
+        for j in range(cnt):
+            if sim.snap[s, j, 1] <= 0 or sim.snap[s, j, 0] <= 0 or (j > 0 and (
+                    (s == 0 and sim.snap[s, j, 0] >= sim.snap[s, j - 1, 0])
+                    or (s == 1 and sim.snap[s, j, 0] <= sim.snap[s, j - 1, 0]))):
+                ordered = False
+                break
+        if ordered and sim.n[k, s] == 0:
+            m = cnt if cnt < sim.px.shape[2] else sim.px.shape[2]
+            for j in range(m):
+                sim.px[k, s, j] = sim.snap[s, m - 1 - j, 0]
+                sim.qty[k, s, j] = sim.snap[s, m - 1 - j, 1]
+            sim.n[k, s] = m
+        else:
+            for j in range(cnt):
+                book.update(sim.px, sim.qty, sim.n, k, s, sim.snap[s, j, 0], sim.snap[s, j, 1])
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
+def _snap_level(sim, k, s, price, q):
+    """A snapshot level of instrument k: buffered while the buffer has room, else applied."""
+    if sim.ctr[C_SNAP_K] == k:
+        cnt = sim.ctr[C_SNAP_N + s]
+        if cnt < sim.snap.shape[1]:
+            sim.snap[s, cnt, 0] = price
+            sim.snap[s, cnt, 1] = q
+            sim.ctr[C_SNAP_N + s] = cnt + 1
+            return
+        _snap_flush(sim)          # a side longer than the book: build, the rest one by one
+    _on_l2(sim, k, s, price, q)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _md_trade(sim, k, price, q, side, t):
     """A replayed trade on instrument k with resting orders (out of line: rare)."""
     if not _room(sim, MARGIN):
@@ -1121,21 +1170,30 @@ def _on_md(sim, rec, off, t):
     sim.ctr[C_MD] += 1
     if rt == records.RT_L2_UPDATE:
         flags = np.int64((w >> np.uint64(16)) & _U16)
-        if (flags & records.F_SNAPSHOT) != 0:
-            if sim.ins[k, I_SNAP] == 0:
-                _clear_book(sim, k)
-                sim.ins[k, I_SNAP] = 1
-                sim.ins[k, I_SNAP_BATCH] = 1
-        else:
-            sim.ins[k, I_SNAP] = 0
         price = np.int64(load_relaxed(rec, o + np.uint64(records.L2_PRICE_OFF)))
         q = np.int64(load_relaxed(rec, o + np.uint64(records.L2_QTY_OFF)))
         side = np.int64(load_relaxed(rec, o + np.uint64(records.L2_SIDE_OFF)) & _U8)
-        if side == records.SIDE_BUY:
-            _on_l2(sim, k, 0, price, q)
-        elif side == records.SIDE_SELL:
-            _on_l2(sim, k, 1, price, q)
+        s = 0 if side == records.SIDE_BUY else 1
+        if side != records.SIDE_BUY and side != records.SIDE_SELL:
+            return 0
+        if (flags & records.F_SNAPSHOT) != 0:
+            if sim.ins[k, I_SNAP] == 0:
+                if sim.ctr[C_SNAP_K] >= 0:
+                    _snap_flush(sim)
+                _clear_book(sim, k)
+                sim.ins[k, I_SNAP] = 1
+                sim.ins[k, I_SNAP_BATCH] = 1
+                sim.ctr[C_SNAP_K] = k
+            _snap_level(sim, k, s, price, q)
+            return 0
+        if sim.ins[k, I_SNAP] != 0:
+            sim.ins[k, I_SNAP] = 0
+            if sim.ctr[C_SNAP_K] == k:
+                _snap_flush(sim)
+        _on_l2(sim, k, s, price, q)
         return 0
+    if sim.ctr[C_SNAP_K] == k:
+        _snap_flush(sim)              # a snapshot ends at the first other record of its book
     if rt == records.RT_TRADE:
         if sim.ins[k, I_VALID] == 0 or sim.ins[k, I_NLIVE] == 0:
             return 0
@@ -1144,9 +1202,22 @@ def _on_md(sim, rec, off, t):
                          np.int64(load_relaxed(rec, o + np.uint64(records.TRADE_SIDE_OFF)) & _U8), t)
     if rt == records.RT_BATCH_END:
         sim.ins[k, I_SNAP] = 0
-        if sim.ins[k, I_NLIVE] == 0:
+        nl = sim.ins[k, I_NLIVE]
+        if nl == 0:
             sim.ins[k, I_SNAP_BATCH] = 0
             return 0
+        if sim.ins[k, I_SNAP_BATCH] == 0:
+            if sim.ins[k, I_VALID] == 0:
+                return 0
+            # the call below is only worth it when the book now reaches a resting order
+            reach = False
+            for j in range(nl):
+                r = np.int64(sim.live[k, j])
+                if _crosses(sim, k, sim.orders[r, O_SIDE], sim.orders[r, O_PRICE]):
+                    reach = True
+                    break
+            if not reach:
+                return 0
         return _md_batch(sim, k, t)
     if rt == records.RT_BOOK_STATUS:
         st = np.int64(load_relaxed(rec, o + np.uint64(records.BOOK_STATUS_STATUS_OFF)) & _U8)
@@ -1189,7 +1260,7 @@ def on_md_block(sim, recs, n_rec, t, out2d, res):
 
 
 # --- orders -----------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _new_order(sim, rec, t, tr):
     a = rec.view(records.NEW_ORDER)[0]
     venue = np.int64(a.venue)
@@ -1304,7 +1375,7 @@ def _cxl_reason(text):
     return 99
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _cancel(sim, rec, t, tr):
     a = rec.view(records.CANCEL)[0]
     clord = np.int64(a.clord_id)
@@ -1322,7 +1393,7 @@ def _cancel(sim, rec, t, tr):
     _ack(sim, r, records.EXEC_CANCELED, clord, orig, t, tr)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _replace(sim, rec, t, tr):
     a = rec.view(records.REPLACE)[0]
     clord = np.int64(a.clord_id)
@@ -1375,7 +1446,7 @@ def _replace(sim, rec, t, tr):
         _walk(sim, r, False, LIQ_TAKER, t, tr)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _mass_cancel(sim, rec, t, tr):
     a = rec.view(records.MASS_CANCEL)[0]
     session = np.int64(a.session)

@@ -389,3 +389,28 @@ instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
     assert len(set(exec_ids)) == len(exec_ids) == 4
     assert seen[0][1] != seen[2][1]                    # OrderIDs differ across runs too
     assert os.path.exists(tmp_path / "state" / "fix-exchange" / "exchange.boot")
+
+
+def test_cli_bad_arguments_get_one_line_and_exit_2(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(f'[appliance]\nstate_dir = "{tmp_path}/state"\n[sim.exchange]\nqueue_model = "fifo"\n')
+    ok_cfg = tmp_path / "ok.toml"
+    ok_cfg.write_text(f'[appliance]\nstate_dir = "{tmp_path}/state"\n')
+    base = [sys.executable, "-m", "appliance.cli"]
+    cases = [
+        ([*base, "--config", str(ok_cfg), "fix", "exchange", "--port", "0", "--ref", "NOEQUALS"], "SYMBOL=PRICE"),
+        ([*base, "--config", str(ok_cfg), "fix", "exchange", "--port", "0", "--ref", "BTCUSDT=-1"], "must be > 0"),
+        ([*base, "--config", str(ok_cfg), "fix", "exchange", "--port", str(busy.getsockname()[1])], ""),
+        ([*base, "--config", str(cfg), "fix", "exchange", "--port", "0"], "queue_model"),
+    ]
+    try:
+        for argv, msg in cases:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2, (argv, r.stdout, r.stderr)
+            err = [ln for ln in r.stderr.splitlines() if "appliance fix exchange:" in ln]
+            assert len(err) == 1 and msg in err[0] and "Traceback" not in r.stderr, r.stderr
+    finally:
+        busy.close()
