@@ -152,7 +152,7 @@ def load_recording(path: str, venue: str, symbols: list | None = None) -> MdInpu
     try:
         feed = replay.run(path, venue, ring_capacity=1 << 18, symbols=symbols, on_frame_hook=hook)
     except (recording.RecordingError, common.InstrumentError, OSError, ValueError) as e:
-        raise BacktestError(f"{path}: {e}") from None
+        raise BacktestError(f"{path} (read as a {venue} recording): {e}") from None
     drain(feed)
     recs = np.concatenate(chunks) if chunks else np.zeros((0, records.MD_RECORD_SIZE), np.uint8)
     grids = {}
@@ -317,6 +317,10 @@ class Backtest:
             if key not in grids and s in md.grids:
                 tick_e8, lot_e8, _, _ = md.grids[s]
                 grids[key] = {"tick_e8": tick_e8, "lot_e8": lot_e8}
+            elif key not in grids:
+                raise BacktestError(f"{md.path}: a journal does not carry instrument grids: set "
+                                    f"[engine.instruments.\"{key}\"] tick_e8 / lot_e8 in the config "
+                                    f"(the md grid of the recorded instrument)")
         settings["instruments"] = grids
         self.cal = clock.event_calibration(int(md.times[0]))
         try:
@@ -699,6 +703,9 @@ def main(args) -> int:
     try:
         if args.plot and not (args.plot.endswith(".png") or args.plot.endswith(".html")):
             raise BacktestError(f"--plot {args.plot}: expected a .png or .html file name")
+        from appliance.venues import registry
+        if args.venue not in registry.VENUES:
+            raise BacktestError(f"unknown venue {args.venue!r}; one of: {', '.join(registry.VENUES)}")
         config = getattr(args, "config", None)
         setup = load_setup(config, args.venue)
         symbols = None

@@ -36,6 +36,7 @@ def run_inproc(path, venue, setup=None, plot=False):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("name,venue", [("BINANCE.ws.1.0", "binance"), ("KRAKEN.ws.50.0", "kraken"),
                                         ("COINBASE.ws.28.0", "coinbase")])
 def test_cli_json_report_has_the_keys_and_the_same_sha256_in_two_processes(name, venue):
@@ -56,6 +57,7 @@ def test_cli_json_report_has_the_keys_and_the_same_sha256_in_two_processes(name,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_shipped_strategy_fills_on_the_coinbase_recording_and_pnl_adds_up():
     bt, rep = run_inproc(DATA / "COINBASE.ws.28.0", "coinbase")
     assert rep["fills"] > 0 and rep["volume"] > 0
@@ -71,6 +73,7 @@ def test_shipped_strategy_fills_on_the_coinbase_recording_and_pnl_adds_up():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_equity_csv_and_plots_are_written(tmp_path):
     csv = tmp_path / "eq.csv"
     png = tmp_path / "bt.png"
@@ -90,6 +93,7 @@ def test_equity_csv_and_plots_are_written(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_throttle_runs_on_event_time(tmp_path):
     """A 2 orders/s throttle: over ~31 s of recorded time the engine sends about 2 per second of
     event time (a wall-clock throttle would allow ~1 order in the milliseconds the run takes)."""
@@ -104,6 +108,7 @@ def test_throttle_runs_on_event_time(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_same_input_same_stream_in_process_and_latency_changes_it(tmp_path):
     _, a = run_inproc(DATA / "COINBASE.ws.28.0", "coinbase")
     _, b = run_inproc(DATA / "COINBASE.ws.28.0", "coinbase")
@@ -116,6 +121,7 @@ def test_same_input_same_stream_in_process_and_latency_changes_it(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_journal_input_replays_like_the_recording(tmp_path):
     from appliance.journal import JournalWriter
     md = B.load_input(str(DATA / "COINBASE.ws.28.0"), "coinbase")
@@ -125,7 +131,14 @@ def test_journal_input_replays_like_the_recording(tmp_path):
     w.close()
     cfg = tmp_path / "bt.toml"
     syms = ", ".join(f'"{s}"' for s in md.symbols)
-    cfg.write_text(B.PACKAGED_CONFIG.read_text() + f'\n[[venues]]\nname = "coinbase"\nsymbols = [{syms}]\n')
+    text = B.PACKAGED_CONFIG.read_text() + f'\n[[venues]]\nname = "coinbase"\nsymbols = [{syms}]\n'
+    cfg.write_text(text)
+    r = cli(str(jdir), "--venue", "coinbase", "--config", str(cfg), "--json", "--no-progress")
+    assert r.returncode == 2 and "tick_e8" in r.stderr          # a journal has no grids
+    tick_e8, lot_e8, _, _ = md.grids["SKL-USD"]
+    text = text.replace("[engine]\n", f'[engine]\ninstruments = {{ "coinbase:SKL-USD" = '
+                                      f'{{ tick_e8 = {tick_e8}, lot_e8 = {lot_e8} }} }}\n')
+    cfg.write_text(text)
     r = cli(str(jdir), "--venue", "coinbase", "--config", str(cfg), "--json", "--tsc-hz",
             "1000000000", "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -134,7 +147,7 @@ def test_journal_input_replays_like_the_recording(tmp_path):
     for k in ("events", "orders", "fills", "volume", "realized_pnl"):
         assert j[k] == rec[k], k
     # a journal cut in the middle of a frame is refused, with one line
-    f = next(jdir.iterdir())
+    f = next(p for p in jdir.iterdir() if p.name.endswith(".zst-journal"))
     data = f.read_bytes()
     f.write_bytes(data[:len(data) - 100])
     r = cli(str(jdir), "--venue", "coinbase", "--config", str(cfg), "--json", "--no-progress")
@@ -143,6 +156,7 @@ def test_journal_input_replays_like_the_recording(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_bad_input_gets_one_line_and_exit_2(tmp_path):
     empty = tmp_path / "BINANCE.ws.1.0"
     empty.write_bytes(b"")
@@ -169,6 +183,7 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_agrees_with_hftbacktest_on_fills_of_the_touch_quoter():
     """The same recorded session (Coinbase, 10 products, ~31 s), the same strategy (one lot
     post-only at the best bid and the best ask of every product, moved when the touch moves), the
