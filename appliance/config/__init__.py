@@ -2,15 +2,19 @@
 
 Every process and the CLI read the same file: ``--config PATH`` overrides, else
 ``$APPLIANCE_CONFIG``, else ``/etc/appliance/appliance.toml`` if present, else the packaged
-sim-mode default (``appliance/config/default.toml``). Unknown keys are rejected with a message naming
-the key, so a typo never silently falls back to a default.
+sim-mode default (``appliance/config/default.toml``). Unknown keys are rejected with a message
+naming the key, so a typo never silently falls back to a default.
 
-Each section is a dataclass below; a part of the appliance that needs a new setting adds a field
-(with a default) to its own section.
+The transport sections are dataclasses below; ``[[instruments]]`` is the one instrument registry
+(:mod:`appliance.config.instruments`); ``[risk]``, ``[[strategies]]``, ``[engine]`` and
+``[fix]`` are kept as tables and checked by their parts' validators (``VALIDATORS``), which
+``load`` runs on the whole file: an invalid value anywhere is refused before anything starts,
+by every command that loads the file.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import tomllib
 import typing
@@ -83,16 +87,21 @@ class VenueSection:
     name: str = ""                            # binance | coinbase | coinbase_advanced | kraken | bitstamp | bitfinex
     ws_url: str = ""
     rest_url: str = ""
-    symbols: tuple = ()                       # venue symbols, in instrument-id order
     channels: tuple = ("book", "trades")
     enabled: bool = True
     stale_after_ms: int = 30_000
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 30_000
+    maker_fee_bps: float = 0.0                # default fees of the venue's [[instruments]]
+    taker_fee_bps: float = 0.0
+    symbols: tuple = ()                       # derived: the venue's [[instruments]], in id order
 
     def validate(self, where: str) -> None:
         if not self.name:
             raise ConfigError(f"{where}.name: required")
+        from appliance.venues.registry import VENUES
+        if self.name not in VENUES:
+            raise ConfigError(f"{where}.name: {self.name!r} is not one of {', '.join(VENUES)}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,24 @@ class JournalSection:
     rotate_bytes: int = 256 << 20             # start a new file after this many uncompressed bytes
     zstd_level: int = 3
     frame_records: int = 4096                 # records per compressed frame (seek granularity)
+
+    def validate(self, where: str) -> None:
+        if self.rotate_bytes < 1 << 16 or not 1 <= self.zstd_level <= 22 or self.frame_records < 1:
+            raise ConfigError(f"{where}: rotate_bytes >= 65536, zstd_level 1..22, "
+                              f"frame_records >= 1")
+
+
+@dataclass(frozen=True)
+class TelemetrySection:
+    exporter_host: str = "127.0.0.1"          # `appliance exporter` binds here (loopback only)
+    exporter_port: int = 9464
+    refresh_hz: float = 5.0                   # `appliance top` refresh rate
+
+    def validate(self, where: str) -> None:
+        if not 0 < self.exporter_port < 65536:
+            raise ConfigError(f"{where}.exporter_port: {self.exporter_port} is not a TCP port")
+        if not 0.5 <= self.refresh_hz <= 50:
+            raise ConfigError(f"{where}.refresh_hz: 0.5..50")
 
 
 def _choice(where: str, key: str, value: str, choices: tuple) -> None:
@@ -114,9 +141,10 @@ class Config:
     rings: RingsSection = field(default_factory=RingsSection)
     cores: CoresSection = field(default_factory=CoresSection)
     journal: JournalSection = field(default_factory=JournalSection)
+    telemetry: TelemetrySection = field(default_factory=TelemetrySection)
     venues: tuple = ()                        # tuple[VenueSection]
-    # sections owned by later parts of the appliance, kept as validated plain tables until their
-    # dataclasses land here: risk, strategies, fix
+    instruments: tuple = ()                   # tuple[instruments.Instrument]
+    # tables checked by their parts' VALIDATORS: risk, strategies, engine, fix, sim
     extra: dict = field(default_factory=dict)
     path: str = ""
 
@@ -126,11 +154,24 @@ class Config:
                 return v
         raise ConfigError(f"venues: no venue named {name!r} (have: {', '.join(v.name for v in self.venues)})")
 
+    def instruments_of(self, venue: str) -> list:
+        """The venue's instruments in id order."""
+        return [i for i in self.instruments if i.venue == venue]
+
+    def instrument(self, venue: str, symbol: str):
+        for i in self.instruments:
+            if i.venue == venue and i.symbol == symbol:
+                return i
+        raise ConfigError(f"instruments: no instrument {venue}:{symbol}")
+
 
 _SECTIONS = {"appliance": ApplianceSection, "wait": WaitSection, "rings": RingsSection,
-             "cores": CoresSection, "journal": JournalSection}
+             "cores": CoresSection, "journal": JournalSection, "telemetry": TelemetrySection}
 _LIST_SECTIONS = {"venues": VenueSection}
-_EXTRA_SECTIONS = ("risk", "strategies", "fix", "engine", "telemetry", "sim")
+_EXTRA_SECTIONS = ("risk", "strategies", "fix", "engine", "sim")
+# part validators run by ``load`` on the whole file ("module:function(cfg)"; ConfigError or
+# ValueError with a message naming the key)
+VALIDATORS = ("appliance.engine.state:validate_config", "appliance.fix.gateway:validate_config")
 
 
 def _build(cls, table: dict, where: str):
@@ -155,6 +196,13 @@ def _build(cls, table: dict, where: str):
             raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
         elif want is dict and not isinstance(value, dict):
             raise ConfigError(f"{where}.{key}: expected a table, got {value!r}")
+        elif want is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                    or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
+            value = float(value)
+        if want is int and not -(1 << 62) < value < 1 << 62:
+            raise ConfigError(f"{where}.{key}: {value} is out of range")
         kwargs[key] = value
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -163,25 +211,57 @@ def _build(cls, table: dict, where: str):
 
 
 def parse(data: dict, path: str = "<string>") -> Config:
+    """Typed sections and the instrument registry from a parsed TOML document (the part
+    validators are run by ``load`` / ``check``)."""
+    from appliance.config import instruments as instruments_mod
     kwargs: dict = {"path": path}
     extra = {}
+    instrument_tables = []
     for key, value in data.items():
-        if key in _SECTIONS:
+        if key == "instruments":
+            instrument_tables = value
+        elif key in _SECTIONS:
             kwargs[key] = _build(_SECTIONS[key], value, key)
         elif key in _LIST_SECTIONS:
             if not isinstance(value, list):
                 raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
+            for i, v in enumerate(value):
+                if isinstance(v, dict) and "symbols" in v:
+                    raise ConfigError(f"{key}[{i}].symbols: instruments are listed once, as "
+                                      f"[[instruments]] entries (venue, symbol, tick, lot)")
             kwargs[key] = tuple(_build(_LIST_SECTIONS[key], v, f"{key}[{i}]") for i, v in enumerate(value))
         elif key in _EXTRA_SECTIONS:
             extra[key] = value
         else:
-            known = sorted([*_SECTIONS, *_LIST_SECTIONS, *_EXTRA_SECTIONS])
+            known = sorted([*_SECTIONS, *_LIST_SECTIONS, *_EXTRA_SECTIONS, "instruments"])
             raise ConfigError(f"{key}: unknown section (known: {', '.join(known)})")
     kwargs["extra"] = extra
-    names = [v.name for v in kwargs.get("venues", ())]
+    venues = kwargs.get("venues", ())
+    names = [v.name for v in venues]
     if len(names) != len(set(names)):
         raise ConfigError(f"venues: duplicate venue names in {names}")
+    try:
+        instr = instruments_mod.build(instrument_tables, venues)
+    except instruments_mod.InstrumentError as e:
+        raise ConfigError(str(e)) from None
+    kwargs["instruments"] = instr
+    kwargs["venues"] = tuple(dataclasses.replace(v, symbols=tuple(i.symbol for i in instr
+                                                                   if i.venue == v.name))
+                             for v in venues)
     return Config(**kwargs)
+
+
+def check(cfg: Config) -> Config:
+    """Run every part's validator on the whole configuration (see VALIDATORS)."""
+    for spec in VALIDATORS:
+        mod, _, fn = spec.partition(":")
+        try:
+            getattr(importlib.import_module(mod), fn)(cfg)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return cfg
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -205,4 +285,7 @@ def load(path: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return parse(data, str(p))
+    try:
+        return check(parse(data, str(p)))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None

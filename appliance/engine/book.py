@@ -33,7 +33,9 @@ exceptions for Python callers)::
     BAD_ARG       negative quantity, non-positive price, bad side or book index: nothing changed
 
 All kernels are ``@njit(cache=True, nogil=True)`` free functions over the arrays, allocate
-nothing and are compiled without NRT (no reference counting on the hot path).
+nothing and are compiled without NRT (no reference counting on the hot path). ``update`` (and its
+search) is ``forceinline=True``: LLVM inlines it into the md handlers that call it once per
+level update, where a call would pass the three arrays as ~30 argument words.
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def clear(px, qty, n, b):
     n[b, 1] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _lower(px, b, s, cnt, price):
     """Index of the first level whose price is not worse than ``price`` ("key" >= price's key,
     key = price for bids, -price for asks), searching from the top end. Returns ``cnt`` if every
@@ -109,7 +111,7 @@ def _lower(px, b, s, cnt, price):
     return lo
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def update(px, qty, n, b, side_idx, price, q):
     """Set the quantity at ``price`` on side ``side_idx`` of book ``b`` (``q == 0`` deletes).
 

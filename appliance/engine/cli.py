@@ -2,10 +2,12 @@
 
 - ``engine`` runs the engine actor in this process until SIGINT/SIGTERM (then cancels its
   working orders).
-- ``kill`` sets the kill switch in the control block and persists it, then waits for the running
-  engine's acknowledgement: exit 0 once acknowledged (it prints how long that took), 1 when the
-  engine did not acknowledge in time. With no engine running the flag is set and persisted
-  anyway, and it says so (exit 0: the halt is in force for the next start).
+- ``kill`` sets the kill switch in the control block and persists it, then waits until every
+  live confirmer did its part (the engine: halted, every cancel sent; each FIX gateway: nothing
+  of its own working at the venue). Exit 0 only when at least one confirmer exists and all of
+  them confirmed; it prints flag -> acknowledgement times (the engine's on the TSC). Exit 1
+  when nobody confirmed in time (or nothing runs that could): the halt stays set and persisted,
+  so the next start comes up HALTED.
 - ``kill --reset --confirm`` clears the persisted halt and the flag (manual reset).
 - ``status [--json]``: kill switch, risk state, actor heartbeats, ring heads and consumer lag,
   and the engine's positions, PnL and open orders (from its status file).
@@ -13,9 +15,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
+
+from appliance.cli import positive_float
 
 
 def _cfg(args):
@@ -24,23 +26,15 @@ def _cfg(args):
 
 
 def _engine(args) -> int:
-    import logging
-
+    from appliance import config
     from appliance.engine import kernels, run
 
-    cfg = _cfg(args)
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        return run.run(cfg, stop=lambda: stop["flag"], wait_rings_s=args.wait_rings)
-    except kernels.EngineError as e:
-        logging.getLogger("appliance.engine").error("%s", e)
-        return 1
+        cfg = _cfg(args)
+        return run.run(cfg, wait_rings_s=args.wait_rings)
+    except (config.ConfigError, kernels.EngineError) as e:
+        print(f"appliance engine: {e}", file=sys.stderr)
+        return 2
 
 
 def _kill(args) -> int:
@@ -59,23 +53,28 @@ def _kill(args) -> int:
             print(f"kill switch reset (persisted state {killswitch.state_path(cfg.appliance.state_dir)} "
                   f"cleared); trading may resume")
             return 0
-        try:
-            r = killswitch.kill(cb, cfg.appliance.state_dir, args.reason, timeout_s=args.timeout)
-        except killswitch.KillSwitchError as e:
-            print(f"kill switch SET in the control block, but: {e}", file=sys.stderr)
-            return 1
-        path = killswitch.state_path(cfg.appliance.state_dir)
-        if r["acked"] is None:
-            print(f"kill switch set (epoch {r['epoch']}) and persisted to {path}; no engine is "
-                  f"running, so nothing acknowledged it: the next engine start comes up HALTED")
-            return 0
-        if r["acked"]:
-            print(f"HALTED: engine pid {r['engine_pid']} acknowledged epoch {r['epoch']} in "
-                  f"{r['ack_ns'] / 1e6:.3f} ms (persisted to {path})")
-            return 0
-        print(f"kill switch set (epoch {r['epoch']}, persisted to {path}) but engine pid "
-              f"{r['engine_pid']} did NOT acknowledge within {args.timeout} s", file=sys.stderr)
-        return 1
+        r = killswitch.kill(cb, cfg.appliance.state_dir, args.reason, timeout_s=args.timeout)
+        if args.json:
+            print(json.dumps(r))
+        elif r["confirmed"]:
+            parts = []
+            if r["engine_acked"]:
+                parts.append(f"engine pid {r['engine_pid']} acknowledged in "
+                             f"{r['engine_ack_ns'] / 1e6:.3f} ms")
+            for name, g in r["gateways"].items():
+                parts.append(f"{name} confirmed nothing working at the venue after "
+                             f"{g['confirm_ns'] / 1e6:.3f} ms")
+            print(f"HALTED (epoch {r['epoch']}): " + "; ".join(parts)
+                  + f" (flag -> acknowledgement; halt persisted to {r['persisted']})")
+        elif not r["engine_pid"] and not r["gateways"]:
+            print(f"kill switch set (epoch {r['epoch']}) and persisted to {r['persisted']}, but "
+                  f"NOT confirmed: no engine and no FIX gateway is running, so nobody confirmed "
+                  f"that nothing is working at the venue", file=sys.stderr)
+        else:
+            print(f"kill switch set (epoch {r['epoch']}, persisted to {r['persisted']}) but NOT "
+                  f"confirmed within {args.timeout:g} s by: {', '.join(r['waiting_for'])}",
+                  file=sys.stderr)
+        return 0 if r["confirmed"] else 1
     finally:
         cb.close()
 
@@ -84,7 +83,7 @@ def collect_status(cfg) -> dict:
     """Everything ``status`` shows, as one dict."""
     from appliance.engine import killswitch
     from appliance.transport import control, records, ring, shm
-    from appliance.engine.run import STATUS_FILE
+    from appliance import actor
 
     shm_dir = cfg.appliance.shm_dir or None
     cb = control.ControlBlock.open(shm_dir)
@@ -105,7 +104,8 @@ def collect_status(cfg) -> dict:
     finally:
         cb.close()
     rings = []
-    names = [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", "exec"]
+    from appliance.engine.run import exec_rings
+    names = [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", *exec_rings(cfg)]
     for name in names:
         try:
             r = ring.RingReader.attach(name, consumer="status", start=ring.START_LATEST,
@@ -124,11 +124,7 @@ def collect_status(cfg) -> dict:
         finally:
             r.close()
     out["rings"] = rings
-    try:
-        with open(os.path.join(cfg.appliance.state_dir, STATUS_FILE)) as f:
-            out["engine"] = json.load(f)
-    except (OSError, ValueError):
-        out["engine"] = None
+    out["engine"] = actor.read_status(cfg.appliance.state_dir, "engine")
     return out
 
 
@@ -175,15 +171,16 @@ def _status(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("engine", help="run the engine actor (books, strategies, risk, orders)")
-    p.add_argument("--wait-rings", type=float, default=30.0,
+    p.add_argument("--wait-rings", type=positive_float, default=30.0,
                    help="seconds to wait for the md and exec rings to appear (default 30)")
     p.set_defaults(handler=_engine)
     p = sub.add_parser("kill", help="kill switch: halt trading (waits for the engine's ack)")
     p.add_argument("--reason", default="manual kill from CLI", help="why (stored and shown)")
-    p.add_argument("--timeout", type=float, default=5.0,
+    p.add_argument("--timeout", type=positive_float, default=5.0,
                    help="seconds to wait for the engine's acknowledgement (default 5)")
     p.add_argument("--reset", action="store_true", help="clear the halt (needs --confirm)")
     p.add_argument("--confirm", action="store_true", help="confirm --reset")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=_kill)
     p = sub.add_parser("status", help="actors, rings, risk state, positions, PnL, open orders")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -1,8 +1,40 @@
-"""The engine actor: md rings + exec ring -> books -> strategies -> risk -> order ring.
+"""The engine's compiled kernels: md records and exec records in, order records out.
 
-One compiled ``step`` polls every md ring (one per gateway, merged by polling each in turn), the
-exec ring and the kill switch, up to ``max_iters`` times, then returns so the Python loop can
-heartbeat, persist a halt and look at signals. Python never touches a message.
+Every kernel works on the engine's state bundles (namedtuples of arrays, built by
+:class:`appliance.engine.state.EngineState`; numba flattens them, so a bundle costs nothing at
+run time and two swapped bundles do not compile)::
+
+    Books       px, qty, n (the books, see book.py), book_map (venue, instrument) -> book row,
+                bstate (BS_* per book), marks (book mids for the breaker)
+    Strategies  meta, params, state, quotes (see strategies/base.py), pnl (PNL_* per strategy
+                and leg), dirty (strategies to reconcile on their next event)
+    Gate        oms (oms.Oms), led (positions.Ledger), risk (risk.Risk), rows (scratch rows)
+    Telemetry   stats (ST_* counters and flags), lat_hist (order latency, a hist.py row), cal
+                (clock calibration)
+    Io          ord_hdr, ord_data (the order ring written in place), words (control block),
+                md_buf, ex_buf (one md / exec record of scratch)
+    Loop        md_hdrs, md_datas, md_curs (one md ring per venue, padded to MAX_MD_RINGS),
+                ex_hdrs, ex_datas, ex_curs (one exec ring per FIX session, padded to
+                MAX_EXEC_RINGS), wait_params, wait_state (the wait strategy), settings (LP_*)
+
+Kernels (all ``@njit(cache=True, nogil=True, _nrt=False)``; codes, never exceptions)::
+
+    step(loop, books, strats, gate, tel, io, actor_idx, max_iters) -> STEP_*
+    handle_md(rec, books, strats, gate, tel, io) -> STEP_*
+    handle_exec(rec, books, strats, gate, tel, io) -> STEP_*
+    check_kill(books, strats, gate, tel, io) -> STEP_*
+    run_records(md, n_rec, books, strats, gate, tel, io) -> orders written in total
+    reconcile(i, books, strats, gate, tel, io)
+    cancel_all(strats, gate, tel, io, now) -> cancels written
+    check_stuck(gate, tel, io, now_ns, timeout_ns) -> stuck requests
+
+``step`` is the actor's loop body: it polls every md ring (one per gateway, merged by polling each
+in turn), every exec ring (one per FIX session) and the kill switch up to ``max_iters`` times or for about a millisecond,
+then returns so the Python loop can heartbeat, persist a halt and look at signals. Python never
+touches a message. A loop compiled elsewhere (the backtest: engine + exchange simulator in one
+compiled loop) calls the same three kernels per event, in event order: ``check_kill`` before each
+md record, ``handle_md`` for it, ``handle_exec`` for each exec record it produces, and reads the
+orders from ``io.ord_data`` (slots up to ``ring.head(io.ord_hdr)``).
 
 Per md record (``handle_md``)::
 
@@ -20,19 +52,20 @@ Orders go through the OMS (:mod:`appliance.engine.oms`) and the three-tier risk 
 
 - ``reconcile``: quote slot ``s`` of strategy ``i`` is OMS quote slot ``i * Q_SLOTS + s``;
   ``oms.reconcile`` says NEW / REPLACE / CANCEL / WAIT (a request in flight: the slot waits for
-  its ack), ``risk.check_order`` / ``check_replace`` / ``check_cancel`` gate it (a denial is
-  counted by reason in ``rk.denials`` and in ST_RISK_REJECTS), ``oms.new_order`` /
-  ``replace_order`` / ``cancel_order`` book it and ``oms.write_*`` renders the record in place
-  in the next order ring slot (``ring.begin_write``; ``_end_order`` sets the strategy's record
-  flags, stamps and publishes it). Cancels and replaces that move away from the other side go
-  first, so a quote pair shifting through its own prices does not trip self-trade prevention. A slot left out of
+  its ack), ``risk.check`` / ``check_cancel`` gate it (a denial is counted by reason in
+  ``risk.denials`` and in ST_RISK_REJECTS), ``oms.new_order`` / ``replace_order`` /
+  ``cancel_order`` book it and ``oms.write_*`` renders the record in place in the next order
+  ring slot (``ring.begin_write``; ``_end_order`` sets the strategy's record flags, stamps and
+  publishes it). Cancels and replaces that move away from the other side go first, so a quote
+  pair shifting through its own prices does not trip self-trade prevention. A slot left out of
   sync (denied, refused, waiting) marks the strategy ``dirty``: it is reconciled again on its
   next event even when its quotes did not change. A take (IOC) is checked as a new order and
   fires once. In REDUCING, an order on the side that unwinds the position is cut to the
-  quantity left to unwind; the gate refuses everything else.
+  quantity left to unwind; the gate refuses everything else. No order, replace or cancel is
+  written for a FIX session that is not ready (``ST_SESS_READY``).
 - ``handle_exec``: ``oms.apply_exec`` (exec-id dedup, state machine, ledger fills); a venue
   reject feeds ``risk.on_venue_reject``; a fill goes to the strategy (``on_fill``, per-strategy
-  PnL for reporting) and to ``_breaker``.
+  PnL for reporting) and to ``_breaker``; a SESSION record sets the session's readiness.
 - ``_breaker`` (tiers 2 and 3), after every fill and every book batch (marks = book mids) of
   an instrument with a position (or while the breaker is tripped, for its scheduled reset):
   ``risk.breaker_update`` (loss streak / drawdown -> REDUCING / PAUSED, reset at the configured
@@ -46,39 +79,29 @@ Orders go through the OMS (:mod:`appliance.engine.oms`) and the three-tier risk 
   reconnect reconciliation) answers; a cancel rejected as "unknown order" ends the order.
 
 Instruments: the ledger / OMS / gate index ``ii`` is the book row (one per traded
-(venue, symbol)); tick_e8 / lot_e8 come from ``[engine.instruments."venue:SYMBOL"]`` (default
-1 / 1, the 1e-8 print grid of the md gateways), and so may ``base`` / ``quote`` (asset names;
-default ``split_symbol``: "NKNUSDT" -> NKN / USDT, "XBT/USD" -> BTC / USD); limits from
-``[risk]`` (``risk.build_risk``; no table in a config = every order denied, logged at start).
-Balances start from ``[engine.balances]`` (``"binance:USDT" = 1000.0``; there is no venue
-balance feed) and move with fills and open orders; the gate checks them where a venue sets
-``check_balance``. The breaker adds PnL in one currency, so max_loss / drawdown over instruments
-quoted in different (non USD-pegged) currencies is refused. Times given to the gate are UTC ns
-(``clock.tsc_to_utc_ns``).
+(venue, symbol)). Times given to the gate are UTC ns (``clock.tsc_to_utc_ns``).
 
-``[engine]`` keys: ``ENGINE_KEYS`` below (timer_ms, book_levels, max_iters, clord_base,
-order_capacity, max_live, ack_timeout_ms), ``instruments``, ``balances``.
-
-Kill switch: every loop iteration reads the control block's kill flag. On a new kill epoch the
-engine halts (no new orders or replaces), sends a CANCEL for every live order and writes
+Kill switch: ``check_kill`` reads the control block's kill flag. On a new kill epoch the engine
+halts (no new orders or replaces), sends a CANCEL for every live order and writes
 ``kill_ack_epoch`` once every cancel is on the order ring (so an acknowledgement means nothing is
 left working; an order whose replace is in flight is cancelled as soon as the venue answers
 the replace). Books and strategy state keep updating while HALTED; clearing the flag (manual
 reset) resumes trading (the gate re-halts at once if the loss is still beyond max_loss).
 
 Every order record carries the origin TSC of the md event that caused it; the engine adds
-``publish_tsc - origin`` (ns) to a log-linear histogram (``lat_hist``, 8 buckets per power of
-two) for every order it writes.
+``publish_tsc - origin`` (ns) to ``tel.lat_hist`` (:mod:`appliance.transport.hist`) for every
+order it writes.
 
-Speed. The order path (strategy -> reconcile -> risk -> OMS -> record) is one inlined body:
-every numba call re-flattens the namedtuple arguments (~200 machine words for the OMS, ledger
-and risk gate), which cost more than the work, so ``handle_md`` runs the strategies of a book
-(its list in ``bstate``) and one inlined ``_reconcile`` whose risk checks, OMS calls and record
-writers are inlined once each. The first L2 update of a frame prefetches what an order on that
-book will touch (``_warm_order_path``: next order ring slots, the OMS rows and index slots the
-next orders take, the instrument's live orders, limits, throttle bucket, strategy rows), so the
-decision at BATCH_END does not wait on memory: the bench's tick cycle p50 went from ~990 ns
-(calls) to ~550 ns (inlined) to ~340-490 ns (prefetched) on this VM.
+Code layout. Helpers on the order path are separate functions compiled once each with
+``forceinline=True``: LLVM inlines them into their callers when it links them, so the order path
+(strategy -> reconcile -> risk -> OMS -> record) runs as one body with the bundles' arrays in
+registers, while numba types each helper once (numba-level ``inline='always'`` would type the
+callee again at every call site). ``handle_md`` and ``check_kill`` are force-inlined into the
+loops that call them (``step``, ``run_records``, a backtest loop); ``handle_exec``,
+``cancel_all`` and the timer path are plain calls. The first L2 update of a frame prefetches
+what an order on that book will touch (``_warm_order_path``), so the decision at BATCH_END does
+not wait on memory. Constants passed to a compiled helper are wrapped (``np.int64(OS_NEW)``):
+numba compiles a separate specialisation of the callee for every literal value it is given.
 
 Return codes of ``step``: STEP_OK, STEP_KILL_SEEN (a kill epoch was acknowledged in this call:
 Python persists the halt), STEP_MAX_LOSS (this call set the kill switch on max loss).
@@ -89,13 +112,13 @@ import numpy as np
 from numba import njit
 
 from appliance.engine import book, oms, risk
-from appliance.transport import clock, control, records, ring, wait
 from appliance.engine import strategies as strat
-from appliance.transport.intrinsics import (bit_length, load_relaxed, prefetch_write, rdtsc,
-                                          store_relaxed)
 from appliance.engine.strategies import base
+from appliance.jit import HELPER, INTERNAL
+from appliance.transport import clock, control, hist, records, ring, wait
+from appliance.transport.intrinsics import load_relaxed, prefetch_write, rdtsc, store_relaxed
 
-# --- book state ----------------------------------------------------------------------------------
+# --- book state (bstate[b, BS_*]) --------------------------------------------------------------
 BS_VALID = 0
 BS_SNAP = 1        # inside a snapshot (book being rebuilt)
 BS_EVENTS = 2
@@ -105,13 +128,20 @@ BS_STRAT = 5
 BS_MAX_STRAT = 11  # listed per book; a book with more falls back to scanning every strategy
 BS_N = BS_STRAT + BS_MAX_STRAT
 
-# --- engine params (int64) ---------------------------------------------------------------------
-R_TIMER_TSC = 4    # strategy timer period in ticks
-R_STEP_TSC = 5     # a step returns to Python after at most about this many ticks
-R_ACK_TIMEOUT_NS = 6   # a request unanswered this long is stuck (see check_stuck)
-R_N = 8
+# --- loop settings (int64, Loop.settings) ------------------------------------------------------
+LP_TIMER_TSC = 0       # strategy timer period in ticks
+LP_STEP_TSC = 1        # a step returns to Python after at most about this many ticks
+LP_ACK_TIMEOUT_NS = 2  # a request unanswered this long is stuck (see check_stuck)
+LP_N_MD = 3            # md rings polled: the first LP_N_MD entries of Loop.md_*
+LP_N_EX = 4            # exec rings polled: the first LP_N_EX entries of Loop.ex_*
+LP_N = 8
+# Loop.md_* / ex_* always hold MAX_MD_RINGS / MAX_EXEC_RINGS entries (unused ones point at an
+# empty ring that is never polled): the tuples' length is part of step's compiled type, so one
+# compiled step serves any number of venues and FIX sessions
+MAX_MD_RINGS = 8
+MAX_EXEC_RINGS = 8
 
-# --- stats (int64) ---------------------------------------------------------------------------------
+# --- stats (int64, Telemetry.stats) ------------------------------------------------------------
 ST_MD = 0
 ST_L2 = 1
 ST_TRADES = 2
@@ -131,9 +161,7 @@ ST_ACKED_EPOCH = 15
 ST_CLORD_NEXT = 16
 ST_LOOPS = 17
 ST_OPEN = 18       # filled in from the OMS by stats_dict (not kept on the hot path)
-ST_LAT_N = 19
-ST_LAT_SUM = 20
-ST_LAT_MAX = 21
+ST_LAT_N = 19      # filled in from lat_hist by stats_dict
 ST_KILL_CANCELS = 22
 ST_EXEC = 23
 ST_LAST_TIMER = 24
@@ -166,15 +194,13 @@ STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batche
               ST_EXEC_OTHER: "exec_other", ST_STUCK: "stuck_requests",
               ST_STUCK_SEEN: "stuck_scans"}
 
-# Order latency histogram (log-linear, HdrHistogram style): 8 sub-buckets per power of two, so a
-# bucket is at most 12.5% wide. lat_hist[k] counts orders whose latency (ns) falls in
-# [lat_bucket_lo(k), lat_bucket_lo(k + 1)); buckets 0..7 are 0..7 ns exactly.
-LAT_SUB_BITS = 3
-LAT_BUCKETS = 512
-
 STEP_OK = 0
 STEP_KILL_SEEN = 1
 STEP_MAX_LOSS = 2
+
+# _reconcile_slot results
+DONE = 0
+DEFER = 1
 
 # PnL per strategy and leg (int64[S, MAX_LEGS, PNL_N])
 PNL_POS = 0        # lots, + long
@@ -191,76 +217,28 @@ class EngineError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ numba
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def lat_bucket(d):
-    """Histogram bucket of ``d`` ns (see LAT_BUCKETS): one lzcnt, no loop."""
-    if d < 8:
-        return d if d > 0 else 0
-    e = bit_length(d)                        # >= 4
-    return ((e - 3) << LAT_SUB_BITS) | ((d >> (e - 4)) & 7)
-
-
-def lat_bucket_lo(k: int) -> int:
-    """Smallest latency (ns) counted in bucket ``k``."""
-    if k < 8:
-        return k
-    e, mant = k // 8 + 3, k % 8
-    return (8 + mant) << (e - 4)
-
-
-def latency_from_hist(hist: np.ndarray, qs=(0.5, 0.99)) -> dict:
-    """Percentiles (q -> ns, or None with no orders) from a ``lat_hist``: the upper edge of the
-    bucket holding the q-th order (a bound within 12.5% of the true value, never below it)."""
-    total = int(hist.sum())
-    out = {}
-    c = np.cumsum(hist)
-    for q in qs:
-        if total == 0:
-            out[q] = None
-            continue
-        k = int(np.searchsorted(c, q * total))
-        out[q] = lat_bucket_lo(k + 1) - 1 if k >= 8 else k
-    return out
-
-
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _lat(stats, lat_hist, cal, origin, now):
+@njit(**HELPER)
+def _lat(tel, origin, now):
     """Add one order's latency (``now - origin`` ticks, in ns) to the histogram."""
     if origin <= 0:
         return
-    d = clock.tsc_to_ns(cal, np.int64(now) - origin)
-    if d < 0:
-        d = 0
-    k = lat_bucket(d)
-    if k >= LAT_BUCKETS:
-        k = LAT_BUCKETS - 1
-    lat_hist[k] += 1
-    stats[ST_LAT_N] += 1
-    stats[ST_LAT_SUM] += d
-    if d > stats[ST_LAT_MAX]:
-        stats[ST_LAT_MAX] = d
+    hist.record(tel.lat_hist, clock.tsc_to_ns(tel.cal, np.int64(now) - origin))
 
 
 _U8 = np.uint64(0xFF)
 _U16 = np.uint64(0xFFFF)
-_FLAGS_MASK = np.uint64(0xFFFF) << np.uint64(16)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _end_order(ord_hdr, ord_data, slot, flags):
-    """Finish the order record the OMS wrote in place into ring slot ``slot`` (taken with
-    ``ring.begin_write``): set the strategy's record ``flags`` (post-only...), stamp and publish
-    it. Returns the publish TSC (the end of the order's latency)."""
-    off = np.uint64(slot) * np.uint64(ord_data.shape[1]) + np.uint64(records.TYPE_WORD_OFF)
-    v = load_relaxed(ord_data, off)
-    v = (v & ~_FLAGS_MASK) | ((np.uint64(flags) & _U16) << np.uint64(16))
-    store_relaxed(ord_data, off, v)
+@njit(**HELPER)
+def _end_order(io, slot):
+    """Publish the order record the OMS wrote in place into ring slot ``slot`` (taken with
+    ``ring.begin_write``). Returns the publish TSC (the end of the order's latency)."""
     t = rdtsc()
-    ring.end_write_at(ord_hdr, ord_data, slot, t)
+    ring.end_write_at(io.ord_hdr, io.ord_data, slot, t)
     return t
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _pf_row(arr, i):
     """Prefetch (for writing) the cache lines of row ``i`` of a record / 2-D array."""
     if i < 0 or i >= arr.shape[0]:
@@ -274,18 +252,21 @@ def _pf_row(arr, i):
         off += 64
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, ord_hdr, ord_data):
+@njit(**HELPER)
+def _warm_order_path(b, books, strats, gate, io):
     """Prefetch what an order on book ``b`` will touch, at the first L2 update of a frame, so the
     decision at the frame's end does not wait on memory: the next two order ring slots, the OMS
     rows the next orders will take (free stack / oldest retired), the index slots of the next
     clord_ids, the instrument's live orders, aggregates, position, limits, the venue's throttle
     bucket and reservations, the gate's state and the rows of the strategies quoting the book.
     Hints only: nothing waits on them and nothing changes."""
-    head = np.int64(load_relaxed(ord_hdr, ring.HEAD_OFF))
-    mask = ord_data.shape[0] - 1
+    om = gate.oms
+    led = gate.led
+    rk = gate.risk
+    head = np.int64(load_relaxed(io.ord_hdr, ring.HEAD_OFF))
+    mask = io.ord_data.shape[0] - 1
     for k in range(2):
-        _pf_row(ord_data, (head + k) & mask)
+        _pf_row(io.ord_data, (head + k) & mask)
     c = om.ctr
     nfree = c[oms.C_FREE_N]
     for k in range(2):               # the rows the next two oms._alloc calls return
@@ -310,44 +291,46 @@ def _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, ord_hd
     _pf_row(led.reserved, v)
     prefetch_write(rk.state, 0)
     prefetch_write(rk.denials, 0)
-    for k in range(meta.shape[0]):
-        i = _book_strategy(bstate, meta, b, k)
+    for k in range(strats.meta.shape[0]):
+        i = _book_strategy(books.bstate, strats.meta, b, k)
         if i < 0:
             break
-        _pf_row(quotes, i)
-        _pf_row(state, i)
-        _pf_row(params, i)
+        _pf_row(strats.quotes, i)
+        _pf_row(strats.state, i)
+        _pf_row(strats.params, i)
         prefetch_write(om.quote_map, i * base.Q_SLOTS * 4)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _utc_ns(cal, now):
     return np.int64(clock.tsc_to_utc_ns(cal, now))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _publish_state(rk, stats, words):
+@njit(**HELPER)
+def _publish_state(gate, tel, io):
     """Mirror the risk gate's state (records.RISK_*) into the control block when it changed."""
-    st = rk.state[risk.R_STATE]
-    if st != stats[ST_RISK_STATE]:
-        stats[ST_RISK_STATE] = st
-        control.set_risk_state(words, st)
+    st = gate.risk.state[risk.R_STATE]
+    if st != tel.stats[ST_RISK_STATE]:
+        tel.stats[ST_RISK_STATE] = st
+        control.set_risk_state(io.words, st)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _breaker(led, rk, marks, stats, words, now_ns):
+@njit(**INTERNAL)
+def _breaker(books, gate, tel, io, now_ns):
     """Tiers 2 and 3 after fills and book batches: ``risk.breaker_update`` (loss streak, drawdown
     -> REDUCING / PAUSED; equity below -max_loss -> HALTED and the kill switch set from compiled
     code), then publish the state. Returns STEP_MAX_LOSS when this call set the kill switch."""
+    words = io.words
     was = control.kill_requested(words)
-    risk.breaker_update(rk, led, marks, now_ns, words)
-    _publish_state(rk, stats, words)
-    if not was and control.kill_requested(words) and rk.state[risk.R_CAUSE] == risk.CB_MAX_LOSS:
+    risk.breaker_update(gate.risk, gate.led, books.marks, now_ns, words)
+    _publish_state(gate, tel, io)
+    if (not was and control.kill_requested(words)
+            and gate.risk.state[risk.R_CAUSE] == risk.CB_MAX_LOSS):
         return STEP_MAX_LOSS
     return STEP_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _leg_of(meta, i, b):
     """Strategy ``i``'s leg trading book ``b`` (0 when none matches)."""
     for leg in range(meta[i, base.M_NLEGS]):
@@ -356,68 +339,82 @@ def _leg_of(meta, i, b):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _send_cancel(om, led, rk, row, stats, lat_hist, cal, ord_hdr, ord_data, origin,
-                 now_ns, session, forced):
+@njit(**HELPER)
+def _session_of(meta, i, b):
+    """FIX session of strategy ``i``'s leg on book ``b``."""
+    return meta[i, base.M_SESSION + _leg_of(meta, i, b)]
+
+
+@njit(**HELPER)
+def _send_cancel(gate, tel, io, row, origin, now_ns, session, forced):
     """Cancel order ``row`` through the OMS (and the cancel throttle unless ``forced``, the kill
     path); 1 if a CANCEL went on the ring."""
-    if not forced and risk.check_cancel(rk, led, om.orders[row].ii, now_ns) != risk.RJ_OK:
+    om = gate.oms
+    stats = tel.stats
+    if (not forced and risk.check_cancel(gate.risk, gate.led, om.orders[row].ii, now_ns)
+            != risk.RJ_OK):
         stats[ST_RISK_REJECTS] += 1
         return 0
     if oms.cancel_order(om, row, now_ns) < 0:
         stats[ST_OMS_REFUSED] += 1
         return 0
-    slot = ring.begin_write(ord_hdr, ord_data)
-    oms.write_cancel(om, row, ord_data[slot], origin, session)
-    t = _end_order(ord_hdr, ord_data, slot, 0)
+    slot = ring.begin_write(io.ord_hdr, io.ord_data)
+    oms.write_cancel(om, row, io.ord_data[slot], origin, session)
+    t = _end_order(io, slot)
     stats[ST_CANCEL] += 1
-    _lat(stats, lat_hist, cal, origin, t)
+    _lat(tel, origin, t)
     return 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal, ord_hdr,
-              ord_data):
-    """``_reconcile`` as a call (the strategy timer, tests); ``handle_md`` inlines it."""
-    _reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal, ord_hdr,
-               ord_data)
-
-
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal, ord_hdr,
-               ord_data):
-    """Turn strategy ``i``'s quote slots into new / replace / cancel records: ``oms.reconcile``
-    says what a slot needs (quote slot ``i * Q_SLOTS + s``), the risk gate checks it
-    (``risk.check_order`` / ``check_replace`` / ``check_cancel``; a denial is counted in
-    ``rk.denials`` by reason and in ST_RISK_REJECTS), the OMS books it and renders the record.
-    Each of those is inlined at exactly one place below (one copy of the order path's code)."""
-    if stats[ST_HALTED] != 0:
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def reconcile(i, books, strats, gate, tel, io):
+    """Turn strategy ``i``'s quote slots (the ``meta[i, M_SLOTS]`` its kind uses) into new /
+    replace / cancel records (see the module docstring): cancels and replaces that move away
+    from the other side go out in a first pass, the slots that need anything else are done in a
+    second, so a quote pair shifting through its own old prices does not self-trade (risk STP)."""
+    quotes = strats.quotes
+    if tel.stats[ST_HALTED] != 0:
         for s in range(base.Q_SLOTS):
             if quotes[i, s, base.Q_STATE] == base.QS_TAKE:
                 quotes[i, s, base.Q_STATE] = base.QS_OFF
         return
-    sid = meta[i, base.M_ID]
-    dirty[i] = 0
+    strats.dirty[i] = 0
     # one clock read per reconciliation for the gate's and the OMS's UTC times; each order's
     # latency ends at its own publish stamp
-    now_ns = _utc_ns(cal, clock.now(cal))
-    # two passes: cancels and replaces that move away from the other side first, then the rest,
-    # so a quote pair shifting through its own old prices does not self-trade (risk STP)
-    for ps in range(2):
-        for s in range(base.Q_SLOTS):
-            _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, dirty, stats,
-                            lat_hist, cal, ord_hdr, ord_data, now_ns)
+    now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
+    later = 0
+    for s in range(strats.meta[i, base.M_SLOTS]):
+        if _reconcile_slot(i, s, np.int64(0), books, strats, gate, tel, io, now_ns) == DEFER:
+            later |= 1 << s
+    s = 0
+    while later != 0:
+        if later & 1:
+            _reconcile_slot(i, np.int64(s), np.int64(1), books, strats, gate, tel, io, now_ns)
+        later >>= 1
+        s += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
-                    cal, ord_hdr, ord_data, now_ns):
-    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``_reconcile``; a slot left out of sync
-    (denied, refused, or waiting for a request in flight) marks the strategy ``dirty``: it is
-    reconciled again on its next event."""
+@njit(**INTERNAL)
+def _reconcile_call(i, books, strats, gate, tel, io):
+    """``reconcile`` as a plain call (the strategy timer, fills: not worth another inlined copy
+    of the order path)."""
+    reconcile(i, books, strats, gate, tel, io)
+
+
+@njit(**HELPER)
+def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
+    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``: DEFER when pass 0 leaves
+    the slot to pass 1 (a new order, a take, a replace towards the other side), else DONE. A slot
+    left out of sync (denied, refused, or waiting for a request in flight) marks the strategy
+    ``dirty``: it is reconciled again on its next event."""
+    quotes = strats.quotes
+    meta = strats.meta
+    dirty = strats.dirty
+    om = gate.oms
+    stats = tel.stats
     qs = quotes[i, s, base.Q_STATE]
     if qs == base.QS_TAKE and ps == 0:
-        return
+        return DEFER
     origin = quotes[i, s, base.Q_ORIGIN]
     leg = quotes[i, s, base.Q_LEG]
     b = meta[i, base.M_BOOK + leg]
@@ -428,14 +425,14 @@ def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, dirty, stat
     sess = meta[i, base.M_SESSION + leg]
     if sess >= MAX_SESSIONS or stats[ST_SESS_READY + sess] == 0:
         dirty[i] = 1             # session not up and reconciled: try again on a later event
-        return
+        return DONE
     r = oms.quote_row(om, slot_q)
     if qs == base.QS_OFF and r < 0:
-        return                   # nothing wanted, nothing working
-    if qs != base.QS_OFF and rk.state[risk.R_STATE] == records.RISK_REDUCING:
+        return DONE              # nothing wanted, nothing working
+    if qs != base.QS_OFF and gate.risk.state[risk.R_STATE] == records.RISK_REDUCING:
         # reduce-only: an order on the side that unwinds the position is cut to what is
         # left to unwind (the gate still checks it); the other side is left to the gate
-        pos = led.pos[b].qty
+        pos = gate.led.pos[b].qty
         room = 0
         unwinds = False
         if side == records.SIDE_BUY and pos < 0:
@@ -460,68 +457,86 @@ def _reconcile_slot(i, s, ps, sid, meta, quotes, px, n, om, led, rk, dirty, stat
                 want = 0                 # side / leg changed: cancel first, quote after the ack
         act = oms.reconcile(om, slot_q, price, want, 0, 0)
         if act == oms.ACT_NONE:
-            return
+            return DONE
         if act == oms.ACT_WAIT:
             dirty[i] = 1
-            return
+            return DONE
         away = act == oms.ACT_CANCEL or (act == oms.ACT_REPLACE and (
             (side == records.SIDE_BUY and price <= om.orders[r].price)
             or (side != records.SIDE_BUY and price >= om.orders[r].price)))
         if away != (ps == 0):
-            return
+            return DEFER if ps == 0 else DONE
     if act == oms.ACT_CANCEL:
-        if _send_cancel(om, led, rk, r, stats, lat_hist, cal, ord_hdr, ord_data, origin,
-                        now_ns, meta[i, base.M_SESSION + _leg_of(meta, i, om.orders[r].ii)],
-                        False) == 0:
+        if _send_cancel(gate, tel, io, r, origin, now_ns,
+                        _session_of(meta, i, om.orders[r].ii), False) == 0:
             dirty[i] = 1
-        return
-    nb = n[b, 0]
-    na = n[b, 1]
-    bid = px[b, 0, nb - 1] if nb > 0 else 0
-    ask = px[b, 1, na - 1] if na > 0 else 0
+        return DONE
+    nb = books.n[b, 0]
+    na = books.n[b, 1]
+    bid = books.px[b, 0, nb - 1] if nb > 0 else 0
+    ask = books.px[b, 1, na - 1] if na > 0 else 0
     ref = (bid + ask) // 2 if nb > 0 and na > 0 else 0
     new = act == oms.ACT_NEW
-    if new:
-        rc = risk.check_order(rk, om, led, b, side, price, q, ref, bid, ask, now_ns)
-    else:
-        rc = risk.check_replace(rk, om, led, r, price, q, ref, bid, ask, now_ns)
+    # one inlined copy of the gate for both kinds: a new order adds its whole quantity and an
+    # open order; a replace adds only the increase of its leaves and cannot trade with itself
+    ii = b
+    rside = side
+    add_qty = q
+    add_open = True
+    mine = np.int64(-1)
+    mine2 = np.int64(-1)
+    if not new:
+        o = om.orders[r]
+        ii = np.int64(o.ii)
+        rside = np.int64(o.side)
+        add_qty = max(q - o.leaves, 0)
+        add_open = False
+        mine = r
+        mine2 = np.int64(o.link)
+    rc = risk.check(gate.risk, om, gate.led, ii, rside, price, q, add_qty, add_open, mine, mine2,
+                    ref, bid, ask, now_ns)
     if rc != risk.RJ_OK:
         stats[ST_RISK_REJECTS] += 1
         dirty[i] = 1
-        return
+        return DONE
     if new:
-        row = oms.new_order(om, led, b, side, price, q, quotes[i, s, base.Q_TIF], sid, slot_q,
-                            now_ns)
+        row = oms.new_order(om, gate.led, b, side, price, q, quotes[i, s, base.Q_TIF],
+                            meta[i, base.M_ID], slot_q, now_ns)
     else:
-        row = oms.replace_order(om, led, r, price, q, now_ns)
+        row = oms.replace_order(om, gate.led, r, price, q, now_ns)
     if row < 0:
         stats[ST_OMS_REFUSED] += 1
         dirty[i] = 1
-        return
-    slot = ring.begin_write(ord_hdr, ord_data)      # the OMS writes the record in place
+        return DONE
+    slot = ring.begin_write(io.ord_hdr, io.ord_data)      # the OMS writes the record in place
+    flags = quotes[i, s, base.Q_FLAGS]
     if new:
-        oms.write_new(om, row, ord_data[slot], origin, sess)
+        oms.write_new(om, row, io.ord_data[slot], origin, sess, flags)
     else:
-        oms.write_replace(om, row, ord_data[slot], origin, sess)
-    t = _end_order(ord_hdr, ord_data, slot, quotes[i, s, base.Q_FLAGS])
+        oms.write_replace(om, row, io.ord_data[slot], origin, sess, flags)
+    t = _end_order(io, slot)
     if new:
         stats[ST_NEW] += 1
     else:
         stats[ST_REPLACE] += 1
-    _lat(stats, lat_hist, cal, origin, t)
+    _lat(tel, origin, t)
+    return DONE
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data, origin):
+def cancel_all(strats, gate, tel, io, now):
     """A CANCEL for every live order (``oms.live_rows``; no throttle: this is the kill path);
-    returns how many went out. Orders with a replace in flight cannot be cancelled until it is
-    answered: they are counted in ST_KILL_BUSY and ``check_kill`` retries them."""
-    now_ns = _utc_ns(cal, origin)
-    cnt = oms.live_rows(om, -1, rows)
+    returns how many went out. ``now`` (ticks) is their origin. Orders with a replace in flight
+    cannot be cancelled until it is answered: they are counted in ST_KILL_BUSY and
+    ``check_kill`` retries them."""
+    om = gate.oms
+    meta = strats.meta
+    now_ns = _utc_ns(tel.cal, now)
+    cnt = oms.live_rows(om, np.int64(-1), gate.rows)
     k = 0
     busy = 0
     for j in range(cnt):
-        r = rows[j]
+        r = gate.rows[j]
         o = om.orders[r]
         st = o.state
         if st == oms.OS_PENDING_REPLACE:
@@ -533,18 +548,20 @@ def cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data,
         sess = 0
         st_i = np.int64(o.strategy)
         if st_i < meta.shape[0]:
-            sess = meta[st_i, base.M_SESSION + _leg_of(meta, st_i, o.ii)]
-        k += _send_cancel(om, led, rk, r, stats, lat_hist, cal, ord_hdr, ord_data, origin,
-                          now_ns, sess, True)
-    stats[ST_KILL_CANCELS] += k
-    stats[ST_KILL_BUSY] = busy
+            sess = _session_of(meta, st_i, o.ii)
+        k += _send_cancel(gate, tel, io, r, now, now_ns, sess, True)
+    tel.stats[ST_KILL_CANCELS] += k
+    tel.stats[ST_KILL_BUSY] = busy
     return k
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _equity(i, meta, pnl, px, n):
+def equity(i, books, strats):
     """Strategy ``i``'s PnL in tick-lots: cash + position marked at each leg's mid (reporting;
     the risk gate works on the ledger, in e8 of the quote asset)."""
+    meta = strats.meta
+    pnl = strats.pnl
+    n = books.n
     tot = 0
     for leg in range(meta[i, base.M_NLEGS]):
         pos = pnl[i, leg, PNL_POS]
@@ -552,12 +569,12 @@ def _equity(i, meta, pnl, px, n):
         if pos != 0:
             b = meta[i, base.M_BOOK + leg]
             if n[b, 0] > 0 and n[b, 1] > 0:
-                mid = (px[b, 0, n[b, 0] - 1] + px[b, 1, n[b, 1] - 1]) // 2
+                mid = (books.px[b, 0, n[b, 0] - 1] + books.px[b, 1, n[b, 1] - 1]) // 2
                 tot += pos * mid
     return tot
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _wants(meta, i, b):
     for leg in range(meta[i, base.M_NLEGS]):
         if meta[i, base.M_BOOK + leg] == b:
@@ -565,7 +582,7 @@ def _wants(meta, i, b):
     return False
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _book_strategy(bstate, meta, b, k):
     """The ``k``-th strategy with a leg on book ``b`` (the book's list in ``bstate``), -1 past
     the last one. A book with more strategies than the list holds scans ``meta``."""
@@ -581,19 +598,23 @@ def _book_strategy(bstate, meta, b, k):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
-              om, led, rk, marks, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words):
-    """Apply the md record at byte ``roff`` of ``rec`` (a uint8 buffer or a uint8[N, 64] block)
-    and run what it triggers; returns STEP_MAX_LOSS when the loss set the kill switch, else
-    STEP_OK. Fields are read as aligned 64-bit words (no record views on the hot path)."""
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def handle_md(rec, books, strats, gate, tel, io):
+    """Apply one md record (uint8[64], e.g. a row of a block of records) and run what it
+    triggers; returns STEP_MAX_LOSS when the loss set the kill switch, else STEP_OK. Fields are
+    read as aligned 64-bit words (no record views on the hot path)."""
+    stats = tel.stats
+    bstate = books.bstate
+    px = books.px
+    qty = books.qty
+    n = books.n
     stats[ST_MD] += 1
-    o = np.uint64(roff)
-    w = load_relaxed(rec, o + np.uint64(records.TYPE_WORD_OFF))
+    w = load_relaxed(rec, np.uint64(records.TYPE_WORD_OFF))
     rt = np.int64(w & _U8)
     venue = np.int64((w >> np.uint64(8)) & _U8)
     flags = np.int64((w >> np.uint64(16)) & _U16)
     instr = np.int64(w >> np.uint64(32))
+    book_map = books.book_map
     if instr >= book_map.shape[1] or venue >= book_map.shape[0]:
         stats[ST_UNKNOWN_INSTR] += 1
         return STEP_OK
@@ -601,7 +622,7 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
     if b < 0:
         stats[ST_UNKNOWN_INSTR] += 1
         return STEP_OK
-    origin = np.int64(load_relaxed(rec, o + np.uint64(records.ORIGIN_TSC_OFF)))
+    origin = np.int64(load_relaxed(rec, np.uint64(records.ORIGIN_TSC_OFF)))
     if rt == records.RT_L2_UPDATE:
         stats[ST_L2] += 1
         if (flags & records.F_SNAPSHOT) != 0:
@@ -612,15 +633,12 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
             bstate[b, BS_SNAP] = 0
         if bstate[b, BS_WARM] == 0:
             bstate[b, BS_WARM] = 1
-            _warm_order_path(b, bstate, meta, params, state, quotes, om, led, rk, ord_hdr,
-                             ord_data)
-        price = np.int64(load_relaxed(rec, o + np.uint64(records.L2_PRICE_OFF)))
-        q = np.int64(load_relaxed(rec, o + np.uint64(records.L2_QTY_OFF)))
-        side = np.int64(load_relaxed(rec, o + np.uint64(records.L2_SIDE_OFF)) & _U8)
-        if side == records.SIDE_BUY:
-            r = book.update(px, qty, n, b, 0, price, q)
-        elif side == records.SIDE_SELL:
-            r = book.update(px, qty, n, b, 1, price, q)
+            _warm_order_path(b, books, strats, gate, io)
+        price = np.int64(load_relaxed(rec, np.uint64(records.L2_PRICE_OFF)))
+        q = np.int64(load_relaxed(rec, np.uint64(records.L2_QTY_OFF)))
+        side = np.int64(load_relaxed(rec, np.uint64(records.L2_SIDE_OFF)) & _U8)
+        if side == records.SIDE_BUY or side == records.SIDE_SELL:
+            r = book.update(px, qty, n, b, np.int64(0 if side == records.SIDE_BUY else 1), price, q)
         else:
             r = book.BAD_ARG
         if r == book.BAD_ARG:
@@ -638,7 +656,8 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
             if bstate[b, BS_VALID] == 0:
                 return STEP_OK
         else:
-            status = np.int64(load_relaxed(rec, o + np.uint64(records.BOOK_STATUS_STATUS_OFF)) & _U8)
+            status = np.int64(load_relaxed(rec, np.uint64(records.BOOK_STATUS_STATUS_OFF))
+                              & _U8)
             if status == records.BOOK_INVALID:
                 book.clear(px, qty, n, b)
                 bstate[b, BS_VALID] = 0
@@ -647,43 +666,44 @@ def handle_md(rec, roff, px, qty, n, book_map, bstate, meta, params, state, quot
                 bstate[b, BS_VALID] = 1
         bstate[b, BS_EVENTS] += 1
         if n[b, 0] > 0 and n[b, 1] > 0:
-            marks[b] = (px[b, 0, n[b, 0] - 1] + px[b, 1, n[b, 1] - 1]) // 2
+            books.marks[b] = (px[b, 0, n[b, 0] - 1] + px[b, 1, n[b, 1] - 1]) // 2
         # tiers 2/3 first, so this batch's orders already see REDUCING / PAUSED / HALTED; equity
         # moves with this mark only when the book's instrument has a position (fills run the
         # breaker themselves), and a tripped breaker is looked at for its scheduled reset
-        if led.pos[b].qty != 0 or rk.state[risk.R_STATE] != records.RISK_RUNNING:
-            rc = _breaker(led, rk, marks, stats, words, _utc_ns(cal, clock.now(cal)))
+        if (gate.led.pos[b].qty != 0
+                or gate.risk.state[risk.R_STATE] != records.RISK_RUNNING):
+            rc = _breaker(books, gate, tel, io, _utc_ns(tel.cal, clock.now(tel.cal)))
     elif rt == records.RT_TRADE:
         stats[ST_TRADES] += 1
-        price = np.int64(load_relaxed(rec, o + np.uint64(records.TRADE_PRICE_OFF)))
-        q = np.int64(load_relaxed(rec, o + np.uint64(records.TRADE_QTY_OFF)))
-        side = np.int64(load_relaxed(rec, o + np.uint64(records.TRADE_SIDE_OFF)) & _U8)
+        price = np.int64(load_relaxed(rec, np.uint64(records.TRADE_PRICE_OFF)))
+        q = np.int64(load_relaxed(rec, np.uint64(records.TRADE_QTY_OFF)))
+        side = np.int64(load_relaxed(rec, np.uint64(records.TRADE_SIDE_OFF)) & _U8)
     else:
         stats[ST_IGNORED] += 1
         return STEP_OK
     # the strategies on this book, then their orders: one inlined copy of the order path
     is_book = rt != records.RT_TRADE
-    for k in range(meta.shape[0]):
-        i = _book_strategy(bstate, meta, b, k)
+    for k in range(strats.meta.shape[0]):
+        i = _book_strategy(bstate, strats.meta, b, k)
         if i < 0:
             break
         if is_book:
-            ch = strat.on_book(i, meta, params, state, quotes, px, qty, n, b, origin, origin)
+            ch = strat.on_book(i, strats, books, b, origin, origin)
         else:
-            ch = strat.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side,
-                                origin, origin)
-        if ch != base.UNCHANGED or dirty[i] != 0:
-            _reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist, cal,
-                       ord_hdr, ord_data)
+            ch = strat.on_trade(i, strats, books, b, price, q, side, origin, origin)
+        if ch != base.UNCHANGED or strats.dirty[i] != 0:
+            reconcile(i, books, strats, gate, tel, io)
     return rc
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty, stats, words,
-                cal):
+def handle_exec(rec, books, strats, gate, tel, io):
     """Apply one exec record (uint8[128]) through ``oms.apply_exec`` (dedup, state machine,
     ledger); a venue reject feeds the reject-rate breaker, a fill goes to the strategy and the
-    breaker. Returns STEP_MAX_LOSS or STEP_OK."""
+    breaker; a SESSION record sets the session's readiness. Returns STEP_MAX_LOSS or STEP_OK."""
+    stats = tel.stats
+    om = gate.oms
+    meta = strats.meta
     stats[ST_EXEC] += 1
     rt = rec[8]
     if rt == records.RT_SESSION:
@@ -694,8 +714,8 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
         if s[0].session < MAX_SESSIONS:
             stats[ST_SESS_READY + s[0].session] = 1 if st == records.SESSION_RECONCILED else 0
         return STEP_OK
-    now_ns = _utc_ns(cal, clock.now(cal))
-    code = oms.apply_exec(om, led, rec, now_ns)
+    now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
+    code = oms.apply_exec(om, gate.led, rec, now_ns)
     if code == oms.EX_IGNORED:
         stats[ST_IGNORED] += 1
         return STEP_OK
@@ -706,15 +726,15 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
     r = oms.find_order(om, a[0].clord_id)
     if r < 0:
         r = oms.find_order(om, a[0].orig_clord_id)
-    if r >= 0 and np.int64(om.orders[r].strategy) < dirty.shape[0]:
-        dirty[np.int64(om.orders[r].strategy)] = 1     # its quotes may go out now
+    if r >= 0 and np.int64(om.orders[r].strategy) < strats.dirty.shape[0]:
+        strats.dirty[np.int64(om.orders[r].strategy)] = 1     # its quotes may go out now
     if code == oms.EX_ACK:
         stats[ST_ACKS] += 1
         return STEP_OK
     if code == oms.EX_REJECT:
         stats[ST_EXEC_REJECTS] += 1
-        risk.on_venue_reject(rk, now_ns)
-        _publish_state(rk, stats, words)
+        risk.on_venue_reject(gate.risk, now_ns)
+        _publish_state(gate, tel, io)
         return STEP_OK
     if code != oms.EX_FILL:
         stats[ST_EXEC_OTHER] += 1      # duplicate, stale, cancel reject: the OMS counts each
@@ -728,6 +748,7 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
             side = np.int64(f[0].side)
             price = np.int64(f[0].last_price)
             q = np.int64(f[0].last_qty)
+            pnl = strats.pnl
             if side == records.SIDE_BUY:
                 pnl[i, leg, PNL_POS] += q
                 pnl[i, leg, PNL_CASH] -= q * price
@@ -735,55 +756,65 @@ def handle_exec(rec, meta, params, state, quotes, pnl, om, led, rk, marks, dirty
                 pnl[i, leg, PNL_POS] -= q
                 pnl[i, leg, PNL_CASH] += q * price
             pnl[i, leg, PNL_FEES] += f[0].fee
-            strat.on_fill(i, meta, params, state, quotes, leg, side, price, q,
-                          np.int64(f[0].origin_tsc))
-    return _breaker(led, rk, marks, stats, words, now_ns)
+            strat.on_fill(i, strats, leg, side, price, q, np.int64(f[0].origin_tsc))
+    return _breaker(books, gate, tel, io, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr, ord_data,
-               words):
-    """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
-    Orders whose replace is in flight cannot be cancelled until the venue answers it: they are
-    retried on every call, and the epoch is acknowledged once every cancel is on the order ring
-    (so an acknowledgement still means nothing is left working). Returns STEP_KILL_SEEN when this
-    call acknowledged an epoch."""
+@njit(**INTERNAL)
+def _kill_path(books, strats, gate, tel, io):
+    """``check_kill`` once the flag is set or the engine is halted (the rare path)."""
+    stats = tel.stats
+    words = io.words
+    cal = tel.cal
     if control.kill_requested(words):
         ep = np.int64(control.kill_epoch(words))
         now = clock.now(cal)
         if stats[ST_HALTED] == 0 or stats[ST_KILL_EPOCH] != ep:
             stats[ST_HALTED] = 1
             stats[ST_KILL_EPOCH] = ep
-            cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data,
-                       now)
-            risk.breaker_update(rk, led, marks, _utc_ns(cal, now), words)   # -> HALTED
+            cancel_all(strats, gate, tel, io, now)
+            risk.breaker_update(gate.risk, gate.led, books.marks, _utc_ns(cal, now),
+                                words)   # -> HALTED
             stats[ST_RISK_STATE] = records.RISK_HALTED
             control.set_risk_state(words, records.RISK_HALTED)
         elif stats[ST_KILL_BUSY] != 0:
-            cancel_all(meta, om, led, rk, rows, stats, lat_hist, cal, ord_hdr, ord_data,
-                       now)
+            cancel_all(strats, gate, tel, io, now)
         if stats[ST_ACKED_EPOCH] != ep and stats[ST_KILL_BUSY] == 0:
             control.ack_kill(words, np.uint64(ep), np.uint64(clock.tsc_to_utc_ns(cal, now)))
             stats[ST_ACKED_EPOCH] = ep
             return STEP_KILL_SEEN
         return STEP_OK
-    if stats[ST_HALTED] != 0:
-        stats[ST_HALTED] = 0          # manual reset cleared the flag: the gate resumes
-        stats[ST_KILL_BUSY] = 0
-        risk.breaker_update(rk, led, marks, _utc_ns(cal, clock.now(cal)), words)
-        stats[ST_RISK_STATE] = -1
-        _publish_state(rk, stats, words)
+    # a manual reset cleared the flag: the gate resumes
+    stats[ST_HALTED] = 0
+    stats[ST_KILL_BUSY] = 0
+    risk.breaker_update(gate.risk, gate.led, books.marks, _utc_ns(cal, clock.now(cal)), words)
+    stats[ST_RISK_STATE] = -1
+    _publish_state(gate, tel, io)
+    return STEP_OK
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def check_kill(books, strats, gate, tel, io):
+    """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
+    Orders whose replace is in flight cannot be cancelled until the venue answers it: they are
+    retried on every call, and the epoch is acknowledged once every cancel is on the order ring
+    (so an acknowledgement still means nothing is left working). Returns STEP_KILL_SEEN when this
+    call acknowledged an epoch."""
+    if control.kill_requested(io.words) or tel.stats[ST_HALTED] != 0:
+        return _kill_path(books, strats, gate, tel, io)
     return STEP_OK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def check_stuck(om, rk, rows, stats, words, now_ns, timeout_ns):
+def check_stuck(gate, tel, io, now_ns, timeout_ns):
     """Requests the venue never answered: live orders pending (new / cancel / replace) for more
     than ``timeout_ns``. Their state at the venue is unknown (a lost message, a gateway that
     died with them), so while any exists the breaker is PAUSED (cause ``ack_timeout``: no new
     exposure; the usual reset rules apply) and ``stats[ST_STUCK]`` says how many. Runs on the
     strategy timer. Returns the count."""
-    cnt = oms.live_rows(om, -1, rows)
+    om = gate.oms
+    rows = gate.rows
+    cnt = oms.live_rows(om, np.int64(-1), rows)
     stuck = 0
     for j in range(cnt):
         o = om.orders[rows[j]]
@@ -791,133 +822,75 @@ def check_stuck(om, rk, rows, stats, words, now_ns, timeout_ns):
         if (st == oms.OS_PENDING_NEW or st == oms.OS_PENDING_CANCEL
                 or st == oms.OS_PENDING_REPLACE) and now_ns - o.updated_ns > timeout_ns:
             stuck += 1
-    stats[ST_STUCK] = stuck
+    tel.stats[ST_STUCK] = stuck
     if stuck > 0:
-        stats[ST_STUCK_SEEN] += 1
-        if rk.state[risk.R_STATE] < records.RISK_PAUSED:
-            risk.trip(rk, records.RISK_PAUSED, risk.CB_ACK_TIMEOUT, now_ns)
-            _publish_state(rk, stats, words)
+        tel.stats[ST_STUCK_SEEN] += 1
+        if gate.risk.state[risk.R_STATE] < records.RISK_PAUSED:
+            risk.trip(gate.risk, np.int64(records.RISK_PAUSED), np.int64(risk.CB_ACK_TIMEOUT), now_ns)
+            _publish_state(gate, tel, io)
     return stuck
 
 
+@njit(**INTERNAL)
+def _on_timer(books, strats, gate, tel, io, now, timeout_ns):
+    """The strategy timer: stuck requests, then every strategy's ``on_timer`` and the
+    reconciliation of those that changed or are dirty."""
+    check_stuck(gate, tel, io, _utc_ns(tel.cal, now), timeout_ns)
+    for i in range(strats.meta.shape[0]):
+        if strat.on_timer(i, strats, books, now) != base.UNCHANGED or strats.dirty[i] != 0:
+            _reconcile_call(i, books, strats, gate, tel, io)
+
+
 @njit(cache=True, nogil=True, _nrt=False)
-def step(md_hdrs, md_datas, md_curs, ex_hdr, ex_data, ex_cur, ord_hdr, ord_data, words,
-         actor_idx, cal, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
-         om, led, rk, marks, rows, dirty, stats, lat_hist, wparams, wstate, md_buf, ex_buf,
-         max_iters):
+def step(loop, books, strats, gate, tel, io, actor_idx, max_iters):
     """Poll every input up to ``max_iters`` times or for about a millisecond, whichever ends
-    first (see the module docstring); returns STEP_* (the most important event of the call)."""
+    first (see the module docstring), then heartbeat; returns STEP_* (the most important event
+    of the call)."""
     ret = STEP_OK
+    stats = tel.stats
+    cal = tel.cal
+    settings = loop.settings
     t_start = clock.now(cal)
     for _ in range(max_iters):
         stats[ST_LOOPS] += 1
-        k = check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr,
-                       ord_data, words)
+        k = check_kill(books, strats, gate, tel, io)
         if k > ret:
             ret = k
         work = 0
-        for r in range(len(md_hdrs)):
-            if ring.poll(md_hdrs[r], md_datas[r], md_curs[r], md_buf) == 1:
+        for r in range(settings[LP_N_MD]):
+            if ring.poll(loop.md_hdrs[r], loop.md_datas[r], loop.md_curs[r], io.md_buf) == 1:
                 work += 1
-                c = handle_md(md_buf, 0, px, qty, n, book_map, bstate, meta, params, state, quotes,
-                              pnl, risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal,
-                              ord_hdr, ord_data, words)
+                c = handle_md(io.md_buf, books, strats, gate, tel, io)
                 if c > ret:
                     ret = c
-        if ring.poll(ex_hdr, ex_data, ex_cur, ex_buf) == 1:
-            work += 1
-            c = handle_exec(ex_buf, meta, params, state, quotes, pnl, om, led, rk, marks, dirty,
-                            stats, words, cal)
-            if c > ret:
-                ret = c
+        for r in range(settings[LP_N_EX]):
+            if ring.poll(loop.ex_hdrs[r], loop.ex_datas[r], loop.ex_curs[r], io.ex_buf) == 1:
+                work += 1
+                c = handle_exec(io.ex_buf, books, strats, gate, tel, io)
+                if c > ret:
+                    ret = c
         now = clock.now(cal)
-        if now - stats[ST_LAST_TIMER] >= risk_p[R_TIMER_TSC]:
+        if now - stats[ST_LAST_TIMER] >= settings[LP_TIMER_TSC]:
             stats[ST_LAST_TIMER] = now
-            check_stuck(om, rk, rows, stats, words, _utc_ns(cal, now), risk_p[R_ACK_TIMEOUT_NS])
-            for i in range(meta.shape[0]):
-                if strat.on_timer(i, meta, params, state, quotes, px, qty, n, now) \
-                        != base.UNCHANGED or dirty[i] != 0:
-                    reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
-                              cal, ord_hdr, ord_data)
+            _on_timer(books, strats, gate, tel, io, now, settings[LP_ACK_TIMEOUT_NS])
         if work == 0:
-            wait.idle(wparams, wstate)
+            wait.idle(loop.wait_params, loop.wait_state)
         else:
-            wait.reset(wstate)
-        if now - t_start >= risk_p[R_STEP_TSC]:
+            wait.reset(loop.wait_state)
+        if now - t_start >= settings[LP_STEP_TSC]:
             break                      # back to Python about every millisecond (signals)
     now = clock.now(cal)
-    control.heartbeat(words, actor_idx, np.uint64(clock.tsc_to_utc_ns(cal, now)))
+    control.heartbeat(io.words, actor_idx, np.uint64(clock.tsc_to_utc_ns(cal, now)))
     return ret
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty, stats, words,
-                cal, ex_buf):
-    """Act as a venue that accepts every request at once: an ACK (NEW / CANCELED / REPLACED;
-    EXPIRED for an IOC, which nobody fills here) for every live order with a request in flight,
-    applied through ``handle_exec`` exactly as a gateway's report would be. Used by ``replay`` with ``venue_acks`` (replays and the bench have
-    no exchange; without acks the OMS rightly waits and never re-quotes). Returns acks applied."""
-    cnt = oms.live_rows(om, -1, rows)
-    k = 0
-    for j in range(cnt):
-        r = rows[j]
-        o = om.orders[r]
-        st = o.state
-        if st != oms.OS_PENDING_NEW and st != oms.OS_PENDING_CANCEL and not (
-                st == oms.OS_PENDING_REPLACE and o.is_repl != 0):
-            continue
-        ex_buf[:] = 0
-        a = ex_buf.view(records.ACK)[0]
-        a.rtype = records.RT_ACK
-        a.venue = o.venue
-        a.instrument = o.instrument
-        a.strategy = o.strategy
-        a.price = o.price
-        a.qty = o.qty
-        a.leaves_qty = o.leaves
-        a.cum_qty = o.cum_qty
-        a.side = o.side
-        if st == oms.OS_PENDING_NEW and o.tif == records.TIF_IOC:
-            a.clord_id = o.clord_id                # an IOC nobody fills expires at once
-            a.exec_type = oms.EXEC_EXPIRED
-            a.ord_status = oms.EXEC_EXPIRED
-            a.leaves_qty = 0
-        elif st == oms.OS_PENDING_NEW:
-            a.clord_id = o.clord_id
-            a.exec_type = records.EXEC_NEW
-            a.ord_status = records.EXEC_NEW
-        elif st == oms.OS_PENDING_CANCEL:
-            a.clord_id = o.cancel_id
-            a.orig_clord_id = o.clord_id
-            a.exec_type = records.EXEC_CANCELED
-            a.ord_status = records.EXEC_CANCELED
-            a.leaves_qty = 0
-        else:
-            a.clord_id = o.clord_id
-            a.orig_clord_id = o.orig_clord_id
-            a.exec_type = records.EXEC_REPLACED
-            a.ord_status = records.EXEC_NEW
-        handle_exec(ex_buf, meta, params, state, quotes, pnl, om, led, rk, marks, dirty, stats,
-                    words, cal)
-        k += 1
-    return k
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def replay(md_data, n_rec, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p,
-           om, led, rk, marks, rows, dirty, stats, lat_hist, cal, ord_hdr, ord_data, words,
-           ex_buf, venue_acks):
-    """Feed ``n_rec`` md records (rows of uint8[.., 64]) straight through ``handle_md``, checking
-    the kill switch before each (the in-process replay used by tests and the bench). With
-    ``venue_acks`` every request the records cause is acknowledged at once (``ack_pending``)."""
+def run_records(md, n_rec, books, strats, gate, tel, io):
+    """Feed the first ``n_rec`` md records of ``md`` (uint8[N, 64]) straight through
+    ``handle_md``, checking the kill switch before each (in-process use: tests, benches, tools);
+    returns the orders written in total (new + replace + cancel)."""
+    stats = tel.stats
     for k in range(n_rec):
-        check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr, ord_data,
-                   words)
-        before = stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]
-        handle_md(md_data, k * md_data.shape[1], px, qty, n, book_map, bstate, meta, params,
-                  state, quotes, pnl, risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal,
-                  ord_hdr, ord_data, words)
-        if venue_acks and stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL] != before:
-            ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty, stats,
-                        words, cal, ex_buf)
+        check_kill(books, strats, gate, tel, io)
+        handle_md(md[k], books, strats, gate, tel, io)
     return stats[ST_NEW] + stats[ST_REPLACE] + stats[ST_CANCEL]

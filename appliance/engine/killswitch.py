@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from appliance import fsutil
+
 FILE_NAME = "killswitch.json"
 SOURCES = {1: "cli", 2: "max_loss", 3: "persisted"}
 
@@ -30,28 +32,15 @@ def state_path(state_dir: str | os.PathLike) -> Path:
 
 
 def write_state(state_dir: str | os.PathLike, state: dict) -> Path:
-    """Atomically replace the persisted state with ``state``."""
-    d = Path(state_dir)
+    """Atomically and durably replace the persisted state with ``state`` (file 0640 in a 0750
+    directory, whatever the umask)."""
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / FILE_NAME
-        tmp = d / f".{FILE_NAME}.{os.getpid()}.tmp"
-        data = (json.dumps(state, sort_keys=True) + "\n").encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        return fsutil.write_atomic(Path(state_dir) / FILE_NAME,
+                                   (json.dumps(state, sort_keys=True) + "\n").encode(), 0o640,
+                                   fsync=True)
     except OSError as e:
-        raise KillSwitchError(f"cannot persist the kill switch in {d}: {e.strerror}") from None
-    return path
+        raise KillSwitchError(f"cannot persist the kill switch in {state_dir}: "
+                              f"{e.strerror or e}") from None
 
 
 def read_state(state_dir: str | os.PathLike) -> dict:
@@ -94,32 +83,60 @@ def engine_alive(cb) -> int:
     return 0
 
 
+def confirmers(cb) -> dict:
+    """Who can confirm a kill right now: the live engine (its pid, 0 if none) and every live FIX
+    gateway registered in the control block (name -> actor line)."""
+    from appliance.transport import control
+    return {"engine": engine_alive(cb),
+            "gateways": {a["name"]: a for a in cb.actors()
+                         if a["kind"] == control.ACTOR_FIX and a["alive"]}}
+
+
 def kill(cb, state_dir, reason: str, timeout_s: float = 5.0, clock=time.monotonic,
          sleep=time.sleep) -> dict:
-    """Set the kill flag, persist it, and wait for the running engine's acknowledgement.
+    """Set the kill flag (compiled: it stamps the TSC), persist it, then wait until every live
+    confirmer has done its part: the engine acknowledges once every working order's cancel is
+    on the order ring and it sends nothing new; each FIX gateway once nothing of its own is
+    working at the venue. A kill counts as confirmed only if at least one confirmer exists and
+    all of them confirmed within ``timeout_s``.
 
-    Returns ``{"epoch", "engine_pid", "acked", "ack_ns"}``; ``acked`` is None when no engine is
-    running (the flag is set and persisted anyway), False when the engine did not acknowledge
-    within ``timeout_s``."""
+    Returns ``{"epoch", "confirmed", "engine_pid", "engine_acked", "engine_ack_ns",
+    "gateways": {name: {"pid", "confirmed", "confirm_ns"}}, "waiting_for": [...],
+    "persisted": path}``. ``engine_ack_ns`` is flag set -> engine acknowledgement on one clock
+    (the TSC stamps in the control block), without this command's own start-up or persistence;
+    a gateway's ``confirm_ns`` is flag set -> its confirmation (CLOCK_REALTIME)."""
     from appliance.transport import control
 
-    t0 = time.perf_counter_ns()
     epoch = cb.request_kill(reason, control.SOURCE_CLI)
-    persist_halt(state_dir, reason, "cli", epoch)
-    pid = engine_alive(cb)
-    out = {"epoch": epoch, "engine_pid": pid, "acked": None, "ack_ns": None}
-    if not pid:
-        return out
+    path = persist_halt(state_dir, reason, "cli", epoch)
     deadline = clock() + timeout_s
     while True:
-        if cb.ack_epoch >= epoch:
-            out["acked"] = True
-            out["ack_ns"] = time.perf_counter_ns() - t0
-            return out
-        if clock() >= deadline or not engine_alive(cb):
-            out["acked"] = False
-            return out
+        who = confirmers(cb)
+        pid = who["engine"]
+        engine_acked = bool(pid) and cb.ack_epoch >= epoch
+        gws = {n: a["kill_ack_epoch"] >= epoch for n, a in who["gateways"].items()}
+        waiting = ([] if engine_acked or not pid else ["engine"]) + [n for n, ok in gws.items()
+                                                                   if not ok]
+        done = (pid or gws) and not waiting
+        if done or clock() >= deadline:
+            break
         sleep(0.0002)
+    out = {"epoch": epoch, "kill_tsc": int(cb.rec["kill_tsc"]), "engine_pid": pid,
+           "engine_acked": engine_acked,
+           "engine_ack_ns": None, "gateways": {}, "waiting_for": waiting,
+           "confirmed": bool(done), "persisted": str(path)}
+    if engine_acked:
+        from appliance.transport import clock as tsc_clock
+        dt = int(cb.rec["kill_ack_tsc"]) - int(cb.rec["kill_tsc"])
+        out["engine_ack_ns"] = tsc_clock.tsc_to_ns_py(tsc_clock.calibration(), dt) if dt > 0 else 0
+    kill_ns = int(cb.rec["kill_time_ns"])
+    for name, a in who["gateways"].items():
+        gk = cb.rec["gw_kill"][a["index"]]
+        ok = gws[name]
+        out["gateways"][name] = {"pid": a["pid"], "confirmed": ok,
+                                 "confirm_ns": (int(gk["done_time_ns"]) - kill_ns) if ok else None,
+                                 "working": int(gk["working"])}
+    return out
 
 
 def reset(cb, state_dir) -> None:

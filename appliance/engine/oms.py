@@ -60,9 +60,11 @@ replace), ``ACT_NONE`` (within thresholds).
 
 numba API (``@njit(cache=True, nogil=True, _nrt=False)``: none allocates or touches reference
 counts; internal helpers and the outbound calls (new / cancel / replace, write_*, reconcile) are
-``inline='always'``: a numba call flattens every array of every namedtuple argument (~75 words
-for the OMS alone, ~100 ns per call on the engine's path), an inlined one costs nothing;
-callable from Python and from any numba function; ``row`` = order table index)::
+``forceinline=True``: compiled once each, inlined by LLVM into the caller, because a call
+flattens every array of every namedtuple argument (~75 words for the OMS alone); constants
+passed to them are wrapped (``np.int64(OS_CANCELLED)``) so numba compiles one specialisation,
+not one per literal value; callable from Python and from any numba function; ``row`` = order
+table index)::
 
     new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns) -> row | OM_* < 0
     cancel_order(oms, row, now_ns) -> cancel clord_id (> 0) | OM_* < 0
@@ -71,9 +73,9 @@ callable from Python and from any numba function; ``row`` = order table index)::
     reconcile(oms, q, price, qty, px_thr, qty_thr) -> ACT_*
     quote_row(oms, q) -> row | -1
     find_order(oms, clord_id) -> row | -1
-    write_new(oms, row, out_u8, origin_tsc, session)        fill a NEW_ORDER record (128 B)
+    write_new(oms, row, out_u8, origin_tsc, session, flags) fill a NEW_ORDER record (128 B)
     write_cancel(oms, row, out_u8, origin_tsc, session)     CANCEL for the pending cancel
-    write_replace(oms, new_row, out_u8, origin_tsc, session)
+    write_replace(oms, new_row, out_u8, origin_tsc, session, flags)
     live_rows(oms, ii, out_rows) -> n     (non-terminal rows of one instrument; ii < 0: all)
 
 OM_* (outbound refusals): OM_FULL (no free row), OM_LIVE_FULL (instrument's live list full),
@@ -91,7 +93,9 @@ import numpy as np
 from numba import njit
 
 from appliance.transport import records
+from appliance.transport.intrinsics import store_relaxed
 from appliance.engine.positions import apply_fill, notional_e8
+from appliance.jit import HELPER
 
 # --- order states ----------------------------------------------------------------------------
 OS_FREE = 0
@@ -206,6 +210,7 @@ EXEC_EXPIRED = ord("C")
 NO_INSTRUMENT = 0xFFFFFFFF   # exec record without a Symbol (e.g. OrderCancelReject): matches any
 
 _HASH_K = np.uint64(0x9E3779B97F4A7C15)
+_ZERO = np.int64(0)
 
 
 class OmsError(RuntimeError):
@@ -261,13 +266,13 @@ def check(code: int) -> int:
 
 
 # --- hashing -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _home(key, mask):
     h = np.uint64(key) * _HASH_K
     return np.int64(h >> np.uint64(32)) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def home_slot(clord_id, mask):
     """Home slot of ``clord_id`` in the index (``mask`` = index size - 1): for prefetching."""
     return _home(clord_id, mask)
@@ -290,7 +295,7 @@ def find_order(oms, clord_id):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _index_insert(oms, r):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -300,7 +305,7 @@ def _index_insert(oms, r):
     idx[i] = r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _index_delete(oms, clord_id):
     idx = oms.index
     mask = idx.shape[0] - 1
@@ -329,7 +334,7 @@ def _index_delete(oms, clord_id):
     idx[i] = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _seen_find(seen, key):
     mask = seen.shape[0] - 1
     i = _home(key, mask)
@@ -342,7 +347,7 @@ def _seen_find(seen, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _seen_delete(seen, key):
     mask = seen.shape[0] - 1
     i = _seen_find(seen, key)
@@ -365,7 +370,7 @@ def _seen_delete(seen, key):
     seen[i] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _seen_add(oms, key):
     """Insert exec id ``key`` (> 0); evicts the oldest id when the fifo is full."""
     fifo = oms.seen_fifo
@@ -387,7 +392,7 @@ def _seen_add(oms, key):
 
 
 # --- rows, live lists, exposure ---------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _alloc(oms):
     c = oms.ctr
     if c[C_FREE_N] > 0:
@@ -404,7 +409,7 @@ def _alloc(oms):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strategy, quote, tif, now_ns):
     o = oms.orders[r]
     o.clord_id = clord_id
@@ -434,7 +439,7 @@ def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strateg
     o.tif = tif
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _live_add(oms, r):
     ii = oms.orders[r].ii
     n = oms.agg[ii, G_LIST_LEN]
@@ -443,7 +448,7 @@ def _live_add(oms, r):
     oms.agg[ii, G_LIST_LEN] = n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _live_remove(oms, r):
     o = oms.orders[r]
     pos = o.live_pos
@@ -459,7 +464,7 @@ def _live_remove(oms, r):
     o.live_pos = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _set_exposure(oms, led, r, new):
     """Set row r's exposure lots and re-reserve its balance at its current price."""
     o = oms.orders[r]
@@ -482,19 +487,19 @@ def _set_exposure(oms, led, r, new):
     o.reserved_e8 = amt
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _is_terminal(state):
     return state == OS_FILLED or state == OS_CANCELLED or state == OS_REPLACED or state == OS_REJECTED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _terminate(oms, led, r, state, now_ns):
     o = oms.orders[r]
     if _is_terminal(o.state) or o.state == OS_FREE:
         return
     o.state = state
     o.updated_ns = now_ns
-    _set_exposure(oms, led, r, 0)
+    _set_exposure(oms, led, r, np.int64(0))
     _live_remove(oms, r)
     if o.counted:
         oms.agg[o.ii, G_N_OPEN] -= 1
@@ -508,13 +513,13 @@ def _terminate(oms, led, r, state, now_ns):
     c[C_RET_N] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _working_state(o):
     return OS_PARTIAL if o.cum_qty > 0 else OS_NEW
 
 
 # --- outbound ----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     if (qty <= 0 or price <= 0 or ii < 0 or ii >= oms.agg.shape[0]
             or (side != records.SIDE_BUY and side != records.SIDE_SELL)
@@ -540,7 +545,7 @@ def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def cancel_order(oms, row, now_ns):
     if row < 0 or row >= oms.orders.shape[0]:
         return OM_BAD_ARGS
@@ -560,7 +565,7 @@ def cancel_order(oms, row, now_ns):
     return cid
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def replace_order(oms, led, row, price, leaves_qty, now_ns):
     if row < 0 or row >= oms.orders.shape[0] or price <= 0 or leaves_qty <= 0:
         return OM_BAD_ARGS
@@ -601,7 +606,7 @@ def replace_order(oms, led, row, price, leaves_qty, now_ns):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns):
     """Replacement row r is confirmed (by its ack, or implied by a report on its clord_id)."""
     n = oms.orders[r]
@@ -614,7 +619,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
             n.applied = o.applied
         n.quote = o.quote
         o.link = -1
-        _terminate(oms, led, old, OS_REPLACED, now_ns)
+        _terminate(oms, led, old, np.int64(OS_REPLACED), now_ns)
         if n.quote >= 0:
             oms.quote_map[n.quote] = r
     if cum > n.cum_qty:
@@ -635,7 +640,7 @@ def _complete_replace(oms, led, r, price, qty, leaves, cum, have_leaves, now_ns)
         _terminate(oms, led, r, OS_FILLED if n.cum_qty >= n.qty else OS_CANCELLED, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _restore(oms, led, r, now_ns):
     """A cancel/replace of row r was rejected: back to the state it had."""
     o = oms.orders[r]
@@ -643,7 +648,7 @@ def _restore(oms, led, r, now_ns):
         n = o.link
         o.link = -1
         oms.orders[n].link = -1
-        _terminate(oms, led, n, OS_REJECTED, now_ns)
+        _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
     if _is_terminal(o.state):
         return
     if o.prev_state == OS_PENDING_NEW and o.cum_qty == 0:
@@ -655,7 +660,7 @@ def _restore(oms, led, r, now_ns):
 
 
 # --- inbound -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _lookup(oms, clord_id, orig):
     r = find_order(oms, clord_id)
     if r < 0 and orig != 0:
@@ -663,7 +668,7 @@ def _lookup(oms, clord_id, orig):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _apply_fill_rec(oms, led, rec_u8, now_ns):
     f = rec_u8.view(records.FILL)[0]
     r = _lookup(oms, f.clord_id, f.orig_clord_id)
@@ -679,7 +684,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     elif f.cum_qty <= o.cum_qty:
         return EX_DUPLICATE
     if o.is_repl and o.state == OS_PENDING_REPLACE:
-        _complete_replace(oms, led, r, 0, 0, 0, 0, False, now_ns)
+        _complete_replace(oms, led, r, _ZERO, _ZERO, _ZERO, _ZERO, np.bool_(False), now_ns)
     if f.exec_id != 0:
         _seen_add(oms, f.exec_id)
     apply_fill(led, o.ii, o.side, f.last_price, f.last_qty, f.fee)
@@ -706,7 +711,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
                 n = o.link
                 o.link = -1
                 oms.orders[n].link = -1
-                _terminate(oms, led, n, OS_REJECTED, now_ns)
+                _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
             _terminate(oms, led, r, OS_FILLED if o.cum_qty >= o.qty else OS_CANCELLED, now_ns)
         else:
             if st == OS_PENDING_NEW or st == OS_NEW:
@@ -717,7 +722,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     return EX_FILL
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _apply_ack_rec(oms, led, rec_u8, now_ns):
     a = rec_u8.view(records.ACK)[0]
     r = _lookup(oms, a.clord_id, a.orig_clord_id)
@@ -777,14 +782,15 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
             n = o.link
             o.link = -1
             oms.orders[n].link = -1
-            _terminate(oms, led, n, OS_REJECTED, now_ns)
-        _terminate(oms, led, r, OS_CANCELLED, now_ns)
+            _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
+        _terminate(oms, led, r, np.int64(OS_CANCELLED), now_ns)
         return EX_ACK
     if et == records.EXEC_PENDING_REPLACE:
         return EX_ACK if st == OS_PENDING_REPLACE else EX_STALE
     if et == records.EXEC_REPLACED:
         if o.link >= 0 and oms.orders[o.link].is_repl:     # reported against the old id only
-            _complete_replace(oms, led, o.link, a.price, a.qty, a.leaves_qty, a.cum_qty, True, now_ns)
+            _complete_replace(oms, led, o.link, a.price, a.qty, a.leaves_qty, a.cum_qty,
+                              np.bool_(True), now_ns)
             return EX_ACK
         if st == OS_REPLACED or (o.orig_clord_id != 0 and o.orig_clord_id == a.orig_clord_id):
             return EX_DUPLICATE      # the replace was already confirmed (by this ack or a fill)
@@ -794,13 +800,13 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
             _restore(oms, led, o.link, now_ns)
             return EX_CANCEL_REJECT
         if st == OS_PENDING_NEW or (st == OS_PENDING_CANCEL and o.prev_state == OS_PENDING_NEW):
-            _terminate(oms, led, r, OS_REJECTED, now_ns)
+            _terminate(oms, led, r, np.int64(OS_REJECTED), now_ns)
             return EX_REJECT
         return EX_DUPLICATE if st == OS_REJECTED else EX_STALE
     return EX_INVALID
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _apply_reject_rec(oms, led, rec_u8, now_ns):
     j = rec_u8.view(records.REJECT)[0]
     r = _lookup(oms, j.clord_id, j.orig_clord_id)
@@ -819,14 +825,14 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
         _restore(oms, led, old, now_ns)
         if gone and old >= 0:
             oms.ctr[C_UNKNOWN_AT_VENUE] += 1
-            _terminate(oms, led, old, OS_CANCELLED, now_ns)
+            _terminate(oms, led, old, np.int64(OS_CANCELLED), now_ns)
         return EX_CANCEL_REJECT
     if j.is_cancel_reject:
         if st == OS_PENDING_CANCEL:
             if j.ord_status == ORD_STATUS_CANCELED or gone:
                 if gone:
                     oms.ctr[C_UNKNOWN_AT_VENUE] += 1
-                _terminate(oms, led, r, OS_CANCELLED, now_ns)
+                _terminate(oms, led, r, np.int64(OS_CANCELLED), now_ns)
             else:       # '8' here means the request was refused (e.g. by our gateway), not the order
                 _restore(oms, led, r, now_ns)
             return EX_CANCEL_REJECT
@@ -834,11 +840,11 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
             _restore(oms, led, r, now_ns)
             if gone:
                 oms.ctr[C_UNKNOWN_AT_VENUE] += 1
-                _terminate(oms, led, r, OS_CANCELLED, now_ns)
+                _terminate(oms, led, r, np.int64(OS_CANCELLED), now_ns)
             return EX_CANCEL_REJECT
         return EX_STALE
     if st == OS_PENDING_NEW or (st == OS_PENDING_CANCEL and o.prev_state == OS_PENDING_NEW):
-        _terminate(oms, led, r, OS_REJECTED, now_ns)
+        _terminate(oms, led, r, np.int64(OS_REJECTED), now_ns)
         return EX_REJECT
     return EX_DUPLICATE if st == OS_REJECTED else EX_STALE
 
@@ -859,12 +865,12 @@ def apply_exec(oms, led, rec_u8, now_ns):
 
 
 # --- reconciliation and queries ----------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def quote_row(oms, q):
     return oms.quote_map[q]
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def reconcile(oms, q, price, qty, px_thr, qty_thr):
     r = oms.quote_map[q]
     if r < 0:
@@ -896,53 +902,79 @@ def live_rows(oms, ii, out_rows):
 
 
 # --- order records -----------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _header(out_u8, rtype, o, origin_tsc):
-    out_u8[8:] = 0               # word 0 (``ver``) belongs to the ring when written in place
-    h = out_u8.view(records.NEW_ORDER)[0]
-    h.rtype = rtype
-    h.venue = o.venue
-    h.instrument = o.instrument
-    h.origin_tsc = origin_tsc
-    h.strategy = o.strategy
+# The writers store whole 64-bit words (offsets from the dtypes, packing asserted below): no
+# record view, no byte loop, every word after ``ver`` written (a ring slot still holds its
+# previous record). Word 0 (``ver``) and ``publish_tsc`` belong to the ring.
+_OFF = {k: records.field_offset(records.NEW_ORDER, k) for k in records.NEW_ORDER.names}
+_C_OFF = {k: records.field_offset(records.CANCEL, k) for k in records.CANCEL.names}
+_R_OFF = {k: records.field_offset(records.REPLACE, k) for k in records.REPLACE.names}
+W_TYPE = records.TYPE_WORD_OFF                 # rtype | venue << 8 | flags << 16 | instr << 32
+W_ORIGIN = records.ORIGIN_TSC_OFF
+W_CLORD = _OFF["clord_id"]
+W_STRAT = _OFF["strategy"]                     # strategy | session << 32
+W_NEW_PRICE, W_NEW_QTY, W_NEW_SIDE = _OFF["price"], _OFF["qty"], _OFF["side"]
+W_CXL_ORIG, W_CXL_QTY, W_CXL_SIDE = _C_OFF["orig_clord_id"], _C_OFF["qty"], _C_OFF["side"]
+W_REP_ORIG, W_REP_PRICE, W_REP_QTY, W_REP_SIDE = (_R_OFF["orig_clord_id"], _R_OFF["price"],
+                                                  _R_OFF["qty"], _R_OFF["side"])
+_W_LAST = records.ORDER_RECORD_SIZE - 8
+assert _OFF["session"] == W_STRAT + 4 and _C_OFF["strategy"] == _R_OFF["strategy"] == W_STRAT
+assert _C_OFF["clord_id"] == _R_OFF["clord_id"] == W_CLORD
+for _o in (_OFF, _R_OFF):                      # side | ord_type << 8 | tif << 16 in one word
+    assert _o["ord_type"] == _o["side"] + 1 and _o["tif"] == _o["side"] + 2 and _o["side"] % 8 == 0
+assert all(w % 8 == 0 for w in (W_CLORD, W_STRAT, W_NEW_PRICE, W_NEW_QTY, W_CXL_ORIG, W_CXL_QTY,
+                                W_CXL_SIDE, W_REP_ORIG, W_REP_PRICE, W_REP_QTY))
+_U32 = np.uint64(0xFFFFFFFF)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def write_new(oms, row, out_u8, origin_tsc, session):
+@njit(**HELPER)
+def _head(out_u8, rtype, o, flags, origin_tsc, clord_id, session, last):
+    """Zero the words of the record after ``last`` and write the header words: type word,
+    origin, clord_id, strategy | session."""
+    off = np.uint64(last + 8)
+    while off <= np.uint64(_W_LAST):
+        store_relaxed(out_u8, off, np.uint64(0))
+        off += np.uint64(8)
+    store_relaxed(out_u8, np.uint64(W_TYPE), np.uint64(rtype) | (np.uint64(o.venue) << np.uint64(8))
+                  | ((np.uint64(flags) & np.uint64(0xFFFF)) << np.uint64(16))
+                  | (np.uint64(o.instrument) << np.uint64(32)))
+    store_relaxed(out_u8, np.uint64(W_ORIGIN), np.uint64(origin_tsc))
+    store_relaxed(out_u8, np.uint64(W_CLORD), np.uint64(clord_id))
+    store_relaxed(out_u8, np.uint64(W_STRAT), (np.uint64(o.strategy) & _U32)
+                  | ((np.uint64(session) & _U32) << np.uint64(32)))
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def write_new(oms, row, out_u8, origin_tsc, session, flags):
+    """NEW_ORDER for ``row`` into ``out_u8`` (uint8[128], e.g. an order ring slot); ``flags``:
+    the record's F_* flags (post-only...)."""
     o = oms.orders[row]
-    _header(out_u8, records.RT_NEW_ORDER, o, origin_tsc)
-    w = out_u8.view(records.NEW_ORDER)[0]
-    w.clord_id = o.clord_id
-    w.session = session
-    w.price = o.price
-    w.qty = o.qty
-    w.side = o.side
-    w.ord_type = records.ORD_LIMIT
-    w.tif = o.tif
+    _head(out_u8, np.int64(records.RT_NEW_ORDER), o, flags, origin_tsc, o.clord_id, session,
+          np.int64(W_NEW_SIDE))
+    store_relaxed(out_u8, np.uint64(W_NEW_PRICE), np.uint64(o.price))
+    store_relaxed(out_u8, np.uint64(W_NEW_QTY), np.uint64(o.qty))
+    store_relaxed(out_u8, np.uint64(W_NEW_SIDE), np.uint64(o.side)
+                  | np.uint64(records.ORD_LIMIT << 8) | (np.uint64(o.tif) << np.uint64(16)))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def write_cancel(oms, row, out_u8, origin_tsc, session):
+    """CANCEL for the pending cancel of ``row``."""
     o = oms.orders[row]
-    _header(out_u8, records.RT_CANCEL, o, origin_tsc)
-    w = out_u8.view(records.CANCEL)[0]
-    w.clord_id = o.cancel_id
-    w.orig_clord_id = o.clord_id
-    w.session = session
-    w.qty = o.leaves
-    w.side = o.side
+    _head(out_u8, np.int64(records.RT_CANCEL), o, np.int64(0), origin_tsc, o.cancel_id, session,
+          np.int64(W_CXL_SIDE))
+    store_relaxed(out_u8, np.uint64(W_CXL_ORIG), np.uint64(o.clord_id))
+    store_relaxed(out_u8, np.uint64(W_CXL_QTY), np.uint64(o.leaves))
+    store_relaxed(out_u8, np.uint64(W_CXL_SIDE), np.uint64(o.side))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def write_replace(oms, new_row, out_u8, origin_tsc, session):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def write_replace(oms, new_row, out_u8, origin_tsc, session, flags):
+    """REPLACE for the replacement row ``new_row`` (its orig_clord_id is the order replaced)."""
     o = oms.orders[new_row]
-    _header(out_u8, records.RT_REPLACE, o, origin_tsc)
-    w = out_u8.view(records.REPLACE)[0]
-    w.clord_id = o.clord_id
-    w.orig_clord_id = o.orig_clord_id
-    w.session = session
-    w.price = o.price
-    w.qty = o.qty
-    w.side = o.side
-    w.ord_type = records.ORD_LIMIT
-    w.tif = o.tif
+    _head(out_u8, np.int64(records.RT_REPLACE), o, flags, origin_tsc, o.clord_id, session,
+          np.int64(W_REP_SIDE))
+    store_relaxed(out_u8, np.uint64(W_REP_ORIG), np.uint64(o.orig_clord_id))
+    store_relaxed(out_u8, np.uint64(W_REP_PRICE), np.uint64(o.price))
+    store_relaxed(out_u8, np.uint64(W_REP_QTY), np.uint64(o.qty))
+    store_relaxed(out_u8, np.uint64(W_REP_SIDE), np.uint64(o.side)
+                  | np.uint64(records.ORD_LIMIT << 8) | (np.uint64(o.tif) << np.uint64(16)))

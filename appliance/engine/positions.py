@@ -170,12 +170,12 @@ def instrument_index(imap, venue, instrument):
     return imap[venue, instrument]
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def notional_e8(instr, ii, price, qty):
     return price * qty * instr[ii].value_mult // instr[ii].value_div
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def tl_to_e8(instr, ii, tl):
     m = instr[ii].value_mult
     d = instr[ii].value_div
@@ -184,7 +184,7 @@ def tl_to_e8(instr, ii, tl):
     return -((-tl) * m // d)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def unrealised_tl(led, ii, mark):
     p = led.pos[ii]
     if p.qty == 0 or mark <= 0:

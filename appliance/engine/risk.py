@@ -5,12 +5,15 @@ from the ``[risk]`` TOML table by :func:`build_risk` (or :func:`make_risk` with 
 Units follow ``appliance.engine.positions``: prices in ticks, quantities in lots, money in e8 of
 the quote asset, time ``now_ns`` = UTC nanoseconds (``clock.tsc_to_utc_ns(cal, rdtsc())``; tests
 inject it). Every function is ``@njit(cache=True, nogil=True, _nrt=False)``, O(1) (the self-trade
-scan is bounded by the per-instrument live-order list) and allocation-free; the tier-1 checks are
-``inline='always'`` (a numba call re-flattens the Risk / Oms / Ledger namedtuples, which costs
-more than the checks).
+scan is bounded by the per-instrument live-order list) and allocation-free. ``check`` and
+``check_cancel`` are ``forceinline=True``: LLVM inlines them into the engine's order path (a call
+would flatten the Risk / Oms / Ledger namedtuples into ~150 argument words, which costs more
+than the checks).
 
 Tier 1, per order, before the order ring::
 
+    check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row,
+          exclude_row2, ref_price, bid, ask, now_ns) -> RJ_*      the general form
     check_order(risk, oms, led, ii, side, price, qty, ref_price, bid, ask, now_ns) -> RJ_*
     check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, now_ns) -> RJ_*
     check_cancel(risk, led, ii, now_ns) -> RJ_OK | RJ_THROTTLE     (cancels cost a token too)
@@ -103,6 +106,7 @@ from appliance.transport import control, records
 from appliance.engine.oms import G_LIST_LEN, G_N_OPEN, G_OPEN_BUY, G_OPEN_SELL, OS_PENDING_CANCEL
 from appliance.engine.positions import (A_LOSS_STREAK, A_RT_COUNT, N_VENUES, equity_e8,
                                          notional_e8)
+from appliance.jit import HELPER
 
 # --- denial reasons ------------------------------------------------------------------------------
 RJ_OK = 0
@@ -231,16 +235,21 @@ _LIMIT_KEYS = {"max_qty", "max_notional", "max_position", "max_open_orders", "co
 _VENUE_KEYS = {"rate_per_s", "burst", "check_balance"}
 
 
+_INT_MAX = (1 << 62) - 1          # values land in int64 arrays (with headroom for sums)
+_MONEY_MAX = 1e18                 # quote units
+
+
 def _int(where: str, v, lo: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{where}: expected an integer >= {lo}, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= _INT_MAX:
+        raise ConfigError(f"{where}: expected an integer in {lo}..{_INT_MAX}, got {v!r}")
     return v
 
 
 def _money_e8(where: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ConfigError(f"{where}: expected an amount >= 0 in quote units, got {v!r}")
-    return int(round(v * 10**8))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= _MONEY_MAX:
+        raise ConfigError(f"{where}: expected a finite amount in 0..{_MONEY_MAX:g} quote units, "
+                          f"got {v!r}")
+    return min(int(round(v * 10**8)), _INT_MAX)
 
 
 def _bool(where: str, v) -> int:
@@ -332,7 +341,7 @@ def state_name(risk: Risk) -> str:
 
 
 # --- tier 1 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _take_token(risk, venue, now_ns):
     vl = risk.venue_limits[venue]
     cap = vl.burst * TOKEN
@@ -352,13 +361,7 @@ def _take_token(risk, venue, now_ns):
     return True
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _deny(risk, code):
-    risk.denials[code] += 1
-    return code
-
-
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _roll_window(risk, now_ns):
     s = risk.state
     if now_ns - s[R_WIN_START_NS] >= risk.breaker[B_REJ_WINDOW_NS] or now_ns < s[R_WIN_START_NS]:
@@ -367,17 +370,19 @@ def _roll_window(risk, now_ns):
         s[R_WIN_REJECTS] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
-           ref_price, bid, ask, now_ns):
+@njit(**HELPER)
+def _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
+             ref_price, bid, ask, now_ns):
+    """The tier-1 list in order (see the module docstring); the first failing check's RJ_*, or
+    RJ_OK once a throttle token was taken."""
     st = risk.state[R_STATE]
     if st == records.RISK_HALTED:
-        return _deny(risk, RJ_HALTED)
+        return RJ_HALTED
     if st == records.RISK_PAUSED:
-        return _deny(risk, RJ_PAUSED)
+        return RJ_PAUSED
     if (qty <= 0 or price <= 0 or ii < 0 or ii >= risk.limits.shape[0]
             or (side != records.SIDE_BUY and side != records.SIDE_SELL)):
-        return _deny(risk, RJ_BAD_ORDER)
+        return RJ_BAD_ORDER
     lim = risk.limits[ii]
     pos = led.pos[ii].qty
     buy = side == records.SIDE_BUY
@@ -389,23 +394,23 @@ def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_ro
         else:
             ok = pos > 0 and worst >= 0
         if not ok:
-            return _deny(risk, RJ_REDUCE_ONLY)
+            return RJ_REDUCE_ONLY
     if qty > lim.max_qty:
-        return _deny(risk, RJ_MAX_QTY)
+        return RJ_MAX_QTY
     if ref_price <= 0:
-        return _deny(risk, RJ_NO_REFERENCE)
+        return RJ_NO_REFERENCE
     dev = price - ref_price if price >= ref_price else ref_price - price
     if dev > lim.collar_bps * ref_price // 10_000:      # == dev * 10_000 > bps * ref, no overflow
-        return _deny(risk, RJ_COLLAR)
+        return RJ_COLLAR
     # price is now within the collar and qty <= max_qty, which bounds the product below
     if notional_e8(led.instr, ii, price, qty) > lim.max_notional_e8:
-        return _deny(risk, RJ_MAX_NOTIONAL)
+        return RJ_MAX_NOTIONAL
     if bid <= 0 or ask <= 0 or ask < bid or ask - bid > lim.max_spread_ticks:
-        return _deny(risk, RJ_SPREAD)
+        return RJ_SPREAD
     if add_orders and oms.agg[ii, G_N_OPEN] + 1 > lim.max_open_orders:
-        return _deny(risk, RJ_OPEN_ORDERS)
+        return RJ_OPEN_ORDERS
     if worst > lim.max_position or -worst > lim.max_position:
-        return _deny(risk, RJ_POSITION)
+        return RJ_POSITION
     if lim.stp:
         for j in range(oms.agg[ii, G_LIST_LEN]):
             r = oms.live[ii, j]
@@ -415,7 +420,7 @@ def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_ro
             if o.side == side or o.state == OS_PENDING_CANCEL:
                 continue
             if (buy and o.price <= price) or (not buy and o.price >= price):
-                return _deny(risk, RJ_SELF_TRADE)
+                return RJ_SELF_TRADE
     ins = led.instr[ii]
     v = ins.venue
     if risk.venue_limits[v].check_balance:
@@ -426,21 +431,37 @@ def _check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_ro
             need = add_qty * ins.lot_e8
             free = led.balances[v, ins.base_asset] - led.reserved[v, ins.base_asset]
         if need > free:
-            return _deny(risk, RJ_BALANCE)
+            return RJ_BALANCE
     if not _take_token(risk, v, now_ns):
-        return _deny(risk, RJ_THROTTLE)
-    risk.denials[RJ_OK] += 1
-    _roll_window(risk, now_ns)
-    risk.state[R_WIN_SENT] += 1
+        return RJ_THROTTLE
     return RJ_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
+          ref_price, bid, ask, now_ns):
+    """Tier 1 for an order of ``qty`` lots at ``price`` on instrument ``ii`` that adds
+    ``add_qty`` lots to the worst-case position (and one open order if ``add_orders``) and may
+    not trade against its own rows ``exclude_row`` / ``exclude_row2`` (-1: none). The verdict
+    is counted in ``risk.denials`` (``RJ_OK``: passes); a pass counts in the reject-rate
+    window. ``check_order`` and ``check_replace`` are the two usual cases."""
+    code = _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row,
+                    exclude_row2, ref_price, bid, ask, now_ns)
+    risk.denials[code] += 1
+    if code == RJ_OK:
+        _roll_window(risk, now_ns)
+        risk.state[R_WIN_SENT] += 1
+    return code
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def check_order(risk, oms, led, ii, side, price, qty, ref_price, bid, ask, now_ns):
-    return _check(risk, oms, led, ii, side, price, qty, qty, True, -1, -1, ref_price, bid, ask, now_ns)
+    """Tier 1 for ``oms.new_order``: its whole quantity and one more open order."""
+    return check(risk, oms, led, ii, side, price, qty, qty, True, np.int64(-1), np.int64(-1),
+                 ref_price, bid, ask, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False)
 def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, now_ns):
     """Tier 1 for ``oms.replace_order(row, price, leaves_qty)``: the order's own exposure is
     already counted, so only the increase of its leaves adds to the worst case and the balance
@@ -449,25 +470,27 @@ def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, n
     extra = leaves_qty - o.leaves
     if extra < 0:
         extra = 0
-    return _check(risk, oms, led, o.ii, o.side, price, leaves_qty, extra, False, row, o.link,
-                  ref_price, bid, ask, now_ns)
+    return check(risk, oms, led, o.ii, o.side, price, leaves_qty, extra, False, row, o.link,
+                 ref_price, bid, ask, now_ns)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def check_cancel(risk, led, ii, now_ns):
-    if _take_token(risk, led.instr[ii].venue, now_ns):
-        return RJ_OK
-    return _deny(risk, RJ_THROTTLE)
+    """A cancel costs a throttle token too: RJ_OK or RJ_THROTTLE (counted)."""
+    code = RJ_OK if _take_token(risk, led.instr[ii].venue, now_ns) else RJ_THROTTLE
+    if code != RJ_OK:
+        risk.denials[code] += 1
+    return code
 
 
 # --- tier 3 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _kill_set(words):
     return words.shape[0] > 0 and control.kill_requested(words)
 
 
 # --- tier 2 --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _trip(risk, new_state, cause, now_ns):
     s = risk.state
     if new_state <= s[R_STATE]:
@@ -486,7 +509,7 @@ def _trip(risk, new_state, cause, now_ns):
         s[R_NEXT_RESET_NS] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _reset(risk, led, equity, cause, now_ns):
     s = risk.state
     s[R_STATE] = records.RISK_RUNNING
@@ -506,20 +529,20 @@ def breaker_update(risk, led, marks, now_ns, words):
     s = risk.state
     b = risk.breaker
     if s[R_STATE] != records.RISK_HALTED and _kill_set(words):
-        _trip(risk, records.RISK_HALTED, CB_KILL, now_ns)
+        _trip(risk, np.int64(records.RISK_HALTED), np.int64(CB_KILL), now_ns)
     if s[R_STATE] == records.RISK_HALTED:
         if words.shape[0] == 0 or _kill_set(words):
             return s[R_STATE]
         # the kill switch was cleared (manual reset through the CLI): trade again
-        _reset(risk, led, equity_e8(led, marks), CB_MANUAL, now_ns)
+        _reset(risk, led, equity_e8(led, marks), np.int64(CB_MANUAL), now_ns)
     eq = equity_e8(led, marks)
     s[R_EQUITY_E8] = eq
     if s[R_NEXT_RESET_NS] > 0 and now_ns >= s[R_NEXT_RESET_NS]:
-        _reset(risk, led, eq, CB_SCHEDULED, now_ns)
+        _reset(risk, led, eq, np.int64(CB_SCHEDULED), now_ns)
     if eq > s[R_PEAK_E8]:
         s[R_PEAK_E8] = eq
     if b[B_MAX_LOSS_E8] > 0 and eq <= -b[B_MAX_LOSS_E8]:
-        _trip(risk, records.RISK_HALTED, CB_MAX_LOSS, now_ns)
+        _trip(risk, np.int64(records.RISK_HALTED), np.int64(CB_MAX_LOSS), now_ns)
         if words.shape[0] > 0 and not _kill_set(words):
             control.request_kill(words, control.SOURCE_MAX_LOSS, now_ns)
         return s[R_STATE]
@@ -529,13 +552,13 @@ def breaker_update(risk, led, marks, now_ns, words):
     if since < streak:
         streak = since
     if b[B_DD_PAUSE_E8] > 0 and dd >= b[B_DD_PAUSE_E8]:
-        _trip(risk, records.RISK_PAUSED, CB_DRAWDOWN, now_ns)
+        _trip(risk, np.int64(records.RISK_PAUSED), np.int64(CB_DRAWDOWN), now_ns)
     elif b[B_STREAK_PAUSE] > 0 and streak >= b[B_STREAK_PAUSE]:
-        _trip(risk, records.RISK_PAUSED, CB_LOSS_STREAK, now_ns)
+        _trip(risk, np.int64(records.RISK_PAUSED), np.int64(CB_LOSS_STREAK), now_ns)
     elif b[B_DD_REDUCE_E8] > 0 and dd >= b[B_DD_REDUCE_E8]:
-        _trip(risk, records.RISK_REDUCING, CB_DRAWDOWN, now_ns)
+        _trip(risk, np.int64(records.RISK_REDUCING), np.int64(CB_DRAWDOWN), now_ns)
     elif b[B_STREAK_REDUCE] > 0 and streak >= b[B_STREAK_REDUCE]:
-        _trip(risk, records.RISK_REDUCING, CB_LOSS_STREAK, now_ns)
+        _trip(risk, np.int64(records.RISK_REDUCING), np.int64(CB_LOSS_STREAK), now_ns)
     return s[R_STATE]
 
 
@@ -555,7 +578,7 @@ def on_venue_reject(risk, now_ns):
     pct = risk.breaker[B_REJ_PCT]
     if (pct > 0 and s[R_WIN_SENT] >= risk.breaker[B_REJ_MIN_ORDERS] and s[R_WIN_SENT] > 0
             and s[R_WIN_REJECTS] * 100 >= pct * s[R_WIN_SENT]):
-        _trip(risk, records.RISK_PAUSED, CB_REJECT_RATE, now_ns)
+        _trip(risk, np.int64(records.RISK_PAUSED), np.int64(CB_REJECT_RATE), now_ns)
     return s[R_STATE]
 
 
@@ -563,5 +586,5 @@ def on_venue_reject(risk, now_ns):
 def breaker_reset(risk, led, marks, now_ns):
     if risk.state[R_STATE] == records.RISK_HALTED:
         return -1
-    _reset(risk, led, equity_e8(led, marks), CB_MANUAL, now_ns)
+    _reset(risk, led, equity_e8(led, marks), np.int64(CB_MANUAL), now_ns)
     return 0

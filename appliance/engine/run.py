@@ -1,162 +1,174 @@
-"""The engine actor process: attach the md and exec rings, create the order ring, loop the
-compiled ``step`` until stopped, write the status snapshot, cancel everything on the way out."""
+"""The engine actor process (``appliance engine``): attach the md rings (one per venue) and the
+exec rings (one per FIX session, :func:`exec_rings`), create the order ring, come up HALTED if the persisted kill switch says so, loop the compiled ``step`` until
+stopped, cancel every working order on the way out. The lifecycle is :class:`appliance.actor.Actor`.
+"""
 from __future__ import annotations
 
-from appliance.engine import book
+import os
+
+from appliance.actor import Actor
+from appliance.engine import book, killswitch, risk
+from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_KILL_CANCELS,
+                                      ST_RISK_STATE, ST_SESS_READY, step)
+from appliance.engine.state import EngineState
 from appliance.transport import control, records, ring, wait
-from appliance.engine.kernels import (EngineError, MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK,
-                                      ST_KILL_CANCELS, ST_RISK_STATE, ST_SESS_READY, step)
-from appliance.engine.state import (EngineState)
+
+NAME = "engine"
 
 
+class Engine(Actor):
+    kind = control.ACTOR_ENGINE
 
-STATUS_FILE = "engine_status.json"
+    def __init__(self, cfg, wait_rings_s: float = 30.0, log=None):
+        super().__init__(cfg, NAME, log)
+        self.wait_rings_s = wait_rings_s
+        self.es = EngineState.from_config(cfg)
+        self.venues = [v.name for v in cfg.venues if v.enabled]
+        self.wparams = wait.from_config(cfg.wait, self.core)
+        self.wstate = wait.new_state()
+        self.ow = None
+        self.readers: list = []
+        self.exec_names = exec_rings(cfg)
+        self.execs: list = []
+        self.md_resyncs: dict[str, int] = {}
 
+    def warm(self) -> None:
+        """Compile (or load from the cache) every engine kernel with the live argument types
+        (``appliance.engine.warm``: a scratch engine on local rings; nothing of the live state
+        or the shared regions is touched)."""
+        from appliance.engine import warm
+        warm.warm()
 
-def _wait_attach(name, consumer, start, shm_dir, wait_s, stop):
-    import time as _t
+    def open(self) -> None:
+        # outputs first, then wait for the inputs: the FIX gateway waits for our order ring while
+        # we wait for its exec ring, so neither may need the other to be up before it starts
+        self.ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE,
+                                         self.cfg.rings.order_capacity, shm_dir=self.shm_dir)
 
-    from appliance.transport import shm as _shm
-
-    deadline = _t.monotonic() + wait_s
-    while True:
-        try:
-            return ring.RingReader.attach(name, consumer=consumer, start=start, shm_dir=shm_dir)
-        except (_shm.ShmError, FileNotFoundError) as e:
-            if _t.monotonic() >= deadline or stop():
-                raise EngineError(f"input ring {name!r} is not there ({e}); start its writer "
-                                  f"first or raise --wait-rings") from None
-            _t.sleep(0.05)
-
-
-def run(cfg, stop=lambda: False, shm_dir=None, wait_rings_s: float = 30.0, log=None,
-        status_every_s: float = 0.5) -> int:
-    """The engine actor process: attach md.<venue> rings and the exec ring, create the order
-    ring, come up HALTED if the persisted kill switch says so, then loop ``step`` until
-    ``stop()``; on exit cancel every working order. Returns the exit status."""
-    import json
-    import logging
-    import os
-    import time as _t
-
-    from appliance.engine import killswitch
-
-    log = log or logging.getLogger("appliance.engine")
-    es = EngineState.from_config(cfg)
-    shm_dir = shm_dir or cfg.appliance.shm_dir or None
-    state_dir = cfg.appliance.state_dir
-    cb = control.ControlBlock.open(shm_dir)
-    persisted = killswitch.read_state(state_dir)
-    if persisted.get("halted"):
-        if not cb.killed:
-            cb.request_kill(str(persisted.get("reason", "persisted halt"))[:63],
-                            control.SOURCE_PERSISTED)
-        log.warning("kill switch is persisted in %s: starting HALTED (reason: %s); "
-                    "`appliance kill --reset --confirm` resumes",
-                    killswitch.state_path(state_dir), persisted.get("reason"))
-    core = cfg.cores.actors.get("engine")
-    wparams = wait.from_config(cfg.wait, core)
-    wstate = wait.new_state()
-    venues = [v.name for v in cfg.venues if v.enabled]
-    # outputs first, then wait for the inputs: the FIX gateway waits for our order ring while
-    # we wait for its exec ring, so neither may need the other to be up before it starts
-    ow = ring.RingWriter.create("orders", records.ORDER_RECORD_SIZE, cfg.rings.order_capacity,
-                                shm_dir=shm_dir)
-    readers = []
-    try:
-        for v in venues:
+        def attach(name):
+            return lambda: ring.RingReader.attach(name, consumer=NAME, start=ring.START_OLDEST,
+                                                  shm_dir=self.shm_dir)
+        for v in self.venues:
             # oldest: a late-starting engine still sees the snapshot and BOOK_VALID records
-            readers.append(_wait_attach(f"md.{v}", "engine", ring.START_OLDEST, shm_dir,
-                                        wait_rings_s, stop))
+            self.readers.append(self.wait_for(f"input ring md.{v}", attach(f"md.{v}"),
+                                              self.wait_rings_s))
         # oldest: the gateway's last SESSION record says whether its session is ready now;
         # older exec records are for orders this engine does not know (counted, ignored)
-        ex = _wait_attach("exec", "engine", ring.START_OLDEST, shm_dir, wait_rings_s, stop)
-    except EngineError:
-        for r in readers:
-            r.close()
-        ow.close()
-        cb.close()
-        raise
-    actor = cb.register_actor("engine", control.ACTOR_ENGINE, -1 if core is None else core)
-    es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0   # until the gateways say so
-    cb.rec["engine_pid"] = os.getpid()
-    md_hdrs = tuple(r.hdr for r in readers)
-    md_datas = tuple(r.data for r in readers)
-    md_curs = tuple(r.cur for r in readers)
-    max_iters = es.settings["max_iters"]
-    gate = es.gate_args()
-    if not cfg.extra.get("risk"):
-        log.error("no [risk] table in the config: the risk gate denies every order "
-                  "(configure [risk.limits] and [risk.venues.<venue>], see appliance/config/default.toml)")
-    log.info("engine up: %d strategies (%s), md rings %s, wait %s, %s",
-             len(es.names), ", ".join(es.names), [f"md.{v}" for v in venues],
-             wait.kind_name(wparams), "HALTED" if cb.killed else "RUNNING")
-    if not cb.killed:
-        control.set_risk_state(cb.words, records.RISK_RUNNING)
-        es.stats[ST_RISK_STATE] = records.RISK_RUNNING
-    status_path = os.path.join(state_dir, STATUS_FILE)
-    next_status = 0.0
-    md_resyncs: dict[str, int] = {}
-    try:
-        while not stop():
-            rc = step(md_hdrs, md_datas, md_curs, ex.hdr, ex.data, ex.cur, ow.hdr, ow.data,
-                      cb.words, actor, es.cal, es.px, es.qty, es.n, es.book_map, es.bstate,
-                      es.meta, es.params, es.state, es.quotes, es.pnl, es.risk, *gate,
-                      es.stats, es.lat_hist, wparams, wstate, es.md_buf, es.ex_buf, max_iters)
-            if rc != STEP_OK:
-                src = "max_loss" if rc == STEP_MAX_LOSS else None
-                st = killswitch.read_state(state_dir)
-                if cb.killed and (not st.get("halted") or st.get("epoch") != cb.epoch):
-                    killswitch.persist_halt(state_dir,
+        for name in self.exec_names:
+            self.execs.append(self.wait_for(f"input ring {name}", attach(name),
+                                            self.wait_rings_s))
+
+    def start(self) -> None:
+        es, cb = self.es, self.cb
+        persisted = killswitch.read_state(self.state_dir)
+        if persisted.get("halted"):
+            if not cb.killed:
+                cb.request_kill(str(persisted.get("reason", "persisted halt"))[:63],
+                                control.SOURCE_PERSISTED)
+            self.log.warning("kill switch is persisted in %s: starting HALTED (reason: %s); "
+                             "`appliance kill --reset --confirm` resumes",
+                             killswitch.state_path(self.state_dir), persisted.get("reason"))
+        es.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 0   # until the gateways say so
+        cb.rec["engine_pid"] = os.getpid()
+        if not self.cfg.extra.get("risk"):
+            self.log.error("no [risk] table in the config: the risk gate denies every order "
+                           "(configure [risk.limits] and [risk.venues.<venue>], see "
+                           "appliance/config/default.toml)")
+        self.log.info("engine up: %d strategies (%s), md rings %s, wait %s, %s",
+                      len(es.names), ", ".join(es.names), [f"md.{v}" for v in self.venues],
+                      wait.kind_name(self.wparams), "HALTED" if cb.killed else "RUNNING")
+        if not cb.killed:
+            control.set_risk_state(cb.words, records.RISK_RUNNING)
+            es.stats[ST_RISK_STATE] = records.RISK_RUNNING
+        es.attach(self.ow.hdr, self.ow.data, cb.words)
+        self._loop = es.loop([(r.hdr, r.data, r.cur) for r in self.readers],
+                             [(r.hdr, r.data, r.cur) for r in self.execs], self.wparams,
+                             self.wstate)
+
+    def poll(self) -> None:
+        es, cb = self.es, self.cb
+        rc = step(self._loop, es.books, es.strats, es.gate, es.tel, es.io, self._idx,
+                  es.settings["max_iters"])
+        if rc != STEP_OK:
+            src = "max_loss" if rc == STEP_MAX_LOSS else None
+            st = killswitch.read_state(self.state_dir)
+            if cb.killed and (not st.get("halted") or st.get("epoch") != cb.epoch):
+                try:
+                    killswitch.persist_halt(self.state_dir,
                                             cb.rec["kill_reason"].decode(errors="replace")
                                             or "max loss", src or st.get("source", "cli"),
                                             cb.epoch)
-                log.warning("HALTED (epoch %d, %s): %d working orders cancelled",
-                            cb.epoch, src or "kill switch", int(es.stats[ST_KILL_CANCELS]))
-            now = _t.monotonic()
-            if now >= next_status:
-                next_status = now + status_every_s
-                for v, r in zip(venues, readers):
-                    if r.writer_restarted():
-                        # the gateway restarted: its books restart from its next snapshot
-                        r.resync(ring.START_LATEST)
-                        vid = records.VENUE_IDS[v]
-                        for bk, (bv, _sym) in enumerate(es.book_keys):
-                            if bv == v:
-                                book.clear(es.px, es.qty, es.n, bk)
-                        md_resyncs[v] = md_resyncs.get(v, 0) + 1
-                        log.warning("md.%s writer restarted: resynchronised at the newest record, "
-                                    "its books cleared (venue id %d, %d resyncs)", v, vid,
-                                    md_resyncs[v])
-                if ex.writer_restarted():
-                    # the FIX gateway restarted: its sessions reconcile working orders and send
-                    # their reports on the new ring; read it from its start
-                    ex.resync(ring.START_OLDEST)
-                    md_resyncs["exec"] = md_resyncs.get("exec", 0) + 1
-                    log.warning("exec writer restarted: resynchronised at its oldest record "
-                                "(%d resyncs)", md_resyncs["exec"])
-                snap = es.snapshot()
-                snap["pid"] = os.getpid()
-                snap["time_ns"] = _t.time_ns()
-                lat = es.latency_percentiles()
-                snap["order_latency_ns"] = {"p50": lat[0.5], "p99": lat[0.99]}
-                snap["md_lost"] = {f"md.{v}": r.lost for v, r in zip(venues, readers)}
-                snap["md_resyncs"] = md_resyncs
-                try:
-                    os.makedirs(state_dir, exist_ok=True)
-                    tmp = status_path + ".tmp"
-                    with open(tmp, "w") as f:
-                        json.dump(snap, f)
-                    os.replace(tmp, status_path)
-                except OSError as e:
-                    log.debug("status file %s not written: %s", status_path, e)
-    finally:
-        k = es.cancel_all(ow.hdr, ow.data)
-        log.info("engine stopping: %d working orders cancelled; stats %s", k, es.stats_dict())
-        cb.rec["engine_pid"] = 0
-        for r in readers:
+                except killswitch.KillSwitchError as e:
+                    self.log.error("HALT not persisted: %s", e)
+            self.log.warning("HALTED (epoch %d, %s): %d working orders cancelled", cb.epoch,
+                             src or "kill switch", int(es.stats[ST_KILL_CANCELS]))
+
+    def periodic(self) -> None:
+        """Notice an input writer's restart and resynchronise to it."""
+        es = self.es
+        for v, r in zip(self.venues, self.readers):
+            if r.writer_restarted():
+                # the gateway restarted: its books restart from its next snapshot
+                r.resync(ring.START_LATEST)
+                for bk, (bv, _sym) in enumerate(es.book_keys):
+                    if bv == v:
+                        book.clear(es.px, es.qty, es.n, bk)
+                self.md_resyncs[v] = self.md_resyncs.get(v, 0) + 1
+                self.log.warning("md.%s writer restarted: resynchronised at the newest record, "
+                                 "its books cleared (%d resyncs)", v, self.md_resyncs[v])
+        for name, r in zip(self.exec_names, self.execs):
+            if r.writer_restarted():
+                # the FIX gateway restarted: its session reconciles working orders and sends
+                # their reports on the new ring; read it from its start
+                r.resync(ring.START_OLDEST)
+                self.md_resyncs[name] = self.md_resyncs.get(name, 0) + 1
+                self.log.warning("%s writer restarted: resynchronised at its oldest record "
+                                 "(%d resyncs)", name, self.md_resyncs[name])
+
+    def status(self) -> dict:
+        es = self.es
+        snap = es.snapshot()
+        lat = es.latency_percentiles()
+        snap["order_latency_ns"] = {"p50": lat[0.5], "p99": lat[0.99]}
+        snap["md_lost"] = {f"md.{v}": r.lost for v, r in zip(self.venues, self.readers)}
+        snap["md_resyncs"] = self.md_resyncs
+        return snap
+
+    GAUGES = ("open_orders", "halted", "acked_epoch", "stuck_requests", "latency_n")
+
+    def counters(self) -> dict:
+        return {k: v for k, v in self.es.stats_dict().items() if k not in self.GAUGES}
+
+    def gauges(self) -> dict:
+        st = self.es.stats_dict()
+        out = {k: st[k] for k in self.GAUGES if k in st}
+        out["risk_state"] = int(self.es.rk.state[risk.R_STATE])
+        return out
+
+    def close(self) -> None:
+        if self.ow is not None:
+            k = self.es.cancel_all() if self.es.io is not None else 0
+            self.log.info("engine stopping: %d working orders cancelled; stats %s", k,
+                          self.es.stats_dict())
+        if self.cb is not None:
+            self.cb.rec["engine_pid"] = 0
+        for r in self.readers:
             r.close()
-        ex.close()
-        ow.close()
-        cb.close()
-    return 0
+        for r in self.execs:
+            r.close()
+        if self.ow is not None:
+            self.ow.close()
+
+
+def exec_rings(cfg) -> list[str]:
+    """The exec rings the engine reads: every [fix.sessions.NAME]'s ``exec_ring`` (default
+    ``exec.NAME``); a config without FIX sessions reads one ring named ``exec``."""
+    from appliance.fix import gateway
+    names = [gateway.load_session_config(cfg, n).exec_ring
+             for n in (cfg.extra.get("fix") or {}).get("sessions", {})]
+    return names or ["exec"]
+
+
+def run(cfg, wait_rings_s: float = 30.0) -> int:
+    """``appliance engine``: the engine actor until SIGTERM / SIGINT; returns the exit status."""
+    return Engine(cfg, wait_rings_s).run()

@@ -1,19 +1,70 @@
-"""The engine's state and settings: every array the compiled kernels work on, built from the
-config (``EngineState``), the ``[engine]`` settings and the symbol -> asset reference data."""
+"""The engine's state and settings: the bundles the compiled kernels work on, built from the
+config (``EngineState``), the ``[engine]`` settings and the symbol -> asset reference data.
+
+Bundles (namedtuples of arrays; numba flattens them, see :mod:`appliance.engine.kernels` for
+who reads what)::
+
+    Books(px, qty, n, book_map, bstate, marks)
+    Strategies(meta, params, state, quotes, pnl, dirty)
+    Gate(oms, led, risk, rows)                   oms.Oms, positions.Ledger, risk.Risk, scratch
+    Telemetry(stats, lat_hist, cal)
+    Io(ord_hdr, ord_data, words, md_buf, ex_buf)  the order ring and control block it works on
+    Loop(md_hdrs, md_datas, md_curs, ex_hdrs, ex_datas, ex_curs, wait_params, wait_state,
+         settings)
+
+``EngineState`` builds Books, Strategies, Gate and Telemetry from the config; ``attach`` gives it
+an Io (the order ring it writes and the control block); the actor builds the Loop from its rings
+(``loop``). The arrays are the engine's: a kernel changes them in place.
+
+Configuration: ``[engine]`` keys are ``ENGINE_KEYS`` below, plus ``balances``
+(``"binance:USDT" = 1000.0``: starting balances, moved by fills and open orders; there is no
+venue balance feed). Instruments (grids, base / quote assets) come from the ``[[instruments]]``
+registry: the ledger / OMS / gate index ``ii`` is the book row, one per traded (venue, symbol).
+The breaker adds PnL in one currency, so max_loss / drawdown over instruments quoted in
+different (non USD-pegged) currencies is refused. Limits come from ``[risk]``
+(``risk.build_risk``; no table in a config = every order denied, logged at start).
+"""
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 
 from appliance.engine import book, oms, positions, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
-from appliance.transport import clock, records
+from appliance.config.instruments import USD_PEGGED, split_symbol
+from appliance.transport import clock, hist, records, ring
 from appliance.engine.kernels import (BS_MAX_STRAT, BS_N, BS_NSTRAT, BS_STRAT, BS_VALID,
-                                      EngineError, LAT_BUCKETS, MAX_INSTRUMENTS, MAX_SESSIONS,
-                                      PNL_CASH, PNL_FEES, PNL_N, PNL_POS, R_ACK_TIMEOUT_NS, R_N,
-                                      R_STEP_TSC, R_TIMER_TSC, STAT_NAMES, ST_CLORD_NEXT, ST_N,
-                                      ST_OPEN, ST_SESS_READY, _equity, ack_pending, cancel_all,
-                                      handle_exec, latency_from_hist, replay)
+                                      EngineError, LP_ACK_TIMEOUT_NS, LP_N, LP_N_EX, LP_N_MD,
+                                      LP_STEP_TSC, LP_TIMER_TSC, MAX_EXEC_RINGS, MAX_INSTRUMENTS,
+                                      MAX_MD_RINGS, MAX_SESSIONS, PNL_CASH, PNL_FEES, PNL_N,
+                                      PNL_POS, STAT_NAMES, ST_CLORD_NEXT, ST_LAT_N, ST_N, ST_OPEN,
+                                      ST_SESS_READY, cancel_all, equity, handle_exec, run_records)
+
+Books = namedtuple("Books", ["px", "qty", "n", "book_map", "bstate", "marks"])
+Books.__doc__ = """The books: px / qty int64[B, 2, levels] and n int64[B, 2] (book.py: best level
+at the end), book_map int64[8, MAX_INSTRUMENTS] ((venue, instrument) -> book row, -1 = not
+traded), bstate int64[B, BS_N] (kernels.BS_*), marks int64[B] (book mids for the breaker)."""
+Strategies = namedtuple("Strategies", ["meta", "params", "state", "quotes", "pnl", "dirty"])
+Strategies.__doc__ = """The strategy instances: meta / params / state / quotes (strategies/base.py),
+pnl int64[S, MAX_LEGS, PNL_N] (kernels.PNL_*), dirty int64[S] (reconcile on the next event)."""
+Gate = namedtuple("Gate", ["oms", "led", "risk", "rows"])
+Gate.__doc__ = """The order gate: oms (oms.Oms), led (positions.Ledger), risk (risk.Risk), rows
+int32[order capacity] (scratch for oms.live_rows)."""
+Telemetry = namedtuple("Telemetry", ["stats", "lat_hist", "cal"])
+Telemetry.__doc__ = """stats int64[ST_N] (kernels.ST_*: counters, halt / kill / session flags),
+lat_hist int64[hist.ROW] (order latency: md event origin -> order published, transport/hist.py),
+cal (clock calibration)."""
+Io = namedtuple("Io", ["ord_hdr", "ord_data", "words", "md_buf", "ex_buf"])
+Io.__doc__ = """ord_hdr / ord_data: the order ring (written in place), words: the control block
+(uint64 view), md_buf uint8[64] / ex_buf uint8[128]: one md / exec record of scratch."""
+Loop = namedtuple("Loop", ["md_hdrs", "md_datas", "md_curs", "ex_hdrs", "ex_datas", "ex_curs",
+                           "wait_params", "wait_state", "settings"])
+Loop.__doc__ = """What ``step`` polls and how: md_hdrs / md_datas / md_curs (tuples, one md ring per
+venue, padded to MAX_MD_RINGS), ex_hdrs / ex_datas / ex_curs (one exec ring per FIX session,
+padded to MAX_EXEC_RINGS), wait_params / wait_state (transport/wait.py), settings int64[LP_N]
+(kernels.LP_*: the counts of rings to poll, timer period, step budget, ack timeout)."""
 
 
 # [engine] table: name -> (default, minimum)
@@ -30,35 +81,6 @@ ENGINE_KEYS = {
 INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
 # ... and its assets (default: from the symbol, see split_symbol)
 INSTRUMENT_ASSET_KEYS = ("base", "quote")
-
-# Quote assets recognised at the end of a venue symbol without a separator (longest first), and
-# venue aliases. An unrecognised symbol trades asset "<SYMBOL>" against asset "QUOTE" unless
-# [engine.instruments."venue:SYMBOL"] names base / quote.
-QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "GBP", "JPY", "AUD",
-                  "CAD", "CHF", "TRY", "BRL", "DAI", "BTC", "XBT", "ETH", "BNB")
-ASSET_ALIASES = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "ZUSD": "USD", "ZEUR": "EUR"}
-# Quote assets pegged to the US dollar: one currency for the money limits of the breaker (a depeg
-# is not modelled). Any other mix of quote assets cannot share max_loss / drawdown limits.
-USD_PEGGED = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI"})
-
-
-def split_symbol(symbol: str) -> tuple[str, str] | None:
-    """(base, quote) asset names of a venue symbol: "BTC-USD", "XBT/USD", "tBTCUSD", "tDOGE:USD",
-    "btcusd", "NKNUSDT" -> ("NKN", "USDT"); None when no known quote ends it."""
-    s = symbol
-    if len(s) > 1 and s[0] == "t" and s[1:].upper() == s[1:]:
-        s = s[1:]                              # Bitfinex trading pair prefix
-    for sep in "-/:":
-        if sep in s:
-            a, b = s.split(sep, 1)
-            if a and b:
-                return ASSET_ALIASES.get(a.upper(), a.upper()), ASSET_ALIASES.get(b.upper(), b.upper())
-    u = s.upper()
-    for q in QUOTE_SUFFIXES:
-        if u.endswith(q) and len(u) > len(q):
-            b = u[:-len(q)]
-            return ASSET_ALIASES.get(b, b), ASSET_ALIASES.get(q, q)
-    return None
 
 # Risk limits EngineState uses when it is given no [risk] table (tests, bench, replays): every
 # check is on but wide, the throttle allows 100k orders/s, balances are not checked (the engine
@@ -88,8 +110,9 @@ def engine_settings(table: dict | None) -> dict:
                               f"{', '.join(sorted([*ENGINE_KEYS, 'instruments', 'balances']))})")
     for key, (default, minimum) in ENGINE_KEYS.items():
         v = table.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise EngineError(f"engine.{key}: expected an integer >= {minimum}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v < 1 << 40:
+            raise EngineError(f"engine.{key}: expected an integer in {minimum}..{(1 << 40) - 1}, "
+                              f"got {v!r}")
         out[key] = v
     instruments = table.get("instruments", {})
     if not isinstance(instruments, dict):
@@ -123,10 +146,20 @@ def engine_settings(table: dict | None) -> dict:
         if venue not in records.VENUE_IDS or not asset:
             raise EngineError(f"engine.balances.{name}: expected \"venue:ASSET\" with a venue of "
                               f"{', '.join(sorted(records.VENUE_IDS))}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise EngineError(f"engine.balances.{name}: expected an amount >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1e18:
+            raise EngineError(f"engine.balances.{name}: expected an amount in 0..1e18, got {v!r}")
         out["balances"][(venue, asset.upper())] = int(round(v * 1e8))
     return out
+
+
+def _padded(rings: list, n: int, record_size: int, what: str) -> list:
+    """``rings`` + copies of one empty local ring (never polled) up to ``n`` entries."""
+    if len(rings) > n:
+        raise EngineError(f"{len(rings)} {what} rings: the engine polls at most {n}")
+    if len(rings) < n:
+        hdr, data = ring.local_ring(record_size, 2)
+        rings = rings + [(hdr, data, ring.local_cursor(hdr))] * (n - len(rings))
+    return rings
 
 
 class EngineState:
@@ -186,17 +219,13 @@ class EngineState:
                 self.bstate[b, BS_STRAT:BS_STRAT + len(on)] = on
         s = self.meta.shape[0]
         self.pnl = np.zeros((s, base.MAX_LEGS, PNL_N), np.int64)
-        self.risk = np.zeros(R_N, np.int64)
-        self.risk[R_TIMER_TSC] = int(self.settings["timer_ms"] * 1e6 * tsc_per_ns)
-        self.risk[R_STEP_TSC] = int(1e6 * tsc_per_ns)
-        self.risk[R_ACK_TIMEOUT_NS] = int(self.settings["ack_timeout_ms"]) * 1_000_000
+        self.loop_settings = np.zeros(LP_N, np.int64)
+        self.loop_settings[LP_TIMER_TSC] = int(self.settings["timer_ms"] * 1e6 * tsc_per_ns)
+        self.loop_settings[LP_STEP_TSC] = int(1e6 * tsc_per_ns)
+        self.loop_settings[LP_ACK_TIMEOUT_NS] = int(self.settings["ack_timeout_ms"]) * 1_000_000
         # --- ledger, OMS, risk gate (ii = book row) ---
         self.instrument_names = [f"{v}:{sym}" for v, sym in self.book_keys]
         grids = self.settings["instruments"]
-        for name in grids:
-            if name not in self.instrument_names:
-                raise EngineError(f"engine.instruments.{name}: no strategy trades it (traded: "
-                                  f"{', '.join(self.instrument_names) or 'none'})")
         # assets: named per instrument (config, else from the symbol); one ledger column each
         pairs = []
         for v, sym in self.book_keys:
@@ -252,52 +281,88 @@ class EngineState:
         # the actor (``run``) clears them and waits for each gateway's SESSION_RECONCILED
         self.stats[ST_SESS_READY:ST_SESS_READY + MAX_SESSIONS] = 1
         self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
-        self.lat_hist = np.zeros(LAT_BUCKETS, np.int64)
+        self.lat_hist = hist.new_row()
         self.md_buf = np.zeros(records.MD_RECORD_SIZE, np.uint8)
         self.ex_buf = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
+        # the bundles (the attributes above are the same arrays, for Python-side reading)
+        self.books = Books(self.px, self.qty, self.n, self.book_map, self.bstate, self.marks)
+        self.strats = Strategies(self.meta, self.params, self.state, self.quotes, self.pnl,
+                                 self.dirty)
+        self.gate = Gate(self.oms, self.led, self.rk, self.rows)
+        self.tel = Telemetry(self.stats, self.lat_hist, self.cal)
+        self.io: Io | None = None
 
     @classmethod
     def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":
-        """From the config; without a [risk] table every order is denied (the gate needs
-        configured limits to trade), which ``run`` logs loudly."""
+        """From the config: books, grids and assets of the traded instruments from the
+        [[instruments]] registry, [engine] settings, [[strategies]], [risk]. Without a [risk]
+        table every order is denied (the gate needs configured limits to trade), which the
+        engine actor logs loudly."""
         venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
-        return cls(venues, cfg.extra.get("strategies", []), cfg.extra.get("engine"), cal,
-                   clord_base, risk_table=cfg.extra.get("risk", {}))
+        settings = dict(cfg.extra.get("engine") or {})
+        if "instruments" in settings:
+            raise EngineError("engine.instruments: an instrument's grid and assets are its "
+                              "[[instruments]] entry (tick, lot, base, quote)")
+        grids = {}
+        for ins in cfg.instruments:
+            grids[ins.key] = {"tick_e8": ins.tick_e8, "lot_e8": ins.lot_e8, "base": ins.base,
+                              "quote": ins.quote}
+        settings["instruments"] = grids
+        es = cls(venues, cfg.extra.get("strategies", []), settings, cal, clord_base,
+                 risk_table=cfg.extra.get("risk", {}))
+        for name in es.instrument_names:
+            g = grids[name]
+            if g["tick_e8"] < 1 or g["lot_e8"] < 1:
+                raise EngineError(f"instruments.{name}: tick and lot must be whole multiples of "
+                                  f"1e-8 (the ledger counts money in 1e-8 units)")
+        return es
 
-    def gate_args(self):
-        """The OMS / ledger / risk arguments of the compiled entry points, in order."""
-        return (self.oms, self.led, self.rk, self.marks, self.rows, self.dirty)
+    def attach(self, ord_hdr: np.ndarray, ord_data: np.ndarray, words: np.ndarray) -> Io:
+        """Write orders into this order ring (``ring.RingWriter`` / ``ring.local_ring`` arrays)
+        and read / acknowledge the kill switch in this control block (its uint64 words)."""
+        if ord_data.ndim != 2 or ord_data.shape[1] != records.ORDER_RECORD_SIZE:
+            raise EngineError(f"order ring: expected {records.ORDER_RECORD_SIZE} B records, got "
+                              f"{ord_data.dtype}{ord_data.shape}")
+        self.io = Io(ord_hdr, ord_data, words, self.md_buf, self.ex_buf)
+        return self.io
 
-    # -- in-process replay (tests, bench) --------------------------------------------------------
-    def replay(self, md_records: np.ndarray, ord_hdr, ord_data, words,
-               venue_acks: bool = False) -> int:
-        """Run md records (uint8[N, 64]) through the engine; returns orders written in total.
-        ``venue_acks``: acknowledge every request at once (see ``ack_pending``)."""
+    def loop(self, md_rings, ex_rings, wait_params: np.ndarray, wait_state: np.ndarray) -> Loop:
+        """The ``step`` loop's inputs: ``md_rings`` (one ``(hdr, data, cur)`` per md ring, at
+        most MAX_MD_RINGS), ``ex_rings`` (one per FIX session's exec ring, at most
+        MAX_EXEC_RINGS), the wait strategy (``wait.from_config`` / ``wait.new_state``). Sets
+        ``loop_settings[LP_N_MD]`` / ``[LP_N_EX]``."""
+        md_rings, ex_rings = list(md_rings), list(ex_rings)
+        md = _padded(md_rings, MAX_MD_RINGS, records.MD_RECORD_SIZE, "md")
+        ex = _padded(ex_rings, MAX_EXEC_RINGS, records.EXEC_RECORD_SIZE, "exec")
+        self.loop_settings[LP_N_MD] = len(md_rings)
+        self.loop_settings[LP_N_EX] = len(ex_rings)
+        return Loop(tuple(r[0] for r in md), tuple(r[1] for r in md), tuple(r[2] for r in md),
+                    tuple(r[0] for r in ex), tuple(r[1] for r in ex), tuple(r[2] for r in ex),
+                    wait_params, wait_state, self.loop_settings)
+
+    def attached_io(self) -> Io:
+        """The Io given to ``attach`` (EngineError when none was)."""
+        if self.io is None:
+            raise EngineError("no order ring attached: call EngineState.attach first")
+        return self.io
+
+    # -- in-process use (tests, benches, tools) ----------------------------------------------------
+    def feed(self, md_records: np.ndarray) -> int:
+        """Run md records (uint8[N, 64]) through the engine (``run_records``); returns orders
+        written in total."""
         if md_records.ndim != 2 or md_records.shape[1] != records.MD_RECORD_SIZE:
-            raise EngineError(f"replay: expected uint8[N, {records.MD_RECORD_SIZE}], "
+            raise EngineError(f"feed: expected uint8[N, {records.MD_RECORD_SIZE}], "
                               f"got {md_records.dtype}{md_records.shape}")
-        return int(replay(md_records, md_records.shape[0], self.px, self.qty, self.n,
-                          self.book_map, self.bstate, self.meta, self.params, self.state,
-                          self.quotes, self.pnl, self.risk, *self.gate_args(), self.stats,
-                          self.lat_hist, self.cal, ord_hdr, ord_data, words, self.ex_buf,
-                          bool(venue_acks)))
+        return int(run_records(md_records, md_records.shape[0], self.books, self.strats,
+                               self.gate, self.tel, self.attached_io()))
 
-    def ack_pending(self, words) -> int:
-        """Acknowledge every request in flight as a venue would (tests); returns how many."""
-        return int(ack_pending(self.meta, self.params, self.state, self.quotes, self.pnl,
-                               self.oms, self.led, self.rk, self.marks, self.rows, self.dirty,
-                               self.stats, words, self.cal, self.ex_buf))
-
-    def exec_record(self, rec_u8: np.ndarray, words) -> int:
+    def exec_record(self, rec_u8: np.ndarray) -> int:
         """Apply one exec record (uint8[128]) as the step loop does; returns STEP_*."""
-        return int(handle_exec(rec_u8, self.meta, self.params, self.state, self.quotes, self.pnl,
-                               self.oms, self.led, self.rk, self.marks, self.dirty, self.stats,
-                               words, self.cal))
+        return int(handle_exec(rec_u8, self.books, self.strats, self.gate, self.tel, self.attached_io()))
 
-    def cancel_all(self, ord_hdr, ord_data) -> int:
+    def cancel_all(self) -> int:
         """CANCEL every live order now (shutdown); returns how many went out."""
-        return int(cancel_all(self.meta, *self.gate_args()[:3], self.rows, self.stats,
-                              self.lat_hist, self.cal, ord_hdr, ord_data, clock.now(self.cal)))
+        return int(cancel_all(self.strats, self.gate, self.tel, self.attached_io(), clock.now(self.cal)))
 
     # -- reporting -------------------------------------------------------------------------------
     def open_orders(self) -> int:
@@ -306,6 +371,7 @@ class EngineState:
     def stats_dict(self) -> dict:
         self.stats[ST_OPEN] = self.open_orders()
         self.stats[ST_CLORD_NEXT] = self.oms.ctr[oms.C_NEXT_ID]
+        self.stats[ST_LAT_N] = self.lat_hist[hist.H_COUNT]
         return {name: int(self.stats[k]) for k, name in STAT_NAMES.items()}
 
     def risk_dict(self) -> dict:
@@ -321,9 +387,9 @@ class EngineState:
                            if v and k != "ok"}}
 
     def latency_percentiles(self, qs=(0.5, 0.99)) -> dict:
-        """Order latency (origin TSC -> order published) percentiles from the histogram (each
-        the upper edge of its bucket, ns: at most 12.5% above the true value)."""
-        return latency_from_hist(self.lat_hist, qs)
+        """Order latency (origin TSC -> order published, ns) percentiles from the histogram
+        (``hist.percentiles``: None before the first order)."""
+        return hist.percentiles(self.lat_hist, qs)
 
     def snapshot(self) -> dict:
         """A JSON-able picture: stats, risk gate, OMS counters, per-strategy positions / PnL /
@@ -347,7 +413,7 @@ class EngineState:
                             "qty": int(orders[r]["leaves"])}
                            for r in live if int(orders[r]["strategy"]) == sid]
             strategies.append({"name": name, "legs": legs,
-                               "pnl_tl": int(_equity(i, self.meta, self.pnl, self.px, self.n)),
+                               "pnl_tl": int(equity(i, self.books, self.strats)),
                                "open_orders": open_orders})
         positions_ = [{"instrument": nm, "position": int(self.led.pos[ii]["qty"]),
                        "base": self.instrument_assets[nm][0],
@@ -362,3 +428,18 @@ class EngineState:
         return {"stats": self.stats_dict(), "risk": self.risk_dict(),
                 "oms": oms.counters(self.oms), "positions": positions_,
                 "balances": balances, "strategies": strategies}
+
+
+def validate_config(cfg) -> None:
+    """The engine's part of ``config.load``: [engine], [[strategies]] and [risk] build an
+    EngineState over the [[instruments]] registry (a placeholder clock calibration: nothing is
+    measured)."""
+    from appliance.config import ConfigError
+    cal = np.zeros(clock.C_WORDS, np.int64)
+    cal[clock.C_MODE] = clock.MODE_MONOTONIC
+    cal[clock.C_HZ] = 1_000_000_000
+    cal[clock.C_MULT] = 1 << clock.SHIFT
+    try:
+        EngineState.from_config(cfg, cal=cal, clord_base=1)
+    except (EngineError, base.StrategyConfigError, ValueError) as e:
+        raise ConfigError(str(e)) from None

@@ -1,6 +1,8 @@
 """CLI: ``appliance fix acceptor|gateway|exchange`` (heavy imports inside the handlers)."""
 from __future__ import annotations
 
+from appliance.cli import port_arg
+
 
 def _acceptor(args) -> int:
     from appliance.sim.acceptor import run_from_args
@@ -22,7 +24,7 @@ def register(sub) -> None:
     fsub = fix.add_subparsers(dest="fix_command", metavar="FIX_COMMAND")
 
     acc = fsub.add_parser("acceptor", help="acceptance-suite acceptor (ISLD; TW44 FIX.4.4, TW42 FIX.4.2)")
-    acc.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any)")
+    acc.add_argument("--port", type=port_arg, required=True, help="TCP port to listen on (0 = any)")
     acc.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     acc.add_argument("--store", default=None,
                      help="directory for the persistent session stores and message logs "
@@ -37,7 +39,7 @@ def register(sub) -> None:
 
     ex = fsub.add_parser("exchange", help="mock exchange: FIX acceptor over the exchange simulator "
                          "(follows the md rings of its sessions' venues)")
-    ex.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    ex.add_argument("--port", type=port_arg, required=True, help="TCP port to listen on")
     ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ex.add_argument("--ref", action="append", metavar="SYMBOL=PRICE",
                     help="reference price: a one-level market at PRICE (repeatable)")

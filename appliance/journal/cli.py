@@ -15,8 +15,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
+
+from appliance.cli import positive_int
 
 log = logging.getLogger("appliance.recorder")
 
@@ -49,7 +50,7 @@ def register(sub) -> None:
                    "enabled venue, orders, exec)")
     r.add_argument("--dir", help="journal directory (default: appliance.journal_dir)")
     r.add_argument("--shm-dir", help="shared-memory directory of the rings")
-    r.add_argument("--flush-ms", type=int, default=200,
+    r.add_argument("--flush-ms", type=positive_int, default=200,
                    help="write a partial frame after this long without a full one (default 200)")
     r.set_defaults(handler=cmd_recorder)
 
@@ -178,54 +179,25 @@ def cmd_cat(args) -> int:
 
 # --- recorder -----------------------------------------------------------------------------------
 def default_rings(cfg) -> list[str]:
-    return [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders", "exec"]
+    """Every ring of the configured appliance: md.<venue>, orders, each FIX session's exec ring."""
+    from appliance.fix.gateway import _sessions, load_session_config
+    execs = [load_session_config(cfg, name).exec_ring for name in _sessions(cfg)]
+    return [f"md.{v.name}" for v in cfg.venues if v.enabled] + ["orders"] + (execs or ["exec"])
 
 
 def cmd_recorder(args) -> int:
-    import signal
-
     from appliance import config as config_mod
     from appliance.journal import JournalError
-    from appliance.journal.recorder import Recorder
+    from appliance.journal.recorder import RecorderActor
     try:
         cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
+        rings = ([r.strip() for r in args.rings.split(",") if r.strip()] if args.rings
+                 else default_rings(cfg))
+        actor = RecorderActor(cfg, rings, args.dir or cfg.appliance.journal_dir,
+                              shm_dir=args.shm_dir, flush_ms=args.flush_ms)
+    except (config_mod.ConfigError, JournalError, ValueError, OSError) as e:
         print(f"appliance recorder: {e}", file=sys.stderr)
         return 2
-    rings = [r.strip() for r in args.rings.split(",") if r.strip()] if args.rings else default_rings(cfg)
-    directory = args.dir or cfg.appliance.journal_dir
-    shm_dir = args.shm_dir or cfg.appliance.shm_dir or None
-    core = cfg.cores.actors.get("recorder")
-    if core is not None:
-        try:
-            os.sched_setaffinity(0, {core})
-        except OSError as e:
-            print(f"appliance recorder: cannot pin to core {core} (cores.actors.recorder): {e}",
-                  file=sys.stderr)
-            return 2
-    try:
-        rec = Recorder(rings, directory, shm_dir=shm_dir, rotate_bytes=cfg.journal.rotate_bytes,
-                       zstd_level=cfg.journal.zstd_level, frame_records=cfg.journal.frame_records,
-                       flush_ms=args.flush_ms, control=True, core=-1 if core is None else core)
-    except (JournalError, ValueError, OSError) as e:
-        print(f"appliance recorder: {e}", file=sys.stderr)
-        return 2
-
-    def on_signal(signum, frame):
-        log.info("signal %d: stopping", signum)
-        rec.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("recorder: rings %s -> %s", ", ".join(rings), directory)
-    try:
-        rec.run()
-    except (JournalError, OSError) as e:
-        log.error("recorder stopped: %s", e)
-        return 1
-    for s in rec.stats():
-        log.info("recorder: ring %s: %d records, %d lost in %d gap(s), files %s", s["ring"],
-                 s.get("records", 0), s.get("lost", 0), s.get("gaps", 0),
-                 ", ".join(s["files_written"]) or "none")
-    return 0
+    log.info("recorder: rings %s -> %s", ", ".join(rings), actor.rec.journal_dir)
+    return actor.run()
 

@@ -7,7 +7,8 @@ are validated against the data dictionaries (the packaged FIX4x.xml, appliance/d
 
 The application echoes every NewOrderSingle (35=D) and SecurityDefinition (35=d) back to the
 sender, except a NewOrderSingle that is a possible resend (97=Y) of a ClOrdID already seen on
-that session; every other application message gets a BusinessMessageReject (380=3).
+that session since its last logon (a logout forgets them, as the sequence numbers reset at every
+logon); every other application message gets a BusinessMessageReject (380=3).
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ class EchoApplication(Application):
     def __init__(self):
         self.seen_clordids: set = set()
         self.echoed = 0
+
+    def on_logout(self, session):
+        self.seen_clordids = {k for k in self.seen_clordids if k[0] != session.name}
 
     def on_app_message(self, session, msg):
         mt = msg.msg_type

@@ -64,6 +64,7 @@ import numpy as np
 
 from appliance.engine import kernels as K
 from appliance.engine import positions
+from appliance.engine.state import LP_ACK_TIMEOUT_NS, LP_TIMER_TSC
 from appliance.sim import matching as M
 from appliance.sim.backtest_kernels import (AX_BOOK, AX_N, AX_POS, AX_REAL, AX_T, AX_UNREAL,
                                               BT_KILLS, BT_MAXDD, BT_MK_N, BT_N, BT_PLOT,
@@ -342,6 +343,9 @@ class Backtest:
         self.words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
         self.ord_hdr, self.ord_data = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 14)
         self.ord_cur = ring.local_cursor(self.ord_hdr)
+        self.io = es.attach(self.ord_hdr, self.ord_data, self.words)
+        self.timer_tsc = np.int64(es.loop_settings[LP_TIMER_TSC])
+        self.ack_timeout_ns = np.int64(es.loop_settings[LP_ACK_TIMEOUT_NS])
         self.obuf = np.zeros(records.ORDER_RECORD_SIZE, np.uint8)
         self.ebuf = np.zeros(records.EXEC_RECORD_SIZE, np.uint8)
         self.deliver = np.zeros(len(md.records), np.int64)
@@ -367,11 +371,9 @@ class Backtest:
     def _call(self, budget: int) -> int:
         es = self.es
         return int(run_events(self.md.records, self.md.times, self.deliver, self.bt, self.btf,
-                              es.px, es.qty, es.n, es.book_map, es.bstate, es.meta, es.params,
-                              es.state, es.quotes, es.pnl, es.risk, es.oms, es.led, es.rk,
-                              es.marks, es.rows, es.dirty, es.stats, es.lat_hist, self.cal,
-                              self.ord_hdr, self.ord_data, self.ord_cur, self.words, self.sim,
-                              self.obuf, self.ebuf, self.tape, self.aux, self.mk, budget))
+                              es.books, es.strats, es.gate, es.tel, self.io, self.sim,
+                              self.ord_cur, self.obuf, self.ebuf, self.tape, self.aux, self.mk,
+                              self.timer_tsc, self.ack_timeout_ns, budget))
 
     def _flush(self) -> None:
         n = int(self.bt[BT_TAPE_N])

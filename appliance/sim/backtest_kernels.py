@@ -7,8 +7,9 @@ records reach the simulator in one inner loop until another source is due. It re
 (never raises), allocates nothing, and writes every order sent and exec record received to the
 tape (``tape`` rows + ``aux`` columns) that Python hashes and reports from between calls.
 
-numba's cache does not notice edits to callees in other modules: after changing the engine
-kernels or the simulator, remove this module's cache files (``__pycache__/backtest_kernels*``).
+Engine API: the bundles of :class:`appliance.engine.state.EngineState` (``books``, ``strats``,
+``gate``, ``tel``) and its ``io`` (``es.attach`` on a local order ring and private control
+words); the strategy timer is ``kernels._on_timer``, the one ``step`` runs.
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from numba import njit
 
 from appliance.engine import kernels as K
 from appliance.engine import positions, risk
-from appliance.engine import strategies as strat
-from appliance.engine.strategies import base
+from appliance.jit import HELPER
 from appliance.sim import matching as M
 from appliance.transport import clock, records, ring
 
@@ -65,7 +65,7 @@ TAPE_MARGIN = 8192           # rows an event may write (a kill cancels every liv
 MK_CAP = 1 << 16             # plot marks (t, book, bid, ask)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _tape(tape, aux, bt, rec, t, kind, book_row):
     i = bt[BT_TAPE_N]
     bt[BT_TAPE_N] = i + 1
@@ -85,16 +85,16 @@ def _tape(tape, aux, bt, rec, t, kind, book_row):
     return i
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _book_of(book_map, rec):
     v = np.int64(rec[9])
     ins = np.int64(rec[12]) | (np.int64(rec[13]) << 8) | (np.int64(rec[14]) << 16) | (np.int64(rec[15]) << 24)
     if v < book_map.shape[0] and ins < book_map.shape[1]:
         return book_map[v, ins]
-    return -1
+    return np.int64(-1)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False)
 def pnl_parts(led, marks):
     """(realized net of fees, unrealized) in e8 of the quote asset, over every instrument."""
     real = 0
@@ -106,7 +106,7 @@ def pnl_parts(led, marks):
     return real, unreal
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _drawdown(bt, eq):
     """Track the equity peak and the largest drop from it (e8)."""
     if bt[BT_EQ_SET] == 0:
@@ -119,38 +119,29 @@ def _drawdown(bt, eq):
         bt[BT_MAXDD] = dd
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _equity_mark(bt, led, marks):
-    real, unreal = pnl_parts(led, marks)
-    eq = real + unreal
-    if bt[BT_EQ_SET] == 0:
-        bt[BT_EQ_SET] = 1
-        bt[BT_PEAK] = eq if eq > 0 else 0
-    if eq > bt[BT_PEAK]:
-        bt[BT_PEAK] = eq
-    dd = bt[BT_PEAK] - eq
-    if dd > bt[BT_MAXDD]:
-        bt[BT_MAXDD] = dd
-    return real, unreal
-
-
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
+@njit(**HELPER)
+def _drain_orders(sim, io, ord_cur, obuf, tape, aux, bt, book_map, t):
     """Order records the engine just wrote: onto the tape and into the simulator's entry queue."""
-    while ring.poll(ord_hdr, ord_data, ord_cur, obuf) == 1:
-        _tape(tape, aux, bt, obuf, t, 1, _book_of(book_map, obuf))
+    while ring.poll(io.ord_hdr, io.ord_data, ord_cur, obuf) == 1:
+        _tape(tape, aux, bt, obuf, t, np.int64(1), _book_of(book_map, obuf))
         if M._submit(sim, obuf, t) != M.OK:
             return False
     return True
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, params, state,
-               quotes, pnl, risk_p, om, led, rk, marks, rows, dirty, stats, lat_hist, cal,
-               ord_hdr, ord_data, ord_cur, words, sim, obuf, ebuf, tape, aux, mk, budget):
+def run_events(md, times, deliver, bt, btf, books, strats, gate, tel, io, sim, ord_cur, obuf,
+               ebuf, tape, aux, mk, timer_tsc, ack_timeout_ns, budget):
     """Process up to ``budget`` md records (see the module docstring); returns RC_*."""
     nrec = md.shape[0]
-    rs = md.shape[1]
+    stats = tel.stats
+    cal = tel.cal
+    led = gate.led
+    rk = gate.risk
+    marks = books.marks
+    book_map = books.book_map
+    px = books.px
+    n = books.n
     done = 0
     while True:
         if bt[BT_TAPE_N] + TAPE_MARGIN > tape.shape[0] or bt[BT_MK_N] + 2 > mk.shape[0]:
@@ -163,7 +154,7 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
         tr = M._next_response(sim)
         tt = M.NEVER
         if bt[BT_TIMER_ARM] >= 0:
-            tt = stats[K.ST_LAST_TIMER] + risk_p[K.R_TIMER_TSC]
+            tt = stats[K.ST_LAST_TIMER] + timer_tsc
             if tt < bt[BT_TIMER_ARM]:
                 tt = bt[BT_TIMER_ARM]
         if tx == M.NEVER and te == M.NEVER and ta == M.NEVER and tr == M.NEVER:
@@ -175,13 +166,8 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
             stats[K.ST_LAST_TIMER] = t
             bt[BT_TIMER_ARM] = -1
             bt[BT_TIMERS] += 1
-            K.check_stuck(om, rk, rows, stats, words, t, risk_p[K.R_ACK_TIMEOUT_NS])
-            for i in range(meta.shape[0]):
-                if strat.on_timer(i, meta, params, state, quotes, px, qty, n, t) \
-                        != base.UNCHANGED or dirty[i] != 0:
-                    K.reconcile(i, meta, quotes, px, n, om, led, rk, dirty, stats, lat_hist,
-                                cal, ord_hdr, ord_data)
-            if not _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
+            K._on_timer(books, strats, gate, tel, io, t, ack_timeout_ns)
+            if not _drain_orders(sim, io, ord_cur, obuf, tape, aux, bt, book_map, t):
                 return RC_SIM_FULL
             continue
         if tx <= ta and tx <= tr and tx <= te:
@@ -227,13 +213,13 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
                 bt[BT_TIMER_ARM] = t
             M._pop_response(sim, ebuf)
             b = _book_of(book_map, ebuf)
-            i = _tape(tape, aux, bt, ebuf, t, 2, b)
+            i = _tape(tape, aux, bt, ebuf, t, np.int64(2), b)
             before = stats[K.ST_FILLS]
-            K.handle_exec(ebuf, meta, params, state, quotes, pnl, om, led, rk, marks, dirty,
-                          stats, words, cal)
+            K.handle_exec(ebuf, books, strats, gate, tel, io)
             if stats[K.ST_FILLS] != before:
                 bt[BT_FILLS] += 1
-                real, unreal = _equity_mark(bt, led, marks)
+                real, unreal = pnl_parts(led, marks)
+                _drawdown(bt, real + unreal)
                 aux[i, AX_REAL] = real
                 aux[i, AX_UNREAL] = unreal
                 aux[i, AX_POS] = led.pos[b].qty if b >= 0 else 0
@@ -255,14 +241,11 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
             bt[BT_ENG_EVENTS] += 1
             if bt[BT_TIMER_ARM] < 0:
                 bt[BT_TIMER_ARM] = t
-            if K.check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, ord_hdr,
-                            ord_data, words) == K.STEP_KILL_SEEN:
+            if K.check_kill(books, strats, gate, tel, io) == K.STEP_KILL_SEEN:
                 bt[BT_KILLS] += 1
-            K.handle_md(md, ke * rs, px, qty, n, book_map, bstate, meta, params, state, quotes,
-                        pnl, risk_p, om, led, rk, marks, dirty, stats, lat_hist, cal, ord_hdr,
-                        ord_data, words)
+            K.handle_md(md[ke], books, strats, gate, tel, io)
             sent = bt[BT_TAPE_N]
-            if not _drain_orders(sim, ord_hdr, ord_data, ord_cur, obuf, tape, aux, bt, book_map, t):
+            if not _drain_orders(sim, io, ord_cur, obuf, tape, aux, bt, book_map, t):
                 bt[BT_KE] = ke + 1
                 return RC_SIM_FULL
             if md[ke, 8] == records.RT_BATCH_END:
@@ -284,7 +267,7 @@ def run_events(md, times, deliver, bt, btf, px, qty, n, book_map, bstate, meta, 
             if bt[BT_TAPE_N] + TAPE_MARGIN > tape.shape[0] or bt[BT_MK_N] + 2 > mk.shape[0]:
                 break
             t2 = deliver[ke]
-            tt = stats[K.ST_LAST_TIMER] + risk_p[K.R_TIMER_TSC]
+            tt = stats[K.ST_LAST_TIMER] + timer_tsc
             if tt < bt[BT_TIMER_ARM]:
                 tt = bt[BT_TIMER_ARM]
             if not (t2 < tx and t2 < ta and t2 < tr and t2 <= tt):

@@ -10,6 +10,7 @@ import logging
 import sys
 import urllib.parse
 
+from appliance.cli import port_arg, positive_float, positive_int
 from appliance.venues.registry import VENUES
 
 log = logging.getLogger("appliance.sim.cli")
@@ -22,7 +23,7 @@ def _config(args):
 
 def _sim(args) -> int:
     from appliance.sim import run
-    return run.run(args.seconds, args.keep, args.dir)
+    return run.run(args.seconds, args.keep, args.dir, args.json)
 
 
 def _demo(args) -> int:
@@ -55,7 +56,7 @@ def _venue_sim(args: argparse.Namespace) -> int:
                             stall_ms=args.stall_ms)
         port = args.port if args.port is not None else _default_port(args)
         vs = venue.VenueSim(args.venue, args.recording or None, host=args.host, port=port,
-                          pace=args.pace, speed=args.speed, faults=faults)
+                          pace=args.pace, speed=args.speed, faults=faults, loop=args.loop)
         vs.start()
     except (venue.SimError, OSError) as e:
         print(f"appliance venue-sim: {e}", file=sys.stderr)
@@ -103,14 +104,17 @@ def register(sub) -> None:
     p.set_defaults(handler=_backtest)
 
     p = sub.add_parser("sim", help="the whole appliance in sim mode on loopback, then a report")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to trade (default 20)")
+    p.add_argument("--seconds", type=positive_float, default=20.0,
+                   help="how long to trade (default 20)")
     p.add_argument("--dir", help="run directory for config, logs, journal (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the shared-memory regions afterwards")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object (progress goes to stderr)")
     p.set_defaults(handler=_sim)
 
     p = sub.add_parser("demo", help="live two-process transport demo with latency figures")
-    p.add_argument("--records", type=int, default=200_000)
-    p.add_argument("--rate", type=float, default=100_000, help="records per second")
+    p.add_argument("--records", type=positive_int, default=200_000)
+    p.add_argument("--rate", type=positive_float, default=100_000, help="records per second")
     p.set_defaults(handler=_demo)
 
     s = sub.add_parser("venue-sim", help="serve a recorded venue session on loopback (WS + REST)",
@@ -119,12 +123,16 @@ def register(sub) -> None:
     s.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (for the default port)")
     s.add_argument("--venue", required=True, choices=VENUES)
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, help="TCP port for WS and REST (default: the port of the "
+    s.add_argument("--port", type=port_arg, help="TCP port for WS and REST (default: the port of the "
                    "venue's ws_url in the config, else 9001; 0 = any free port)")
     s.add_argument("--recording", action="append", help="recording file (repeatable; default: "
                    "every <VENUE>.ws.*.0 or <VENUE>.jsonl.zst in the data directory)")
     s.add_argument("--pace", choices=("realtime", "fast"), default="realtime")
-    s.add_argument("--speed", type=float, default=1.0, help="realtime speed-up factor")
+    s.add_argument("--speed", type=positive_float, default=1.0, help="realtime speed-up factor")
+    s.add_argument("--loop", action="store_true",
+                   help="replay the recording over and over: each loop is a fresh connection "
+                   "(the simulator closes the last one) with ids and times shifted so the "
+                   "stream and its REST snapshots stay consistent")
     s.add_argument("--drop-every", type=int, default=0, metavar="N", help="drop every Nth frame (gap)")
     s.add_argument("--duplicate-every", type=int, default=0, metavar="N", help="send every Nth frame twice")
     s.add_argument("--garbage-every", type=int, default=0, metavar="N", help="garbage frame before every Nth")
@@ -134,6 +142,6 @@ def register(sub) -> None:
                    help="connections that get --disconnect-after (0 = every one; default 1)")
     s.add_argument("--stall-after", type=int, default=0, metavar="N", help="pause after N frames")
     s.add_argument("--stall-ms", type=int, default=0, metavar="MS", help="length of the pause")
-    s.add_argument("--seconds", type=float, help="stop after this long")
+    s.add_argument("--seconds", type=positive_float, help="stop after this long")
     s.add_argument("--json", action="store_true", help="print the stats as JSON at exit")
     s.set_defaults(handler=_venue_sim)

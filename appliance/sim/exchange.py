@@ -41,6 +41,12 @@ Replies (FIX 4.4, and FIX 4.2 on a 4.2 session; the dictionary orders the fields
   many). FIX 4.2 has no mass cancel (the dictionary rejects 35=q as an invalid MsgType).
 - OrderStatusRequest (H): 4.4 150=I; 4.2 20=3 (status) with 150 = the order's OrdStatus; unknown
   order -> 39=8 and 58 "unknown order".
+- OrderMassStatusRequest (AF): one 150=I report per working order of the requesting session (585=7
+  all, 1 by Symbol; 584 = the request's id, 911 their number, 912=Y on the last); nothing when none
+  is working.
+
+The venue renders FIX 4.4 bodies; :func:`for_version` turns them into the FIX 4.2 form on a 4.2
+session (``ExchangeApplication`` applies it to everything it sends).
 
 Identity across restarts: OrderID (37) and ExecID (17) are ``<boot>-<n>`` where ``boot`` is a
 counter kept in the store directory (incremented at every start; without a store directory, the
@@ -56,6 +62,7 @@ import argparse
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from decimal import Decimal, InvalidOperation
@@ -63,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.actor import Actor, ActorError
 from appliance.fix import dictionary as dictionary_mod
 from appliance.fix.session import Application, Session, SessionConfig, UnsupportedMessageType
 from appliance.fix.store import FileStore, MemoryStore
@@ -83,6 +91,7 @@ CXL_TOO_LATE = 0
 CXL_UNKNOWN_ORDER = 1
 CXL_BROKER_OPTION = 2
 CXL_DUPLICATE_CLORDID = 6
+CXL_BROKER_OPTION_B = b"2"
 
 DEFAULT_GRID = "0.00000001"
 MAX_INSTRUMENTS = 256
@@ -197,6 +206,88 @@ class _Ids:
         return t if t is not None else str(v).encode()
 
 
+class Order:
+    """An order as a test or a tool describes it (the old mock exchange's shape). Assigned into
+    ``MatchingVenue.orders[clord]`` it becomes a working order of the simulator on its ``owner``'s
+    session, placed without any report (an order the venue has that the client never sent, e.g.
+    after the client lost its state); ``status`` / ``working`` / ``cum_qty`` then read the
+    simulator."""
+
+    def __init__(self, order_id, clord_id: bytes, symbol: bytes, side: bytes, ord_type: bytes,
+                 tif: bytes, qty: Decimal, price: Decimal | None, cum_qty=Decimal(0), status=b"0",
+                 avg_px=Decimal(0), owner=None):
+        self.order_id, self.clord_id, self.symbol = order_id, clord_id, symbol
+        self.side, self.ord_type, self.tif, self.qty, self.price = side, ord_type, tif, qty, price
+        self.owner = owner
+        self._status = status
+        self._bound = None             # (venue, session index, clord u64) once placed
+
+    def _row(self) -> int:
+        v, si, c = self._bound
+        return M.find(v.sim, si, c)
+
+    @property
+    def status(self) -> bytes:
+        if self._bound is None:
+            return self._status
+        r = self._row()
+        return _STATUS_CHR.get(int(self._bound[0].sim.orders[r, M.O_STATUS]), b"8") if r >= 0 else b"8"
+
+    @property
+    def working(self) -> bool:
+        if self._bound is None:
+            return self._status in (b"0", b"1")
+        r = self._row()
+        return r >= 0 and int(self._bound[0].sim.orders[r, M.O_STATE]) == M.OS_WORKING
+
+
+class OrderBookView:
+    """``MatchingVenue.orders``: orders by ClOrdID over every session (read), and placement of an
+    :class:`Order` (write)."""
+
+    def __init__(self, venue: "MatchingVenue"):
+        self._venue = venue
+
+    def __getitem__(self, clord: bytes) -> Order:
+        v = self._venue
+        for si, ids in v.ids.items():
+            c = ids.of(clord, create=False)
+            r = M.find(v.sim, si, c) if c is not None else -1
+            if r >= 0:
+                o = v.sim.orders[r]
+                ins = v.by_k[int(o[M.O_INS])]
+                view = Order(v._oid(int(o[M.O_OID])), clord, ins.symbol,
+                             b"1" if int(o[M.O_SIDE]) == R.SIDE_BUY else b"2", b"2",
+                             _TIF_CHR.get(int(o[M.O_TIF]), b"1"), ins.qty(int(o[M.O_QTY])),
+                             ins.px(int(o[M.O_PRICE])), owner=v.owners.get(si))
+                view._bound = (v, si, c)
+                return view
+        raise KeyError(clord)
+
+    def __contains__(self, clord: bytes) -> bool:
+        try:
+            self[clord]
+            return True
+        except KeyError:
+            return False
+
+    def __setitem__(self, clord: bytes, order: Order) -> None:
+        v = self._venue
+        si = v.session_index(order.owner)
+        ins = v._instrument(order.symbol, v._venue_of(order.owner))
+        c = v._ids(si).of(clord)
+        v._fill_header(R.RT_NEW_ORDER, ins, si, c)
+        r = v.rec[0]
+        r["price"] = ins.ticks(Decimal(order.price), "Price") if order.price is not None else 0
+        r["qty"] = ins.lots(Decimal(order.qty), "OrderQty")
+        r["side"] = _SIDE.get(order.side, R.SIDE_BUY)
+        r["ord_type"] = R.ORD_LIMIT
+        r["tif"] = _TIF.get(order.tif, R.TIF_GTC)
+        M.process_order(v.sim, v.rec_u8.reshape(-1), time.time_ns())
+        M.drain_responses(v.sim, v.out)          # placed silently: nobody was told
+        order._bound = (v, si, c)
+
+
 class MatchingVenue:
     """Order state and replies of the mock exchange (one instance serves every session)."""
 
@@ -226,13 +317,19 @@ class MatchingVenue:
         self.out = np.zeros((OUT_ROWS, R.EXEC_RECORD_SIZE), np.uint8)
         self.res = np.zeros(2, np.int64)
         self.counts = {"orders": 0, "cancels": 0, "replaces": 0, "fills": 0, "rejects": 0,
-                       "status": 0, "mass_cancels": 0, "unsent_fills": 0, "md_records": 0}
+                       "status": 0, "mass_cancels": 0, "mass_status": 0, "unsent_fills": 0,
+                       "md_records": 0}
+        self.orders = OrderBookView(self)
         for s, p in (references or {}).items():
             self.set_reference(s, p)
 
     # ---- instruments ----------------------------------------------------------------------
     def add_instrument(self, symbol, venue: int = R.VENUE_SIM, md_id: int | None = None,
-                       tick: str = DEFAULT_GRID, lot: str = DEFAULT_GRID) -> Instrument:
+                       tick: str = DEFAULT_GRID, lot: str = DEFAULT_GRID,
+                       fees_bps: tuple | None = None) -> Instrument:
+        """Trade ``symbol`` of ``venue`` (records.VENUE_*): ``md_id`` its instrument id on the
+        venue's md ring (None: an id no md record uses), ``tick`` / ``lot`` its grid (decimal
+        strings), ``fees_bps`` (maker, taker) (default: the settings' fees of the venue)."""
         sym = symbol.encode() if isinstance(symbol, str) else bytes(symbol)
         key = (venue, sym)
         ins = self.instruments.get(key)
@@ -251,7 +348,10 @@ class MatchingVenue:
         self.sim.ins[k, M.I_VENUE] = venue
         self.sim.ins[k, M.I_INSTR] = md_id
         vname = R.VENUE_NAMES.get(venue, "sim")
-        maker, taker = self.settings.fee_ppm(vname)
+        if fees_bps is not None:
+            maker, taker = int(round(fees_bps[0] * 100)), int(round(fees_bps[1] * 100))
+        else:
+            maker, taker = self.settings.fee_ppm(vname)
         tick_e8 = t * 100_000_000
         lot_e8 = lt * 100_000_000
         if tick_e8 == tick_e8.to_integral_value() and lot_e8 == lot_e8.to_integral_value():
@@ -324,12 +424,6 @@ class MatchingVenue:
         if orig is not None:
             body.append((41, orig))
         body.append((17, self._exec_id()))
-        if v42:
-            body.append((20, b"3" if status_reply else b"0"))
-            if exec_type == b"F":
-                exec_type = b"2" if ord_status == b"2" else b"1"
-            elif exec_type == b"I":
-                exec_type = ord_status
         body += [(150, exec_type), (39, ord_status), (55, sym), (54, side)]
         if qty is not None:
             body.append((38, fmt(qty)))
@@ -346,20 +440,16 @@ class MatchingVenue:
             if fee is not None and fee != 0:
                 body += [(12, fmt(fee)), (13, b"3")]
         if reason is not None:
-            if v42 and reason > 8:
-                reason = 0                       # 4.2 OrdRejReason stops at 8: broker option
             body.append((103, str(reason).encode()))
         body += [(151, fmt(leaves)), (14, fmt(cum)), (6, fmt(avg))]
         if text:
             body.append((58, text.encode()))
-        if liq and not v42:
+        if liq:
             body.append((851, str(liq).encode()))
         return (b"8", body)
 
     def _cancel_reject(self, v42: bool, clord: bytes, orig: bytes, response_to: int,
                        status: bytes, order_id: bytes, reason: int, text: str) -> tuple:
-        if v42 and reason > 3:
-            reason = CXL_BROKER_OPTION             # 4.2 CxlRejReason stops at 3
         return (b"9", [(37, order_id), (11, clord), (41, orig), (39, status),
                        (434, str(response_to).encode()), (102, str(reason).encode()),
                        (58, text.encode())])
@@ -454,6 +544,8 @@ class MatchingVenue:
                 return self._mass_cancel(msg, owner, si, v42)
             if t == b"H":
                 return self._status(msg, owner, si, v42)
+            if t == b"AF":
+                return self._mass_status(msg, owner, si, v42)
         except BadOrder as e:
             self.counts["rejects"] += 1
             log.info("rejecting %s: %s", t.decode(errors="replace"), e)
@@ -618,6 +710,19 @@ class MatchingVenue:
         out.append((b"r", report))
         return out
 
+    def _status_er(self, row: int, ids: "_Ids") -> tuple:
+        o = self.sim.orders[row]
+        ins = self.by_k[int(o[M.O_INS])]
+        working = int(o[M.O_STATE]) == M.OS_WORKING
+        return self._er(False, b"I", _STATUS_CHR.get(int(o[M.O_STATUS]), b"0"),
+                        self._oid(int(o[M.O_OID])), ids.name(int(o[M.O_CLORD])), ins.symbol,
+                        b"1" if int(o[M.O_SIDE]) == R.SIDE_BUY else b"2",
+                        ins.qty(int(o[M.O_QTY])), b"1" if int(o[M.O_ORDTYPE]) == R.ORD_MARKET else b"2",
+                        ins.px(int(o[M.O_PRICE])), _TIF_CHR.get(int(o[M.O_TIF])),
+                        ins.qty(int(o[M.O_LEAVES])) if working else Decimal(0),
+                        ins.qty(int(o[M.O_CUM])), self._avg(row, ins), status_reply=True,
+                        flags=int(o[M.O_FLAGS]))
+
     def _status(self, msg: Message, owner, si: int, v42: bool) -> list:
         self.counts["status"] += 1
         clord_b = msg.get(11, b"")
@@ -625,20 +730,42 @@ class MatchingVenue:
         v = ids.of(clord_b, create=False) if clord_b else None
         row = M.find(self.sim, si, v) if v is not None else -1
         if row < 0:
-            return [self._er(v42, b"I", b"8", b"NONE", clord_b or b"NONE", msg.get(55, b"?"),
+            return [self._er(False, b"I", b"8", b"NONE", clord_b or b"NONE", msg.get(55, b"?"),
                              msg.get(54, b"1"), None, None, None, None, Decimal(0), Decimal(0),
                              Decimal(0), text="unknown order", status_reply=True)]
-        o = self.sim.orders[row]
-        ins = self.by_k[int(o[M.O_INS])]
-        working = int(o[M.O_STATE]) == M.OS_WORKING
-        return [self._er(v42, b"I", _STATUS_CHR.get(int(o[M.O_STATUS]), b"0"),
-                         self._oid(int(o[M.O_OID])), ids.name(int(o[M.O_CLORD])), ins.symbol,
-                         b"1" if int(o[M.O_SIDE]) == R.SIDE_BUY else b"2",
-                         ins.qty(int(o[M.O_QTY])), b"1" if int(o[M.O_ORDTYPE]) == R.ORD_MARKET else b"2",
-                         ins.px(int(o[M.O_PRICE])), _TIF_CHR.get(int(o[M.O_TIF])),
-                         ins.qty(int(o[M.O_LEAVES])) if working else Decimal(0),
-                         ins.qty(int(o[M.O_CUM])), self._avg(row, ins), status_reply=True,
-                         flags=int(o[M.O_FLAGS]))]
+        return [self._status_er(row, ids)]
+
+    def working_rows(self, si: int, k: int | None = None) -> list:
+        """Rows of the session's working orders (of instrument row ``k``), oldest first."""
+        rows = []
+        sim = self.sim
+        for kk in (range(sim.ins.shape[0]) if k is None else (k,)):
+            for j in range(int(sim.ins[kk, M.I_NLIVE])):
+                r = int(sim.live[kk, j])
+                if int(sim.orders[r, M.O_SESSION]) == si:
+                    rows.append(r)
+        rows.sort(key=lambda r: int(sim.orders[r, M.O_OID]))
+        return rows
+
+    def _mass_status(self, msg: Message, owner, si: int, v42: bool) -> list:
+        """OrderMassStatusRequest (AF): one 150=I report (584 = the request's id) per working
+        order of the requesting session (585=7 all, 1 by Symbol)."""
+        self.counts["mass_status"] += 1
+        req, kind, sym = msg.get(584, b"NONE"), msg.get(585, b"7"), msg.get(55)
+        k = None
+        if kind == b"1":
+            ins = next((i for (v, s), i in self.instruments.items() if s == sym), None)
+            if ins is None:
+                return []
+            k = ins.k
+        rows = self.working_rows(si, k)
+        ids = self._ids(si)
+        out = []
+        for n, r in enumerate(rows, 1):
+            mt, body = self._status_er(r, ids)
+            body += [(584, req), (911, str(len(rows)).encode())] + ([(912, b"Y")] if n == len(rows) else [])
+            out.append((mt, body))
+        return out
 
     # ---- the market ------------------------------------------------------------------------------
     def set_reference(self, symbol, price) -> list:
@@ -687,7 +814,7 @@ class MatchingVenue:
 class ExchangeApplication(Application):
     """Session-layer application: every order message goes to the MatchingVenue."""
 
-    HANDLED = (b"D", b"F", b"G", b"q", b"H")
+    HANDLED = (b"D", b"F", b"G", b"q", b"H", b"AF")
 
     def __init__(self, venue: MatchingVenue):
         self.venue = venue
@@ -720,9 +847,48 @@ class ExchangeApplication(Application):
 
     @staticmethod
     def _send(session, mt: bytes, body: list) -> None:
+        body = for_version(session.cfg.begin_string, mt, body)
         if session.dd is not None:
             body = session.dd.order_body(mt, body)
         session.send_app(mt, body)
+
+
+def fix42_execution_report(body: list) -> list:
+    """The FIX 4.2 form of an ExecutionReport body: ExecTransType (20) 0 new / 3 status, a fill as
+    ExecType 1 (partial) / 2 (filled) instead of F, a status reply's ExecType = its OrdStatus
+    instead of I, no LastLiquidityInd (851, FIX 4.4 only), OrdRejReason (103) within 4.2's 0-8
+    (other reasons become 0, broker option)."""
+    d = dict(body)
+    et = d.get(150)
+    trans = b"3" if et == b"I" else b"0"
+    out = []
+    for t, v in body:
+        if t == 851:
+            continue
+        if t == 150:
+            if et == b"F":
+                v = b"2" if d.get(39) == b"2" else b"1"
+            elif et == b"I":
+                v = d.get(39, b"0")
+        elif t == 103 and int(v) > 8:
+            v = b"0"
+        out.append((t, v))
+    out.append((20, trans))
+    return out
+
+
+def for_version(begin_string, mt: bytes, body: list) -> list:
+    """A FIX 4.4 reply body in the dialect of a session: unchanged for 4.4; for 4.2 the
+    ExecutionReport form of :func:`fix42_execution_report` and an OrderCancelReject's CxlRejReason
+    (102) within 4.2's 0-3 (other reasons become 2, broker option)."""
+    bs = begin_string.decode() if isinstance(begin_string, bytes) else begin_string
+    if bs != "FIX.4.2":
+        return body
+    if mt == b"8":
+        return fix42_execution_report(body)
+    if mt == b"9":
+        return [(t, CXL_BROKER_OPTION_B if t == 102 and int(v) > 3 else v) for t, v in body]
+    return body
 
 
 def session_pairs(cfg) -> list:
@@ -765,14 +931,16 @@ class ExchangeServer:
     """The mock exchange on a background thread (tests, benches) or the foreground (CLI).
 
     ``pairs``: [(begin_string, sender, target)] sessions to accept (the exchange's own view), or
-    4-tuples with the session's config table (its ``venue`` and ``instruments``). ``md_rings``:
-    {venue name: ring name} markets to follow (attached once their writer has created them).
+    4-tuples with the session's config table (its ``venue``). ``venue_instruments``: {venue name:
+    the venue's [[instruments]] entries (config.instruments.Instrument, id order)} traded on the
+    sessions of that venue. ``md_rings``: {venue name: ring name} markets to follow (attached
+    once their writer has created them).
     Sessions keep their stores across ``restart()`` (a venue that went away and came back with
     its sequence numbers), so a gateway reconnecting afterwards continues its numbering."""
 
     def __init__(self, pairs, host: str = "127.0.0.1", port: int = 0, venue: MatchingVenue | None = None,
                  store_dir=None, validate: bool = True, heartbeat_tick: float = 0.01,
-                 md_rings: dict | None = None, shm_dir=None, venue_symbols: dict | None = None):
+                 md_rings: dict | None = None, shm_dir=None, venue_instruments: dict | None = None):
         boot = next_boot(store_dir) if store_dir else None
         self.venue = venue or MatchingVenue(boot=boot)
         if boot is not None:
@@ -781,7 +949,7 @@ class ExchangeServer:
         self.host = host
         self.tick = heartbeat_tick
         self.sessions = []
-        venue_symbols = venue_symbols or {}
+        venue_instruments = venue_instruments or {}
         for spec in pairs:
             bs, sender, target = spec[:3]
             table = spec[3] if len(spec) > 3 else {}
@@ -793,12 +961,9 @@ class ExchangeServer:
             vname = table.get("venue", "sim")
             vid = R.VENUE_IDS.get(vname, R.VENUE_SIM)
             self.venue.session_venue[self.venue.session_index(s)] = vid
-            syms = venue_symbols.get(vname, [])
-            for ins in table.get("instruments", []) or []:
-                sym = ins.get("symbol")
-                md_id = syms.index(sym) if sym in syms else None
-                self.venue.add_instrument(sym, vid, md_id, ins.get("tick_size", DEFAULT_GRID),
-                                          ins.get("lot_size", DEFAULT_GRID))
+            for ins in venue_instruments.get(vname, []):
+                self.venue.add_instrument(ins.symbol, vid, ins.id, ins.tick, ins.lot,
+                                          (ins.maker_fee_bps, ins.taker_fee_bps))
             self.sessions.append(s)
         self.md_rings = dict(md_rings or {})
         self.shm_dir = shm_dir
@@ -914,51 +1079,84 @@ def parse_refs(items) -> dict:
     return refs
 
 
-def run_from_args(args) -> int:
-    import signal
-    import sys
+class ExchangeActor(Actor):
+    """``appliance fix exchange`` as an actor: the exchange server's event loop in the actor loop
+    (heartbeat, status and counters like every other actor). The simulator's kernels are warmed
+    before anything listens; the sessions' venues' md rings are attached as they appear."""
 
+    def __init__(self, cfg, args):
+        super().__init__(cfg, "exchange", log)
+        self.specs = session_specs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
+                                             getattr(args, "target", None) or "APPLIANCE", {})]
+        self.refs = parse_refs(getattr(args, "ref", None))
+        self.host = getattr(args, "host", "127.0.0.1")
+        self.port = args.port
+        self.store = getattr(args, "store", None)
+        if self.store is None and not getattr(args, "memory_store", False):
+            self.store = os.path.join(cfg.appliance.state_dir, "fix-exchange")
+        st = M.settings((cfg.extra.get("sim", {}) or {}).get("exchange"))
+        self.settings = M.Settings(**{**st.__dict__, "max_orders": max(st.max_orders, 1 << 17),
+                                      "max_live": max(st.max_live, 1 << 14)})
+        self.venue_instruments = {v.name: cfg.instruments_of(v.name) for v in cfg.venues
+                                  if v.enabled}
+        md_venues = {t.get("venue") for _, _, _, t in self.specs if t.get("venue")}
+        self.md_rings = {v: f"md.{v}" for v in md_venues if self.venue_instruments.get(v)}
+        self.venue = self.srv = None
+
+    def warm(self) -> None:
+        M.warm()
+
+    def open(self) -> None:
+        self.venue = MatchingVenue(settings=self.settings)
+        try:
+            self.srv = ExchangeServer(self.specs, self.host, self.port, self.venue,
+                                      store_dir=self.store, md_rings=self.md_rings,
+                                      shm_dir=self.shm_dir, venue_instruments=self.venue_instruments)
+            for sym, px in self.refs.items():
+                self.venue.set_reference(sym, px)
+        except OSError as e:
+            raise ActorError(f"cannot listen on {self.host}:{self.port} or use the store "
+                             f"{self.store}: {e.strerror or e}") from None
+        except (ValueError, BadOrder) as e:
+            raise ActorError(str(e)) from None
+        self.log.info("mock exchange listening on %s:%d for %s; market from %s; store %s; boot %d",
+                      self.srv.host, self.srv.port,
+                      ", ".join(f"{t}->{s} ({b})" for b, s, t, _ in self.specs),
+                      ", ".join(self.md_rings.values()) or "reference prices only",
+                      self.store or "memory", self.venue.boot)
+        print(f"listening {self.srv.host}:{self.srv.port}", flush=True)
+
+    def poll(self) -> None:
+        self.srv.loop.poll(0.002 if self.md_rings else self.srv.tick)
+        self.srv._run_commands()
+        self.srv.poll_market()
+
+    def status(self) -> dict:
+        out = {"counters": dict(self.venue.counts) if self.venue else {}}
+        if self.venue is not None:
+            out["simulator"] = M.counters(self.venue.sim)
+            out["md_rings"] = sorted(self.srv.readers) if self.srv else []
+        return out
+
+    def counters(self) -> dict:
+        if self.venue is None:
+            return {}
+        return {**self.venue.counts, **{f"sim_{k}": v for k, v in M.counters(self.venue.sim).items()}}
+
+    def close(self) -> None:
+        if self.srv is not None:
+            self.srv.loop.close()
+            self.srv.close()
+            self.log.info("mock exchange stopped: %s; simulator %s", self.venue.counts,
+                          M.counters(self.venue.sim))
+
+
+def run_from_args(args) -> int:
     from appliance import config as config_mod
     try:
         cfg = config_mod.load(getattr(args, "config", None))
-        specs = session_specs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
-                                        getattr(args, "target", None) or "APPLIANCE", {})]
-        refs = parse_refs(getattr(args, "ref", None))
-        st = M.settings((cfg.extra.get("sim", {}) or {}).get("exchange"))
-        st = M.Settings(**{**st.__dict__, "max_orders": max(st.max_orders, 1 << 17),
-                           "max_live": max(st.max_live, 1 << 14)})
-        store = getattr(args, "store", None)
-        if store is None and not getattr(args, "memory_store", False):
-            store = os.path.join(cfg.appliance.state_dir, "fix-exchange")
-        md_venues = {t.get("venue") for _, _, _, t in specs if t.get("venue")}
-        venues = {v.name: list(v.symbols) for v in cfg.venues if v.enabled}
-        md_rings = {v: f"md.{v}" for v in md_venues if v in venues}
-        venue = MatchingVenue(settings=st)
-        srv = ExchangeServer(specs, getattr(args, "host", "127.0.0.1"), args.port, venue,
-                             store_dir=store, md_rings=md_rings, venue_symbols=venues)
-        for sym, px in refs.items():
-            venue.set_reference(sym, px)
-    except (config_mod.ConfigError, M.SimConfigError, argparse.ArgumentTypeError, BadOrder,
-            ValueError, OverflowError) as e:
+        actor = ExchangeActor(cfg, args)
+    except (config_mod.ConfigError, M.SimConfigError, argparse.ArgumentTypeError, ValueError) as e:
         print(f"appliance fix exchange: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        print(f"appliance fix exchange: {e.filename or ''}{': ' if e.filename else ''}"
-              f"{e.strerror or e}", file=sys.stderr)
-        return 2
-    log.info("mock exchange listening on %s:%d for %s; market from %s; store %s; boot %d",
-             srv.host, srv.port, ", ".join(f"{t}->{s} ({b})" for b, s, t, _ in specs),
-             ", ".join(md_rings.values()) or "reference prices only", store or "memory",
-             venue.boot)
-    print(f"listening {srv.host}:{srv.port}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    try:
-        srv.serve(stop.is_set)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.loop.close()
-        srv.close()
-        log.info("mock exchange stopped: %s; simulator %s", venue.counts, M.counters(venue.sim))
-    return 0
+    return actor.run()

@@ -8,7 +8,14 @@ One ``VenueSim`` = one TCP port serving both protocols, like a venue's edge:
   the client subscribing, the rest once the client has sent its first frame (Binance subscribes
   in the URL, so its stream starts at once). Every connection replays the session from the
   start, as a real venue re-sends snapshots after a resubscribe. When the recording is
-  exhausted the connection stays open and quiet until the client leaves.
+  exhausted the connection stays open and quiet until the client leaves, or, with ``loop``,
+  the simulator closes it (close code 1012, service restart) and the client's next connection
+  is the next loop.
+- looping: loop k (k = 0, 1, ...: the k-th connection) shifts every id and time the venue
+  module lists in ``SIM_SHIFT_KEYS`` by k times its span in the recording, in the stream and in
+  the REST book snapshots alike, and walks the recorded REST responses from the first again. So
+  each loop is a fresh connection whose snapshot is consistent with its stream (a clean run has
+  no gap and no resync however long it runs), and ids and times keep counting up across loops.
 - any other HTTP GET is answered from the recorded REST responses: the path (an optional leading
   ``/<venue>`` segment is ignored, matching ``rest_url = "http://host:port/<venue>"``) selects
   the responses recorded for that path, the query parameters pick among them (``symbol=...``);
@@ -30,7 +37,9 @@ The simulator is not the appliance's hot path: it uses the ``websockets`` thread
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -44,7 +53,7 @@ from websockets.http11 import Response
 from websockets.sync.server import serve
 
 from appliance import data as pkgdata
-from appliance.venues import recording
+from appliance.venues import recording, registry
 
 log = logging.getLogger("appliance.sim.venue")
 _server_log = logging.getLogger("appliance.sim.venue.server")
@@ -96,6 +105,7 @@ class SimStats:
     disconnects: int = 0
     stalls: int = 0
     completed: int = 0           # connections that got the whole recording
+    loops: int = 0               # of which closed by the simulator to start the next loop
     rest_requests: int = 0
     rest_not_found: int = 0
     client_messages: list = field(default_factory=list)   # (connection no, text), first MAX_KEPT
@@ -131,11 +141,35 @@ def default_recordings(venue: str, data_dir: Path | None = None) -> list[Path]:
     return paths
 
 
+class Shifter:
+    """Shifts the integer values of named JSON keys (bare or quoted) by k times their span, so
+    loop k of a recording continues loop k-1's ids and times. ``groups`` are tuples of keys that
+    share one span (e.g. Binance's U, u and lastUpdateId)."""
+
+    def __init__(self, groups, texts):
+        self.pats = []
+        for keys in groups:
+            pat = re.compile(rb'"(' + b"|".join(re.escape(k.encode()) for k in keys)
+                             + rb')":\s*("?)(-?\d+)\2')
+            vals = [int(m.group(3)) for t in texts for m in pat.finditer(t)]
+            if vals:
+                self.pats.append((pat, max(vals) - min(vals) + 1))
+
+    def apply(self, data: bytes, k: int) -> bytes:
+        if k == 0 or not self.pats or not isinstance(data, bytes):
+            return data
+        for pat, span in self.pats:
+            add = k * span
+            data = pat.sub(lambda m: b'"%s":%s%d%s' % (m.group(1), m.group(2),
+                                                       int(m.group(3)) + add, m.group(2)), data)
+        return data
+
+
 class Script:
     """What one connection replays: frames sent before the client speaks, the rest, and the REST
     responses (merged over every recording file of the venue, in time order)."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], venue: str | None = None):
         if not paths:
             raise SimError("no recording given")
         pre: list[tuple[float, bytes]] = []
@@ -177,6 +211,25 @@ class Script:
         self.rest = rest
         self._rest_pos: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self.loop = 0                 # the loop REST answers belong to (the newest connection's)
+        self.shifter = None
+        self._is_book = lambda path: False
+        if venue is not None:
+            mod = registry.module(venue)
+            self._is_book = lambda path: mod.snapshot_symbol(path) is not None
+            books = [body for p, lst in rest.items() for _, _, body in lst if self._is_book(p)]
+            self.shifter = Shifter(getattr(mod, "SIM_SHIFT_KEYS", ()),
+                                   [d for _, d in pre + post] + books)
+
+    def frame(self, data: bytes, k: int) -> bytes:
+        """A recorded frame as loop k sends it."""
+        return self.shifter.apply(data, k) if self.shifter is not None else data
+
+    def new_loop(self, k: int) -> None:
+        """Loop k starts (a new connection): REST answers restart from the first recorded one."""
+        with self._lock:
+            self.loop = k
+            self._rest_pos.clear()
 
     @staticmethod
     def _add_rest(rest: dict, url: str, ts: float, body: bytes) -> None:
@@ -218,7 +271,11 @@ class Script:
             k = (p, repr(best))
             i = self._rest_pos.get(k, 0)
             self._rest_pos[k] = i + 1
-        return same[min(i, len(same) - 1)][2]
+            loop = self.loop
+        body = same[min(i, len(same) - 1)][2]
+        if loop and self.shifter is not None and self._is_book(path):
+            body = self.shifter.apply(body, loop)
+        return body
 
 
 class VenueSim:
@@ -226,14 +283,17 @@ class VenueSim:
 
     def __init__(self, venue: str, recordings: list[str | Path] | None = None, *,
                  host: str = "127.0.0.1", port: int = 0, pace: str = PACE_FAST,
-                 speed: float = 1.0, faults: Faults | None = None, subscribe_timeout_s: float = 10.0):
+                 speed: float = 1.0, faults: Faults | None = None, subscribe_timeout_s: float = 10.0,
+                 loop: bool = False, on_loop_end=None):
         if pace not in (PACE_FAST, PACE_REALTIME):
             raise SimError(f"pace must be {PACE_FAST!r} or {PACE_REALTIME!r}, got {pace!r}")
         if speed <= 0:
             raise SimError(f"speed must be > 0, got {speed}")
         self.venue = venue
         paths = [Path(p) for p in recordings] if recordings else default_recordings(venue)
-        self.script = Script(paths)
+        self.script = Script(paths, venue if venue in registry.VENUES else None)
+        self.loop = loop
+        self.on_loop_end = on_loop_end      # callable(loop k): called before loop k's close
         self.host = host
         self.port = port
         self.pace = pace
@@ -257,9 +317,9 @@ class VenueSim:
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-{self.venue}",
                                         daemon=True)
         self._thread.start()
-        log.info("venue-sim %s on %s (pace %s, %d pre + %d frames, %d REST paths, faults %s)",
+        log.info("venue-sim %s on %s (pace %s, %d pre + %d frames, %d REST paths, faults %s%s)",
                  self.venue, self.ws_url, self.pace, len(self.script.pre), len(self.script.post),
-                 len(self.script.rest), self.faults)
+                 len(self.script.rest), self.faults, ", looping" if self.loop else "")
         return self
 
     def stop(self) -> None:
@@ -324,14 +384,17 @@ class VenueSim:
             self._live.add(conn)
         spoke = threading.Event()
         closed = threading.Event()
+        subscribed: set[str] = set()
 
         def reader():
             try:
                 for msg in conn:
                     st = self.stats
                     st.client_message_count += 1
+                    text = msg if isinstance(msg, str) else msg.decode("latin-1")
                     if len(st.client_messages) < MAX_KEPT:
-                        st.client_messages.append((no, msg if isinstance(msg, str) else msg.decode("latin-1")))
+                        st.client_messages.append((no, text))
+                    subscribed.update(_subscribed(self.venue, text))
                     spoke.set()
             except ConnectionClosed:
                 pass
@@ -342,7 +405,7 @@ class VenueSim:
 
         threading.Thread(target=reader, name=f"sim-read-{no}", daemon=True).start()
         try:
-            self._stream(conn, no, spoke, closed)
+            self._stream(conn, no, spoke, closed, subscribed)
         except (ConnectionClosed, OSError):
             pass
         finally:
@@ -361,10 +424,14 @@ class VenueSim:
             conn.send(data)
         self.stats.frames_sent += 1
 
-    def _stream(self, conn, no: int, spoke: threading.Event, closed: threading.Event) -> None:
+    def _stream(self, conn, no: int, spoke: threading.Event, closed: threading.Event,
+                subscribed: set) -> None:
         f = self.faults
+        k = no - 1 if self.loop else 0
+        if self.loop:
+            self.script.new_loop(k)
         for _, data in self.script.pre:
-            self._send(conn, data)
+            self._send(conn, self.script.frame(data, k))
         if self.script.client_speaks:
             end = time.monotonic() + self.subscribe_timeout_s
             while not spoke.wait(0.05):
@@ -381,38 +448,49 @@ class VenueSim:
         t0 = time.monotonic()
         ts0 = self.script.post[0][0] if self.script.post else 0.0
         garbage = 0
-        for k, (ts, data) in enumerate(self.script.post, 1):
+        for i, (ts, data) in enumerate(self.script.post, 1):
             if self._stop.is_set() or closed.is_set():
                 return
             if self.pace == PACE_REALTIME:
                 delay = t0 + (ts - ts0) / self.speed - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
-            if f.garbage_every and k % f.garbage_every == 0:
+            if f.garbage_every and i % f.garbage_every == 0:
                 self._send(conn, GARBAGE_FRAMES[garbage % len(GARBAGE_FRAMES)])
                 garbage += 1
                 self.stats.garbage += 1
             if streams is not None and not _wanted(data, streams):
                 continue
-            if f.drop_every and k % f.drop_every == 0:
+            if subscribed and not _for_subscribed(self.venue, data, subscribed):
+                continue
+            if f.drop_every and i % f.drop_every == 0:
                 self.stats.dropped += 1
             else:
+                data = self.script.frame(data, k)
                 self._send(conn, data)
-                if f.duplicate_every and k % f.duplicate_every == 0:
+                if f.duplicate_every and i % f.duplicate_every == 0:
                     self._send(conn, data)
                     self.stats.duplicated += 1
-            if cut and k >= f.disconnect_after:
+            if cut and i >= f.disconnect_after:
                 self.stats.disconnects += 1
-                log.info("venue-sim %s: dropping connection %d after %d frames", self.venue, no, k)
+                log.info("venue-sim %s: dropping connection %d after %d frames", self.venue, no, i)
                 self._abort(conn)
                 return
-            if f.stall_after and not stalled and k >= f.stall_after:
+            if f.stall_after and not stalled and i >= f.stall_after:
                 stalled = True
                 self.stats.stalls += 1
                 log.info("venue-sim %s: stalling connection %d for %d ms", self.venue, no, f.stall_ms)
                 if self._stop.wait(f.stall_ms / 1000):
                     return
         self.stats.completed += 1
+        if self.loop:
+            if self.on_loop_end is not None:
+                self.on_loop_end(k)
+            self.stats.loops += 1
+            log.info("venue-sim %s: loop %d done; closing connection %d for the next loop",
+                     self.venue, k, no)
+            conn.close(1012, "next loop")
+            return
         while not (self._stop.is_set() or closed.is_set()):
             closed.wait(0.1)
 
@@ -446,6 +524,66 @@ def _wanted(frame: bytes, streams: frozenset) -> bool:
         return True
     end = frame.find(b'"', len(_STREAM_KEY))
     return frame[len(_STREAM_KEY):end].decode(errors="replace") in streams
+
+
+# A venue sends only what a client subscribed to. The recordings hold every symbol their session
+# subscribed to, so frames about other symbols are held back: per venue, how a subscribe message
+# names its symbols (or channels) and how a frame names its own. Bitfinex frames name a channel
+# id that only its subscription replies map to a symbol: they are not filtered.
+_SUB_KEYS = {"kraken": ("pair",), "coinbase": ("product_ids",), "coinbase_advanced": ("product_ids",)}
+_FRAME_KEYS = {"coinbase": b'"product_id":"', "coinbase_advanced": b'"product_id":"',
+               "bitstamp": b'"channel":"'}
+
+
+def _subscribed(venue: str, text: str) -> set[str]:
+    """Symbols (Bitstamp: channels) a client message subscribes to."""
+    if venue not in _SUB_KEYS and venue != "bitstamp":
+        return set()
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return set()
+    if not isinstance(msg, dict):
+        return set()
+    out = set()
+    if venue == "bitstamp":
+        ch = (msg.get("data") or {}).get("channel") if isinstance(msg.get("data"), dict) else None
+        return {ch} if isinstance(ch, str) and "subscribe" in str(msg.get("event", "")) else set()
+    for k in _SUB_KEYS[venue]:
+        v = msg.get(k)
+        if isinstance(v, list):
+            out.update(x for x in v if isinstance(x, str))
+    for ch in msg.get("channels", []) if isinstance(msg.get("channels"), list) else []:
+        if isinstance(ch, dict) and isinstance(ch.get("product_ids"), list):
+            out.update(x for x in ch["product_ids"] if isinstance(x, str))
+    return out
+
+
+def _frame_symbol(venue: str, frame: bytes) -> str | None:
+    """The symbol (Bitstamp: channel) a recorded frame is about; None when it is about none."""
+    if venue == "kraken":
+        f = frame.rstrip()
+        if f.startswith(b"[") and f.endswith(b'"]'):
+            start = f.rfind(b'"', 0, len(f) - 2)
+            return f[start + 1:len(f) - 2].decode(errors="replace") if start >= 0 else None
+        i = f.find(b'"pair":"')
+        if f.startswith(b"{") and i >= 0 and b'"subscriptionStatus"' in f:
+            j = f.find(b'"', i + 8)
+            return f[i + 8:j].decode(errors="replace")
+        return None
+    key = _FRAME_KEYS.get(venue)
+    if key is None:
+        return None
+    i = frame.find(key)
+    if i < 0:
+        return None
+    j = frame.find(b'"', i + len(key))
+    return frame[i + len(key):j].decode(errors="replace")
+
+
+def _for_subscribed(venue: str, frame: bytes, subscribed: set) -> bool:
+    sym = _frame_symbol(venue, frame)
+    return sym is None or sym in subscribed
 
 
 def serve_forever(sim: VenueSim, stop: threading.Event) -> dict:

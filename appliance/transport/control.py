@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from appliance.transport import records, shm
-from appliance.transport.intrinsics import fetch_add, load_acquire, store_release
+from appliance.transport.intrinsics import fetch_add, load_acquire, rdtsc, store_release
 
 NAME = "control"
 _OFF = {f: records.CONTROL_BLOCK.fields[f][1] for f in records.CONTROL_BLOCK.names}
@@ -31,6 +31,9 @@ RISK_STATE_OFF = _OFF["risk_state"]
 ACTORS_OFF = _OFF["actors"]
 ACTOR_HB_OFF = records.ACTOR.fields["heartbeat_ns"][1]
 ACTOR_LOOPS_OFF = records.ACTOR.fields["loops"][1]
+ACTOR_KILL_ACK_OFF = records.ACTOR.fields["kill_ack_epoch"][1]
+KILL_TSC_OFF = _OFF["kill_tsc"]
+KILL_ACK_TSC_OFF = _OFF["kill_ack_tsc"]
 
 SOURCE_CLI = 1
 SOURCE_MAX_LOSS = 2
@@ -57,6 +60,7 @@ def kill_epoch(words):
 @njit(cache=True, nogil=True)
 def request_kill(words, source, now_ns):
     """Set the kill flag from compiled code (e.g. risk on max loss); returns the new epoch."""
+    store_release(words, KILL_TSC_OFF, rdtsc())
     store_release(words, _OFF_KILL_TIME, now_ns)
     store_release(words, _OFF_KILL_SOURCE, source)
     store_release(words, KILL_OFF, 1)
@@ -69,9 +73,17 @@ _OFF_KILL_SOURCE = _OFF["kill_source"]
 
 @njit(cache=True, nogil=True)
 def ack_kill(words, epoch, now_ns):
-    """The engine has halted for ``epoch``: publish the acknowledgement."""
+    """The engine has halted for ``epoch``: publish the acknowledgement (and its TSC)."""
+    store_release(words, KILL_ACK_TSC_OFF, rdtsc())
     store_release(words, KILL_ACK_TIME_OFF, now_ns)
     store_release(words, KILL_ACK_OFF, epoch)
+
+
+@njit(cache=True, nogil=True)
+def actor_ack_kill(words, actor_idx, epoch):
+    """Actor ``actor_idx`` has done its part of kill ``epoch`` (a FIX gateway: every order it
+    knew is cancelled or confirmed gone at the venue)."""
+    store_release(words, ACTORS_OFF + actor_idx * 64 + ACTOR_KILL_ACK_OFF, epoch)
 
 
 @njit(cache=True, nogil=True)
@@ -98,9 +110,16 @@ class ControlBlock:
 
     @classmethod
     def open(cls, shm_dir=None) -> "ControlBlock":
-        """Create the control block if missing, else attach to it (no writer lock: see above)."""
+        """Create the control block if missing, else attach to it (no writer lock: see above).
+        A block of another layout (an older version of the appliance) is replaced: shm.create
+        retires it, so processes still mapping it see ``writer_restarted``; the kill switch
+        survives in its persisted file (the engine re-applies it at start)."""
         try:
-            return cls(shm.attach(NAME, shm.KIND_CONTROL, shm_dir))
+            region = shm.attach(NAME, shm.KIND_CONTROL, shm_dir)
+            if int(region.words[shm.W_RECORD_SIZE]) == records.CONTROL_BLOCK.itemsize:
+                return cls(region)
+            region.close()
+            raise shm.ShmError("control block of another layout")
         except shm.ShmError:
             region = shm.create(NAME, shm.KIND_CONTROL, records.CONTROL_BLOCK.itemsize, 1,
                                 4096, shm_dir, lock=False)
@@ -146,6 +165,7 @@ class ControlBlock:
         a["core"] = core
         a["loops"] = 0
         a["heartbeat_ns"] = time.time_ns()
+        a["kill_ack_epoch"] = 0
         a["name"] = name.encode()[:records.ACTOR_NAME_LEN]
         return free
 
@@ -159,6 +179,7 @@ class ControlBlock:
             out.append({"index": i, "name": a["name"].decode(errors="replace"), "pid": int(a["pid"]),
                         "alive": shm.process_alive(int(a["pid"]), 0), "kind": int(a["kind"]),
                         "core": int(a["core"]), "loops": int(a["loops"]),
+                        "kill_ack_epoch": int(a["kill_ack_epoch"]),
                         "heartbeat_age_ms": (now - int(a["heartbeat_ns"])) / 1e6})
         return out
 

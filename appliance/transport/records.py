@@ -46,6 +46,7 @@ RT_NEW_ORDER = 16
 RT_CANCEL = 17
 RT_REPLACE = 18
 RT_MASS_CANCEL = 19
+RT_RECONCILE = 20     # the engine asks a FIX gateway to confirm every working order with the venue
 # execution (128 B), FIX gateway -> engine
 RT_ACK = 32           # order/cancel/replace accepted (exec_type says which)
 RT_FILL = 33          # partial or full fill
@@ -55,7 +56,7 @@ RT_SESSION = 35       # session state change: UP, DOWN (orders in unknown state)
 RTYPE_NAMES = {
     RT_L2_UPDATE: "L2_UPDATE", RT_TRADE: "TRADE", RT_BATCH_END: "BATCH_END", RT_BBO: "BBO",
     RT_BOOK_STATUS: "BOOK_STATUS", RT_NEW_ORDER: "NEW_ORDER", RT_CANCEL: "CANCEL",
-    RT_REPLACE: "REPLACE", RT_MASS_CANCEL: "MASS_CANCEL", RT_ACK: "ACK", RT_FILL: "FILL",
+    RT_REPLACE: "REPLACE", RT_MASS_CANCEL: "MASS_CANCEL", RT_RECONCILE: "RECONCILE", RT_ACK: "ACK", RT_FILL: "FILL",
     RT_REJECT: "REJECT", RT_SESSION: "SESSION",
 }
 
@@ -124,6 +125,9 @@ SESSION_RECONCILED = 3    # status of every working order confirmed after reconn
 RJ_GW_NOT_READY = 1001       # FIX session down or reconciling: the order was not sent
 RJ_GW_TOO_MANY_OPEN = 1002   # the gateway's open-order table is full
 RJ_GW_BAD_CLORD = 1003       # ClOrdID 0 is reserved
+RJ_GW_KILLED = 1004          # the kill switch is set: the gateway lets no new order or replace out
+RJ_GW_SESSION_REJECT = 1005  # the venue answered the message with a session Reject (35=3)
+RJ_GW_BUSINESS_REJECT = 1006 # the venue answered it with a BusinessMessageReject (35=j)
 RJ_GW_ENCODE_BASE = 1010     # RJ_GW_ENCODE_BASE - codec.E_*: the encoder refused the record
 
 
@@ -216,6 +220,10 @@ MASS_CANCEL = _dtype(HEADER_FIELDS + _ORDER_COMMON + [
     ("reason", "<u2"),       # why (e.g. kill switch)
 ], ORDER_RECORD_SIZE)
 
+RECONCILE = _dtype(HEADER_FIELDS + _ORDER_COMMON + [
+    ("reason", "<u2"),       # why (1 = engine restart)
+], ORDER_RECORD_SIZE)
+
 # --- execution, 128 B ----------------------------------------------------------------------------
 _EXEC_COMMON = [
     ("clord_id", "<u8"),
@@ -261,7 +269,7 @@ SESSION = _dtype(HEADER_FIELDS + [
 RECORD_DTYPES = {
     RT_L2_UPDATE: L2_UPDATE, RT_TRADE: TRADE, RT_BATCH_END: BATCH_END, RT_BBO: BBO,
     RT_BOOK_STATUS: BOOK_STATUS, RT_NEW_ORDER: NEW_ORDER, RT_CANCEL: CANCEL, RT_REPLACE: REPLACE,
-    RT_MASS_CANCEL: MASS_CANCEL, RT_ACK: ACK, RT_FILL: FILL, RT_REJECT: REJECT,
+    RT_MASS_CANCEL: MASS_CANCEL, RT_RECONCILE: RECONCILE, RT_ACK: ACK, RT_FILL: FILL, RT_REJECT: REJECT,
     RT_SESSION: SESSION,
 }
 
@@ -284,21 +292,37 @@ ACTOR = _dtype([
     ("kind", "<u4"),             # 1 md, 2 engine, 3 fix, 4 recorder, 5 other
     ("core", "<i4"),
     ("name", f"S{ACTOR_NAME_LEN}"),
+    ("kill_ack_epoch", "<u8"),   # this actor has done its part of kill epoch N (a FIX gateway:
+                                 # nothing of its own is working at the venue any more)
+], 64)
+
+# One line per actor slot (same index as ``actors``), written only by a FIX gateway on that slot:
+# the stages of its part of a kill (the last stage, nothing of its own working any more, is the
+# actor line's ``kill_ack_epoch``), so a kill can be followed and confirmed while the engine is dead.
+GW_KILL = _dtype([
+    ("seen_epoch", "<u8"),       # last kill_epoch the gateway acted on (no new order passes)
+    ("sent_epoch", "<u8"),       # = seen_epoch once its cancels for that kill went out
+    ("done_time_ns", "<u8"),     # CLOCK_REALTIME ns when it set the actor's kill_ack_epoch
+    ("working", "<u8"),          # working orders it still knows (open-order table size)
 ], 64)
 
 CONTROL_BLOCK = np.dtype({
-    "names": ["kill", "kill_epoch", "kill_time_ns", "kill_source",
-              "kill_ack_epoch", "kill_ack_time_ns", "risk_state", "engine_pid",
-              "kill_reason", "actors"],
-    "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "S64", (ACTOR, (MAX_ACTORS,))],
+    "names": ["kill", "kill_epoch", "kill_time_ns", "kill_source", "kill_tsc",
+              "kill_ack_epoch", "kill_ack_time_ns", "risk_state", "engine_pid", "kill_ack_tsc",
+              "kill_reason", "actors", "gw_kill"],
+    "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "S64",
+                (ACTOR, (MAX_ACTORS,)), (GW_KILL, (MAX_ACTORS,))],
     # line 0 (offset 0): kill request, written by the CLI / risk, read by every actor every loop:
     #   kill (0 = trading allowed, 1 = HALT), kill_epoch (bumped by every request),
-    #   kill_time_ns (CLOCK_REALTIME of the request), kill_source (1 CLI, 2 max loss, 3 persisted)
+    #   kill_time_ns (CLOCK_REALTIME of the request), kill_source (1 CLI, 2 max loss, 3 persisted),
+    #   kill_tsc (TSC when the flag was set)
     # line 1 (offset 64): written by the engine: kill_ack_epoch (= kill_epoch once halted),
-    #   kill_ack_time_ns, risk_state (RISK_*), engine_pid
-    # line 2 (offset 128): kill_reason text; lines 3.. (offset 192): one line per actor
-    "offsets": [0, 8, 16, 24, 64, 72, 80, 88, 128, 192],
-    "itemsize": 192 + 64 * MAX_ACTORS,
+    #   kill_ack_time_ns, risk_state (RISK_*), engine_pid, kill_ack_tsc (TSC of the ack: the
+    #   kill acknowledgement is kill_ack_tsc - kill_tsc, one clock)
+    # line 2 (offset 128): kill_reason text; lines 3.. (offset 192): one line per actor;
+    # then (offset 192 + 64 * MAX_ACTORS) one GW_KILL line per actor slot (FIX gateways only)
+    "offsets": [0, 8, 16, 24, 32, 64, 72, 80, 88, 96, 128, 192, 192 + 64 * MAX_ACTORS],
+    "itemsize": 192 + 128 * MAX_ACTORS,
     "aligned": True,
 })
 
@@ -333,7 +357,7 @@ def _check_layout() -> None:
                      ("BBO", BBO), ("BOOK_STATUS", BOOK_STATUS)]:
         assert dt.itemsize == MD_RECORD_SIZE, (name, dt.itemsize)
     for name, dt in [("NEW_ORDER", NEW_ORDER), ("CANCEL", CANCEL), ("REPLACE", REPLACE),
-                     ("MASS_CANCEL", MASS_CANCEL), ("ACK", ACK), ("FILL", FILL),
+                     ("MASS_CANCEL", MASS_CANCEL), ("RECONCILE", RECONCILE), ("ACK", ACK), ("FILL", FILL),
                      ("REJECT", REJECT), ("SESSION", SESSION)]:
         assert dt.itemsize == ORDER_RECORD_SIZE, (name, dt.itemsize)
     for dt in RECORD_DTYPES.values():
@@ -342,7 +366,8 @@ def _check_layout() -> None:
             assert dt.fields[fname][1] == off, (dt, fname)
         assert dt.isalignedstruct
     # common order/exec fields sit at the same offsets in every kind of the family
-    for fam, names in ((("NEW_ORDER", "CANCEL", "REPLACE", "MASS_CANCEL"), ("clord_id", "strategy", "session")),
+    for fam, names in ((("NEW_ORDER", "CANCEL", "REPLACE", "MASS_CANCEL", "RECONCILE"),
+                        ("clord_id", "strategy", "session")),
                        (("ACK", "FILL", "REJECT"), ("clord_id", "orig_clord_id", "strategy", "session"))):
         for f in names:
             offs = {globals()[k].fields[f][1] for k in fam}
@@ -356,6 +381,7 @@ def _check_layout() -> None:
     assert CONTROL_BLOCK.fields["kill_ack_epoch"][1] == 64
     assert CONTROL_BLOCK.fields["actors"][1] % 64 == 0
     assert ACTOR.itemsize == 64
+    assert GW_KILL.itemsize == 64 and CONTROL_BLOCK.fields["gw_kill"][1] % 64 == 0
 
 
 _check_layout()

@@ -1,6 +1,6 @@
 """Shared-memory regions: files in a hugetlbfs mount (or /dev/shm) mapped by every process.
 
-Every region (ring, slot table, control block) starts with the same control header, a run of
+Every region (ring, control block, telemetry) starts with the same control header, a run of
 uint64 words in three cache lines::
 
     line 0  static, written once at creation (readers validate it):
@@ -42,9 +42,11 @@ LAYOUT_VERSION = 1
 HEADER_BYTES = 192          # three header lines; kind-specific lines follow
 
 KIND_RING = 1
-KIND_TABLE = 2
+KIND_RAW = 2            # bytes with no structure of ours (benchmark scratch lines)
 KIND_CONTROL = 3
-KIND_NAMES = {KIND_RING: "ring", KIND_TABLE: "table", KIND_CONTROL: "control"}
+KIND_TELEMETRY = 4
+KIND_NAMES = {KIND_RING: "ring", KIND_RAW: "raw", KIND_CONTROL: "control",
+              KIND_TELEMETRY: "telemetry"}
 
 BACKING_SHM = 1
 BACKING_HUGETLBFS = 2

@@ -4,29 +4,41 @@ Subscription is in the URL: ``/stream?streams=<sym>@depth@100ms/<sym>@bookTicker
 Frames are ``{"stream": ..., "data": {...}}``. Ping/pong is at the WebSocket protocol level
 (the client library answers pings); no application ping.
 
-Book sync (Binance's documented rule): depth updates are buffered until the REST snapshot
-``/api/v3/depth?symbol=X&limit=1000`` arrives; updates with ``u <= lastUpdateId`` are dropped;
-the first applied update must have ``U <= lastUpdateId + 1 <= u``; after that every update's
-``U`` must be the previous ``u + 1``. Anything else is a gap: the book goes BOOK_INVALID(BR_GAP)
-and a new snapshot is requested.
+Book sync (Binance's documented rule, :mod:`snapshot_sync` CHAIN): depth updates are buffered
+until the REST snapshot ``/api/v3/depth?symbol=X&limit=1000`` arrives; updates with
+``u <= lastUpdateId`` are dropped; the first applied update must have
+``U <= lastUpdateId + 1 <= u``; after that every update's ``U`` must be the previous ``u + 1``.
+Anything else is a gap: the book goes BOOK_INVALID(BR_GAP) and a new snapshot is requested.
+
+Liveness: a diff-depth stream sends nothing for a symbol whose book did not change, so a quiet
+book is not stale; the server pings every 20 s (WebSocket ping frames), so a connection with no
+frame at all for ``stale_after_ms`` is dead (the gateway's timer).
 """
 from __future__ import annotations
 
-import numpy as np
+import re
+from urllib.parse import parse_qs, urlsplit
+
 import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan
-from appliance.venues.common import (K_BBO, K_TRADE, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE,
-                                 R_QTY, R_SEQ, R_SIDE, Instrument)
+from appliance.venues import common, scan, snapshot_sync, wsframe
+from appliance.venues.common import (K_BBO, K_TRADE, N_BBO, N_IGNORED, N_TRADES, R_AUX1, R_AUX2,
+                                     R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument)
 
 NAME = "binance"
 VENUE_ID = records.VENUE_BINANCE
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v3/exchangeInfo",)
+
+# ids and times the venue simulator shifts per loop of a recording (appliance.sim.venue), in
+# groups that share one span: update ids (stream and snapshot), event times, trade ids
+SIM_SHIFT_KEYS = (("U", "u", "lastUpdateId"), ("E", "T"), ("a", "t", "f", "l"))
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_DEPTH"
+BENCH_RECORDING = "BINANCE.ws.1.0"
 SNAPSHOT_LIMIT = 1000
-MAX_BUFFERED = 4096          # depth frames buffered per symbol while waiting for a snapshot
 
 # info words written by parse_frame
 I_KIND = 0
@@ -127,6 +139,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     if es < 0:
         return scan.E_SYNTAX
     if scan.bytes_eq(b, es, ee, _L_DEPTH):
+        info[I_KIND] = FR_DEPTH          # set first: a bad depth frame still names its book
         # keys in Binance's order (e, E, s, U, u, b, a): one pass; any order still works
         kU = scan.find_key_near(b, ks, d, end, _K_UU)
         ku = scan.find_key_near(b, kU, d, end, _K_U)
@@ -150,7 +163,6 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
                                        -1, 0, 1, u, rows, n)
         if rc != 0:
             return rc
-        info[I_KIND] = FR_DEPTH
         info[I_FIRST] = U
         info[I_LAST] = u
         info[I_NROWS] = n
@@ -196,10 +208,9 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def parse_snapshot(b, end, inst, grids, rows, info):
-    """REST /api/v3/depth body -> K_L2 rows (seq = lastUpdateId). Returns rc."""
-    info[I_KIND] = FR_SNAPSHOT
-    info[I_INST] = inst
-    info[I_NROWS] = 0
+    """REST depth body -> K_L2 rows (seq = lastUpdateId); info[I_SNAP_ID] = lastUpdateId,
+    info[I_SNAP_ROWS] = rows. Returns rc."""
+    info[snapshot_sync.I_SNAP_ROWS] = 0
     k = scan.find_key(b, 0, end, _K_LAST_ID)
     kb = scan.find_key(b, 0, end, _K_BIDS)
     ka = scan.find_key(b, 0, end, _K_ASKS)
@@ -220,9 +231,54 @@ def parse_snapshot(b, end, inst, grids, rows, info):
                                    -1, 0, 1, last, rows, n)
     if rc != 0:
         return rc
-    info[I_LAST] = last
-    info[I_NROWS] = n
+    info[snapshot_sync.I_SNAP_ID] = last
+    info[snapshot_sync.I_SNAP_ROWS] = n
     return scan.OK
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def handle_frame(b, end, tsc, st, hdr, data):
+    """One frame -> records (parse, CHAIN sync, book, publish). Returns ACT_* bits."""
+    common.count_frame(st)
+    rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
+    info = st.info
+    kind = info[I_KIND]
+    if rc != scan.OK:
+        act = common.bad_frame(st, rc)
+        bi = info[I_INST]
+        if bi >= 0 and kind == FR_DEPTH:      # an update of this book is lost
+            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
+                                 common.RESYNC_SNAPSHOT, hdr, data)
+        return act
+    if kind == FR_DEPTH:
+        return snapshot_sync.on_delta(st, info[I_INST], info[I_FIRST], info[I_LAST],
+                                      info[I_NROWS], tsc, snapshot_sync.CHAIN,
+                                      snapshot_sync.MAX_BUFFERED, VENUE_ID, hdr, data)
+    if kind == FR_TRADE:
+        st.cnt[N_TRADES] += 1
+        return common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)
+    if kind == FR_BBO:
+        st.cnt[N_BBO] += 1
+        return common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)
+    st.cnt[N_IGNORED] += 1
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def pump(fd, rx, ws, st, hdr, data, max_iters):
+    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
+    for _ in range(max_iters):
+        r = wsframe.next_frame(fd, rx, ws)
+        if r != wsframe.P_DATA:
+            return r
+        s = ws[wsframe.W_S]
+        e = ws[wsframe.W_E]
+        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
+        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
+        ws[wsframe.W_FRAMES] += 1
+        if act != 0:
+            return wsframe.P_ACTION | act
+    return wsframe.P_BUDGET
 
 
 def load_instruments(meta: bytes, symbols: list[str] | None = None) -> list[Instrument]:
@@ -265,141 +321,52 @@ def subscribe_messages(instruments: list[Instrument]) -> list[str]:
     return []      # the combined-stream URL carries the subscription
 
 
-# per-book sync state
-WAIT_SNAPSHOT = 0    # snapshot requested (or to be requested); depth frames are buffered
-FIRST = 1            # snapshot applied; waiting for the first update that straddles it
-LIVE = 2
+# Order book snapshot endpoints, every documented host and version: spot api/v1 and api/v3
+# (api.binance.com, api1-4, api-gcp, data-api.binance.vision, testnet.binance.vision,
+# api.binance.us), USD-M futures fapi/v1, COIN-M futures dapi/v1, options eapi/v1, and the
+# European options vapi/v1.
+_SNAPSHOT_PATH = re.compile(r"^(?:/[^/]+)*?/(?:api/v[13]|fapi/v1|dapi/v1|eapi/v1|vapi/v1)/depth/?$")
 
 
-class Feed(common.BaseFeed):
+def snapshot_symbol(url: str) -> str | None:
+    """The symbol of a REST depth-snapshot URL in any documented form, else None."""
+    u = urlsplit(url)
+    if not _SNAPSHOT_PATH.match(u.path):
+        return None
+    q = {k.lower(): v for k, v in parse_qs(u.query).items()}
+    sym = q.get("symbol")
+    return sym[0].upper() if sym else None
+
+
+WARM_FRAMES = (
+    b'{"stream":"abcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"ABCUSDT","U":1,'
+    b'"u":2,"b":[["1.00","2.0"]],"a":[["1.10","0.5"]]}}',
+    b'{"stream":"abcusdt@bookTicker","data":{"u":3,"s":"ABCUSDT","b":"1.00","B":"2.0",'
+    b'"a":"1.10","A":"0.5"}}',
+    b'{"stream":"abcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"ABCUSDT","a":7,"p":"1.05",'
+    b'"q":"1.0","f":1,"l":1,"T":1,"m":true,"M":true}}',
+    b'{"stream":"abcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"ABCUSDT","U":1,"u":2,"b":[[',
+)
+WARM_SNAPSHOT = b'{"lastUpdateId":1,"bids":[["1.00","2.0"]],"asks":[["1.10","0.5"]]}'
+
+
+def warm() -> None:
+    """Compile (or load from the numba cache) every kernel of this venue."""
+    feed = common.quiet(Feed([Instrument.make("ABCUSDT", "ABC-USDT", "0.01", "0.1")],
+                             common.RecordWriter.local(1024)))
+    feed.snapshot_requests()
+    feed.on_frame(WARM_FRAMES[0], 1)
+    feed.on_snapshot("ABCUSDT", WARM_SNAPSHOT, 1)
+    common.warm_feed(feed, list(WARM_FRAMES))
+
+
+class Feed(snapshot_sync.SnapshotSyncFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("buffered", "snapshots", "bbo")
+    handle = staticmethod(handle_frame)
+    pump = staticmethod(pump)
+    parse_snapshot = staticmethod(parse_snapshot)
 
-    def __init__(self, instruments, writer, book_cap: int | None = None):
-        super().__init__(instruments, writer, book_cap)
-        nb = len(self.instruments)
-        self.state = [WAIT_SNAPSHOT] * nb
-        self.last_u = [0] * nb
-        self.requested = [False] * nb
-        self.buffer: list[list[tuple[bytes, int]]] = [[] for _ in range(nb)]
-
-    # -- snapshots -----------------------------------------------------------------------------
-    def snapshot_requests(self) -> list[tuple[str, str]]:
-        out = []
-        for b, ins in enumerate(self.instruments):
-            if self.state[b] == WAIT_SNAPSHOT and not self.requested[b]:
-                self.requested[b] = True
-                out.append((ins.symbol, f"/api/v3/depth?symbol={ins.symbol}&limit={SNAPSHOT_LIMIT}"))
-        return out
-
-    def on_snapshot(self, symbol: str, body: bytes, recv_tsc: int) -> None:
-        b = self.index.get(symbol)
-        if b is None:
-            self.counters.ignored += 1
-            return
-        if self.state[b] != WAIT_SNAPSHOT:
-            self.counters.ignored += 1
-            return
-        buf = np.frombuffer(body, np.uint8)
-        rc = parse_snapshot(buf, len(buf), b, self.grids, self.rows, self.info)
-        if rc != scan.OK:
-            self._bad(body, rc, f"snapshot {symbol}")
-            self.requested[b] = False      # ask again
-            return
-        self.counters.snapshots += 1
-        self._reset_book(b)
-        last = int(self.info[I_LAST])
-        if self._apply(int(self.info[I_NROWS]), recv_tsc, records.F_SNAPSHOT) & common.A_FAILED:
-            return                                 # resynced: a new snapshot is wanted
-        self.last_u[b] = last
-        self.state[b] = FIRST
-        self.requested[b] = False
-        self._validate(b, recv_tsc, self.last_u[b])
-        pending, self.buffer[b] = self.buffer[b], []
-        for frame, tsc in pending:
-            self.on_frame(frame, tsc, _replayed=True)
-
-    def on_reconnect(self) -> None:
-        super().on_reconnect()
-        nb = len(self.instruments)
-        self.state = [WAIT_SNAPSHOT] * nb
-        self.last_u = [0] * nb
-        self.requested = [False] * nb
-        self.buffer = [[] for _ in range(nb)]
-
-    def _resync(self, b: int, reason: int, tsc: int) -> None:
-        self._invalidate(b, reason, tsc)
-        if self.state[b] == WAIT_SNAPSHOT:
-            return      # already resyncing; a hole in the buffer shows up as a gap when applied
-        self.counters.resyncs += 1
-        self.state[b] = WAIT_SNAPSHOT
-        self.requested[b] = False
-        self.buffer[b] = []
-
-    # -- frames --------------------------------------------------------------------------------
-    def on_frame(self, frame: bytes, recv_tsc: int, _replayed: bool = False) -> None:
-        if not _replayed:
-            self.counters.frames += 1
-        buf = np.frombuffer(frame, np.uint8)
-        rc = parse_frame(buf, len(buf), self.syms, self.sym_lens, self.grids, self.rows, self.info)
-        info = self.info
-        kind = int(info[I_KIND])
-        if rc != scan.OK:
-            self._bad(frame, rc)
-            b = int(info[I_INST])
-            if b >= 0 and (b"depthUpdate" in frame):
-                self._resync(b, records.BR_BAD_FRAME, recv_tsc)   # an update of b is lost
-            return
-        if kind == FR_DEPTH:
-            self._on_depth(frame, recv_tsc)
-        elif kind == FR_TRADE:
-            self.counters.trades += 1
-            self._apply(1, recv_tsc)
-        elif kind == FR_BBO:
-            self.counters.bbo += 1
-            self._apply(1, recv_tsc)
-        else:
-            self.counters.ignored += 1
-
-    def _on_depth(self, frame: bytes, tsc: int) -> None:
-        info = self.info
-        b = int(info[I_INST])
-        U = int(info[I_FIRST])
-        u = int(info[I_LAST])
-        self.last_tsc[b] = tsc
-        st = self.state[b]
-        if st == WAIT_SNAPSHOT:
-            if len(self.buffer[b]) >= MAX_BUFFERED:
-                self.buffer[b].clear()
-                self.counters.dropped += MAX_BUFFERED
-                self.log.warning("binance %s: snapshot overdue, buffer of %d updates dropped",
-                                 self.instruments[b].symbol, MAX_BUFFERED)
-                self.requested[b] = False
-            self.buffer[b].append((bytes(frame), tsc))
-            self.counters.buffered += 1
-            if self.status_sent[b] == 0:
-                self._invalidate(b, records.BR_SNAPSHOT_PENDING, tsc)
-            return
-        last = self.last_u[b]
-        if u <= last:
-            self.counters.dropped += 1     # already contained in the snapshot / a duplicate
-            return
-        if st == FIRST:
-            if U > last + 1:
-                self._gap(b, last, U, tsc)
-                return
-        elif U != last + 1:
-            self._gap(b, last, U, tsc)
-            return
-        if self._apply(int(info[I_NROWS]), tsc) & common.A_FAILED:
-            return                             # resynced (crossed / rejected level)
-        self.last_u[b] = u
-        self.state[b] = LIVE
-        self._validate(b, tsc, u)
-
-    def _gap(self, b: int, last: int, first: int, tsc: int) -> None:
-        self.counters.gaps += 1
-        self.log.warning("binance %s: gap, expected update %d, got %d; refetching the snapshot",
-                         self.instruments[b].symbol, last + 1, first)
-        self._resync(b, records.BR_GAP, tsc)
+    def snapshot_path(self, ins: Instrument) -> str:
+        return f"/api/v3/depth?symbol={ins.symbol}&limit={SNAPSHOT_LIMIT}"

@@ -21,26 +21,41 @@ a resubscribe. Checksum: CRC32 (signed) of the top 25 levels as ``bid price:bid 
 price:ask amount`` pairs (asks' amounts negative), numbers in their shortest decimal form; a
 mismatch invalidates the book (BR_CHECKSUM) and asks for a resubscribe.
 
+Liveness: Bitfinex sends ``[chan,"hb",seq]`` on a channel that had nothing else for 15 s, so a
+book channel silent (no update, no heartbeat) for ``stale_after_ms`` is stale: BOOK_INVALID
+(BR_STALE) and a resubscribe (BOOK_HEARTBEAT).
+
 Bitfinex publishes no tick or lot sizes (prices have 5 significant digits, amounts 8 decimals):
 the grid is 10**-PRICE_DECIMALS for prices and 10**-8 for amounts.
 """
 from __future__ import annotations
 
+import re
 import zlib
+from urllib.parse import urlsplit
 
-import numpy as np
 import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan
-from appliance.venues.common import K_L2, K_TRADE, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument
+from appliance.venues import common, scan, wsframe
+from appliance.venues.common import (B_LAST_TSC, B_VALID, C_LAST_SEQ, C_NEXT_SEQ, K_L2, K_TRADE,
+                                     N_DROPPED, N_GAPS, N_HEARTBEATS, N_IGNORED, N_RESYNCS,
+                                     N_TRADES, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY,
+                                     R_SEQ, R_SIDE, Instrument)
 
 NAME = "bitfinex"
 VENUE_ID = records.VENUE_BITFINEX
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/v2/conf/pub:list:currency", "/v2/conf/pub:list:pair:exchange",
                   "/v2/conf/pub:list:pair:future")
+
+# ids the venue simulator shifts per loop of a recording: none (sequence numbers and channel ids
+# start afresh on every connection)
+SIM_SHIFT_KEYS = ()
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "BITFINEX.ws.11.0"
 PRICE_DECIMALS = 10
 QTY_DECIMALS = 8
 BOOK_LEN = 100
@@ -51,6 +66,10 @@ CHECKSUM_LEVELS = 25
 CH_BOOK = 1
 CH_TRADES = 2
 CH_OTHER = 3
+# channel table: st.tab[c] = (chanId, instrument, CH_*, -)
+T_CHAN = 0
+T_INST = 1
+T_KIND = 2
 
 I_KIND = 0
 I_INST = 1
@@ -106,7 +125,7 @@ def _entry(b, i, end, dp, dq, inst, rows, n, seq):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
+def parse_frame(b, end, tab, rows, info):
     """Parse one Bitfinex frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
     info[I_INST] = -1
@@ -139,8 +158,8 @@ def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
         return rc
     info[I_SEQ] = seq
     ci = -1
-    for c in range(chan_ids.shape[0]):
-        if chan_ids[c] == chan:
+    for c in range(tab.shape[0]):
+        if tab[c, T_CHAN] == chan:
             ci = c
             break
     i = scan.skip_ws(b, i, end)
@@ -157,11 +176,13 @@ def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
         c1 = b[ss + 1]
         if c0 == 104 and c1 == 98:          # "hb"
             info[I_KIND] = FR_HEARTBEAT
+            if ci >= 0 and tab[ci, T_KIND] == CH_BOOK:
+                info[I_INST] = tab[ci, T_INST]
             return scan.OK
         if ci < 0:
             info[I_KIND] = FR_UNKNOWN_CHANNEL
             return scan.OK
-        inst = chan_inst[ci]
+        inst = tab[ci, T_INST]
         info[I_INST] = inst
         if c0 == 99 and c1 == 115:          # "cs"
             i = scan.skip_ws(b, i, end)
@@ -173,7 +194,7 @@ def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
             info[I_CRC] = v
             info[I_KIND] = FR_CHECKSUM
             return scan.OK
-        if c0 == 116 and c1 == 101 and chan_kind[ci] == CH_TRADES:   # "te"
+        if c0 == 116 and c1 == 101 and tab[ci, T_KIND] == CH_TRADES:   # "te"
             i = scan.skip_ws(b, i, end)
             if i >= end or b[i] != 44:
                 return scan.E_SYNTAX
@@ -218,13 +239,14 @@ def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
     if ci < 0:
         info[I_KIND] = FR_UNKNOWN_CHANNEL
         return scan.OK
-    inst = chan_inst[ci]
+    inst = tab[ci, T_INST]
     info[I_INST] = inst
-    if chan_kind[ci] == CH_TRADES:
+    if tab[ci, T_KIND] == CH_TRADES:
         info[I_KIND] = FR_TRADE_SNAPSHOT
         return scan.OK
-    if chan_kind[ci] != CH_BOOK:
+    if tab[ci, T_KIND] != CH_BOOK:
         return scan.OK
+    info[I_KIND] = FR_UPDATE            # set first: a bad book frame still names its book
     if b[i] != 91:
         return scan.E_SYNTAX
     i2 = scan.skip_ws(b, i + 1, end)
@@ -252,6 +274,80 @@ def parse_frame(b, end, chan_ids, chan_inst, chan_kind, rows, info):
         info[I_KIND] = FR_UPDATE
     info[I_NROWS] = n
     return scan.OK
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def handle_frame(b, end, tsc, st, hdr, data):
+    """One frame -> records (parse, SEQ_ALL check, book, publish). Returns ACT_* bits."""
+    common.count_frame(st)
+    rc = parse_frame(b, end, st.tab, st.rows, st.info)
+    info = st.info
+    kind = info[I_KIND]
+    if kind == FR_EVENT:
+        return common.ACT_EVENT
+    act = 0
+    seq = info[I_SEQ]
+    if seq >= 0:
+        # sequence first: a frame we cannot use still consumed its number
+        nxt = st.conn[C_NEXT_SEQ]
+        if nxt >= 0 and seq != nxt:
+            st.cnt[N_GAPS] += 1
+            act |= common.event(st, common.EV_SEQ_GAP, -1, nxt, seq)
+            common.invalidate_all(st, records.BR_GAP, tsc, VENUE_ID, hdr, data)
+            st.cnt[N_RESYNCS] += 1
+            st.conn[common.C_RESUB] = 1
+            act |= common.ACT_RESUB
+        st.conn[C_NEXT_SEQ] = seq + 1
+        st.conn[C_LAST_SEQ] = seq
+    bi = info[I_INST]
+    if rc != scan.OK:
+        act |= common.bad_frame(st, rc)
+        if bi >= 0:
+            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
+                                 common.RESYNC_RESUBSCRIBE, hdr, data)
+        return act
+    if kind == FR_UPDATE:
+        st.book[bi, B_LAST_TSC] = tsc
+        if st.book[bi, B_VALID] == 0:
+            st.cnt[N_DROPPED] += 1
+            return act
+        return act | common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE,
+                                  hdr, data)
+    if kind == FR_SNAPSHOT:
+        return act | common.snapshot_rebuild(st, bi, info[I_NROWS], tsc, seq, VENUE_ID,
+                                             common.RESYNC_RESUBSCRIBE, hdr, data)
+    if kind == FR_TRADE:
+        st.cnt[N_TRADES] += 1
+        return act | common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE,
+                                  hdr, data)
+    if kind == FR_HEARTBEAT:
+        st.cnt[N_HEARTBEATS] += 1
+        if bi >= 0:
+            st.book[bi, B_LAST_TSC] = tsc
+        return act
+    if kind == FR_CHECKSUM:
+        if st.book[bi, B_VALID] != 0:
+            act |= common.ACT_CHECK
+        return act
+    st.cnt[N_IGNORED] += 1
+    return act
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def pump(fd, rx, ws, st, hdr, data, max_iters):
+    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
+    for _ in range(max_iters):
+        r = wsframe.next_frame(fd, rx, ws)
+        if r != wsframe.P_DATA:
+            return r
+        s = ws[wsframe.W_S]
+        e = ws[wsframe.W_E]
+        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
+        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
+        ws[wsframe.W_FRAMES] += 1
+        if act != 0:
+            return wsframe.P_ACTION | act
+    return wsframe.P_BUDGET
 
 
 def _num(v: int, dec: int) -> str:
@@ -305,6 +401,37 @@ def load_instruments(meta: bytes, symbols: list[str] | None = None) -> list[Inst
     return common.select(out, symbols, common.configured_l2(meta))
 
 
+# REST book endpoint, v2 and v1, on any host (api-pub.bitfinex.com, api.bitfinex.com):
+# /v2/book/{symbol}/{precision} and /v1/book/{pair}
+_SNAPSHOT_V2 = re.compile(r"^(?:/[^/]+)*?/v2/book/(t[A-Za-z0-9:]+)/[A-Z0-9]+/?$")
+_SNAPSHOT_V1 = re.compile(r"^(?:/[^/]+)*?/v1/book/([A-Za-z0-9:]+)/?$")
+
+
+def snapshot_symbol(url: str) -> str | None:
+    """The symbol ("tBTCUSD") of a REST book URL, else None. The feed syncs from the WebSocket
+    book snapshot; REST snapshots are recognised, never applied."""
+    path = urlsplit(url).path
+    m = _SNAPSHOT_V2.match(path)
+    if m:
+        return m.group(1)
+    m = _SNAPSHOT_V1.match(path)
+    return "t" + m.group(1).upper() if m else None
+
+
+WARM_FRAMES = (
+    b'{"event":"info","version":2,"serverId":"x","platform":{"status":1}}',
+    b'{"event":"subscribed","channel":"book","chanId":5,"symbol":"tABCUSD","prec":"P0",'
+    b'"freq":"F0","len":"100","pair":"ABCUSD"}',
+    b'{"event":"subscribed","channel":"trades","chanId":6,"symbol":"tABCUSD","pair":"ABCUSD"}',
+    b'[5,[[1.0,1,2.0],[1.1,1,-0.5]],1]',
+    b'[5,[1.01,1,1.0],2]',
+    b'[6,"te",[7,1,1.0,1.05],3]',
+    b'[5,"hb",4]',
+    b'[5,"cs",123,5]',
+    b'[5,[1.01,1,',
+)
+
+
 def subscribe_messages(instruments: list[Instrument], checksum: bool = True) -> list[str]:
     flags = FLAG_SEQ_ALL | (FLAG_CHECKSUM if checksum else 0)
     out = [orjson.dumps({"event": "conf", "flags": flags}).decode()]
@@ -324,21 +451,23 @@ class Feed(common.BaseFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("snapshots", "channels")
-    MAX_CHANNELS = 256
+    BOOK_HEARTBEAT = True
+    TAB_ROWS = 256
+    handle = staticmethod(handle_frame)
+    pump = staticmethod(pump)
 
     def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
-        self.chan_ids = np.full(self.MAX_CHANNELS, -1, np.int64)
-        self.chan_inst = np.full(self.MAX_CHANNELS, -1, np.int64)
-        self.chan_kind = np.zeros(self.MAX_CHANNELS, np.int64)
         self.n_chan = 0
-        self.next_seq = -1          # -1: not known yet (first array frame of the connection)
-        self.last_seq = 0
+
+    @property
+    def tab(self):
+        return self.st.tab
 
     def ping_frame(self) -> str | None:
         return '{"event":"ping","cid":1}'
 
-    def _on_event(self, frame: bytes) -> None:
+    def _on_event(self, frame: bytes, tsc: int) -> None:
         try:
             ev = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -352,17 +481,16 @@ class Feed(common.BaseFeed):
                 self.counters.ignored += 1
                 return
             kind_id = {"book": CH_BOOK, "trades": CH_TRADES}.get(ev.get("channel"), CH_OTHER)
+            tab = self.st.tab
             slot = self.n_chan
             for c in range(self.n_chan):
-                if self.chan_ids[c] == chan:
+                if tab[c, T_CHAN] == chan:
                     slot = c
-            if slot >= self.MAX_CHANNELS:
+            if slot >= tab.shape[0]:
                 self.counters.errors += 1
-                self.log.error("bitfinex: more than %d channels", self.MAX_CHANNELS)
+                self.log.error("bitfinex: more than %d channels", tab.shape[0])
                 return
-            self.chan_ids[slot] = chan
-            self.chan_inst[slot] = b
-            self.chan_kind[slot] = kind_id
+            tab[slot] = (chan, b, kind_id, 0)
             self.n_chan = max(self.n_chan, slot + 1)
             self.counters.channels += 1
         elif kind == "error":
@@ -372,80 +500,33 @@ class Feed(common.BaseFeed):
             # server restart / maintenance: the venue asks us to reconnect
             self.log.warning("bitfinex info %s: books invalid until resubscribed", ev.get("code"))
             for b in range(len(self.instruments)):
-                self._invalidate(b, records.BR_DISCONNECT, int(self.last_tsc[b]), self.last_seq)
+                self._invalidate(b, records.BR_DISCONNECT, tsc, int(self.st.conn[C_LAST_SEQ]))
             self.counters.resyncs += 1
-            self._resubscribe = True
+            self.st.conn[common.C_RESUB] = 1
         else:
             self.counters.ignored += 1
 
-    def _gap_all(self, tsc: int) -> None:
-        for b in range(len(self.instruments)):
-            self._invalidate(b, records.BR_GAP, tsc, self.last_seq)
-        self.counters.resyncs += 1
-        self._resubscribe = True
+    def _on_check(self, frame: bytes, tsc: int) -> None:
+        b = int(self.st.info[I_INST])
+        want = int(self.st.info[I_CRC])
+        got = book_checksum(self.book_levels(b, 0)[:CHECKSUM_LEVELS],
+                            self.book_levels(b, 1)[:CHECKSUM_LEVELS])
+        if got == want:
+            self.counters.checksums_ok += 1
+        else:
+            self.counters.checksums_failed += 1
+            self.log.warning("bitfinex %s: checksum mismatch (venue %d, book %d); resubscribing",
+                             self.instruments[b].symbol, want, got)
+            self._resync(b, records.BR_CHECKSUM, tsc)
 
     def on_reconnect(self) -> None:
         super().on_reconnect()
-        self.chan_ids[:] = -1
+        self.st.tab[:] = -1
         self.n_chan = 0
-        self.next_seq = -1
 
-    def on_frame(self, frame: bytes, recv_tsc: int) -> None:
-        self.counters.frames += 1
-        buf = np.frombuffer(frame, np.uint8)
-        rc = parse_frame(buf, len(buf), self.chan_ids, self.chan_inst, self.chan_kind,
-                         self.rows, self.info)
-        info = self.info
-        kind = int(info[I_KIND])
-        if kind == FR_EVENT:
-            self._on_event(frame)
-            return
-        seq = int(info[I_SEQ])
-        if seq >= 0:
-            # sequence first: a frame we cannot use still consumed its number
-            if self.next_seq >= 0 and seq != self.next_seq:
-                self.counters.gaps += 1
-                self.log.warning("bitfinex: sequence gap, expected %d, got %d; resubscribing",
-                                 self.next_seq, seq)
-                self._gap_all(recv_tsc)
-            self.next_seq = seq + 1
-            self.last_seq = seq
-        b = int(info[I_INST])
-        if rc != scan.OK:
-            self._bad(frame, rc)
-            if b >= 0:
-                self._resync(b, records.BR_BAD_FRAME, recv_tsc)
-            return
-        if kind == FR_HEARTBEAT:
-            self.counters.heartbeats += 1
-        elif kind == FR_SNAPSHOT:
-            self.counters.snapshots += 1
-            self.last_tsc[b] = recv_tsc
-            self._reset_book(b)
-            self._apply(int(info[I_NROWS]), recv_tsc, records.F_SNAPSHOT)
-            if not self.res[1] & common.A_FAILED:
-                self._validate(b, recv_tsc, seq)
-        elif kind == FR_UPDATE:
-            self.last_tsc[b] = recv_tsc
-            if not self.valid[b]:
-                self.counters.dropped += 1
-                return
-            self._apply(1, recv_tsc)
-        elif kind == FR_TRADE:
-            self.counters.trades += 1
-            self._apply(1, recv_tsc)
-        elif kind == FR_CHECKSUM:
-            if not self.valid[b]:
-                return
-            want = int(info[I_CRC])
-            got = book_checksum(self.book_levels(b, 0)[:CHECKSUM_LEVELS],
-                                self.book_levels(b, 1)[:CHECKSUM_LEVELS])
-            if got == want:
-                self.counters.checksums_ok += 1
-            else:
-                self.counters.checksums_failed += 1
-                self.log.warning("bitfinex %s: checksum mismatch (venue %d, book %d); "
-                                 "resubscribing", self.instruments[b].symbol, want, got)
-                self._resync(b, records.BR_CHECKSUM, recv_tsc)
-        else:
-            self.counters.ignored += 1
+
+def warm() -> None:
+    """Compile (or load from the numba cache) every kernel of this venue."""
+    feed = common.quiet(Feed([Instrument.make("tABCUSD", "ABC-USD", "0." + "0" * 9 + "1",
+                                              "0.00000001")], common.RecordWriter.local(1024)))
+    common.warm_feed(feed, list(WARM_FRAMES))

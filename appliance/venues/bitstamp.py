@@ -6,28 +6,41 @@ one ``live_trades_<pair>`` per pair. Frames are ``{"data":{...},"channel":...,"e
 (subscription_succeeded, heartbeat, request_reconnect, error) with orjson. The client pings with
 ``{"event":"bts:heartbeat"}``.
 
-Book sync: diffs are buffered until the REST snapshot ``/api/v2/order_book/<pair>`` arrives;
-diffs whose ``microtimestamp`` is not newer than the snapshot's are dropped, later ones applied
-(amount 0 deletes); a diff not newer than the last one applied is dropped and counted.
-Bitstamp diffs carry no sequence numbers, so a lost diff cannot be seen directly: a crossed
-book, a bad frame or a stale pair invalidates the book and refetches the snapshot.
-``bts:request_reconnect`` asks for a resubscribe.
+Book sync (:mod:`snapshot_sync` MONOTONIC): diffs are buffered until the REST snapshot
+``/api/v2/order_book/<pair>/`` arrives; diffs whose ``microtimestamp`` is not newer than the
+snapshot's are dropped, later ones applied (amount 0 deletes); a diff not newer than the last
+one applied is dropped and counted. Bitstamp diffs carry no sequence numbers, so a lost diff
+cannot be seen directly: a crossed book or a bad frame invalidates the book and refetches the
+snapshot. ``bts:request_reconnect`` asks for a resubscribe.
+
+Liveness: diff_order_book sends only when a book changes, so a quiet pair is not stale; the
+client's ``bts:heartbeat`` requests are answered, so a connection with no frame at all for
+``stale_after_ms`` is dead (the gateway's timer).
 """
 from __future__ import annotations
 
-import numpy as np
+import re
+from urllib.parse import urlsplit
+
 import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan
-from appliance.venues.common import K_TRADE, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument
+from appliance.venues import common, scan, snapshot_sync, wsframe
+from appliance.venues.common import (K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES, R_AUX1, R_AUX2,
+                                     R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument)
 
 NAME = "bitstamp"
 VENUE_ID = records.VENUE_BITSTAMP
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v2/trading-pairs-info/",)
-MAX_BUFFERED = 4096
+
+# ids and times the venue simulator shifts per loop of a recording (appliance.sim.venue):
+# microtimestamps (stream and snapshot alike), timestamps, trade ids
+SIM_SHIFT_KEYS = (("microtimestamp",), ("timestamp",), ("id",))
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_DIFF"
+BENCH_RECORDING = "BITSTAMP.ws.1.0"
 
 I_KIND = 0
 I_INST = 1
@@ -38,6 +51,7 @@ FR_EVENT = 1
 FR_DIFF = 2
 FR_TRADE = 3
 FR_SNAPSHOT = 4
+FR_HEARTBEAT = 5
 
 _K_CHANNEL = scan.key("channel")
 _K_DATA = scan.key("data")
@@ -53,6 +67,7 @@ _L_DIFF = scan.lit("diff_order_book_")
 _L_TRADES = scan.lit("live_trades_")
 _L_DATA = scan.lit("data")
 _L_TRADE = scan.lit("trade")
+_L_HEARTBEAT = scan.lit("bts:heartbeat")
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -82,6 +97,8 @@ def _book_body(b, end, inst, grids, rows, info):
         return rc
     info[I_MTS] = mts
     info[I_NROWS] = n
+    info[snapshot_sync.I_SNAP_ID] = mts
+    info[snapshot_sync.I_SNAP_ROWS] = n
     return scan.OK
 
 
@@ -107,7 +124,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     is_data = scan.bytes_eq(b, es, ee, _L_DATA)
     is_trade = scan.bytes_eq(b, es, ee, _L_TRADE)
     if not (is_data or is_trade):
-        info[I_KIND] = FR_EVENT
+        info[I_KIND] = FR_HEARTBEAT if scan.bytes_eq(b, es, ee, _L_HEARTBEAT) else FR_EVENT
         return scan.OK
     if kc < 0:
         return scan.E_MISSING
@@ -121,11 +138,8 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
         if inst < 0:
             return scan.E_SYMBOL
         info[I_INST] = inst
-        rc = _book_body(b, end, inst, grids, rows, info)
-        if rc != 0:
-            return rc
-        info[I_KIND] = FR_DIFF
-        return scan.OK
+        info[I_KIND] = FR_DIFF          # set first: a bad diff still names its book
+        return _book_body(b, end, inst, grids, rows, info)
     if is_trade and ce - cs > nt and scan.bytes_eq(b, cs, cs + nt, _L_TRADES):
         inst = scan.match_symbol(b, cs + nt, ce, syms, lens)
         if inst < 0:
@@ -170,11 +184,57 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def parse_snapshot(b, end, inst, grids, rows, info):
-    """REST /api/v2/order_book/<pair> body -> K_L2 rows; info[I_MTS] = its microtimestamp."""
-    info[I_KIND] = FR_SNAPSHOT
-    info[I_INST] = inst
-    info[I_NROWS] = 0
+    """REST order_book body -> K_L2 rows; info[I_SNAP_ID] = its microtimestamp."""
+    info[snapshot_sync.I_SNAP_ROWS] = 0
     return _book_body(b, end, inst, grids, rows, info)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def handle_frame(b, end, tsc, st, hdr, data):
+    """One frame -> records (parse, MONOTONIC sync, book, publish). Returns ACT_* bits."""
+    common.count_frame(st)
+    rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
+    info = st.info
+    kind = info[I_KIND]
+    if rc != scan.OK:
+        act = common.bad_frame(st, rc)
+        bi = info[I_INST]
+        if bi >= 0 and kind == FR_DIFF:        # a diff of this book is lost
+            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
+                                 common.RESYNC_SNAPSHOT, hdr, data)
+        return act
+    if kind == FR_DIFF:
+        m = info[I_MTS]
+        return snapshot_sync.on_delta(st, info[I_INST], m, m, info[I_NROWS], tsc,
+                                      snapshot_sync.MONOTONIC, snapshot_sync.MAX_BUFFERED,
+                                      VENUE_ID, hdr, data)
+    if kind == FR_TRADE:
+        st.cnt[N_TRADES] += 1
+        return common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)
+    if kind == FR_HEARTBEAT:
+        st.cnt[N_HEARTBEATS] += 1
+        return 0
+    if kind == FR_EVENT:
+        return common.ACT_EVENT
+    st.cnt[N_IGNORED] += 1
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def pump(fd, rx, ws, st, hdr, data, max_iters):
+    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
+    for _ in range(max_iters):
+        r = wsframe.next_frame(fd, rx, ws)
+        if r != wsframe.P_DATA:
+            return r
+        s = ws[wsframe.W_S]
+        e = ws[wsframe.W_E]
+        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
+        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
+        ws[wsframe.W_FRAMES] += 1
+        if act != 0:
+            return wsframe.P_ACTION | act
+    return wsframe.P_BUDGET
 
 
 def load_instruments(meta: bytes, symbols: list[str] | None = None) -> list[Instrument]:
@@ -213,133 +273,72 @@ def stream_path(instruments: list[Instrument]) -> str:
     return ""
 
 
-WAIT_SNAPSHOT = 0
-LIVE = 1
+# Order book snapshot endpoints: v2 /api/v2/order_book/{pair}/ (with or without the trailing
+# slash, any ?group=), and v1 /api/order_book/ (BTC/USD only), on www.bitstamp.net or any host.
+_SNAPSHOT_V2 = re.compile(r"^(?:/[^/]+)*?/api/v2/order_book/([A-Za-z0-9]+)/?$")
+_SNAPSHOT_V1 = re.compile(r"^(?:/[^/]+)*?/api/order_book/?$")
 
 
-class Feed(common.BaseFeed):
+def snapshot_symbol(url: str) -> str | None:
+    """The pair (url_symbol) of a REST order_book URL in any documented form, else None."""
+    path = urlsplit(url).path
+    m = _SNAPSHOT_V2.match(path)
+    if m:
+        return m.group(1).lower()
+    if _SNAPSHOT_V1.match(path):
+        return "btcusd"
+    return None
+
+
+WARM_FRAMES = (
+    b'{"data":{"timestamp":"1","microtimestamp":"2","bids":[["1.00","2.0"]],"asks":[["1.10",'
+    b'"0.5"]]},"channel":"diff_order_book_abcusd","event":"data"}',
+    b'{"data":{"id":7,"timestamp":"1","amount":1.0,"amount_str":"1.0","price":1.05,"price_str":'
+    b'"1.05","type":0,"microtimestamp":"3"},"channel":"live_trades_abcusd","event":"trade"}',
+    b'{"event":"bts:heartbeat","channel":"","data":{"status":"success"}}',
+    b'{"event":"bts:subscription_succeeded","channel":"live_trades_abcusd","data":{}}',
+    b'{"data":{"timestamp":"1","microtimestamp":"4","bids":[["1.00"',
+)
+WARM_SNAPSHOT = b'{"timestamp":"1","microtimestamp":"1","bids":[["1.00","2.0"]],"asks":[["1.10","0.5"]]}'
+
+
+def warm() -> None:
+    """Compile (or load from the numba cache) every kernel of this venue."""
+    feed = common.quiet(Feed([Instrument.make("abcusd", "ABC-USD", "0.01", "0.1")],
+                             common.RecordWriter.local(1024)))
+    feed.snapshot_requests()
+    feed.on_frame(WARM_FRAMES[0], 1)
+    feed.on_snapshot("abcusd", WARM_SNAPSHOT, 1)
+    common.warm_feed(feed, list(WARM_FRAMES))
+
+
+class Feed(snapshot_sync.SnapshotSyncFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
-    EXTRA_COUNTERS = ("buffered", "snapshots")
+    handle = staticmethod(handle_frame)
+    pump = staticmethod(pump)
+    parse_snapshot = staticmethod(parse_snapshot)
 
-    def __init__(self, instruments, writer, book_cap: int | None = None):
-        super().__init__(instruments, writer, book_cap)
-        nb = len(self.instruments)
-        self.state = [WAIT_SNAPSHOT] * nb
-        self.last_mts = [0] * nb
-        self.requested = [False] * nb
-        self.buffer: list[list[tuple[bytes, int]]] = [[] for _ in range(nb)]
+    def snapshot_path(self, ins: Instrument) -> str:
+        return f"/api/v2/order_book/{ins.symbol}/"
 
     def ping_frame(self) -> str | None:
         return '{"event":"bts:heartbeat"}'
 
-    def snapshot_requests(self) -> list[tuple[str, str]]:
-        out = []
-        for b, ins in enumerate(self.instruments):
-            if self.state[b] == WAIT_SNAPSHOT and not self.requested[b]:
-                self.requested[b] = True
-                out.append((ins.symbol, f"/api/v2/order_book/{ins.symbol}"))
-        return out
-
-    def on_snapshot(self, symbol: str, body: bytes, recv_tsc: int) -> None:
-        b = self.index.get(symbol)
-        if b is None or self.state[b] != WAIT_SNAPSHOT:
-            self.counters.ignored += 1
-            return
-        buf = np.frombuffer(body, np.uint8)
-        rc = parse_snapshot(buf, len(buf), b, self.grids, self.rows, self.info)
-        if rc != scan.OK:
-            self._bad(body, rc, f"snapshot {symbol}")
-            self.requested[b] = False
-            return
-        self.counters.snapshots += 1
-        mts = int(self.info[I_MTS])
-        self._reset_book(b)
-        self.requested[b] = False
-        if self._apply(int(self.info[I_NROWS]), recv_tsc, records.F_SNAPSHOT) & common.A_FAILED:
-            return
-        self.last_mts[b] = mts
-        self.state[b] = LIVE
-        self._validate(b, recv_tsc, mts)
-        pending, self.buffer[b] = self.buffer[b], []
-        for frame, tsc in pending:
-            self.on_frame(frame, tsc, _replayed=True)
-
-    def on_reconnect(self) -> None:
-        super().on_reconnect()
-        nb = len(self.instruments)
-        self.state = [WAIT_SNAPSHOT] * nb
-        self.requested = [False] * nb
-        self.buffer = [[] for _ in range(nb)]
-
-    def _resync(self, b: int, reason: int, tsc: int) -> None:
-        self._invalidate(b, reason, tsc)
-        if self.state[b] == WAIT_SNAPSHOT:
-            return      # already resyncing; a hole in the buffer shows up as a gap when applied
-        self.counters.resyncs += 1
-        self.state[b] = WAIT_SNAPSHOT
-        self.requested[b] = False
-        self.buffer[b] = []
-
-    def _on_event(self, frame: bytes) -> None:
+    def _on_event(self, frame: bytes, tsc: int) -> None:
         try:
             ev = orjson.loads(frame)
         except orjson.JSONDecodeError:
             self._bad(frame, scan.E_SYNTAX, "not JSON")
             return
         kind = ev.get("event") if isinstance(ev, dict) else None
-        if kind == "bts:heartbeat":
-            self.counters.heartbeats += 1
-        elif kind == "bts:request_reconnect":
+        if kind == "bts:request_reconnect":
             self.log.warning("bitstamp asks for a reconnect; books invalid until resynced")
             for b in range(len(self.instruments)):
-                self._invalidate(b, records.BR_DISCONNECT, 0)
-            self._resubscribe = True
+                self._invalidate(b, records.BR_DISCONNECT, tsc)
+            self.st.conn[common.C_RESUB] = 1
         elif kind == "bts:error":
             self.counters.errors += 1
             self.log.error("bitstamp error event: %s", ev.get("data"))
         else:
             self.counters.ignored += 1
-
-    def on_frame(self, frame: bytes, recv_tsc: int, _replayed: bool = False) -> None:
-        if not _replayed:
-            self.counters.frames += 1
-        buf = np.frombuffer(frame, np.uint8)
-        rc = parse_frame(buf, len(buf), self.syms, self.sym_lens, self.grids, self.rows, self.info)
-        info = self.info
-        kind = int(info[I_KIND])
-        b = int(info[I_INST])
-        if rc != scan.OK:
-            self._bad(frame, rc)
-            if b >= 0 and b"diff_order_book" in frame:
-                self._resync(b, records.BR_BAD_FRAME, recv_tsc)
-            return
-        if kind == FR_EVENT:
-            self._on_event(frame)
-        elif kind == FR_DIFF:
-            self._on_diff(frame, b, recv_tsc)
-        elif kind == FR_TRADE:
-            self.counters.trades += 1
-            self._apply(1, recv_tsc)
-        else:
-            self.counters.ignored += 1
-
-    def _on_diff(self, frame: bytes, b: int, tsc: int) -> None:
-        self.last_tsc[b] = tsc
-        if self.state[b] == WAIT_SNAPSHOT:
-            if len(self.buffer[b]) >= MAX_BUFFERED:
-                self.buffer[b].clear()
-                self.counters.dropped += MAX_BUFFERED
-                self.requested[b] = False
-            self.buffer[b].append((bytes(frame), tsc))
-            self.counters.buffered += 1
-            if self.status_sent[b] == 0:
-                self._invalidate(b, records.BR_SNAPSHOT_PENDING, tsc)
-            return
-        mts = int(self.info[I_MTS])
-        if mts <= self.last_mts[b]:
-            self.counters.dropped += 1          # contained in the snapshot
-            return
-        if self._apply(int(self.info[I_NROWS]), tsc) & common.A_FAILED:
-            return
-        self.last_mts[b] = mts

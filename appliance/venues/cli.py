@@ -3,7 +3,7 @@
     appliance md --venue NAME [--config PATH] [--ring NAME] [--symbols S ...] [--seconds N]
                  [--stats PATH] [--ws-url URL] [--rest-url URL]
         the md gateway process for one [[venues]] entry of the config
-    appliance md replay PATH --venue NAME [--json]
+    appliance md replay PATH --venue NAME [--json] [--strict]
         offline replay of a recorded session (appliance.venues.replay)
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ def _md(args: argparse.Namespace) -> int:
         argv = [args.path, "--venue", args.replay_venue, "--depth", str(args.depth)]
         if args.json:
             argv.append("--json")
+        if args.strict:
+            argv.append("--strict")
         return int(replay.main(argv) or 0)
     if not args.venue:
         print("appliance md: --venue is required (or `appliance md replay PATH --venue NAME`)",
@@ -74,3 +76,5 @@ def register(sub) -> None:
     r.add_argument("--venue", dest="replay_venue", required=True, choices=VENUES)
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--depth", type=int, default=10, help="book levels to print (default 10)")
+    r.add_argument("--strict", action="store_true",
+                   help="exit 1 if any book never synced or any gap, resync or error occurred")

@@ -15,21 +15,37 @@ rebuilds the product's book (BOOK_VALID). A sequence gap means lost frames: ever
 BOOK_INVALID(BR_GAP) and the feed asks for a resubscribe (which brings fresh snapshots).
 market_trades ``update`` events are published as trades (``side`` is the taker's side);
 ``snapshot`` events are history and are not published.
+
+Liveness: heartbeats come once a second per connection (not per product), so a quiet product
+is not stale; a connection with no frame at all for ``stale_after_ms`` is dead (the gateway's
+timer).
 """
 from __future__ import annotations
 
-import numpy as np
+import re
+from urllib.parse import urlsplit
+
 import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan
-from appliance.venues.common import K_L2, K_TRADE, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument
+from appliance.venues import common, scan, wsframe
+from appliance.venues.common import (B_LAST_TSC, B_VALID, C_LAST_SEQ, C_NEXT_SEQ, K_L2, K_TRADE,
+                                     N_DROPPED, N_GAPS, N_HEARTBEATS, N_IGNORED, N_RESYNCS,
+                                     N_TRADES, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY,
+                                     R_SEQ, R_SIDE, Instrument)
 
 NAME = "coinbase_advanced"
 VENUE_ID = records.VENUE_COINBASE_ADVANCED
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v3/brokerage/market/products",)
+
+# ids the venue simulator shifts per loop of a recording: none (sequence_num starts afresh on
+# every connection)
+SIM_SHIFT_KEYS = ()
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "COINBASE_ADVANCED.jsonl.zst"
 
 I_KIND = 0
 I_INST = 1
@@ -163,6 +179,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
             inst = ei
             kind = ek
             info[I_INST] = inst
+            info[I_KIND] = kind          # set first: a bad update still names its book
             j = scan.skip_ws(b, pu, end)
             if j >= end or b[j] != 91:
                 return scan.E_SYNTAX
@@ -272,6 +289,75 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     return scan.OK
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def handle_frame(b, end, tsc, st, hdr, data):
+    """One frame -> records (parse, connection sequence check, book, publish). Returns ACT_*."""
+    common.count_frame(st)
+    rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
+    info = st.info
+    act = 0
+    seq = info[I_SEQ]
+    if seq >= 0:
+        # sequence first: a frame we cannot use still consumed its number
+        nxt = st.conn[C_NEXT_SEQ]
+        if nxt >= 0 and seq != nxt:
+            st.cnt[N_GAPS] += 1
+            act |= common.event(st, common.EV_SEQ_GAP, -1, nxt, seq)
+            common.invalidate_all(st, records.BR_GAP, tsc, VENUE_ID, hdr, data)
+            st.cnt[N_RESYNCS] += 1
+            st.conn[common.C_RESUB] = 1
+            act |= common.ACT_RESUB
+        st.conn[C_NEXT_SEQ] = seq + 1
+        st.conn[C_LAST_SEQ] = seq
+    kind = info[I_KIND]
+    bi = info[I_INST]
+    if rc != scan.OK:
+        act |= common.bad_frame(st, rc)
+        if bi >= 0 and (kind == FR_UPDATE or kind == FR_SNAPSHOT):
+            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
+                                 common.RESYNC_RESUBSCRIBE, hdr, data)
+        return act
+    if kind == FR_SNAPSHOT:
+        return act | common.snapshot_rebuild(st, bi, info[I_NROWS], tsc, seq, VENUE_ID,
+                                             common.RESYNC_RESUBSCRIBE, hdr, data)
+    if kind == FR_UPDATE:
+        st.book[bi, B_LAST_TSC] = tsc
+        if st.book[bi, B_VALID] == 0:
+            st.cnt[N_DROPPED] += 1
+            return act
+        return act | common.apply(st, st.rows, info[I_NROWS], tsc, 0, VENUE_ID,
+                                  common.RESYNC_RESUBSCRIBE, hdr, data)
+    if kind == FR_TRADES:
+        n = info[I_NROWS]
+        st.cnt[N_TRADES] += n
+        if n > 0:
+            act |= common.apply(st, st.rows, n, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE,
+                                hdr, data)
+        return act
+    if kind == FR_HEARTBEAT:
+        st.cnt[N_HEARTBEATS] += 1
+        return act
+    st.cnt[N_IGNORED] += 1
+    return act
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def pump(fd, rx, ws, st, hdr, data, max_iters):
+    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
+    for _ in range(max_iters):
+        r = wsframe.next_frame(fd, rx, ws)
+        if r != wsframe.P_DATA:
+            return r
+        s = ws[wsframe.W_S]
+        e = ws[wsframe.W_E]
+        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
+        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
+        ws[wsframe.W_FRAMES] += 1
+        if act != 0:
+            return wsframe.P_ACTION | act
+    return wsframe.P_BUDGET
+
+
 def load_instruments(meta: bytes, symbols: list[str] | None = None) -> list[Instrument]:
     """Instruments from /api/v3/brokerage/market/products (quote_increment, base_increment)."""
     body = common.metadata_body(meta, "products")
@@ -299,67 +385,51 @@ def stream_path(instruments: list[Instrument]) -> str:
     return ""
 
 
+# Advanced Trade REST product book, public and authenticated, on any host:
+# /api/v3/brokerage/market/product_book?product_id=X and /api/v3/brokerage/product_book?product_id=X
+_SNAPSHOT_PATH = re.compile(r"^(?:/[^/]+)*?/api/v3/brokerage/(?:market/)?product_book/?$")
+
+
+def snapshot_symbol(url: str) -> str | None:
+    """The product of a REST product_book URL, else None. The feed syncs from the WebSocket
+    l2_data snapshot; REST snapshots are recognised, never applied."""
+    from urllib.parse import parse_qs
+    u = urlsplit(url)
+    if not _SNAPSHOT_PATH.match(u.path):
+        return None
+    q = parse_qs(u.query)
+    return q["product_id"][0].upper() if q.get("product_id") else None
+
+
+WARM_FRAMES = (
+    b'{"channel":"subscriptions","client_id":"","timestamp":"x","sequence_num":0,"events":[]}',
+    b'{"channel":"l2_data","client_id":"","timestamp":"x","sequence_num":1,"events":[{"type":'
+    b'"snapshot","product_id":"ABC-USD","updates":[{"side":"bid","event_time":"x","price_level":'
+    b'"1.00","new_quantity":"2.0"},{"side":"offer","event_time":"x","price_level":"1.10",'
+    b'"new_quantity":"0.5"}]}]}',
+    b'{"channel":"l2_data","client_id":"","timestamp":"x","sequence_num":2,"events":[{"type":'
+    b'"update","product_id":"ABC-USD","updates":[{"side":"bid","event_time":"x","price_level":'
+    b'"1.01","new_quantity":"1.0"}]}]}',
+    b'{"channel":"market_trades","client_id":"","timestamp":"x","sequence_num":3,"events":[{"type":'
+    b'"update","trades":[{"trade_id":"7","product_id":"ABC-USD","price":"1.05","size":"1.0",'
+    b'"side":"BUY","time":"x"}]}]}',
+    b'{"channel":"heartbeats","client_id":"","timestamp":"x","sequence_num":5,"events":[]}',
+    b'{"channel":"l2_data","client_id":"","timestamp":"x","sequence_num":6,"events":[{"type":',
+)
+
+
 class Feed(common.BaseFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("snapshots",)
     ROWS = 1 << 17            # level2 snapshots are the whole book (46,000 levels for BTC-USD)
     CAP = 1 << 15
+    handle = staticmethod(handle_frame)
+    pump = staticmethod(pump)
 
-    def __init__(self, instruments, writer, book_cap: int | None = None):
-        super().__init__(instruments, writer, book_cap)
-        self.next_seq = -1
 
-    def on_reconnect(self) -> None:
-        super().on_reconnect()
-        self.next_seq = -1
-
-    def _gap_all(self, tsc: int, seq: int) -> None:
-        for b in range(len(self.instruments)):
-            self._invalidate(b, records.BR_GAP, tsc, seq)
-        self.counters.resyncs += 1
-        self._resubscribe = True
-
-    def on_frame(self, frame: bytes, recv_tsc: int) -> None:
-        self.counters.frames += 1
-        buf = np.frombuffer(frame, np.uint8)
-        rc = parse_frame(buf, len(buf), self.syms, self.sym_lens, self.grids, self.rows, self.info)
-        info = self.info
-        seq = int(info[I_SEQ])
-        if seq >= 0:
-            if self.next_seq >= 0 and seq != self.next_seq:
-                self.counters.gaps += 1
-                self.log.warning("coinbase_advanced: sequence gap, expected %d, got %d; "
-                                 "resubscribing", self.next_seq, seq)
-                self._gap_all(recv_tsc, seq)
-            self.next_seq = seq + 1
-        kind = int(info[I_KIND])
-        b = int(info[I_INST])
-        if rc != scan.OK:
-            self._bad(frame, rc)
-            if b >= 0 and b'"l2_data"' in frame:
-                self._resync(b, records.BR_BAD_FRAME, recv_tsc)
-            elif b'"error"' in frame[:40]:
-                self.log.error("coinbase_advanced error frame: %r", bytes(frame[:200]))
-            return
-        if kind == FR_SNAPSHOT:
-            self.counters.snapshots += 1
-            self.last_tsc[b] = recv_tsc
-            self._reset_book(b)
-            if not self._apply(int(info[I_NROWS]), recv_tsc, records.F_SNAPSHOT) & common.A_FAILED:
-                self._validate(b, recv_tsc, seq)
-        elif kind == FR_UPDATE:
-            self.last_tsc[b] = recv_tsc
-            if not self.valid[b]:
-                self.counters.dropped += 1
-                return
-            self._apply(int(info[I_NROWS]), recv_tsc)
-        elif kind == FR_TRADES:
-            n = int(info[I_NROWS])
-            self.counters.trades += n
-            if n:
-                self._apply(n, recv_tsc)
-        elif kind == FR_HEARTBEAT:
-            self.counters.heartbeats += 1
-        else:
-            self.counters.ignored += 1
+def warm() -> None:
+    """Compile (or load from the numba cache) every kernel of this venue."""
+    feed = common.quiet(Feed([Instrument.make("ABC-USD", "ABC-USD", "0.01", "0.1")],
+                             common.RecordWriter.local(1024), book_cap=64))
+    common.warm_feed(feed, list(WARM_FRAMES))

@@ -15,21 +15,37 @@ invalidates the book (BR_CHECKSUM) and asks for a resubscribe (a fresh snapshot)
 
 The print decimals of each pair are learned from the snapshot's strings (Kraken prints more
 decimals than ``pair_decimals`` for some pairs: XBT/CHF "56218.30000" with pair_decimals 1).
+
+Liveness: Kraken sends ``{"event":"heartbeat"}`` when a connection has had no other traffic for
+about a second, and nothing per pair: a quiet pair is not stale; a connection with no frame at
+all for ``stale_after_ms`` is dead (the gateway's timer).
 """
 from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan
-from appliance.venues.common import K_L2, K_TRADE, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument
+from appliance.venues import common, scan, wsframe
+from appliance.venues.common import (B_LAST_TSC, B_V0, B_VALID, K_L2, K_TRADE, N_CHECKSUMS_FAILED,
+                                     N_CHECKSUMS_OK, N_DROPPED, N_HEARTBEATS, N_IGNORED, N_TRADES,
+                                     N_TRUNCATED, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE,
+                                     Instrument)
 
 NAME = "kraken"
 VENUE_ID = records.VENUE_KRAKEN
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/0/public/AssetPairs",)
+
+# ids the venue simulator shifts per loop of a recording: none (no ids in book or trade frames)
+SIM_SHIFT_KEYS = ()
+# the frame kind of a book delta (what the benchmarks time) and the recording that has most
+BENCH_HOT = "FR_UPDATE"
+BENCH_RECORDING = "KRAKEN.ws.50.0"
 BOOK_DEPTH = 1000
 CHECKSUM_LEVELS = 10
 
@@ -38,16 +54,27 @@ I_INST = 1
 I_NROWS = 2
 I_HAS_CRC = 3
 I_CRC = 4
+I_PDEC = 5         # decimals of the first snapshot level's price string (-1: none seen)
+I_QDEC = 6         # ... and of its volume string
 FR_OTHER = 0
 FR_EVENT = 1
 FR_SNAPSHOT = 2
 FR_UPDATE = 3
 FR_TRADE = 4
+FR_HEARTBEAT = 5
+
+# per-book venue words: st.book[b, K_*]
+K_DEPTH = B_V0         # subscribed depth: levels beyond it are deleted after each delta
+K_SCALE = B_V0 + 1     # 4 words: price mul, price div, qty mul, qty div (ticks/lots -> printed digits)
+K_CRC = B_V0 + 5       # the book's checksum as last computed ...
+K_CRC_OK = B_V0 + 6    # ... 1 while no change has reached the top CHECKSUM_LEVELS since
 
 _EL0 = 8           # info[8:16]: start index of each top-level element
 _MAX_EL = 8
 _L_BOOK = scan.lit("book")
 _L_TRADE = scan.lit("trade")
+_K_EVENT = scan.key("event")
+_L_HEARTBEAT = scan.lit("heartbeat")
 
 
 def _crc_table() -> np.ndarray:
@@ -61,6 +88,42 @@ def _crc_table() -> np.ndarray:
 
 
 CRC_TABLE = _crc_table()
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _decimals_at(b, i, end):
+    """Digits after the '.' of the JSON string at b[i] (0 without a point; -1 if no string)."""
+    s, e, _ = scan.string_span(b, i, end)
+    if s < 0:
+        return -1
+    for k in range(s, e):
+        if b[k] == 46:
+            return e - k - 1
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _first_level_decimals(b, i, end, info):
+    """info[I_PDEC], info[I_QDEC] from the first level of the level array at b[i]."""
+    i = scan.skip_ws(b, i, end)
+    if i >= end or b[i] != 91:
+        return
+    i = scan.skip_ws(b, i + 1, end)
+    if i >= end or b[i] != 91:
+        return
+    i = scan.skip_ws(b, i + 1, end)
+    pd = _decimals_at(b, i, end)
+    j = scan.skip_value(b, i, end)
+    if pd < 0 or j < 0:
+        return
+    j = scan.skip_ws(b, j, end)
+    if j >= end or b[j] != 44:
+        return
+    qd = _decimals_at(b, scan.skip_ws(b, j + 1, end), end)
+    if qd < 0:
+        return
+    info[I_PDEC] = pd
+    info[I_QDEC] = qd
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -89,6 +152,8 @@ def _walk_book_object(b, i, end, inst, grids, rows, n, info):
             side = records.SIDE_SELL if k0 == 97 else records.SIDE_BUY
             if klen == 2:
                 snap = True
+                if info[I_PDEC] < 0:
+                    _first_level_decimals(b, i, end, info)
             n, i, rc = common.parse_levels(b, i, end, dp, sp, dq, sq, inst, side, -1, 0, 1, 0,
                                            rows, n)
             if rc != 0:
@@ -119,11 +184,18 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     info[I_NROWS] = 0
     info[I_HAS_CRC] = 0
     info[I_CRC] = 0
+    info[I_PDEC] = -1
+    info[I_QDEC] = -1
     i = scan.skip_ws(b, 0, end)
     if i >= end:
         return scan.E_SYNTAX
     if b[i] == 123:
         info[I_KIND] = FR_EVENT
+        ke = scan.find_key(b, i, end, _K_EVENT)
+        if ke >= 0:
+            es, ee, _ = scan.string_span(b, ke, end)
+            if es >= 0 and scan.bytes_eq(b, es, ee, _L_HEARTBEAT):
+                info[I_KIND] = FR_HEARTBEAT
         return scan.OK
     if b[i] != 91:
         return scan.E_SYNTAX
@@ -164,6 +236,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     is_trade = scan.bytes_eq(b, cs, ce, _L_TRADE)
     n = 0
     if is_book:
+        info[I_KIND] = FR_UPDATE         # set first: a bad book frame still names its book
         snap = False
         for k in range(1, nel - 2):
             n, _, rc, sn = _walk_book_object(b, info[_EL0 + k], end, inst, grids, rows, n, info)
@@ -211,15 +284,16 @@ def _put_digits(v, buf, m):
     """Decimal digits of v > 0 (no leading zeros) appended at buf[m]; returns new m."""
     if v <= 0:
         return m
-    nd = 0
-    t = v
-    while t > 0:
+    nd = 1
+    p = 10
+    while nd < 19 and v >= p:
         nd += 1
-        t //= 10
+        p *= 10
     k = m + nd - 1
     while v > 0:
-        buf[k] = 48 + v % 10
-        v //= 10
+        q = v // 10
+        buf[k] = 48 + (v - q * 10)
+        v = q
         k -= 1
     return m + nd
 
@@ -236,13 +310,155 @@ def checksum(px, qty, nb, b, scale, buf, table):
             top = 0
         k = cnt - 1
         while k >= top:
-            m = _put_digits(px[b, s, k] * scale[0] // scale[1], buf, m)
-            m = _put_digits(qty[b, s, k] * scale[2] // scale[3], buf, m)
+            pv = px[b, s, k] * scale[0]
+            qv = qty[b, s, k] * scale[2]
+            if scale[1] != 1:
+                pv //= scale[1]
+            if scale[3] != 1:
+                qv //= scale[3]
+            m = _put_digits(pv, buf, m)
+            m = _put_digits(qv, buf, m)
             k -= 1
     c = np.uint32(0xFFFFFFFF)
     for k in range(m):
         c = table[(c ^ buf[k]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
     return np.int64(c ^ np.uint32(0xFFFFFFFF))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _pow10(k):
+    v = 1
+    for _ in range(k):
+        v *= 10
+    return v
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def set_print(st, b, pdec, qdec):
+    """How Kraken prints book b: ``pdec`` / ``qdec`` decimals -> the K_SCALE words."""
+    for j in range(2):
+        dec = st.grids[b, 2 * j]
+        step = st.grids[b, 2 * j + 1]
+        pr = pdec if j == 0 else qdec
+        if pr >= dec:
+            st.book[b, K_SCALE + 2 * j] = step * _pow10(pr - dec)
+            st.book[b, K_SCALE + 2 * j + 1] = 1
+        else:
+            st.book[b, K_SCALE + 2 * j] = step
+            st.book[b, K_SCALE + 2 * j + 1] = _pow10(dec - pr)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _truncate(st, b, tsc, hdr, data):
+    """Delete the levels of book b beyond its subscribed depth (Kraken sends no delete for a
+    level pushed out). Returns ACT_* bits."""
+    m = truncate_rows(st.px, st.nb, b, st.book[b, K_DEPTH], st.rows2)
+    if m == 0:
+        return 0
+    st.cnt[N_TRUNCATED] += m
+    return common.apply(st, st.rows2, m, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _touches_top(st, b, n):
+    """Whether rows[0:n] can change the top CHECKSUM_LEVELS of book b (a level at least as good
+    as the current 10th best of its side, or a side shorter than that)."""
+    for k in range(n):
+        s = st.rows[k, R_SIDE] - 1
+        cnt = st.nb[b, s]
+        if cnt < CHECKSUM_LEVELS:
+            return True
+        tenth = st.px[b, s, cnt - CHECKSUM_LEVELS]
+        p = st.rows[k, R_PRICE]
+        if (s == 0 and p >= tenth) or (s == 1 and p <= tenth):
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def book_checksum(st, b):
+    """Kraken's CRC32 of book b, recomputed only when its top levels changed since last time."""
+    if st.book[b, K_CRC_OK] == 0:
+        st.book[b, K_CRC] = checksum(st.px, st.qty, st.nb, b, st.book[b, K_SCALE:K_SCALE + 4],
+                                     st.scratch, CRC_TABLE)
+        st.book[b, K_CRC_OK] = 1
+    return st.book[b, K_CRC]
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def handle_frame(b, end, tsc, st, hdr, data):
+    """One frame -> records (parse, book, truncation, CRC32 check, publish). Returns ACT_* bits."""
+    common.count_frame(st)
+    rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
+    info = st.info
+    kind = info[I_KIND]
+    bi = info[I_INST]
+    if rc != scan.OK:
+        act = common.bad_frame(st, rc)
+        if bi >= 0 and (kind == FR_UPDATE or kind == FR_SNAPSHOT):
+            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
+                                 common.RESYNC_RESUBSCRIBE, hdr, data)
+        return act
+    if kind == FR_UPDATE:
+        st.book[bi, B_LAST_TSC] = tsc
+        if st.book[bi, B_VALID] == 0:
+            st.cnt[N_DROPPED] += 1          # waiting for a fresh snapshot
+            return 0
+        n = info[I_NROWS]
+        if st.book[bi, K_DEPTH] < CHECKSUM_LEVELS or _touches_top(st, bi, n):
+            st.book[bi, K_CRC_OK] = 0
+        act = common.apply(st, st.rows, n, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
+        if st.book[bi, B_VALID] == 0:
+            return act
+        act |= _truncate(st, bi, tsc, hdr, data)
+        if info[I_HAS_CRC] != 0 and st.book[bi, B_VALID] != 0:
+            want = info[I_CRC]
+            got = book_checksum(st, bi)
+            if got == want:
+                st.cnt[N_CHECKSUMS_OK] += 1
+            else:
+                st.cnt[N_CHECKSUMS_FAILED] += 1
+                act |= common.event(st, common.EV_CHECKSUM, bi, want, got)
+                act |= common.resync(st, bi, records.BR_CHECKSUM, tsc, VENUE_ID,
+                                     common.RESYNC_RESUBSCRIBE, hdr, data)
+        return act
+    if kind == FR_SNAPSHOT:
+        st.book[bi, K_CRC_OK] = 0
+        if info[I_PDEC] >= 0:
+            set_print(st, bi, info[I_PDEC], info[I_QDEC])
+        act = common.snapshot_rebuild(st, bi, info[I_NROWS], tsc, 0, VENUE_ID,
+                                      common.RESYNC_RESUBSCRIBE, hdr, data)
+        if st.book[bi, B_VALID] != 0:
+            act |= _truncate(st, bi, tsc, hdr, data)
+        return act
+    if kind == FR_TRADE:
+        st.cnt[N_TRADES] += info[I_NROWS]
+        return common.apply(st, st.rows, info[I_NROWS], tsc, 0, VENUE_ID,
+                            common.RESYNC_RESUBSCRIBE, hdr, data)
+    if kind == FR_HEARTBEAT:
+        st.cnt[N_HEARTBEATS] += 1
+        return 0
+    if kind == FR_EVENT:
+        return common.ACT_EVENT
+    st.cnt[N_IGNORED] += 1
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def pump(fd, rx, ws, st, hdr, data, max_iters):
+    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
+    for _ in range(max_iters):
+        r = wsframe.next_frame(fd, rx, ws)
+        if r != wsframe.P_DATA:
+            return r
+        s = ws[wsframe.W_S]
+        e = ws[wsframe.W_E]
+        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
+        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
+        ws[wsframe.W_FRAMES] += 1
+        if act != 0:
+            return wsframe.P_ACTION | act
+    return wsframe.P_BUDGET
 
 
 def _norm(asset: str) -> str:
@@ -284,49 +500,59 @@ def stream_path(instruments: list[Instrument]) -> str:
     return ""
 
 
-def _decimals(s: str) -> int:
-    return len(s.split(".", 1)[1]) if "." in s else 0
+# REST order book (Depth) endpoint, any version prefix and host: /0/public/Depth?pair=XBTUSD
+_SNAPSHOT_PATH = re.compile(r"^(?:/[^/]+)*?/\d+/public/Depth/?$")
+
+
+def snapshot_symbol(url: str) -> str | None:
+    """The pair of a REST Depth URL (Kraken's REST names, e.g. "XBTUSD"), else None. The feed
+    syncs from the WebSocket book snapshot; REST snapshots are recognised, never applied."""
+    u = urlsplit(url)
+    if not _SNAPSHOT_PATH.match(u.path):
+        return None
+    q = {k.lower(): v for k, v in parse_qs(u.query).items()}
+    return q["pair"][0] if q.get("pair") else None
+
+
+WARM_FRAMES = (
+    b'{"connectionID":1,"event":"systemStatus","status":"online","version":"1.0.0"}',
+    b'{"channelID":1,"channelName":"book-1000","event":"subscriptionStatus","pair":"ABC/USD",'
+    b'"status":"subscribed","subscription":{"depth":1000,"name":"book"}}',
+    b'[1,{"as":[["1.10000","0.50000000","1.0"]],"bs":[["1.00000","2.00000000","1.0"]]},'
+    b'"book-1000","ABC/USD"]',
+    b'[1,{"a":[["1.20000","0.30000000","1.1"]],"c":"12345"},"book-1000","ABC/USD"]',
+    b'[2,[["1.05000","1.00000000","1.0","b","l",""]],"trade","ABC/USD"]',
+    b'{"event":"heartbeat"}',
+    b'[1,{"a":[["1.20000"',
+)
 
 
 class Feed(common.BaseFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
     EXTRA_COUNTERS = ("snapshots", "truncated")
+    SCRATCH = CHECKSUM_LEVELS * 2 * 2 * 24
+    handle = staticmethod(handle_frame)
+    pump = staticmethod(pump)
 
     def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
-        nb = len(self.instruments)
-        self.depth = [BOOK_DEPTH] * nb
-        self.scale = np.zeros((nb, 4), np.int64)
         for b, ins in enumerate(self.instruments):
-            self._set_print(b, ins.extra.get("price_print_dec", ins.price_dec),
-                            ins.extra.get("qty_print_dec", ins.qty_dec))
-        self.crc_buf = np.zeros(CHECKSUM_LEVELS * 2 * 2 * 24, np.uint8)
-        self.trunc_rows = np.zeros((2 * self.book_cap, 8), np.int64)
-
-    def _set_print(self, b: int, pdec: int, qdec: int) -> None:
-        ins = self.instruments[b]
-        row = []
-        for dec, step, pr in ((ins.price_dec, ins.price_step, pdec), (ins.qty_dec, ins.qty_step, qdec)):
-            if pr >= dec:
-                row += [step * 10 ** (pr - dec), 1]
-            else:
-                row += [step, 10 ** (dec - pr)]
-        self.scale[b] = row
+            self.st.book[b, K_DEPTH] = BOOK_DEPTH
+            set_print(self.st, b, ins.extra.get("price_print_dec", ins.price_dec),
+                      ins.extra.get("qty_print_dec", ins.qty_dec))
 
     def ping_frame(self) -> str | None:
         return '{"event":"ping"}'
 
-    def _on_event(self, frame: bytes) -> None:
+    def _on_event(self, frame: bytes, tsc: int) -> None:
         try:
             ev = orjson.loads(frame)
         except orjson.JSONDecodeError:
             self._bad(frame, scan.E_SYNTAX, "event")
             return
         kind = ev.get("event") if isinstance(ev, dict) else None
-        if kind == "heartbeat":
-            self.counters.heartbeats += 1
-        elif kind == "subscriptionStatus":
+        if kind == "subscriptionStatus":
             if ev.get("status") == "error":
                 self.counters.errors += 1
                 self.log.error("kraken subscription error: %s", ev.get("errorMessage"))
@@ -334,76 +560,13 @@ class Feed(common.BaseFeed):
             sub = ev.get("subscription") or {}
             b = self.index.get(ev.get("pair"))
             if b is not None and sub.get("name") == "book" and sub.get("depth"):
-                self.depth[b] = int(sub["depth"])
-        elif kind in ("systemStatus", "pong"):
-            self.counters.ignored += 1
+                self.st.book[b, K_DEPTH] = int(sub["depth"])
         else:
-            self.counters.ignored += 1
+            self.counters.ignored += 1      # systemStatus, pong, ...
 
-    def on_frame(self, frame: bytes, recv_tsc: int) -> None:
-        self.counters.frames += 1
-        buf = np.frombuffer(frame, np.uint8)
-        rc = parse_frame(buf, len(buf), self.syms, self.sym_lens, self.grids, self.rows, self.info)
-        info = self.info
-        kind = int(info[I_KIND])
-        b = int(info[I_INST])
-        if rc != scan.OK:
-            self._bad(frame, rc)
-            if b >= 0 and b'"book' in frame:
-                self._resync(b, records.BR_BAD_FRAME, recv_tsc)
-            return
-        if kind == FR_EVENT:
-            self._on_event(frame)
-        elif kind == FR_SNAPSHOT:
-            self._on_snapshot_frame(frame, b, recv_tsc)
-        elif kind == FR_UPDATE:
-            self._on_update(b, recv_tsc)
-        elif kind == FR_TRADE:
-            self.counters.trades += int(info[I_NROWS])
-            self._apply(int(info[I_NROWS]), recv_tsc)
-        else:
-            self.counters.ignored += 1
 
-    def _on_snapshot_frame(self, frame: bytes, b: int, tsc: int) -> None:
-        # learn how Kraken prints this pair (rare frame: orjson is fine here)
-        try:
-            payload = orjson.loads(frame)[1]
-            lvl = (payload.get("as") or payload.get("bs"))[0]
-            self._set_print(b, _decimals(lvl[0]), _decimals(lvl[1]))
-        except (orjson.JSONDecodeError, IndexError, TypeError, AttributeError):
-            pass
-        self.counters.snapshots += 1
-        self.last_tsc[b] = tsc
-        self._reset_book(b)
-        if self._apply(int(self.info[I_NROWS]), tsc, records.F_SNAPSHOT) & common.A_FAILED:
-            return
-        self._truncate(b, tsc)
-        self._validate(b, tsc)
-
-    def _truncate(self, b: int, tsc: int) -> None:
-        m = truncate_rows(self.px, self.nb, b, self.depth[b], self.trunc_rows)
-        if m:
-            self.counters.truncated += m
-            self.rows[:m] = self.trunc_rows[:m]
-            self._apply(m, tsc)
-
-    def _on_update(self, b: int, tsc: int) -> None:
-        self.last_tsc[b] = tsc
-        if not self.valid[b]:
-            self.counters.dropped += 1      # waiting for a fresh snapshot
-            return
-        has_crc = int(self.info[I_HAS_CRC])
-        want = int(self.info[I_CRC])
-        self._apply(int(self.info[I_NROWS]), tsc)
-        if not self.valid[b]:
-            return
-        self._truncate(b, tsc)
-        if has_crc:
-            got = int(checksum(self.px, self.qty, self.nb, b, self.scale[b], self.crc_buf, CRC_TABLE))
-            if got == want:
-                self.counters.checksums_ok += 1
-            else:
-                self.counters.checksums_failed += 1
-                self.log.warning("kraken %s: checksum mismatch (venue %d, book %d); resubscribing",
-                                 self.instruments[b].symbol, want, got)
-                self._resync(b, records.BR_CHECKSUM, tsc)
+def warm() -> None:
+    """Compile (or load from the numba cache) every kernel of this venue."""
+    feed = common.quiet(Feed([Instrument.make("ABC/USD", "ABC-USD", "0.00001", "0.00000001")],
+                             common.RecordWriter.local(1024)))
+    common.warm_feed(feed, list(WARM_FRAMES))

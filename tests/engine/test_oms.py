@@ -406,20 +406,25 @@ def test_order_records_carry_ids_prices_and_origin(env):
     oms, led = env
     r = _working(env, qty=10, price=100)
     buf = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
-    O.write_new(oms, r, buf, 12345, 2)
+    buf[:] = 0xAB                                   # a ring slot's previous record
+    O.write_new(oms, r, buf, 12345, 2, R.F_POST_ONLY)
     w = buf.view(R.NEW_ORDER)[0]
     assert (w["rtype"], w["venue"], w["instrument"], w["clord_id"], w["price"], w["qty"], w["side"]) == \
         (R.RT_NEW_ORDER, V, 3, FIRST, 100, 10, BUY)
     assert (w["origin_tsc"], w["session"], w["strategy"], w["ord_type"]) == (12345, 2, 7, R.ORD_LIMIT)
+    assert (w["flags"], w["tif"]) == (R.F_POST_ONLY, R.TIF_GTC)
+    assert not buf[72:].any() and (buf[:8] == 0xAB).all()   # tail zeroed; ``ver`` is the ring's
     cid = O.cancel_order(oms, r, T0)
     O.write_cancel(oms, r, buf, 1, 0)
     c = buf.view(R.CANCEL)[0]
     assert (c["rtype"], c["clord_id"], c["orig_clord_id"], c["qty"]) == (R.RT_CANCEL, cid, FIRST, 10)
+    assert (c["flags"], c["side"], c["strategy"]) == (0, BUY, 7) and not buf[65:].any()
     apply(env, reject(cid, orig=FIRST, cancel=1))
     n = O.replace_order(oms, led, r, 99, 4, T0)
-    O.write_replace(oms, n, buf, 1, 0)
+    O.write_replace(oms, n, buf, 1, 0, 0)
     p = buf.view(R.REPLACE)[0]
     assert (p["rtype"], p["orig_clord_id"], p["price"], p["qty"]) == (R.RT_REPLACE, FIRST, 99, 4)
+    assert (p["side"], p["ord_type"], p["tif"]) == (BUY, R.ORD_LIMIT, R.TIF_GTC)
     out = np.zeros(8, np.int32)
     assert O.live_rows(oms, 0, out) == 2 and sorted(out[:2]) == sorted([r, n])
 

@@ -314,7 +314,9 @@ def test_build_risk_reads_every_key():
     ({"venues": {"nyse": {}}}, "risk.venues.nyse: unknown key"),
     ({"venues": {"binance": {"burst_size": 3}}}, "risk.venues.binance.burst_size: unknown key"),
     ({"instruments": {"kraken:XBTUSD": {}}}, "risk.instruments.kraken:XBTUSD: unknown key"),
-    ({"max_loss": "lots"}, "risk.max_loss: expected an amount"),
+    ({"max_loss": "lots"}, "risk.max_loss: expected a finite amount"),
+    ({"max_loss": float("inf")}, "risk.max_loss: expected a finite amount"),
+    ({"loss_streak_pause": 10**30}, "risk.loss_streak_pause: expected an integer in"),
     ({"reject_rate_pct": 101}, "reject_rate_pct"),
 ])
 def test_build_risk_rejects_bad_keys_and_values_naming_them(table, message):

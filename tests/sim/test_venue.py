@@ -187,3 +187,56 @@ def test_cli_venue_sim_serves_until_its_time_is_up():
     assert p.returncode == 0, err
     st = json.loads(out.strip().splitlines()[-1])
     assert st["connections"] == 1 and st["frames_sent"] >= 50
+
+
+def test_loop_shifts_stream_ids_and_the_rest_snapshot_alike():
+    path = sim.find_data_dir() / "BINANCE.ws.1.0"
+    script = sim.Script([path], "binance")
+    depth = next(d for _, d in script.post if b'"depthUpdate"' in d)
+    u0 = orjson.loads(depth)["data"]["u"]
+    span = next(sp for pat, sp in script.shifter.pats if pat.pattern.find(b"lastUpdateId") >= 0)
+    assert orjson.loads(script.frame(depth, 2))["data"]["u"] == u0 + 2 * span
+    snap = "/api/v3/depth?symbol=NKNUSDT&limit=1000"
+    id0 = orjson.loads(script.lookup(snap))["lastUpdateId"]
+    script.new_loop(2)
+    body = orjson.loads(script.lookup(snap))
+    assert body["lastUpdateId"] == id0 + 2 * span          # first recorded snapshot again, shifted
+    assert body["bids"] == orjson.loads(sim.Script([path]).lookup(snap))["bids"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("venue,symbols", [
+    ("binance", ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]),
+    ("kraken", ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/XBT",
+                "OMG/USD", "XBT/CHF", "ADA/XBT"]),
+])
+def test_looping_simulator_through_the_gateway_has_no_gap_or_resync_and_each_loop_ends_on_the_reference(venue, symbols):
+    from appliance.venues import replay
+    from tests.venues.test_gateway import Running
+    book_path = next(p for p in sim.default_recordings(venue) if venue != "kraken" or p.name == "KRAKEN.ws.50.0")
+    offline = replay.run(book_path, venue)
+    ref = {s: offline.top(s, 10) for s in symbols}
+    loops = 3
+    tops, problems = [], []
+    holder = {}
+
+    def at_loop_end(k):
+        run = holder["run"]
+        gw = run.gw
+        if not run.wait(lambda: gw.stats()["frames"] >= s.stats.frames_sent
+                        and gw.stats()["books_valid"] == len(symbols), timeout=60):
+            problems.append((k, gw.stats()))
+        tops.append({sym: gw.feed.top(sym, 10) for sym in symbols})
+
+    with VenueSim(venue, loop=True, on_loop_end=at_loop_end) as s:
+        holder["run"] = run = Running(venue, symbols, s)
+        try:
+            assert run.wait(lambda: len(tops) >= loops, timeout=300)
+        finally:
+            st = run.stop()
+    assert problems == []
+    assert s.stats.loops >= loops and st["reconnects"] >= loops - 1
+    assert st["gaps"] == 0 and st["resyncs"] == 0 and st["errors"] == 0, st
+    assert st["checksums_failed"] == 0
+    for k in range(loops):
+        assert tops[k] == ref, k

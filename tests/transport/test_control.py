@@ -32,3 +32,15 @@ def test_actors_register_and_heartbeat(shm_dir):
     control.set_risk_state(cb.words, records.RISK_REDUCING)
     assert cb.rec["risk_state"] == records.RISK_REDUCING
     cb.close()
+
+
+def test_a_control_block_of_another_layout_is_replaced(shm_dir):
+    from appliance.transport import shm
+    old = shm.create(control.NAME, shm.KIND_CONTROL, 64, 1, 4096, str(shm_dir), lock=False)
+    old.close()
+    cb = control.ControlBlock.open(str(shm_dir))
+    try:
+        assert cb.rec.dtype == records.CONTROL_BLOCK and not cb.killed
+        cb.register_actor("x", control.ACTOR_OTHER)
+    finally:
+        cb.close()

@@ -189,8 +189,7 @@ def compiled_rows(feed, frame: bytes):
     mod = importlib.import_module(type(feed).__module__)
     buf = np.frombuffer(frame, np.uint8)
     if feed.NAME == "bitfinex":
-        rc = mod.parse_frame(buf, len(buf), feed.chan_ids, feed.chan_inst, feed.chan_kind,
-                             feed.rows, feed.info)
+        rc = mod.parse_frame(buf, len(buf), feed.st.tab, feed.rows, feed.info)
     else:
         rc = mod.parse_frame(buf, len(buf), feed.syms, feed.sym_lens, feed.grids, feed.rows, feed.info)
     n = int(feed.info[mod.I_NROWS])

@@ -57,9 +57,9 @@ def test_first_nknusdt_update_equal_to_the_snapshot_id_is_dropped():
     assert feed.counters.buffered == 1
     feed.on_snapshot("NKNUSDT", _snapshot(sess, "NKNUSDT"), 2)
     assert feed.counters.dropped == 1            # u == lastUpdateId: already in the snapshot
-    assert feed.last_u[0] == snap_id
+    assert feed.last_id[0] == snap_id
     feed.on_frame(frames[1], 3)
-    assert feed.last_u[0] == orjson.loads(frames[1])["data"]["u"]
+    assert feed.last_id[0] == orjson.loads(frames[1])["data"]["u"]
     assert feed.is_valid("NKNUSDT") and feed.counters.gaps == 0
 
 
@@ -88,7 +88,7 @@ def test_injected_gap_invalidates_refetches_snapshot_and_book_equals_reference_a
             assert feed.snapshot_requests() == [("NKNUSDT", "/api/v3/depth?symbol=NKNUSDT&limit=1000")]
         if k == 25:
             # the refetched snapshot: the true book as of update 25
-            feed.on_snapshot("NKNUSDT", _rest_body(ref, 0, ref.last_u[0]), k)
+            feed.on_snapshot("NKNUSDT", _rest_body(ref, 0, int(ref.last_id[0])), k)
             assert feed.is_valid("NKNUSDT")
     assert feed.counters.resyncs == 1
     assert feed.book_levels(0, 0) == ref.book_levels(0, 0)

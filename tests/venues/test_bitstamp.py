@@ -29,7 +29,7 @@ def _sess():
 def test_diffs_before_the_snapshot_are_buffered_then_applied_by_microtimestamp():
     sess, ins = _sess()
     feed = bitstamp.Feed(ins, common.RecordWriter.local())
-    assert feed.snapshot_requests() == [("ethusd", "/api/v2/order_book/ethusd")]
+    assert feed.snapshot_requests() == [("ethusd", "/api/v2/order_book/ethusd/")]
     assert feed.snapshot_requests() == []               # in flight: not asked twice
     body = next(b for url, _, b in sess.snapshots if url.endswith("/ethusd"))
     snap_mts = int(orjson.loads(body)["microtimestamp"])

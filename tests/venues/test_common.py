@@ -125,6 +125,7 @@ def test_parse_levels_reports_a_full_row_buffer():
 class _Feed(common.BaseFeed):
     NAME = "test"
     VENUE_ID = records.VENUE_SIM
+    BOOK_HEARTBEAT = True
 
     def on_frame(self, frame, recv_tsc):
         raise AssertionError("not used")

@@ -56,7 +56,7 @@ def test_compiled_crc32_matches_zlib_over_the_venue_string():
     frame = next(f for _, f in recording.frames(DATA / SESSIONS["kraken"]) if b'"as"' in f and b"XBT/CHF" in f)
     feed.on_frame(frame, 1)
     want = zlib.crc32(_checksum_string(feed.book_levels(0, 1), feed.book_levels(0, 0), ins[0], 5, 8).encode())
-    got = kraken.checksum(feed.px, feed.qty, feed.nb, 0, feed.scale[0], feed.crc_buf, kraken.CRC_TABLE)
+    got = kraken.checksum(feed.px, feed.qty, feed.nb, 0, feed.st.book[0, kraken.K_SCALE:kraken.K_SCALE + 4], feed.st.scratch, kraken.CRC_TABLE)
     assert got == want
 
 

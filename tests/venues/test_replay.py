@@ -15,12 +15,15 @@ from tests.venues.conftest import DATA, SESSIONS
 
 @pytest.mark.parametrize("venue", sorted(SESSIONS))
 def test_every_recording_replays_end_to_end_with_zero_errors(venue, capsys):
-    rc = replay.main([str(DATA / SESSIONS[venue]), "--venue", venue, "--json"])
+    rc = replay.main([str(DATA / SESSIONS[venue]), "--venue", venue, "--json", "--strict"])
     assert rc == 0
     out = capsys.readouterr().out
     res = orjson.loads(out)
-    assert set(res) == {"frames", "errors", "gaps", "resyncs", "checksums_ok", "checksums_failed", "books"}
+    assert set(res) == {"frames", "errors", "gaps", "resyncs", "checksums_ok", "checksums_failed",
+                        "snapshots_used", "snapshots_unused", "never_synced", "books"}
     assert res["errors"] == 0 and res["gaps"] == 0 and res["resyncs"] == 0
+    assert res["never_synced"] == {}
+    assert res["snapshots_used"] == {"binance": 4, "bitstamp": 10}.get(venue, 0)
     assert res["checksums_failed"] == 0
     assert res["frames"] > 100
     for sym, bk in res["books"].items():

@@ -1,7 +1,9 @@
 """Strategies: the dispatch the engine calls, and the Python side that builds instances.
 
 ``on_book`` / ``on_trade`` / ``on_fill`` / ``on_timer`` below route by the instance's kind
-(``meta[i, M_KIND]``) to the kind's module; see :mod:`.base` for the interface and array layout.
+(``strats.meta[i, M_KIND]``) to the kind's module; see :mod:`.base` for the interface and array
+layout. ``on_book`` / ``on_trade`` are on the engine's tick path and ``forceinline=True`` (LLVM
+inlines them, and the kind's callbacks, into the engine's md handler).
 Adding a strategy: a new module, a ``KIND_*`` in base, one entry in ``MODULES`` and one branch in
 each dispatch function.
 """
@@ -18,51 +20,51 @@ MODULES = {base.KIND_AS: _as, base.KIND_XV: _xv, base.KIND_TOUCH: _touch}
 LEGS = {base.KIND_AS: 1, base.KIND_XV: 2, base.KIND_TOUCH: 1}
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
-    kind = meta[i, base.M_KIND]
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_book(i, strats, books, b, now, origin):
+    kind = strats.meta[i, base.M_KIND]
     if kind == base.KIND_AS:
-        return _as.on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin)
+        return _as.on_book(i, strats, books, b, now, origin)
     if kind == base.KIND_XV:
-        return _xv.on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin)
+        return _xv.on_book(i, strats, books, b, now, origin)
     if kind == base.KIND_TOUCH:
-        return _touch.on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin)
+        return _touch.on_book(i, strats, books, b, now, origin)
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
-    kind = meta[i, base.M_KIND]
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_trade(i, strats, books, b, price, q, side, now, origin):
+    kind = strats.meta[i, base.M_KIND]
     if kind == base.KIND_AS:
-        return _as.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin)
+        return _as.on_trade(i, strats, books, b, price, q, side, now, origin)
     if kind == base.KIND_XV:
-        return _xv.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin)
+        return _xv.on_trade(i, strats, books, b, price, q, side, now, origin)
     if kind == base.KIND_TOUCH:
-        return _touch.on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin)
-    return base.UNCHANGED
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
-    kind = meta[i, base.M_KIND]
-    if kind == base.KIND_AS:
-        return _as.on_fill(i, meta, params, state, quotes, leg, side, price, q, now)
-    if kind == base.KIND_XV:
-        return _xv.on_fill(i, meta, params, state, quotes, leg, side, price, q, now)
-    if kind == base.KIND_TOUCH:
-        return _touch.on_fill(i, meta, params, state, quotes, leg, side, price, q, now)
+        return _touch.on_trade(i, strats, books, b, price, q, side, now, origin)
     return base.UNCHANGED
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_timer(i, meta, params, state, quotes, px, qty, n, now):
-    kind = meta[i, base.M_KIND]
+def on_fill(i, strats, leg, side, price, q, now):
+    kind = strats.meta[i, base.M_KIND]
     if kind == base.KIND_AS:
-        return _as.on_timer(i, meta, params, state, quotes, px, qty, n, now)
+        return _as.on_fill(i, strats, leg, side, price, q, now)
     if kind == base.KIND_XV:
-        return _xv.on_timer(i, meta, params, state, quotes, px, qty, n, now)
+        return _xv.on_fill(i, strats, leg, side, price, q, now)
     if kind == base.KIND_TOUCH:
-        return _touch.on_timer(i, meta, params, state, quotes, px, qty, n, now)
+        return _touch.on_fill(i, strats, leg, side, price, q, now)
+    return base.UNCHANGED
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def on_timer(i, strats, books, now):
+    kind = strats.meta[i, base.M_KIND]
+    if kind == base.KIND_AS:
+        return _as.on_timer(i, strats, books, now)
+    if kind == base.KIND_XV:
+        return _xv.on_timer(i, strats, books, now)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_timer(i, strats, books, now)
     return base.UNCHANGED
 
 
@@ -114,6 +116,7 @@ def build(tables: list, instrument_of, tsc_per_ns: float):
         meta[i, base.M_KIND] = kind
         meta[i, base.M_ID] = i
         meta[i, base.M_NLEGS] = nlegs
+        meta[i, base.M_SLOTS] = MODULES[kind].SLOTS
         for leg in range(nlegs):
             if not isinstance(sessions[leg], int) or sessions[leg] < 0:
                 raise base.StrategyConfigError(f"{where}.session: expected an integer >= 0")

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 from appliance.engine import book
 from appliance.transport import records
 from appliance.engine.strategies import base
+from appliance.jit import HELPER
 
 # --- params ------------------------------------------------------------------------------------
 P_GAMMA = 0
@@ -60,6 +62,7 @@ P_COOLDOWN_MS = 16
 P_COOLDOWN_TSC = 17     # derived: cooldown_ms in TSC ticks (set by the engine from its clock)
 P_UNIT = 18             # ticks per model price unit (see module docstring)
 P_LOG_TERM = 19         # derived: ln(1 + gamma / k) / gamma
+P_INV_UNIT = 20         # derived: 1 / price_unit
 
 # name -> (index, default, minimum)
 PARAMS = {
@@ -100,13 +103,23 @@ S_HALF = 12         # last half spread
 S_QUOTES = 13       # quote decisions that changed a slot
 
 
+SLOTS = 2           # quote slots: 0 = bid, 1 = ask
+# slots and sides as plain int64 (a literal argument would compile a helper once per value)
+_BID = np.int64(0)
+_ASK = np.int64(1)
+_BUY = np.int64(records.SIDE_BUY)
+_SELL = np.int64(records.SIDE_SELL)
+_NO_ORIGIN = np.int64(0)
+
+
 def derive(params_row, tsc_per_ns: float) -> None:
     """Fill the derived parameters of one instance (clock-dependent values in TSC ticks)."""
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
     params_row[P_LOG_TERM] = math.log(1.0 + params_row[P_GAMMA] / params_row[P_K]) / params_row[P_GAMMA]
+    params_row[P_INV_UNIT] = 1.0 / params_row[P_UNIT]
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _set_slot(quotes, i, slot, side, price, q, origin):
     """Point a slot at a resting post-only GTC quote; CHANGED when anything moved."""
     if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
@@ -123,7 +136,7 @@ def _set_slot(quotes, i, slot, side, price, q, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _off(quotes, i, slot, origin):
     if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
         return base.UNCHANGED
@@ -132,13 +145,15 @@ def _off(quotes, i, slot, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _pull(quotes, i, origin):
-    return _off(quotes, i, 0, origin) | _off(quotes, i, 1, origin)
+    return _off(quotes, i, _BID, origin) | _off(quotes, i, _ASK, origin)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_book(i, strats, books, b, now, origin):
+    params, state, quotes = strats.params, strats.state, strats.quotes
+    px, qty, n = books.px, books.qty, books.n
     nb = n[b, 0]
     na = n[b, 1]
     if nb <= 0 or na <= 0 or book.is_crossed(px, n, b):
@@ -157,7 +172,7 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     state[i, S_EVENTS] = ev
     unit = params[i, P_UNIT]
     if ev > 1.0:
-        d = (mp - state[i, S_MP]) / unit
+        d = (mp - state[i, S_MP]) * params[i, P_INV_UNIT]
         state[i, S_VAR] += params[i, P_VOL_ALPHA] * (d * d - state[i, S_VAR])
     state[i, S_MP] = mp
     if ev <= params[i, P_WARMUP]:
@@ -193,29 +208,30 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     rc = base.UNCHANGED
     # bid
     if bid <= 0 or inv + q > maxinv:
-        rc |= _off(quotes, i, 0, origin)
+        rc |= _off(quotes, i, _BID, origin)
     else:
         if quotes[i, 0, base.Q_STATE] == base.QS_QUOTE:
             old = quotes[i, 0, base.Q_PRICE]
             if abs(bid - old) < thr and old <= ba - 1 and quotes[i, 0, base.Q_QTY] == q:
                 bid = old
-        rc |= _set_slot(quotes, i, 0, records.SIDE_BUY, bid, q, origin)
+        rc |= _set_slot(quotes, i, _BID, _BUY, bid, q, origin)
     # ask
     if inv - q < -maxinv:
-        rc |= _off(quotes, i, 1, origin)
+        rc |= _off(quotes, i, _ASK, origin)
     else:
         if quotes[i, 1, base.Q_STATE] == base.QS_QUOTE:
             old = quotes[i, 1, base.Q_PRICE]
             if abs(ask - old) < thr and old >= bb + 1 and quotes[i, 1, base.Q_QTY] == q:
                 ask = old
-        rc |= _set_slot(quotes, i, 1, records.SIDE_SELL, ask, q, origin)
+        rc |= _set_slot(quotes, i, _ASK, _SELL, ask, q, origin)
     if rc != base.UNCHANGED:
         state[i, S_QUOTES] += 1.0
     return rc
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_trade(i, strats, books, b, price, q, side, now, origin):
+    params, state, quotes = strats.params, strats.state, strats.quotes
     if q <= 0:
         return base.UNCHANGED
     if side == records.SIDE_NONE:
@@ -245,7 +261,8 @@ def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now,
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
+def on_fill(i, strats, leg, side, price, q, now):
+    state = strats.state
     if side == records.SIDE_BUY:
         state[i, S_INV] += float(q)
     elif side == records.SIDE_SELL:
@@ -254,9 +271,10 @@ def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_timer(i, meta, params, state, quotes, px, qty, n, now):
+def on_timer(i, strats, books, now):
+    state = strats.state
     # the cooldown ends on the next book event after it expired; nothing to do on a timer but
     # keep quotes pulled while it lasts
     if state[i, S_PULLED] != 0.0 and now < state[i, S_COOL_UNTIL]:
-        return _pull(quotes, i, 0)
+        return _pull(strats.quotes, i, _NO_ORIGIN)
     return base.UNCHANGED

@@ -2,20 +2,25 @@
 
 Numba cannot call through function pointers cheaply, so a strategy is not an object: it is a
 *kind* id plus four compiled callbacks in its own module, and every instance owns one row of each
-of these arrays (``S`` instances run at once, any mix of kinds)::
+of these arrays of the engine's ``Strategies`` bundle (``S`` instances run at once, any mix of
+kinds)::
 
-    meta    int64[S, META_N]        kind, instance id, legs (book row, venue, instrument, session)
+    meta    int64[S, META_N]        kind, instance id, legs (book row, venue, instrument, session),
+                                    quote slots used
     params  float64[S, PARAMS_N]    the kind's parameters (layout defined by the kind's module)
     state   float64[S, STATE_N]     the kind's private state (layout defined by the kind's module)
     quotes  int64[S, Q_SLOTS, Q_N]  desired orders: what the strategy wants working right now
 
-Callbacks (one of each per kind; ``i`` is the instance row, ``now`` a TSC value taken from the
+(the bundle also holds the engine's ``pnl`` and ``dirty`` rows, which strategies do not touch).
+
+Callbacks (one of each per kind; ``i`` is the instance row, ``strats`` the Strategies bundle,
+``books`` the engine's Books bundle (``px``, ``qty``, ``n``), ``now`` a TSC value taken from the
 market event, never from the wall clock, so a replay is deterministic)::
 
-    on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin) -> int
-    on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin) -> int
-    on_fill(i, meta, params, state, quotes, leg, side, price, q, now) -> int
-    on_timer(i, meta, params, state, quotes, px, qty, n, now) -> int
+    on_book(i, strats, books, b, now, origin) -> int
+    on_trade(i, strats, books, b, price, q, side, now, origin) -> int
+    on_fill(i, strats, leg, side, price, q, now) -> int
+    on_timer(i, strats, books, now) -> int
 
 Each returns ``CHANGED`` when it rewrote its quote slots and ``UNCHANGED`` otherwise, so the
 engine reconciles orders only when something moved. ``on_book`` runs when book ``b`` (one of the
@@ -34,8 +39,8 @@ into new / cancel / replace records::
     Q_TIF     records.TIF_*;  Q_FLAGS records.F_* (e.g. F_POST_ONLY)
     Q_ORIGIN  origin TSC of the market event that caused this quote (travels into the order)
 
-A new strategy is a new module with the four callbacks, a ``KIND_*`` id here, a ``PARAMS`` spec
-(name -> (index, default, minimum)) and one line in each dispatch function of
+A new strategy is a new module with the four callbacks, a ``KIND_*`` id here, ``SLOTS`` (how many
+quote slots it uses, from 0), a ``PARAMS`` spec (name -> (index, default, minimum)) and one line in each dispatch function of
 :mod:`appliance.engine.strategies`.
 """
 from __future__ import annotations
@@ -63,6 +68,7 @@ M_BOOK = 3           # M_BOOK + leg: book row of the leg
 M_VENUE = 5          # M_VENUE + leg: records.VENUE_* of the leg
 M_INSTR = 7          # M_INSTR + leg: instrument index of the leg at its venue
 M_SESSION = 9        # M_SESSION + leg: FIX session index orders of the leg go out on
+M_SLOTS = 11         # quote slots the kind uses (0 .. M_SLOTS - 1; the engine reconciles those)
 META_N = 16
 MAX_LEGS = 2
 

@@ -17,10 +17,12 @@ Quote slots: 0 = leg A's order, 1 = leg B's order, both ``QS_TAKE``.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from appliance.transport import records
 from appliance.engine.strategies import base
+from appliance.jit import HELPER
 
 P_MULT_A = 0
 P_MULT_B = 1
@@ -53,11 +55,19 @@ S_LAST_EDGE = 4     # best edge seen at the last evaluation (common units)
 S_EVALS = 5
 
 
+SLOTS = 2           # quote slots: 0 = leg A, 1 = leg B
+# slots / legs and sides as plain int64 (a literal argument would compile _take once per value)
+_SLOT_A = np.int64(0)
+_SLOT_B = np.int64(1)
+_BUY = np.int64(records.SIDE_BUY)
+_SELL = np.int64(records.SIDE_SELL)
+
+
 def derive(params_row, tsc_per_ns: float) -> None:
     params_row[P_COOLDOWN_TSC] = params_row[P_COOLDOWN_MS] * 1e6 * tsc_per_ns
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**HELPER)
 def _take(quotes, i, slot, leg, side, price, q, origin):
     quotes[i, slot, base.Q_STATE] = base.QS_TAKE
     quotes[i, slot, base.Q_LEG] = leg
@@ -69,8 +79,10 @@ def _take(quotes, i, slot, leg, side, price, q, origin):
     quotes[i, slot, base.Q_ORIGIN] = origin
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_book(i, strats, books, b, now, origin):
+    meta, params, state, quotes = strats.meta, strats.params, strats.state, strats.quotes
+    px, qty, n = books.px, books.qty, books.n
     ba_ = meta[i, base.M_BOOK]
     bb_ = meta[i, base.M_BOOK + 1]
     if n[ba_, 0] <= 0 or n[ba_, 1] <= 0 or n[bb_, 0] <= 0 or n[bb_, 1] <= 0:
@@ -104,28 +116,29 @@ def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
     pos = state[i, S_POS_A]
     if edge_ab > margin and pos + qa <= maxpos:
         if qty[ba_, 1, n[ba_, 1] - 1] >= qa and qty[bb_, 0, n[bb_, 0] - 1] >= qb:
-            _take(quotes, i, 0, 0, records.SIDE_BUY, ask_a, qa, origin)
-            _take(quotes, i, 1, 1, records.SIDE_SELL, bid_b, qb, origin)
+            _take(quotes, i, _SLOT_A, _SLOT_A, _BUY, ask_a, qa, origin)
+            _take(quotes, i, _SLOT_B, _SLOT_B, _SELL, bid_b, qb, origin)
             state[i, S_TAKES] += 1.0
             state[i, S_COOL_UNTIL] = float(now) + params[i, P_COOLDOWN_TSC]
             return base.CHANGED
     if edge_ba > margin and pos - qa >= -maxpos:
         if qty[bb_, 1, n[bb_, 1] - 1] >= qb and qty[ba_, 0, n[ba_, 0] - 1] >= qa:
-            _take(quotes, i, 0, 0, records.SIDE_SELL, bid_a, qa, origin)
-            _take(quotes, i, 1, 1, records.SIDE_BUY, ask_b, qb, origin)
+            _take(quotes, i, _SLOT_A, _SLOT_A, _SELL, bid_a, qa, origin)
+            _take(quotes, i, _SLOT_B, _SLOT_B, _BUY, ask_b, qb, origin)
             state[i, S_TAKES] += 1.0
             state[i, S_COOL_UNTIL] = float(now) + params[i, P_COOLDOWN_TSC]
             return base.CHANGED
     return base.UNCHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_trade(i, strats, books, b, price, q, side, now, origin):
     return base.UNCHANGED
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
+def on_fill(i, strats, leg, side, price, q, now):
+    state = strats.state
     k = S_POS_A if leg == 0 else S_POS_B
     if side == records.SIDE_BUY:
         state[i, k] += float(q)
@@ -135,5 +148,5 @@ def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_timer(i, meta, params, state, quotes, px, qty, n, now):
+def on_timer(i, strats, books, now):
     return base.UNCHANGED

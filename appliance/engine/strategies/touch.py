@@ -14,8 +14,10 @@ Quote slots: 0 = bid, 1 = ask.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
+from appliance.jit import HELPER
 from appliance.transport import records
 from appliance.engine.strategies import base
 
@@ -33,12 +35,19 @@ PARAMS = {
 S_INV = 0           # inventory in lots (+ long)
 S_QUOTES = 1        # quote decisions that changed a slot
 
+SLOTS = 2           # quote slots: 0 = bid, 1 = ask
+# slots and sides as plain int64 (a literal argument would compile a helper once per value)
+_BID = np.int64(0)
+_ASK = np.int64(1)
+_BUY = np.int64(records.SIDE_BUY)
+_SELL = np.int64(records.SIDE_SELL)
+
 
 def derive(params_row, tsc_per_ns: float) -> None:
     """No clock-dependent parameters."""
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _set(quotes, i, slot, side, price, q, flags, origin):
     if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
             and quotes[i, slot, base.Q_QTY] == q):
@@ -54,7 +63,7 @@ def _set(quotes, i, slot, side, price, q, flags, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**HELPER)
 def _off(quotes, i, slot, origin):
     if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
         return base.UNCHANGED
@@ -63,37 +72,40 @@ def _off(quotes, i, slot, origin):
     return base.CHANGED
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_book(i, meta, params, state, quotes, px, qty, n, b, now, origin):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_book(i, strats, books, b, now, origin):
+    params, state, quotes = strats.params, strats.state, strats.quotes
+    px, n = books.px, books.n
     nb = n[b, 0]
     na = n[b, 1]
     if nb <= 0 or na <= 0 or px[b, 0, nb - 1] >= px[b, 1, na - 1]:
-        return _off(quotes, i, 0, origin) | _off(quotes, i, 1, origin)
-    q = int(params[i, P_QTY])
+        return _off(quotes, i, _BID, origin) | _off(quotes, i, _ASK, origin)
+    q = np.int64(params[i, P_QTY])
     inv = state[i, S_INV]
     maxinv = params[i, P_MAX_INV]
-    flags = records.F_POST_ONLY if params[i, P_POST_ONLY] != 0.0 else 0
+    flags = np.int64(records.F_POST_ONLY) if params[i, P_POST_ONLY] != 0.0 else np.int64(0)
     rc = base.UNCHANGED
     if inv + q > maxinv:
-        rc |= _off(quotes, i, 0, origin)
+        rc |= _off(quotes, i, _BID, origin)
     else:
-        rc |= _set(quotes, i, 0, records.SIDE_BUY, px[b, 0, nb - 1], q, flags, origin)
+        rc |= _set(quotes, i, _BID, _BUY, px[b, 0, nb - 1], q, flags, origin)
     if inv - q < -maxinv:
-        rc |= _off(quotes, i, 1, origin)
+        rc |= _off(quotes, i, _ASK, origin)
     else:
-        rc |= _set(quotes, i, 1, records.SIDE_SELL, px[b, 1, na - 1], q, flags, origin)
+        rc |= _set(quotes, i, _ASK, _SELL, px[b, 1, na - 1], q, flags, origin)
     if rc != base.UNCHANGED:
         state[i, S_QUOTES] += 1.0
     return rc
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
-def on_trade(i, meta, params, state, quotes, px, qty, n, b, price, q, side, now, origin):
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def on_trade(i, strats, books, b, price, q, side, now, origin):
     return base.UNCHANGED
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
+def on_fill(i, strats, leg, side, price, q, now):
+    state = strats.state
     if side == records.SIDE_BUY:
         state[i, S_INV] += float(q)
     elif side == records.SIDE_SELL:
@@ -102,5 +114,5 @@ def on_fill(i, meta, params, state, quotes, leg, side, price, q, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def on_timer(i, meta, params, state, quotes, px, qty, n, now):
+def on_timer(i, strats, books, now):
     return base.UNCHANGED
