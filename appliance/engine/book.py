@@ -35,12 +35,15 @@ exceptions for Python callers)::
 All kernels are ``@njit(cache=True, nogil=True)`` free functions over the arrays, allocate
 nothing and are compiled without NRT (no reference counting on the hot path). ``update`` (and its
 search) is ``forceinline=True``: LLVM inlines it into the md handlers that call it once per
-level update, where a call would pass the three arrays as ~30 argument words.
+level update, where a call would pass the three arrays as ~30 argument words. Levels move with
+``memmove`` (``intrinsics.move_bytes``; the arrays are C-contiguous, as ``new_books`` makes them).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from appliance.transport.intrinsics import move_bytes
 
 BIDS = 0
 ASKS = 1
@@ -112,6 +115,17 @@ def _lower(px, b, s, cnt, price):
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def _shift(px, qty, b, s, cap, src, dst, count):
+    """Move ``count`` levels of side ``s`` of book ``b`` from index ``src`` to ``dst`` (ranges
+    may overlap) in both arrays: one memmove each (a deep insert moves the whole side)."""
+    if count <= 0:
+        return
+    row = (b * 2 + s) * cap
+    move_bytes(px, (row + dst) * 8, (row + src) * 8, count * 8)
+    move_bytes(qty, (row + dst) * 8, (row + src) * 8, count * 8)
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def update(px, qty, n, b, side_idx, price, q):
     """Set the quantity at ``price`` on side ``side_idx`` of book ``b`` (``q == 0`` deletes).
 
@@ -127,20 +141,14 @@ def update(px, qty, n, b, side_idx, price, q):
             qty[b, s, pos] = q
             return OK
         # remove: levels above pos move down one
-        for j in range(pos, cnt - 1):
-            px[b, s, j] = px[b, s, j + 1]
-            qty[b, s, j] = qty[b, s, j + 1]
+        _shift(px, qty, b, s, cap, pos + 1, pos, cnt - 1 - pos)
         n[b, s] = cnt - 1
         return REMOVED
     if q == 0:
         return MISSING
     if cnt < cap:
         # insert at pos: levels from pos up move up one
-        j = cnt
-        while j > pos:
-            px[b, s, j] = px[b, s, j - 1]
-            qty[b, s, j] = qty[b, s, j - 1]
-            j -= 1
+        _shift(px, qty, b, s, cap, pos, pos + 1, cnt - pos)
         px[b, s, pos] = price
         qty[b, s, pos] = q
         n[b, s] = cnt + 1
@@ -148,9 +156,7 @@ def update(px, qty, n, b, side_idx, price, q):
     if pos == 0:
         return DROPPED_FULL
     # full and better than the worst: drop index 0, shift [1, pos) down, store at pos - 1
-    for j in range(0, pos - 1):
-        px[b, s, j] = px[b, s, j + 1]
-        qty[b, s, j] = qty[b, s, j + 1]
+    _shift(px, qty, b, s, cap, np.int64(1), np.int64(0), pos - 1)
     px[b, s, pos - 1] = price
     qty[b, s, pos - 1] = q
     return EVICTED

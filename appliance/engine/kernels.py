@@ -198,9 +198,9 @@ STEP_OK = 0
 STEP_KILL_SEEN = 1
 STEP_MAX_LOSS = 2
 
-# _reconcile_slot results
-DONE = 0
-DEFER = 1
+# _reconcile_slot results (plain int64: they travel in a tuple)
+DONE = np.int64(0)
+DEFER = np.int64(1)
 
 # PnL per strategy and leg (int64[S, MAX_LEGS, PNL_N])
 PNL_POS = 0        # lots, + long
@@ -379,17 +379,19 @@ def reconcile(i, books, strats, gate, tel, io):
                 quotes[i, s, base.Q_STATE] = base.QS_OFF
         return
     strats.dirty[i] = 0
-    # one clock read per reconciliation for the gate's and the OMS's UTC times; each order's
-    # latency ends at its own publish stamp
-    now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
+    # one clock read per reconciliation (at its first request) for the gate's and the OMS's
+    # UTC times; each order's latency ends at its own publish stamp
+    now_ns = np.int64(0)
     later = 0
     for s in range(strats.meta[i, base.M_SLOTS]):
-        if _reconcile_slot(i, s, np.int64(0), books, strats, gate, tel, io, now_ns) == DEFER:
+        code, now_ns = _reconcile_slot(i, s, np.int64(0), books, strats, gate, tel, io, now_ns)
+        if code == DEFER:
             later |= 1 << s
     s = 0
     while later != 0:
         if later & 1:
-            _reconcile_slot(i, np.int64(s), np.int64(1), books, strats, gate, tel, io, now_ns)
+            _, now_ns = _reconcile_slot(i, np.int64(s), np.int64(1), books, strats, gate, tel, io,
+                                        now_ns)
         later >>= 1
         s += 1
 
@@ -403,10 +405,12 @@ def _reconcile_call(i, books, strats, gate, tel, io):
 
 @njit(**HELPER)
 def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
-    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``: DEFER when pass 0 leaves
-    the slot to pass 1 (a new order, a take, a replace towards the other side), else DONE. A slot
-    left out of sync (denied, refused, or waiting for a request in flight) marks the strategy
-    ``dirty``: it is reconciled again on its next event."""
+    """Slot ``s`` of strategy ``i`` in pass ``ps`` of ``reconcile``: returns (DEFER when pass 0
+    leaves the slot to pass 1 (a new order, a take, a replace towards the other side) else
+    DONE, the reconciliation's UTC time). ``now_ns`` 0: not read yet (the clock is read at the
+    first slot that sends a request). A slot left out of sync (denied, refused, or waiting for
+    a request in flight) marks the strategy ``dirty``: it is reconciled again on its next
+    event."""
     quotes = strats.quotes
     meta = strats.meta
     dirty = strats.dirty
@@ -414,7 +418,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     stats = tel.stats
     qs = quotes[i, s, base.Q_STATE]
     if qs == base.QS_TAKE and ps == 0:
-        return DEFER
+        return DEFER, now_ns
     origin = quotes[i, s, base.Q_ORIGIN]
     leg = quotes[i, s, base.Q_LEG]
     b = meta[i, base.M_BOOK + leg]
@@ -425,10 +429,10 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     sess = meta[i, base.M_SESSION + leg]
     if sess >= MAX_SESSIONS or stats[ST_SESS_READY + sess] == 0:
         dirty[i] = 1             # session not up and reconciled: try again on a later event
-        return DONE
+        return DONE, now_ns
     r = oms.quote_row(om, slot_q)
     if qs == base.QS_OFF and r < 0:
-        return DONE              # nothing wanted, nothing working
+        return DONE, now_ns      # nothing wanted, nothing working
     if qs != base.QS_OFF and gate.risk.state[risk.R_STATE] == records.RISK_REDUCING:
         # reduce-only: an order on the side that unwinds the position is cut to what is
         # left to unwind (the gate still checks it); the other side is left to the gate
@@ -457,20 +461,22 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
                 want = 0                 # side / leg changed: cancel first, quote after the ack
         act = oms.reconcile(om, slot_q, price, want, 0, 0)
         if act == oms.ACT_NONE:
-            return DONE
+            return DONE, now_ns
         if act == oms.ACT_WAIT:
             dirty[i] = 1
-            return DONE
+            return DONE, now_ns
         away = act == oms.ACT_CANCEL or (act == oms.ACT_REPLACE and (
             (side == records.SIDE_BUY and price <= om.orders[r].price)
             or (side != records.SIDE_BUY and price >= om.orders[r].price)))
         if away != (ps == 0):
-            return DEFER if ps == 0 else DONE
+            return (DEFER if ps == 0 else DONE), now_ns
+    if now_ns == 0:              # the reconciliation's one clock read, at its first request
+        now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
     if act == oms.ACT_CANCEL:
         if _send_cancel(gate, tel, io, r, origin, now_ns,
                         _session_of(meta, i, om.orders[r].ii), False) == 0:
             dirty[i] = 1
-        return DONE
+        return DONE, now_ns
     nb = books.n[b, 0]
     na = books.n[b, 1]
     bid = books.px[b, 0, nb - 1] if nb > 0 else 0
@@ -498,7 +504,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     if rc != risk.RJ_OK:
         stats[ST_RISK_REJECTS] += 1
         dirty[i] = 1
-        return DONE
+        return DONE, now_ns
     if new:
         row = oms.new_order(om, gate.led, b, side, price, q, quotes[i, s, base.Q_TIF],
                             meta[i, base.M_ID], slot_q, now_ns)
@@ -507,7 +513,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     if row < 0:
         stats[ST_OMS_REFUSED] += 1
         dirty[i] = 1
-        return DONE
+        return DONE, now_ns
     slot = ring.begin_write(io.ord_hdr, io.ord_data)      # the OMS writes the record in place
     flags = quotes[i, s, base.Q_FLAGS]
     if new:
@@ -520,7 +526,7 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
     else:
         stats[ST_REPLACE] += 1
     _lat(tel, origin, t)
-    return DONE
+    return DONE, now_ns
 
 
 @njit(cache=True, nogil=True, _nrt=False)

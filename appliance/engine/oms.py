@@ -479,7 +479,7 @@ def _set_exposure(oms, led, r, new):
     o.exposure = new
     ins = led.instr[ii]
     if o.side == records.SIDE_BUY:
-        amt = notional_e8(led.instr, ii, o.price, new)
+        amt = notional_e8(led.instr, ii, o.price, new) if new != 0 else 0
         led.reserved[ins.venue, ins.quote_asset] += amt - o.reserved_e8
     else:
         amt = new * ins.lot_e8

@@ -184,6 +184,8 @@ LIMITS = np.dtype([
     ("collar_bps", "<i8"),
     ("max_spread_ticks", "<i8"),
     ("stp", "<i8"),                # 1 = self-trade prevention on
+    ("max_value", "<i8"),          # derived (make_risk): max_notional_e8 as the largest
+                                   # price * qty * value_mult that stays within it
 ], align=True)
 
 VENUE_LIMITS = np.dtype([
@@ -206,16 +208,25 @@ class RiskDenied(RuntimeError):
         self.code = code
 
 
-def make_risk(limits: np.ndarray, venue_limits: np.ndarray, breaker: np.ndarray) -> Risk:
-    """A Risk from explicit arrays (copied); buckets start full, state RUNNING."""
+def make_risk(limits: np.ndarray, venue_limits: np.ndarray, breaker: np.ndarray,
+              instr: np.ndarray) -> Risk:
+    """A Risk from explicit arrays (copied) for the ledger's instruments ``instr`` (the derived
+    ``max_value`` of each limit row is filled in); buckets start full, state RUNNING."""
     if limits.dtype != LIMITS or venue_limits.dtype != VENUE_LIMITS or venue_limits.shape != (N_VENUES,):
         raise ValueError("limits must be LIMITS[n], venue_limits VENUE_LIMITS[N_VENUES]")
     if breaker.shape != (N_B,):
         raise ValueError(f"breaker must be int64[{N_B}]")
+    if len(instr) != len(limits):
+        raise ValueError(f"{len(limits)} limit rows for {len(instr)} instruments")
+    limits = limits.copy()
+    for ii in range(len(limits)):
+        # notional_e8 = price * qty * mult // div > max  <=>  price * qty * mult >= (max + 1) * div
+        lim, div = int(limits[ii]["max_notional_e8"]), int(instr[ii]["value_div"])
+        limits[ii]["max_value"] = min((max(lim, -1) + 1) * div - 1, 2**63 - 1)
     buckets = np.zeros((N_VENUES, 2), np.int64)
     buckets[:, 0] = venue_limits["burst"] * TOKEN
     buckets[:, 1] = -1
-    return Risk(limits.copy(), venue_limits.copy(), breaker.astype(np.int64), np.zeros(N_R, np.int64),
+    return Risk(limits, venue_limits.copy(), breaker.astype(np.int64), np.zeros(N_R, np.int64),
                 np.zeros(N_RJ, np.int64), buckets)
 
 
@@ -329,7 +340,7 @@ def build_risk(table: dict, instr: np.ndarray, names: list[str] | None = None) -
         row["rate_per_s"] = _int(f"risk.venues.{vname}.rate_per_s", sub.get("rate_per_s", 0))
         row["burst"] = _int(f"risk.venues.{vname}.burst", sub.get("burst", 0))
         row["check_balance"] = _bool(f"risk.venues.{vname}.check_balance", sub.get("check_balance", True))
-    return make_risk(limits, vl, b)
+    return make_risk(limits, vl, b, instr)
 
 
 def denial_counts(risk: Risk) -> dict:
@@ -402,8 +413,9 @@ def _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_
     dev = price - ref_price if price >= ref_price else ref_price - price
     if dev > lim.collar_bps * ref_price // 10_000:      # == dev * 10_000 > bps * ref, no overflow
         return RJ_COLLAR
-    # price is now within the collar and qty <= max_qty, which bounds the product below
-    if notional_e8(led.instr, ii, price, qty) > lim.max_notional_e8:
+    # price is now within the collar and qty <= max_qty, which bounds the product below; the
+    # limit is compared in price * qty * value_mult units (no division, see make_risk)
+    if price * qty * led.instr[ii].value_mult > lim.max_value:
         return RJ_MAX_NOTIONAL
     if bid <= 0 or ask <= 0 or ask < bid or ask - bid > lim.max_spread_ticks:
         return RJ_SPREAD

@@ -385,6 +385,7 @@ class VenueSim:
         spoke = threading.Event()
         closed = threading.Event()
         subscribed: set[str] = set()
+        last_msg = [0.0]
 
         def reader():
             try:
@@ -395,6 +396,7 @@ class VenueSim:
                     if len(st.client_messages) < MAX_KEPT:
                         st.client_messages.append((no, text))
                     subscribed.update(_subscribed(self.venue, text))
+                    last_msg[0] = time.monotonic()
                     spoke.set()
             except ConnectionClosed:
                 pass
@@ -405,7 +407,7 @@ class VenueSim:
 
         threading.Thread(target=reader, name=f"sim-read-{no}", daemon=True).start()
         try:
-            self._stream(conn, no, spoke, closed, subscribed)
+            self._stream(conn, no, spoke, closed, subscribed, last_msg)
         except (ConnectionClosed, OSError):
             pass
         finally:
@@ -425,7 +427,7 @@ class VenueSim:
         self.stats.frames_sent += 1
 
     def _stream(self, conn, no: int, spoke: threading.Event, closed: threading.Event,
-                subscribed: set) -> None:
+                subscribed: set, last_msg: list) -> None:
         f = self.faults
         k = no - 1 if self.loop else 0
         if self.loop:
@@ -442,6 +444,12 @@ class VenueSim:
                                 self.venue, no, self.subscribe_timeout_s)
                     conn.close(1008, "no subscription")
                     return
+            # a client subscribes with several messages: stream once they stopped coming (at most
+            # SUBSCRIBE_SETTLE_MAX_S), so no symbol's first frames are held back as unsubscribed
+            end = time.monotonic() + SUBSCRIBE_SETTLE_MAX_S
+            while (time.monotonic() - last_msg[0] < SUBSCRIBE_SETTLE_S
+                   and time.monotonic() < end and not closed.is_set()):
+                time.sleep(0.01)
         streams = _combined_streams(conn.request.path if conn.request is not None else "")
         cut = f.disconnect_after > 0 and (f.disconnects == 0 or no <= f.disconnects)
         stalled = False
@@ -530,6 +538,8 @@ def _wanted(frame: bytes, streams: frozenset) -> bool:
 # subscribed to, so frames about other symbols are held back: per venue, how a subscribe message
 # names its symbols (or channels) and how a frame names its own. Bitfinex frames name a channel
 # id that only its subscription replies map to a symbol: they are not filtered.
+SUBSCRIBE_SETTLE_S = 0.05
+SUBSCRIBE_SETTLE_MAX_S = 1.0
 _SUB_KEYS = {"kraken": ("pair",), "coinbase": ("product_ids",), "coinbase_advanced": ("product_ids",)}
 _FRAME_KEYS = {"coinbase": b'"product_id":"', "coinbase_advanced": b'"product_id":"',
                "bitstamp": b'"channel":"'}

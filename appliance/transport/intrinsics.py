@@ -20,6 +20,7 @@ rdtsc                time-stamp counter               ``rdtsc`` (not ordered wit
 rdtscp               TSC after prior instructions     ``rdtscp`` (waits for earlier instructions)
 monotonic_ns         CLOCK_MONOTONIC                  ``call clock_gettime`` (vDSO)
 bit_length           bits needed for an unsigned u64  ``lzcnt`` / ``bsr``
+move_bytes           overlapping copy inside an array ``memmove`` (vector moves)
 prefetch_write       cache-line hint for a store      ``prefetchw``
 ===================  ===============================  =========================================
 
@@ -189,6 +190,25 @@ def bit_length(typingctx, x):
         lz = builder.ctlz(v, ir.Constant(ir.IntType(1), 0))
         return builder.sub(ir.Constant(_I64, 64), lz)
     return types.int64(x), codegen
+
+
+@intrinsic
+def move_bytes(typingctx, arr, dst_off, src_off, nbytes):
+    """Copy ``nbytes`` bytes inside ``arr`` from byte ``src_off`` to byte ``dst_off``; the two
+    ranges may overlap (``llvm.memmove``: vector moves, where an element loop in numba stays a
+    scalar loop). No bounds check: the caller keeps both ranges inside the array."""
+    if not (_check(arr, dst_off) and isinstance(src_off, types.Integer)
+            and isinstance(nbytes, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        dst = builder.bitcast(_byte_ptr(context, builder, sig.args[0], args[0], args[1]), i8p)
+        src = builder.bitcast(_byte_ptr(context, builder, sig.args[0], args[0], args[2]), i8p)
+        n = context.cast(builder, args[3], sig.args[3], types.int64)
+        cgutils.raw_memmove(builder, dst, src, n, ir.Constant(_I64, 1))
+        return context.get_dummy_value()
+    return types.void(arr, dst_off, src_off, nbytes), codegen
 
 
 @intrinsic

@@ -27,7 +27,7 @@ class Env:
         self.led = P.make_ledger([spec], 2, {("binance", BASE): 10**15, ("binance", QUOTE): 10**15})
         self.oms = O.make_oms(64, 1, max_live=16, first_clord_id=1)
         lim = np.zeros(1, K.LIMITS)
-        lim[0] = (100, 10**15, 1000, 10, 100, 10, 1)
+        lim[0] = (100, 10**15, 1000, 10, 100, 10, 1, 0)
         for k, v in (limits or {}).items():
             lim[0][k] = v
         vl = np.zeros(P.N_VENUES, K.VENUE_LIMITS)
@@ -37,7 +37,7 @@ class Env:
         b = K.default_breaker()
         for k, v in (breaker or {}).items():
             b[k] = v
-        self.risk = K.make_risk(lim, vl, b)
+        self.risk = K.make_risk(lim, vl, b, self.led.instr)
         self.words = np.zeros(1, R.CONTROL_BLOCK).view(np.uint64)
 
     def order(self, side=BUY, price=REF, qty=10, ref=REF, bid=BID, ask=ASK, now=T0):
@@ -300,7 +300,8 @@ def test_build_risk_reads_every_key():
     assert b[K.B_RESET_TOD_NS] == (6 * 3600 + 30 * 60) * 10**9
     assert (b[K.B_DD_REDUCE_E8], b[K.B_DD_PAUSE_E8], b[K.B_MAX_LOSS_E8]) == (500 * 10**8, 1000 * 10**8, 200050000000)
     assert (b[K.B_REJ_WINDOW_NS], b[K.B_REJ_MIN_ORDERS], b[K.B_REJ_PCT]) == (30 * 10**9, 20, 50)
-    assert r.limits[0].tolist() == (7, 50000 * 10**8, 5000, 8, 100, 1000, 1)
+    # max_value (derived): value_div is 1 on this grid (0.01 x 0.00001 = 10 e8 per tick-lot)
+    assert r.limits[0].tolist() == (7, 50000 * 10**8, 5000, 8, 100, 1000, 1, 50000 * 10**8)
     assert r.venue_limits[V].tolist() == (10, 20, 0)
     assert r.buckets[V, 0] == 20 * K.TOKEN
 
@@ -324,3 +325,28 @@ def test_build_risk_rejects_bad_keys_and_values_naming_them(table, message):
                                      tick_e8=1, lot_e8=1)])
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         K.build_risk(table, instr, ["binance:BTCUSDT"])
+
+
+@pytest.mark.parametrize("tick_e8,lot_e8", [(1, 1), (3, 7), (10**6, 10**3), (25, 10**8)])
+def test_notional_limit_matches_the_floored_notional_on_both_sides_of_the_limit(tick_e8, lot_e8):
+    """The gate compares price * qty * value_mult with a limit derived once (no division on
+    the order path); it must agree with notional_e8 > max_notional_e8 exactly, including where
+    the floor of the division matters."""
+    spec = dict(venue="binance", instrument=0, base_asset=BASE, quote_asset=QUOTE,
+                tick_e8=tick_e8, lot_e8=lot_e8)
+    led = P.make_ledger([spec], 2)
+    oms = O.make_oms(64, 1, max_live=16, first_clord_id=1)
+    vl = np.zeros(P.N_VENUES, K.VENUE_LIMITS)
+    vl[V] = (10**6, 10**6, 0)
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        price = int(rng.integers(1, 10**6))
+        qty = int(rng.integers(1, 1000))
+        notional = int(P.notional_e8(led.instr, 0, price, qty))
+        for limit in (notional - 1, notional, notional + 1):
+            lim = np.zeros(1, K.LIMITS)
+            lim[0] = (10**6, max(limit, 0), 10**9, 100, 10**4, 10**12, 0, 0)
+            rk = K.make_risk(lim, vl, K.default_breaker(), led.instr)
+            got = K.check_order(rk, oms, led, 0, BUY, price, qty, price, price, price, T0)
+            want = K.RJ_MAX_NOTIONAL if notional > max(limit, 0) else K.RJ_OK
+            assert got == want, (price, qty, limit, notional)

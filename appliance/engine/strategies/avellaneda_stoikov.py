@@ -36,7 +36,6 @@ import math
 import numpy as np
 from numba import njit
 
-from appliance.engine import book
 from appliance.transport import records
 from appliance.engine.strategies import base
 from appliance.jit import HELPER
@@ -156,10 +155,12 @@ def on_book(i, strats, books, b, now, origin):
     px, qty, n = books.px, books.qty, books.n
     nb = n[b, 0]
     na = n[b, 1]
-    if nb <= 0 or na <= 0 or book.is_crossed(px, n, b):
+    if nb <= 0 or na <= 0:
         return _pull(quotes, i, origin)
     bb = px[b, 0, nb - 1]
     ba = px[b, 1, na - 1]
+    if bb >= ba:                                     # crossed: no price to quote against
+        return _pull(quotes, i, origin)
     levels = int(params[i, P_LEVELS])
     bq = 0
     aq = 0
