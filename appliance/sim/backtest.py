@@ -47,8 +47,11 @@ currencies the money totals are null and ``pnl_by_quote`` holds them per currenc
 Without ``--config`` the packaged ``appliance/sim/backtest.toml`` is used: the risk gate of the
 packaged default (with throttles for each recorded venue), the sim's market-making strategy for
 each shipped recording and the simulator settings. With ``--config`` every section comes from that
-file; its ``[[strategies]]`` must trade the venue. Instrument grids (``tick_e8`` / ``lot_e8``) not
-set in ``[engine.instruments]`` are those of the md records (the recording's instruments).
+file; its ``[[strategies]]`` must trade the venue. Instrument grids and assets come from the file's
+``[[instruments]]`` entries of the venue when it has them, else from the md records (a recording
+names its instruments and grids; a journal needs ``[[instruments]]`` entries). The file is parsed
+with ``config.parse``: the live validators (which want every strategy's instrument registered
+and the FIX sessions configured) do not apply, the engine state built here checks the rest.
 """
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ class MdInput:
 def _grid_e8(dec: int, step: int, what: str, sym: str) -> int:
     if dec > 8:
         raise BacktestError(f"{sym}: {what} grid has {dec} decimals; the engine's ledger works in "
-                            f"1e-8 units (set [engine.instruments] tick_e8 / lot_e8)")
+                            f"1e-8 units")
     return step * 10 ** (8 - dec)
 
 
@@ -191,7 +194,7 @@ def load_journal(path: str, venue: str, symbols: list | None, tsc_hz: int | None
                             f"not md records")
     if symbols is None:
         raise BacktestError(f"{path}: a journal does not name its instruments: give a --config "
-                            f"whose [[venues]] entry for {venue} lists the symbols it recorded")
+                            f"with the [[instruments]] entries of {venue} it recorded (in id order)")
     hz = tsc_hz or default_tsc_hz()
     # TSC -> ns relative to the first record: exact integer arithmetic, reproducible for a hz
     if len(recs):
@@ -252,11 +255,18 @@ class Setup:
 
 def load_setup(config_path: str | None, venue: str) -> Setup:
     from appliance import config as config_mod
+    import tomllib
     path = config_path or str(PACKAGED_CONFIG)
     try:
-        cfg = config_mod.load(path)
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise BacktestError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        cfg = config_mod.parse(tomllib.loads(raw.decode()), path)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BacktestError(f"{path}: not valid TOML: {e}") from None
     except config_mod.ConfigError as e:
-        raise BacktestError(str(e)) from None
+        raise BacktestError(f"{path}: {e}") from None
     tables = cfg.extra.get("strategies", [])
     if not isinstance(tables, list):
         raise BacktestError(f"{path}: strategies: expected an array of tables ([[strategies]])")
@@ -281,6 +291,9 @@ def load_setup(config_path: str | None, venue: str) -> Setup:
     except M.SimConfigError as e:
         raise BacktestError(f"{path}: {e}") from None
     engine_t = dict(cfg.extra.get("engine", {}) or {})
+    if "instruments" in engine_t:
+        raise BacktestError(f"{path}: engine.instruments: an instrument's grid and assets are its "
+                            f"[[instruments]] entry (tick, lot, base, quote)")
     risk_t = cfg.extra.get("risk", {}) or {}
     if not risk_t:
         raise BacktestError(f"{path}: no [risk] table: the risk gate would deny every order")
@@ -303,7 +316,13 @@ class Backtest:
         self.setup = setup
         venue = md.venue
         settings = dict(setup.engine)
-        grids = dict(settings.get("instruments", {}) or {})
+        grids = {}
+        registry = setup.cfg.instruments_of(venue) if setup.cfg is not None else []
+        for ins in registry:
+            if ins.tick_e8 <= 0 or ins.lot_e8 <= 0:
+                continue              # finer than 1e-8: the ledger cannot count it (refused below if traded)
+            grids[ins.key] = {"tick_e8": ins.tick_e8, "lot_e8": ins.lot_e8,
+                              "base": ins.base, "quote": ins.quote}
         traded = set()
         for t in setup.strategies:
             syms = [t.get("symbol")] if "symbol" in t else list(t.get("symbols") or [])
@@ -319,10 +338,11 @@ class Backtest:
                 tick_e8, lot_e8, _, _ = md.grids[s]
                 grids[key] = {"tick_e8": tick_e8, "lot_e8": lot_e8}
             elif key not in grids:
-                raise BacktestError(f"{md.path}: a journal does not carry instrument grids: set "
-                                    f"[engine.instruments.\"{key}\"] tick_e8 / lot_e8 in the config "
-                                    f"(the md grid of the recorded instrument)")
+                raise BacktestError(f"{md.path}: a journal does not carry instrument grids: give "
+                                    f"{key} an [[instruments]] entry (venue, symbol, tick, lot) "
+                                    f"in the config (the md grid of the recorded instrument)")
         settings["instruments"] = grids
+        self.grids = grids
         self.cal = clock.event_calibration(int(md.times[0]))
         try:
             clord_base = int(settings.get("clord_base") or 1_000_000)
@@ -545,15 +565,13 @@ class Backtest:
 
     def price_scale(self, b: int) -> float:
         v, sym = self.es.book_keys[b]
-        g = self.md.grids.get(sym)
-        if g is None:
-            return 1.0
-        return g[0] / 1e8
+        g = self.grids.get(f"{v}:{sym}")
+        return g["tick_e8"] / 1e8 if g is not None else 1.0
 
     def qty_scale(self, b: int) -> float:
         v, sym = self.es.book_keys[b]
-        g = self.md.grids.get(sym)
-        return g[1] / 1e8 if g is not None else 1.0
+        g = self.grids.get(f"{v}:{sym}")
+        return g["lot_e8"] / 1e8 if g is not None else 1.0
 
 
 # =============================================================================================
@@ -710,10 +728,7 @@ def main(args) -> int:
             raise BacktestError(f"unknown venue {args.venue!r}; one of: {', '.join(registry.VENUES)}")
         config = getattr(args, "config", None)
         setup = load_setup(config, args.venue)
-        symbols = None
-        for v in setup.cfg.venues:
-            if v.name == args.venue and v.symbols:
-                symbols = list(v.symbols)
+        symbols = [i.symbol for i in setup.cfg.instruments_of(args.venue)] or None
         md = load_input(args.path, args.venue, symbols, args.tsc_hz)
         bt = Backtest(md, setup, plot=bool(args.plot))
         show = None

@@ -17,6 +17,7 @@ import pytest
 
 from appliance.sim import backtest as B
 from appliance.transport import records as R
+from tests.configs import instruments_toml
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "venues"
 KEYS = ("events", "events_per_s", "orders", "fills", "maker_fills", "taker_fills", "fees",
@@ -130,14 +131,11 @@ def test_journal_input_replays_like_the_recording(tmp_path):
     w.append(md.records)
     w.close()
     cfg = tmp_path / "bt.toml"
-    syms = ", ".join(f'"{s}"' for s in md.symbols)
-    text = B.PACKAGED_CONFIG.read_text() + f'\n[[venues]]\nname = "coinbase"\nsymbols = [{syms}]\n'
+    text = B.PACKAGED_CONFIG.read_text() + '\n[[venues]]\nname = "coinbase"\n'
     cfg.write_text(text)
     r = cli(str(jdir), "--venue", "coinbase", "--config", str(cfg), "--json", "--no-progress")
-    assert r.returncode == 2 and "tick_e8" in r.stderr          # a journal has no grids
-    tick_e8, lot_e8, _, _ = md.grids["SKL-USD"]
-    text = text.replace("[engine]\n", f'[engine]\ninstruments = {{ "coinbase:SKL-USD" = '
-                                      f'{{ tick_e8 = {tick_e8}, lot_e8 = {lot_e8} }} }}\n')
+    assert r.returncode == 2 and "[[instruments]]" in r.stderr   # a journal names no instruments
+    text += "\n" + instruments_toml("coinbase", md.symbols)       # the packaged metadata's grids
     cfg.write_text(text)
     r = cli(str(jdir), "--venue", "coinbase", "--config", str(cfg), "--json", "--tsc-hz",
             "1000000000", "--no-progress")
