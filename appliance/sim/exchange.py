@@ -20,9 +20,9 @@ The market. Each instrument follows, in order of preference:
 - nothing: limit orders rest (no queue position is known: they stay behind whatever is displayed
   when a market appears), immediate orders expire, market orders are rejected.
 
-Instruments: per FIX session (``[fix.sessions.NAME]``: ``venue``, ``instruments`` with symbol,
-tick_size, lot_size: the grid of the venue's md records) plus any symbol seen in an order or a
-reference (grid 1e-8 when nothing says otherwise). Prices and quantities cross the wire as decimal
+Instruments: the ``[[instruments]]`` entries of each FIX session's venue (``[fix.sessions.NAME]
+.venue``; symbol, md id, tick, lot: the grid of the venue's md records, maker / taker fees) plus
+any symbol seen in an order or a reference (grid 1e-8 when nothing says otherwise). Prices and quantities cross the wire as decimal
 text: an off-grid value is rejected, never rounded.
 
 Replies (FIX 4.4, and FIX 4.2 on a 4.2 session; the dictionary orders the fields):
@@ -1073,9 +1073,12 @@ def parse_refs(items) -> dict:
         if not sep:
             raise argparse.ArgumentTypeError(f"--ref {it!r}: expected SYMBOL=PRICE")
         try:
-            refs[sym] = Decimal(px)
+            d = Decimal(px)
         except InvalidOperation:
             raise argparse.ArgumentTypeError(f"--ref {it!r}: {px!r} is not a decimal") from None
+        if not d.is_finite() or d <= 0:
+            raise argparse.ArgumentTypeError(f"--ref {it!r}: the price must be > 0")
+        refs[sym] = d
     return refs
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import simplefix
 
+from appliance.config.instruments import Instrument
 from appliance.fix import wire
 from appliance.sim import exchange as X
 from appliance.transport import records as R
@@ -302,10 +303,10 @@ def test_exchange_follows_the_md_ring_and_fills_a_resting_bid_on_replayed_trades
     w = ring.RingWriter.create("md.binance", R.MD_RECORD_SIZE, 1024, shm_dir)
     srv = None
     try:
-        table = {"venue": "binance",
-                 "instruments": [{"symbol": "NKNUSDT", "tick_size": "0.00000001", "lot_size": "0.00000001"}]}
-        srv = X.ExchangeServer([("FIX.4.4", "SIMEX", "APPLIANCE", table)], md_rings={"binance": "md.binance"},
-                               shm_dir=shm_dir, venue_symbols={"binance": ["NKNUSDT"]}).start()
+        nkn = Instrument("binance", "NKNUSDT", 0, "0.00000001", "0.00000001", "NKN", "USDT", 0.0, 0.0)
+        srv = X.ExchangeServer([("FIX.4.4", "SIMEX", "APPLIANCE", {"venue": "binance"})],
+                               md_rings={"binance": "md.binance"}, shm_dir=shm_dir,
+                               venue_instruments={"binance": [nkn]}).start()
 
         def publish(kind, **f):
             rec = np.zeros(1, kind)
@@ -365,7 +366,6 @@ host = "127.0.0.1"
 port = {port}
 sender_comp_id = "APPLIANCE"
 target_comp_id = "SIMEX"
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
 """)
     argv = [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "fix", "exchange",
             "--port", str(port), "--ref", "BTCUSDT=100"]
