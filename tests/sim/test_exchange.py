@@ -366,6 +366,14 @@ host = "127.0.0.1"
 port = {port}
 sender_comp_id = "APPLIANCE"
 target_comp_id = "SIMEX"
+venue = "binance"
+[[venues]]
+name = "binance"
+[[instruments]]
+venue = "binance"
+symbol = "BTCUSDT"
+tick = "0.01"
+lot = "0.001"
 """)
     argv = [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "fix", "exchange",
             "--port", str(port), "--ref", "BTCUSDT=100"]
@@ -416,7 +424,9 @@ def test_cli_bad_arguments_get_one_line_and_exit_2(tmp_path):
         for argv, msg in cases:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
             assert r.returncode == 2, (argv, r.stdout, r.stderr)
-            err = [ln for ln in r.stderr.splitlines() if "appliance fix exchange:" in ln]
+            # before the actor exists: "appliance fix exchange: ..."; after: the actor's ERROR line
+            err = [ln for ln in r.stderr.splitlines()
+                   if "appliance fix exchange:" in ln or " ERROR " in ln]
             assert len(err) == 1 and msg in err[0] and "Traceback" not in r.stderr, r.stderr
     finally:
         busy.close()
