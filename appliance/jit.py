@@ -55,6 +55,7 @@ KEEP = 4
 WARMERS = (
     "appliance.transport.warm",
     "appliance.engine.warm",
+    "appliance.sim.warm",
     "appliance.venues.coinbase_advanced",
     "appliance.venues.kraken",
     "appliance.venues.bitfinex",

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ("ring", "clock", "md", "engine", "fix", "snapshot", "tick-to-trade", "tick_to_trade")
+BENCHES = ("ring", "clock", "md", "engine", "fix", "backtest", "snapshot", "tick-to-trade",
+           "tick_to_trade")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -118,6 +118,6 @@ def test_every_part_and_every_venue_is_warmed_by_compile():
     from appliance.venues import registry
     for v in registry.VENUES:
         assert f"appliance.venues.{v}" in jit.WARMERS
-    for part in ("transport", "engine", "fix", "ops"):
+    for part in ("transport", "engine", "fix", "ops", "sim"):
         assert f"appliance.{part}.warm" in jit.WARMERS
     assert len(set(jit.WARMERS)) == len(jit.WARMERS)

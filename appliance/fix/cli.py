@@ -37,12 +37,16 @@ def register(sub) -> None:
     gw.add_argument("--session", required=True, help="session name from the config's [fix] section")
     gw.set_defaults(handler=_gateway)
 
-    ex = fsub.add_parser("exchange", help="mock exchange: FIX acceptor with a matching engine")
+    ex = fsub.add_parser("exchange", help="mock exchange: FIX acceptor over the exchange simulator "
+                         "(follows the md rings of its sessions' venues)")
     ex.add_argument("--port", type=port_arg, required=True, help="TCP port to listen on")
     ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ex.add_argument("--ref", action="append", metavar="SYMBOL=PRICE",
-                    help="reference price: orders crossing it fill (repeatable)")
-    ex.add_argument("--store", default=None, help="session store directory (default: in memory)")
+                    help="reference price: a one-level market at PRICE (repeatable)")
+    ex.add_argument("--store", default=None, help="session store directory (default: "
+                    "<appliance.state_dir>/fix-exchange: sequence numbers survive a restart)")
+    ex.add_argument("--memory-store", action="store_true",
+                    help="keep session stores in memory (a restart begins at sequence 1)")
     ex.add_argument("--sender", default=None, help="our CompID when the config has no [fix.sessions]")
     ex.add_argument("--target", default=None, help="the client's CompID when the config has none")
     ex.set_defaults(handler=_exchange)

@@ -75,7 +75,34 @@ def _venue_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args) -> int:
+    from appliance.sim import backtest
+    return backtest.main(args)
+
+
 def register(sub) -> None:
+    p = sub.add_parser("backtest", help="the production engine against the exchange simulator "
+                       "over a recording or a journal, then a report",
+                       description="Backtest: a venue recording (X.ws.N.0 or X.jsonl.zst) or a "
+                       "recorder journal through the production engine kernels and the compiled "
+                       "exchange simulator, in event time; deterministic (sha256 of the order and "
+                       "exec stream in the report). See appliance/sim/backtest.py.")
+    p.add_argument("path", help="recording file or journal (file or directory)")
+    p.add_argument("--venue", required=True, help=f"venue of the input ({', '.join(VENUES)})")
+    p.add_argument("--config", default=argparse.SUPPRESS,
+                   help="TOML config with [[strategies]], [risk], [engine], [sim.exchange] "
+                   "(default: the packaged appliance/sim/backtest.toml)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--equity-csv", metavar="F", help="write time, realized and unrealized PnL "
+                   "and position per fill")
+    p.add_argument("--plot", metavar="F", help="F.png (matplotlib) or F.html (plotly): prices, "
+                   "our quotes and fills, position, equity")
+    p.add_argument("--tsc-hz", type=int, help="journals: TSC rate of the recording host "
+                   "(default: this host's, rounded to 1 MHz)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress-min", type=int, default=2_000_000, help=argparse.SUPPRESS)
+    p.set_defaults(handler=_backtest)
+
     p = sub.add_parser("sim", help="the whole appliance in sim mode on loopback, then a report")
     p.add_argument("--seconds", type=positive_float, default=20.0,
                    help="how long to trade (default 20)")

@@ -1,45 +1,74 @@
-"""The mock exchange: a FIX acceptor application with a tiny matching engine (sim-mode venue).
+"""``appliance fix exchange``: the mock exchange, a FIX acceptor over the compiled exchange simulator.
 
-It runs on the session layer (``appliance.sim.acceptor`` / ``appliance.fix.session``: logon,
-heartbeats, sequence numbers, resend, persistence are theirs); this module is only the
-application: what the venue answers to each order message. ``MatchingVenue.handle(msg)`` takes
-one parsed application message (``wire.Message``) and returns the replies as
-``[(msg_type, body_fields)]``; the session layer stamps the header and sends them in order.
+It runs on the session layer (``appliance.fix.session``: logon, heartbeats, sequence numbers,
+resend, persistence are its job); this module is the application: it turns each order message into
+an order record for :mod:`appliance.sim.matching` (the same simulator the backtest runs) and the
+simulator's exec records back into FIX messages. ``MatchingVenue.handle(msg, owner)`` takes one
+parsed application message and returns the replies as ``[(msg_type, body_fields)]``; fills of
+resting orders caused by the market come from ``MatchingVenue.poll_market`` /
+``set_reference`` as ``[(owner, (msg_type, body))]``.
 
-Behaviour (FIX 4.4 tags):
+The market. Each instrument follows, in order of preference:
 
-- NewOrderSingle (D): duplicate or malformed -> ExecutionReport 150=8 39=8 (103 reason, 58 text).
-  Otherwise an ack 150=0 39=0, then, if the order crosses the instrument's reference price (buy
-  limit >= ref, sell limit <= ref, market whenever a reference exists), a full fill at the
-  reference price, 150=F 39=2, 851=2 (taker). IOC/FOK orders that do not cross are cancelled
-  (150=4 39=4) right after the ack. Market orders without a reference price are rejected.
-- OrderCancelRequest (F): working order -> 150=4 39=4 (11 = the cancel's id, 41 = the order's);
-  unknown/closed -> OrderCancelReject (35=9, 434=1, 102=1 unknown order).
-- OrderCancelReplaceRequest (G): working order -> 150=5 39=0 with the new price/qty, the order now
-  known by the new ClOrdID; it fills at once if the new price crosses. Unknown -> 35=9 434=2.
-- OrderMassCancelRequest (q): every working order (530=7) or of the symbol (530=1) is cancelled
-  (one 150=4 each), then an OrderMassCancelReport (35=r, 531 = the request type, 533 = count).
-- OrderStatusRequest (H): 150=I with the order's current 39/151/14; unknown -> 150=I 39=8 and
-  58 "unknown order".
-- OrderMassStatusRequest (AF): one 150=I per working order of the requesting session (584 = the
-  request's id, 911 their number, 912=Y on the last); nothing when none is working.
-- Reference prices: ``set_reference(symbol, price)`` (tests, the bench, or ``--ref SYMBOL=PRICE``
-  on the command line); a new reference fills every resting order it crosses (150=F, 851=1,
-  maker), returned from ``set_reference`` for the caller to send.
+- the md ring of its venue (``md.<venue>``, attached as an ordinary reader in the exchange
+  process): the replayed or live market the md gateway publishes; in ``appliance sim`` this is the
+  same market the engine sees, so its quotes fill by queue position and trades, and positions,
+  PnL and the risk gate's limits move with real fills;
+- a reference price (``--ref SYMBOL=PRICE`` or ``set_reference``): a one-level market at that price
+  on both sides with unlimited quantity (orders at or through it take, resting orders it crosses
+  fill as makers at their own price);
+- nothing: limit orders rest (no queue position is known: they stay behind whatever is displayed
+  when a market appears), immediate orders expire, market orders are rejected.
 
-Prices and quantities are ``decimal.Decimal`` from the wire text, never floats; replies render
-them back with ``format(d, "f")``.
+Instruments: the ``[[instruments]]`` entries of each FIX session's venue (``[fix.sessions.NAME]
+.venue``; symbol, md id, tick, lot: the grid of the venue's md records, maker / taker fees) plus
+any symbol seen in an order or a reference (grid 1e-8 when nothing says otherwise). Prices and quantities cross the wire as decimal
+text: an off-grid value is rejected, never rounded.
+
+Replies (FIX 4.4, and FIX 4.2 on a 4.2 session; the dictionary orders the fields):
+
+- NewOrderSingle (D): ExecutionReport New (150=0 39=0), then fills: 4.4 150=F with 31/32, 39=1/2,
+  851 (1 maker, 2 taker), Commission (12, CommType 13=3); 4.2 ExecTransType 20=0 with 150=1/2
+  (partial / fill) and 39=1/2 (no 851: 4.2 has no such field). IOC/FOK/market remainders expire
+  (150=C 39=C). Rejects 150=8 39=8 with OrdRejReason 103 (4.2: values 0-8 only) and Text 58.
+- OrderCancelRequest (F): 150=4 39=4 (11 = the cancel's id, 41 = the order's); unknown ->
+  OrderCancelReject (35=9, 434=1, 102=1); no longer working -> 35=9 102=0 (too late) with its
+  OrdStatus.
+- OrderCancelReplaceRequest (G): 150=5 with the new ClOrdID, price and qty (39=0/1), then fills if
+  it now crosses; rejects -> 35=9 434=2.
+- OrderMassCancelRequest (q, FIX 4.4 only): a 150=4 for each working order of the session (530=7)
+  or of the symbol (530=1), then OrderMassCancelReport (35=r, 531 = the request type, 533 = how
+  many). FIX 4.2 has no mass cancel (the dictionary rejects 35=q as an invalid MsgType).
+- OrderStatusRequest (H): 4.4 150=I; 4.2 20=3 (status) with 150 = the order's OrdStatus; unknown
+  order -> 39=8 and 58 "unknown order".
+- OrderMassStatusRequest (AF): one 150=I report per working order of the requesting session (585=7
+  all, 1 by Symbol; 584 = the request's id, 911 their number, 912=Y on the last); nothing when none
+  is working.
+
+The venue renders FIX 4.4 bodies; :func:`for_version` turns them into the FIX 4.2 form on a 4.2
+session (``ExchangeApplication`` applies it to everything it sends).
+
+Identity across restarts: OrderID (37) and ExecID (17) are ``<boot>-<n>`` where ``boot`` is a
+counter kept in the store directory (incremented at every start; without a store directory, the
+start time in ms), so a restarted exchange never repeats an id a gateway has seen. The CLI uses a
+persistent session store by default (``<state_dir>/fix-exchange``): sequence numbers continue
+after a restart, and an order resent with PossDupFlag below the expected sequence is not taken as
+new. Working orders do not survive a restart (a reconnecting gateway's status requests get
+"unknown order").
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
+import os
 import queue
 import sys
 import threading
-from dataclasses import dataclass
+import time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import numpy as np
 
 from appliance.actor import Actor, ActorError
 from appliance.fix import dictionary as dictionary_mod
@@ -47,6 +76,8 @@ from appliance.fix.session import Application, Session, SessionConfig, Unsupport
 from appliance.fix.store import FileStore, MemoryStore
 from appliance.fix.transport import EventLoop
 from appliance.fix.wire import Message
+from appliance.sim import matching as M
+from appliance.transport import records as R
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +87,23 @@ REJ_ORDER_EXCEEDS_LIMIT = 3
 REJ_DUPLICATE = 6
 REJ_OTHER = 99
 # CxlRejReason (102)
+CXL_TOO_LATE = 0
 CXL_UNKNOWN_ORDER = 1
+CXL_BROKER_OPTION = 2
 CXL_DUPLICATE_CLORDID = 6
+CXL_BROKER_OPTION_B = b"2"
 
-WORKING = (b"0", b"1")  # New, PartiallyFilled (39=5 marks the closed old id of a replace)
+DEFAULT_GRID = "0.00000001"
+MAX_INSTRUMENTS = 256
+MAX_MD_ID = 4096
+HUGE_QTY = 1 << 60            # a reference market's depth
+OUT_ROWS = 4096
+
+_STATUS_CHR = {M.ST_NEW: b"0", M.ST_PARTIAL: b"1", M.ST_FILLED: b"2", M.ST_CANCELED: b"4",
+               M.ST_REJECTED: b"8", M.ST_EXPIRED: b"C"}
+_SIDE = {b"1": R.SIDE_BUY, b"2": R.SIDE_SELL, b"5": R.SIDE_SELL, b"6": R.SIDE_SELL}
+_TIF = {b"0": R.TIF_DAY, b"1": R.TIF_GTC, b"3": R.TIF_IOC, b"4": R.TIF_FOK}
+_TIF_CHR = {R.TIF_DAY: b"0", R.TIF_GTC: b"1", R.TIF_IOC: b"3", R.TIF_FOK: b"4"}
 
 
 class BadOrder(ValueError):
@@ -70,32 +114,54 @@ class BadOrder(ValueError):
         self.reason = reason
 
 
-@dataclass
-class Order:
-    order_id: str
-    clord_id: bytes
-    symbol: bytes
-    side: bytes
-    ord_type: bytes
-    tif: bytes
-    qty: Decimal
-    price: Decimal | None
-    cum_qty: Decimal = Decimal(0)
-    status: bytes = b"0"
-    avg_px: Decimal = Decimal(0)
-    owner: object = None       # the session the order came in on (for unsolicited fills)
-
-    @property
-    def leaves(self) -> Decimal:
-        return Decimal(0) if self.status not in WORKING else self.qty - self.cum_qty
-
-    @property
-    def working(self) -> bool:
-        return self.status in WORKING
+def _grid(text: str, what: str) -> Decimal:
+    try:
+        d = Decimal(str(text))
+    except InvalidOperation:
+        raise ValueError(f"{what} {text!r} is not a decimal") from None
+    if not d.is_finite() or d <= 0:
+        raise ValueError(f"{what} {text!r} must be a positive decimal")
+    return d
 
 
-def fmt(d: Decimal | None) -> bytes:
-    return format(d if d is not None else Decimal(0), "f").encode()
+def fmt(d: Decimal) -> bytes:
+    """Decimal -> FIX text without exponent or trailing zeros ("100", "1.5")."""
+    d = d.normalize()
+    if d == 0:
+        return b"0"
+    s = format(d, "f")
+    return s.encode()
+
+
+class Instrument:
+    """One tradable symbol of the mock exchange: its sim row, md identity and grid."""
+
+    def __init__(self, k: int, symbol: bytes, venue: int, md_id: int, tick: Decimal, lot: Decimal):
+        self.k = k
+        self.symbol = symbol
+        self.venue = venue
+        self.md_id = md_id
+        self.tick = tick
+        self.lot = lot
+
+    def ticks(self, d: Decimal, what: str) -> int:
+        v = d / self.tick
+        if v != v.to_integral_value():
+            raise BadOrder(f"{what} {fmt(d).decode()} is not on the {fmt(self.tick).decode()} grid")
+        return int(v)
+
+    def lots(self, d: Decimal, what: str) -> int:
+        v = d / self.lot
+        if v != v.to_integral_value():
+            raise BadOrder(f"{what} {fmt(d).decode()} is not a multiple of the lot "
+                           f"{fmt(self.lot).decode()}")
+        return int(v)
+
+    def px(self, ticks: int) -> Decimal:
+        return Decimal(int(ticks)) * self.tick
+
+    def qty(self, lots: int) -> Decimal:
+        return Decimal(int(lots)) * self.lot
 
 
 def _decimal(msg: Message, tag: int, what: str, required: bool = True) -> Decimal | None:
@@ -113,249 +179,633 @@ def _decimal(msg: Message, tag: int, what: str, required: bool = True) -> Decima
     return d
 
 
+class _Ids:
+    """ClOrdID text <-> the simulator's u64 ids, per session. Canonical decimals map to
+    themselves (a gateway's ids stay readable); any other text gets an id with the top bit set."""
+
+    def __init__(self):
+        self.text: dict[int, bytes] = {}
+        self.num: dict[bytes, int] = {}
+        self._next = 1
+
+    def of(self, s: bytes, create: bool = True) -> int | None:
+        if s.isdigit() and (len(s) == 1 or s[0] != 48) and len(s) <= 19:
+            v = int(s)
+            if 0 < v < 1 << 63:
+                return v
+        v = self.num.get(s)
+        if v is None and create:
+            v = (1 << 62) | self._next
+            self._next += 1
+            self.num[s] = v
+            self.text[v] = s
+        return v
+
+    def name(self, v: int) -> bytes:
+        t = self.text.get(v)
+        return t if t is not None else str(v).encode()
+
+
+class Order:
+    """An order as a test or a tool describes it (the old mock exchange's shape). Assigned into
+    ``MatchingVenue.orders[clord]`` it becomes a working order of the simulator on its ``owner``'s
+    session, placed without any report (an order the venue has that the client never sent, e.g.
+    after the client lost its state); ``status`` / ``working`` / ``cum_qty`` then read the
+    simulator."""
+
+    def __init__(self, order_id, clord_id: bytes, symbol: bytes, side: bytes, ord_type: bytes,
+                 tif: bytes, qty: Decimal, price: Decimal | None, cum_qty=Decimal(0), status=b"0",
+                 avg_px=Decimal(0), owner=None):
+        self.order_id, self.clord_id, self.symbol = order_id, clord_id, symbol
+        self.side, self.ord_type, self.tif, self.qty, self.price = side, ord_type, tif, qty, price
+        self.owner = owner
+        self._status = status
+        self._bound = None             # (venue, session index, clord u64) once placed
+
+    def _row(self) -> int:
+        v, si, c = self._bound
+        return M.find(v.sim, si, c)
+
+    @property
+    def status(self) -> bytes:
+        if self._bound is None:
+            return self._status
+        r = self._row()
+        return _STATUS_CHR.get(int(self._bound[0].sim.orders[r, M.O_STATUS]), b"8") if r >= 0 else b"8"
+
+    @property
+    def working(self) -> bool:
+        if self._bound is None:
+            return self._status in (b"0", b"1")
+        r = self._row()
+        return r >= 0 and int(self._bound[0].sim.orders[r, M.O_STATE]) == M.OS_WORKING
+
+
+class OrderBookView:
+    """``MatchingVenue.orders``: orders by ClOrdID over every session (read), and placement of an
+    :class:`Order` (write)."""
+
+    def __init__(self, venue: "MatchingVenue"):
+        self._venue = venue
+
+    def __getitem__(self, clord: bytes) -> Order:
+        v = self._venue
+        for si, ids in v.ids.items():
+            c = ids.of(clord, create=False)
+            r = M.find(v.sim, si, c) if c is not None else -1
+            if r >= 0:
+                o = v.sim.orders[r]
+                ins = v.by_k[int(o[M.O_INS])]
+                view = Order(v._oid(int(o[M.O_OID])), clord, ins.symbol,
+                             b"1" if int(o[M.O_SIDE]) == R.SIDE_BUY else b"2", b"2",
+                             _TIF_CHR.get(int(o[M.O_TIF]), b"1"), ins.qty(int(o[M.O_QTY])),
+                             ins.px(int(o[M.O_PRICE])), owner=v.owners.get(si))
+                view._bound = (v, si, c)
+                return view
+        raise KeyError(clord)
+
+    def __contains__(self, clord: bytes) -> bool:
+        try:
+            self[clord]
+            return True
+        except KeyError:
+            return False
+
+    def __setitem__(self, clord: bytes, order: Order) -> None:
+        v = self._venue
+        si = v.session_index(order.owner)
+        ins = v._instrument(order.symbol, v._venue_of(order.owner))
+        c = v._ids(si).of(clord)
+        v._fill_header(R.RT_NEW_ORDER, ins, si, c)
+        r = v.rec[0]
+        r["price"] = ins.ticks(Decimal(order.price), "Price") if order.price is not None else 0
+        r["qty"] = ins.lots(Decimal(order.qty), "OrderQty")
+        r["side"] = _SIDE.get(order.side, R.SIDE_BUY)
+        r["ord_type"] = R.ORD_LIMIT
+        r["tif"] = _TIF.get(order.tif, R.TIF_GTC)
+        M.process_order(v.sim, v.rec_u8.reshape(-1), time.time_ns())
+        M.drain_responses(v.sim, v.out)          # placed silently: nobody was told
+        order._bound = (v, si, c)
+
+
 class MatchingVenue:
     """Order state and replies of the mock exchange (one instance serves every session)."""
 
-    def __init__(self, symbols=None, references: dict | None = None, fee_rate: Decimal = Decimal(0)):
-        self.symbols = {s.encode() if isinstance(s, str) else s for s in symbols} if symbols else None
+    def __init__(self, symbols=None, references: dict | None = None, fee_rate: Decimal = Decimal(0),
+                 settings: M.Settings | None = None, boot: int | None = None):
+        st = settings or M.Settings(max_orders=1 << 17, max_live=1 << 14, book_levels=4096)
+        if fee_rate:
+            bps = float(Decimal(fee_rate) * 10_000)
+            st = M.Settings(**{**st.__dict__, "fees": {"*": (bps, bps)}})
+        self.settings = st
+        M.warm()
+        self.sim = M.make_sim([], st, capacity=MAX_INSTRUMENTS, md_width=MAX_MD_ID)
+        self.instruments: dict[tuple[int, bytes], Instrument] = {}
+        self.by_k: dict[int, Instrument] = {}
+        self.only = {s.encode() if isinstance(s, str) else s for s in symbols} if symbols else None
+        self.boot = boot if boot is not None else time.time_ns() // 1_000_000
+        self._eid = 0
+        self.ids: dict[int, _Ids] = {}
+        self.owners: dict[int, object] = {}         # session index -> session object
+        self._sess_index: dict[int, int] = {}       # id(session) -> index
         self.refs: dict[bytes, Decimal] = {}
-        for s, p in (references or {}).items():
-            self.refs[s.encode() if isinstance(s, str) else s] = Decimal(str(p))
-        self.fee_rate = Decimal(fee_rate)
-        self.orders: dict[bytes, Order] = {}       # by current ClOrdID
-        self.seen_clord: set[bytes] = set()
-        self._oid = itertools.count(1)
-        self._eid = itertools.count(1)
+        self.session_venue: dict[int, int] = {}     # session index -> records.VENUE_*
+        self._pending_new: dict = {}                # (session, clord) -> the order's fields
+        self._pending_cxl: dict = {}                # (session, clord) -> 1 cancel / 2 replace
+        self.rec = np.zeros(1, R.NEW_ORDER)
+        self.rec_u8 = self.rec.view(np.uint8)
+        self.out = np.zeros((OUT_ROWS, R.EXEC_RECORD_SIZE), np.uint8)
+        self.res = np.zeros(2, np.int64)
         self.counts = {"orders": 0, "cancels": 0, "replaces": 0, "fills": 0, "rejects": 0,
-                       "status": 0, "mass_cancels": 0, "mass_status": 0}
+                       "status": 0, "mass_cancels": 0, "mass_status": 0, "unsent_fills": 0,
+                       "md_records": 0}
+        self.orders = OrderBookView(self)
+        for s, p in (references or {}).items():
+            self.set_reference(s, p)
 
-    # ---- replies ----------------------------------------------------------------------------
-    def _er(self, o: Order, exec_type: bytes, clord: bytes | None = None, orig: bytes | None = None,
-            last_px: Decimal | None = None, last_qty: Decimal | None = None, liq: int = 0,
-            text: str | None = None, reason: int | None = None) -> tuple:
-        body = [(37, o.order_id.encode()), (11, clord or o.clord_id)]
+    # ---- instruments ----------------------------------------------------------------------
+    def add_instrument(self, symbol, venue: int = R.VENUE_SIM, md_id: int | None = None,
+                       tick: str = DEFAULT_GRID, lot: str = DEFAULT_GRID,
+                       fees_bps: tuple | None = None) -> Instrument:
+        """Trade ``symbol`` of ``venue`` (records.VENUE_*): ``md_id`` its instrument id on the
+        venue's md ring (None: an id no md record uses), ``tick`` / ``lot`` its grid (decimal
+        strings), ``fees_bps`` (maker, taker) (default: the settings' fees of the venue)."""
+        sym = symbol.encode() if isinstance(symbol, str) else bytes(symbol)
+        key = (venue, sym)
+        ins = self.instruments.get(key)
+        if ins is not None:
+            return ins
+        k = len(self.by_k)
+        if k >= MAX_INSTRUMENTS:
+            raise BadOrder("too many instruments", REJ_UNKNOWN_SYMBOL)
+        if md_id is None:
+            md_id = MAX_MD_ID - 1 - k
+        if not 0 <= md_id < self.sim.imap.shape[1] or self.sim.imap[venue, md_id] >= 0:
+            raise ValueError(f"instrument {sym!r}: md id {md_id} of venue {venue} unusable")
+        t, lt = _grid(tick, "tick_size"), _grid(lot, "lot_size")
+        ins = Instrument(k, sym, venue, md_id, t, lt)
+        self.sim.imap[venue, md_id] = k
+        self.sim.ins[k, M.I_VENUE] = venue
+        self.sim.ins[k, M.I_INSTR] = md_id
+        vname = R.VENUE_NAMES.get(venue, "sim")
+        if fees_bps is not None:
+            maker, taker = int(round(fees_bps[0] * 100)), int(round(fees_bps[1] * 100))
+        else:
+            maker, taker = self.settings.fee_ppm(vname)
+        tick_e8 = t * 100_000_000
+        lot_e8 = lt * 100_000_000
+        if tick_e8 == tick_e8.to_integral_value() and lot_e8 == lot_e8.to_integral_value():
+            vm, vd = M._value_ratio(int(tick_e8), int(lot_e8))
+        else:
+            vm, vd = 0, 1                            # finer than 1e-8: fees are not charged
+        self.sim.ins[k, M.I_MAKER_PPM] = maker
+        self.sim.ins[k, M.I_TAKER_PPM] = taker
+        self.sim.ins[k, M.I_VMULT] = vm
+        self.sim.ins[k, M.I_VDIV] = vd
+        self.instruments[key] = ins
+        self.by_k[k] = ins
+        return ins
+
+    def _instrument(self, sym: bytes, venue: int) -> Instrument:
+        ins = self.instruments.get((venue, sym))
+        if ins is None:
+            ins = self.instruments.get((R.VENUE_SIM, sym))
+        if ins is None:
+            for (v, s), i in self.instruments.items():
+                if s == sym:
+                    return i
+            if self.only is not None and sym not in self.only:
+                raise BadOrder(f"unknown symbol {sym.decode(errors='replace')}", REJ_UNKNOWN_SYMBOL)
+            ins = self.add_instrument(sym, venue if venue != R.VENUE_NONE else R.VENUE_SIM)
+        return ins
+
+    # ---- sessions ---------------------------------------------------------------------------
+    def session_index(self, owner) -> int:
+        if owner is None:
+            return 0
+        i = self._sess_index.get(id(owner))
+        if i is None:
+            i = len(self._sess_index)
+            self._sess_index[id(owner)] = i
+            self.owners[i] = owner
+        return i
+
+    def _ids(self, si: int) -> _Ids:
+        ids = self.ids.get(si)
+        if ids is None:
+            ids = self.ids[si] = _Ids()
+        return ids
+
+    @staticmethod
+    def _version(owner) -> str:
+        cfg = getattr(owner, "cfg", None)
+        return getattr(cfg, "begin_string", "FIX.4.4") if cfg is not None else "FIX.4.4"
+
+    def _venue_of(self, owner) -> int:
+        if owner is None:
+            return R.VENUE_SIM
+        return self.session_venue.get(self.session_index(owner), R.VENUE_SIM)
+
+    # ---- replies ------------------------------------------------------------------------------
+    def _exec_id(self) -> bytes:
+        self._eid += 1
+        return b"%d-%d" % (self.boot, self._eid)
+
+    def _oid(self, n: int) -> bytes:
+        return b"%d-%d" % (self.boot, n)
+
+    def _er(self, v42: bool, exec_type: bytes, ord_status: bytes, order_id: bytes, clord: bytes,
+            sym: bytes, side: bytes, qty: Decimal | None, ord_type: bytes | None,
+            price: Decimal | None, tif: bytes | None, leaves: Decimal, cum: Decimal, avg: Decimal,
+            orig: bytes | None = None, last_px: Decimal | None = None, last_qty: Decimal | None = None,
+            fee: Decimal | None = None, liq: int = 0, text: str | None = None,
+            reason: int | None = None, status_reply: bool = False, flags: int = 0) -> tuple:
+        body = [(37, order_id), (11, clord)]
         if orig is not None:
             body.append((41, orig))
-        body += [(17, b"X%d" % next(self._eid)), (150, exec_type), (39, o.status), (55, o.symbol),
-                 (54, o.side), (38, fmt(o.qty)), (40, o.ord_type)]
-        if o.price is not None:
-            body.append((44, fmt(o.price)))
-        if o.tif:
-            body.append((59, o.tif))
+        body.append((17, self._exec_id()))
+        body += [(150, exec_type), (39, ord_status), (55, sym), (54, side)]
+        if qty is not None:
+            body.append((38, fmt(qty)))
+        if ord_type is not None:
+            body.append((40, ord_type))
+        if price is not None and ord_type == b"2":
+            body.append((44, fmt(price)))
+        if tif is not None:
+            body.append((59, tif))
+        if flags & R.F_POST_ONLY:
+            body.append((18, b"6"))
         if last_qty is not None:
             body += [(32, fmt(last_qty)), (31, fmt(last_px))]
-            if self.fee_rate:
-                body.append((12, fmt((last_qty * last_px * self.fee_rate).quantize(Decimal("0.00000001")))))
+            if fee is not None and fee != 0:
+                body += [(12, fmt(fee)), (13, b"3")]
         if reason is not None:
             body.append((103, str(reason).encode()))
-        body += [(151, fmt(o.leaves)), (14, fmt(o.cum_qty)), (6, fmt(o.avg_px))]
+        body += [(151, fmt(leaves)), (14, fmt(cum)), (6, fmt(avg))]
         if text:
             body.append((58, text.encode()))
         if liq:
             body.append((851, str(liq).encode()))
         return (b"8", body)
 
-    def _cancel_reject(self, clord: bytes, orig: bytes, response_to: int, status: bytes,
-                       order_id: str = "NONE", text: str = "unknown order") -> tuple:
-        return (b"9", [(37, order_id.encode()), (11, clord), (41, orig), (39, status),
-                       (434, str(response_to).encode()), (102, str(CXL_UNKNOWN_ORDER).encode()),
+    def _cancel_reject(self, v42: bool, clord: bytes, orig: bytes, response_to: int,
+                       status: bytes, order_id: bytes, reason: int, text: str) -> tuple:
+        return (b"9", [(37, order_id), (11, clord), (41, orig), (39, status),
+                       (434, str(response_to).encode()), (102, str(reason).encode()),
                        (58, text.encode())])
 
-    def _crosses(self, o: Order) -> Decimal | None:
-        ref = self.refs.get(o.symbol)
-        if ref is None or not o.working:
-            return None
-        if o.ord_type == b"1":
-            return ref
-        if o.side == b"1" and o.price >= ref:
-            return ref
-        if o.side in (b"2", b"5") and o.price <= ref:
-            return ref
-        return None
+    def _avg(self, row: int, ins: Instrument) -> Decimal:
+        cum = int(self.sim.orders[row, M.O_CUM])
+        if cum <= 0:
+            return Decimal(0)
+        avg_ticks = Decimal(float(self.sim.front[row, M.F_NOTIONAL]) / cum)
+        return (avg_ticks * ins.tick).quantize(ins.tick / 10_000).normalize()
 
-    def _fill(self, o: Order, px: Decimal, liq: int) -> tuple:
-        qty = o.qty - o.cum_qty
-        o.avg_px = ((o.avg_px * o.cum_qty) + px * qty) / o.qty if o.qty else px
-        o.cum_qty = o.qty
-        o.status = b"2"
-        self.counts["fills"] += 1
-        return self._er(o, b"F", last_px=px, last_qty=qty, liq=liq)
+    def _render(self, rows: np.ndarray, n: int, want_owner: bool = False) -> list:
+        """Exec records from the simulator -> FIX replies (with their session if ``want_owner``)."""
+        out = []
+        sim = self.sim
+        for j in range(n):
+            row = rows[j]
+            rt = int(row[8])
+            rec = row.view(R.RECORD_DTYPES[rt])[0]
+            si = int(rec["session"])
+            owner = self.owners.get(si)
+            v42 = self._version(owner) == "FIX.4.2"
+            ids = self._ids(si)
+            clord = ids.name(int(rec["clord_id"]))
+            orig_v = int(rec["orig_clord_id"])
+            orig = ids.name(orig_v) if orig_v else None
+            k = int(sim.imap[int(rec["venue"]), int(rec["instrument"])]) \
+                if int(rec["instrument"]) < sim.imap.shape[1] else -1
+            ins = self.by_k.get(k)
+            if rt == R.RT_REJECT:
+                text = bytes(rec["text"]).rstrip(b"\0").decode(errors="replace")
+                reason = int(rec["reason"])
+                if rec["is_cancel_reject"]:
+                    r = M.find(sim, si, orig_v) if orig_v else -1
+                    oid = self._oid(int(sim.orders[r, M.O_OID])) if r >= 0 else b"NONE"
+                    msg = self._cancel_reject(v42, clord, orig or b"NONE", self._pending_cxl.pop(
+                        (si, int(rec["clord_id"])), 1), _STATUS_CHR.get(int(rec["ord_status"]), b"8"),
+                        oid, reason, text)
+                else:
+                    self.counts["rejects"] += 1
+                    p = self._pending_new.pop((si, int(rec["clord_id"])), None)
+                    sym, side, qty, ot, px, tif = p if p else (b"?", b"1", None, None, None, None)
+                    msg = self._er(v42, b"8", b"8", b"NONE", clord, sym, side, qty, ot, px, tif,
+                                   Decimal(0), Decimal(0), Decimal(0), text=text, reason=reason)
+                out.append((owner, msg) if want_owner else msg)
+                continue
+            r = M.find(sim, si, int(rec["clord_id"]))
+            if r < 0 and orig_v:
+                r = M.find(sim, si, orig_v)          # a cancel's ack carries the cancel's id
+            if r < 0 or ins is None:
+                log.warning("exec record for an order the simulator no longer knows (clord %s)", clord)
+                continue
+            o = sim.orders[r]
+            side = b"1" if int(o[M.O_SIDE]) == R.SIDE_BUY else b"2"
+            ot = b"1" if int(o[M.O_ORDTYPE]) == R.ORD_MARKET else b"2"
+            common = dict(order_id=self._oid(int(o[M.O_OID])), clord=clord, sym=ins.symbol,
+                          side=side, qty=ins.qty(int(o[M.O_QTY])), ord_type=ot,
+                          price=ins.px(int(o[M.O_PRICE])), tif=_TIF_CHR.get(int(o[M.O_TIF])),
+                          flags=int(o[M.O_FLAGS]))
+            if rt == R.RT_FILL:
+                self.counts["fills"] += 1
+                lq = int(rec["last_qty"])
+                lp = int(rec["last_price"])
+                msg = self._er(v42, b"F", _STATUS_CHR[int(rec["ord_status"])], leaves=ins.qty(int(rec["leaves_qty"])),
+                               cum=ins.qty(int(rec["cum_qty"])), avg=self._avg(r, ins),
+                               last_px=ins.px(lp), last_qty=ins.qty(lq),
+                               fee=Decimal(int(rec["fee"])) / 100_000_000, liq=int(rec["liquidity"]),
+                               **common)
+            else:
+                et = bytes([int(rec["exec_type"])])
+                msg = self._er(v42, et, _STATUS_CHR.get(int(rec["ord_status"]), b"0"),
+                               leaves=ins.qty(int(rec["leaves_qty"])), cum=ins.qty(int(rec["cum_qty"])),
+                               avg=self._avg(r, ins), orig=orig, **common)
+            out.append((owner, msg) if want_owner else msg)
+        return out
 
-    # ---- inbound ----------------------------------------------------------------------------
+    # ---- inbound ------------------------------------------------------------------------------
     def handle(self, msg: Message, owner=None) -> list:
-        """Replies to one order message; ``owner`` (the session it came in on) is remembered with
-        new orders so later unsolicited fills go back on it."""
+        """Replies to one order message; ``owner`` (the session it came in on) receives later
+        unsolicited fills of its orders."""
         t = msg.msg_type
+        si = self.session_index(owner)
+        v42 = self._version(owner) == "FIX.4.2"
         try:
             if t == b"D":
-                return self._new_order(msg, owner)
+                return self._new_order(msg, owner, si, v42)
             if t == b"F":
-                return self._cancel(msg)
+                return self._cancel(msg, owner, si, v42)
             if t == b"G":
-                return self._replace(msg)
+                return self._replace(msg, owner, si, v42)
             if t == b"q":
-                return self._mass_cancel(msg)
+                return self._mass_cancel(msg, owner, si, v42)
             if t == b"H":
-                return self._status(msg)
+                return self._status(msg, owner, si, v42)
             if t == b"AF":
-                return self._mass_status(msg, owner)
+                return self._mass_status(msg, owner, si, v42)
         except BadOrder as e:
             self.counts["rejects"] += 1
             log.info("rejecting %s: %s", t.decode(errors="replace"), e)
             clord = msg.get(11, b"NONE")
             if t in (b"F", b"G"):
-                return [self._cancel_reject(clord, msg.get(41, b"NONE"), 1 if t == b"F" else 2,
-                                            b"8", text=str(e))]
-            o = Order("NONE", clord, msg.get(55, b"?"), msg.get(54, b"1"), msg.get(40, b"2"),
-                      msg.get(59, b""), Decimal(0), None, status=b"8")
-            return [self._er(o, b"8", text=str(e), reason=e.reason)]
+                return [self._cancel_reject(v42, clord, msg.get(41, b"NONE"), 1 if t == b"F" else 2,
+                                            b"8", b"NONE", REJ_OTHER, str(e))]
+            return [self._er(v42, b"8", b"8", b"NONE", clord, msg.get(55, b"?"), msg.get(54, b"1"),
+                             None, msg.get(40), None, msg.get(59), Decimal(0), Decimal(0),
+                             Decimal(0), text=str(e), reason=e.reason)]
         return []   # other application messages: the session layer rejects unsupported types
 
-    def _parse_order(self, msg: Message, order_id: str) -> Order:
-        clord = msg.get(11)
-        if not clord:
-            raise BadOrder("ClOrdID (11) missing")
+    def _run(self, t_ns: int | None = None) -> list:
+        c = M.process_order(self.sim, self.rec_u8.reshape(-1), t_ns or time.time_ns())
+        if c < 0:
+            raise BadOrder("exchange busy", REJ_OTHER)
+        n = M.drain_responses(self.sim, self.out)
+        return self._render(self.out, n)
+
+    def _order_fields(self, msg: Message, owner, ins_required=True):
         sym = msg.get(55)
         if not sym:
             raise BadOrder("Symbol (55) missing", REJ_UNKNOWN_SYMBOL)
-        if self.symbols is not None and sym not in self.symbols:
-            raise BadOrder(f"unknown symbol {sym.decode(errors='replace')}", REJ_UNKNOWN_SYMBOL)
-        side = msg.get(54)
-        if side not in (b"1", b"2", b"5"):
-            raise BadOrder(f"bad side {side!r}")
-        ord_type = msg.get(40, b"2")
-        if ord_type not in (b"1", b"2"):
-            raise BadOrder(f"unsupported OrdType {ord_type!r}")
+        ins = self._instrument(sym, self._venue_of(owner))
+        side = _SIDE.get(msg.get(54))
+        if side is None:
+            raise BadOrder(f"bad side {msg.get(54)!r}")
+        ot = msg.get(40, b"2")
+        if ot not in (b"1", b"2"):
+            raise BadOrder(f"unsupported OrdType {ot!r}")
         qty = _decimal(msg, 38, "OrderQty")
         if qty <= 0:
             raise BadOrder("OrderQty must be positive", REJ_ORDER_EXCEEDS_LIMIT)
-        price = _decimal(msg, 44, "Price", required=ord_type == b"2")
-        return Order(order_id, clord, sym, side, ord_type, msg.get(59, b"0"), qty, price)
+        lots = ins.lots(qty, "OrderQty")
+        price = _decimal(msg, 44, "Price", required=ot == b"2")
+        ticks = 0
+        if ot == b"2":
+            if price <= 0:
+                raise BadOrder("Price must be positive")
+            ticks = ins.ticks(price, "Price")
+        tif_b = msg.get(59, b"0")
+        tif = _TIF.get(tif_b)
+        if tif is None:
+            raise BadOrder(f"unsupported TimeInForce {tif_b!r}")
+        flags = 0
+        ei = msg.get(18, b"")
+        if b"6" in ei.split(b" "):
+            flags |= R.F_POST_ONLY
+        if b"E" in ei.split(b" "):
+            flags |= R.F_REDUCE_ONLY
+        return sym, ins, side, ot, qty, lots, price, ticks, tif, tif_b, flags
 
-    def _new_order(self, msg: Message, owner=None) -> list:
+    def _fill_header(self, rtype: int, ins: Instrument, si: int, clord: int, flags: int = 0) -> None:
+        self.rec_u8[:] = 0
+        r = self.rec[0]
+        r["rtype"] = rtype
+        r["venue"] = ins.venue
+        r["instrument"] = ins.md_id
+        r["flags"] = flags
+        r["session"] = si
+        r["clord_id"] = clord
+
+    def _new_order(self, msg: Message, owner, si: int, v42: bool) -> list:
         self.counts["orders"] += 1
-        clord = msg.get(11)
-        if clord in self.seen_clord:
-            raise BadOrder(f"duplicate ClOrdID {clord.decode(errors='replace')}", REJ_DUPLICATE)
-        o = self._parse_order(msg, "O%d" % next(self._oid))
-        if o.ord_type == b"1" and o.symbol not in self.refs:
-            raise BadOrder("no market for a market order", REJ_OTHER)
-        self.seen_clord.add(clord)
-        o.owner = owner
-        self.orders[clord] = o
-        out = [self._er(o, b"0")]
-        px = self._crosses(o)
-        if px is not None:
-            out.append(self._fill(o, px, 2))
-        elif o.tif in (b"3", b"4"):
-            o.status = b"4"
-            out.append(self._er(o, b"4"))
+        clord_b = msg.get(11)
+        if not clord_b:
+            raise BadOrder("ClOrdID (11) missing")
+        sym, ins, side, ot, qty, lots, price, ticks, tif, tif_b, flags = self._order_fields(msg, owner)
+        clord = self._ids(si).of(clord_b)
+        self._fill_header(R.RT_NEW_ORDER, ins, si, clord, flags)
+        r = self.rec[0]
+        r["price"] = ticks
+        r["qty"] = lots
+        r["side"] = side
+        r["ord_type"] = R.ORD_MARKET if ot == b"1" else R.ORD_LIMIT
+        r["tif"] = R.TIF_IOC if ot == b"1" and tif in (R.TIF_DAY, R.TIF_GTC) else tif
+        self._pending_new[(si, clord)] = (sym, msg.get(54), qty, ot, price, tif_b)
+        out = self._run()
+        self._pending_new.pop((si, clord), None)
         return out
 
-    def _cancel(self, msg: Message) -> list:
+    def _cancel(self, msg: Message, owner, si: int, v42: bool) -> list:
         self.counts["cancels"] += 1
-        clord, orig = msg.get(11, b""), msg.get(41, b"")
-        o = self.orders.get(orig)
-        if not clord or o is None or not o.working:
-            status = o.status if o is not None else b"8"
-            return [self._cancel_reject(clord or b"NONE", orig or b"NONE", 1, status,
-                                        o.order_id if o else "NONE",
-                                        "order not working" if o else "unknown order")]
-        o.status = b"4"
-        self.seen_clord.add(clord)
-        return [self._er(o, b"4", clord=clord, orig=orig)]
-
-    def _replace(self, msg: Message) -> list:
-        self.counts["replaces"] += 1
-        clord, orig = msg.get(11, b""), msg.get(41, b"")
-        o = self.orders.get(orig)
-        if not clord or o is None or not o.working or clord in self.seen_clord:
-            status = o.status if o is not None else b"8"
-            return [self._cancel_reject(clord or b"NONE", orig or b"NONE", 2, status,
-                                        o.order_id if o else "NONE",
-                                        "order not working" if o else "unknown order")]
-        new = self._parse_order(msg, o.order_id)
-        if new.qty <= o.cum_qty:
-            return [self._cancel_reject(clord, orig, 2, o.status, o.order_id, "qty below filled")]
-        new.cum_qty, new.avg_px, new.owner = o.cum_qty, o.avg_px, o.owner
-        new.status = b"0" if new.cum_qty == 0 else b"1"
-        o.status = b"5"        # the old id is closed (replaced)
-        self.seen_clord.add(clord)
-        self.orders[clord] = new
-        self.orders[orig] = o
-        out = [self._er(new, b"5", clord=clord, orig=orig)]
-        px = self._crosses(new)
-        if px is not None:
-            out.append(self._fill(new, px, 2))
+        clord_b, orig_b = msg.get(11), msg.get(41)
+        if not clord_b or not orig_b:
+            return [self._cancel_reject(v42, clord_b or b"NONE", orig_b or b"NONE", 1, b"8", b"NONE",
+                                        CXL_UNKNOWN_ORDER, "ClOrdID (11) and OrigClOrdID (41) required")]
+        ids = self._ids(si)
+        orig = ids.of(orig_b, create=False)
+        row = M.find(self.sim, si, orig) if orig is not None else -1
+        if row < 0:
+            return [self._cancel_reject(v42, clord_b, orig_b, 1, b"8", b"NONE", CXL_UNKNOWN_ORDER,
+                                        "unknown order")]
+        ins = self.by_k[int(self.sim.orders[row, M.O_INS])]
+        clord = ids.of(clord_b)
+        self._fill_header(R.RT_CANCEL, ins, si, clord)
+        self.rec.view(R.CANCEL)[0]["orig_clord_id"] = orig
+        self._pending_cxl[(si, clord)] = 1
+        out = self._run()
+        self._pending_cxl.pop((si, clord), None)
         return out
 
-    def _mass_cancel(self, msg: Message) -> list:
+    def _replace(self, msg: Message, owner, si: int, v42: bool) -> list:
+        self.counts["replaces"] += 1
+        clord_b, orig_b = msg.get(11), msg.get(41)
+        if not clord_b or not orig_b:
+            return [self._cancel_reject(v42, clord_b or b"NONE", orig_b or b"NONE", 2, b"8", b"NONE",
+                                        CXL_UNKNOWN_ORDER, "ClOrdID (11) and OrigClOrdID (41) required")]
+        ids = self._ids(si)
+        orig = ids.of(orig_b, create=False)
+        row = M.find(self.sim, si, orig) if orig is not None else -1
+        if row < 0:
+            return [self._cancel_reject(v42, clord_b, orig_b, 2, b"8", b"NONE", CXL_UNKNOWN_ORDER,
+                                        "unknown order")]
+        try:
+            sym, ins, side, ot, qty, lots, price, ticks, tif, tif_b, flags = self._order_fields(msg, owner)
+        except BadOrder as e:
+            st = _STATUS_CHR.get(int(self.sim.orders[row, M.O_STATUS]), b"0")
+            return [self._cancel_reject(v42, clord_b, orig_b, 2, st,
+                                        self._oid(int(self.sim.orders[row, M.O_OID])),
+                                        REJ_OTHER, str(e))]
+        clord = ids.of(clord_b)
+        self._fill_header(R.RT_REPLACE, ins, si, clord, flags)
+        r = self.rec.view(R.REPLACE)[0]
+        r["orig_clord_id"] = orig
+        r["price"] = ticks
+        r["qty"] = lots
+        r["side"] = side
+        r["ord_type"] = R.ORD_MARKET if ot == b"1" else R.ORD_LIMIT
+        r["tif"] = tif
+        self._pending_cxl[(si, clord)] = 2
+        out = self._run()
+        self._pending_cxl.pop((si, clord), None)
+        return out
+
+    def _mass_cancel(self, msg: Message, owner, si: int, v42: bool) -> list:
         self.counts["mass_cancels"] += 1
         kind = msg.get(530, b"7")
         sym = msg.get(55)
         out = []
         n = 0
-        for o in self.orders.values():
-            if o.working and (kind == b"7" or (kind == b"1" and o.symbol == sym)):
-                o.status = b"4"
-                out.append(self._er(o, b"4"))
-                n += 1
-        report = [(11, msg.get(11, b"NONE")), (37, b"MC%d" % next(self._oid)), (530, kind),
+        if kind in (b"1", b"7"):
+            ins = None
+            if kind == b"1":
+                ins = self.instruments.get((self._venue_of(owner), sym or b"")) or next(
+                    (i for (v, s), i in self.instruments.items() if s == sym), None)
+            if kind == b"7" or ins is not None:
+                self.rec_u8[:] = 0
+                r = self.rec.view(R.MASS_CANCEL)[0]
+                r["rtype"] = R.RT_MASS_CANCEL
+                r["session"] = si
+                r["scope"] = 7 if kind == b"7" else 1
+                if ins is not None:
+                    r["venue"] = ins.venue
+                    r["instrument"] = ins.md_id
+                out = self._run()
+                n = int(self.sim.ctr[M.C_MASS_LAST])
+        report = [(11, msg.get(11, b"NONE")), (37, b"MC" + self._exec_id()), (530, kind),
                   (531, kind if kind in (b"1", b"7") else b"0"), (533, str(n).encode())]
         if kind == b"1" and sym:
             report.append((55, sym))
         out.append((b"r", report))
         return out
 
-    def _status(self, msg: Message) -> list:
-        self.counts["status"] += 1
-        clord = msg.get(11, b"")
-        o = self.orders.get(clord)
-        if o is None:
-            u = Order("NONE", clord or b"NONE", msg.get(55, b"?"), msg.get(54, b"1"), b"2", b"",
-                      Decimal(0), None, status=b"8")
-            return [self._er(u, b"I", text="unknown order")]
-        return [self._er(o, b"I")]
+    def _status_er(self, row: int, ids: "_Ids") -> tuple:
+        o = self.sim.orders[row]
+        ins = self.by_k[int(o[M.O_INS])]
+        working = int(o[M.O_STATE]) == M.OS_WORKING
+        return self._er(False, b"I", _STATUS_CHR.get(int(o[M.O_STATUS]), b"0"),
+                        self._oid(int(o[M.O_OID])), ids.name(int(o[M.O_CLORD])), ins.symbol,
+                        b"1" if int(o[M.O_SIDE]) == R.SIDE_BUY else b"2",
+                        ins.qty(int(o[M.O_QTY])), b"1" if int(o[M.O_ORDTYPE]) == R.ORD_MARKET else b"2",
+                        ins.px(int(o[M.O_PRICE])), _TIF_CHR.get(int(o[M.O_TIF])),
+                        ins.qty(int(o[M.O_LEAVES])) if working else Decimal(0),
+                        ins.qty(int(o[M.O_CUM])), self._avg(row, ins), status_reply=True,
+                        flags=int(o[M.O_FLAGS]))
 
-    def _mass_status(self, msg: Message, owner=None) -> list:
+    def _status(self, msg: Message, owner, si: int, v42: bool) -> list:
+        self.counts["status"] += 1
+        clord_b = msg.get(11, b"")
+        ids = self._ids(si)
+        v = ids.of(clord_b, create=False) if clord_b else None
+        row = M.find(self.sim, si, v) if v is not None else -1
+        if row < 0:
+            return [self._er(False, b"I", b"8", b"NONE", clord_b or b"NONE", msg.get(55, b"?"),
+                             msg.get(54, b"1"), None, None, None, None, Decimal(0), Decimal(0),
+                             Decimal(0), text="unknown order", status_reply=True)]
+        return [self._status_er(row, ids)]
+
+    def working_rows(self, si: int, k: int | None = None) -> list:
+        """Rows of the session's working orders (of instrument row ``k``), oldest first."""
+        rows = []
+        sim = self.sim
+        for kk in (range(sim.ins.shape[0]) if k is None else (k,)):
+            for j in range(int(sim.ins[kk, M.I_NLIVE])):
+                r = int(sim.live[kk, j])
+                if int(sim.orders[r, M.O_SESSION]) == si:
+                    rows.append(r)
+        rows.sort(key=lambda r: int(sim.orders[r, M.O_OID]))
+        return rows
+
+    def _mass_status(self, msg: Message, owner, si: int, v42: bool) -> list:
         """OrderMassStatusRequest (AF): one 150=I report (584 = the request's id) per working
         order of the requesting session (585=7 all, 1 by Symbol)."""
         self.counts["mass_status"] += 1
         req, kind, sym = msg.get(584, b"NONE"), msg.get(585, b"7"), msg.get(55)
-        mine = [o for k, o in self.orders.items() if k == o.clord_id and o.working and o.owner is owner
-                and (kind != b"1" or o.symbol == sym)]
+        k = None
+        if kind == b"1":
+            ins = next((i for (v, s), i in self.instruments.items() if s == sym), None)
+            if ins is None:
+                return []
+            k = ins.k
+        rows = self.working_rows(si, k)
+        ids = self._ids(si)
         out = []
-        for i, o in enumerate(mine, 1):
-            mt, body = self._er(o, b"I")
-            body += [(584, req), (911, str(len(mine)).encode())] + ([(912, b"Y")] if i == len(mine) else [])
+        for n, r in enumerate(rows, 1):
+            mt, body = self._status_er(r, ids)
+            body += [(584, req), (911, str(len(rows)).encode())] + ([(912, b"Y")] if n == len(rows) else [])
             out.append((mt, body))
         return out
 
+    # ---- the market ------------------------------------------------------------------------------
     def set_reference(self, symbol, price) -> list:
-        """New reference price; returns ``[(owner, (msg_type, body))]``: the fills (150=F, maker)
-        of the resting orders it crosses, with the session each order came in on."""
-        sym = symbol.encode() if isinstance(symbol, str) else symbol
-        self.refs[sym] = Decimal(str(price))
+        """A one-level market at ``price`` on both sides (unlimited quantity); returns
+        ``[(owner, (msg_type, body))]``: fills of resting orders it crosses (as makers)."""
+        sym = symbol.encode() if isinstance(symbol, str) else bytes(symbol)
+        px = Decimal(str(price))
+        ins = self._instrument(sym, R.VENUE_SIM)
+        ticks = ins.ticks(px, "reference price") if px > 0 else 0
+        if ticks <= 0:
+            raise ValueError(f"reference price {price!r} for {sym!r} must be > 0 and on the grid")
+        self.refs[sym] = px
+        M.clear_book(self.sim, ins.k)
+        M.set_level(self.sim, ins.k, 0, ticks, HUGE_QTY)
+        M.set_level(self.sim, ins.k, 1, ticks, HUGE_QTY)
+        M.set_valid(self.sim, ins.k, True)
+        c = M.match_resting(self.sim, ins.k, time.time_ns())
+        if c < 0:
+            return []
+        n = M.drain_responses(self.sim, self.out)
+        return self._render(self.out, n, want_owner=True)
+
+    def poll_market(self, reader, buf: np.ndarray) -> list:
+        """Apply what the md ring ``reader`` published since the last call; returns the fills it
+        caused as ``[(owner, (msg_type, body))]``."""
+        from appliance.transport import ring
         out = []
-        for o in self.orders.values():
-            if o.symbol == sym and o.working:
-                px = self._crosses(o)
-                if px is not None:
-                    out.append((o.owner, self._fill(o, px, 1)))
-        return out
-
-
-def parse_refs(items) -> dict:
-    refs = {}
-    for it in items or ():
-        sym, sep, px = it.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"--ref {it!r}: expected SYMBOL=PRICE")
-        try:
-            refs[sym] = Decimal(px)
-        except InvalidOperation:
-            raise argparse.ArgumentTypeError(f"--ref {it!r}: {px!r} is not a decimal") from None
-    return refs
+        while True:
+            n = int(ring.drain(reader.hdr, reader.data, reader.cur, buf, buf.shape[0]))
+            if n == 0:
+                return out
+            self.counts["md_records"] += n
+            done = 0
+            while done < n:
+                M.on_md_block(self.sim, buf[done:], n - done, time.time_ns(), self.out, self.res)
+                if self.res[0]:
+                    out += self._render(self.out, int(self.res[0]), want_owner=True)
+                done += int(self.res[1])
+            if n < buf.shape[0]:
+                return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,6 +818,11 @@ class ExchangeApplication(Application):
 
     def __init__(self, venue: MatchingVenue):
         self.venue = venue
+        self.pending: dict[int, list] = {}        # id(session) -> replies waiting for a logon
+
+    def on_logon(self, session):
+        for mt, body in self.pending.pop(id(session), []):
+            self._send(session, mt, body)
 
     def on_app_message(self, session, msg):
         if msg.msg_type not in self.HANDLED:
@@ -375,10 +830,24 @@ class ExchangeApplication(Application):
         for mt, body in self.venue.handle(msg, owner=session):
             self._send(session, mt, body)
 
+    def deliver(self, owner, mt: bytes, body: list) -> None:
+        """An unsolicited report (a fill caused by the market): sent now, or after the session's
+        next logon (bounded)."""
+        if owner is None:
+            self.venue.counts["unsent_fills"] += 1
+            return
+        if owner.logged_on:
+            self._send(owner, mt, body)
+            return
+        q = self.pending.setdefault(id(owner), [])
+        if len(q) < 100_000:
+            q.append((mt, body))
+        else:
+            self.venue.counts["unsent_fills"] += 1
+
     @staticmethod
     def _send(session, mt: bytes, body: list) -> None:
-        if mt == b"8" and session.bs == b"FIX.4.2":
-            body = fix42_execution_report(body)
+        body = for_version(session.cfg.begin_string, mt, body)
         if session.dd is not None:
             body = session.dd.order_body(mt, body)
         session.send_app(mt, body)
@@ -387,7 +856,8 @@ class ExchangeApplication(Application):
 def fix42_execution_report(body: list) -> list:
     """The FIX 4.2 form of an ExecutionReport body: ExecTransType (20) 0 new / 3 status, a fill as
     ExecType 1 (partial) / 2 (filled) instead of F, a status reply's ExecType = its OrdStatus
-    instead of I, no LastLiquidityInd (851, FIX 4.4 only)."""
+    instead of I, no LastLiquidityInd (851, FIX 4.4 only), OrdRejReason (103) within 4.2's 0-8
+    (other reasons become 0, broker option)."""
     d = dict(body)
     et = d.get(150)
     trans = b"3" if et == b"I" else b"0"
@@ -400,42 +870,106 @@ def fix42_execution_report(body: list) -> list:
                 v = b"2" if d.get(39) == b"2" else b"1"
             elif et == b"I":
                 v = d.get(39, b"0")
+        elif t == 103 and int(v) > 8:
+            v = b"0"
         out.append((t, v))
     out.append((20, trans))
     return out
 
 
+def for_version(begin_string, mt: bytes, body: list) -> list:
+    """A FIX 4.4 reply body in the dialect of a session: unchanged for 4.4; for 4.2 the
+    ExecutionReport form of :func:`fix42_execution_report` and an OrderCancelReject's CxlRejReason
+    (102) within 4.2's 0-3 (other reasons become 2, broker option)."""
+    bs = begin_string.decode() if isinstance(begin_string, bytes) else begin_string
+    if bs != "FIX.4.2":
+        return body
+    if mt == b"8":
+        return fix42_execution_report(body)
+    if mt == b"9":
+        return [(t, CXL_BROKER_OPTION_B if t == 102 and int(v) > 3 else v) for t, v in body]
+    return body
+
+
 def session_pairs(cfg) -> list:
     """(begin_string, our sender, our target) for every ``[fix.sessions.NAME]`` of the config:
     the exchange is the counterparty, so the gateway's target is our sender."""
+    return [(bs, s, t) for bs, s, t, _ in session_specs(cfg)]
+
+
+def session_specs(cfg) -> list:
+    """(begin_string, our sender, our target, the session's table) per ``[fix.sessions.NAME]``."""
     out = []
     sessions = (cfg.extra.get("fix", {}) if cfg is not None else {}).get("sessions", {})
     for name, s in sessions.items():
         out.append((s.get("begin_string", "FIX.4.4"), s.get("target_comp_id", "SIMEX"),
-                    s.get("sender_comp_id", "APPLIANCE")))
+                    s.get("sender_comp_id", "APPLIANCE"), s))
     return out
+
+
+def next_boot(store_dir) -> int:
+    """The exchange's start counter, kept in ``<store_dir>/exchange.boot`` (written atomically)."""
+    p = Path(store_dir) / "exchange.boot"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        n = int(p.read_text().strip() or 0)
+    except FileNotFoundError:
+        n = 0
+    except ValueError:
+        raise ValueError(f"{p}: not a start counter; remove it to start over") from None
+    n += 1
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(f"{n}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
+    return n
 
 
 class ExchangeServer:
     """The mock exchange on a background thread (tests, benches) or the foreground (CLI).
 
-    ``pairs``: [(begin_string, sender, target)] sessions to accept (the exchange's own view).
+    ``pairs``: [(begin_string, sender, target)] sessions to accept (the exchange's own view), or
+    4-tuples with the session's config table (its ``venue``). ``venue_instruments``: {venue name:
+    the venue's [[instruments]] entries (config.instruments.Instrument, id order)} traded on the
+    sessions of that venue. ``md_rings``: {venue name: ring name} markets to follow (attached
+    once their writer has created them).
     Sessions keep their stores across ``restart()`` (a venue that went away and came back with
     its sequence numbers), so a gateway reconnecting afterwards continues its numbering."""
 
     def __init__(self, pairs, host: str = "127.0.0.1", port: int = 0, venue: MatchingVenue | None = None,
-                 store_dir=None, validate: bool = True, heartbeat_tick: float = 0.01):
-        self.venue = venue or MatchingVenue()
+                 store_dir=None, validate: bool = True, heartbeat_tick: float = 0.01,
+                 md_rings: dict | None = None, shm_dir=None, venue_instruments: dict | None = None):
+        boot = next_boot(store_dir) if store_dir else None
+        self.venue = venue or MatchingVenue(boot=boot)
+        if boot is not None:
+            self.venue.boot = boot
         self.app = ExchangeApplication(self.venue)
         self.host = host
         self.tick = heartbeat_tick
         self.sessions = []
-        for bs, sender, target in pairs:
+        venue_instruments = venue_instruments or {}
+        for spec in pairs:
+            bs, sender, target = spec[:3]
+            table = spec[3] if len(spec) > 3 else {}
             cfg = SessionConfig(begin_string=bs, sender_comp_id=sender, target_comp_id=target,
                                 initiator=False, validate=validate)
             store = FileStore(f"{store_dir}/{bs}-{sender}-{target}") if store_dir else MemoryStore()
             dd = dictionary_mod.for_version(bs) if validate else None
-            self.sessions.append(Session(cfg, store, self.app, dd))
+            s = Session(cfg, store, self.app, dd)
+            vname = table.get("venue", "sim")
+            vid = R.VENUE_IDS.get(vname, R.VENUE_SIM)
+            self.venue.session_venue[self.venue.session_index(s)] = vid
+            for ins in venue_instruments.get(vname, []):
+                self.venue.add_instrument(ins.symbol, vid, ins.id, ins.tick, ins.lot,
+                                          (ins.maker_fee_bps, ins.taker_fee_bps))
+            self.sessions.append(s)
+        self.md_rings = dict(md_rings or {})
+        self.shm_dir = shm_dir
+        self.readers: dict[str, object] = {}
+        self._md_buf = np.zeros((1024, R.MD_RECORD_SIZE), np.uint8)
+        self._next_attach = 0.0
         self._commands: queue.Queue = queue.Queue()
         self._thread = None
         self._stop = threading.Event()
@@ -461,15 +995,50 @@ class ExchangeServer:
             except queue.Empty:
                 return
             for owner, (mt, body) in self.venue.set_reference(sym, px):
-                if owner is not None and owner.logged_on:
-                    self.app._send(owner, mt, body)
-                else:
-                    log.warning("fill of an order whose session is not logged on was not sent")
+                self.app.deliver(owner, mt, body)
+
+    # ---- the market -----------------------------------------------------------------------
+    def _attach(self) -> None:
+        from appliance.transport import ring, shm
+        now = time.monotonic()
+        if now < self._next_attach:
+            return
+        self._next_attach = now + 0.5
+        for vname, name in self.md_rings.items():
+            r = self.readers.get(name)
+            if r is not None and r.writer_restarted():
+                log.warning("%s writer restarted: its books restart from its next snapshot", name)
+                r.resync(ring.START_OLDEST)
+                for ins in self.venue.by_k.values():
+                    if ins.venue == R.VENUE_IDS.get(vname):
+                        M.clear_book(self.venue.sim, ins.k)
+                        M.set_valid(self.venue.sim, ins.k, False)
+            if r is None:
+                try:
+                    self.readers[name] = ring.RingReader.attach(name, consumer="exchange",
+                                                                start=ring.START_OLDEST,
+                                                                shm_dir=self.shm_dir)
+                    log.info("following the market on %s", name)
+                except (shm.ShmError, FileNotFoundError, OSError):
+                    continue
+
+    def poll_market(self) -> int:
+        if not self.md_rings:
+            return 0
+        self._attach()
+        n = 0
+        for r in self.readers.values():
+            for owner, (mt, body) in self.venue.poll_market(r, self._md_buf):
+                self.app.deliver(owner, mt, body)
+                n += 1
+        return n
 
     def serve(self, stop) -> None:
+        tick = min(self.tick, 0.002) if self.md_rings else self.tick
         while not stop():
-            self.loop.poll(self.tick)
+            self.loop.poll(tick)
             self._run_commands()
+            self.poll_market()
 
     def start(self) -> "ExchangeServer":
         self._stop.clear()
@@ -485,6 +1054,11 @@ class ExchangeServer:
             self._thread = None
         self.loop.close()
 
+    def close(self) -> None:
+        for r in self.readers.values():
+            r.close()
+        self.readers.clear()
+
     def restart(self) -> None:
         """Drop every connection and listen again on the same port (the venue bounced)."""
         self.stop()
@@ -492,45 +1066,92 @@ class ExchangeServer:
         self.start()
 
 
+def parse_refs(items) -> dict:
+    refs = {}
+    for it in items or ():
+        sym, sep, px = it.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--ref {it!r}: expected SYMBOL=PRICE")
+        try:
+            d = Decimal(px)
+        except InvalidOperation:
+            raise argparse.ArgumentTypeError(f"--ref {it!r}: {px!r} is not a decimal") from None
+        if not d.is_finite() or d <= 0:
+            raise argparse.ArgumentTypeError(f"--ref {it!r}: the price must be > 0")
+        refs[sym] = d
+    return refs
+
+
 class ExchangeActor(Actor):
-    """``appliance fix exchange`` as an actor: the exchange server's event loop in the actor
-    loop (heartbeat, status and counters like every other actor)."""
+    """``appliance fix exchange`` as an actor: the exchange server's event loop in the actor loop
+    (heartbeat, status and counters like every other actor). The simulator's kernels are warmed
+    before anything listens; the sessions' venues' md rings are attached as they appear."""
 
     def __init__(self, cfg, args):
         super().__init__(cfg, "exchange", log)
-        self.pairs = session_pairs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
-                                             getattr(args, "target", None) or "APPLIANCE")]
+        self.specs = session_specs(cfg) or [("FIX.4.4", getattr(args, "sender", None) or "SIMEX",
+                                             getattr(args, "target", None) or "APPLIANCE", {})]
         self.refs = parse_refs(getattr(args, "ref", None))
         self.host = getattr(args, "host", "127.0.0.1")
         self.port = args.port
         self.store = getattr(args, "store", None)
+        if self.store is None and not getattr(args, "memory_store", False):
+            self.store = os.path.join(cfg.appliance.state_dir, "fix-exchange")
+        st = M.settings((cfg.extra.get("sim", {}) or {}).get("exchange"))
+        self.settings = M.Settings(**{**st.__dict__, "max_orders": max(st.max_orders, 1 << 17),
+                                      "max_live": max(st.max_live, 1 << 14)})
+        self.venue_instruments = {v.name: cfg.instruments_of(v.name) for v in cfg.venues
+                                  if v.enabled}
+        md_venues = {t.get("venue") for _, _, _, t in self.specs if t.get("venue")}
+        self.md_rings = {v: f"md.{v}" for v in md_venues if self.venue_instruments.get(v)}
         self.venue = self.srv = None
 
+    def warm(self) -> None:
+        M.warm()
+
     def open(self) -> None:
-        self.venue = MatchingVenue(references=self.refs)
+        self.venue = MatchingVenue(settings=self.settings)
         try:
-            self.srv = ExchangeServer(self.pairs, self.host, self.port, self.venue,
-                                      store_dir=self.store)
+            self.srv = ExchangeServer(self.specs, self.host, self.port, self.venue,
+                                      store_dir=self.store, md_rings=self.md_rings,
+                                      shm_dir=self.shm_dir, venue_instruments=self.venue_instruments)
+            for sym, px in self.refs.items():
+                self.venue.set_reference(sym, px)
         except OSError as e:
-            raise ActorError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
-        self.log.info("mock exchange listening on %s:%d for %s", self.srv.host, self.srv.port,
-                      ", ".join(f"{t}->{s} ({b})" for b, s, t in self.pairs))
+            raise ActorError(f"cannot listen on {self.host}:{self.port} or use the store "
+                             f"{self.store}: {e.strerror or e}") from None
+        except (ValueError, BadOrder) as e:
+            raise ActorError(str(e)) from None
+        self.log.info("mock exchange listening on %s:%d for %s; market from %s; store %s; boot %d",
+                      self.srv.host, self.srv.port,
+                      ", ".join(f"{t}->{s} ({b})" for b, s, t, _ in self.specs),
+                      ", ".join(self.md_rings.values()) or "reference prices only",
+                      self.store or "memory", self.venue.boot)
         print(f"listening {self.srv.host}:{self.srv.port}", flush=True)
 
     def poll(self) -> None:
-        self.srv.loop.poll(self.srv.tick)
+        self.srv.loop.poll(0.002 if self.md_rings else self.srv.tick)
         self.srv._run_commands()
+        self.srv.poll_market()
 
     def status(self) -> dict:
-        return {"counters": dict(self.venue.counts) if self.venue else {}}
+        out = {"counters": dict(self.venue.counts) if self.venue else {}}
+        if self.venue is not None:
+            out["simulator"] = M.counters(self.venue.sim)
+            out["md_rings"] = sorted(self.srv.readers) if self.srv else []
+        return out
 
     def counters(self) -> dict:
-        return dict(self.venue.counts) if self.venue else {}
+        if self.venue is None:
+            return {}
+        return {**self.venue.counts, **{f"sim_{k}": v for k, v in M.counters(self.venue.sim).items()}}
 
     def close(self) -> None:
         if self.srv is not None:
             self.srv.loop.close()
-            self.log.info("mock exchange stopped: %s", self.venue.counts)
+            self.srv.close()
+            self.log.info("mock exchange stopped: %s; simulator %s", self.venue.counts,
+                          M.counters(self.venue.sim))
 
 
 def run_from_args(args) -> int:
@@ -538,7 +1159,7 @@ def run_from_args(args) -> int:
     try:
         cfg = config_mod.load(getattr(args, "config", None))
         actor = ExchangeActor(cfg, args)
-    except (config_mod.ConfigError, argparse.ArgumentTypeError, ValueError) as e:
+    except (config_mod.ConfigError, M.SimConfigError, argparse.ArgumentTypeError, ValueError) as e:
         print(f"appliance fix exchange: {e}", file=sys.stderr)
         return 2
     return actor.run()

@@ -14,6 +14,12 @@ rate in every P- and C-state). Without them the clock falls back, loudly, to CLO
 nanoseconds read through ``clock_gettime`` (vDSO, ~20 ns instead of ~7 ns): ticks are then
 nanoseconds (``mult`` = 2**24) and every conversion stays correct, only slower. The fallback is
 also forced with ``APPLIANCE_CLOCK=monotonic``.
+
+Event time (backtests): a calibration made by :func:`event_calibration` has ``C_MODE`` =
+``MODE_EVENT``; :func:`now` then returns ``cal[C_EVENT_NOW]``, the time of the event being
+processed, which the backtest driver writes before every event. Ticks are nanoseconds and UTC
+nanoseconds at once (``mult`` = 2**24, anchor 0 <-> 0), so every compiled caller of ``now`` (the
+engine's throttles, timers, breaker reset, ack timeouts) runs on event time unchanged.
 """
 from __future__ import annotations
 
@@ -38,16 +44,22 @@ C_MULT = 1       # ns per tick * 2**24
 C_HZ = 2         # ticks per second
 C_TSC0 = 3       # anchor: ticks ...
 C_UTC0 = 4       # ... at this UTC ns since the epoch
+C_EVENT_NOW = 5  # MODE_EVENT: the current event time (ns), written by the backtest driver
 C_WORDS = 8
 
 MODE_TSC = 1
 MODE_MONOTONIC = 2
+MODE_EVENT = 3
 
 @njit(cache=True, nogil=True)
 def now(cal):
-    """Current ticks: ``rdtsc`` (MODE_TSC) or CLOCK_MONOTONIC ns (MODE_MONOTONIC fallback)."""
-    if cal[C_MODE] == MODE_TSC:
+    """Current ticks: ``rdtsc`` (MODE_TSC), CLOCK_MONOTONIC ns (MODE_MONOTONIC fallback) or the
+    event time ``cal[C_EVENT_NOW]`` (MODE_EVENT, backtests)."""
+    m = cal[C_MODE]
+    if m == MODE_TSC:
         return np.int64(rdtsc())
+    if m == MODE_EVENT:
+        return cal[C_EVENT_NOW]
     return monotonic_ns()
 
 
@@ -164,6 +176,17 @@ def calibrate(seconds: float = 0.05, force_mode: str | None = None) -> np.ndarra
     return cal
 
 
+def event_calibration(start_ns: int = 0) -> np.ndarray:
+    """A calibration for event time (backtests): ticks are ns and UTC ns, ``now`` returns
+    ``cal[C_EVENT_NOW]`` (starting at ``start_ns``)."""
+    cal = np.zeros(C_WORDS, np.int64)
+    cal[C_MODE] = MODE_EVENT
+    cal[C_HZ] = 1_000_000_000
+    cal[C_MULT] = 1 << SHIFT
+    cal[C_EVENT_NOW] = start_ns
+    return cal
+
+
 def calibration() -> np.ndarray:
     """This process's calibration (measured once, ~50 ms), as a fresh copy for the caller."""
     global _CACHED
@@ -182,5 +205,5 @@ def tsc_to_ns_py(cal: np.ndarray, dticks: int) -> int:
 
 
 def describe(cal: np.ndarray) -> str:
-    mode = "tsc" if cal[C_MODE] == MODE_TSC else "monotonic (fallback)"
+    mode = {MODE_TSC: "tsc", MODE_EVENT: "event time"}.get(int(cal[C_MODE]), "monotonic (fallback)")
     return f"clock {mode}, {cal[C_HZ] / 1e9:.6f} GHz"

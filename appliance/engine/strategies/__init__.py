@@ -14,9 +14,10 @@ from numba import njit
 from appliance.engine.strategies import avellaneda_stoikov as _as
 from appliance.engine.strategies import base
 from appliance.engine.strategies import cross_venue as _xv
+from appliance.engine.strategies import touch as _touch
 
-MODULES = {base.KIND_AS: _as, base.KIND_XV: _xv}
-LEGS = {base.KIND_AS: 1, base.KIND_XV: 2}
+MODULES = {base.KIND_AS: _as, base.KIND_XV: _xv, base.KIND_TOUCH: _touch}
+LEGS = {base.KIND_AS: 1, base.KIND_XV: 2, base.KIND_TOUCH: 1}
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
@@ -26,6 +27,8 @@ def on_book(i, strats, books, b, now, origin):
         return _as.on_book(i, strats, books, b, now, origin)
     if kind == base.KIND_XV:
         return _xv.on_book(i, strats, books, b, now, origin)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_book(i, strats, books, b, now, origin)
     return base.UNCHANGED
 
 
@@ -36,6 +39,8 @@ def on_trade(i, strats, books, b, price, q, side, now, origin):
         return _as.on_trade(i, strats, books, b, price, q, side, now, origin)
     if kind == base.KIND_XV:
         return _xv.on_trade(i, strats, books, b, price, q, side, now, origin)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_trade(i, strats, books, b, price, q, side, now, origin)
     return base.UNCHANGED
 
 
@@ -46,6 +51,8 @@ def on_fill(i, strats, leg, side, price, q, now):
         return _as.on_fill(i, strats, leg, side, price, q, now)
     if kind == base.KIND_XV:
         return _xv.on_fill(i, strats, leg, side, price, q, now)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_fill(i, strats, leg, side, price, q, now)
     return base.UNCHANGED
 
 
@@ -56,6 +63,8 @@ def on_timer(i, strats, books, now):
         return _as.on_timer(i, strats, books, now)
     if kind == base.KIND_XV:
         return _xv.on_timer(i, strats, books, now)
+    if kind == base.KIND_TOUCH:
+        return _touch.on_timer(i, strats, books, now)
     return base.UNCHANGED
 
 

@@ -53,7 +53,8 @@ from appliance.transport import records
 KIND_NONE = 0
 KIND_AS = 1          # Avellaneda-Stoikov market maker (avellaneda_stoikov.py)
 KIND_XV = 2          # cross-venue taker (cross_venue.py)
-KIND_NAMES = {"avellaneda_stoikov": KIND_AS, "cross_venue": KIND_XV}
+KIND_TOUCH = 3       # one quote at the best bid and the best ask (touch.py)
+KIND_NAMES = {"avellaneda_stoikov": KIND_AS, "cross_venue": KIND_XV, "touch": KIND_TOUCH}
 
 # --- callback results ---------------------------------------------------------------------------
 UNCHANGED = 0
