@@ -91,7 +91,7 @@ def image(tmp_path_factory):
                 {"name": "kraken", "ws_url": "ws://127.0.0.1:9001/kraken", "symbols": ["XBT/USD"]},
             ],
             "appliance_fix_sessions": [{"name": "coinbase", "host": "127.0.0.1", "port": 4198,
-                                        "credentials_file": "/etc/appliance/secrets/cb.json"}],
+                                        "credentials_file": "/etc/appliance/secrets/cb.toml"}],
             "appliance_risk": {"max_order_qty": 10, "tiers": {"soft": 0.8}},
         }}}}}}))
     yield {"root": root, "repo": repo, "inventory": base / "inventory.yml"}
@@ -140,7 +140,9 @@ def test_rendered_config_loads_in_the_appliance_with_the_core_plan(converged):
     assert set(cfg.cores.actors) == {"md.binance", "md.kraken", "engine", "fix.coinbase", "recorder"}
     assert [v.name for v in cfg.venues] == ["binance", "kraken"]
     assert cfg.extra["risk"] == {"max_order_qty": 10, "tiers": {"soft": 0.8}}
-    assert cfg.extra["fix"]["sessions"][0]["name"] == "coinbase"
+    # [fix.sessions.<name>], the table `appliance fix gateway --session <name>` reads
+    assert cfg.extra["fix"]["sessions"] == {"coinbase": {"host": "127.0.0.1", "port": 4198,
+                                                         "credentials_file": "/etc/appliance/secrets/cb.toml"}}
     assert cfg.appliance.shm_dir == "/var/lib/appliance/hugepages"
     # and inside the image, by the image's own virtualenv
     r = subprocess.run(["chroot", str(root), "/opt/appliance/venv/bin/python", "-c",
