@@ -163,6 +163,13 @@ def test_fix_gateways_stop_after_the_engine_so_they_can_send_cancels():
     assert "appliance-fix@" not in " ".join(parse(UNITS / "appliance-engine.service")["Unit"].get("Before", []))
 
 
+@pytest.mark.parametrize("unit", ACTOR_UNITS)
+def test_stopping_the_target_waits_for_every_actor(unit):
+    """An actor ordered After= the target keeps systemd from ordering the target after it (the
+    default for units a target wants), so the target stops last and `systemctl stop` waits."""
+    assert "appliance.target" in parse(UNITS / unit)["Unit"]["After"][0].split()
+
+
 @pytest.mark.parametrize("unit", ["appliance-md@.service", "appliance-engine.service", "appliance-fix@.service"])
 def test_the_recorder_starts_before_and_stops_after_every_other_actor(unit):
     assert "appliance-recorder.service" in parse(UNITS / unit)["Unit"]["After"][0].split()
