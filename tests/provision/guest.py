@@ -326,7 +326,7 @@ class QemuVm:
         """Stage the VM's own files over a copy-free view of the tree, then write the disk."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         stage = self.workdir / "stage"
-        with _overlay(self.tree, self.workdir / "upper", self.workdir / "work", stage):
+        with overlay(self.tree, self.workdir / "upper", self.workdir / "work", stage):
             self._configure(stage)
             self.kernel = self.workdir / "vmlinuz"
             self.initrd = self.workdir / "initrd.img"
@@ -419,7 +419,8 @@ class QemuVm:
 # -- systemd-nspawn ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _overlay(lower: Path, upper: Path, work: Path, merged: Path):
+def overlay(lower: Path, upper: Path, work: Path, merged: Path):
+    """``merged``: ``lower`` read-only with every write going to ``upper`` (overlayfs)."""
     for d in (upper, work, merged):
         d.mkdir(parents=True, exist_ok=True)
     _must(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",

@@ -3,9 +3,9 @@ Ansible's chroot connection), then run again (zero changes) and in check mode (z
 then the result: the rendered config loads in the appliance, every rendered unit passes
 `systemd-analyze verify`, the audit reads the image.
 
-Slow (debootstrap ~1-2 min, three playbook runs): the root filesystem is built once per test
-session in a temporary directory and removed afterwards. Needs root, debootstrap and a Debian
-mirror (the one in /etc/apt/sources*)."""
+Slow (three playbook runs; the root filesystem is the session's debootstrap tree of
+tests/provision/guest.py, seen through an overlay so it stays clean for the other tests). Needs
+root, debootstrap and a Debian mirror (the one in /etc/apt/sources*)."""
 from __future__ import annotations
 
 import json
@@ -18,35 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.provision import guest
 from tests.provision.ansible_run import changed_tasks, playbook, snapshot_repo
 from tests.tuning.fakehost import make_topology
 
-pytestmark = [pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-HEAVY = ("numba", "llvmlite", "numpy")   # ~70 MB of wheels: left out of the image test's venv
-
-
-def _mirror() -> str:
-    texts = []
-    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
-        if f.is_file():
-            texts.append(f.read_text())
-    for text in texts:
-        for m in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text, re.M):
-            uri = m.group(1)
-            if "security" not in uri and "debian" in uri:
-                return uri
-    return "http://deb.debian.org/debian"
-
-
-def _suite() -> str:
-    try:
-        osr = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-        if osr.get("ID") == "debian" and osr.get("VERSION_CODENAME"):
-            return osr["VERSION_CODENAME"].strip('"')
-    except OSError:
-        pass
-    return "bookworm"
+HEAVY = guest.HEAVY   # ~70 MB of wheels: left out of the image test's venv
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +35,16 @@ def image(tmp_path_factory):
         pytest.skip("debootstrap not installed (apt-get install -y debootstrap)")
     if shutil.which("ansible-playbook") is None:
         pytest.skip("ansible-playbook not installed")
+    # the session's debootstrap tree (tests/provision/guest.py), written through an overlay
+    tree = guest.session_tree(tmp_path_factory)
     base = tmp_path_factory.mktemp("image")
-    root = base / "root"
-    r = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv",
-                        _suite(), str(root), _mirror()], capture_output=True, text=True, timeout=1200)
-    if r.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"debootstrap {_suite()} from {_mirror()} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    with guest.overlay(tree, base / "upper", base / "work", base / "root") as root:
+        yield from _image(base, root)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _image(base: Path, root: Path):
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
-    # local CAs of this machine (e.g. a TLS-inspecting proxy's) go where the image's ca-certificates
-    # package picks them up, so apt and pip inside the image trust what the host trusts
-    local_cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
-    if local_cas:
-        dest = root / "usr/local/share/ca-certificates"
-        dest.mkdir(parents=True, exist_ok=True)
-        for ca in local_cas:
-            shutil.copy(ca, dest / ca.name)
-        if (root / "usr/sbin/update-ca-certificates").exists():
-            subprocess.run(["chroot", str(root), "update-ca-certificates"], capture_output=True, check=True)
     # the image is built for a known hardware model: a 2-socket, 4-core, SMT-2 topology
     make_topology(root / "root/topology", sockets=2, cores=4, threads=2)
     repo = snapshot_repo(base / "repo")
@@ -95,7 +65,6 @@ def image(tmp_path_factory):
             "appliance_risk": {"max_order_qty": 10, "tiers": {"soft": 0.8}},
         }}}}}}))
     yield {"root": root, "repo": repo, "inventory": base / "inventory.yml"}
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def _run(image, *extra):
