@@ -253,6 +253,8 @@ def scenario(container, provisioned):
     seen["units_after_stop"] = {a: app.show(u, "ActiveState", "Result", "InactiveEnterTimestampMonotonic")
                                 for a, u in UNITS.items()}
     seen["engine_log"] = app.journal(UNITS["engine"])
+    seen["fix_log"] = app.journal(UNITS["fix.sim"])
+    seen["exchange_log"] = app.journal("sim-exchange.service")
     seen["status_after_stop"] = app.status()
     # 5. the journal
     seen["journal"] = app.cli("journal stats --json /var/lib/appliance/journal", check=False)
@@ -304,8 +306,9 @@ def test_stopping_the_target_cancels_every_working_order_at_the_exchange(scenari
     before = {oid for oid, (status, _) in scenario["exchange_before_stop"].items() if status in WORKING}
     assert before, "orders were working at the exchange before the stop"
     after = scenario["exchange_after_stop"]
-    assert {oid: after[oid] for oid in before if after[oid][0] != b"4"} == {}
-    assert [oid for oid, (status, _) in after.items() if status in WORKING] == []
+    logs = f"--- gateway\n{scenario['fix_log'][-3000:]}\n--- exchange\n{scenario['exchange_log'][-2000:]}"
+    assert {oid: after[oid] for oid in before if after[oid][0] != b"4"} == {}, logs
+    assert [oid for oid, (status, _) in after.items() if status in WORKING] == [], logs
     log = scenario["engine_log"]
     assert re.search(r"HALTED: engine pid \d+ acknowledged epoch \d+", log), log[-3000:]
     m = re.findall(r"HALTED \(epoch \d+, kill switch\): (\d+) working orders cancelled", log)
