@@ -1,8 +1,13 @@
 """``appliance``: the one command-line entry point.
 
-Each part of the appliance owns a small module with ``register(subparsers)`` that adds its
-sub-commands (argparse only; heavy imports such as numba happen inside the handlers, so
-``appliance --help`` stays fast). A handler returns the process exit status.
+Dispatch only. Each part of the appliance owns ``<part>/cli.py`` with ``register(subparsers)``
+that adds its sub-commands (argparse only; heavy imports such as numba happen inside the
+handlers, so ``appliance --help`` stays fast). A handler returns the process exit status.
+
+Failures: bad input or a bad environment (a config error, a file that cannot be read or written,
+a busy port, a missing region...) is reported as ONE line on stderr with exit status 2. That is
+every OSError and every exception class the appliance defines itself (they carry messages meant
+for the operator); anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -11,18 +16,65 @@ import importlib
 import logging
 import sys
 
-# module that registers sub-commands -> what it provides
+# the parts, in the order their commands are listed by --help
 COMMAND_MODULES = (
-    "appliance.sim_cli",         # sim (the main job: every actor on loopback, then a report)
-    "appliance.demo_cli",        # demo (the main job until the full appliance runs)
-    "appliance.shm_cli",         # shm ls
-    "appliance.journal_cli",     # journal stats|cat, recorder
-    "appliance.ws.cli",          # md, md replay, venue-sim
-    "appliance.engine_cli",      # engine, kill, status
-    "appliance.fix.cli",         # fix gateway|acceptor|exchange
-    "appliance.tuning_cli",      # tuning plan|check
-    "benches.cli",               # bench ring|clock|md|engine|fix
+    "appliance.sim.cli",         # sim, demo, venue-sim
+    "appliance.compile",         # compile (every kernel into the numba cache, in parallel)
+    "appliance.venues.cli",      # md, md replay
+    "appliance.engine.cli",      # engine, kill, status
+    "appliance.fix.cli",         # fix gateway|exchange|acceptor
+    "appliance.journal.cli",     # recorder, journal stats|cat
+    "appliance.transport.cli",   # shm ls
+    "appliance.ops.cli",         # top, exporter
+    "tuning.cli",                # tuning plan|check
+    "benches.cli",               # bench ...
 )
+
+
+def port_arg(text: str) -> int:
+    """argparse type of a TCP port (0 = any free port)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is not a TCP port (0..65535)")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v}: must be >= 1")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number > 0")
+    return v
+
+
+def is_operator_error(e: BaseException) -> bool:
+    """An exception that reports bad input or environment (see the module docstring)."""
+    mod = type(e).__module__ or ""
+    return isinstance(e, OSError) or mod.startswith(("appliance.", "tuning.", "benches."))
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror and not str(e).startswith("["):
+        text = str(e)
+    elif isinstance(e, OSError) and e.strerror:
+        text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return " ".join(text.split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue  # part not installed in this build; tests/test_cli.py asserts all are present
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -54,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - operator errors become one line; bugs re-raise
+        if not is_operator_error(e):
+            raise
+        print(f"appliance {args.command}: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

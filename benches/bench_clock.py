@@ -16,8 +16,8 @@ import time
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import clock
-from appliance.hotpath.intrinsics import monotonic_ns, rdtsc, rdtscp
+from appliance.transport import clock
+from appliance.transport.intrinsics import monotonic_ns, rdtsc, rdtscp
 
 
 @njit(cache=True, nogil=True)

@@ -1,7 +1,7 @@
 """``appliance bench engine``: the engine's tick cycle on real recorded sessions, with a baseline.
 
-Real recorded venue sessions (tests/data/venues, or ``--data DIR``) are turned into md records by
-the venues' own feed code (appliance.ws.replay) and replayed in-process through the compiled
+Real recorded venue sessions (appliance/data/venues, or ``--data DIR``) are turned into md records by
+the venues' own feed code (appliance.venues.replay) and replayed in-process through the compiled
 engine with one Avellaneda-Stoikov instance per instrument (``price_unit`` = the instrument's
 median touch spread in the recording, so every instrument quotes). Measured in one run:
 
@@ -14,7 +14,7 @@ median touch spread in the recording, so every instrument quotes). Measured in o
 - events_per_s: the whole replay with no per-record timing, records per second;
 - risk_check: the tier-1 gate alone (``risk.check_order``), in batches of 1,000 calls (ns per
   call, p50 of batches);
-- the replays act as a venue that accepts every request at once (``engine.ack_pending``), so
+- the replays act as a venue that accepts every request at once (``instant_venue``), so
   the OMS state machine runs as in production (it waits for acks before replacing);
 - baseline: a plain-Python implementation of the same cycle (SortedDict books, the same AS
   arithmetic, the same tier-1 list as ``risk._check`` with the engine's limits, an order
@@ -38,10 +38,14 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import clock, engine, records, ring, risk
-from appliance.hotpath.intrinsics import rdtsc
+from appliance import data
+from appliance.engine import kernels as engine, risk
+from appliance.engine import state as engine_state
+from appliance.transport import clock, records, ring
+from appliance.transport.intrinsics import rdtsc
+from benches import instant_venue
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "venues"
+DEFAULT_DATA = data.venues_dir()
 SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase": "COINBASE.ws.28.0",
             "bitstamp": "BITSTAMP.ws.1.0", "bitfinex": "BITFINEX.ws.11.0"}
 
@@ -49,9 +53,7 @@ SESSIONS = {"binance": "BINANCE.ws.1.0", "kraken": "KRAKEN.ws.50.0", "coinbase":
 # ------------------------------------------------------------------------------- compiled loops
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, risk_p, om, led, rk,
-           marks, rows, dirty, stats, lat_hist, cal, oh, od, words, ex_buf, cyc, strat_cyc,
-           ev):
+def _timed(md, books, strats, gate, tel, io, cyc, strat_cyc, ev):
     """Replay with rdtsc around each record. For the k-th record that wrote orders:
     ``strat_cyc[k]`` = its own ticks (strategy -> risk -> order records), ``cyc[k]`` = ticks from
     the start of the L2 update just before it (the last book update of the frame) to its end: one
@@ -61,42 +63,45 @@ def _timed(md, px, qty, n, book_map, bstate, meta, params, state, quotes, pnl, r
     k = 0
     t_prev = np.uint64(0)
     prev_l2 = False
+    stats = tel.stats
     for i in range(md.shape[0]):
         before = stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL]
         t0 = rdtsc()
-        engine.check_kill(meta, om, led, rk, marks, rows, stats, lat_hist, cal, oh, od,
-                          words)
-        engine.handle_md(md, i * md.shape[1], px, qty, n, book_map, bstate, meta, params,
-                         state, quotes, pnl, risk_p, om, led, rk, marks, dirty, stats,
-                         lat_hist, cal, oh, od, words)
+        engine.check_kill(books, strats, gate, tel, io)
+        engine.handle_md(md[i], books, strats, gate, tel, io)
         t1 = rdtsc()
         ev[i] = t1 - t0
         if stats[engine.ST_NEW] + stats[engine.ST_REPLACE] + stats[engine.ST_CANCEL] != before:
             strat_cyc[k] = t1 - t0
             cyc[k] = t1 - t_prev if prev_l2 else t1 - t0
             k += 1
-            engine.ack_pending(meta, params, state, quotes, pnl, om, led, rk, marks, rows, dirty,
-                               stats, words, cal, ex_buf)
+            instant_venue.ack_pending(books, strats, gate, tel, io)
         prev_l2 = md[i, 8] == records.RT_L2_UPDATE
         t_prev = t0
     return k
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _risk_batches(rk, om, led, px, n, b, now_ns, out, batch):
-    """out[j] = ticks for ``batch`` tier-1 checks (``risk.check_order``, every check, varying
-    price / side / qty so nothing is hoisted; passes take throttle tokens, so later calls end
-    in the throttle denial, the last check: every call runs the whole list)."""
+def _risk_batches(books, gate, b, now_ns, out, batch):
+    """out[j] = ticks for ``batch`` tier-1 checks of a new order (``risk.check``, inlined as on
+    the engine's order path; every check, varying price / side / qty so nothing is hoisted;
+    passes take throttle tokens, so later calls end in the throttle denial, the last check:
+    every call runs the whole list)."""
     acc = 0
+    px = books.px
+    n = books.n
     bid = px[b, 0, n[b, 0] - 1]
     ask = px[b, 1, n[b, 1] - 1]
     ref = (bid + ask) // 2
+    none = np.int64(-1)
     for j in range(out.shape[0]):
         t0 = rdtsc()
         for k in range(batch):
             side = records.SIDE_BUY if (k & 1) == 0 else records.SIDE_SELL
             p = bid + (k & 7)
-            acc += risk.check_order(rk, om, led, b, side, p, 1 + (k & 3), ref, bid, ask, now_ns)
+            q = 1 + (k & 3)
+            acc += risk.check(gate.risk, gate.oms, gate.led, b, side, p, q, q, True, none, none,
+                              ref, bid, ask, now_ns)
         out[j] = rdtsc() - t0
     return acc
 
@@ -106,7 +111,7 @@ def _risk_batches(rk, om, led, px, n, b, now_ns, out, batch):
 def load_sessions(data_dir: Path, venues: list[str]) -> tuple[np.ndarray, dict]:
     """md records of the venues' recorded sessions, interleaved by record (a merged feed), and
     venue -> symbols."""
-    from appliance.ws import replay
+    from appliance.venues import replay
 
     parts, syms = [], {}
     for v in venues:
@@ -143,7 +148,7 @@ def typical_spreads(md: np.ndarray) -> dict:
     return out
 
 
-def make_engine(syms: dict, spreads: dict, cal) -> engine.EngineState:
+def make_engine(syms: dict, spreads: dict, cal) -> engine_state.EngineState:
     tables = []
     for venue, names in syms.items():
         vid = records.VENUE_IDS[venue]
@@ -153,12 +158,19 @@ def make_engine(syms: dict, spreads: dict, cal) -> engine.EngineState:
                            "params": {"warmup_events": 1, "price_unit": unit,
                                       "requote_ticks": max(1, int(unit))}})
     # the engine's default risk table: every tier-1 check on, wide limits
-    return engine.EngineState(syms, tables, None, cal=cal, clord_base=1 << 20)
+    return engine_state.EngineState(syms, tables, None, cal=cal, clord_base=1 << 20)
 
 
-def _args(es: engine.EngineState, oh, od, words):
-    return (es.px, es.qty, es.n, es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes,
-            es.pnl, es.risk, *es.gate_args(), es.stats, es.lat_hist, es.cal, oh, od, words)
+def fresh_engine(syms, spreads, cal, oh, od, words) -> engine_state.EngineState:
+    """``make_engine`` writing into the given order ring (it wraps; nobody reads it) and control
+    words."""
+    es = make_engine(syms, spreads, cal)
+    es.attach(oh, od, words)
+    return es
+
+
+def _bundles(es: engine_state.EngineState):
+    return es.books, es.strats, es.gate, es.tel, es.io
 
 
 # ---------------------------------------------------------------------------- Python baseline
@@ -166,11 +178,11 @@ def _args(es: engine.EngineState, oh, od, words):
 class PyEngine:
     """The same cycle in plain Python: SortedDict books, AS quoting, risk check, packed records."""
 
-    def __init__(self, es: engine.EngineState):
+    def __init__(self, es: engine_state.EngineState):
         from sortedcontainers import SortedDict
 
-        from appliance.hotpath.strategies import avellaneda_stoikov as AS
-        from appliance.hotpath.strategies import base
+        from appliance.engine.strategies import avellaneda_stoikov as AS
+        from appliance.engine.strategies import base
 
         self.AS, self.base = AS, base
         self.books = {}
@@ -347,18 +359,18 @@ def run(data_dir: Path, venues: list[str], min_events: int, python_records: int)
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 16)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
     # warm-up: compile and run everything once
-    es = make_engine(syms, spreads, cal)
+    es = fresh_engine(syms, spreads, cal, oh, od, words)
     cyc = np.zeros(md.shape[0], np.int64)
     scyc = np.zeros(md.shape[0], np.int64)
     ev = np.zeros(md.shape[0], np.int64)
-    _timed(md, *_args(es, oh, od, words), es.ex_buf, cyc, scyc, ev)
-    es = make_engine(syms, spreads, cal)
-    engine.replay(md, md.shape[0], *_args(es, oh, od, words), es.ex_buf, True)
+    _timed(md, *_bundles(es), cyc, scyc, ev)
+    es = fresh_engine(syms, spreads, cal, oh, od, words)
+    instant_venue.run_acked(md, md.shape[0], *_bundles(es))
     # per-record timing, `reps` replays on fresh engines
     cycs, scycs, evs, orders = [], [], [], 0
     for _ in range(reps):
-        es = make_engine(syms, spreads, cal)
-        k = _timed(md, *_args(es, oh, od, words), es.ex_buf, cyc, scyc, ev)
+        es = fresh_engine(syms, spreads, cal, oh, od, words)
+        k = _timed(md, *_bundles(es), cyc, scyc, ev)
         cycs.append(cyc[:k].copy())
         scycs.append(scyc[:k].copy())
         evs.append(ev.copy())
@@ -371,20 +383,20 @@ def run(data_dir: Path, venues: list[str], min_events: int, python_records: int)
     # throughput: no per-record timing
     best = None
     for _ in range(reps):
-        es = make_engine(syms, spreads, cal)
+        es = fresh_engine(syms, spreads, cal, oh, od, words)
         t0 = time.perf_counter_ns()
-        engine.replay(md, md.shape[0], *_args(es, oh, od, words), es.ex_buf, True)
+        instant_venue.run_acked(md, md.shape[0], *_bundles(es))
         dt = time.perf_counter_ns() - t0
         best = dt if best is None else min(best, dt)
     events_per_s = md.shape[0] / (best / 1e9)
     # risk check alone
-    es = make_engine(syms, spreads, cal)
-    engine.replay(md, md.shape[0], *_args(es, oh, od, words), es.ex_buf, True)
+    es = fresh_engine(syms, spreads, cal, oh, od, words)
+    instant_venue.run_acked(md, md.shape[0], *_bundles(es))
     b = int(np.argmax(es.n.min(axis=1)))
     batches = np.zeros(2000, np.int64)
     now_ns = time.time_ns()
-    _risk_batches(es.rk, es.oms, es.led, es.px, es.n, b, now_ns, batches[:10], 1000)
-    _risk_batches(es.rk, es.oms, es.led, es.px, es.n, b, now_ns, batches, 1000)
+    _risk_batches(es.books, es.gate, b, now_ns, batches[:10], 1000)
+    _risk_batches(es.books, es.gate, b, now_ns, batches, 1000)
     risk_ns = batches * to_ns / 1000.0
     # plain-Python baseline of the same cycle, same data
     py = python_baseline(make_engine(syms, spreads, cal), md, python_records)

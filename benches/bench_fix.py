@@ -20,6 +20,14 @@ Measured in one run, so results read as ratios on a noisy machine:
   ~0.2 ms per order) and the kernel. Baseline: a raw TCP ping-pong of the same byte count with an
   echo process on the peer core (loopback_echo_rtt).
 
+- encode_send_plain / encode_send_tls: one NewOrderSingle from the order record to bytes handed
+  to the kernel: compiled encode into the send buffer, then ``send`` on a connected loopback
+  socket (a drain process reads the other end on the peer core), timed with perf_counter_ns
+  around both (one Python dispatch of each included, as in the gateway). Plain TCP vs TLS
+  (``SSLSocket.send``: OpenSSL encrypts in user space and writes the record) with a CA made
+  for the run; with kernel TLS offload (``tls.ktls_available()``) the TLS path would be a plain
+  ``send`` too. The ratio tls/plain is the cost of encryption on this path.
+
 Cores come from ``--cores A B`` (this process, the peer process); every timed section runs after
 a warm-up that compiles and exercises it.
 """
@@ -39,8 +47,8 @@ import numpy as np
 from numba import njit
 
 from appliance.fix import codec as C
-from appliance.hotpath import clock
-from appliance.hotpath import records as R
+from appliance.transport import clock
+from appliance.transport import records as R
 
 INSTRUMENTS = [("BTCUSDT", "0.01", "0.00001")]
 SENDER, TARGET = "APPLIANCE", "SIMEX"
@@ -212,7 +220,7 @@ def _exchange_server(core, port_q, stop_ev):
     import logging
     logging.disable(logging.WARNING)
     _pin(core)
-    from appliance.fix import exchange as X
+    from appliance.sim import exchange as X
     srv = X.ExchangeServer([("FIX.4.4", TARGET, SENDER)], venue=X.MatchingVenue(references={}),
                            heartbeat_tick=0.001)
     port_q.put(srv.port)
@@ -220,6 +228,72 @@ def _exchange_server(core, port_q, stop_ev):
         srv.serve(stop_ev.is_set)
     finally:
         srv.loop.close()
+
+
+def _drain_server(core, port_q, pki, use_tls):
+    _pin(core)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    port_q.put(ls.getsockname()[1])
+    s, _ = ls.accept()
+    if use_tls:
+        from appliance.fix import tls
+        ctx = tls.TlsSettings.from_table({"ServerCertificateFile": pki["server"],
+                                          "ServerCertificateKeyFile": pki["server_key"]}).server_context()
+        s = ctx.wrap_socket(s, server_side=True)
+    while True:
+        try:
+            if not s.recv(1 << 16):
+                break
+        except OSError:
+            break
+    s.close()
+    ls.close()
+
+
+def bench_send(core_peer, n: int) -> dict:
+    """Encode -> send returned, plain TCP and TLS, same messages, same run."""
+    from appliance.fix import tls
+    pki_dir = tempfile.mkdtemp(prefix="bench-fix-pki-")
+    try:
+        pki = tls.make_pki(pki_dir, client=False)
+        enc = C.Encoder("FIX.4.4", SENDER, TARGET, INSTRUMENTS)
+        cal = clock.calibration()
+        rec = _nos_record().view(np.uint8).reshape(-1).copy()
+        out = np.zeros(4096, np.uint8)
+        res = {}
+        ctx = mp.get_context("fork")
+        for use_tls in (False, True):
+            q = ctx.Queue()
+            p = ctx.Process(target=_drain_server, args=(core_peer, q, pki, use_tls), daemon=True)
+            p.start()
+            s = socket.create_connection(("127.0.0.1", q.get(timeout=30)))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if use_tls:
+                cctx = tls.TlsSettings.from_table({"CertificationAuthoritiesFile": pki["ca"]}).client_context()
+                s = cctx.wrap_socket(s, server_hostname="localhost")
+                res["tls_version"] = s.version()
+                res["tls_cipher"] = s.cipher()[0]
+            lat = np.zeros(n, np.int64)
+            view = memoryview(out)
+            for phase in ("warm", "timed"):
+                for i in range(n if phase == "timed" else min(n, 2000)):
+                    C.st_u64(rec, C._O_CLORD, 1_000_000 + i)
+                    t0 = time.perf_counter_ns()
+                    utc = clock.tsc_to_utc_ns(cal, clock.now(cal))
+                    k = C.encode_order(rec, out, 0, enc.begin, enc.comp, i + 1, utc, enc.tcache, enc.instr,
+                                       enc.syms)
+                    s.send(view[:k])
+                    lat[i] = time.perf_counter_ns() - t0
+            s.close()
+            p.join(10)
+            res["tls" if use_tls else "plain"] = _pct(lat)
+        res["ktls"] = tls.ktls_available()
+        return res
+    finally:
+        shutil.rmtree(pki_dir, ignore_errors=True)
 
 
 def bench_echo(core_peer, n: int, n_bytes: int) -> dict:
@@ -249,7 +323,7 @@ def bench_rtt(core_peer, n: int) -> dict:
     import logging
     from appliance.fix import gateway as G
     from appliance.fix.store import MemoryStore
-    from appliance.hotpath import ring, wait
+    from appliance.transport import ring, wait
     logging.disable(logging.WARNING)
     ctx = mp.get_context("fork")
     q = ctx.Queue()
@@ -325,12 +399,14 @@ def bench_rtt(core_peer, n: int) -> dict:
         shutil.rmtree(shm_dir, ignore_errors=True)
 
 
-def run(cores=(None, None), n: int = 200_000, n_py: int = 20_000, n_rtt: int = 2_000) -> dict:
+def run(cores=(None, None), n: int = 200_000, n_py: int = 20_000, n_rtt: int = 2_000,
+        n_send: int = 20_000) -> dict:
     _pin(cores[0])
     cal = clock.calibration()
     codec = bench_codec(n, n_py)
     echo = bench_echo(cores[1], n_rtt, codec["nos_bytes"])
     rtt = bench_rtt(cores[1], n_rtt)
+    send = bench_send(cores[1], n_send)
     r = {"cores": list(cores), "clock": clock.describe(cal), "samples": n, "samples_python": n_py,
          "samples_rtt": n_rtt, "nos_bytes": codec["nos_bytes"], "er_bytes": codec["er_bytes"]}
     for key, src in (("encode_nos", codec["encode_nos"]), ("encode_nos_newms", codec["encode_nos_newms"]),
@@ -343,6 +419,12 @@ def run(cores=(None, None), n: int = 200_000, n_py: int = 20_000, n_rtt: int = 2
                      ("gateway_out", rtt["gateway_out"]), ("gateway_in", rtt["gateway_in"])):
         for q in ("p50", "p99", "p999", "max"):
             r[f"{key}_{q}_us"] = src[q]
+    for key, src in (("encode_send_plain", send["plain"]), ("encode_send_tls", send["tls"])):
+        for q in ("p50", "p99", "p999", "max"):
+            r[f"{key}_{q}_ns"] = src[q]
+    r["samples_send"] = n_send
+    r["tls_version"], r["tls_cipher"], r["ktls"] = send["tls_version"], send["tls_cipher"], send["ktls"]
+    r["tls_vs_plain_send_p50"] = r["encode_send_tls_p50_ns"] / r["encode_send_plain_p50_ns"]
     r["encode_throughput_msgs_per_s"] = 1e9 / codec["encode_nos"]["mean"]
     r["parse_throughput_msgs_per_s"] = 1e9 / codec["parse_er"]["mean"]
     r["simplefix_vs_compiled_encode_p50"] = r["simplefix_encode_p50_ns"] / r["encode_nos_p50_ns"]
@@ -362,7 +444,9 @@ def print_table(r: dict) -> None:
                        ("parse_er", "compiled parse ExecutionReport"),
                        ("parse_fill", "compiled parse ER fill"),
                        ("simplefix_parse", "simplefix parse (baseline)"),
-                       ("timer_overhead", "timer overhead (2 clock reads)")):
+                       ("timer_overhead", "timer overhead (2 clock reads)"),
+                       ("encode_send_plain", "encode -> send returned, TCP"),
+                       ("encode_send_tls", "encode -> send returned, TLS")):
         print(f"{label:<34}{r[key + '_p50_ns']:>10.0f}{r[key + '_p99_ns']:>10.0f}"
               f"{r[key + '_p999_ns']:>10.0f}{r[key + '_max_ns']:>12.0f}")
     print(f"{'round trip (us)':<34}{'p50':>10}{'p99':>10}{'p99.9':>10}{'max':>12}")
@@ -372,6 +456,9 @@ def print_table(r: dict) -> None:
                        ("loopback_echo_rtt", "raw TCP echo (baseline)")):
         print(f"{label:<34}{r[key + '_p50_us']:>10.1f}{r[key + '_p99_us']:>10.1f}"
               f"{r[key + '_p999_us']:>10.1f}{r[key + '_max_us']:>12.1f}")
+    print(f"TLS: {r['tls_version']} {r['tls_cipher']}, kernel TLS offload "
+          f"{'available' if r['ktls'] else 'not available on this host (user-space OpenSSL)'}; "
+          f"tls/plain encode->send p50 {r['tls_vs_plain_send_p50']:.2f}x")
     print(f"simplefix/compiled p50: encode {r['simplefix_vs_compiled_encode_p50']:.0f}x, "
           f"parse {r['simplefix_vs_compiled_parse_p50']:.0f}x; rtt/echo p50 {r['rtt_vs_echo_p50']:.1f}x")
     print(f"targets: encode <= {r['encode_target_ns']} ns ({'met' if r['encode_nos_p50_ns'] <= 200 else 'MISSED'}), "
@@ -386,8 +473,10 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=200_000, help="compiled encode/parse calls timed")
     ap.add_argument("--py-samples", type=int, default=20_000, help="simplefix calls timed")
     ap.add_argument("--rtt-samples", type=int, default=2_000, help="loopback round trips timed")
+    ap.add_argument("--send-samples", type=int, default=20_000, help="encode -> send calls timed (each of TCP, TLS)")
     a = ap.parse_args(argv)
-    r = run(tuple(a.cores) if a.cores else default_cores(), a.samples, a.py_samples, a.rtt_samples)
+    r = run(tuple(a.cores) if a.cores else default_cores(), a.samples, a.py_samples, a.rtt_samples,
+            a.send_samples)
     if a.json:
         json.dump(r, sys.stdout)
         print()

@@ -1,7 +1,7 @@
 """``appliance bench md``: compiled market-data parse per hot frame and L2 book update latency,
 each with a baseline in the same run.
 
-Parse, per venue, over the real recorded sessions (tests/data/venues, else ../shared/data/venues):
+Parse, per venue, over the real recorded sessions (appliance/data/venues, or $APPLIANCE_VENUE_DATA):
 the venue's own compiled ``parse_frame`` on every *hot* frame (a book delta: Binance depthUpdate,
 Coinbase l2update, Kraken book delta, Bitstamp diff_order_book, Bitfinex book update, Coinbase
 Advanced l2_data update), timed with rdtsc inside one compiled loop (no Python between frames).
@@ -14,9 +14,20 @@ Book update: one book of 1000 levels per side; a stream of updates within the be
 timed with rdtsc inside one compiled loop. Baseline, same run: the same stream applied to a
 sortedcontainers.SortedDict book in Python.
 
-Also reported per venue: ``<venue>_on_frame_p50_ns``, the whole production path per hot frame
-(``Feed.on_frame``: parse, sequence/checksum rules, book update, ring publish, with its Python
-wrapper), timed from Python over a second pass of the session with a fresh feed.
+The whole production path per venue, ``<venue>_frame_p50_ns`` (p99, p99.9): the session's
+frames, WebSocket-framed as a server sends them, are written one at a time into a real loopback
+TCP connection by a sender thread; the gateway's compiled ``pump`` recv()s them from the raw
+socket, deframes, parses, applies the venue's sync rule, updates the book and publishes every
+record into an md ring. Timed with rdtsc inside the pump: from the moment recv() returned the
+frame's last bytes to the moment its last record (BATCH_END) is published. REST snapshots are
+handed over at their recorded times, as replay does. Only hot frames fully handled in compiled
+code are sampled. Beside it, same run, same frames:
+
+- ``<venue>_wsclient_frame_p50_ns``: the previous production path, websocket-client's
+  ``recv_data_frame`` (Python deframing) + ``Feed.on_frame`` (one compiled call from Python),
+  timed from Python around both (this is why deframing moved into compiled code);
+- ``<venue>_baseline_frame_p50_ns``: orjson + Python integer conversion + a SortedDict book
+  (no deframing, no ring): the plain-Python handler of the same frame.
 
 Reported: p50/p99/p99.9/max (ns) and throughput; ``rdtsc_overhead_ns`` is the cost of an empty
 timed region (included in every compiled sample, not subtracted). ``--core N`` pins the process.
@@ -35,28 +46,51 @@ import numpy as np
 import orjson
 from numba import njit
 
-from appliance.hotpath import book, clock, records
-from appliance.hotpath.intrinsics import rdtsc
-from appliance.ws import common, recording
+from appliance.engine import book
+from appliance.transport import clock, records
+from appliance.transport.intrinsics import rdtsc
+from appliance.venues import common, recording, registry, wsframe
 
 PARSE_TARGET_NS = 1500
 PARSE_TARGET_RATIO = 4.0
 BOOK_TARGET_NS = 100
 
-# venue -> (recording file, hot frame kind constant, names of the Feed arrays passed as
-#           parse_frame's 3rd..5th arguments)
-VENUES = {
-    "binance": ("BINANCE.ws.1.0", "FR_DEPTH", ("syms", "sym_lens", "grids")),
-    "coinbase": ("COINBASE.ws.28.0", "FR_UPDATE", ("syms", "sym_lens", "grids")),
-    "kraken": ("KRAKEN.ws.50.0", "FR_UPDATE", ("syms", "sym_lens", "grids")),
-    "bitstamp": ("BITSTAMP.ws.1.0", "FR_DIFF", ("syms", "sym_lens", "grids")),
-    "bitfinex": ("BITFINEX.ws.11.0", "FR_UPDATE", ("chan_ids", "chan_inst", "chan_kind")),
-    "coinbase_advanced": ("COINBASE_ADVANCED.jsonl.zst", "FR_UPDATE", ("syms", "sym_lens", "grids")),
-}
+FRAME_TARGET_NS = 1000          # frame bytes -> records published, the whole production path
+
+VENUES = registry.VENUES
 REQUIRED = ("binance", "coinbase", "kraken", "bitstamp", "bitfinex")
 
 
+def _parse_args(venue: str, feed) -> tuple:
+    """parse_frame's arguments between (b, end) and (rows, info) for this venue's feed."""
+    import inspect
+    mod = registry.module(venue)
+    names = list(inspect.signature(mod.parse_frame.py_func).parameters)[2:-2]
+    alias = {"lens": "sym_lens"}
+    return tuple(getattr(feed.st, n) if hasattr(feed.st, n) else getattr(feed, alias.get(n, n))
+                 for n in names)
+
+
 # ----------------------------------------------------------------------------- compiled kernels
+
+@njit(nogil=True)
+def _time_parse1(parse, buf, offs, lens, a1, rows, info, reps, out):
+    """_time_parse for parsers with one table argument (Bitfinex)."""
+    n = offs.shape[0]
+    k = 0
+    bad = 0
+    for _ in range(reps):
+        for i in range(n):
+            b = buf[offs[i]:offs[i] + lens[i]]
+            t0 = rdtsc()
+            rc = parse(b, lens[i], a1, rows, info)
+            t1 = rdtsc()
+            out[k] = t1 - t0
+            k += 1
+            if rc != 0:
+                bad += 1
+    return bad
+
 
 @njit(nogil=True)
 def _time_parse(parse, buf, offs, lens, a1, a2, a3, rows, info, reps, out):
@@ -102,7 +136,7 @@ def _time_empty(n, out):
 # ----------------------------------------------------------------------------- helpers
 
 def _data_dir() -> Path:
-    from appliance.ws import sim
+    from appliance.sim import venue as sim
     return sim.find_data_dir()
 
 
@@ -215,10 +249,10 @@ def _baseline(venue: str, instruments, chan_map: dict):
 
 # ----------------------------------------------------------------------------- parse bench
 
-def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_reps: int) -> dict:
-    import importlib
-    fname, hot_name, arg_names = VENUES[venue]
-    mod = importlib.import_module(f"appliance.ws.{venue}")
+def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_reps: int,
+                path_reps: int) -> dict:
+    mod = registry.module(venue)
+    fname, hot_name = mod.BENCH_RECORDING, mod.BENCH_HOT
     sess = recording.open_session(data_dir / fname)
     instruments = mod.load_instruments(sess.metadata, None)
     feed = mod.Feed(instruments, common.RecordWriter.local(1 << 16))
@@ -229,18 +263,8 @@ def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_rep
         if venue == "bitfinex" and f.startswith(b"{") and b'"subscribed"' in f:
             ev = orjson.loads(f)
             chan_map[ev["chanId"]] = ev["symbol"]
-    # the production path per frame (parse + sync rules + book + ring publish, Python wrapper
-    # included): a fresh feed over the whole session, hot frames timed with perf_counter_ns
-    feed2 = mod.Feed(instruments, common.RecordWriter.local(1 << 16))
-    pc = time.perf_counter_ns
-    on_frame_ns = []
-    for f in frames:
-        t0 = pc()
-        feed2.on_frame(f, 1)
-        dt = pc() - t0
-        if int(feed2.info[mod.I_KIND]) == getattr(mod, hot_name):
-            on_frame_ns.append(dt)
-    args = [getattr(feed, a) for a in arg_names]
+    path = bench_path(mod, sess, instruments, cal, path_reps)
+    args = _parse_args(venue, feed)
     hot_kind = getattr(mod, hot_name)
     parse = mod.parse_frame
     hot = []
@@ -257,8 +281,9 @@ def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_rep
     buf = np.frombuffer(b"".join(hot), np.uint8).copy()
     out = np.zeros(len(hot) * reps, np.int64)
     # warm up (compile, caches), then time
-    _time_parse(parse, buf, offs, lens, *args, feed.rows, feed.info, 1, out)
-    bad = _time_parse(parse, buf, offs, lens, *args, feed.rows, feed.info, reps, out)
+    timer = _time_parse if len(args) == 3 else _time_parse1
+    timer(parse, buf, offs, lens, *args, feed.rows, feed.info, 1, out)
+    bad = timer(parse, buf, offs, lens, *args, feed.rows, feed.info, reps, out)
     if bad:
         raise RuntimeError(f"{venue}: {bad} hot frames failed to parse in the timed loop")
     st = _stats(_ns(cal, out))
@@ -276,9 +301,136 @@ def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_rep
             bt[k] = pc() - t0
             k += 1
     bst = _stats(bt)
+    full = _baseline_frames(conv, hot, instruments, base_reps)
     return {"frames": len(hot), "bytes_mean": float(lens.mean()), "rows": n_rows, "parse": st,
-            "baseline": bst, "baseline_samples": bt,
-            "on_frame": _stats(np.array(on_frame_ns, np.float64))}
+            "baseline": bst, "baseline_samples": bt, "path": path, "baseline_frame": full}
+
+
+def _baseline_frames(conv, hot: list[bytes], instruments, reps: int) -> dict:
+    """The plain-Python handler per hot frame: orjson + integer rows (``conv``) + a SortedDict
+    book per instrument."""
+    from sortedcontainers import SortedDict
+    books = [(SortedDict(), SortedDict()) for _ in instruments]
+    t = np.zeros(len(hot) * reps, np.float64)
+    k = 0
+    pc = time.perf_counter_ns
+    for _ in range(reps):
+        for f in hot:
+            t0 = pc()
+            for kind, i, side, p, q, seq in conv(f):
+                sd = books[i][0 if side == records.SIDE_BUY else 1]
+                if q:
+                    sd[p] = q
+                else:
+                    sd.pop(p, None)
+            t[k] = pc() - t0
+            k += 1
+    return {"orjson": _stats(t)}
+
+
+def bench_path(mod, sess, instruments, cal: np.ndarray, reps: int) -> dict:
+    """The production path per hot frame over a real loopback TCP connection (module docstring):
+    the compiled pump, and websocket-client + Feed.on_frame, same frames, same run."""
+    import socket
+    import threading
+    import websocket
+
+    events = [ev for ev in sess.events() if ev.kind in (recording.RECV, recording.CONNECT)]
+    wire = [wsframe.frame_bytes(ev.data) if ev.kind == recording.RECV else None for ev in events]
+    snaps = sess.snapshots
+    hot_kind = getattr(mod, mod.BENCH_HOT)
+    res = {}
+    for mode in ("pump", "wsclient"):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        tx = socket.create_connection(srv.getsockname())
+        rxs, _ = srv.accept()
+        srv.close()
+        for s_ in (tx, rxs):
+            s_.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        go = threading.Semaphore(0)
+        stop = threading.Event()
+
+        def sender():
+            for _ in range(reps):
+                for w in wire:
+                    if w is None:
+                        continue
+                    tx.sendall(w)
+                    go.acquire()
+                    if stop.is_set():
+                        return
+
+        feed = mod.Feed(instruments, common.RecordWriter.local(1 << 16))
+        rx, ws = wsframe.new_state(8 << 20)
+        samples = []
+        wsc = None
+        if mode == "wsclient":
+            wsc = websocket.WebSocket(skip_utf8_validation=True)
+            wsc.sock = rxs
+            wsc.connected = True
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        pc = time.perf_counter_ns
+        try:
+            for _ in range(reps):
+                feed.on_reconnect()
+                wsframe.reset(ws)
+                pending = set()
+                for sym, _p in feed.snapshot_requests():
+                    pending.add(sym)
+                si = 0
+                for ev in events:
+                    if ev.kind == recording.CONNECT:
+                        continue
+                    while si < len(snaps) and snaps[si][1] <= ev.ts:
+                        url, sts, body = snaps[si]
+                        si += 1
+                        sym = mod.snapshot_symbol(url)
+                        if sym in pending:
+                            pending.discard(sym)
+                            feed.on_snapshot(sym, body, 1)
+                            pending.update(s for s, _p in feed.snapshot_requests())
+                    if mode == "pump":
+                        while True:
+                            n0 = int(ws[wsframe.W_FRAMES])
+                            r = feed.pump(rxs.fileno(), rx, ws, feed.st, feed.hdr, feed.data, 1)
+                            if int(ws[wsframe.W_FRAMES]) != n0:
+                                break
+                            if r == wsframe.P_IDLE:
+                                import select
+                                select.select([rxs], [], [], 1.0)
+                                continue
+                            raise RuntimeError(f"pump returned {wsframe.CODE_NAMES.get(r, r)}")
+                        act = r & (wsframe.P_ACTION - 1) if r & wsframe.P_ACTION else 0
+                        if act:
+                            feed.after(act, rx[int(ws[wsframe.W_S]):int(ws[wsframe.W_E])], 1)
+                        elif int(feed.st.info[mod.I_KIND]) == hot_kind:
+                            samples.append(int(ws[wsframe.W_LAT]))
+                    else:
+                        t0 = pc()
+                        _op, fr = wsc.recv_data_frame(True)
+                        feed.on_frame(fr.data, 1)
+                        dt = pc() - t0
+                        if int(feed.st.info[mod.I_KIND]) == hot_kind and not feed.st.conn[common.C_NEV]:
+                            samples.append(dt)
+                    go.release()
+                    pending.update(s for s, _p in feed.snapshot_requests())
+        finally:
+            stop.set()
+            go.release()
+            t.join(5)
+            tx.close()
+            rxs.close()
+        arr = np.array(samples, np.float64)
+        res[mode] = _stats(_ns(cal, arr) if mode == "pump" else arr)
+        res[mode]["n"] = len(samples)
+        if mode == "pump":
+            c = feed.counters.as_dict()
+            if c["gaps"] or c["errors"] or c["resyncs"]:
+                raise RuntimeError(f"{mod.NAME}: production path saw gaps/errors/resyncs: {c}")
+    return res
 
 
 # ----------------------------------------------------------------------------- book bench
@@ -360,8 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20, help="timed passes over the hot frames")
     ap.add_argument("--baseline-reps", type=int, default=3, help="passes of the Python baseline")
     ap.add_argument("--book-updates", type=int, default=200_000)
+    ap.add_argument("--path-reps", type=int, default=5,
+                    help="passes of each session through the production path")
     ap.add_argument("--venues", nargs="+", choices=tuple(VENUES), default=list(VENUES))
-    ap.add_argument("--data-dir", help="recorded sessions (default: tests/data/venues or ../shared)")
+    ap.add_argument("--data-dir", help="recorded sessions (default: appliance/data/venues)")
     args = ap.parse_args(argv)
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
@@ -376,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = {}
     for v in args.venues:
         try:
-            r = bench_parse(v, data_dir, cal, args.reps, args.baseline_reps)
+            r = bench_parse(v, data_dir, cal, args.reps, args.baseline_reps, args.path_reps)
         except Exception as e:  # noqa: BLE001 - one venue failing must not hide the others
             errors[v] = f"{type(e).__name__}: {e}"
             continue
@@ -391,9 +545,18 @@ def main(argv: list[str] | None = None) -> int:
         res[f"{v}_parse_frames_per_s"] = round(1e9 / p["mean"]) if p["mean"] else 0
         res[f"{v}_baseline_p50_ns"] = round(b["p50"], 1)
         res[f"{v}_baseline_p99_ns"] = round(b["p99"], 1)
-        res[f"{v}_on_frame_p50_ns"] = round(r["on_frame"]["p50"], 1)
-        res[f"{v}_on_frame_p99_ns"] = round(r["on_frame"]["p99"], 1)
         res[f"{v}_speedup_p50"] = round(b["p50"] / p["p50"], 1) if p["p50"] else 0.0
+        fp, wc, bf = r["path"]["pump"], r["path"]["wsclient"], r["baseline_frame"]
+        res[f"{v}_frame_samples"] = fp["n"]
+        res[f"{v}_frame_p50_ns"] = round(fp["p50"], 1)
+        res[f"{v}_frame_p99_ns"] = round(fp["p99"], 1)
+        res[f"{v}_frame_p999_ns"] = round(fp["p999"], 1)
+        res[f"{v}_wsclient_frame_p50_ns"] = round(wc["p50"], 1)
+        res[f"{v}_wsclient_frame_p99_ns"] = round(wc["p99"], 1)
+        res[f"{v}_baseline_frame_p50_ns"] = round(bf["orjson"]["p50"], 1)
+        res[f"{v}_baseline_frame_p99_ns"] = round(bf["orjson"]["p99"], 1)
+        res[f"{v}_frame_vs_baseline"] = round(bf["orjson"]["p50"] / fp["p50"], 1) if fp["p50"] else 0.0
+        res[f"{v}_frame_vs_wsclient"] = round(wc["p50"] / fp["p50"], 1) if fp["p50"] else 0.0
     if pooled:
         allb = np.concatenate(pooled)
         res["baseline_parse_p50_ns"] = round(float(np.percentile(allb, 50)), 1)
@@ -412,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         if f"{v}_parse_p50_ns" in res:
             p50 = res[f"{v}_parse_p50_ns"]
             ok[v] = p50 <= PARSE_TARGET_NS and p50 * PARSE_TARGET_RATIO <= res[f"{v}_baseline_p50_ns"]
+            ok[f"{v}_frame"] = res[f"{v}_frame_p50_ns"] <= FRAME_TARGET_NS
     ok["book"] = res["book_update_p50_ns"] <= BOOK_TARGET_NS
     res["targets_met"] = ok
     if errors:
@@ -438,11 +602,18 @@ def _table(res: dict, venues) -> None:
               f"{res[f'{v}_parse_p999_ns']:>9.0f}{res[f'{v}_parse_max_ns']:>10.0f}"
               f"{res[f'{v}_parse_frames_per_s']:>11}{res[f'{v}_baseline_p50_ns']:>14.0f}"
               f"{res[f'{v}_speedup_p50']:>8.1f}x  {'ok' if res['targets_met'].get(v) else 'MISSED'}")
-    print("\nfull feed path per hot frame (Feed.on_frame: parse + sync + book + ring, Python "
-          "wrapper included):")
+    print("\nproduction path per hot frame, recv() returned -> records published (compiled pump over "
+          "loopback TCP),\nbeside websocket-client recv_data_frame + Feed.on_frame and the plain-"
+          "Python handler (orjson + SortedDict):")
+    print(f"{'venue':<18}{'n':>6}{'p50 ns':>9}{'p99 ns':>9}{'p99.9':>9}{'wsclient p50':>14}"
+          f"{'python p50':>12}{'vs python':>10}  target")
     for v in venues:
-        if f"{v}_on_frame_p50_ns" in res:
-            print(f"  {v:<18} p50 {res[f'{v}_on_frame_p50_ns']:>7.0f} ns   p99 {res[f'{v}_on_frame_p99_ns']:>7.0f} ns")
+        if f"{v}_frame_p50_ns" in res:
+            print(f"{v:<18}{res[f'{v}_frame_samples']:>6}{res[f'{v}_frame_p50_ns']:>9.0f}"
+                  f"{res[f'{v}_frame_p99_ns']:>9.0f}{res[f'{v}_frame_p999_ns']:>9.0f}"
+                  f"{res[f'{v}_wsclient_frame_p50_ns']:>14.0f}{res[f'{v}_baseline_frame_p50_ns']:>12.0f}"
+                  f"{res[f'{v}_frame_vs_baseline']:>9.1f}x  "
+                  f"{'ok' if res['targets_met'].get(v + '_frame') else 'MISSED'}")
     if "baseline_parse_p50_ns" in res:
         print(f"\nbaseline (orjson + Python int rows), all venues: p50 {res['baseline_parse_p50_ns']:.0f} ns, "
               f"p99 {res['baseline_parse_p99_ns']:.0f} ns")

@@ -25,8 +25,8 @@ import time
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import clock, ring, shm
-from appliance.hotpath.intrinsics import cpu_pause, load_acquire, rdtsc, store_release
+from appliance.transport import clock, ring, shm
+from appliance.transport.intrinsics import cpu_pause, load_acquire, rdtsc, store_release
 
 LINE_OFF = 0
 
@@ -139,7 +139,7 @@ def _pin(core):
 def _echo_process(core, shm_dir, n_floor, n_ring, n_pipe, n_queue, tput_n, pipes, queues, ready, phase):
     _pin(core)
     os.environ["APPLIANCE_SHM_DIR"] = shm_dir
-    line_region = shm.attach("bench.line", shm.KIND_TABLE)
+    line_region = shm.attach("bench.line", shm.KIND_RAW)
     line = line_region.data_view().reshape(-1).view(np.uint64)
     ab = ring.RingReader.attach("bench.ab", "echo", start="latest")
     ba = ring.RingWriter.create("bench.ba", 64, 1024)
@@ -194,7 +194,7 @@ def run(cores=(None, None), n_lat=200_000, n_pipe=20_000, n_queue=10_000, tput_n
     os.environ["APPLIANCE_SHM_DIR"] = shm_dir
     ctx = mp.get_context("fork")   # the pipe baseline needs the child to inherit the fds
     try:
-        line_region = shm.create("bench.line", shm.KIND_TABLE, 64, 1, 4096)
+        line_region = shm.create("bench.line", shm.KIND_RAW, 64, 1, 4096)
         line = line_region.data_view().reshape(-1).view(np.uint64)
         ab = ring.RingWriter.create("bench.ab", 64, capacity)
         backing = ab.region.backing

@@ -1,9 +1,11 @@
 """CLI: ``appliance fix acceptor|gateway|exchange`` (heavy imports inside the handlers)."""
 from __future__ import annotations
 
+from appliance.cli import port_arg
+
 
 def _acceptor(args) -> int:
-    from appliance.fix.acceptor import run_from_args
+    from appliance.sim.acceptor import run_from_args
     return run_from_args(args)
 
 
@@ -13,7 +15,7 @@ def _gateway(args) -> int:
 
 
 def _exchange(args) -> int:
-    from appliance.fix.exchange import run_from_args
+    from appliance.sim.exchange import run_from_args
     return run_from_args(args)
 
 
@@ -22,13 +24,13 @@ def register(sub) -> None:
     fsub = fix.add_subparsers(dest="fix_command", metavar="FIX_COMMAND")
 
     acc = fsub.add_parser("acceptor", help="acceptance-suite acceptor (ISLD; TW44 FIX.4.4, TW42 FIX.4.2)")
-    acc.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any)")
+    acc.add_argument("--port", type=port_arg, required=True, help="TCP port to listen on (0 = any)")
     acc.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     acc.add_argument("--store", default=None,
                      help="directory for the persistent session stores and message logs "
                           "(default: <appliance.state_dir>/fix-acceptor from the config)")
     acc.add_argument("--dict-dir", default=None,
-                     help="directory holding FIX42.xml / FIX44.xml (default: tests/data/fix)")
+                     help="directory holding FIX42.xml / FIX44.xml (default: the packaged ones)")
     acc.set_defaults(handler=_acceptor)
 
     gw = fsub.add_parser("gateway", help="FIX order gateway for one venue session")
@@ -36,7 +38,7 @@ def register(sub) -> None:
     gw.set_defaults(handler=_gateway)
 
     ex = fsub.add_parser("exchange", help="mock exchange: FIX acceptor with a matching engine")
-    ex.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    ex.add_argument("--port", type=port_arg, required=True, help="TCP port to listen on")
     ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ex.add_argument("--ref", action="append", metavar="SYMBOL=PRICE",
                     help="reference price: orders crossing it fill (repeatable)")

@@ -9,14 +9,16 @@ usable written). ``begin`` is the prebuilt ``8=FIX.4.4<SOH>`` and ``comp`` the p
 ``49=SENDER<SOH>56=TARGET<SOH>`` of the session (``session_constants``). Field order, which is
 exactly what simplefix produces when the same pairs are appended in this order::
 
-    8 9 35 49 56 34 52 | D: 11 55 54 38 40 [44] 59 [18] 60
+    8 9 35 49 56 34 52 | D: 11 [21] 55 54 38 40 [44] 59 [18] 60
                        | F: 41 11 55 54 38 60
-                       | G: 41 11 55 54 38 40 [44] 59 [18] 60
+                       | G: 41 11 [21] 55 54 38 40 [44] 59 [18] 60
                        | q: 11 530 [55] 60
                        | H: 11 55 54          (encode_status_request, for reconciliation)
     10
 
-44 is present for limit orders only; 18 (ExecInst) only when F_POST_ONLY ("6") and/or
+21 (HandlInst = 1, automated execution, no broker intervention) only when ``begin`` is FIX.4.2,
+where NewOrderSingle and OrderCancelReplaceRequest require it (FIX 4.2 has no OrderMassCancelRequest:
+the gateway cancels order by order there); 44 is present for limit orders only; 18 (ExecInst) only when F_POST_ONLY ("6") and/or
 F_REDUCE_ONLY ("E") is set; 55 on a mass cancel only for scope 1 (by instrument). SendingTime (52)
 and TransactTime (60) are the same ``utc_ns`` rendered YYYYMMDD-HH:MM:SS.sss (callers take it from
 ``clock.tsc_to_utc_ns(cal, rdtsc())``). ``tcache`` (``new_time_cache()``, uint8[32], one per
@@ -50,10 +52,14 @@ with a wrong CheckSum is dropped without consuming its sequence number (st[ST_BA
 ER/OCR whose fields cannot be decoded is skipped after its sequence number is consumed
 (st[ST_BAD_MSG]). Every such event is counted so the gateway can log it.
 
-Exec record mapping: 35=8 with 150=F (trade) -> FILL; 150=8 (rejected) -> REJECT
+Exec record mapping: 35=8 with 150=F (trade; FIX 4.2: 150=1 partial fill / 2 fill) -> FILL;
+150=8 (rejected) -> REJECT
 (is_cancel_reject 0, reason from 103); any other ExecType (new, canceled, replaced, pending,
 order status I, expired...) -> ACK carrying exec_type and ord_status letters; 35=9 -> REJECT with
-is_cancel_reject 1 and reason from 102. Header: venue and session from st[ST_VENUE]/st[ST_SESSION],
+is_cancel_reject 1 and reason from 102. FIX 4.2 ExecTransType (20): 3 (status) makes the report
+an ACK with exec_type I whatever its 150 (a 4.2 status reply carries the order's state in 150),
+1 (cancel) and 2 (correct) of an earlier execution become ACKs with exec_type H / G (trade cancel /
+correct: never a second fill). Header: venue and session from st[ST_VENUE]/st[ST_SESSION],
 instrument from Symbol (55; unknown symbol -> st[ST_UNKNOWN_SYMBOL] counted, instrument
 0xFFFFFFFF), origin_tsc = ``rx_tsc`` (when the bytes were received), F_POSS_DUP for 43=Y.
 FILL.fee is Commission (12) in 1e-8 units; FILL.exec_id is the FNV-1a 64 hash of ExecID (17).
@@ -65,7 +71,7 @@ from decimal import Decimal
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import records as R
+from appliance.transport import records as R
 
 SOH = 1
 SYM_MAX = 32
@@ -524,6 +530,13 @@ def _finish_message(out, off, blen_pos, body, end):
     return end + 7 - off
 
 
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def is_fix42(begin):
+    """True when the prebuilt ``8=FIX.4.2<SOH>`` is FIX 4.2 (the one dialect difference the
+    encoder knows: HandlInst)."""
+    return begin.shape[0] >= 9 and begin[6] == 52 and begin[8] == 50
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def _check_common(rec, instr):
     inst = ld_u32(rec, _O_INSTR)
@@ -577,6 +590,8 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
             return e
         p, body, ts = _begin_message(out, off, begin, comp, 68, seq, utc_ns, tcache)  # 'D'
         p = _field_uint(out, p, 11, clord)
+        if is_fix42(begin):
+            p = _field_char(out, p, 21, 49)
         p = _field_symbol(out, p, instr, syms, inst)
         p = _field_char(out, p, 54, 48 + side)
         p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
@@ -619,6 +634,8 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
         p, body, ts = _begin_message(out, off, begin, comp, 71, seq, utc_ns, tcache)  # 'G'
         p = _field_uint(out, p, 41, ld_u64(rec, _R_ORIG))
         p = _field_uint(out, p, 11, clord)
+        if is_fix42(begin):
+            p = _field_char(out, p, 21, 49)
         p = _field_symbol(out, p, instr, syms, inst)
         p = _field_char(out, p, 54, 48 + side)
         p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
@@ -882,6 +899,7 @@ def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
     side = 0
     liq = 0
     reason = 0
+    trans = 0
     possdup = False
     i = body
     while i < bend:
@@ -936,6 +954,8 @@ def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
             reason = _parse_uint(buf, a, b)
         elif tag == 43:
             possdup = b == a + 1 and buf[a] == 89
+        elif tag == 20:
+            trans = buf[a] if b == a + 1 else 0
     for k in range(R.EXEC_RECORD_SIZE):
         row[k] = 0
     inst = -1
@@ -975,6 +995,14 @@ def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
         return True
     if exec_type == 0 or ord_status == 0:
         return False
+    if trans == 51:                      # 20=3 status (FIX 4.2)
+        exec_type = R.EXEC_ORDER_STATUS
+    elif trans == 49:                    # 20=1 cancel of an earlier execution
+        exec_type = 72                   # 'H' trade cancel
+    elif trans == 50:                    # 20=2 correct
+        exec_type = 71                   # 'G' trade correct
+    elif exec_type == 49 or exec_type == 50:   # FIX 4.2 150=1 / 2: partial fill / fill
+        exec_type = R.EXEC_TRADE
     if exec_type == R.EXEC_REJECTED:
         row[_O_RTYPE] = R.RT_REJECT
         row[_J_ISCXL] = 0

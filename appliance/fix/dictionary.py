@@ -370,7 +370,8 @@ _CACHE: dict = {}
 
 def data_dir() -> Path:
     """Directory holding the packaged FIX 4.2 / 4.4 dictionaries (QuickFIX's, with its licence)."""
-    return Path(__file__).resolve().parent / "data"
+    from appliance import data
+    return data.fix_dir()
 
 
 def load_cached(path) -> DataDictionary:

@@ -23,15 +23,61 @@ Session state on the exec ring (records.SESSION, ``state``):
 - SESSION_UP once logged on; SESSION_DOWN when the connection drops: every order sent on this
   session is now in an unknown state;
 - after a (re)logon with orders still working, one OrderStatusRequest (35=H) per working order;
-  the ExecutionReports (150=I) come back as ACK records with exec_type I, and when every one
-  has answered SESSION_RECONCILED is published and new orders flow again. With nothing working,
-  RECONCILED follows UP at once. Status requests are repeated every ``reconcile_timeout_s``
-  until answered.
+  the ExecutionReports (150=I; FIX 4.2: 20=3) come back as ACK records with exec_type I, and when
+  every one has answered SESSION_RECONCILED is published and new orders flow again. With nothing
+  working, RECONCILED follows UP at once. Status requests are repeated every
+  ``reconcile_timeout_s`` until answered (a venue Reject of one counts as its answer). In FIX 4.4
+  (``mass_status``) an OrderMassStatusRequest (35=AF, all orders) goes out first: a working order
+  it reports that is not in the open-order table (nobody here knows it) is cancelled at once
+  (gateway-assigned ClOrdID); a venue that refuses AF is asked order by order from then on;
+- an RT_RECONCILE record for this session (the engine restarted) starts the same sequence on
+  the live session: SESSION_UP, status requests (and mass status), SESSION_RECONCILED.
+
+Restarts. The open-order table (ClOrdID, instrument, side, qty) lives in a mapped file in the
+store directory (``open_orders``, see ``OpenOrderFile``), written in place by the compiled
+steps, so after a kill -9 the restarted gateway knows every order it had sent and reconciles
+them as above before anything new goes out. The file also keeps the order ring's identity and
+the position after the last batch handed to the kernel: a restart resumes the ring there, so
+records the engine published while the gateway was down are answered (refused, or skipped when
+their ClOrdID shows they were sent before the crash), never silently passed over. Records lost to
+ring lapping while down cannot be answered; their number is logged as an error.
 
 Orders that cannot be sent become REJECT records on the exec ring with one of the RJ_* reasons
-below (never silently dropped): session not ready (down or reconciling), too many open orders,
-ClOrdID 0, or an encoder refusal (RJ_ENCODE_BASE - E_* code, e.g. unknown instrument). Orders on
-the ring for another session index are skipped (another gateway serves them).
+below (never silently dropped), and each batch of refusals is logged (at most once a second, with
+the count, the last ClOrdID and the reason): session not ready (down or reconciling), kill switch
+set, too many open orders, ClOrdID 0, or an encoder refusal (RJ_ENCODE_BASE - E_* code, e.g.
+unknown instrument). A session Reject (35=3) or BusinessMessageReject (35=j) of one of our
+messages becomes a REJECT record too (RJ_SESSION_REJECT / RJ_BUSINESS_REJECT, the venue's Text in
+``text``; the MsgSeqNum it names is mapped back to the order by a table of the last SENT_CAP
+messages sent). Orders on the ring for another session index are skipped (another gateway serves
+them).
+
+Kill switch (tier 3 without the engine): while the control block's kill flag is set, the
+compiled step lets no NEW_ORDER or REPLACE out (RJ_KILLED); cancels pass. On a new kill epoch the
+gateway cancels every working order it knows: one OrderMassCancelRequest (FIX 4.4, unless
+``mass_cancel_on_kill = false``) or one OrderCancelRequest per order (FIX 4.2 has no mass
+cancel), with gateway-assigned ClOrdIDs (GW_ID_BIT set; the engine finds the order by
+OrigClOrdID); orders still working after ``reconcile_timeout_s`` are cancelled one by one. It
+acknowledges in the control block: in its GW_KILL line (records.GW_KILL, same index as its actor
+line) ``seen_epoch`` at once and ``sent_epoch`` when its cancels went out; when no order of its
+own is working any more, its actor line's ``kill_ack_epoch`` (``control.actor_ack_kill``) and
+``done_time_ns``; ``working`` is what it still knows. A session that is down sends its cancels
+after the next logon.
+
+FIX 4.2 dialect: NewOrderSingle and OrderCancelReplaceRequest carry HandlInst (21=1); a
+MASS_CANCEL record goes out as one OrderCancelRequest per matching working order; fills arrive as
+ExecType 1/2 with ExecTransType 0 and status replies as ExecTransType 3 (codec docstring).
+
+Telemetry (the actor's region, ``HOPS``): order_to_wire (order record published on the ring ->
+its batch's ``send`` returned), wire_to_ack (send returned -> the first answer's bytes received),
+tick_to_trade (the order's origin TSC, the market event behind it -> send returned), one sample
+per order, recorded by the compiled steps.
+
+Logon: ``credentials_file`` gives Username/Password; ``logon_signature`` signs the Logon
+(``admin.logon_hook``: HMAC-SHA256 or Ed25519 over SendingTime, MsgType, MsgSeqNum, CompIDs and
+the password, in RawData) with the key in ``signing_key_file``. Every such file must be 0600;
+secrets are never logged (``wire.redact``). ``[fix.sessions.NAME.tls]`` turns on FIX over TLS
+(``appliance.fix.tls``: QuickFIX setting names, verification on by default).
 
 Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]``)::
 
@@ -56,36 +102,55 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
     open_orders = 65536             # capacity of the open-order table (power of two)
     reset_on_logon = false          # ask the venue to reset sequence numbers at each logon
     validate = false                # validate inbound messages against the data dictionary
+    logon_signature = ""            # "" | "hmac-sha256" | "ed25519" (RawData 95/96)
+    signing_key_file = ""           # its key (0600): HMAC key in base64, Ed25519 PEM or base64 seed
+    mass_cancel_on_kill = true      # FIX 4.4: one OrderMassCancelRequest on a kill
+    mass_status = true              # FIX 4.4: OrderMassStatusRequest when reconciling
+    [fix.sessions.NAME.tls]         # FIX over TLS (appliance.fix.tls), e.g.
+    CertificationAuthoritiesFile = "/etc/appliance/venue-ca.pem"
+    SSLServerName = "fix.venue.example"
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import mmap
 import os
-import signal
 import socket
-import stat
+import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from appliance.actor import Actor, ActorError
 from appliance.fix import codec as C
-from appliance.hotpath import clock, ring, shm, wait
-from appliance.hotpath import records as R
+from appliance.transport import clock, control, hist, ring, shm, wait
+from appliance.transport import records as R
 
 log = logging.getLogger(__name__)
+
+try:
+    import ssl as _ssl
+    _SSLWant = (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+except ImportError:                                 # pragma: no cover - Python without OpenSSL
+    _SSLWant = ()
+_WOULD_BLOCK = (BlockingIOError, InterruptedError) + _SSLWant
 
 # ---- our own reject reasons (REJECT.reason; venue codes are < 1000) ----------------------------
 RJ_NOT_READY = R.RJ_GW_NOT_READY          # session down or reconciling: the order was not sent
 RJ_TOO_MANY_OPEN = R.RJ_GW_TOO_MANY_OPEN  # open-order table full
 RJ_BAD_CLORD = R.RJ_GW_BAD_CLORD          # ClOrdID 0 (reserved)
+RJ_KILLED = R.RJ_GW_KILLED                # kill switch set: no new order or replace passes
+RJ_SESSION_REJECT = R.RJ_GW_SESSION_REJECT    # the venue's session Reject (35=3) of the message
+RJ_BUSINESS_REJECT = R.RJ_GW_BUSINESS_REJECT  # the venue's BusinessMessageReject (35=j)
 RJ_ENCODE_BASE = R.RJ_GW_ENCODE_BASE      # RJ_ENCODE_BASE - codec.E_* (1011 out of buffer ... 1019 bad price)
 RJ_NAMES = {RJ_NOT_READY: "session not ready", RJ_TOO_MANY_OPEN: "too many open orders",
-            RJ_BAD_CLORD: "ClOrdID 0 is reserved"}
+            RJ_BAD_CLORD: "ClOrdID 0 is reserved", RJ_KILLED: "kill switch set",
+            RJ_SESSION_REJECT: "session Reject from the venue",
+            RJ_BUSINESS_REJECT: "BusinessMessageReject from the venue"}
 RJ_NAMES.update({RJ_ENCODE_BASE - e: f"not encodable: {t}" for e, t in C.E_NAMES.items()})
 
 # ---- gateway state words (int64) -----------------------------------------------------------------
@@ -101,11 +166,36 @@ G_STATUS_PENDING = 8  # status requests not yet answered
 G_EXECS = 9           # exec records published, total
 G_FOREIGN = 10        # order records for other sessions, skipped
 G_IDLE_POLLS = 11     # gw_step calls that found no record (stale hint, lap resync)
-G_SIZE = 16
+G_LAST_REFUSED = 12   # ClOrdID of the last refused order
+G_LAST_REASON = 13    # its RJ_* reason
+G_MASS_PENDING = 14   # FIX 4.2: a MASS_CANCEL record is waiting to be expanded (1 + scope)
+G_MASS_INSTR = 15     # its instrument
+G_KILLED = 16         # orders refused because the kill switch is set, total
+G_RECONCILE_REQ = 17  # an RT_RECONCILE record for this session arrived (the engine restarted)
+G_UNKNOWN_N = 18      # rows filled in the unknown-working-orders table (status reports of
+                      # orders this gateway does not know: a mass status reply)
+G_SIZE = 32
+UNKNOWN_CAP = 256
+_WORKING = (ord("0"), ord("1"), ord("A"), ord("E"))   # 39 values of an order still working
 
-# open-order table columns (int64); key = ClOrdID bits, 0 = empty slot
-OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING = range(4)
-OT_COLS = 4
+# open-order table columns (int64); key = ClOrdID bits, 0 = empty slot; OT_SENT = TSC when the
+# order's bytes went to the kernel, cleared by its first answer (wire_to_ack)
+OT_KEY, OT_INSTR, OT_SIDE, OT_PENDING, OT_QTY, OT_SENT = range(6)
+OT_COLS = 6
+
+# telemetry (appliance.transport.telemetry hop names of a FIX gateway), rows of ``hists``
+HOPS = ("order_to_wire", "wire_to_ack", "tick_to_trade")
+HOP_O2W, HOP_W2A, HOP_T2T = range(3)
+BT_PUBLISH, BT_ORIGIN, BT_CLORD = range(3)       # per order of the batch being sent
+
+# sent-message map (by MsgSeqNum & (SENT_CAP - 1)): what a venue's session Reject refers to
+SENT_CAP = 4096
+SM_SEQ, SM_RT, SM_CLORD, SM_ORIG, SM_INSTR = range(5)
+SM_COLS = 5
+
+# gateway-assigned ClOrdIDs (cancels it sends itself on a kill or a FIX 4.2 mass cancel): the top
+# bit set, so they never meet the engine's ids (milliseconds << 20, below 2**61)
+GW_ID_BIT = 1 << 63
 
 _TERMINAL = (ord("2"), ord("3"), ord("4"), ord("8"), ord("C"), ord("5"))   # 39 values: not working
 
@@ -132,8 +222,10 @@ def ot_find(ot, key):
 
 
 @njit(cache=True, nogil=True)
-def ot_insert(ot, gst, key, instrument, side):
-    """Insert or update; -1 when the table is at its load limit (3/4)."""
+def ot_insert(ot, gst, key, instrument, side, qty):
+    """Insert or update; -1 when the table is at its load limit (3/4). A new row's key is
+    written last, so a process killed mid-insert (the table lives in a mapped file) leaves no
+    half-written row behind."""
     mask = ot.shape[0] - 1
     i = _home(key, mask)
     while True:
@@ -144,12 +236,17 @@ def ot_insert(ot, gst, key, instrument, side):
             if gst[G_OPEN] >= (ot.shape[0] * 3) // 4:
                 return -1
             gst[G_OPEN] += 1
-            ot[i, OT_KEY] = key
+            ot[i, OT_INSTR] = instrument
+            ot[i, OT_SIDE] = side
+            ot[i, OT_QTY] = qty
             ot[i, OT_PENDING] = 0
-            break
+            ot[i, OT_SENT] = 0
+            ot[i, OT_KEY] = key
+            return i
         i = (i + 1) & mask
     ot[i, OT_INSTR] = instrument
     ot[i, OT_SIDE] = side
+    ot[i, OT_QTY] = qty
     return i
 
 
@@ -204,15 +301,37 @@ def _refuse(ehdr, edata, rec, erow, gst, reason):
     ring.publish(ehdr, edata, erow)
     gst[G_REFUSED] += 1
     gst[G_EXECS] += 1
+    gst[G_LAST_REFUSED] = np.int64(C.ld_u64(rec, C._O_CLORD))
+    gst[G_LAST_REASON] = reason
+
+
+@njit(cache=True, nogil=True)
+def _note_sent(sent, seq, rt, clord, orig, instrument):
+    j = seq & (sent.shape[0] - 1)
+    sent[j, SM_SEQ] = seq
+    sent[j, SM_RT] = rt
+    sent[j, SM_CLORD] = clord
+    sent[j, SM_ORIG] = orig
+    sent[j, SM_INSTR] = instrument
 
 
 @njit(cache=True, nogil=True)
 def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
-            max_n):
+            max_n, cwords, sent, batch):
     """Drain up to ``max_n`` order records: encode ours into ``sbuf`` (length in
     gst[G_SEND_LEN]) until the ring is empty or the send buffer's batch is full; refuse the ones
     that cannot go out. Returns the number of messages encoded. (The caller polls cheaply and
-    idles with the wait strategy; this runs only when records are waiting.)"""
+    idles with the wait strategy; this runs only when records are waiting.)
+
+    ``cwords`` is the control block (uint64 words): while its kill flag is set no NEW_ORDER or
+    REPLACE passes (RJ_KILLED); cancels do. ``sent`` maps each MsgSeqNum used to the order it
+    carried (a venue's session Reject names only the MsgSeqNum). While not ready, an order whose
+    ClOrdID is already in the open-order table is one this gateway sent before it restarted (its
+    ring position is saved only after a send): it is skipped, reconciliation reports it. With
+    FIX 4.2 (no OrderMassCancelRequest) a MASS_CANCEL record ends the batch and is left in
+    gst[G_MASS_PENDING] / gst[G_MASS_INSTR] for the caller to send as one cancel per order.
+    ``batch`` rows get each encoded order's publish TSC, origin TSC and ClOrdID (``gw_sent``
+    turns them into latencies once the batch is sent)."""
     rec = scratch[0]
     erow = scratch[1]
     tcache = scratch[2]
@@ -220,11 +339,14 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     begin = consts[2:2 + nb]
     comp = consts[2 + nb:2 + nb + np.int64(consts[1])]
     room = C.MAX_MSG + begin.shape[0] + comp.shape[0]
+    no_mass = C.is_fix42(begin)
     pos = 0
     n = 0
     utc = np.int64(-1)
     it = 0
     while it < max_n:
+        if gst[G_MASS_PENDING] != 0 or gst[G_RECONCILE_REQ] != 0:
+            break
         it += 1
         if ring.poll(ohdr, odata, ocur, rec) == 0:
             if ring.poll(ohdr, odata, ocur, rec) == 0:     # the first may only have resynced a lap
@@ -232,29 +354,56 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
                     gst[G_IDLE_POLLS] += 1
                 break
         rt = rec[8]
-        if rt < R.RT_NEW_ORDER or rt > R.RT_MASS_CANCEL:
+        if rt < R.RT_NEW_ORDER or rt > R.RT_RECONCILE:
             continue
         if np.int64(C.ld_u32(rec, C._O_CLORD + 12)) != gst[G_SESSION_IDX]:
             gst[G_FOREIGN] += 1
             continue
+        if rt == R.RT_RECONCILE:
+            gst[G_RECONCILE_REQ] = 1
+            break
+        clord = np.int64(C.ld_u64(rec, C._O_CLORD))
+        if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) and control.kill_requested(cwords):
+            gst[G_KILLED] += 1
+            _refuse(ehdr, edata, rec, erow, gst, RJ_KILLED)
+            continue
         if gst[G_READY] == 0:
+            if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) and clord != 0 and ot_find(ot, clord) >= 0:
+                continue
             _refuse(ehdr, edata, rec, erow, gst, RJ_NOT_READY)
             continue
-        clord = np.int64(C.ld_u64(rec, C._O_CLORD))
         if clord == 0:
             _refuse(ehdr, edata, rec, erow, gst, RJ_BAD_CLORD)
             continue
+        if rt == R.RT_MASS_CANCEL and no_mass:
+            gst[G_MASS_PENDING] = 1 + np.int64(rec[C._M_SCOPE])
+            gst[G_MASS_INSTR] = np.int64(C.ld_u32(rec, C._O_INSTR))
+            break
         if utc < 0:
             utc = clock.tsc_to_utc_ns(cal, clock.now(cal))
         k = C.encode_order(rec, sbuf, pos, begin, comp, gst[G_NEXT_SEQ], utc, tcache, instr, syms)
         if k < 0:
             _refuse(ehdr, edata, rec, erow, gst, RJ_ENCODE_BASE - k)
             continue
+        inst = np.int64(C.ld_u32(rec, C._O_INSTR))
+        orig = 0
         if rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE:
-            side = rec[C._N_SIDE] if rt == R.RT_NEW_ORDER else rec[C._R_SIDE]
-            if ot_insert(ot, gst, clord, np.int64(C.ld_u32(rec, C._O_INSTR)), np.int64(side)) < 0:
+            if rt == R.RT_NEW_ORDER:
+                side = rec[C._N_SIDE]
+                qty = C.ld_i64(rec, C._N_QTY)
+            else:
+                side = rec[C._R_SIDE]
+                qty = C.ld_i64(rec, C._R_QTY)
+                orig = np.int64(C.ld_u64(rec, C._R_ORIG))
+            if ot_insert(ot, gst, clord, inst, np.int64(side), qty) < 0:
                 _refuse(ehdr, edata, rec, erow, gst, RJ_TOO_MANY_OPEN)
                 continue
+        elif rt == R.RT_CANCEL:
+            orig = np.int64(C.ld_u64(rec, C._C_ORIG))
+        _note_sent(sent, gst[G_NEXT_SEQ], np.int64(rt), clord, orig, inst)
+        batch[n, BT_PUBLISH] = C.ld_i64(rec, R.PUBLISH_TSC_OFF)
+        batch[n, BT_ORIGIN] = C.ld_i64(rec, R.ORIGIN_TSC_OFF)
+        batch[n, BT_CLORD] = clord if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) else 0
         gst[G_NEXT_SEQ] += 1
         gst[G_SENT] += 1
         pos += k
@@ -266,8 +415,28 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
 
 
 @njit(cache=True, nogil=True)
-def gw_track(rows, n, ehdr, edata, ot, gst):
-    """Publish ``n`` exec records and keep the open-order table in step with them."""
+def gw_sent(batch, n, send_tsc, cal, ot, hists, hidx):
+    """The batch of ``n`` orders went to the kernel at ``send_tsc``: order_to_wire (ring publish ->
+    send returned) and tick_to_trade (origin market event -> send returned) per order, and the
+    send TSC on each new order's / replace's row for wire_to_ack."""
+    for j in range(n):
+        hist.record(hists[hidx[HOP_O2W]], clock.tsc_to_ns(cal, send_tsc - batch[j, BT_PUBLISH]))
+        o = batch[j, BT_ORIGIN]
+        if 0 < o < send_tsc:
+            hist.record(hists[hidx[HOP_T2T]], clock.tsc_to_ns(cal, send_tsc - o))
+        if batch[j, BT_CLORD] != 0:
+            i = ot_find(ot, batch[j, BT_CLORD])
+            if i >= 0:
+                ot[i, OT_SENT] = send_tsc
+
+
+@njit(cache=True, nogil=True)
+def gw_track(rows, n, ehdr, edata, ot, gst, unk, cal, hists, hidx):
+    """Publish ``n`` exec records and keep the open-order table in step with them. A status
+    report (exec_type I) of a working order that is not in the table (an order nobody here knows,
+    e.g. from a mass status reply) is noted in ``unk`` (ClOrdID, instrument, side, leaves) for
+    the caller to cancel. The first answer to an order sent records wire_to_ack (send returned ->
+    the answer's bytes received)."""
     for r in range(n):
         row = rows[r]
         ring.publish(ehdr, edata, row)
@@ -275,6 +444,12 @@ def gw_track(rows, n, ehdr, edata, ot, gst):
         rt = row[8]
         clord = np.int64(C.ld_u64(row, C._X_CLORD))
         orig = np.int64(C.ld_u64(row, C._X_ORIG))
+        j = ot_find(ot, clord)
+        if j >= 0 and ot[j, OT_SENT] != 0:
+            rx = C.ld_i64(row, R.ORIGIN_TSC_OFF)
+            if rx > ot[j, OT_SENT]:
+                hist.record(hists[hidx[HOP_W2A]], clock.tsc_to_ns(cal, rx - ot[j, OT_SENT]))
+            ot[j, OT_SENT] = 0
         if rt == R.RT_ACK:
             et = row[C._A_EXECTYPE]
             os_ = row[C._A_ORDSTATUS]
@@ -282,6 +457,17 @@ def gw_track(rows, n, ehdr, edata, ot, gst):
             if et == R.EXEC_ORDER_STATUS and i >= 0 and ot[i, OT_PENDING] != 0:
                 ot[i, OT_PENDING] = 0
                 gst[G_STATUS_PENDING] -= 1
+            if et == R.EXEC_ORDER_STATUS and i < 0 and clord != 0:
+                for w in _WORKING:
+                    if os_ == w:
+                        k = gst[G_UNKNOWN_N]
+                        if k < unk.shape[0]:
+                            unk[k, 0] = clord
+                            unk[k, 1] = np.int64(C.ld_u32(row, C._O_INSTR))
+                            unk[k, 2] = np.int64(row[C._A_SIDE])
+                            unk[k, 3] = C.ld_i64(row, C._A_LEAVES)
+                            gst[G_UNKNOWN_N] = k + 1
+                        break
             if et == R.EXEC_CANCELED or et == R.EXEC_REPLACED:
                 if orig != 0:
                     ot_delete(ot, gst, orig)
@@ -305,22 +491,23 @@ def gw_track(rows, n, ehdr, edata, ot, gst):
 
 
 @njit(cache=True, nogil=True)
-def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst):
+def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst, unk, cal, hists, hidx):
     """parse_messages + gw_track in one call; returns the parser's P_* code (state in ``st``)."""
     code = C.parse_messages(buf, start, end, st, instr, syms, out, rx_tsc)
-    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst)
+    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst, unk, cal, hists, hidx)
     return code
 
 
 @njit(cache=True, nogil=True)
 def gw_working(ot, ids, info):
-    """Copy the open orders (ClOrdID, instrument, side) out; returns how many."""
+    """Copy the open orders (ClOrdID, instrument, side, qty) out; returns how many."""
     n = 0
     for i in range(ot.shape[0]):
         if ot[i, OT_KEY] != 0:
             ids[n] = ot[i, OT_KEY]
             info[n, 0] = ot[i, OT_INSTR]
             info[n, 1] = ot[i, OT_SIDE]
+            info[n, 2] = ot[i, OT_QTY]
             n += 1
     return n
 
@@ -359,6 +546,11 @@ class GatewayConfig:
     open_orders: int = 65536
     reset_on_logon: bool = False
     validate: bool = False
+    logon_signature: str = ""
+    signing_key_file: str = ""
+    mass_cancel_on_kill: bool = True
+    mass_status: bool = True
+    tls: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_table(cls, name: str, t: dict, state_dir: str = "/var/lib/appliance/state") -> "GatewayConfig":
@@ -382,6 +574,14 @@ class GatewayConfig:
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
                 v = float(v)
+            if want == "dict":
+                from appliance.fix import tls as tls_mod
+                if not isinstance(v, dict):
+                    raise ConfigError(f"{where}.{k}: expected a table")
+                try:
+                    tls_mod.TlsSettings.from_table(v)
+                except ValueError as e:
+                    raise ConfigError(f"{where}.{k}: {e}") from None
             if k == "instruments":
                 v = cls._instruments(where, v)
             kw[k] = v
@@ -434,35 +634,145 @@ class GatewayConfig:
 
 
 def load_session_config(cfg, name: str) -> GatewayConfig:
+    """[fix.sessions.NAME] with its instruments from the [[instruments]] registry: those of the
+    session's venue, in id order (the order records' ``instrument`` indexes them)."""
     from appliance.config import ConfigError
-    sessions = cfg.extra.get("fix", {}).get("sessions", {})
+    sessions = _sessions(cfg)
     if name not in sessions:
         raise ConfigError(f"fix.sessions: no session named {name!r} (have: {', '.join(sessions) or 'none'})")
-    return GatewayConfig.from_table(name, sessions[name], cfg.appliance.state_dir)
+    t = sessions[name]
+    if not isinstance(t, dict):
+        raise ConfigError(f"fix.sessions.{name}: expected a table")
+    if "instruments" in t:
+        raise ConfigError(f"fix.sessions.{name}.instruments: the session trades the "
+                          f"[[instruments]] entries of its venue (set venue = \"...\")")
+    venue = t.get("venue", GatewayConfig.venue)
+    table = dict(t, instruments=[{"symbol": i.symbol, "tick_size": i.tick, "lot_size": i.lot}
+                                 for i in cfg.instruments_of(venue)])
+    return GatewayConfig.from_table(name, table, cfg.appliance.state_dir)
+
+
+def _sessions(cfg) -> dict:
+    from appliance.config import ConfigError
+    fix = cfg.extra.get("fix", {})
+    if not isinstance(fix, dict):
+        raise ConfigError("fix: expected a table with [fix.sessions.NAME] tables")
+    for k in fix:
+        if k != "sessions":
+            raise ConfigError(f"fix.{k}: unknown key (known: sessions)")
+    sessions = fix.get("sessions", {})
+    if not isinstance(sessions, dict):
+        raise ConfigError("fix.sessions: expected tables [fix.sessions.NAME]")
+    return sessions
+
+
+def validate_config(cfg) -> None:
+    """The FIX part of ``config.load``: every [fix.sessions.NAME] table, with its instruments;
+    session indexes and exec rings unique."""
+    from appliance.config import ConfigError
+    seen_idx, seen_ring = {}, {}
+    for name in _sessions(cfg):
+        g = load_session_config(cfg, name)
+        for d, k, what in ((seen_idx, g.session_index, "session_index"),
+                           (seen_ring, g.exec_ring, "exec_ring")):
+            if k in d:
+                raise ConfigError(f"fix.sessions.{name}.{what}: {k!r} is also session {d[k]}'s")
+            d[k] = name
 
 
 def read_credentials(path: str) -> list:
-    """(553 Username, 554 Password) from a TOML file readable by its owner only."""
-    if not path:
-        return []
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as e:
-        raise PermissionError(f"credentials_file {p}: {e.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError(f"credentials_file {p}: mode {oct(st.st_mode & 0o777)} lets others "
-                              f"read it; chmod 600")
-    data = tomllib.loads(p.read_text())
-    unknown = set(data) - {"username", "password"}
-    if unknown:
-        raise ValueError(f"credentials_file {p}: unknown keys {sorted(unknown)}")
-    out = []
-    if "username" in data:
-        out.append((553, str(data["username"]).encode()))
-    if "password" in data:
-        out.append((554, str(data["password"]).encode()))
-    return out
+    """(553 Username, 554 Password) from a TOML file readable by its owner only
+    (``admin.read_credentials``; the password is an ``admin.Secret``)."""
+    from appliance.fix import admin
+    return admin.read_credentials(path) if path else []
+
+
+def _i64(u) -> int:
+    """uint64 bits as the int64 the tables hold."""
+    u = int(u)
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+# ------------------------------------------------------------------------------------------------
+# the open-order table on disk
+# ------------------------------------------------------------------------------------------------
+OO_MAGIC = 0x4F4F5432            # "2TOO": open-order file, layout 2 (OT_COLS columns)
+OO_HDR = 8                        # header words before the table
+H_MAGIC, H_CAP, H_RING_CREATED, H_RING_POS, H_NEXT_GWID = range(5)
+
+
+class OpenOrderFile:
+    """The open-order table and the order-ring position in a mapped file
+    (``<store_dir>/open_orders``, 0600): the compiled steps write the table in place, so a
+    process killed at any instruction restarts with every order it had sent (the table is
+    rebuilt on open, which also drops a row duplicated by a delete that was cut short).
+
+    Header words: magic, capacity, the order ring's creation time and the position after the
+    last order handled (saved once the batch holding it went to the kernel), and the next
+    gateway-assigned ClOrdID counter. ``path=None`` keeps everything in memory."""
+
+    def __init__(self, path, capacity: int, gst):
+        self.path = path
+        self.mm = None
+        size = (OO_HDR + capacity * OT_COLS) * 8
+        rows = np.zeros((0, OT_COLS), np.int64)
+        old_hdr = np.zeros(OO_HDR, np.int64)
+        if path is None:
+            arr = np.zeros(size // 8, np.int64)
+        else:
+            from appliance.fix.store import open_private
+            fd = open_private(path, os.O_RDWR)
+            try:
+                have = os.fstat(fd).st_size
+                if have >= OO_HDR * 8:
+                    old = np.frombuffer(os.pread(fd, have, 0), np.int64)
+                    if old[H_MAGIC] == OO_MAGIC and old[H_CAP] > 0 and have == (OO_HDR + old[H_CAP] * OT_COLS) * 8:
+                        old_hdr = old[:OO_HDR].copy()
+                        t = old[OO_HDR:].reshape(-1, OT_COLS)
+                        rows = t[t[:, OT_KEY] != 0].copy()
+                    else:
+                        log.warning("%s: not an open-order file of this layout; starting empty", path)
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, size)
+                self.mm = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+            arr = np.frombuffer(self.mm, np.int64)
+        self.hdr = arr[:OO_HDR]
+        self.ot = arr[OO_HDR:].reshape(capacity, OT_COLS)
+        self.hdr[H_CAP] = capacity
+        self.hdr[H_RING_CREATED] = old_hdr[H_RING_CREATED]
+        self.hdr[H_RING_POS] = old_hdr[H_RING_POS]
+        self.hdr[H_NEXT_GWID] = max(int(old_hdr[H_NEXT_GWID]), 1)
+        gst[G_OPEN] = 0
+        gst[G_STATUS_PENDING] = 0
+        seen = set()
+        for r in rows:
+            k = int(r[OT_KEY])
+            if k in seen:
+                continue
+            seen.add(k)
+            if ot_insert(self.ot, gst, k, int(r[OT_INSTR]), int(r[OT_SIDE]), int(r[OT_QTY])) < 0:
+                log.error("%s: open-order table of %d rows cannot hold the %d orders on file", path,
+                          capacity, len(rows))
+                break
+        self.hdr[H_MAGIC] = OO_MAGIC
+        self.restored = int(gst[G_OPEN])
+
+    def next_gateway_id(self) -> int:
+        n = int(self.hdr[H_NEXT_GWID])
+        self.hdr[H_NEXT_GWID] = n + 1
+        return GW_ID_BIT | n
+
+    def close(self) -> None:
+        if self.mm is not None:
+            self.hdr = self.ot = None
+            try:
+                self.mm.flush()
+                self.mm.close()
+            except BufferError:          # a view is still alive somewhere: the kernel keeps the data
+                pass
+            self.mm = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -484,7 +794,11 @@ class GatewayApplication:
         self.gw._slow_app_message(msg)
 
     def logon_fields(self, session):
-        return self.gw.credentials
+        return self.gw.logon_hook(session) if self.gw.logon_hook is not None else []
+
+    def on_admin_message(self, session, msg):
+        if msg.msg_type == b"3":
+            self.gw._venue_rejected(msg, RJ_SESSION_REJECT)
 
     def verify_logon(self, session, msg):
         pass
@@ -498,15 +812,19 @@ class Gateway:
     READ_MAX = 1 << 16
 
     def __init__(self, gcfg: GatewayConfig, order_reader, exec_writer, store, *, wait_params=None,
-                 clock_fn=time.time, cal=None, message_log=None, heartbeat=None):
+                 clock_fn=time.time, cal=None, message_log=None, heartbeat=None, control_words=None,
+                 actor_index: int = -1, persist: bool = True, hists=None, hist_slots=None):
+        from appliance.fix import admin
         from appliance.fix import dictionary as dictionary_mod
+        from appliance.fix import tls as tls_mod
         from appliance.fix.session import Session, SessionConfig
         self.cfg = gcfg
         self.orders = order_reader
         self.execs = exec_writer
         self.clock = clock_fn
         self.cal = cal if cal is not None else clock.calibration()
-        self.credentials = read_credentials(gcfg.credentials_file)
+        self.logon_hook = admin.logon_hook(gcfg.credentials_file, gcfg.logon_signature, gcfg.signing_key_file)
+        self.tls = tls_mod.TlsSettings.from_table(gcfg.tls).client_context() if gcfg.tls else None
         self.instr, self.syms = C.instrument_tables(gcfg.instruments)
         begin, comp = C.session_constants(gcfg.begin_string, gcfg.sender_comp_id, gcfg.target_comp_id)
         self.consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
@@ -517,7 +835,29 @@ class Gateway:
         self.gst = np.zeros(G_SIZE, np.int64)
         self.gst[G_SESSION_IDX] = gcfg.session_index
         self.gst[G_VENUE] = R.VENUE_IDS[gcfg.venue]
-        self.ot = np.zeros((gcfg.open_orders, OT_COLS), np.int64)
+        sdir = getattr(store, "dir", None)
+        self.oo = OpenOrderFile(Path(sdir) / "open_orders" if (persist and sdir is not None) else None,
+                                gcfg.open_orders, self.gst)
+        self.ot = self.oo.ot
+        self.sent = np.zeros((SENT_CAP, SM_COLS), np.int64)
+        self.unk = np.zeros((UNKNOWN_CAP, 4), np.int64)
+        self.batch = np.zeros((gcfg.max_batch + 1, 3), np.int64)
+        # telemetry rows (the actor's mapped region, or private ones): order_to_wire,
+        # wire_to_ack, tick_to_trade
+        self.hists = hists if hists is not None else np.zeros((len(HOPS), hist.ROW), np.int64)
+        self.hidx = np.array(hist_slots if hist_slots is not None else range(len(HOPS)), np.int64)
+        self.mass_status = gcfg.mass_status and gcfg.begin_string >= "FIX.4.4"
+        self.cwords = control_words if control_words is not None else \
+            np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
+        self.actor_index = actor_index
+        self.kill_epoch = 0               # last kill epoch acted on
+        self.kill_sent = False            # its cancels are out on the current connection
+        self.kill_sent_at = 0.0
+        self.kill_done = 0
+        self._refused_logged = 0
+        self._killed_logged = 0
+        self._refuse_log_next = 0.0
+        self._lost_logged = 0
         self.wparams = wait_params if wait_params is not None else wait.make("spin_yield")
         self.wstate = wait.new_state()
         self.rbuf = np.zeros(self.RECV_CAP, np.uint8)
@@ -547,8 +887,222 @@ class Gateway:
         self.heartbeat = heartbeat          # control-block heartbeat, called about every 50 ms
         self.next_beat = 0.0
         self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
-                         "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0}
+                         "session_rejects": 0, "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0,
+                         "kill_cancels": 0, "mass_status_requests": 0, "unknown_cancels": 0}
         self._logged_counts = {}
+        self._resume_ring()
+        if self.oo.restored:
+            log.info("%s: %d working orders restored from %s; they are reconciled after logon",
+                     gcfg.name, self.oo.restored, self.oo.path)
+
+    # ---- order ring position ------------------------------------------------------------
+    def _resume_ring(self) -> None:
+        """Continue the order ring where the last run left it (orders published while this
+        gateway was down are then refused with a reject, not skipped), if it is the same ring
+        and those records are still in it."""
+        region = getattr(self.orders, "region", None)
+        if region is None:
+            return
+        created = int(region.words[shm.W_CREATED_NS])
+        head = int(self.orders.hdr[shm.W_HEAD])
+        cap = int(self.orders.hdr[shm.W_CAPACITY])
+        pos = int(self.oo.hdr[H_RING_POS])
+        if int(self.oo.hdr[H_RING_CREATED]) == created and 0 < pos <= head:
+            if head - pos >= cap:
+                log.error("%s: %d order records published while the gateway was down; the ring holds "
+                          "%d: the oldest %d were lost without a reject", self.cfg.name, head - pos,
+                          cap, head - pos - cap + 1)
+                pos = head - cap + 1
+            if pos < head:
+                log.warning("%s: %d order records were published while the gateway was down; each is "
+                            "answered now (refused unless already sent)", self.cfg.name, head - pos)
+            self.orders.cur[ring.CUR_POS] = pos
+        self.oo.hdr[H_RING_CREATED] = created
+        self.oo.hdr[H_RING_POS] = int(self.orders.cur[ring.CUR_POS])
+
+    def _save_ring_pos(self) -> None:
+        self.oo.hdr[H_RING_POS] = int(self.orders.cur[ring.CUR_POS])
+
+    # ---- refusals, rejects from the venue -------------------------------------------------
+    def _log_refusals(self, now: float, force: bool = False) -> None:
+        g = self.gst
+        n = int(g[G_REFUSED]) - self._refused_logged
+        if n <= 0 or (now < self._refuse_log_next and not force):
+            return
+        self._refused_logged = int(g[G_REFUSED])
+        self._refuse_log_next = now + 1.0
+        reason = int(g[G_LAST_REASON])
+        log.warning("%s: %d order record(s) refused and answered with a REJECT (last: ClOrdID %d, "
+                    "reason %d %s; session %s)", self.cfg.name, n, int(np.uint64(g[G_LAST_REFUSED])),
+                    reason, RJ_NAMES.get(reason, "?"), "ready" if g[G_READY] else "not ready")
+        lost = self.orders.lost if hasattr(self.orders, "lost") else 0
+        if lost != self._lost_logged:
+            log.error("%s: %d order records lost to ring lapping (no reject possible)", self.cfg.name,
+                      lost - self._lost_logged)
+            self._lost_logged = lost
+
+    def _venue_rejected(self, msg, reason: int) -> None:
+        """A session Reject (35=3) or BusinessMessageReject (35=j) of one of our messages: a REJECT
+        record for the engine (the order never reached the book), plus a log line."""
+        ref = msg.get_int(45)
+        text = (msg.get(58) or b"").decode("latin-1")
+        key = "session_rejects" if reason == RJ_SESSION_REJECT else "business_rejects"
+        self.counters[key] += 1
+        j = -1 if ref is None else ref & (SENT_CAP - 1)
+        if j < 0 or int(self.sent[j, SM_SEQ]) != ref or self.sent[j, SM_RT] == 0:
+            log.warning("%s: %s of our message %s (%s): %s (no order of ours at that MsgSeqNum)",
+                        self.cfg.name, "session Reject" if reason == RJ_SESSION_REJECT else
+                        "BusinessMessageReject", ref, (msg.get(372) or b"?").decode("latin-1"), text)
+            return
+        rt, clord, orig, inst = (int(self.sent[j, SM_RT]), int(self.sent[j, SM_CLORD]),
+                                 int(self.sent[j, SM_ORIG]), int(self.sent[j, SM_INSTR]))
+        self.sent[j, SM_RT] = 0
+        log.warning("%s: venue %s our %s ClOrdID %d (MsgSeqNum %d): %s", self.cfg.name,
+                    "rejected (35=3)" if reason == RJ_SESSION_REJECT else "business-rejected (35=j)",
+                    R.RTYPE_NAMES.get(rt, chr(rt) if 32 < rt < 127 else rt), int(np.uint64(clord)), ref, text)
+        if rt == ord("A"):                   # OrderMassStatusRequest
+            log.warning("%s: the venue refused OrderMassStatusRequest; reconciling the orders this "
+                        "gateway knows one by one from now on", self.cfg.name)
+            self.mass_status = False
+            return
+        if rt == ord("H"):                   # a status request: stop waiting for its answer
+            i = ot_find(self.ot, clord)
+            if i >= 0 and self.ot[i, OT_PENDING]:
+                self.ot[i, OT_PENDING] = 0
+                self.gst[G_STATUS_PENDING] -= 1
+            return
+        if rt == R.RT_MASS_CANCEL or (rt == R.RT_CANCEL and clord & GW_ID_BIT and self.kill_epoch):
+            if rt == R.RT_MASS_CANCEL:
+                log.warning("%s: mass cancel refused by the venue; cancelling order by order", self.cfg.name)
+                self._cancel_each(self.clock(), 7, 0)
+            return
+        row = self.row1[0]
+        row[:] = 0
+        rec = row.view(R.REJECT)
+        rec[0]["rtype"] = R.RT_REJECT
+        rec[0]["venue"] = self.gst[G_VENUE]
+        rec[0]["instrument"] = inst
+        rec[0]["origin_tsc"] = clock.now(self.cal)
+        rec[0]["clord_id"] = np.uint64(clord & 0xFFFFFFFFFFFFFFFF)
+        rec[0]["orig_clord_id"] = np.uint64(orig & 0xFFFFFFFFFFFFFFFF)
+        rec[0]["session"] = self.cfg.session_index
+        rec[0]["reason"] = reason
+        rec[0]["is_cancel_reject"] = 1 if rt in (R.RT_CANCEL, R.RT_REPLACE) else 0
+        rec[0]["ord_status"] = R.EXEC_REJECTED if rt == R.RT_NEW_ORDER else 0
+        rec[0]["text"] = text.encode("latin-1")[:48]
+        gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk, self.cal,
+                 self.hists, self.hidx)
+
+    # ---- kill switch ----------------------------------------------------------------------
+    def _gwk(self, field: str, value: int) -> None:
+        if self.actor_index < 0:
+            return
+        off = (R.CONTROL_BLOCK.fields["gw_kill"][1] + self.actor_index * R.GW_KILL.itemsize
+               + R.GW_KILL.fields[field][1])
+        control.store_release_py(self.cwords, off, int(value))
+
+    def _check_kill(self, now: float) -> None:
+        """Act on a kill request: block new orders (the compiled step does), cancel every
+        working order this gateway knows (mass cancel where the dialect has it), and acknowledge
+        in the control block: seen, cancels sent, none left working."""
+        w = self.cwords
+        if w[control.KILL_OFF // 8] == 0:
+            return
+        ep = int(w[control.KILL_EPOCH_OFF // 8])
+        if ep != self.kill_epoch:
+            self.kill_epoch = ep
+            self.kill_sent = False
+            self.kill_done = 0
+            log.warning("%s: kill switch set (epoch %d): no new order passes; cancelling %d working "
+                        "order(s)", self.cfg.name, ep, int(self.gst[G_OPEN]))
+            self._gwk("seen_epoch", ep)
+        if self.kill_done == ep:
+            return
+        open_n = int(self.gst[G_OPEN])
+        if open_n == 0 and not self.reconciling:
+            self.kill_sent = True
+            self._gwk("working", 0)
+            self._gwk("sent_epoch", ep)
+            self._gwk("done_time_ns", time.time_ns())
+            if self.actor_index >= 0:
+                control.actor_ack_kill(self.cwords, self.actor_index, ep)
+            self.kill_done = ep
+            log.warning("%s: kill epoch %d: no working order left on this session", self.cfg.name, ep)
+            return
+        if not self.session.logged_on:
+            return
+        if not self.kill_sent:
+            if self.cfg.begin_string >= "FIX.4.4" and self.cfg.mass_cancel_on_kill:
+                self._send_mass_cancel(now)
+            else:
+                self._cancel_each(now, 7, 0)
+            self.kill_sent = True
+            self.kill_sent_at = now
+            self._gwk("working", open_n)
+            self._gwk("sent_epoch", ep)
+        elif now - self.kill_sent_at >= self.cfg.reconcile_timeout_s:
+            log.warning("%s: kill epoch %d: %d order(s) still working after %.1fs; cancelling each",
+                        self.cfg.name, ep, open_n, self.cfg.reconcile_timeout_s)
+            self._cancel_each(now, 7, 0)
+            self.kill_sent_at = now
+            self._gwk("working", open_n)
+
+    def _encode_admin_order(self, rec_row, now: float) -> bytes:
+        """Encode one order record the gateway makes itself (cancels) with the next MsgSeqNum."""
+        seq = self.session.next_seq()
+        utc = int(clock.tsc_to_utc_ns(self.cal, clock.now(self.cal)))
+        out = np.zeros(C.MAX_MSG + len(self.begin) + len(self.comp), np.uint8)
+        k = C.encode_order(rec_row, out, 0, self.begin, self.comp, seq, utc, self.scratch[2], self.instr, self.syms)
+        if k < 0:
+            raise C.CodecError(f"gateway cancel: {C.E_NAMES.get(k, k)}")
+        rt = int(rec_row[8])
+        _note_sent(self.sent, seq, rt, _i64(C.ld_u64(rec_row, C._O_CLORD)),
+                   _i64(C.ld_u64(rec_row, C._C_ORIG)) if rt == R.RT_CANCEL else 0,
+                   int(C.ld_u32(rec_row, C._O_INSTR)))
+        self.session.note_sent(now)
+        return out[:k].tobytes()
+
+    def _send_mass_cancel(self, now: float) -> None:
+        row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+        rec = row.view(R.MASS_CANCEL)
+        rec[0]["rtype"] = R.RT_MASS_CANCEL
+        rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+        rec[0]["session"] = self.cfg.session_index
+        rec[0]["scope"] = 7
+        self.counters["kill_cancels"] += 1
+        log.warning("%s: OrderMassCancelRequest (all orders) sent", self.cfg.name)
+        self._send(self._encode_admin_order(row, now))
+
+    def _cancel_each(self, now: float, scope: int, instrument: int) -> None:
+        """One OrderCancelRequest per working order (all, or those of ``instrument`` for scope 1),
+        with gateway-assigned ClOrdIDs."""
+        cap = self.ot.shape[0]
+        ids = np.zeros(cap, np.int64)
+        info = np.zeros((cap, 3), np.int64)
+        n = gw_working(self.ot, ids, info)
+        row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+        rec = row.view(R.CANCEL)
+        chunks = []
+        for clord, (inst, side, qty) in zip(ids[:n], info[:n]):
+            if scope == 1 and inst != instrument:
+                continue
+            row[:] = 0
+            rec[0]["rtype"] = R.RT_CANCEL
+            rec[0]["instrument"] = inst
+            rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+            rec[0]["orig_clord_id"] = np.uint64(int(clord) & 0xFFFFFFFFFFFFFFFF)
+            rec[0]["session"] = self.cfg.session_index
+            rec[0]["qty"] = max(int(qty), 1)
+            rec[0]["side"] = side
+            try:
+                chunks.append(self._encode_admin_order(row, now))
+            except C.CodecError as e:
+                log.error("%s: cannot cancel ClOrdID %d: %s", self.cfg.name, int(np.uint64(clord)), e)
+        self.store.sync()
+        self.counters["kill_cancels"] += len(chunks)
+        log.warning("%s: %d OrderCancelRequest(s) sent, one per working order", self.cfg.name, len(chunks))
+        if chunks:
+            self._send(b"".join(chunks))
 
     # ---- exec-ring notices --------------------------------------------------------------
     def _publish_session(self, state: int) -> None:
@@ -577,6 +1131,19 @@ class Gateway:
             self.backoff = min(self.backoff * 2, self.cfg.reconnect_max_ms / 1000)
             return
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            import ssl
+            sni = self.cfg.tls.get("SSLServerName") or self.cfg.host
+            try:
+                s.settimeout(5.0)
+                s = self.tls.wrap_socket(s, server_hostname=sni)
+            except (OSError, ssl.SSLError) as e:
+                s.close()
+                log.warning("%s: TLS handshake with %s:%d failed: %s (retry in %.2fs)", self.cfg.name,
+                            self.cfg.host, self.cfg.port, e, self.backoff)
+                self.backoff = min(self.backoff * 2, self.cfg.reconnect_max_ms / 1000)
+                return
+            log.info("%s: TLS %s, %s", self.cfg.name, s.version(), s.cipher()[0])
         s.setblocking(False)
         self.sock = s
         self.counters["connects"] += 1
@@ -597,6 +1164,7 @@ class Gateway:
         self.counters["disconnects"] += 1
         self.session.disconnected(now)
         self.gst[G_READY] = 0
+        self.kill_sent = False
         self.reconciling = False
         self._logon_pending = False
         self._publish_session(R.SESSION_DOWN)
@@ -611,7 +1179,7 @@ class Gateway:
             return
         try:
             n = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             n = 0
         except OSError as e:
             self._disconnect(self.clock(), f"send failed: {e}")
@@ -623,7 +1191,7 @@ class Gateway:
         while self.outbuf and self.sock is not None:
             try:
                 n = self.sock.send(self.outbuf)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 break
             except OSError as e:
                 self._disconnect(self.clock(), f"send failed: {e}")
@@ -653,7 +1221,8 @@ class Gateway:
             st = self.pst
             st[C.ST_EXPECT_SEQ] = self.store.next_target
             code = gw_receive(buf, self.rstart, self.rend, st, self.instr, self.syms, self.out,
-                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst)
+                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk,
+                              self.cal, self.hists, self.hidx)
             if st[C.ST_EXPECT_SEQ] != self.store.next_target:
                 self.store.set_next_target(int(st[C.ST_EXPECT_SEQ]))
                 self.session.last_received = now
@@ -680,14 +1249,13 @@ class Gateway:
             raw = np.frombuffer(msg.raw, np.uint8)
             if C.decode_app_message(raw, 0, len(raw), self.pst, self.instr, self.syms, self.row1[0],
                                     clock.now(self.cal)):
-                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst)
+                gw_track(self.row1, 1, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk, self.cal,
+                 self.hists, self.hidx)
             else:
                 self.counters["bad_slow_msgs"] += 1
                 log.warning("%s: undecodable %s: %s", self.cfg.name, mt.decode(), msg.raw[:200])
         elif mt == b"j":
-            self.counters["business_rejects"] += 1
-            log.warning("%s: BusinessMessageReject: ref seq %s type %s reason %s: %s", self.cfg.name,
-                        msg.get(45), msg.get(372), msg.get(380), msg.get(58))
+            self._venue_rejected(msg, RJ_BUSINESS_REJECT)
         elif mt == b"r":
             log.info("%s: OrderMassCancelReport: %s cancelled (response %s)", self.cfg.name,
                      msg.get(533), msg.get(531))
@@ -705,12 +1273,63 @@ class Gateway:
                 log.warning("%s: inbound %s: %d so far", self.cfg.name, name, v)
 
     # ---- reconciliation -----------------------------------------------------------------
+    def _send_mass_status(self, now: float) -> None:
+        """OrderMassStatusRequest (35=AF, all orders): the venue reports every working order,
+        those nobody here knows included (they are cancelled as their reports arrive)."""
+        req = self.oo.next_gateway_id()
+        seq = self.session.send_app(b"AF", [(584, b"%d" % req), (585, b"7")])
+        _note_sent(self.sent, seq, ord("A"), _i64(req), 0, 0)
+        self.counters["mass_status_requests"] += 1
+        self._send(self.session.take_output())
+
+    def _cancel_unknown(self, now: float) -> None:
+        """Cancel the working orders the venue reported that this gateway does not know."""
+        n = int(self.gst[G_UNKNOWN_N])
+        self.gst[G_UNKNOWN_N] = 0
+        if not self.session.logged_on:
+            return
+        row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+        rec = row.view(R.CANCEL)
+        chunks = []
+        for clord, inst, side, leaves in self.unk[:n]:
+            if int(clord) & GW_ID_BIT or not 0 <= inst < len(self.cfg.instruments) or side not in (1, 2):
+                log.error("%s: the venue reports working order %d that nobody knows, on an instrument "
+                          "or side this session cannot name; cancel it by hand", self.cfg.name,
+                          int(np.uint64(int(clord) & 0xFFFFFFFFFFFFFFFF)))
+                continue
+            row[:] = 0
+            rec[0]["rtype"] = R.RT_CANCEL
+            rec[0]["instrument"] = inst
+            rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+            rec[0]["orig_clord_id"] = np.uint64(int(clord) & 0xFFFFFFFFFFFFFFFF)
+            rec[0]["session"] = self.cfg.session_index
+            rec[0]["qty"] = max(int(leaves), 1)
+            rec[0]["side"] = side
+            chunks.append(self._encode_admin_order(row, now))
+        if chunks:
+            self.counters["unknown_cancels"] += len(chunks)
+            log.warning("%s: %d working order(s) at the venue that nobody here knows: cancelled",
+                        self.cfg.name, len(chunks))
+            self.store.sync()
+            self._send(b"".join(chunks))
+
+    def _reconcile_requested(self, now: float) -> None:
+        """The engine restarted (RT_RECONCILE): confirm every working order again."""
+        self.gst[G_RECONCILE_REQ] = 0
+        log.info("%s: reconciliation requested by the engine", self.cfg.name)
+        if self.session.logged_on and not self.reconciling:
+            self.gst[G_READY] = 0
+            self._start_reconcile(now)
+
     def _start_reconcile(self, now: float) -> None:
+        self.gst[G_READY] = 0
         self._publish_session(R.SESSION_UP)
         self.counters["reconciles"] += 1
+        if self.mass_status:
+            self._send_mass_status(now)
         cap = self.ot.shape[0]
         ids = np.zeros(cap, np.int64)
-        info = np.zeros((cap, 2), np.int64)
+        info = np.zeros((cap, 3), np.int64)
         n = gw_working(self.ot, ids, info)
         if n == 0:
             self._reconciled()
@@ -722,7 +1341,7 @@ class Gateway:
         utc = int(clock.tsc_to_utc_ns(self.cal, clock.now(self.cal)))
         out = np.zeros(C.MAX_MSG + len(self.begin) + len(self.comp), np.uint8)
         chunks = []
-        for clord, (inst, side) in zip(ids, info):
+        for clord, (inst, side, _qty) in zip(ids, info):
             if mark:
                 gw_mark_pending(self.ot, self.gst, clord)
             seq = self.session.next_seq()
@@ -732,6 +1351,7 @@ class Gateway:
                 raise C.CodecError(f"status request for {int(np.uint64(clord))}: {C.E_NAMES.get(k, k)}")
             raw = out[:k].tobytes()
             self.session.record_sent(seq, raw, now)
+            _note_sent(self.sent, seq, ord("H"), np.int64(clord), 0, int(inst))
             chunks.append(raw)
         self.store.sync()
         self.counters["status_requests"] += len(chunks)
@@ -747,7 +1367,7 @@ class Gateway:
         elif now >= self.reconcile_deadline:
             cap = self.ot.shape[0]
             ids = np.zeros(cap, np.int64)
-            info = np.zeros((cap, 2), np.int64)
+            info = np.zeros((cap, 3), np.int64)
             n = gw_working(self.ot, ids, info)
             pend = [i for i in range(n) if self.ot[ot_find(self.ot, ids[i]), OT_PENDING]]
             log.warning("%s: %d status requests unanswered after %.1fs; asking again", self.cfg.name,
@@ -767,7 +1387,15 @@ class Gateway:
     def _step_orders(self) -> int:
         return gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
                        self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
-                       self.syms, self.ot, self.cal, self.cfg.max_batch)
+                       self.syms, self.ot, self.cal, self.cfg.max_batch, self.cwords, self.sent, self.batch)
+
+    def _expand_mass_cancel(self, now: float) -> None:
+        """FIX 4.2: the MASS_CANCEL record gw_step stopped at, as one cancel per order."""
+        scope = int(self.gst[G_MASS_PENDING]) - 1
+        inst = int(self.gst[G_MASS_INSTR])
+        self.gst[G_MASS_PENDING] = 0
+        if self.session.logged_on:
+            self._cancel_each(now, scope, inst)
 
     def step(self) -> None:
         """One loop iteration: orders out, bytes in, timers; idles with the wait strategy when
@@ -776,11 +1404,16 @@ class Gateway:
         if self.heartbeat is not None and now >= self.next_beat:
             self.next_beat = now + 0.05
             self.heartbeat()
+        self._check_kill(now)
         busy = self._orders_waiting()
         if self.sock is None:
             self.gst[G_READY] = 0
             if busy:
                 self._step_orders()                 # refuses what arrives meanwhile
+                self.gst[G_MASS_PENDING] = 0        # nothing to cancel on a dead session
+                self.gst[G_RECONCILE_REQ] = 0       # the next logon reconciles anyway
+                self._save_ring_pos()
+                self._log_refusals(now)
             else:
                 wait.idle(self.wparams, self.wstate)
             now = self.clock()
@@ -790,20 +1423,30 @@ class Gateway:
         if busy:
             if self.gst[G_READY]:
                 self.gst[G_NEXT_SEQ] = self.store.next_sender
-                if self._step_orders():
+                n_sent = self._step_orders()
+                if n_sent:
                     self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
                     self.session.last_sent = now
                     self._send(self.sbuf[:self.gst[G_SEND_LEN]])
                     self.last_send_tsc = int(clock.now(self.cal))   # telemetry: batch handed to the kernel
+                    gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot, self.hists, self.hidx)
+                if self.gst[G_MASS_PENDING]:
+                    self._expand_mass_cancel(now)
             else:
                 self._step_orders()                 # logging on or reconciling: refused at once
+                self.gst[G_MASS_PENDING] = 0
+            if self.gst[G_RECONCILE_REQ]:
+                self._reconcile_requested(now)
+            self._save_ring_pos()
+            if self.gst[G_REFUSED] != self._refused_logged:
+                self._log_refusals(now)
         if self.sock is None:
             return
         if self.outbuf:
             self._flush()
         try:
             k = self.sock.recv_into(self.rview[self.rend:], min(self.READ_MAX, self.RECV_CAP - self.rend))
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             k = -1
         except OSError as e:
             self._disconnect(now, f"recv failed: {e}")
@@ -816,6 +1459,8 @@ class Gateway:
             self.rend += k
             self._received(now, rx)
             busy = True
+            if self.gst[G_UNKNOWN_N]:
+                self._cancel_unknown(now)
         if busy:
             wait.reset(self.wstate)
         else:
@@ -828,6 +1473,7 @@ class Gateway:
         if now >= self.next_timer:
             self.next_timer = now + 0.05
             self._send(self.session.on_timer(now))
+            self._log_refusals(now)
         if self.session.logged_on:
             self.backoff = self.cfg.reconnect_min_ms / 1000
         if self.sock is not None and self.session.closing:
@@ -847,60 +1493,161 @@ class Gateway:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 log.exception("%s: logout on close failed", self.cfg.name)
             self._disconnect(self.clock(), "gateway stopped")
+        self._log_refusals(self.clock(), force=True)
+        self._save_ring_pos()
+        self.ot = None
+        self.oo.close()
+
+
+def warm(gcfg: "GatewayConfig") -> None:
+    """Compile and run every kernel of the gateway once on scratch data (local rings, a scratch
+    open-order table): a NewOrderSingle encoded, an ExecutionReport parsed and tracked, a status
+    request, the table's insert/find/delete."""
+    cal = clock.calibration()
+    instr, syms = C.instrument_tables(gcfg.instruments)
+    begin, comp = C.session_constants(gcfg.begin_string, gcfg.sender_comp_id, gcfg.target_comp_id)
+    consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
+    ohdr, odata = ring.local_ring(R.ORDER_RECORD_SIZE, 16)
+    ehdr, edata = ring.local_ring(R.EXEC_RECORD_SIZE, 16)
+    ocur = ring.local_cursor(ohdr)
+    scratch = np.zeros((3, R.ORDER_RECORD_SIZE), np.uint8)
+    sbuf = np.zeros((C.MAX_MSG + len(begin) + len(comp)) * 2, np.uint8)
+    gst = np.zeros(G_SIZE, np.int64)
+    gst[G_READY] = 1
+    gst[G_NEXT_SEQ] = 1
+    ot = np.zeros((16, OT_COLS), np.int64)
+    cwords = np.zeros(R.CONTROL_BLOCK.itemsize // 8, np.uint64)
+    sent = np.zeros((16, SM_COLS), np.int64)
+    unk = np.zeros((4, 4), np.int64)
+    batch = np.zeros((4, 3), np.int64)
+    hists = np.zeros((len(HOPS), hist.ROW), np.int64)
+    hidx = np.arange(len(HOPS), dtype=np.int64)
+    o = np.zeros(1, R.NEW_ORDER)
+    o[0]["rtype"], o[0]["clord_id"], o[0]["price"], o[0]["qty"] = R.RT_NEW_ORDER, 7, 1, 1
+    o[0]["side"], o[0]["ord_type"], o[0]["tif"] = R.SIDE_BUY, R.ORD_LIMIT, R.TIF_GTC
+    ring.publish(ohdr, odata, o.view(np.uint8).reshape(-1))
+    n = gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal, 4, cwords,
+                sent, batch)
+    gw_sent(batch, n, clock.now(cal), cal, ot, hists, hidx)
+    sym = bytes(syms[0, :instr[0, C.SYM_LEN]]).decode()
+    body = (f"35=8\x0134=1\x0149=X\x0152=20240101-00:00:00.000\x0156=Y\x0111=7\x0117=E\x01"
+            f"150=I\x0139=0\x0155={sym}\x0154=1\x01151=0\x0114=0\x01").encode()
+    head = f"8={gcfg.begin_string}\x019={len(body)}\x01".encode() + body
+    msg = head + b"10=%03d\x01" % (sum(head) % 256)
+    buf = np.frombuffer(msg, np.uint8).copy()
+    st = C.new_parser_state(1)
+    out = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
+    gw_receive(buf, 0, len(buf), st, instr, syms, out, 0, ehdr, edata, ot, gst, unk, cal, hists, hidx)
+    C.decode_app_message(buf, 0, len(buf), st, instr, syms, out[0], 0)
+    C.encode_status_request(sbuf, 0, begin, comp, 2, 0, scratch[2], instr, syms, np.uint64(7), 0, 1)
+    ids = np.zeros(16, np.int64)
+    info = np.zeros((16, 3), np.int64)
+    gw_working(ot, ids, info)
+    gw_mark_pending(ot, gst, 7)
+    ot_delete(ot, gst, 7)
+
+
+class FixGatewayActor(Actor):
+    """The FIX order gateway actor (``appliance fix gateway --session NAME``): creates the exec
+    ring, waits for the engine's order ring, then runs ``Gateway.step`` in the actor loop."""
+
+    kind = control.ACTOR_FIX
+
+    def __init__(self, cfg, session: str, wait_rings_s: float = 60.0):
+        self.g = load_session_config(cfg, session)
+        super().__init__(cfg, f"fix.{self.g.name}", log)
+        self.wait_rings_s = wait_rings_s
+        self.execs = self.orders = self.store = self.mlog = self.gw = None
+
+    def warm(self) -> None:
+        warm(self.g)
+
+    def open(self) -> None:
+        from appliance.fix import admin
+        from appliance.fix import tls as tls_mod
+        from appliance.fix.store import FileStore, MessageLog, StoreError
+        g = self.g
+        try:                # secrets and TLS files first: a bad one is refused before any waiting
+            admin.logon_hook(g.credentials_file, g.logon_signature, g.signing_key_file)
+            if g.tls:
+                tls_mod.TlsSettings.from_table(g.tls).client_context()
+        except (OSError, ValueError) as e:
+            raise ActorError(f"{g.name}: {e}") from None
+        # our output first, then wait for the engine's order ring (the engine waits for ours)
+        self.execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE,
+                                            self.cfg.rings.exec_capacity, self.shm_dir)
+        self.orders = self.wait_for(
+            f"the engine's order ring {g.order_ring!r}",
+            lambda: ring.RingReader.attach(g.order_ring, consumer=self.name[:16], start="latest",
+                                           shm_dir=self.shm_dir), self.wait_rings_s)
+        try:
+            self.store = FileStore(g.store_dir)
+            self.mlog = MessageLog(Path(g.store_dir) / "messages.log")
+        except StoreError as e:
+            raise ActorError(str(e)) from None
+        except OSError as e:
+            raise ActorError(f"session store {g.store_dir}: {e.strerror or e}") from None
+
+    def start(self) -> None:
+        g = self.g
+        try:
+            self.gw = Gateway(g, self.orders, self.execs, self.store,
+                              wait_params=wait.from_config(self.cfg.wait, self.core),
+                              message_log=self.mlog, control_words=self._words, actor_index=self._idx,
+                              hists=self.tm.hists if self.tm is not None else None,
+                              hist_slots=[self.tm.hist(h) for h in HOPS] if self.tm is not None else None)
+        except (OSError, ValueError) as e:      # credential / key files, TLS settings, store
+            raise ActorError(str(e)) from None
+        self.gw._publish_session(R.SESSION_DOWN)
+        self.log.info("%s: gateway %s -> %s:%d (%s), orders from ring %s, execs to ring %s",
+                      g.name, g.sender_comp_id, g.host, g.port, g.target_comp_id, g.order_ring,
+                      g.exec_ring)
+
+    def loop(self) -> None:
+        # Gateway.step is a few microseconds when idle: heartbeat / status about every 50 ms
+        gw = self.gw
+        next_tick = 0.0
+        while not self.stopping:
+            gw.step()
+            now = gw.clock()
+            if now >= next_tick:
+                next_tick = now + 0.05
+                self.tick()
+
+    def status(self) -> dict:
+        if self.gw is None:
+            return {}
+        gw = self.gw
+        return {"session": self.g.name, "state": int(gw.state), "sent": int(gw.gst[G_SENT]),
+                "refused": int(gw.gst[G_REFUSED]), "execs": int(gw.gst[G_EXECS]),
+                "counters": dict(gw.counters)}
+
+    def counters(self) -> dict:
+        if self.gw is None:
+            return {}
+        gw = self.gw
+        out = {"sent": int(gw.gst[G_SENT]), "refused": int(gw.gst[G_REFUSED]),
+               "execs": int(gw.gst[G_EXECS])}
+        out.update(gw.counters)
+        return out
+
+    def close(self) -> None:
+        gw = self.gw
+        if gw is not None:
+            gw.close()
+            self.log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s", self.g.name,
+                          gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS], gw.counters)
+        for x in (self.store, self.mlog, self.orders, self.execs):
+            if x is not None:
+                x.close()
 
 
 def run_from_args(args) -> int:
-    import threading
-
     from appliance import config as config_mod
-    from appliance.fix.store import FileStore, MessageLog
-    cfg = config_mod.load(getattr(args, "config", None))
-    g = load_session_config(cfg, args.session)
-    core = cfg.cores.actors.get(f"fix.{g.name}")
-    if core is not None:
-        os.sched_setaffinity(0, {core})
-    shm_dir = cfg.appliance.shm_dir or None
-    # our output first, then wait for the engine's order ring (the engine waits for ours)
-    execs = ring.RingWriter.create(g.exec_ring, R.EXEC_RECORD_SIZE, cfg.rings.exec_capacity, shm_dir)
-    deadline = time.monotonic() + float(getattr(args, "wait_rings", 60.0))
-    while True:
-        try:
-            orders = ring.RingReader.attach(g.order_ring, consumer=f"fix.{g.name}"[:16],
-                                            start="latest", shm_dir=shm_dir)
-            break
-        except ring.shm.ShmError as e:
-            if time.monotonic() >= deadline:
-                execs.close()
-                log.error("%s: order ring %r is not there (%s): start the engine", g.name,
-                          g.order_ring, e)
-                return 2
-            time.sleep(0.05)
-    store = FileStore(g.store_dir)
-    mlog = MessageLog(Path(g.store_dir) / "messages.log")
-    from appliance.hotpath import control
-    beat = None
     try:
-        cb = control.ControlBlock.open(shm_dir)
-        idx = cb.register_actor(f"fix.{g.name}", control.ACTOR_FIX, -1 if core is None else int(core))
-        words = cb.words
-        beat = lambda: control.heartbeat(words, idx, time.time_ns())   # noqa: E731
-    except shm.ShmError as e:
-        log.warning("%s: no control block (%s); running without heartbeats", g.name, e)
-    gw = Gateway(g, orders, execs, store, wait_params=wait.from_config(cfg.wait, core), message_log=mlog,
-                 heartbeat=beat)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    log.info("%s: gateway %s -> %s:%d (%s), orders from ring %s, execs to ring %s", g.name,
-             g.sender_comp_id, g.host, g.port, g.target_comp_id, g.order_ring, g.exec_ring)
-    try:
-        gw.run(stop.is_set)
-    finally:
-        gw.close()
-        log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s", g.name,
-                 gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS], gw.counters)
-        store.close()
-        mlog.close()
-        orders.close()
-        execs.close()
-    return 0
+        cfg = config_mod.load(getattr(args, "config", None))
+        actor = FixGatewayActor(cfg, args.session, float(getattr(args, "wait_rings", 60.0)))
+    except config_mod.ConfigError as e:
+        print(f"appliance fix gateway: {e}", file=sys.stderr)
+        return 2
+    return actor.run()

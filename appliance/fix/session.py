@@ -185,6 +185,8 @@ class SessionConfig:
     validate: bool = True                 # validate inbound messages against the dictionary
     max_body: int = wire.DEFAULT_MAX_BODY
     max_queued: int = 100_000             # out-of-order messages held while a gap is filled
+    min_heartbeat: int = 1                # acceptor: a Logon proposing a HeartBtInt outside
+    max_heartbeat: int = 3600             # [min, max] seconds is refused (Logout, disconnect)
 
     def __post_init__(self):
         if self.begin_string not in ("FIX.4.2", "FIX.4.4"):
@@ -193,6 +195,8 @@ class SessionConfig:
             raise ValueError("sender_comp_id and target_comp_id must be non-empty")
         if self.heartbeat_interval < 0:
             raise ValueError("heartbeat_interval must be >= 0")
+        if not 0 <= self.min_heartbeat <= self.max_heartbeat:
+            raise ValueError("need 0 <= min_heartbeat <= max_heartbeat")
 
     @property
     def key(self) -> tuple:
@@ -423,10 +427,13 @@ class Session:
             except Exception:
                 log.exception("%s: logon_fields hook failed", self.name)
                 raise
-            body = body + [(int(t), v if isinstance(v, bytes) else str(v).encode()) for t, v in extra]
+            # plain bytes (a secret may come as a bytes subclass whose str() is masked)
+            body = body + [(int(t), bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode())
+                           for t, v in extra]
         raw = wire.encode(self.bs, msg_type, hdr, body)
         if not explicit:
-            self.store.save_message(seq, raw)
+            # admin messages are never resent (gap-filled), so the store needs no secret of a Logon
+            self.store.save_message(seq, wire.redact(raw) if msg_type == b"A" else raw)
             self.store.incr_next_sender()
         if msg_type in (b"A", b"5", b"2", b"4") or self.logged_on:
             self._emit(raw)
@@ -725,6 +732,13 @@ class Session:
         if hb is None or hb < 0:
             self._generate_reject(msg, REJ_BAD_VALUE, 108)
             raise _Disconnect("bad HeartBtInt in logon")
+        if not self.cfg.initiator and not self.cfg.min_heartbeat <= hb <= self.cfg.max_heartbeat:
+            # a peer that proposes 0 (no heartbeats) and goes silent would hold the session, and
+            # refuse its own reconnect as a duplicate identity, for as long as TCP lets it
+            text = (f"HeartBtInt {hb} outside the accepted range {self.cfg.min_heartbeat}.."
+                    f"{self.cfg.max_heartbeat} s")
+            self._generate_logout(text)
+            raise _Disconnect(f"logon refused: {text}")
         if not self.cfg.initiator:
             self._callback("verify_logon", msg)
         self.received_logon = True

@@ -1,17 +1,24 @@
 """Persistent FIX message store and message log: one directory per session.
 
-Files in the session directory:
+Files in the session directory (0700, files 0600, whatever the umask: the store keeps the raw
+bytes of every message, Logon credentials included, so that resends are exact):
 
 - ``seqnums``: ``"<next sender>:<next target>\\n"``, two 20-digit numbers, rewritten in place
   with one ``pwrite`` (a single 42-byte write inside one page: a killed process never leaves
   it half written).
-- ``messages``: append-only, one record per sent message: a 24-byte header (magic, seq, length,
-  CRC32 of the bytes; little-endian ``<IQII`` + 4 pad) followed by the raw FIX bytes. On open the
-  file is scanned to rebuild the in-memory index seq -> (offset, length); a torn last record
-  (length or CRC wrong) is truncated away and logged. Later records for the same seq (a resend
-  after a reset) replace earlier ones in the index.
+- ``messages``: the active segment, append-only, one record per sent message: a 24-byte header
+  (magic, seq, length, CRC32 of the bytes; little-endian ``<IQII`` + 4 pad) followed by the raw
+  FIX bytes. On open every segment is scanned to rebuild the in-memory index seq -> (segment,
+  offset, length); a torn last record of the active segment (length or CRC wrong) is truncated
+  away and logged. Later records for the same seq (a resend after a reset) replace earlier ones
+  in the index.
+- ``messages.<k>``: older segments. Once the active segment holds more than ``segment_bytes`` it
+  is renamed ``messages.<k>`` and a new one started; beyond ``max_segments`` segments the oldest
+  is deleted (its messages leave the index: a ResendRequest for them is answered with a
+  gap fill). The store therefore never holds more than about ``segment_bytes * max_segments``.
 - ``session``: the creation time of the current sequence-number period (seconds, text).
-- ``messages.log`` (``MessageLog``): every frame in and out, with a UTC timestamp, for humans.
+- ``messages.log`` (``MessageLog``): every frame in and out, with a UTC timestamp, for humans,
+  with Password (554), NewPassword (925) and RawData (96) redacted; rotated by size.
 
 Durability ("fsync policy", ``fsync=``):
 
@@ -31,7 +38,44 @@ import time
 import zlib
 from pathlib import Path
 
+from appliance.fix import wire
+
 log = logging.getLogger(__name__)
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path) -> Path:
+    """Create ``path`` (and missing parents) as 0700 directories, whatever the umask; an existing
+    ``path`` is tightened to 0700 if it is ours."""
+    p = Path(path)
+    missing = []
+    q = p
+    while not q.exists():
+        missing.append(q)
+        if q.parent == q:
+            break
+        q = q.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
+        os.chmod(d, DIR_MODE)
+    st = p.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(p, DIR_MODE)
+    return p
+
+
+def open_private(path, flags: int) -> int:
+    """``os.open`` with mode 0600 enforced (also on a file that already existed, if ours)."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    st = os.fstat(fd)
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        os.fchmod(fd, FILE_MODE)
+    return fd
 
 _REC = struct.Struct("<IQII4x")
 _MAGIC = 0x46495831          # "FIX1"
@@ -43,26 +87,67 @@ class StoreError(RuntimeError):
 
 
 class FileStore:
-    def __init__(self, directory, fsync: str = "batch"):
+    def __init__(self, directory, fsync: str = "batch", segment_bytes: int = 16 << 20,
+                 max_segments: int = 4):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        if segment_bytes < 4096 or max_segments < 1:
+            raise ValueError("segment_bytes must be >= 4096 and max_segments >= 1")
         self.dir = Path(directory)
         self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.max_segments = max_segments
         try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.dir)
+            self._seq_fd = open_private(self.dir / "seqnums", os.O_RDWR)
+            self._msg_fd = open_private(self.dir / "messages", os.O_RDWR | os.O_APPEND)
         except OSError as e:
-            raise StoreError(f"cannot create store directory {self.dir}: {e}") from e
-        self._seq_fd = os.open(self.dir / "seqnums", os.O_RDWR | os.O_CREAT, 0o600)
-        self._msg_fd = os.open(self.dir / "messages", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            raise StoreError(f"cannot use store directory {self.dir}: {e.strerror or e}") from e
         self._dirty = False
-        self.index: dict[int, tuple[int, int]] = {}
+        self.index: dict[int, tuple[int, int, int]] = {}     # seq -> (segment, offset, length)
+        self._seg_fds: dict[int, int] = {}                    # segment -> fd (active included)
+        self.active = 0
+        self._active_size = 0
         self.next_sender = 1
         self.next_target = 1
         self.creation_time = 0.0
         self.truncated_bytes = 0
+        self.rotations = 0
         self._load()
 
     # ---- open / recover -----------------------------------------------------------------
+
+    def _scan(self, seg: int, fd: int, active: bool) -> None:
+        size = os.fstat(fd).st_size
+        off = 0
+        while off + _REC.size <= size:
+            magic, seq, length, crc = _REC.unpack(os.pread(fd, _REC.size, off))
+            if magic != _MAGIC or off + _REC.size + length > size:
+                break
+            data = os.pread(fd, length, off + _REC.size)
+            if zlib.crc32(data) != crc:
+                break
+            self.index[seq] = (seg, off + _REC.size, length)
+            off += _REC.size + length
+        if off < size:
+            if active:
+                self.truncated_bytes = size - off
+                log.warning("store %s: dropping %d bytes of a torn last record", self.dir, size - off)
+                os.ftruncate(fd, off)
+                os.fsync(fd)
+            else:
+                log.warning("store %s: segment %d has %d unreadable bytes at its end", self.dir, seg,
+                            size - off)
+        if active:
+            self._active_size = off
+
+    def _segments(self) -> list[int]:
+        out = []
+        for p in self.dir.glob("messages.*"):
+            suffix = p.name.split(".", 1)[1]
+            if suffix.isdigit():
+                out.append(int(suffix))
+        return sorted(out)
 
     def _load(self) -> None:
         raw = os.pread(self._seq_fd, 64, 0)
@@ -82,22 +167,35 @@ class FileStore:
                 raise StoreError(f"{sess}: unreadable creation time") from None
         else:
             self._write_creation(time.time())
-        size = os.fstat(self._msg_fd).st_size
-        off = 0
-        while off + _REC.size <= size:
-            magic, seq, length, crc = _REC.unpack(os.pread(self._msg_fd, _REC.size, off))
-            if magic != _MAGIC or off + _REC.size + length > size:
-                break
-            data = os.pread(self._msg_fd, length, off + _REC.size)
-            if zlib.crc32(data) != crc:
-                break
-            self.index[seq] = (off + _REC.size, length)
-            off += _REC.size + length
-        if off < size:
-            self.truncated_bytes = size - off
-            log.warning("store %s: dropping %d bytes of a torn last record", self.dir, size - off)
-            os.ftruncate(self._msg_fd, off)
-            os.fsync(self._msg_fd)
+        for seg in self._segments():
+            fd = open_private(self.dir / f"messages.{seg}", os.O_RDONLY)
+            self._seg_fds[seg] = fd
+            self._scan(seg, fd, active=False)
+        self.active = (max(self._seg_fds) + 1) if self._seg_fds else 1
+        self._seg_fds[self.active] = self._msg_fd
+        self._scan(self.active, self._msg_fd, active=True)
+
+    def _rotate(self) -> None:
+        """The active segment becomes ``messages.<k>``; a new one starts; the oldest beyond
+        ``max_segments`` goes (with its index entries)."""
+        os.fsync(self._msg_fd)
+        os.rename(self.dir / "messages", self.dir / f"messages.{self.active}")
+        self.active += 1
+        self._msg_fd = open_private(self.dir / "messages", os.O_RDWR | os.O_APPEND | os.O_TRUNC)
+        self._seg_fds[self.active] = self._msg_fd
+        self._active_size = 0
+        self.rotations += 1
+        while len(self._seg_fds) > self.max_segments:
+            old = min(self._seg_fds)
+            os.close(self._seg_fds.pop(old))
+            try:
+                os.unlink(self.dir / f"messages.{old}")
+            except FileNotFoundError:
+                pass
+            for seq in [s for s, v in self.index.items() if v[0] == old]:
+                del self.index[seq]
+            log.info("store %s: dropped message segment %d (older messages are gap-filled on resend)",
+                     self.dir, old)
 
     # ---- sequence numbers -----------------------------------------------------------------
 
@@ -112,7 +210,11 @@ class FileStore:
         self.creation_time = t
         p = self.dir / "session"
         tmp = p.with_suffix(".tmp")
-        tmp.write_text(f"{t:.6f}\n")
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, f"{t:.6f}\n".encode())
+        finally:
+            os.close(fd)
         os.replace(tmp, p)
 
     def set_next_sender(self, n: int) -> None:
@@ -132,10 +234,13 @@ class FileStore:
     # ---- messages -----------------------------------------------------------------------
 
     def save_message(self, seq: int, raw: bytes) -> None:
+        if self._active_size >= self.segment_bytes:
+            self._rotate()
         rec = _REC.pack(_MAGIC, seq, len(raw), zlib.crc32(raw)) + raw
-        off = os.lseek(self._msg_fd, 0, os.SEEK_END)
+        off = self._active_size
         os.write(self._msg_fd, rec)
-        self.index[seq] = (off + _REC.size, len(raw))
+        self._active_size += len(rec)
+        self.index[seq] = (self.active, off + _REC.size, len(raw))
         if self.fsync == "always":
             os.fsync(self._msg_fd)
         else:
@@ -149,13 +254,20 @@ class FileStore:
         else:
             seqs = [s for s in range(begin, end + 1) if s in self.index]
         for s in seqs:
-            off, length = self.index[s]
-            out.append((s, os.pread(self._msg_fd, length, off)))
+            seg, off, length = self.index[s]
+            out.append((s, os.pread(self._seg_fds[seg], length, off)))
         return out
 
     def reset(self, now: float | None = None) -> None:
         """New sequence-number period: both numbers to 1, stored messages dropped."""
         os.ftruncate(self._msg_fd, 0)
+        self._active_size = 0
+        for seg in [k for k in self._seg_fds if k != self.active]:
+            os.close(self._seg_fds.pop(seg))
+            try:
+                os.unlink(self.dir / f"messages.{seg}")
+            except FileNotFoundError:
+                pass
         self.index.clear()
         self.next_sender = 1
         self.next_target = 1
@@ -175,7 +287,9 @@ class FileStore:
         if self._seq_fd >= 0:
             self.sync()
             os.close(self._seq_fd)
-            os.close(self._msg_fd)
+            for fd in self._seg_fds.values():
+                os.close(fd)
+            self._seg_fds.clear()
             self._seq_fd = self._msg_fd = -1
 
 
@@ -212,21 +326,43 @@ class MemoryStore:
 
 
 class MessageLog:
-    """Append-only human-readable log of every frame in and out (SOH shown as '|')."""
+    """Append-only human-readable log of every frame in and out (SOH shown as '|'), with the
+    values of Password (554), NewPassword (925) and RawData (96) replaced by ``***``
+    (``wire.redact``). The file is 0600 in a 0700 directory; once it passes ``max_bytes`` it is
+    renamed ``<name>.1`` (``.1`` -> ``.2`` ..., ``keep`` old files) and a new one started."""
 
-    def __init__(self, path):
+    def __init__(self, path, max_bytes: int = 32 << 20, keep: int = 3):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "ab", buffering=64 * 1024)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        private_dir(self.path.parent)
+        self._open()
+
+    def _open(self) -> None:
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+        self._f = os.fdopen(fd, "ab", buffering=64 * 1024)
+        self._size = os.fstat(fd).st_size
+
+    def _rotate(self) -> None:
+        self._f.close()
+        for k in range(self.keep - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{k}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{k + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._open()
 
     def write(self, direction: str, now: float, raw: bytes, note: str = "") -> None:
         t = time.gmtime(int(now))
         ts = b"%04d%02d%02d-%02d:%02d:%02d.%06d" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour,
                                                     t.tm_min, t.tm_sec, int((now % 1) * 1e6))
-        line = ts + b" " + direction.encode() + b" " + raw.replace(b"\x01", b"|")
+        line = ts + b" " + direction.encode() + b" " + wire.redact(bytes(raw)).replace(b"\x01", b"|")
         if note:
             line += b" # " + note.encode()
         self._f.write(line + b"\n")
+        self._size += len(line) + 1
+        if self._size >= self.max_bytes:
+            self._rotate()
 
     def flush(self) -> None:
         self._f.flush()

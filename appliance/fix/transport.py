@@ -9,6 +9,13 @@ connections themselves, and moves bytes between sockets and ``Session`` objects:
   (duplicate identity): the connection is closed without a reply;
 - initiator: connects, lets the session send its Logon, reconnects after ``reconnect_interval``
   when the connection drops;
+- before logon a connection may buffer at most ``max_unbound_bytes`` (a Logon is a few hundred
+  bytes) and all such connections together ``max_unbound_total``; a connection that would pass
+  either is closed (counted, logged). After logon the session's framer bounds a message by its
+  ``max_body``;
+- accept errors (EMFILE/ENFILE at the open-file limit, ENOBUFS, ENOMEM) are logged (once a
+  second), the oldest connection that has not logged on is closed to free a descriptor, and the
+  listener pauses for ``accept_pause`` seconds; it keeps serving, it never crashes;
 - a peer that stops reading: outgoing bytes queue per connection; once more than ``max_outbuf``
   is queued and the socket has taken nothing for ``stall_timeout`` seconds (or ever more than
   ``hard_outbuf`` is queued) the connection is closed (logged), so a stuck peer never blocks the
@@ -23,6 +30,7 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 import time
 
 from appliance.fix import wire
@@ -30,6 +38,15 @@ from appliance.fix import wire
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _parses(frame: bytes) -> bool:
+    try:
+        wire.parse(frame)
+    except wire.GarbledMessage:
+        return False
+    return True
 
 
 class Connection:
@@ -44,12 +61,15 @@ class Connection:
         self.opened = time.time()
         self.closed = False
         self.last_progress = self.opened
+        self.handshaking = False
 
 
 class _Initiator:
-    def __init__(self, session, host, port, reconnect_interval):
+    def __init__(self, session, host, port, reconnect_interval, tls=None, server_hostname=None):
         self.session = session
         self.addr = (host, port)
+        self.tls = tls
+        self.server_hostname = server_hostname or host
         self.reconnect_interval = reconnect_interval
         self.next_attempt = 0.0
         self.conn: Connection | None = None
@@ -59,7 +79,8 @@ class _Initiator:
 class EventLoop:
     def __init__(self, clock=time.time, tick: float = 0.05, max_outbuf: int = 16 << 20,
                  unbound_timeout: float = 10.0, stall_timeout: float = 5.0, hard_outbuf: int = 256 << 20,
-                 sndbuf: int = 0):
+                 sndbuf: int = 0, max_unbound_bytes: int = 64 << 10, max_unbound_total: int = 16 << 20,
+                 accept_pause: float = 0.05):
         self.sel = selectors.DefaultSelector()
         self.clock = clock
         self.tick = tick
@@ -75,24 +96,43 @@ class EventLoop:
         self.listeners: list[socket.socket] = []
         self._last_tick = 0.0
         self.rejected_connections = 0
+        self.max_unbound_bytes = max_unbound_bytes
+        self.max_unbound_total = max_unbound_total
+        self.accept_pause = accept_pause
+        self.accept_errors = 0
+        self._paused: dict = {}                       # listener -> time to resume accepting
+        self._accept_log_next = 0.0
+        self.tls_contexts: dict = {}                  # listener -> server SSLContext
 
     # ---- setup ---------------------------------------------------------------------------
 
     def add_acceptor_session(self, session) -> None:
         self.sessions[(session.bs, session.sender, session.target)] = session
 
-    def listen(self, host: str, port: int) -> int:
+    def listen(self, host: str, port: int, tls=None) -> int:
+        """Listen on host:port; ``tls`` (an ``ssl.SSLContext`` from ``tls.TlsSettings.server_context``)
+        makes every connection on it FIX over TLS."""
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
-        s.listen(64)
+        s.listen(128)
         s.setblocking(False)
         self.sel.register(s, selectors.EVENT_READ, ("listen", s))
         self.listeners.append(s)
+        if tls is not None:
+            self.tls_contexts[s] = tls
         return s.getsockname()[1]
 
-    def add_initiator(self, session, host: str, port: int, reconnect_interval: float = 1.0) -> None:
-        self.initiators.append(_Initiator(session, host, port, reconnect_interval))
+    def add_initiator(self, session, host: str, port: int, reconnect_interval: float = 1.0, tls=None,
+                      server_hostname: str | None = None) -> None:
+        """Connect (and reconnect) ``session`` to host:port; ``tls`` (an ``ssl.SSLContext`` from
+        ``tls.TlsSettings.client_context``) makes it FIX over TLS, checking ``server_hostname``
+        (default: host) in the server's certificate and sending it as SNI."""
+        self.initiators.append(_Initiator(session, host, port, reconnect_interval, tls, server_hostname))
+
+    def unbound_bytes(self) -> int:
+        """Bytes buffered by connections that have not logged on yet."""
+        return sum(len(c.framer.buf) for c in self.conns if c.framer is not None)
 
     def connection_of(self, session):
         return self.bound.get(id(session))
@@ -116,6 +156,10 @@ class EventLoop:
     def poll(self, timeout: float = 0.05) -> None:
         now = self.clock()
         self._start_initiators(now)
+        for lsock, until in list(self._paused.items()):
+            if now >= until:
+                del self._paused[lsock]
+                self.sel.register(lsock, selectors.EVENT_READ, ("listen", lsock))
         for key, mask in self.sel.select(timeout):
             kind, obj = key.data
             if kind == "listen":
@@ -146,8 +190,10 @@ class EventLoop:
         for conn in list(self.conns):
             self._close(conn, "event loop closed")
         for s in self.listeners:
-            self.sel.unregister(s)
+            if s not in self._paused:
+                self.sel.unregister(s)
             s.close()
+        self._paused.clear()
         self.listeners.clear()
         for ini in self.initiators:
             ini.enabled = False
@@ -182,7 +228,23 @@ class EventLoop:
             self._close(conn, "connect failed", notify=False)
             return
         conn.connecting = False
+        ini = conn.initiator_entry
+        if ini.tls is not None:
+            self.sel.unregister(conn.sock)
+            try:
+                conn.sock = ini.tls.wrap_socket(conn.sock, server_hostname=ini.server_hostname,
+                                                do_handshake_on_connect=False)
+            except (OSError, ValueError) as e:
+                self._close(conn, f"TLS setup failed: {e}", notify=False)
+                return
+            self.sel.register(conn.sock, selectors.EVENT_READ, ("conn", conn))
+            conn.handshaking = True
+            self._handshake(conn)
+            return
         self.sel.modify(conn.sock, selectors.EVENT_READ, ("conn", conn))
+        self._session_up(conn)
+
+    def _session_up(self, conn: Connection) -> None:
         self.bound[id(conn.session)] = conn
         log.info("%s: connected to %s", conn.session.name, conn.peer)
         self._deliver(conn, conn.session.connected(self.clock()))
@@ -191,20 +253,51 @@ class EventLoop:
         while True:
             try:
                 s, peer = lsock.accept()
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:               # EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED...
+                self._accept_failed(lsock, e)
                 return
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.sndbuf:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+            ctx = self.tls_contexts.get(lsock)
+            if ctx is not None:
+                try:
+                    s = ctx.wrap_socket(s, server_side=True, do_handshake_on_connect=False)
+                except (OSError, ValueError) as e:
+                    log.info("TLS setup for %s failed: %s", peer, e)
+                    s.close()
+                    continue
             conn = Connection(s, peer)
+            conn.handshaking = ctx is not None
             self.conns.add(conn)
             self.sel.register(s, selectors.EVENT_READ, ("conn", conn))
 
+    def _accept_failed(self, lsock, e: OSError) -> None:
+        self.accept_errors += 1
+        now = self.clock()
+        if now >= self._accept_log_next:
+            self._accept_log_next = now + 1.0
+            log.error("accept failed (%s; %d so far): freeing the oldest connection that has not "
+                      "logged on and pausing the listener for %.0f ms", e, self.accept_errors,
+                      self.accept_pause * 1000)
+        unbound = [c for c in self.conns if c.session is None and c.initiator_entry is None]
+        if unbound:
+            self._close(min(unbound, key=lambda c: c.opened), "freeing a descriptor after an accept error")
+        if lsock not in self._paused:
+            self.sel.unregister(lsock)
+            self._paused[lsock] = now + self.accept_pause
+
     def _read(self, conn: Connection) -> None:
+        if conn.handshaking:
+            self._handshake(conn)
+            if conn.handshaking or conn.closed:
+                return
         try:
             data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             return
         except OSError as e:
             self._close(conn, f"read error: {e}")
@@ -215,12 +308,35 @@ class EventLoop:
         now = self.clock()
         try:
             if conn.session is None:
+                if len(data) + len(conn.framer.buf) > self.max_unbound_bytes:
+                    self.rejected_connections += 1
+                    self._close(conn, f"more than {self.max_unbound_bytes} bytes before a Logon")
+                    return
+                held = self.unbound_bytes()
+                if held + len(data) > self.max_unbound_total:
+                    self.rejected_connections += 1
+                    self._close(conn, f"connections not logged on hold {held} bytes "
+                                      f"(limit {self.max_unbound_total})")
+                    return
                 self._bind(conn, data, now)
             else:
                 self._deliver(conn, conn.session.on_bytes(data, now))
         except Exception:                    # a bug in one session must not stop the others
             log.exception("%s: error handling input; closing the connection", conn.peer)
             self._close(conn, "internal error")
+
+    def _handshake(self, conn: Connection) -> None:
+        try:
+            conn.sock.do_handshake()
+        except _WOULD_BLOCK:
+            return
+        except (OSError, ValueError) as e:
+            self._close(conn, f"TLS handshake failed: {e}")
+            return
+        conn.handshaking = False
+        log.info("%s: TLS %s, %s", conn.peer, conn.sock.version(), conn.sock.cipher()[0])
+        if conn.initiator_entry is not None:
+            self._session_up(conn)
 
     def _bind(self, conn: Connection, data: bytes, now: float) -> None:
         conn.framer.feed(data)
@@ -229,14 +345,15 @@ class EventLoop:
             if fr is None:
                 return
             status, frame = fr
-            if status != wire.FRAME_OK:
-                log.warning("unbound connection %s: ignoring garbled frame %s", conn.peer, wire.pretty(frame, 200))
+            if status != wire.FRAME_OK or not _parses(frame):
+                if b"\x0135=A\x01" in frame[:64]:      # a garbled Logon (e.g. wrong BodyLength)
+                    self.rejected_connections += 1
+                    self._close(conn, "garbled Logon (bad BodyLength, CheckSum or field)")
+                    return
+                log.warning("unbound connection %s: ignoring garbled frame %s", conn.peer,
+                            wire.pretty(frame, 200))
                 continue
-            try:
-                msg = wire.parse(frame)
-            except wire.GarbledMessage as e:
-                log.warning("unbound connection %s: ignoring garbled frame (%s)", conn.peer, e)
-                continue
+            msg = wire.parse(frame)
             key = (msg.begin_string, msg.get(56, b""), msg.get(49, b""))
             session = self.sessions.get(key)
             if session is None:
@@ -278,7 +395,7 @@ class EventLoop:
         while conn.outbuf:
             try:
                 n = conn.sock.send(conn.outbuf)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 break
             except OSError as e:
                 self._close(conn, f"write error: {e}")
@@ -317,6 +434,8 @@ class EventLoop:
             conn.sock.close()
         except OSError:
             pass
+        if conn.framer is not None:
+            conn.framer.buf.clear()
         self.conns.discard(conn)
         if conn.session is not None and self.bound.get(id(conn.session)) is conn:
             del self.bound[id(conn.session)]

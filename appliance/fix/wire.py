@@ -294,7 +294,47 @@ def parse_utc_timestamp(value: bytes):
     return base + (int(frac) / (10 ** len(frac)) if frac else 0.0)
 
 
+# ---- secrets -------------------------------------------------------------------------------
+
+# Password (554), NewPassword (925) and RawData (96: a logon signature) never appear in clear in
+# anything a person reads (message logs, log lines, exceptions, status): see ``redact``.
+SECRET_TAGS = (554, 925, 96)
+REDACTED = b"***"
+_SECRET_RE = re.compile(rb"(?:(?<=\x01)|^)(554|925|96)=")
+
+
+def redact(raw: bytes) -> bytes:
+    """``raw`` (a frame or any piece of one) with the values of SECRET_TAGS replaced by ``***``.
+
+    RawData (96) may hold SOH bytes: its length comes from the RawDataLength (95) before it when
+    that is present and fits, else the value ends at the next SOH. A value cut off by the end of
+    ``raw`` (a truncated frame) is redacted to the end. Frames without a secret tag come back as
+    they are (one regex search)."""
+    m = _SECRET_RE.search(raw)
+    if m is None:
+        return raw
+    out = bytearray()
+    pos = 0
+    while m is not None:
+        vstart = m.end()
+        tag = m.group(1)
+        end = -1
+        if tag == b"96":
+            lm = re.search(rb"(?:\x01|^)95=(\d{1,9})\x01$", raw[max(0, m.start() - 16):m.start()])
+            if lm is not None and vstart + int(lm.group(1)) <= len(raw):
+                end = vstart + int(lm.group(1))
+        if end < 0:
+            end = raw.find(SOH, vstart)
+            if end < 0:
+                end = len(raw)
+        out += raw[pos:vstart] + REDACTED
+        pos = end
+        m = _SECRET_RE.search(raw, end)
+    out += raw[pos:]
+    return bytes(out)
+
+
 def pretty(raw: bytes, limit: int = 400) -> str:
-    """A frame for logs: SOH shown as '|', truncated."""
-    s = raw[:limit].replace(SOH, b"|").decode("latin-1")
+    """A frame for logs: secrets redacted, SOH shown as '|', truncated."""
+    s = redact(bytes(raw[:limit])).replace(SOH, b"|").decode("latin-1")
     return s + ("..." if len(raw) > limit else "")

@@ -21,7 +21,7 @@ import numpy as np
 import zstandard
 from numba import njit
 
-from ..hotpath import records as R
+from appliance.transport import records as R
 from .format import (FILE_HEADER_SIZE, FILE_SUFFIX, FLAG_BYTE_SHUFFLE, FRAME_DATA, FRAME_END,
                      FRAME_GAP, FRAME_HEADER_SIZE, FRAME_KIND_NAMES, FRAME_MAGIC, FRAME_RESET,
                      KNOWN_FLAGS, FileHeader, JournalCorruptError, JournalError,

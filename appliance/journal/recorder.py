@@ -29,15 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hotpath import ring as ringmod
-from ..hotpath import shm
+from appliance.actor import Actor, ActorError
+from appliance.transport import control, shm
+from appliance.transport import ring as ringmod
 from .reader import next_seq_after
 from .writer import JournalWriter
 
 log = logging.getLogger("appliance.recorder")
 
 CONSUMER_NAME = "recorder"
-ACTOR_KIND_RECORDER = 4     # records.ACTOR.kind: 4 = recorder
 IDLE_SLEEP_MIN_S = 50e-6
 IDLE_SLEEP_MAX_S = 2e-3
 
@@ -71,8 +71,7 @@ class Recorder:
 
     def __init__(self, rings, journal_dir, *, shm_dir=None, rotate_bytes: int = 256 << 20,
                  zstd_level: int = 3, frame_records: int = 4096, batch: int | None = None,
-                 flush_ms: int = 200, attach_retry_ms: int = 1000, control: bool = False,
-                 core: int = -1, clock=time.monotonic):
+                 flush_ms: int = 200, attach_retry_ms: int = 1000, clock=time.monotonic):
         rings = list(dict.fromkeys(rings))
         if not rings:
             raise ValueError("the recorder needs at least one ring name")
@@ -89,13 +88,6 @@ class Recorder:
         self._tapes = [_Tape(name) for name in rings]
         self._stop = False
         self._idle_sleep = IDLE_SLEEP_MIN_S
-        self._cb = None
-        self._actor = -1
-        if control:
-            from ..hotpath import control as ctl
-            self._ctl = ctl
-            self._cb = ctl.ControlBlock.open(shm_dir)
-            self._actor = self._cb.register_actor(CONSUMER_NAME, ACTOR_KIND_RECORDER, core)
         self.closed = False
 
     # --- attachment -----------------------------------------------------------------------------
@@ -191,8 +183,6 @@ class Recorder:
             if t.pending_since is not None and now - t.pending_since >= self.flush_s:
                 t.writer.flush()      # a slow trickle never waits longer than flush_ms on disk
                 t.pending_since = None
-        if self._cb is not None:
-            self._ctl.heartbeat(self._cb.words, self._actor, time.time_ns())
         return total
 
     def _drain_ring(self, t: _Tape, limit: int) -> int:
@@ -205,15 +195,22 @@ class Recorder:
             t.writer.append(t.buf[:n])
             total += n
 
+    def poll(self) -> int:
+        """``step``, or a short sleep growing to IDLE_SLEEP_MAX_S while the rings are quiet (the
+        recorder is a passive consumer: it never competes with the hot actors for a core)."""
+        n = self.step()
+        if n:
+            self._idle_sleep = IDLE_SLEEP_MIN_S
+        else:
+            time.sleep(self._idle_sleep)
+            self._idle_sleep = min(self._idle_sleep * 2, IDLE_SLEEP_MAX_S)
+        return n
+
     def run(self) -> None:
         """Record until :meth:`stop` is called (e.g. from a signal handler), then close."""
         try:
             while not self._stop:
-                if self.step():
-                    self._idle_sleep = IDLE_SLEEP_MIN_S
-                else:
-                    time.sleep(self._idle_sleep)
-                    self._idle_sleep = min(self._idle_sleep * 2, IDLE_SLEEP_MAX_S)
+                self.poll()
         finally:
             self.close()
 
@@ -239,9 +236,6 @@ class Recorder:
                 if t.writer is not None:
                     t.writer.close()
                 self._detach(t)
-        if self._cb is not None:
-            self._cb.close()
-            self._cb = None
         if errors:
             raise errors[0]
 
@@ -266,3 +260,41 @@ class Recorder:
             d["files_written"] = [str(p) for p in t.writer.paths] if t.writer is not None else []
             out.append(d)
         return out
+
+
+class RecorderActor(Actor):
+    """The recorder actor (``appliance recorder``): a :class:`Recorder` in the actor lifecycle."""
+
+    kind = control.ACTOR_RECORDER
+
+    def __init__(self, cfg, rings, journal_dir, *, shm_dir=None, flush_ms: int = 200):
+        super().__init__(cfg, CONSUMER_NAME, log)
+        if shm_dir:
+            self.shm_dir = shm_dir
+        self.rec = Recorder(rings, journal_dir, shm_dir=self.shm_dir,
+                            rotate_bytes=cfg.journal.rotate_bytes,
+                            zstd_level=cfg.journal.zstd_level,
+                            frame_records=cfg.journal.frame_records, flush_ms=flush_ms)
+
+    def poll(self) -> None:
+        self.rec.poll()
+
+    def status(self) -> dict:
+        return {"rings": self.rec.stats()}
+
+    def counters(self) -> dict:
+        out = {}
+        for s in self.rec.stats():
+            out[f"{s['ring']}.records"] = int(s.get("records", 0))
+            out[f"{s['ring']}.lost"] = int(s.get("lost", 0))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.rec.close()
+        except (OSError, ValueError) as e:
+            raise ActorError(f"closing the journal: {e}") from None
+        for s in self.rec.stats():
+            self.log.info("recorder: ring %s: %d records, %d lost in %d gap(s), files %s",
+                          s["ring"], s.get("records", 0), s.get("lost", 0), s.get("gaps", 0),
+                          ", ".join(s["files_written"]) or "none")

@@ -1,15 +1,15 @@
 """Md records for engine tests: real recorded venue sessions (tests/data/venues) turned into md
-records by the venue's own feed code (appliance.ws.replay), plus a small record builder."""
+records by the venue's own feed code (appliance.venues.replay), plus a small record builder."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 
-from appliance.hotpath import records, ring
+from appliance import data
+from appliance.transport import records, ring
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "venues"
+DATA = data.DIR / "venues"
 SESSIONS = {"binance": "BINANCE.ws.1.0", "coinbase": "COINBASE.ws.28.0",
             "kraken": "KRAKEN.ws.50.0", "bitstamp": "BITSTAMP.ws.1.0",
             "bitfinex": "BITFINEX.ws.11.0"}
@@ -18,7 +18,7 @@ SESSIONS = {"binance": "BINANCE.ws.1.0", "coinbase": "COINBASE.ws.28.0",
 @functools.lru_cache(maxsize=None)
 def recorded(venue: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """``(uint8[N, 64] md records, symbols in instrument order)`` of the venue's recorded session."""
-    from appliance.ws import replay
+    from appliance.venues import replay
 
     feed = replay.run(DATA / SESSIONS[venue], venue)
     h = int(ring.head(feed.writer.hdr))

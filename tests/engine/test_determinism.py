@@ -6,8 +6,9 @@ import hashlib
 
 import numpy as np
 
-from appliance.hotpath import clock, records, ring
-from appliance.hotpath.engine import EngineState
+from appliance.transport import clock, records, ring
+from appliance.engine.state import EngineState
+from benches import instant_venue
 from tests.engine import mdsource
 
 
@@ -17,7 +18,8 @@ def _order_stream_hash(recs, syms, cal):
     es = EngineState({"binance": list(syms)}, tables, cal=cal, clord_base=1 << 20)
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 16)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
-    n = es.replay(recs, oh, od, words, venue_acks=True)
+    es.attach(oh, od, words)
+    n = instant_venue.feed(es, recs)
     out = od[:int(ring.head(oh))].copy()
     out[:, 24:32] = 0
     return hashlib.sha256(out.tobytes()).hexdigest(), n

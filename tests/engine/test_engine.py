@@ -4,10 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.hotpath import clock, control, engine, records, ring, risk
-from appliance.hotpath.engine import EngineState
-from appliance.hotpath.strategies import avellaneda_stoikov as AS
-from appliance.hotpath.strategies import base
+from appliance.transport import clock, control, hist, records, ring
+from appliance.engine import kernels as engine, positions, risk
+from appliance.engine import state as engine_state
+from appliance.engine.state import EngineState
+from appliance.engine.strategies import avellaneda_stoikov as AS
+from appliance.engine.strategies import base
+from benches import instant_venue
+from tests.configs import instruments_tables
 from tests.engine import mdsource
 from tests.engine.mdsource import book_frame, rec, stack
 
@@ -25,13 +29,14 @@ def _engine(cal, settings=None, params=None, n=1, risk_limits=None, risk_top=Non
     tables = [{"kind": "avellaneda_stoikov", "venue": "binance", "symbol": s,
                "params": {"warmup_events": 0, "vol_widen": 0, "horizon_events": 0,
                           **(params or {})}} for s in ["AAA", "BBB"][:n]]
-    table = engine.default_risk_table(["binance"])
+    table = engine_state.default_risk_table(["binance"])
     table["limits"].update(risk_limits or {})
     table.update(risk_top or {})
     es = EngineState({"binance": ["AAA", "BBB"]}, tables, settings, cal=cal, clord_base=1,
                      books_valid=True, risk_table=table)
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 12)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
+    es.attach(oh, od, words)
     return es, oh, od, words
 
 
@@ -49,7 +54,7 @@ def _frame(es, oh, od, words, bids=((990, 5),), asks=((1010, 5),), origin=100, i
     gone_b = [(int(es.px[b, 0, k]), 0) for k in range(es.n[b, 0]) if es.px[b, 0, k] not in keep_b]
     gone_a = [(int(es.px[b, 1, k]), 0) for k in range(es.n[b, 1]) if es.px[b, 1, k] not in keep_a]
     frame = book_frame(gone_b + list(bids), gone_a + list(asks), origin, instrument=instrument)
-    return es.replay(stack(frame), oh, od, words, venue_acks=acks)
+    return instant_venue.feed(es, stack(frame), acks)
 
 
 def _exec(es, words, rtype, **fields):
@@ -60,7 +65,7 @@ def _exec(es, words, rtype, **fields):
         r[0]["cum_qty"] = fields.get("last_qty", 0)
     for k, v in fields.items():
         r[0][k] = v
-    return es.exec_record(r.view(np.uint8).reshape(-1), words)
+    return es.exec_record(r.view(np.uint8).reshape(-1))
 
 
 def test_consistent_book_makes_a_two_sided_quote_with_origin_and_session():
@@ -74,7 +79,7 @@ def test_consistent_book_makes_a_two_sided_quote_with_origin_and_session():
     assert bid["origin_tsc"] == 12345 and bid["venue"] == B and bid["instrument"] == 0
     assert bid["tif"] == records.TIF_GTC and bid["flags"] & records.F_POST_ONLY
     assert bid["clord_id"] != ask["clord_id"]
-    assert es.stats[engine.ST_LAT_N] == 2          # latency measured on every order
+    assert es.lat_hist[hist.H_COUNT] == 2            # latency measured on every order
     assert es.open_orders() == 2
 
 
@@ -100,7 +105,7 @@ def test_moved_book_replaces_the_ask_first_and_the_bid_once_the_ask_replace_is_c
 def test_updates_without_a_frame_end_send_nothing():
     es, oh, od, words = _engine(clock.calibration())
     recs = book_frame(((990, 5),), ((1010, 5),), 1)[:-1]      # no BATCH_END: inconsistent book
-    es.replay(stack(recs), oh, od, words)
+    es.feed(stack(recs))
     assert _orders(oh, od) == []
 
 
@@ -123,25 +128,24 @@ def test_max_open_orders_limits_new_orders():
 def test_book_invalid_status_pulls_the_quotes_with_cancels():
     es, oh, od, words = _engine(clock.calibration())
     _frame(es, oh, od, words)
-    es.replay(stack([rec(records.RT_BOOK_STATUS, B, 0, 7, status=records.BOOK_INVALID,
-                         reason=records.BR_GAP)]), oh, od, words, venue_acks=True)
+    instant_venue.feed(es, stack([rec(records.RT_BOOK_STATUS, B, 0, 7,
+                                      status=records.BOOK_INVALID, reason=records.BR_GAP)]))
     o = _orders(oh, od)
     assert [t for t, _ in o[2:]] == [records.RT_CANCEL] * 2
     assert {r["orig_clord_id"] for _, r in o[2:]} == {r["clord_id"] for _, r in o[:2]}
     # frames while invalid are ignored; a VALID status and a frame quote again
     _frame(es, oh, od, words)
     assert len(_orders(oh, od)) == 4
-    es.replay(stack([rec(records.RT_BOOK_STATUS, B, 0, 8, status=records.BOOK_VALID)]), oh, od,
-              words)
+    es.feed(stack([rec(records.RT_BOOK_STATUS, B, 0, 8, status=records.BOOK_VALID)]))
     _frame(es, oh, od, words)
     assert [t for t, _ in _orders(oh, od)[4:]] == [records.RT_NEW_ORDER] * 2
 
 
 def test_unknown_instrument_and_bad_side_are_counted_not_applied():
     es, oh, od, words = _engine(clock.calibration())
-    es.replay(stack([rec(records.RT_L2_UPDATE, B, 99, 1, price=5, qty=1, side=1),
-                     rec(records.RT_L2_UPDATE, records.VENUE_KRAKEN, 0, 1, price=5, qty=1, side=1),
-                     rec(records.RT_L2_UPDATE, B, 0, 1, price=5, qty=1, side=9)]), oh, od, words)
+    es.feed(stack([rec(records.RT_L2_UPDATE, B, 99, 1, price=5, qty=1, side=1),
+                   rec(records.RT_L2_UPDATE, records.VENUE_KRAKEN, 0, 1, price=5, qty=1, side=1),
+                   rec(records.RT_L2_UPDATE, B, 0, 1, price=5, qty=1, side=9)]))
     assert es.stats[engine.ST_UNKNOWN_INSTR] == 2 and es.stats[engine.ST_BOOK_ERRORS] == 1
     assert es.n.sum() == 0
 
@@ -195,7 +199,7 @@ def test_kill_cancels_every_working_order_acks_and_blocks_new_orders():
     for k in range(5):                               # md keeps coming: nothing goes out
         _frame(es, oh, od, words, bids=((1000 + k, 5),), asks=((1020 + k, 5),), instrument=k & 1)
     assert len(_orders(oh, od)) == 8
-    assert es.ack_pending(words) == 4               # the venue confirms the cancels
+    assert instant_venue.acknowledge(es) == 4       # the venue confirms the cancels
     assert es.open_orders() == 0
     # manual reset: trading resumes
     control.store_release_py(words, control.KILL_OFF, 0)
@@ -218,7 +222,7 @@ def test_max_loss_sets_the_kill_switch_and_the_engine_halts():
     assert es.rk.state[risk.R_STATE] == records.RISK_HALTED
     assert es.rk.state[risk.R_CAUSE] == risk.CB_MAX_LOSS
     n = len(_orders(oh, od))
-    es.replay(stack([rec(records.RT_TRADE, B, 0, 1, price=1, qty=1, side=1)]), oh, od, words)
+    es.feed(stack([rec(records.RT_TRADE, B, 0, 1, price=1, qty=1, side=1)]))
     assert es.stats[engine.ST_HALTED] == 1
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_HALTED
     o = _orders(oh, od)[n:]                            # the kill cancelled the working ask
@@ -228,11 +232,11 @@ def test_max_loss_sets_the_kill_switch_and_the_engine_halts():
 
 def test_engine_settings_reject_unknown_keys_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.max_los: unknown key"):
-        engine.engine_settings({"max_los": 1})
+        engine_state.engine_settings({"max_los": 1})
     with pytest.raises(engine.EngineError, match=r"engine\.max_live: expected an integer"):
-        engine.engine_settings({"max_live": 0})
+        engine_state.engine_settings({"max_live": 0})
     with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.tick_e8"):
-        engine.engine_settings({"instruments": {"binance:AAA": {"tick_e8": 0}}})
+        engine_state.engine_settings({"instruments": {"binance:AAA": {"tick_e8": 0}}})
 
 
 @pytest.mark.parametrize("symbol, assets", [
@@ -240,11 +244,11 @@ def test_engine_settings_reject_unknown_keys_by_name():
     ("BTC-USD", ("BTC", "USD")), ("XBT/USD", ("BTC", "USD")), ("btcusd", ("BTC", "USD")),
     ("tBTCUSD", ("BTC", "USD")), ("tDOGE:USD", ("DOGE", "USD")), ("AAA", None), ("USD", None)])
 def test_split_symbol_names_base_and_quote_assets_of_every_venue_style(symbol, assets):
-    assert engine.split_symbol(symbol) == assets
+    assert engine_state.split_symbol(symbol) == assets
 
 
 def test_balances_seed_the_ledger_and_the_balance_check_denies_what_they_cannot_cover(cal):
-    venue = {**engine.DEFAULT_RISK_VENUE, "check_balance": True}
+    venue = {**engine_state.DEFAULT_RISK_VENUE, "check_balance": True}
     settings = {"instruments": {"binance:AAA": {**GRID["instruments"]["binance:AAA"],
                                                 "base": "aaa", "quote": "usd"}},
                 "balances": {"binance:USD": 15.0}}
@@ -273,32 +277,34 @@ def test_one_loss_limit_over_instruments_quoted_in_different_currencies_is_refus
               for s in ("NKNUSDT", "LRCBTC")]
     with pytest.raises(engine.EngineError, match=r"risk\.max_loss: .*BTC, USDT"):
         EngineState({"binance": ["NKNUSDT", "LRCBTC"]}, tables, None, cal=cal,
-                    risk_table={**engine.default_risk_table(["binance"]), "max_loss": 100.0})
+                    risk_table={**engine_state.default_risk_table(["binance"]), "max_loss": 100.0})
     # USD-pegged quotes share the limit; without money limits any mix is fine
     tables[1]["symbol"] = "NKNUSDC"
     EngineState({"binance": ["NKNUSDT", "NKNUSDC"]}, tables, None, cal=cal,
-                risk_table={**engine.default_risk_table(["binance"]), "max_loss": 100.0})
+                risk_table={**engine_state.default_risk_table(["binance"]), "max_loss": 100.0})
     tables[1]["symbol"] = "LRCBTC"
     EngineState({"binance": ["NKNUSDT", "LRCBTC"]}, tables, None, cal=cal)
 
 
 def test_engine_balances_are_validated_by_name():
     with pytest.raises(engine.EngineError, match=r"engine\.balances\.nowhere:USD: expected"):
-        engine.engine_settings({"balances": {"nowhere:USD": 1.0}})
-    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount"):
-        engine.engine_settings({"balances": {"binance:USD": -1}})
+        engine_state.engine_settings({"balances": {"nowhere:USD": 1.0}})
+    with pytest.raises(engine.EngineError, match=r"engine\.balances\.binance:USD: expected an amount in"):
+        engine_state.engine_settings({"balances": {"binance:USD": -1}})
     with pytest.raises(engine.EngineError, match=r"engine\.instruments\.binance:AAA\.quote"):
-        engine.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
-    assert engine.engine_settings({"balances": {"binance:usdt": 2.5}})["balances"] == {
+        engine_state.engine_settings({"instruments": {"binance:AAA": {"quote": 5}}})
+    assert engine_state.engine_settings({"balances": {"binance:usdt": 2.5}})["balances"] == {
         ("binance", "USDT"): 250_000_000}
 
 
 def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
     from appliance import config
     cfg = config.parse({
-        "venues": [{"name": "binance", "symbols": ["NKNUSDT", "BLZETH"]},
-                   {"name": "kraken", "symbols": ["XMR/USD"]}],
-        "engine": {"max_live": 10, "instruments": {"binance:NKNUSDT": {"tick_e8": 10}}},
+        "venues": [{"name": "binance"}, {"name": "kraken"}],
+        "instruments": [*instruments_tables("binance", ["NKNUSDT"], "0.0000001", "0.00000001"),
+                        *instruments_tables("binance", ["BLZETH"]),
+                        *instruments_tables("kraken", ["XMR/USD"])],
+        "engine": {"max_live": 10},
         "risk": {"limits": {"max_qty": 5, "max_notional": 100.0, "max_position": 5,
                             "max_open_orders": 4, "collar_bps": 50, "max_spread_ticks": 9}},
         "strategies": [
@@ -321,9 +327,9 @@ def test_engine_state_from_a_toml_config_with_both_strategy_kinds(cal):
                     cal=cal)
 
 
-@pytest.mark.timeout(600)    # compiling step (the whole inlined order path) takes minutes
+@pytest.mark.timeout(600)    # compiling step cold takes about a minute on a small host
 def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle(cal):
-    from appliance.hotpath import wait
+    from appliance.transport import wait
     es, oh, od, words = _engine(cal)
     mh, mdd = ring.local_ring(records.MD_RECORD_SIZE, 256)
     eh, ed = ring.local_ring(records.EXEC_RECORD_SIZE, 256)
@@ -331,9 +337,8 @@ def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle
     for r in book_frame(((990, 5),), ((1010, 5),), 55):
         ring.publish(mh, mdd, r)
     wp, ws = wait.make("backoff", None, 10, 1_000, 100_000), wait.new_state()
-    args = ((mh,), (mdd,), (mc,), eh, ed, ec, oh, od, words, 0, cal, es.px, es.qty, es.n,
-            es.book_map, es.bstate, es.meta, es.params, es.state, es.quotes, es.pnl, es.risk,
-            *es.gate_args(), es.stats, es.lat_hist, wp, ws, es.md_buf, es.ex_buf)
+    loop = es.loop([(mh, mdd, mc)], [(eh, ed, ec)], wp, ws)
+    args = (loop, es.books, es.strats, es.gate, es.tel, es.io, 0)
     # a huge iteration budget: the step still returns (about every millisecond when idle)
     assert engine.step(*args, 10**12) == engine.STEP_OK
     o = _orders(oh, od)
@@ -388,7 +393,7 @@ def test_losing_streak_moves_the_engine_to_reducing_and_only_reducing_orders_pas
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_RUNNING
     _fill(es, words, bid, 1000, 1, 3, 2)
     _fill(es, words, ask, 990, 1, 4, 2)
-    assert es.led.acct[engine.positions.A_LOSS_STREAK] == 2
+    assert es.led.acct[positions.A_LOSS_STREAK] == 2
     assert es.rk.state[risk.R_STATE] == records.RISK_REDUCING
     assert words[control.RISK_STATE_OFF // 8] == records.RISK_REDUCING    # `appliance status`
     _fill(es, words, bid, 1000, 1, 5, 3)            # the bid fills up: long 1 lot
@@ -411,7 +416,7 @@ def test_max_loss_from_a_losing_fill_sets_the_kill_switch_and_cancels_everything
     assert rc == engine.STEP_MAX_LOSS
     assert control.kill_requested(words)
     assert words[control._OFF_KILL_SOURCE // 8] == control.SOURCE_MAX_LOSS
-    es.replay(stack([rec(records.RT_TRADE, B, 0, 1, price=1, qty=1, side=1)]), oh, od, words)
+    es.feed(stack([rec(records.RT_TRADE, B, 0, 1, price=1, qty=1, side=1)]))
     assert words[control.KILL_ACK_OFF // 8] == control.kill_epoch(words)
     o = _orders(oh, od)[2:]
     assert [(t, r["orig_clord_id"]) for t, r in o] == [(records.RT_CANCEL, ask["clord_id"])]
@@ -422,10 +427,10 @@ def test_requests_never_answered_pause_the_gate_after_the_ack_timeout(cal):
     es, oh, od, words = _engine(cal, settings={"ack_timeout_ms": 50})
     _frame(es, oh, od, words, acks=False)            # two NEWs the venue never answers
     assert es.open_orders() == 2
-    timeout = int(es.risk[engine.R_ACK_TIMEOUT_NS])
+    timeout = int(es.loop_settings[engine.LP_ACK_TIMEOUT_NS])
     assert timeout == 50_000_000
     sent = int(es.oms.orders["created_ns"][es.oms.orders["state"] > 0].max())
-    scan = lambda now: engine.check_stuck(es.oms, es.rk, es.rows, es.stats, words, now, timeout)
+    scan = lambda now: engine.check_stuck(es.gate, es.tel, es.io, now, timeout)
     assert scan(sent + timeout) == 0                 # at the limit: not yet
     assert es.risk_dict()["state"] == "RUNNING"
     assert scan(sent + timeout + 1) == 2

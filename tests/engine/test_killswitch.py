@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from numba import njit
 
-from appliance import killswitch
-from appliance.hotpath import control, records, ring
+from appliance.engine import killswitch
+from appliance.transport import control, records, ring
+from tests.configs import instruments_toml
 from tests.engine import mdsource
 
 
@@ -33,11 +34,11 @@ def test_corrupt_persisted_state_reads_as_halted(tmp_path):
     assert st["halted"] is True and "corrupt" in st["reason"]
 
 
-def test_kill_with_no_engine_sets_and_persists_the_flag_and_says_so(shm_dir, tmp_path):
+def test_kill_with_nobody_running_is_set_and_persisted_but_not_confirmed(shm_dir, tmp_path):
     cb = control.ControlBlock.open(str(shm_dir))
     try:
         r = killswitch.kill(cb, tmp_path, "test", timeout_s=0.1)
-        assert r["acked"] is None and r["engine_pid"] == 0
+        assert r["confirmed"] is False and r["engine_pid"] == 0 and r["gateways"] == {}
         assert cb.killed and cb.epoch == r["epoch"]
         assert killswitch.read_state(tmp_path)["halted"] is True
         killswitch.reset(cb, tmp_path)
@@ -80,8 +81,7 @@ burst = 10000
 check_balance = false
 [[venues]]
 name = "binance"
-symbols = {json.dumps(list(symbols))}
-""" + "".join(f"""
+""" + instruments_toml("binance", symbols) + "".join(f"""
 [[strategies]]
 kind = "avellaneda_stoikov"
 venue = "binance"
@@ -155,10 +155,11 @@ def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm
             assert eng.poll() is None
             assert time.monotonic() < deadline, "engine wrote no orders from the md flood"
             time.sleep(0.05)
-        r = _cli(cfg, "kill", "--reason", "test kill", "--timeout", "30")
+        r = _cli(cfg, "kill", "--reason", "test kill", "--timeout", "30", "--json")
         head_at_ack = int(ring.head(orders_r.hdr))
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "acknowledged" in r.stdout and " ms" in r.stdout
+        k = json.loads(r.stdout)
+        assert k["confirmed"] and k["engine_acked"] and k["engine_ack_ns"] > 0
         time.sleep(1.0)                       # md keeps flooding in while HALTED
         assert int(ring.head(orders_r.hdr)) == head_at_ack   # nothing after the acknowledgement
         orders = mdsource.order_records(orders_r.hdr, orders_r.data)
@@ -206,11 +207,11 @@ def test_kill_across_processes_stops_orders_cancels_all_and_survives_restart(shm
         ex.close()
 
 
-def test_kill_cli_with_no_engine_persists_and_says_so_then_status_shows_it(shm_dir, tmp_path):
+def test_kill_cli_with_nobody_running_persists_but_exits_1_then_status_shows_it(shm_dir, tmp_path):
     cfg = _config(tmp_path, shm_dir, ["NKNUSDT"])
     r = _cli(cfg, "kill", "--reason", "nobody home")
-    assert r.returncode == 0, r.stderr
-    assert "no engine is running" in r.stdout and "HALTED" in r.stdout
+    assert r.returncode == 1, r.stderr
+    assert "NOT confirmed" in r.stderr and "no engine and no FIX gateway" in r.stderr
     assert killswitch.read_state(tmp_path / "state")["reason"] == "nobody home"
     st = json.loads(_cli(cfg, "status", "--json").stdout)
     assert st["kill"]["set"] and st["kill"]["reason"] == "nobody home"

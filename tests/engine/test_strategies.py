@@ -4,11 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.hotpath import book, records, ring
-from appliance.hotpath.engine import EngineState, ST_NEW, ST_REPLACE, ST_RISK_REJECTS
-from appliance.hotpath.strategies import avellaneda_stoikov as AS
-from appliance.hotpath.strategies import base, cross_venue as XV
-from appliance.hotpath import strategies
+from appliance.engine import book
+from appliance.transport import records, ring
+from appliance.engine.kernels import ST_NEW, ST_REPLACE, ST_RISK_REJECTS
+from appliance.engine.state import EngineState
+from appliance.engine.strategies import avellaneda_stoikov as AS
+from appliance.engine.strategies import base, cross_venue as XV
+from appliance.engine import strategies
+from benches import instant_venue
 from tests.engine import mdsource
 
 VENUES = {"binance": ["NKNUSDT", "BLZETH"], "kraken": ["XMR/USD"], "sim": ["XMR/USD"]}
@@ -29,7 +32,7 @@ _CAL = None
 @pytest.fixture(autouse=True, scope="module")
 def _cal():
     global _CAL
-    from appliance.hotpath import clock
+    from appliance.transport import clock
     _CAL = clock.calibration()
 
 
@@ -43,8 +46,7 @@ def _set_book(es, b, bids, asks):
 
 def _as_book(es, i=0, now=10**12, bids=((99, 10), (98, 10)), asks=((101, 10), (102, 10))):
     _set_book(es, 0, bids, asks)
-    return strategies.on_book(i, es.meta, es.params, es.state, es.quotes, es.px, es.qty, es.n, 0,
-                              now, now)
+    return strategies.on_book(i, es.strats, es.books, 0, now, now)
 
 
 def test_as_quotes_nothing_during_warmup_then_quotes_both_sides_passively():
@@ -69,8 +71,7 @@ def test_as_long_inventory_skews_both_quotes_down():
     for es in (flat, long_):                  # same volatility history for both
         for k in range(30):
             _as_book(es, bids=((900 + k % 3, 10),), asks=((1100 + k % 3, 10),))
-    strategies.on_fill(0, long_.meta, long_.params, long_.state, long_.quotes, 0,
-                       records.SIDE_BUY, 1000, 5, 0)
+    strategies.on_fill(0, long_.strats, 0, records.SIDE_BUY, 1000, 5, 0)
     _as_book(flat, **wide)
     _as_book(long_, **wide)
     assert long_.state[0, AS.S_INV] == 5
@@ -80,7 +81,7 @@ def test_as_long_inventory_skews_both_quotes_down():
 
 def test_as_max_inventory_stops_quoting_the_side_that_adds_to_it():
     es = _one("avellaneda_stoikov", {"warmup_events": 0, "max_inventory": 3, "qty": 1})
-    strategies.on_fill(0, es.meta, es.params, es.state, es.quotes, 0, records.SIDE_BUY, 100, 3, 0)
+    strategies.on_fill(0, es.strats, 0, records.SIDE_BUY, 100, 3, 0)
     _as_book(es)
     assert es.quotes[0, 0, base.Q_STATE] == base.QS_OFF       # no more bids
     assert es.quotes[0, 1, base.Q_STATE] == base.QS_QUOTE
@@ -96,8 +97,7 @@ def test_as_one_sided_toxic_flow_pulls_quotes_until_cooldown_ends():
     assert es.quotes[0, 0, base.Q_STATE] == base.QS_QUOTE
     rc = base.UNCHANGED
     for _ in range(4):       # buckets of pure buying: vpin 0.5, 0.75 -> pull
-        rc = strategies.on_trade(0, es.meta, es.params, es.state, es.quotes, es.px, es.qty, es.n,
-                                 0, 101, 10, records.SIDE_BUY, now, now)
+        rc = strategies.on_trade(0, es.strats, es.books, 0, 101, 10, records.SIDE_BUY, now, now)
         if rc == base.CHANGED:
             break
     assert rc == base.CHANGED and es.state[0, AS.S_PULLS] == 1
@@ -107,8 +107,7 @@ def test_as_one_sided_toxic_flow_pulls_quotes_until_cooldown_ends():
     # balanced flow brings vpin down; after the cooldown it quotes again (wider than before)
     for _ in range(6):
         for side in (records.SIDE_BUY, records.SIDE_SELL):
-            strategies.on_trade(0, es.meta, es.params, es.state, es.quotes, es.px, es.qty, es.n,
-                                0, 100, 5, side, now, now)
+            strategies.on_trade(0, es.strats, es.books, 0, 100, 5, side, now, now)
     assert es.state[0, AS.S_VPIN] < 0.7
     _as_book(es, now=now + int(cool) + 1)
     assert es.quotes[0, 0, base.Q_STATE] == base.QS_QUOTE
@@ -137,8 +136,7 @@ def _xv(params, a, b):
     es = _one("cross_venue", params)
     _set_book(es, 0, *a)
     _set_book(es, 1, *b)
-    rc = strategies.on_book(0, es.meta, es.params, es.state, es.quotes, es.px, es.qty, es.n, 1,
-                            10**12, 10**12)
+    rc = strategies.on_book(0, es.strats, es.books, 1, 10**12, 10**12)
     return es, rc
 
 
@@ -190,7 +188,8 @@ def test_unknown_strategy_parameter_is_rejected_by_name():
 def _replay(es, recs):
     oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 1 << 16)
     words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
-    es.replay(recs, oh, od, words, venue_acks=True)
+    es.attach(oh, od, words)
+    instant_venue.feed(es, recs)
     return mdsource.order_records(oh, od)
 
 

@@ -3,7 +3,6 @@ describes them: I/E lines send/expect messages, i/e CONNECT/DISCONNECT, optional
 number prefix, <TIME±N> substitution, 9/10 filled in unless given, fields.fmt regex matching."""
 from __future__ import annotations
 
-import calendar
 import re
 import socket
 import time

@@ -47,3 +47,16 @@ def pump_until(loops, cond, timeout=20.0, step=0.01):
         if cond():
             return True
     return False
+
+
+# The one instrument the FIX process tests trade, as the config's registry has it (the sessions
+# name the venue: [fix.sessions.X] venue = "binance").
+VENUE_TOML = """
+[[venues]]
+name = "binance"
+[[instruments]]
+venue = "binance"
+symbol = "BTCUSDT"
+tick = "0.01"
+lot = "0.001"
+"""

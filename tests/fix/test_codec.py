@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from appliance.fix import codec as C
-from appliance.hotpath import records as R
+from appliance.transport import records as R
 
 INSTRUMENTS = [("BTCUSDT", "0.01", "0.00001"), ("ETH-USD", "0.05", "1"), ("X", "1", "0.1"),
                ("DOGE/USDT", "0.000001", "100")]

@@ -11,11 +11,11 @@ import pytest
 
 from appliance.config import ConfigError
 from appliance.fix import codec as C
-from appliance.fix import exchange as X
+from appliance.sim import exchange as X
 from appliance.fix import gateway as G
 from appliance.fix.store import FileStore
-from appliance.hotpath import records as R
-from appliance.hotpath import ring, wait
+from appliance.transport import records as R
+from appliance.transport import ring, wait
 
 INSTRUMENTS = [{"symbol": "BTCUSDT", "tick_size": "0.01", "lot_size": "0.001"},
                {"symbol": "ETHUSDT", "tick_size": "0.05", "lot_size": "0.01"}]
@@ -29,9 +29,10 @@ class Harness:
                                     venue=X.MatchingVenue(references=refs or {})).start()
         table = {"host": "127.0.0.1", "port": self.srv.port, "sender_comp_id": "APPLIANCE",
                  "target_comp_id": "SIMEX", "instruments": INSTRUMENTS, "store_dir": str(tmp_path / "store"),
-                 "reconnect_min_ms": 20, "reconnect_max_ms": 200, "reconcile_timeout_s": 2.0}
+                 "reconnect_min_ms": 20, "reconnect_max_ms": 200, "reconcile_timeout_s": 5.0}
         table.update(extra)
         self.gcfg = G.GatewayConfig.from_table("t", table)
+        G.warm(self.gcfg)                   # as the actor does: no compile once live
         self.orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
         reader = ring.RingReader.attach("orders", "fix.t", "latest", shm_dir)
         self.exec_writer = ring.RingWriter.create("exec.t", R.EXEC_RECORD_SIZE, 4096, shm_dir)
@@ -118,6 +119,11 @@ def test_order_round_trip_gives_ack_then_fill_records(harness):
     assert f["clord_id"] == cross and f["last_price"] == 10_000 and f["last_qty"] == 7
     assert f["cum_qty"] == 7 and f["leaves_qty"] == 0 and f["ord_status"] == ord("2") and f["liquidity"] == 2
     assert h.gw.gst[G.G_OPEN] == 1           # the filled order left the open-order table
+    from appliance.transport import hist
+    o2w, w2a, t2t = (h.gw.hists[h.gw.hidx[k]] for k in (G.HOP_O2W, G.HOP_W2A, G.HOP_T2T))
+    assert o2w[hist.H_COUNT] == 2 and w2a[hist.H_COUNT] == 2    # one per order: sent, first answer
+    assert t2t[hist.H_COUNT] == 0                                # the test orders carry no origin
+    assert 0 < hist.percentiles(o2w)[0.5] and 0 < hist.percentiles(w2a)[0.5]
 
 
 def test_cancel_replace_and_unknown_cancel(harness):
@@ -191,7 +197,8 @@ def test_disconnect_reports_down_then_reconnect_reconciles_before_new_orders(har
              for r in recs if r["rtype"] in (R.RT_SESSION, R.RT_ACK)]
     assert kinds[0] == (R.RT_SESSION, R.SESSION_UP)
     statuses = [r for r in recs if r["rtype"] == R.RT_ACK]
-    assert sorted(int(r["clord_id"]) for r in statuses) == sorted(working)
+    # each order answered by its OrderStatusRequest and by the mass status reply (FIX 4.4)
+    assert sorted(set(int(r["clord_id"]) for r in statuses)) == sorted(working)
     assert all(r["exec_type"] == R.EXEC_ORDER_STATUS and r["ord_status"] == ord("0") for r in statuses)
     assert kinds[-1] == (R.RT_SESSION, R.SESSION_RECONCILED)
     after = h.new_order(10_500)                       # flows again, and fills
@@ -210,6 +217,11 @@ def test_sequence_numbers_survive_reconnect_without_resets(harness):
     h.wait_state(R.SESSION_RECONCILED)
     assert h.store.next_sender > before               # continued, not reset to 1
     srv_session = h.srv.sessions[0]
+    # the mass status reply can confirm the order before the venue has read our last status
+    # request: wait until it has taken everything we sent
+    deadline = time.time() + 10
+    while srv_session.store.next_target != h.store.next_sender and time.time() < deadline:
+        time.sleep(0.01)
     assert srv_session.store.next_target == h.store.next_sender
     assert h.gw.session.garbled == 0 and h.srv.sessions[0].garbled == 0 and srv_session.rejects_sent == 0
 
@@ -224,7 +236,7 @@ def test_open_order_table_matches_a_dict_under_random_inserts_and_deletes():
     for _ in range(3000):
         k = rnd.choice(keys)
         if rnd.random() < 0.55:
-            r = G.ot_insert(ot, gst, k, k % 7, 1)
+            r = G.ot_insert(ot, gst, k, k % 7, 1, 10)
             if len(ref) < 48 or k in ref:
                 assert r >= 0
                 ref[k] = k % 7
@@ -305,12 +317,19 @@ state_dir = "{tmp_path}/state"
 [wait]
 strategy = "backoff"
 backoff_max_ns = 200000
+[[venues]]
+name = "binance"
+[[instruments]]
+venue = "binance"
+symbol = "BTCUSDT"
+tick = "0.01"
+lot = "0.001"
 [fix.sessions.sim]
 host = "127.0.0.1"
 port = {port}
 sender_comp_id = "APPLIANCE"
 target_comp_id = "SIMEX"
-instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
+venue = "binance"
 """)
     orders = ring.RingWriter.create("orders", R.ORDER_RECORD_SIZE, 1024, shm_dir)
     env = dict(os.environ, APPLIANCE_SHM_DIR=str(shm_dir))
@@ -349,7 +368,7 @@ instruments = [{{ symbol = "BTCUSDT", tick_size = "0.01", lot_size = "0.001" }}]
         orders.publish(o)
         ack = wait_for(lambda r: r["rtype"] == R.RT_ACK)
         assert ack["clord_id"] == 77 and ack["price"] == 12_345 and ack["qty"] == 3
-        from appliance.hotpath import control
+        from appliance.transport import control
         cb = control.ControlBlock.open(shm_dir)
         (me,) = [a for a in cb.actors() if a["name"] == "fix.sim"]
         assert me["pid"] == gw.pid and me["kind"] == control.ACTOR_FIX and me["heartbeat_age_ms"] < 5000

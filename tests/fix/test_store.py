@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -105,3 +104,59 @@ def test_message_log_writes_readable_lines(tmp_path):
     ml.write("IN ", 0.5, b"8=FIX.4.4\x0135=0\x01", "note")
     ml.close()
     assert (tmp_path / "m.log").read_bytes() == b"19700101-00:00:00.500000 IN  8=FIX.4.4|35=0| # note\n"
+
+
+def test_store_and_message_log_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        st = FileStore(tmp_path / "state" / "fix" / "s1")
+        st.save_message(1, b"8=FIX.4.4\x0135=A\x01554=hunter2\x01")
+        st.reset()
+        ml = MessageLog(tmp_path / "state" / "fix" / "s1" / "messages.log")
+        ml.write("OUT", 0.0, b"x")
+        ml.close()
+        st.close()
+    finally:
+        os.umask(old)
+    for p in [tmp_path / "state", tmp_path / "state" / "fix", tmp_path / "state" / "fix" / "s1"]:
+        assert oct(p.stat().st_mode & 0o777) == oct(0o700), p
+    for p in (tmp_path / "state" / "fix" / "s1").iterdir():
+        assert oct(p.stat().st_mode & 0o777) == oct(0o600), p
+
+
+def test_message_log_redacts_password_new_password_and_signature(tmp_path):
+    ml = MessageLog(tmp_path / "m.log")
+    ml.write("OUT", 0.0, b"8=FIX.4.4\x019=60\x0135=A\x01553=alice\x01554=hunter2\x01925=hunter3\x01"
+                         b"95=7\x0196=si\x01g\x01na\x0110=000\x01")
+    ml.close()
+    text = (tmp_path / "m.log").read_bytes()
+    for secret in (b"hunter2", b"hunter3", b"si|g|na", b"na|10", b"g|"):
+        assert secret not in text
+    assert b"553=alice|554=***|925=***|95=7|96=***|10=000|" in text
+
+
+def test_store_rotates_segments_and_stays_bounded(tmp_path):
+    st = FileStore(tmp_path, segment_bytes=8192, max_segments=3)
+    body = b"x" * 200
+    for seq in range(1, 2001):
+        st.save_message(seq, b"8=FIX.4.4\x0134=%d\x01" % seq + body)
+    total = sum(p.stat().st_size for p in tmp_path.glob("messages*"))
+    assert total <= 3 * (8192 + 300)
+    assert st.rotations > 0 and len(list(tmp_path.glob("messages.*"))) == 2
+    kept = [s for s, _ in st.get_messages(1, 2000)]
+    assert kept[-1] == 2000 and kept == list(range(kept[0], 2001)) and kept[0] > 1
+    st.close()
+    st = FileStore(tmp_path, segment_bytes=8192, max_segments=3)    # reopen: same index
+    assert [s for s, _ in st.get_messages(1, 2000)] == kept
+    assert st.get_messages(2000, 2000)[0][1].endswith(body)
+    st.close()
+
+
+def test_message_log_rotates_by_size(tmp_path):
+    ml = MessageLog(tmp_path / "m.log", max_bytes=4096, keep=2)
+    for i in range(200):
+        ml.write("IN ", float(i), b"8=FIX.4.4\x0135=0\x01" + b"y" * 50)
+    ml.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["m.log", "m.log.1", "m.log.2"]
+    assert all(p.stat().st_size < 4096 + 200 for p in tmp_path.iterdir())

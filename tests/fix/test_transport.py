@@ -8,8 +8,8 @@ import time
 import pytest
 
 from appliance.fix import dictionary, wire
-from appliance.fix.acceptor import AcceptorThread
-from appliance.fix.session import Session, SessionConfig
+from appliance.sim.acceptor import AcceptorThread
+from appliance.fix.session import Session
 from appliance.fix.store import MemoryStore
 from appliance.fix.transport import EventLoop
 from tests.fix.defscript import complete, expand_time
@@ -108,7 +108,7 @@ def test_fix42_counterparty_gets_echo_and_business_reject(acceptor):
 
 def test_peer_that_stops_reading_is_disconnected_and_others_are_served():
     loop = EventLoop(tick=0.02, max_outbuf=256 << 10, stall_timeout=0.5)
-    from appliance.fix.acceptor import build
+    from appliance.sim.acceptor import build
     build(loop)
     port = loop.listen("127.0.0.1", 0)
     slow = socket.create_connection(("127.0.0.1", port))
@@ -142,7 +142,7 @@ def test_peer_that_stops_reading_is_disconnected_and_others_are_served():
 
 def test_large_backlog_to_a_peer_that_reads_is_not_mistaken_for_a_stall():
     loop = EventLoop(tick=0.02, max_outbuf=64 << 10, stall_timeout=2.0, sndbuf=8192)
-    from appliance.fix.acceptor import build
+    from appliance.sim.acceptor import build
     build(loop)
     port = loop.listen("127.0.0.1", 0)
     c = socket.socket()

@@ -1,7 +1,6 @@
 """Framing and parsing: input in pieces, garbage, against simplefix as the reference codec."""
 from __future__ import annotations
 
-import random
 
 import simplefix
 from hypothesis import given, settings, strategies as st

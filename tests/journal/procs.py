@@ -8,8 +8,8 @@ import time
 import numpy as np
 from numba import njit
 
-from appliance.hotpath import records as R
-from appliance.hotpath import ring
+from appliance.transport import records as R
+from appliance.transport import ring
 
 GOLD = np.uint64(0x9E3779B97F4A7C15)
 PAYLOAD_WORDS = (2, 4, 5, 6, 7)     # word 0 is ver, 1 rtype/venue/flags/instrument, 3 publish_tsc

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from appliance import cli
-from appliance.hotpath import records as R
-from appliance.hotpath import ring
+from appliance.transport import records as R
+from appliance.transport import ring
 from appliance.journal import Journal, JournalWriter
 from tests.journal.procs import check_rows, make_rows
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from appliance.hotpath import records as R
+from appliance.transport import records as R
 from appliance.journal import (FRAME_DATA, Journal, JournalCorruptError, JournalError, JournalFile,
                                JournalFormatError, JournalWriter, decode_records, record_view)
 from appliance.journal import format as F

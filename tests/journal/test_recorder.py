@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from appliance import cli
-from appliance.hotpath import ring
+from appliance.transport import ring
 from appliance.journal import FRAME_GAP, Journal, JournalError
 from appliance.journal.recorder import Recorder
 from tests.journal import procs

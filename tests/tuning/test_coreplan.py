@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance import config
+from tests.configs import instruments_toml
 from tests.tuning.fakehost import make_topology
 from tuning.coreplan import (TopologyError, actors_from_config, cpumask_hex, format_cpulist,
                              make_plan, parse_cpulist, parse_cpumask, read_topology)
@@ -131,7 +132,9 @@ def test_script_runs_standalone_with_only_the_stdlib(tmp_path):
 def test_cli_tuning_plan_json_uses_the_config_actors(tmp_path):
     make_topology(tmp_path / "root", sockets=1, cores=8, threads=1)
     cfg = tmp_path / "a.toml"
-    cfg.write_text('[[venues]]\nname = "binance"\n[fix]\nsessions = [{name = "cb"}]\n')
+    cfg.write_text('[[venues]]\nname = "binance"\n[fix.sessions.cb]\nhost = "127.0.0.1"\nport = 4198\n'
+                   'sender_comp_id = "A"\ntarget_comp_id = "B"\nvenue = "binance"\n'
+                   + instruments_toml("binance", ["NKNUSDT"]))
     r = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "tuning", "plan",
                         "--root", str(tmp_path / "root"), "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

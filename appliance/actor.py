@@ -1,0 +1,319 @@
+"""The one actor lifecycle: every appliance process (md gateway, engine, FIX gateway, recorder,
+exchange simulator) is a subclass of :class:`Actor` and runs :meth:`Actor.run`.
+
+Lifecycle (``run``)::
+
+    1. pin         sched_setaffinity to the core plan's core ([cores] actors."<name>"), if any
+    2. signals     SIGTERM / SIGINT set ``stopping``; the loop looks at it at least every
+                   ``STOP_POLL_S`` (blocking calls in hooks must time out within that), so a stop
+                   is honoured within a second
+    3. warm()      compile and warm every kernel the actor will run, before it has any output or
+                   connection: nothing live ever waits on a compile (a heartbeat is never late
+                   because of one)
+    4. open()      create the outputs first (other actors may be waiting for them), then wait for
+                   the inputs (``wait_for`` polls, honouring ``stopping``)
+    5. register    a line in the control block (name, kind, core, pid; heartbeats from now on)
+                   and the telemetry region ``telemetry.<name>`` (``self.tm``)
+    6. start()     go live: connect, subscribe, log on
+    7. loop()      ``poll()`` until ``stopping``; after each poll the heartbeat; every
+                   ``status_every_s`` ``periodic()`` and the status snapshot (``status()`` written atomically to
+                   ``<state_dir>/status/<name>.json``, mode 0640) and ``counters()`` published to
+                   telemetry. An actor whose I/O drives its own loop overrides ``loop`` and calls
+                   ``tick()`` at least every ~100 ms.
+    8. close()     the status is written a last time (``live`` false), then the orderly stop
+                   (cancel, log out, flush) and the regions are closed (the control block line
+                   keeps the pid: ``appliance status`` shows the actor as stopped)
+
+``poll`` does a bounded unit of work (a compiled step of about a millisecond, a socket poll) and
+returns. Hooks raise :class:`ActorError` for a condition that stops the actor with a one-line
+reason (exit status 2 before it went live, 1 after).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from appliance import fsutil
+from appliance.transport import control, shm, telemetry
+
+STATUS_DIR = "status"
+STOP_POLL_S = 0.2
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANNOT_START = 2
+
+
+class ActorError(RuntimeError):
+    """The actor cannot start or go on (the message says why, in one line)."""
+
+
+def status_path(state_dir: str | os.PathLike, name: str) -> Path:
+    return Path(state_dir) / STATUS_DIR / f"{name}.json"
+
+
+def write_json_atomic(path: str | os.PathLike, obj, mode: int = 0o640) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically with ``mode`` whatever the umask."""
+    fsutil.write_atomic(path, json.dumps(obj, default=str).encode(), mode)
+
+
+def read_status(state_dir: str | os.PathLike, name: str) -> dict | None:
+    try:
+        with open(status_path(state_dir, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Actor:
+    """Base class of every actor process (see the module docstring for the lifecycle)."""
+
+    kind = control.ACTOR_OTHER
+    status_every_s = 0.5
+
+    def __init__(self, cfg, name: str, log: logging.Logger | None = None):
+        self.cfg = cfg
+        self.name = name
+        self.log = log or logging.getLogger(f"appliance.{name}")
+        self.shm_dir = cfg.appliance.shm_dir or None
+        self.state_dir = cfg.appliance.state_dir
+        self.core = cfg.cores.actors.get(name)
+        self.stopping = False
+        self.live = False
+        self.cb: control.ControlBlock | None = None
+        self.tm: telemetry.Telemetry | None = None
+        self._idx = -1
+        self._words = None
+        self._next_status = 0.0
+        self.started_ns = time.time_ns()
+        self._writer = _LatestWriter(self._write)
+
+    # -- hooks --------------------------------------------------------------------------------
+    def warm(self) -> None:
+        """Compile and warm every kernel this actor runs (before anything goes live)."""
+
+    def open(self) -> None:
+        """Create outputs, then wait for inputs (use ``wait_for``)."""
+
+    def start(self) -> None:
+        """Go live (connect, subscribe, log on)."""
+
+    def poll(self) -> None:
+        """One bounded unit of work; return within ~1 ms (at most STOP_POLL_S when idle)."""
+        time.sleep(STOP_POLL_S)
+
+    def periodic(self) -> None:
+        """Housekeeping every ``status_every_s`` (before the status is written)."""
+
+    def status(self) -> dict:
+        """The actor's status snapshot (JSON-able)."""
+        return {}
+
+    def counters(self) -> dict:
+        """Python-side counters to publish in telemetry (name -> int, monotonic)."""
+        return {}
+
+    def gauges(self) -> dict:
+        """Python-side levels to publish in telemetry (name -> int: open orders, books valid)."""
+        return {}
+
+    def close(self) -> None:
+        """Orderly stop; release what ``open`` / ``start`` took."""
+
+    # -- helpers for hooks --------------------------------------------------------------------
+    def request_stop(self, *_args) -> None:
+        self.stopping = True
+
+    def wait_for(self, what: str, attempt, timeout_s: float, interval_s: float = 0.05):
+        """Call ``attempt()`` until it returns something other than None (it may raise
+        shm.ShmError / FileNotFoundError meaning "not yet"); ActorError after ``timeout_s`` or
+        on a stop request."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            try:
+                r = attempt()
+                if r is not None:
+                    return r
+            except (shm.ShmError, FileNotFoundError) as e:
+                last = e
+            if self.stopping:
+                raise ActorError(f"stopped while waiting for {what}")
+            if time.monotonic() >= deadline:
+                raise ActorError(f"{what} is not there after {timeout_s:g} s"
+                                 + (f" ({last})" if last else ""))
+            time.sleep(interval_s)
+
+    def beat(self) -> None:
+        """Heartbeat in the control block (cheap: a compiled store)."""
+        if self._words is not None:
+            control.heartbeat(self._words, self._idx, time.time_ns())
+
+    def tick(self, force: bool = False) -> None:
+        """Heartbeat, and the status / counters when their period is due (or ``force``)."""
+        self.beat()
+        now = time.monotonic()
+        if force or now >= self._next_status:
+            self._next_status = now + self.status_every_s
+            self.periodic()
+            self.publish_status()
+
+    def publish_status(self, wait: bool = False) -> None:
+        """Counters and gauges into telemetry, the status snapshot to its file. The snapshot is
+        taken here, in the actor's loop; the file is written by a background thread (a file
+        write costs milliseconds the loop must not lose), or here with ``wait``."""
+        try:
+            if self.tm is not None:
+                self.tm.set_counters(self.counters())
+                self.tm.set_counters(self.gauges(), telemetry.KIND_GAUGE)
+            st = {"name": self.name, "pid": os.getpid(), "time_ns": time.time_ns(),
+                  "started_ns": self.started_ns, "live": self.live}
+            st.update(self.status())
+            data = json.dumps(st, default=str).encode()
+        except telemetry.TelemetryError as e:
+            self.log.warning("%s: status not published: %s", self.name, e)
+            return
+        path = status_path(self.state_dir, self.name)
+        if wait:
+            self._writer.flush()
+            self._write(path, data)
+        else:
+            self._writer.put(path, data)
+
+    def _write(self, path, data: bytes) -> None:
+        try:
+            fsutil.write_atomic(path, data, 0o640)
+        except OSError as e:
+            self.log.warning("%s: status not written to %s: %s", self.name, path, e)
+
+    # -- the lifecycle ------------------------------------------------------------------------
+    def _pin(self) -> None:
+        if self.core is None:
+            return
+        try:
+            os.sched_setaffinity(0, {int(self.core)})
+            self.log.info("%s: pinned to core %d", self.name, self.core)
+        except OSError as e:
+            raise ActorError(f"cannot pin to core {self.core} (cores.actors.{self.name}): "
+                             f"{e.strerror}") from None
+
+    def _register(self) -> None:
+        self.cb = control.ControlBlock.open(self.shm_dir)
+        self._idx = self.cb.register_actor(self.name, self.kind,
+                                           -1 if self.core is None else int(self.core))
+        self._words = self.cb.words
+        self.tm = telemetry.Telemetry.create(self.name, self.shm_dir)
+
+    def loop(self) -> None:
+        while not self.stopping:
+            self.poll()
+            self.tick()
+
+    def run(self) -> int:
+        """Run the whole lifecycle; returns the exit status (never raises ActorError)."""
+        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        rc = EXIT_OK
+        opened = False
+        try:
+            self._pin()
+            self.warm()
+            if self.stopping:
+                return EXIT_OK
+            opened = True
+            self.open()
+            self._register()
+            self.start()
+            self.live = True
+            self.tick(force=True)
+            self.log.info("%s: live (pid %d%s)", self.name, os.getpid(),
+                          f", core {self.core}" if self.core is not None else "")
+            self.loop()
+        except ActorError as e:
+            self.log.error("%s: %s", self.name, e)
+            rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
+        except shm.ShmError as e:
+            self.log.error("%s: %s", self.name, e)
+            rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
+        finally:
+            was_live, self.live = self.live, False
+            try:
+                if was_live:
+                    self.publish_status(wait=True)   # the last picture, before close() releases it
+                if opened:
+                    self.close()
+            except ActorError as e:
+                self.log.error("%s: on stop: %s", self.name, e)
+                rc = rc or EXIT_FAILED
+            finally:
+                self._writer.close()
+                self._release()
+                for s, h in old.items():
+                    signal.signal(s, h)
+        self.log.info("%s: stopped (exit %d)", self.name, rc)
+        return rc
+
+    def _release(self) -> None:
+        if self.cb is not None:
+            self._words = None
+            self.cb.close()
+            self.cb = None
+        if self.tm is not None:
+            self.tm.close()
+            self.tm = None
+
+
+class _LatestWriter:
+    """A background thread writing, per file, the latest content it was given (older content of
+    a file not yet written is superseded)."""
+
+    def __init__(self, write):
+        self._write = write
+        self._cv = threading.Condition()
+        self._items: dict = {}
+        self._busy = False
+        self._closed = False
+        self._thread = None
+
+    def put(self, path, data: bytes) -> None:
+        with self._cv:
+            self._items[str(path)] = data
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="status-writer",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items and not self._closed:
+                    self._cv.wait()
+                if not self._items:
+                    return
+                items, self._items = self._items, {}
+                self._busy = True
+            try:
+                for path, data in items.items():
+                    self._write(path, data)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def flush(self) -> None:
+        """Wait until what was put is written."""
+        with self._cv:
+            while (self._items or self._busy) and self._thread is not None:
+                self._cv.wait(1.0)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -1,0 +1,62 @@
+"""Files the appliance writes for itself (state, status, journals' directories): explicit modes
+whatever the process umask, atomic replacement, optional fsync."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ensure_dir(path: str | os.PathLike, mode: int = 0o750) -> Path:
+    """Create ``path`` (and parents) if missing; a directory this call creates gets exactly
+    ``mode``; one that exists keeps its mode unless it is writable by others, which is removed
+    (a persisted kill switch must not be deletable by anyone on the host)."""
+    p = Path(path)
+    missing = []
+    q = p
+    while not q.exists():
+        missing.append(q)
+        if q.parent == q:
+            break
+        q = q.parent
+    p.mkdir(parents=True, exist_ok=True)
+    for d in missing:
+        os.chmod(d, mode)
+    st = p.stat()
+    if st.st_mode & 0o002:
+        os.chmod(p, st.st_mode & 0o7775 & ~0o002)
+    return p
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o640,
+                 fsync: bool = False, dir_mode: int = 0o750) -> Path:
+    """Replace ``path`` with ``data`` through a temporary file and rename (readers see the old
+    or the new content, never a torn one); the file gets exactly ``mode``. ``fsync`` also makes
+    it durable (file, then directory)."""
+    p = Path(path)
+    ensure_dir(p.parent, dir_mode)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, p)
+    if fsync:
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return p

@@ -1,0 +1,269 @@
+"""Compiled WebSocket deframing of the server stream, on the raw socket (RFC 6455, section 5).
+
+websocket-client does the opening handshake, writes every client frame (subscriptions, pongs,
+close) and nothing else: once a connection is up, the gateway reads the socket itself through
+:func:`next_frame`, which ``recv()``s into one fixed receive buffer and cuts it into frames
+without leaving compiled code. Each venue module's ``pump`` calls it in a loop and hands every
+complete text/binary frame straight to the venue's compiled ``handle_frame``; Python sees only
+what is rare (control frames, fragments, a closed or misbehaving peer, an idle socket).
+
+Receive state (``ws``, int64[WS_WORDS]; one per connection, reset by :func:`reset`)::
+
+    W_POS       first unread byte in rx
+    W_FILL      end of the received bytes in rx
+    W_S, W_E    payload span of the frame just handed out (rx[W_S:W_E])
+    W_OP        its opcode; W_FIN its FIN bit
+    W_TSC       TSC when the recv() that completed the newest bytes returned (the frames'
+                origin_tsc)
+    W_PARTIAL   TSC since which an incomplete frame has been waiting (0 = none): the gateway's
+                per-frame read deadline starts here, so a peer trickling one byte at a time
+                cannot hold a frame open forever
+    W_MAX       largest payload accepted (the frame size cap)
+    W_ERRNO     errno of the last failed recv()
+    W_BYTES     bytes received on this connection
+    W_LAT       TSC ticks from W_TSC to the end of the last handle_frame (records published)
+    W_FRAMES    complete data frames handed to the venue
+
+Return codes of :func:`next_frame` (and of every venue ``pump``, which adds P_ACTION)::
+
+    P_DATA      a complete unfragmented text/binary frame is at rx[W_S:W_E]
+    P_CONTROL   a ping/pong/close frame is at rx[W_S:W_E] (opcode in W_OP): Python answers it
+    P_FRAGMENT  a non-final or continuation frame: Python reassembles (rare; capped)
+    P_IDLE      no complete frame and the socket has nothing more now
+    P_NEED      (fd < 0: the caller fills rx itself, e.g. from a TLS socket) more bytes needed
+    P_CLOSED    the peer closed the TCP connection
+    P_ERROR     recv() failed (errno in W_ERRNO)
+    P_PROTOCOL  not a valid server frame: masked, RSV bits set, reserved opcode, a control frame
+                longer than 125 bytes or fragmented, a 64-bit length with the top bit set
+    P_TOO_BIG   the frame header claims more than W_MAX payload bytes (nothing is allocated:
+                the connection is dropped)
+    P_BUDGET    (pump) max_iters frames handled; call again
+    P_ACTION|a  (pump) the venue kernel returned action bits ``a`` for the frame at rx[W_S:W_E]
+
+The receive buffer never grows: it holds W_MAX + 14 bytes, and a partial frame is moved to its
+front when the rest would not fit. No function here allocates or raises.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from appliance.transport.intrinsics import rdtsc
+
+W_POS = 0
+W_FILL = 1
+W_S = 2
+W_E = 3
+W_OP = 4
+W_FIN = 5
+W_TSC = 6
+W_PARTIAL = 7
+W_MAX = 8
+W_ERRNO = 9
+W_BYTES = 10
+W_LAT = 11
+W_FRAMES = 12
+WS_WORDS = 16
+
+P_DATA = 1
+P_CONTROL = 2
+P_FRAGMENT = 3
+P_IDLE = 4
+P_NEED = 5
+P_CLOSED = 6
+P_ERROR = 7
+P_PROTOCOL = 8
+P_TOO_BIG = 9
+P_BUDGET = 10
+P_ACTION = 1 << 16          # pump: ORed with the venue kernel's action bits (< 1 << 16)
+CODE_NAMES = {P_DATA: "data", P_CONTROL: "control", P_FRAGMENT: "fragment", P_IDLE: "idle",
+              P_NEED: "need", P_CLOSED: "closed", P_ERROR: "recv error", P_PROTOCOL: "protocol",
+              P_TOO_BIG: "frame too big", P_BUDGET: "budget"}
+
+OP_CONT = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+HEADER_MAX = 14             # 2 + 8 (64-bit length) + 4 (mask key, never sent by servers)
+DEFAULT_MAX_FRAME = 16 << 20
+
+_EAGAIN = 11
+_EINTR = 4
+_MSG_DONTWAIT = 0x40
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+@intrinsic
+def sys_recv(typingctx, fd, arr, off, n):
+    """``recv(fd, arr.data + off, n, MSG_DONTWAIT)``: bytes read, 0 at end of stream, -1 on
+    error (see :func:`sys_errno`). A plain libc call; never blocks."""
+    if not (isinstance(arr, types.Array) and isinstance(fd, types.Integer)
+            and isinstance(off, types.Integer) and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[1])(context, builder, args[1])
+        base = builder.ptrtoint(ary.data, _I64)
+        off_ = context.cast(builder, args[2], sig.args[2], types.int64)
+        ptr = builder.inttoptr(builder.add(base, off_), ir.IntType(8).as_pointer())
+        fnty = ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "recv")
+        fd_ = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
+        n_ = context.cast(builder, args[3], sig.args[3], types.int64)
+        return builder.call(fn, [fd_, ptr, n_, ir.Constant(_I32, _MSG_DONTWAIT)])
+    return types.int64(fd, arr, off, n), codegen
+
+
+@intrinsic
+def sys_errno(typingctx):
+    """The calling thread's ``errno`` (``*__errno_location()``)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I32.as_pointer(), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "__errno_location")
+        return builder.sext(builder.load(builder.call(fn, [])), _I64)
+    return types.int64(), codegen
+
+
+def new_state(max_frame: int = DEFAULT_MAX_FRAME) -> tuple[np.ndarray, np.ndarray]:
+    """(rx, ws): a receive buffer for frames of up to ``max_frame`` payload bytes, and its
+    state words. The buffer's pages are touched only as frames fill them."""
+    if max_frame < 126:
+        raise ValueError(f"max_frame must be >= 126 bytes, got {max_frame}")
+    rx = np.zeros(max_frame + HEADER_MAX, np.uint8)
+    ws = np.zeros(WS_WORDS, np.int64)
+    ws[W_MAX] = max_frame
+    return rx, ws
+
+
+def reset(ws: np.ndarray) -> None:
+    """A fresh connection: forget buffered bytes, keep the size cap."""
+    cap = int(ws[W_MAX])
+    ws[:] = 0
+    ws[W_MAX] = cap
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _compact(rx, ws):
+    """Move the unread bytes rx[W_POS:W_FILL] to the front of rx (forward copy, dst < src)."""
+    pos = ws[W_POS]
+    fill = ws[W_FILL]
+    n = fill - pos
+    for k in range(n):
+        rx[k] = rx[pos + k]
+    ws[W_POS] = 0
+    ws[W_FILL] = n
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def next_frame(fd, rx, ws):
+    """Cut the next frame out of rx, reading the socket (``fd`` >= 0) when rx holds no complete
+    frame. Returns a P_* code (module docstring)."""
+    size = rx.shape[0]
+    while True:
+        pos = ws[W_POS]
+        fill = ws[W_FILL]
+        avail = fill - pos
+        need = 2
+        if avail >= 2:
+            b0 = rx[pos]
+            b1 = rx[pos + 1]
+            fin = b0 >> 7
+            op = b0 & 0x0F
+            if (b0 & 0x70) != 0 or (b1 & 0x80) != 0:
+                return P_PROTOCOL
+            if op != OP_CONT and op != OP_TEXT and op != OP_BINARY and op != OP_CLOSE \
+                    and op != OP_PING and op != OP_PONG:
+                return P_PROTOCOL
+            ln = np.int64(b1 & 0x7F)
+            hl = 2
+            if ln == 126:
+                hl = 4
+            elif ln == 127:
+                hl = 10
+            need = hl
+            if avail >= hl:
+                if hl == 4:
+                    ln = (np.int64(rx[pos + 2]) << 8) | np.int64(rx[pos + 3])
+                elif hl == 10:
+                    if rx[pos + 2] & 0x80:
+                        return P_PROTOCOL
+                    ln = 0
+                    for k in range(8):
+                        ln = (ln << 8) | np.int64(rx[pos + 2 + k])
+                if op >= OP_CLOSE and (ln > 125 or fin == 0):
+                    return P_PROTOCOL
+                if ln > ws[W_MAX]:
+                    ws[W_E] = ln
+                    return P_TOO_BIG
+                need = hl + ln
+                if avail >= need:
+                    ws[W_S] = pos + hl
+                    ws[W_E] = pos + need
+                    ws[W_OP] = op
+                    ws[W_FIN] = fin
+                    ws[W_POS] = pos + need
+                    ws[W_PARTIAL] = 0
+                    if op == OP_TEXT or op == OP_BINARY:
+                        if fin:
+                            return P_DATA
+                        return P_FRAGMENT
+                    if op == OP_CONT:
+                        return P_FRAGMENT
+                    return P_CONTROL
+        # no complete frame: make room for the rest of it, then read
+        if avail == 0:
+            ws[W_POS] = 0
+            ws[W_FILL] = 0
+        elif pos > 0 and (pos + need > size or pos > (size >> 1)):
+            _compact(rx, ws)
+        fill = ws[W_FILL]
+        if fill >= size:
+            return P_PROTOCOL          # cannot happen with rx sized W_MAX + HEADER_MAX
+        if fd < 0:
+            if fill > ws[W_POS] and ws[W_PARTIAL] == 0:
+                ws[W_PARTIAL] = ws[W_TSC]
+            return P_NEED
+        n = sys_recv(fd, rx, fill, size - fill)
+        if n > 0:
+            ws[W_TSC] = rdtsc()
+            ws[W_FILL] = fill + n
+            ws[W_BYTES] += n
+            continue
+        if n == 0:
+            return P_CLOSED
+        err = sys_errno()
+        if err == _EINTR:
+            continue
+        if err == _EAGAIN:
+            if fill > ws[W_POS] and ws[W_PARTIAL] == 0:
+                ws[W_PARTIAL] = ws[W_TSC]
+            return P_IDLE
+        ws[W_ERRNO] = err
+        return P_ERROR
+
+
+def frame_bytes(payload: bytes, op: int = OP_TEXT, fin: bool = True, mask: bytes | None = None) -> bytes:
+    """One WebSocket frame as a server (or, with ``mask``, a client) writes it (tests, benches,
+    the venue simulator's raw modes)."""
+    n = len(payload)
+    head = bytearray([(0x80 if fin else 0) | op])
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        head.append(mbit | n)
+    elif n < 1 << 16:
+        head.append(mbit | 126)
+        head += n.to_bytes(2, "big")
+    else:
+        head.append(mbit | 127)
+        head += n.to_bytes(8, "big")
+    if mask is None:
+        return bytes(head) + payload
+    masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    return bytes(head) + mask + masked

@@ -1,0 +1,124 @@
+"""The actor lifecycle: order of the steps, stop on a signal, status files, failures."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from appliance import actor, config
+from appliance.transport import control, telemetry
+
+
+def _cfg(tmp_path, shm_dir):
+    return config.parse({"appliance": {"state_dir": str(tmp_path / "state"),
+                                       "shm_dir": str(shm_dir)}})
+
+
+class Recording(actor.Actor):
+    def __init__(self, cfg, polls=3, fail_in=None):
+        super().__init__(cfg, "probe")
+        self.calls = []
+        self.polls = polls
+        self.fail_in = fail_in
+
+    def _hook(self, name):
+        self.calls.append(name)
+        if name == self.fail_in:
+            raise actor.ActorError(f"{name} failed on purpose")
+
+    def warm(self):
+        self._hook("warm")
+
+    def open(self):
+        self._hook("open")
+
+    def start(self):
+        self._hook("start")
+        self.tm.counter("polls")
+
+    def poll(self):
+        self._hook("poll")
+        self.tm.counters[self.tm.counter("polls")] += 1
+        if self.calls.count("poll") >= self.polls:
+            self.stopping = True
+
+    def status(self):
+        return {"polls": self.calls.count("poll")}
+
+    def close(self):
+        self._hook("close")
+
+
+def test_steps_run_in_order_and_the_status_is_written_0640_whatever_the_umask(tmp_path, shm_dir):
+    old = os.umask(0)
+    try:
+        a = Recording(_cfg(tmp_path, shm_dir))
+        assert a.run() == actor.EXIT_OK
+    finally:
+        os.umask(old)
+    assert a.calls == ["warm", "open", "start", "poll", "poll", "poll", "close"]
+    path = actor.status_path(tmp_path / "state", "probe")
+    st = json.loads(path.read_text())
+    assert st["name"] == "probe" and st["polls"] == 3 and st["live"] is False
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    snap = telemetry.read_all(str(shm_dir))["probe"]
+    assert snap["counters"]["polls"] == 3 and snap["alive"] is False
+    cb = control.ControlBlock.open(str(shm_dir))
+    try:
+        line = [x for x in cb.actors() if x["name"] == "probe"][0]
+        assert line["pid"] == os.getpid() and line["loops"] >= 3
+    finally:
+        cb.close()
+
+
+@pytest.mark.parametrize("where, rc, closed", [("warm", actor.EXIT_CANNOT_START, False),
+                                               ("open", actor.EXIT_CANNOT_START, True),
+                                               ("poll", actor.EXIT_FAILED, True)])
+def test_a_failing_step_gives_its_exit_status_and_still_closes(tmp_path, shm_dir, where, rc,
+                                                                closed):
+    a = Recording(_cfg(tmp_path, shm_dir), fail_in=where)
+    assert a.run() == rc
+    assert ("close" in a.calls) == closed
+
+
+def test_wait_for_gives_up_with_a_reason_and_on_stop(tmp_path, shm_dir):
+    a = Recording(_cfg(tmp_path, shm_dir))
+    with pytest.raises(actor.ActorError, match="ring x is not there after 0.2 s"):
+        a.wait_for("ring x", lambda: None, 0.2, 0.01)
+    a.stopping = True
+    with pytest.raises(actor.ActorError, match="stopped while waiting"):
+        a.wait_for("ring x", lambda: None, 10, 0.01)
+
+
+PROBE = textwrap.dedent("""
+    import sys, time
+    from appliance import actor, config
+    class Busy(actor.Actor):
+        def poll(self):
+            time.sleep(0.01)
+    cfg = config.parse({"appliance": {"state_dir": sys.argv[1], "shm_dir": sys.argv[2]}})
+    sys.exit(Busy(cfg, "busy").run())
+""")
+
+
+def test_sigterm_stops_a_running_actor_cleanly(tmp_path, shm_dir):
+    p = subprocess.Popen([sys.executable, "-c", PROBE, str(tmp_path / "state"), str(shm_dir)])
+    try:
+        path = actor.status_path(tmp_path / "state", "busy")
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        assert json.loads(path.read_text())["live"] is False
+    finally:
+        if p.poll() is None:
+            p.kill()
