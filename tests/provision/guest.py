@@ -181,16 +181,18 @@ def _passwd_ids(root: Path, user: str) -> tuple[int, int]:
 
 # -- wheels for the guests' virtualenvs -----------------------------------------------------------
 
-HEAVY = ("numba", "llvmlite", "numpy")   # ~70 MB of wheels: only where the appliance actually runs
-
-
-def requirements(light: bool = False) -> list[str]:
-    """The role's pinned virtualenv requirements; ``light`` leaves out the compiler stack (enough
-    for the config, the audit and the CLI, not for the actors)."""
+def requirements() -> list[str]:
+    """The role's pinned virtualenv requirements, all of them: the role validates the rendered
+    config with the installed appliance's ``config.load``, whose part validators import the
+    engine (numpy, numba)."""
     import yaml
     defaults = yaml.safe_load((REPO / "provision/roles/appliance/defaults/main.yml").read_text())
-    reqs = list(defaults["appliance_requirements"])
-    return [r for r in reqs if r.split("==")[0] not in HEAVY] if light else reqs
+    return list(defaults["appliance_requirements"])
+
+
+def session_wheelhouse(tmp_path_factory) -> Path:
+    """The session's wheelhouse of ``requirements()`` (downloaded once, shared by every guest)."""
+    return wheelhouse(tmp_path_factory.getbasetemp() / "wheels", requirements())
 
 
 def wheelhouse(dest: Path, requirements: list[str]) -> Path:

@@ -130,7 +130,7 @@ def booted(vm, tmp_path_factory):
     """Provision, reboot through grub, read the guest, provision again."""
     work = tmp_path_factory.mktemp("booted-host-run")
     repo = snapshot_repo(work / "repo")
-    wheels = guest.wheelhouse(tmp_path_factory.getbasetemp() / "wheels-light", guest.requirements(light=True))
+    wheels = guest.session_wheelhouse(tmp_path_factory)
     timings = vm.timings
     with guest.http_server(wheels) as port:
         inventory = work / "hosts.yml"
@@ -138,7 +138,9 @@ def booted(vm, tmp_path_factory):
             **vm.ssh.inventory_vars(),
             "appliance_pack_dir": str(work / "pack"),
             # QEMU's user network: the host is 10.0.2.2; pip installs from the test's wheelhouse there
-            "appliance_requirements": guest.requirements(light=True),
+            "appliance_requirements": guest.requirements(),
+            # `appliance compile` under TCG would take most of an hour; the nspawn test runs it
+            "appliance_compile": False,
             "appliance_pip_extra_args": f"--no-index --find-links http://10.0.2.2:{port}/ --trusted-host 10.0.2.2",
             "hugepages_2m_per_node": PAGES_2M,
             "kernel_cmdline_hugepages_1g_count": PAGES_1G,

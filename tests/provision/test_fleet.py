@@ -27,7 +27,10 @@ HARDWARE = {"ld4-trade-01.example.net": {"sockets": 2, "cores": 4, "threads": 2}
 # what a container cannot have: its own kernel knobs, huge pages, IRQs, a PTP clock, a trading NIC
 CONTAINER = {"coreplan_topology_root": "/root/topology", "nic_name": "", "timesync_ptp": False,
              "hugepages_reserve_2m": False, "hugepages_mount": False, "irq_enabled": False,
-             "sysctl_enabled": False}
+             "sysctl_enabled": False,
+             # `appliance compile` is minutes of CPU per host; tests/systemd/test_appliance_target
+             # runs it, here the fleet's layout is what is tested
+             "appliance_compile": False}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def fleet(tmp_path_factory):
     tree = guest.session_tree(tmp_path_factory)
     work = tmp_path_factory.mktemp("fleet")
     key = guest.ssh_key(work)
-    wheels = guest.wheelhouse(tmp_path_factory.getbasetemp() / "wheels-light", guest.requirements(light=True))
+    wheels = guest.session_wheelhouse(tmp_path_factory)
     hosts = {}
     try:
         for name, hw in HARDWARE.items():
@@ -67,7 +70,7 @@ def converged(fleet):
         hv = yaml.safe_load(path.read_text())
         hv.update(ctr.ssh.inventory_vars(), **CONTAINER,
                   appliance_pack_dir=str(work / "pack"),
-                  appliance_requirements=guest.requirements(light=True),
+                  appliance_requirements=guest.requirements(),
                   appliance_pip_extra_args="--no-index --find-links /wheelhouse")
         path.write_text(yaml.safe_dump(hv))
     limit = ",".join(fleet["hosts"])
@@ -114,6 +117,9 @@ def test_each_host_has_the_core_plan_of_its_own_hardware(converged, fleet, tmp_p
             kind, _, inst = actor.partition(".")
             unit = f"appliance-{kind}@{inst}.service" if inst else f"appliance-{kind}.service"
             assert f"CPUAffinity={cpu}\n" in _read(fleet, name, f"etc/systemd/system/{unit}.d/50-cores.conf")
+        # the exporter is no actor: the housekeeping CPUs
+        assert f"CPUAffinity={got['housekeeping_list']}\n" in \
+            _read(fleet, name, "etc/systemd/system/appliance-exporter.service.d/50-cores.conf")
         plans[name] = got
     ld4, ty3 = plans.values()
     assert ld4["housekeeping"] != ty3["housekeeping"] and ld4["actors"] != ty3["actors"]

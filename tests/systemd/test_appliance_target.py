@@ -4,8 +4,8 @@ against a venue simulator and the FIX mock exchange on loopback.
 
 The scenario, run once (module fixture), then asserted piece by piece:
 
-1. warm-up: the first start compiles every hot path into NUMBA_CACHE_DIR (this build has no
-   `appliance compile`), then the target is stopped and the halt it leaves is reset;
+1. warm-up: the role ran `appliance compile` into the units' NUMBA_CACHE_DIR; a first start
+   (which would compile whatever the cache lacks) and stop, then the halt it leaves is reset;
 2. start: every actor runs on the CPU of the core plan and `appliance status` shows it alive;
    the strategy has orders working at the exchange;
 3. `kill -9` of the md gateway: systemd restarts it (Restart=on-failure), it registers again and
@@ -13,7 +13,9 @@ The scenario, run once (module fixture), then asserted piece by piece:
 4. `systemctl stop appliance.target`: ExecStop pulls the kill switch, the engine acknowledges and
    cancels, the gateways outlive the engine and the recorder outlives everyone; the exchange's
    own record shows every order closed;
-5. the journal is intact (`appliance journal stats`).
+5. the journal is intact (`appliance journal stats`);
+and the exporter (appliance-exporter.service, enabled by the role on the housekeeping CPUs)
+serves the running appliance's metrics on the [telemetry] port.
 
 Slow (debootstrap once per session, a playbook run, numba compiling once: several minutes).
 """
@@ -25,7 +27,6 @@ import re
 import shutil
 import struct
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -36,25 +37,11 @@ from tests.provision.ansible_run import REPO, playbook, snapshot_repo
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 VENUE_DATA = REPO / "tests/data/venues"
-SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]        # the recorded Binance session
 UNITS = {"md.binance": "appliance-md@binance.service", "engine": "appliance-engine.service",
          "fix.sim": "appliance-fix@sim.service", "recorder": "appliance-recorder.service"}
 CLI = "runuser -u appliance -- env NUMBA_CACHE_DIR=/var/lib/appliance/numba-cache /opt/appliance/venv/bin/appliance"
 EXCHANGE_STORE = "var/lib/sim-exchange/FIX.4.4-SIMEX-APPLIANCE/messages"
 WORKING = (b"0", b"1")
-
-
-def _instruments() -> list[dict]:
-    """The FIX session's instruments as `appliance sim` sets them: the venue's print grid
-    (quotePrecision / baseAssetPrecision of the recorded exchangeInfo)."""
-    meta = (VENUE_DATA / "BINANCE.0").read_text().splitlines()[0]
-    info = json.loads(meta.partition(": ")[2])
-    by = {s["symbol"]: s for s in info["symbols"]}
-
-    def grid(decimals) -> str:
-        return "0." + "0" * (int(decimals) - 1) + "1"
-    return [{"symbol": s, "tick_size": grid(by[s]["quotePrecision"]), "lot_size": grid(by[s]["baseAssetPrecision"])}
-            for s in SYMBOLS]
 
 
 def exchange_orders(raw: bytes) -> dict[bytes, tuple]:
@@ -147,7 +134,7 @@ def container(tmp_path_factory):
         pytest.skip(f"not installed: {', '.join(missing)} (apt-get install systemd-container debootstrap openssh-client)")
     tree = guest.session_tree(tmp_path_factory)
     work = tmp_path_factory.mktemp("appliance-target")
-    wheels = guest.wheelhouse(tmp_path_factory.getbasetemp() / "wheels-full", guest.requirements())
+    wheels = guest.session_wheelhouse(tmp_path_factory)
     data = work / "venue-data"
     data.mkdir()
     for f in VENUE_DATA.glob("BINANCE.*"):
@@ -167,7 +154,7 @@ def container(tmp_path_factory):
 def provisioned(container, tmp_path_factory):
     work = tmp_path_factory.mktemp("appliance-target-run")
     repo = snapshot_repo(work / "repo")
-    ws_port, fix_port = guest.free_port(), guest.free_port()
+    ws_port, fix_port, metrics_port = guest.free_port(), guest.free_port(), guest.free_port()
     host = {
         **container.ssh.inventory_vars(),
         "appliance_pack_dir": str(work / "pack"),
@@ -180,24 +167,28 @@ def provisioned(container, tmp_path_factory):
         "appliance_mode": "sim",
         "appliance_wait_strategy": "backoff",
         "appliance_wait_options": {"spin_iterations": 200, "backoff_min_ns": 20000, "backoff_max_ns": 500000},
-        # the recording is 31 s long, then quiet: books must not go stale under the test
+        # the recording is 31 s long, then quiet: books must not go stale under the test; the
+        # instruments are the role's defaults, the recorded Binance session's (1e-8 grids)
         "appliance_venues": [{"name": "binance", "ws_url": f"ws://127.0.0.1:{ws_port}/binance",
-                              "rest_url": f"http://127.0.0.1:{ws_port}/binance", "symbols": SYMBOLS,
-                              "stale_after_ms": 3600000}],
+                              "rest_url": f"http://127.0.0.1:{ws_port}/binance", "stale_after_ms": 3600000}],
         "appliance_fix_sessions": [{"name": "sim", "host": "127.0.0.1", "port": fix_port,
                                     "sender_comp_id": "APPLIANCE", "target_comp_id": "SIMEX",
                                     "begin_string": "FIX.4.4", "heartbeat_s": 5, "exec_ring": "exec",
-                                    "order_ring": "orders", "session_index": 0, "venue": "binance",
-                                    "instruments": _instruments()}],
+                                    "order_ring": "orders", "session_index": 0, "venue": "binance"}],
+        # the sim's market maker on NKNUSDT and its limits (appliance/sim/sim.toml)
         "appliance_strategies": [{"kind": "avellaneda_stoikov", "name": "mm-nknusdt", "venue": "binance",
                                   "symbol": "NKNUSDT", "session": 0,
-                                  "params": {"qty": 1, "levels": 1, "warmup_events": 5, "max_inventory": 50,
-                                             "price_unit": 10000.0, "requote_ticks": 5000}}],
-        "appliance_risk": {"max_loss": 1000.0, "loss_streak_reduce": 5, "loss_streak_pause": 10,
-                           "limits": {"max_qty": 1000000000, "max_notional": 1000.0, "max_position": 1000000000,
-                                      "max_open_orders": 8, "collar_bps": 500, "max_spread_ticks": 10000000,
-                                      "self_trade_prevention": True},
+                                  "params": {"qty": 10000000000, "max_inventory": 40000000000, "levels": 1,
+                                             "warmup_events": 5, "price_unit": 10000.0, "requote_ticks": 2000,
+                                             "min_half_spread": 0.5}}],
+        "appliance_risk": {"max_loss": 100.0, "loss_streak_reduce": 8, "loss_streak_pause": 12,
+                           "drawdown_reduce": 20.0, "drawdown_pause": 40.0, "reset_utc": "",
+                           "limits": {"max_qty": 100000000000000, "max_notional": 100.0,
+                                      "max_position": 1000000000000, "max_open_orders": 8, "collar_bps": 500,
+                                      "max_spread_ticks": 100000000, "self_trade_prevention": True},
                            "venues": {"binance": {"rate_per_s": 50, "burst": 100, "check_balance": False}}},
+        # the host network is shared with the machine: a free port for the exporter
+        "appliance_telemetry": {"exporter_port": metrics_port},
     }
     inventory = work / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {"trading": {"hosts": {"trade-sim": host}}}}}))
@@ -208,7 +199,7 @@ def provisioned(container, tmp_path_factory):
                  f"/opt/appliance/venv/bin/appliance venue-sim --venue binance --port {ws_port} --pace realtime")
     container.sh(f"systemd-run --unit=sim-exchange /opt/appliance/venv/bin/appliance fix exchange "
                  f"--port {fix_port} --store /var/lib/sim-exchange")
-    return {"run": r, "recap": recap["trade-sim"],
+    return {"run": r, "recap": recap["trade-sim"], "metrics_port": metrics_port,
             "plan": json.loads((container.ctr.root / "etc/appliance/tuning.json").read_text())["plan"]}
 
 
@@ -216,7 +207,7 @@ def provisioned(container, tmp_path_factory):
 def scenario(container, provisioned):
     app = container
     seen: dict = {}
-    # 1. warm-up: this build has no `appliance compile`, so the first start compiles
+    # 1. warm-up (a first start loads the cache `appliance compile` filled)
     seen["compile_cmd"] = app.ssh.run("/opt/appliance/venv/bin/appliance compile --help").returncode
     app.sh("systemctl start appliance.target")
     app.wait_trading(1500, "first start (compiling into the numba cache)")
@@ -226,6 +217,13 @@ def scenario(container, provisioned):
     app.sh("systemctl start appliance.target")
     seen["up"] = app.wait_trading(300, "start with a warm numba cache")
     seen["status_text"] = app.cli("status").stdout
+    # the exporter, as Prometheus scrapes it (one scrape after the engine counted market data)
+    seen["exporter"] = app.show("appliance-exporter.service", "ActiveState", "MainPID")
+    seen["exporter_cpus"] = re.search(r"^Cpus_allowed_list:\s*(\S+)", app.sh(
+        f"cat /proc/{seen['exporter']['MainPID']}/status"), re.M).group(1)
+    seen["metrics"] = app.ssh.run(f"python3 -c 'import urllib.request; print(urllib.request.urlopen("
+                                  f"\"http://127.0.0.1:{provisioned['metrics_port']}/metrics\", timeout=30)"
+                                  f".read().decode())'", timeout=60)
     seen["affinity"] = {}
     for actor, unit in UNITS.items():
         pid = app.show(unit, "MainPID")["MainPID"]
@@ -262,12 +260,22 @@ def scenario(container, provisioned):
     return seen
 
 
-def test_the_first_start_compiles_because_this_build_has_no_compile_command(scenario, provisioned):
-    """When `appliance compile` exists the role runs it (and this test should drop its warm-up)."""
-    if scenario["compile_cmd"] == 0:
-        assert "T-8.x | Compile the hot paths" in provisioned["run"].stdout
-    else:
-        assert "has no `appliance compile`" in provisioned["run"].stdout
+def test_the_role_compiled_the_hot_paths_into_the_units_cache(scenario, provisioned):
+    assert scenario["compile_cmd"] == 0
+    assert re.search(r"TASK \[appliance : T-8.x \| Compile the hot paths into the numba cache\]\s*\nchanged:",
+                     provisioned["run"].stdout), provisioned["run"].stdout[-4000:]
+
+
+def test_the_exporter_runs_on_the_housekeeping_cpus_and_serves_the_appliance(scenario, provisioned):
+    assert scenario["exporter"]["ActiveState"] == "active"
+    assert scenario["exporter_cpus"] == provisioned["plan"]["housekeeping_list"]
+    m = scenario["metrics"]
+    assert m.returncode == 0, m.stderr[-2000:]
+    for actor in UNITS:
+        assert re.search(rf'^appliance_actor_up\{{[^}}]*actor="{re.escape(actor)}"[^}}]*\}} 1(\.0)?$', m.stdout, re.M), \
+            (actor, m.stdout[:3000])
+    md = re.search(r'^appliance_engine_md_total\{[^}]*\} (\S+)$', m.stdout, re.M)
+    assert md and float(md.group(1)) > 0, m.stdout[:3000]
 
 
 def test_a_container_without_grub_gets_every_other_role_and_says_why_the_kernel_line_was_skipped(provisioned):
