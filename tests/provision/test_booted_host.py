@@ -68,6 +68,9 @@ out = {
   "appliance_gid": next((l.split(":")[2] for l in open("/etc/group") if l.startswith("appliance:")), None),
   "thp": {k: read("/sys/kernel/mm/transparent_hugepage/" + k) for k in ("enabled", "defrag")},
   "sysctl": {k: read("/proc/sys/" + k.replace(".", "/")) for k in SYSCTLS},
+  "enabled_units": {u: sh("systemctl", "is-enabled", u)["out"] for u in (
+      "appliance-engine.service", "appliance-recorder.service", "appliance-md@binance.service",
+      "appliance-exporter.service", "appliance-cstate.service")},
   "irqbalance": {"active": sh("systemctl", "is-active", "irqbalance")["out"],
                  "enabled": sh("systemctl", "is-enabled", "irqbalance")["out"],
                  "running": any(read(p) == "irqbalance" for p in glob.glob("/proc/[0-9]*/comm"))},
@@ -155,6 +158,13 @@ def booted(vm, tmp_path_factory):
             return playbook(["-i", str(inventory), "site.yml"], cwd=repo / "provision", env=env,
                             timeout=2400)
 
+        # The appliance itself runs under systemd in tests/systemd/test_appliance_target.py. Here
+        # its enabled units would start at boot and compile every hot path under TCG (no
+        # `appliance compile` ran) through the rest of the test: the test's own grub drop-in keeps
+        # appliance.target from starting (systemd.mask on the kernel command line); the role's
+        # drop-in appends to the same variable, and what the role enabled is still checked.
+        vm.ssh.run("printf '%s\\n' 'GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} "
+                   "systemd.mask=appliance.target\"' > /etc/default/grub.d/50-tests.cfg", check=True)
         try:
             with _timed(timings, "first playbook run"):
                 first, first_recap = run()
@@ -234,6 +244,11 @@ def test_tuning_check_passes_every_knob_that_applies_to_the_guest(booted):
     for kid in ("T-1.1", "T-1.2", "T-1.3", "T-1.4", "T-1.10", "T-2.1", "T-2.2", "T-3.3", "T-4.1", "T-4.2",
                 "T-4.3", "T-5.1", "T-5.6", "T-5.7", "T-7.1", "T-8.3"):
         assert by_id[kid]["status"] == "pass", by_id[kid]
+
+
+def test_the_role_enabled_the_appliance_units_and_the_exporter(booted):
+    # enabled for appliance.target (masked for this test's boot only, see the fixture)
+    assert booted["state"]["enabled_units"] == {u: "enabled" for u in booted["state"]["enabled_units"]}
 
 
 def test_second_run_after_the_reboot_changes_nothing(booted):
