@@ -144,7 +144,8 @@ def booted(vm, tmp_path_factory):
             "appliance_requirements": guest.requirements(),
             # `appliance compile` under TCG would take most of an hour; the nspawn test runs it
             "appliance_compile": False,
-            "appliance_pip_extra_args": f"--no-index --find-links http://10.0.2.2:{port}/ --trusted-host 10.0.2.2",
+            "appliance_pip_env": {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": f"http://10.0.2.2:{port}/",
+                                  "PIP_TRUSTED_HOST": "10.0.2.2"},
             "hugepages_2m_per_node": PAGES_2M,
             "kernel_cmdline_hugepages_1g_count": PAGES_1G,
             "kernel_cmdline_reboot_allowed": False,        # the test reboots, through grub

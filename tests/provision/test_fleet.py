@@ -71,7 +71,7 @@ def converged(fleet):
         hv.update(ctr.ssh.inventory_vars(), **CONTAINER,
                   appliance_pack_dir=str(work / "pack"),
                   appliance_requirements=guest.requirements(),
-                  appliance_pip_extra_args="--no-index --find-links /wheelhouse")
+                  appliance_pip_env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheelhouse"})
         path.write_text(yaml.safe_dump(hv))
     limit = ",".join(fleet["hosts"])
     args = ["-i", str(inv / "hosts.yml"), "site.yml", "--limit", limit]

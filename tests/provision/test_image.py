@@ -65,7 +65,7 @@ def _image(base: Path, root: Path, wheels: Path):
             "ansible_connection": "community.general.chroot",
             "coreplan_topology_root": "/root/topology",
             "appliance_requirements": guest.requirements(),
-            "appliance_pip_extra_args": "--no-index --find-links /wheelhouse",
+            "appliance_pip_env": {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheelhouse"},
             # `appliance compile` in the image is minutes of CPU; tests/systemd/test_appliance_target runs it
             "appliance_compile": False,
             "appliance_pack_dir": str(base / "pack"),

@@ -159,7 +159,7 @@ def provisioned(container, tmp_path_factory):
         **container.ssh.inventory_vars(),
         "appliance_pack_dir": str(work / "pack"),
         "appliance_requirements": guest.requirements(),
-        "appliance_pip_extra_args": "--no-index --find-links /wheelhouse",
+        "appliance_pip_env": {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheelhouse"},
         # a container shares the host's kernel: its knobs are the host's business
         "hugepages_reserve_2m": False, "hugepages_mount": False, "irq_enabled": False,
         "sysctl_enabled": False,
