@@ -104,6 +104,10 @@ class Appliance:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
+            failed = [u for u in UNITS.values() if self.show(u, "ActiveState")["ActiveState"] == "failed"]
+            if failed:
+                last = f"failed: {failed}; {last}"
+                break
             try:
                 st = self.status()
             except (AssertionError, ValueError) as e:
@@ -118,9 +122,6 @@ class Appliance:
                     "risk": st.get("risk_state"), "kill": st.get("kill")}
             if set(UNITS) <= alive and fresh and working > 0:
                 return st
-            failed = [u for u in UNITS.values() if self.show(u, "ActiveState")["ActiveState"] == "failed"]
-            if failed:
-                break
             time.sleep(3)
         raise AssertionError(f"{what}: not trading after {timeout:.0f} s (last: {last})\n{self.diagnostics()}")
 
@@ -195,10 +196,14 @@ def provisioned(container, tmp_path_factory):
     r, recap = playbook(["-i", str(inventory), "site.yml"], cwd=repo / "provision", timeout=1500)
     assert r.returncode == 0, r.stdout[-10000:] + r.stderr[-3000:]
     # the simulators, as transient units next to the appliance (not part of appliance.target)
-    container.sh(f"systemd-run --unit=sim-venue -E APPLIANCE_VENUE_DATA=/venue-data "
+    # as the appliance user: the exchange is an actor of the appliance's control block and shared
+    # memory (a root-owned control region would lock the units out), with the units' numba cache
+    run_as = ("-p User=appliance -p Group=appliance -E NUMBA_CACHE_DIR=/var/lib/appliance/numba-cache "
+              "-E APPLIANCE_CONFIG=/etc/appliance/appliance.toml")
+    container.sh(f"systemd-run --unit=sim-venue {run_as} -E APPLIANCE_VENUE_DATA=/venue-data "
                  f"/opt/appliance/venv/bin/appliance venue-sim --venue binance --port {ws_port} --pace realtime")
-    container.sh(f"systemd-run --unit=sim-exchange /opt/appliance/venv/bin/appliance fix exchange "
-                 f"--port {fix_port} --store /var/lib/sim-exchange")
+    container.sh(f"systemd-run --unit=sim-exchange {run_as} -p StateDirectory=sim-exchange "
+                 f"/opt/appliance/venv/bin/appliance fix exchange --port {fix_port} --store /var/lib/sim-exchange")
     return {"run": r, "recap": recap["trade-sim"], "metrics_port": metrics_port,
             "plan": json.loads((container.ctr.root / "etc/appliance/tuning.json").read_text())["plan"]}
 
