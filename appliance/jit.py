@@ -48,12 +48,20 @@ ENV_DIR = "APPLIANCE_NUMBA_CACHE_DIR"   # the keyed directory this process set (
 PREFIX = "appliance-"
 KEEP = 4
 
-# modules with a ``warm()`` function, leaves first (appliance compile starts them in this order)
+# modules with a ``warm()`` function; appliance compile starts them in this order: the shared
+# leaves, then the longest compiles first so the workers finish together. Each venue module is
+# its own entry (appliance.venues.warm, which an md gateway does not use, warms all six in one
+# process): six venues in one worker would be the whole compile's critical path.
 WARMERS = (
     "appliance.transport.warm",
-    "appliance.venues.warm",
-    "appliance.fix.warm",
     "appliance.engine.warm",
+    "appliance.venues.coinbase_advanced",
+    "appliance.venues.kraken",
+    "appliance.venues.bitfinex",
+    "appliance.venues.binance",
+    "appliance.venues.bitstamp",
+    "appliance.venues.coinbase",
+    "appliance.fix.warm",
     "appliance.ops.warm",
 )
 

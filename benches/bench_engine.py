@@ -100,8 +100,10 @@ def _risk_batches(books, gate, b, now_ns, out, batch):
             side = records.SIDE_BUY if (k & 1) == 0 else records.SIDE_SELL
             p = bid + (k & 7)
             q = 1 + (k & 3)
-            acc += risk.check(gate.risk, gate.oms, gate.led, b, side, p, q, q, True, none, none,
-                              ref, bid, ask, now_ns)
+            acc += risk.check(gate.risk, gate.oms, gate.led,
+                              risk.OrderReq(np.int64(b), np.int64(side), np.int64(p), np.int64(q),
+                                            np.int64(q), True, none, none),
+                              risk.Touch(np.int64(ref), np.int64(bid), np.int64(ask)), now_ns)
         out[j] = rdtsc() - t0
     return acc
 

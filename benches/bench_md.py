@@ -395,7 +395,8 @@ def bench_path(mod, sess, instruments, cal: np.ndarray, reps: int) -> dict:
                     if mode == "pump":
                         while True:
                             n0 = int(ws[wsframe.W_FRAMES])
-                            r = feed.pump(rxs.fileno(), rx, ws, feed.st, feed.hdr, feed.data, 1)
+                            r = feed.pump(rxs.fileno(), rx, ws, feed.st, feed.hdr, feed.data, 1, feed.lat,
+                                          feed.cal)
                             if int(ws[wsframe.W_FRAMES]) != n0:
                                 break
                             if r == wsframe.P_IDLE:

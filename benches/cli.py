@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ("ring", "clock", "md", "engine", "fix")
+BENCHES = ("ring", "clock", "md", "engine", "fix", "snapshot", "tick-to-trade", "tick_to_trade")
 
 
 def _run(args: argparse.Namespace) -> int:
-    mod = importlib.import_module(f"benches.bench_{args.bench}")
+    mod = importlib.import_module(f"benches.bench_{args.bench.replace('-', '_')}")
     return int(mod.main(args.rest) or 0)
 
 

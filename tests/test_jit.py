@@ -110,3 +110,14 @@ def test_compile_of_an_unknown_module_is_a_clear_error():
                          env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("compile: unknown module(s) nope")
+
+
+def test_every_part_and_every_venue_is_warmed_by_compile():
+    """A venue or part missing from WARMERS would compile in a live actor's first seconds."""
+    from appliance import jit
+    from appliance.venues import registry
+    for v in registry.VENUES:
+        assert f"appliance.venues.{v}" in jit.WARMERS
+    for part in ("transport", "engine", "fix", "ops"):
+        assert f"appliance.{part}.warm" in jit.WARMERS
+    assert len(set(jit.WARMERS)) == len(jit.WARMERS)

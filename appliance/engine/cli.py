@@ -10,7 +10,8 @@
   so the next start comes up HALTED.
 - ``kill --reset --confirm`` clears the persisted halt and the flag (manual reset).
 - ``status [--json]``: kill switch, risk state, actor heartbeats, ring heads and consumer lag,
-  and the engine's positions, PnL and open orders (from its status file).
+  and the engine's positions, PnL, open orders and restart recovery (state, sessions it waits
+  for, why it refuses to trade) from its status file.
 """
 from __future__ import annotations
 
@@ -159,6 +160,24 @@ def _status(args) -> int:
                              for leg in s["legs"])
             print(f"  {s['name']:<24} pnl {s['pnl_tl']} tick-lots  {legs}  open orders "
                   f"{len(s['open_orders'])}")
+        rec = eng.get("recovery") or {}
+        if rec:
+            waiting = rec.get("waiting_for_sessions") or []
+            line = f"  recovery: {rec.get('state')}"
+            if waiting:
+                line += f" (waiting for FIX session(s) {', '.join(map(str, waiting))} to confirm " \
+                        f"nothing is working: no order goes there before)"
+            snap = rec.get("snapshot")
+            if snap:
+                line += f"; restored snapshot {snap.get('seq')} ({snap.get('age_s')} s old), " \
+                        f"{rec.get('replayed_fills', 0)} fills replayed"
+            print(line)
+            for p in rec.get("problems") or []:
+                print(f"  recovery REFUSED TO TRADE: {p}")
+        orphans = eng.get("stats", {}).get("orphan_fills", 0)
+        if orphans:
+            print(f"  {orphans} fill(s) of orders the engine did not know booked to the ledger "
+                  f"(not to a strategy)")
         stuck = eng.get("stats", {}).get("stuck_requests", 0)
         if stuck:
             print(f"  {stuck} request(s) unanswered past ack_timeout_ms: the gate is paused")

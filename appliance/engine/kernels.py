@@ -65,7 +65,11 @@ Orders go through the OMS (:mod:`appliance.engine.oms`) and the three-tier risk 
   written for a FIX session that is not ready (``ST_SESS_READY``).
 - ``handle_exec``: ``oms.apply_exec`` (exec-id dedup, state machine, ledger fills); a venue
   reject feeds ``risk.on_venue_reject``; a fill goes to the strategy (``on_fill``, per-strategy
-  PnL for reporting) and to ``_breaker``; a SESSION record sets the session's readiness.
+  PnL for reporting) and to ``_breaker``; a fill of an order the OMS does not know (sent before
+  a restart) is booked to the ledger row of its (venue, instrument) (``orphans.book_fill``,
+  exec-id dedup) and to ``_breaker``; a SESSION record sets the session's readiness (after a
+  restart, SESSION_RECONCILED counts only when its ``reconcile_id`` is the request the engine
+  waits for, ``ST_RECON_ID``).
 - ``_breaker`` (tiers 2 and 3), after every fill and every book batch (marks = book mids) of
   an instrument with a position (or while the breaker is tripped, for its scheduled reset):
   ``risk.breaker_update`` (loss streak / drawdown -> REDUCING / PAUSED, reset at the configured
@@ -111,7 +115,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from appliance.engine import book, oms, risk
+from appliance.engine import book, oms, orphans, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
 from appliance.jit import HELPER, INTERNAL
@@ -175,12 +179,18 @@ ST_EXEC_OTHER = 31    # duplicate / stale / cancel-reject exec reports (see the 
 ST_KILL_EPOCH = 32    # kill epoch being handled (acknowledged once its cancels are all out)
 ST_STUCK = 33         # requests unanswered past ack_timeout_ms at the last scan (gauge)
 ST_STUCK_SEEN = 34    # scans that found stuck requests
+ST_ORPHAN_FILLS = 35  # fills of orders the OMS does not know, booked to the ledger (orphans.py)
+ST_SESS_STALE = 36    # SESSION_RECONCILED records that answer no request the engine waits for
 # FIX session readiness, one word per session index: 1 once the gateway published
 # SESSION_RECONCILED, 0 after SESSION_UP (reconciling) or SESSION_DOWN. No order, replace or
 # cancel is written for a session that is not ready (the gateway would refuse or lose it).
 MAX_SESSIONS = 8
 ST_SESS_READY = 40
-ST_N = ST_SESS_READY + MAX_SESSIONS
+# the RT_RECONCILE request (its clord_id) the engine waits for per session after a restart
+# (engine/recovery.py), 0 = none: until the gateway's SESSION_RECONCILED names it, the session
+# stays not ready
+ST_RECON_ID = ST_SESS_READY + MAX_SESSIONS
+ST_N = ST_RECON_ID + MAX_SESSIONS
 STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batches",
               ST_BOOK_ERRORS: "book_errors", ST_UNKNOWN_INSTR: "unknown_instrument",
               ST_NEW: "new", ST_REPLACE: "replace", ST_CANCEL: "cancel",
@@ -192,7 +202,8 @@ STAT_NAMES = {ST_MD: "md", ST_L2: "l2", ST_TRADES: "trades", ST_BATCHES: "batche
               ST_SESSION_DOWN: "session_down", ST_IGNORED: "ignored",
               ST_OMS_REFUSED: "oms_refused", ST_KILL_BUSY: "kill_busy",
               ST_EXEC_OTHER: "exec_other", ST_STUCK: "stuck_requests",
-              ST_STUCK_SEEN: "stuck_scans"}
+              ST_STUCK_SEEN: "stuck_scans", ST_ORPHAN_FILLS: "orphan_fills",
+              ST_SESS_STALE: "stale_reconciled"}
 
 STEP_OK = 0
 STEP_KILL_SEEN = 1
@@ -499,8 +510,10 @@ def _reconcile_slot(i, s, ps, books, strats, gate, tel, io, now_ns):
         add_open = False
         mine = r
         mine2 = np.int64(o.link)
-    rc = risk.check(gate.risk, om, gate.led, ii, rside, price, q, add_qty, add_open, mine, mine2,
-                    ref, bid, ask, now_ns)
+    rc = risk.check(gate.risk, om, gate.led,
+                    risk.OrderReq(np.int64(ii), np.int64(rside), np.int64(price), np.int64(q),
+                                  np.int64(add_qty), add_open, np.int64(mine), np.int64(mine2)),
+                    risk.Touch(np.int64(ref), np.int64(bid), np.int64(ask)), now_ns)
     if rc != risk.RJ_OK:
         stats[ST_RISK_REJECTS] += 1
         dirty[i] = 1
@@ -717,14 +730,33 @@ def handle_exec(rec, books, strats, gate, tel, io):
         st = s[0].state
         if st == records.SESSION_DOWN:
             stats[ST_SESSION_DOWN] += 1
-        if s[0].session < MAX_SESSIONS:
-            stats[ST_SESS_READY + s[0].session] = 1 if st == records.SESSION_RECONCILED else 0
+        sess = np.int64(s[0].session)
+        if sess < MAX_SESSIONS:
+            ready = 0
+            if st == records.SESSION_RECONCILED:
+                want = stats[ST_RECON_ID + sess]
+                if want != 0 and np.int64(s[0].reconcile_id) != want:
+                    stats[ST_SESS_STALE] += 1      # not the answer to the engine's request
+                else:
+                    stats[ST_RECON_ID + sess] = 0
+                    ready = 1
+            stats[ST_SESS_READY + sess] = ready
         return STEP_OK
     now_ns = _utc_ns(tel.cal, clock.now(tel.cal))
     code = oms.apply_exec(om, gate.led, rec, now_ns)
     if code == oms.EX_IGNORED:
         stats[ST_IGNORED] += 1
         return STEP_OK
+    if code == oms.EX_UNKNOWN and rt == records.RT_FILL:
+        # an order this engine does not know (sent before a restart): the fill is still money
+        bf = orphans.book_fill(om, gate.led, books.book_map, rec)
+        if bf == orphans.BF_BOOKED:
+            stats[ST_FILLS] += 1
+            stats[ST_ORPHAN_FILLS] += 1
+            return _breaker(books, gate, tel, io, now_ns)
+        if bf == orphans.BF_DUPLICATE:
+            stats[ST_EXEC_OTHER] += 1
+            return STEP_OK
     if code == oms.EX_UNKNOWN or code == oms.EX_INVALID:
         stats[ST_EXEC_UNMATCHED] += 1
         return STEP_OK

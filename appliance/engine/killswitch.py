@@ -6,7 +6,7 @@ rename + directory fsync, so a crash leaves either the old or the new file, neve
 the engine reads that file at start: a restart after a halt comes up HALTED. Only a manual reset
 (``appliance kill --reset --confirm``) clears both.
 
-File format: ``{"halted": true, "reason": "...", "source": "cli"|"max_loss"|"persisted",
+File format: ``{"halted": true, "reason": "...", "source": "cli"|"max_loss"|"persisted"|"recovery",
 "time_ns": <unix ns>, "epoch": <kill epoch>}``. A file that cannot be parsed counts as HALTED:
 failing safe is the point of a kill switch.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from appliance import fsutil
 
 FILE_NAME = "killswitch.json"
-SOURCES = {1: "cli", 2: "max_loss", 3: "persisted"}
+SOURCES = {1: "cli", 2: "max_loss", 3: "persisted", 4: "recovery"}
 
 
 class KillSwitchError(RuntimeError):

@@ -410,7 +410,9 @@ def _alloc(oms):
 
 
 @njit(**HELPER)
-def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strategy, quote, tif, now_ns):
+def _init_row(oms, r, clord_id, price, qty, now_ns):
+    """Row ``r`` as a fresh PENDING_NEW order of ``qty`` lots at ``price``; the caller sets who it
+    is (:func:`_identity`)."""
     o = oms.orders[r]
     o.clord_id = clord_id
     o.orig_clord_id = 0
@@ -424,18 +426,23 @@ def _init_row(oms, r, clord_id, ii, venue, instrument, side, price, qty, strateg
     o.reserved_e8 = 0
     o.created_ns = now_ns
     o.updated_ns = now_ns
-    o.strategy = strategy
-    o.instrument = instrument
-    o.ii = ii
-    o.quote = quote
     o.link = -1
     o.live_pos = -1
     o.state = OS_PENDING_NEW
     o.prev_state = OS_PENDING_NEW
-    o.side = side
-    o.venue = venue
     o.is_repl = 0
     o.counted = 0
+
+
+@njit(**HELPER)
+def _identity(o, ii, venue, instrument, side, strategy, quote, tif):
+    """What an order is: instrument (index and wire id), venue, side, owner, quote slot, TIF."""
+    o.ii = ii
+    o.venue = venue
+    o.instrument = instrument
+    o.side = side
+    o.strategy = strategy
+    o.quote = quote
     o.tif = tif
 
 
@@ -533,7 +540,8 @@ def new_order(oms, led, ii, side, price, qty, tif, strategy, quote, now_ns):
     cid = oms.ctr[C_NEXT_ID]
     oms.ctr[C_NEXT_ID] = cid + 1
     ins = led.instr[ii]
-    _init_row(oms, r, cid, ii, ins.venue, ins.instrument, side, price, qty, strategy, quote, tif, now_ns)
+    _init_row(oms, r, cid, price, qty, now_ns)
+    _identity(oms.orders[r], ii, ins.venue, ins.instrument, side, strategy, quote, tif)
     _index_insert(oms, r)
     _live_add(oms, r)
     oms.orders[r].counted = 1
@@ -584,8 +592,8 @@ def replace_order(oms, led, row, price, leaves_qty, now_ns):
     o = oms.orders[row]
     cid = oms.ctr[C_NEXT_ID]
     oms.ctr[C_NEXT_ID] = cid + 1
-    _init_row(oms, r, cid, ii, o.venue, o.instrument, o.side, price, o.cum_qty + leaves_qty,
-              o.strategy, o.quote, o.tif, now_ns)
+    _init_row(oms, r, cid, price, o.cum_qty + leaves_qty, now_ns)
+    _identity(oms.orders[r], ii, o.venue, o.instrument, o.side, o.strategy, o.quote, o.tif)
     n = oms.orders[r]
     n.orig_clord_id = o.clord_id
     n.cum_qty = o.cum_qty

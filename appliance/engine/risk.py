@@ -12,10 +12,14 @@ than the checks).
 
 Tier 1, per order, before the order ring::
 
-    check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row,
-          exclude_row2, ref_price, bid, ask, now_ns) -> RJ_*      the general form
-    check_order(risk, oms, led, ii, side, price, qty, ref_price, bid, ask, now_ns) -> RJ_*
-    check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, now_ns) -> RJ_*
+    check(risk, oms, led, req, touch, now_ns) -> RJ_*           the general form
+    check_order(risk, oms, led, ii, side, price, qty, touch, now_ns) -> RJ_*
+    check_replace(risk, oms, led, row, price, leaves_qty, touch, now_ns) -> RJ_*
+
+``req`` is an :class:`OrderReq` (what the order does to the book of exposures), ``touch`` a
+:class:`Touch` (the reference price and the touch it is checked against); both are tuples of
+scalars built in compiled code (no allocation), so no two integers of the gate can be swapped
+by position.
     check_cancel(risk, led, ii, now_ns) -> RJ_OK | RJ_THROTTLE     (cancels cost a token too)
 
 Checks, in this order (the first failure is returned, ``risk.denials[code]`` counts it;
@@ -107,6 +111,16 @@ from appliance.engine.oms import G_LIST_LEN, G_N_OPEN, G_OPEN_BUY, G_OPEN_SELL, 
 from appliance.engine.positions import (A_LOSS_STREAK, A_RT_COUNT, N_VENUES, equity_e8,
                                          notional_e8)
 from appliance.jit import HELPER
+
+OrderReq = namedtuple("OrderReq", ("ii", "side", "price", "qty", "add_qty", "add_orders",
+                                   "exclude_row", "exclude_row2"))
+"""An order as tier 1 sees it: ``qty`` lots at ``price`` on instrument ``ii``, adding
+``add_qty`` lots to the worst-case position (and one open order if ``add_orders``), never
+trading against its own rows ``exclude_row`` / ``exclude_row2`` (-1: none)."""
+
+Touch = namedtuple("Touch", ("ref", "bid", "ask"))
+"""The market an order is checked against: reference (fair) price, best bid, best ask (ticks;
+0 = none)."""
 
 # --- denial reasons ------------------------------------------------------------------------------
 RJ_OK = 0
@@ -382,10 +396,17 @@ def _roll_window(risk, now_ns):
 
 
 @njit(**HELPER)
-def _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
-             ref_price, bid, ask, now_ns):
+def _verdict(risk, oms, led, req, touch, now_ns):
     """The tier-1 list in order (see the module docstring); the first failing check's RJ_*, or
     RJ_OK once a throttle token was taken."""
+    ii = req.ii
+    side = req.side
+    price = req.price
+    qty = req.qty
+    add_qty = req.add_qty
+    ref_price = touch.ref
+    bid = touch.bid
+    ask = touch.ask
     st = risk.state[R_STATE]
     if st == records.RISK_HALTED:
         return RJ_HALTED
@@ -419,14 +440,14 @@ def _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_
         return RJ_MAX_NOTIONAL
     if bid <= 0 or ask <= 0 or ask < bid or ask - bid > lim.max_spread_ticks:
         return RJ_SPREAD
-    if add_orders and oms.agg[ii, G_N_OPEN] + 1 > lim.max_open_orders:
+    if req.add_orders and oms.agg[ii, G_N_OPEN] + 1 > lim.max_open_orders:
         return RJ_OPEN_ORDERS
     if worst > lim.max_position or -worst > lim.max_position:
         return RJ_POSITION
     if lim.stp:
         for j in range(oms.agg[ii, G_LIST_LEN]):
             r = oms.live[ii, j]
-            if r == exclude_row or r == exclude_row2:
+            if r == req.exclude_row or r == req.exclude_row2:
                 continue
             o = oms.orders[r]
             if o.side == side or o.state == OS_PENDING_CANCEL:
@@ -450,15 +471,11 @@ def _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row, exclude_row2,
-          ref_price, bid, ask, now_ns):
-    """Tier 1 for an order of ``qty`` lots at ``price`` on instrument ``ii`` that adds
-    ``add_qty`` lots to the worst-case position (and one open order if ``add_orders``) and may
-    not trade against its own rows ``exclude_row`` / ``exclude_row2`` (-1: none). The verdict
+def check(risk, oms, led, req, touch, now_ns):
+    """Tier 1 for the :class:`OrderReq` ``req`` against the :class:`Touch` ``touch``. The verdict
     is counted in ``risk.denials`` (``RJ_OK``: passes); a pass counts in the reject-rate
     window. ``check_order`` and ``check_replace`` are the two usual cases."""
-    code = _verdict(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row,
-                    exclude_row2, ref_price, bid, ask, now_ns)
+    code = _verdict(risk, oms, led, req, touch, now_ns)
     risk.denials[code] += 1
     if code == RJ_OK:
         _roll_window(risk, now_ns)
@@ -467,14 +484,15 @@ def check(risk, oms, led, ii, side, price, qty, add_qty, add_orders, exclude_row
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def check_order(risk, oms, led, ii, side, price, qty, ref_price, bid, ask, now_ns):
+def check_order(risk, oms, led, ii, side, price, qty, touch, now_ns):
     """Tier 1 for ``oms.new_order``: its whole quantity and one more open order."""
-    return check(risk, oms, led, ii, side, price, qty, qty, True, np.int64(-1), np.int64(-1),
-                 ref_price, bid, ask, now_ns)
+    return check(risk, oms, led, OrderReq(np.int64(ii), np.int64(side), np.int64(price),
+                                          np.int64(qty), np.int64(qty), True, np.int64(-1),
+                                          np.int64(-1)), touch, now_ns)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, now_ns):
+def check_replace(risk, oms, led, row, price, leaves_qty, touch, now_ns):
     """Tier 1 for ``oms.replace_order(row, price, leaves_qty)``: the order's own exposure is
     already counted, so only the increase of its leaves adds to the worst case and the balance
     need; it does not add an open order; it cannot self-trade against itself."""
@@ -482,8 +500,9 @@ def check_replace(risk, oms, led, row, price, leaves_qty, ref_price, bid, ask, n
     extra = leaves_qty - o.leaves
     if extra < 0:
         extra = 0
-    return check(risk, oms, led, o.ii, o.side, price, leaves_qty, extra, False, row, o.link,
-                 ref_price, bid, ask, now_ns)
+    return check(risk, oms, led, OrderReq(np.int64(o.ii), np.int64(o.side), np.int64(price),
+                                          np.int64(leaves_qty), np.int64(extra), False,
+                                          np.int64(row), np.int64(o.link)), touch, now_ns)
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)

@@ -76,6 +76,7 @@ ENGINE_KEYS = {
     "order_capacity": (4096, 2),         # OMS rows (live + recently finished orders)
     "max_live": (32, 1),                 # live orders per instrument the OMS can track
     "ack_timeout_ms": (5000, 1),         # a request unanswered this long pauses the gate
+    "snapshot_ms": (200, 10),            # durable state snapshot at most this often (recovery.py)
 }
 # [engine.instruments."venue:SYMBOL"]: the instrument's grid, in 1e-8 of its quote / base asset
 INSTRUMENT_KEYS = {"tick_e8": 1, "lot_e8": 1}   # default: the 1e-8 print grid of the md gateways
@@ -416,6 +417,8 @@ class EngineState:
                                "pnl_tl": int(equity(i, self.books, self.strats)),
                                "open_orders": open_orders})
         positions_ = [{"instrument": nm, "position": int(self.led.pos[ii]["qty"]),
+                       "fills": int(self.led.pos[ii]["n_fills"]),
+                       "volume": int(self.led.pos[ii]["volume"]),
                        "base": self.instrument_assets[nm][0],
                        "quote": self.instrument_assets[nm][1]}
                       for ii, nm in enumerate(self.instrument_names)]

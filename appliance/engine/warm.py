@@ -5,7 +5,8 @@ the production geometry and calls each compiled entry point once: the actor's ``
 ``Loop`` padded to MAX_MD_RINGS / MAX_EXEC_RINGS, so the one compiled step serves any number of
 venues and sessions), the
 kernels Python calls around it (``cancel_all``, ``handle_exec``, ``equity``, ``oms.live_rows``,
-``book.clear``) and ``run_records`` (in-process feeds). The engine actor calls it before it
+``book.clear``), ``run_records`` (in-process feeds) and the restart recovery's kernels
+(``recovery.warm``: replay, snapshot capture, adoption of orders sent before a restart). The engine actor calls it before it
 attaches to its rings; ``appliance compile`` calls it through :data:`appliance.jit.WARMERS`.
 Nothing is traded: the rings are private and the kill switch is clear.
 """
@@ -41,4 +42,6 @@ def warm() -> int:
     kernels.equity(0, es.books, es.strats)
     oms.live_rows(es.oms, -1, es.rows)
     book.clear(es.px, es.qty, es.n, 0)
-    return 7
+    from appliance.engine import recovery
+    recovery.warm(es, io)          # restart recovery: replay, snapshot capture, adoption
+    return 8

@@ -240,7 +240,7 @@ def new_parser_state(expect_seq: int = 1, venue: int = R.VENUE_SIM, session: int
 # ------------------------------------------------------------------------------------------------
 # little-endian field access on uint8 rows
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def ld_u64(b, o):
     v = np.uint64(0)
     for i in range(8):
@@ -248,32 +248,32 @@ def ld_u64(b, o):
     return v
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def ld_i64(b, o):
     return np.int64(ld_u64(b, o))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def ld_u32(b, o):
     return np.uint32(b[o]) | (np.uint32(b[o + 1]) << np.uint32(8)) | \
         (np.uint32(b[o + 2]) << np.uint32(16)) | (np.uint32(b[o + 3]) << np.uint32(24))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def st_u64(b, o, v):
     x = np.uint64(v)
     for i in range(8):
         b[o + i] = np.uint8((x >> np.uint64(8 * i)) & np.uint64(0xFF))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def st_u32(b, o, v):
     x = np.uint32(v)
     for i in range(4):
         b[o + i] = np.uint8((x >> np.uint32(8 * i)) & np.uint32(0xFF))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def st_u16(b, o, v):
     b[o] = np.uint8(v & 0xFF)
     b[o + 1] = np.uint8((v >> 8) & 0xFF)
@@ -282,7 +282,7 @@ def st_u16(b, o, v):
 # ------------------------------------------------------------------------------------------------
 # encoder pieces
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _n_digits(v):
     # v: uint64
     n = 1
@@ -292,7 +292,7 @@ def _n_digits(v):
     return n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def put_uint(out, p, v):
     """Decimal digits of uint64 ``v`` at out[p:]; returns the position after them."""
     x = np.uint64(v)
@@ -305,14 +305,14 @@ def put_uint(out, p, v):
     return p + n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def put_tag(out, p, tag):
     p = put_uint(out, p, tag)
     out[p] = 61  # '='
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def put_decimal(out, p, value, dec):
     """Signed integer ``value`` scaled by 10**-dec, with exactly ``dec`` decimals."""
     if value < 0:
@@ -345,13 +345,13 @@ def put_bytes(out, p, src, n):
     return p + n
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _put2(out, p, v):
     out[p] = np.uint8(48 + v // 10)
     out[p + 1] = np.uint8(48 + v % 10)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def put_utc_timestamp(out, p, utc_ns):
     """YYYYMMDD-HH:MM:SS.sss of UTC ns since the epoch (civil-from-days, integers only)."""
     ms_total = utc_ns // 1_000_000
@@ -386,7 +386,7 @@ def put_utc_timestamp(out, p, utc_ns):
     return p + 21
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_uint(out, p, tag, v):
     p = put_tag(out, p, tag)
     p = put_uint(out, p, v)
@@ -402,7 +402,7 @@ def _field_char(out, p, tag, c):
     return p + 2
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_decimal(out, p, tag, v, dec):
     p = put_tag(out, p, tag)
     p = put_decimal(out, p, v, dec)
@@ -410,7 +410,7 @@ def _field_decimal(out, p, tag, v, dec):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_symbol(out, p, instr, syms, i):
     p = put_tag(out, p, 55)
     n = instr[i, SYM_LEN]
@@ -420,7 +420,7 @@ def _field_symbol(out, p, instr, syms, i):
     return p + n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_time(out, p, tag, utc_ns):
     p = put_tag(out, p, tag)
     p = put_utc_timestamp(out, p, utc_ns)
@@ -428,7 +428,7 @@ def _field_time(out, p, tag, utc_ns):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_time_cached(out, p, tag, utc_ns, tcache):
     """tag=<utc_ns rendered>, from the cache when it holds the same millisecond."""
     p = put_tag(out, p, tag)
@@ -445,7 +445,7 @@ def _field_time_cached(out, p, tag, utc_ns, tcache):
     return p + 22
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_time_copy(out, p, src):
     """60=<the 21 timestamp bytes already rendered at out[src:]> (TransactTime = SendingTime)."""
     out[p] = 54  # '6'
@@ -457,7 +457,7 @@ def _field_time_copy(out, p, src):
     return p + 25
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _field_exec_inst(out, p, flags):
     post = (flags & R.F_POST_ONLY) != 0
     red = (flags & R.F_REDUCE_ONLY) != 0
@@ -477,7 +477,7 @@ def _field_exec_inst(out, p, flags):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns, tcache):
     """Writes 8=..|9=NNN|35=X|49..|56..|34=seq|52=ts| assuming a 3-digit BodyLength; returns
     (position after the header, body start, position of the rendered timestamp)."""
@@ -499,7 +499,7 @@ def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns, tcache):
     return p, body, ts
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _finish_message(out, off, blen_pos, body, end):
     """Fills BodyLength (moving the body when it is not 3 digits long) and appends CheckSum.
     Returns the total message length."""
@@ -537,7 +537,7 @@ def is_fix42(begin):
     return begin.shape[0] >= 9 and begin[6] == 52 and begin[8] == 50
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _check_common(rec, instr):
     inst = ld_u32(rec, _O_INSTR)
     if inst >= np.uint32(instr.shape[0]):
@@ -545,14 +545,14 @@ def _check_common(rec, instr):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _check_side(side):
     if side != R.SIDE_BUY and side != R.SIDE_SELL:
         return E_BAD_SIDE
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _check_type_tif(ord_type, tif):
     if ord_type != R.ORD_LIMIT and ord_type != R.ORD_MARKET:
         return E_BAD_ORD_TYPE
@@ -561,7 +561,7 @@ def _check_type_tif(ord_type, tif):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
     """One order record -> one FIX message at out[off:]; bytes written or a negative E_* code."""
     if out.shape[0] - off < MAX_MSG + begin.shape[0] + comp.shape[0]:
@@ -681,7 +681,7 @@ def encode_status_request(out, off, begin, comp, seq, utc_ns, tcache, instr, sym
 # ------------------------------------------------------------------------------------------------
 # parser pieces
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _find_start(buf, pos, end):
     """Next index >= pos where ``8=FIX`` starts, or -1 when not in buf[pos:end] (a possible
     prefix of it at the very end is not skipped: returns its index)."""
@@ -702,7 +702,7 @@ def _find_start(buf, pos, end):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _parse_uint(buf, a, b):
     """Unsigned decimal in buf[a:b]; -1 when empty, not all digits or longer than 18 digits."""
     if b <= a or b - a > 18:
@@ -716,7 +716,7 @@ def _parse_uint(buf, a, b):
     return v
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _parse_u64(buf, a, b):
     """uint64 decimal (ClOrdID); (ok, value)."""
     if b <= a or b - a > 20:
@@ -733,7 +733,7 @@ def _parse_u64(buf, a, b):
     return True, v
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _parse_scaled(buf, a, b, dec):
     """Decimal text in buf[a:b] as an integer scaled by 10**dec; (ok, value). Digits beyond
     ``dec`` decimals must be zeros (else not ok)."""
@@ -783,7 +783,7 @@ def _parse_scaled(buf, a, b, dec):
     return True, (-v if neg else v)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _to_units(buf, a, b, dec, mant):
     """Decimal text -> integer ticks/lots of an instrument; (ok, value). Values off the grid are
     not ok."""
@@ -796,7 +796,7 @@ def _to_units(buf, a, b, dec, mant):
     return True, q
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _fnv1a(buf, a, b):
     h = np.uint64(14695981039346656037)
     for i in range(a, b):
@@ -805,7 +805,7 @@ def _fnv1a(buf, a, b):
     return h
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _lookup_symbol(buf, a, b, instr, syms):
     n = b - a
     for i in range(instr.shape[0]):
@@ -828,7 +828,7 @@ _FR_GARBAGE = 2
 _FR_BAD_CHECKSUM = 3
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _frame(buf, pos, end):
     """Frame the message starting at buf[pos] (which starts with ``8=FIX`` or a prefix of it).
     Returns (result, body start, body end = index of the CheckSum tag, message end)."""
@@ -879,14 +879,14 @@ def _frame(buf, pos, end):
     return _FR_OK, body, bend, mend
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _copy_text(row, o, cap, buf, a, b):
     n = min(b - a, cap)
     for k in range(n):
         row[o + k] = buf[a + k]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
     """Decode an ER (mtype '8') or OCR ('9') body into ``row``. False when malformed."""
     # field spans (start, end) of interest; -1 = absent

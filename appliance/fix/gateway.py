@@ -30,8 +30,20 @@ Session state on the exec ring (records.SESSION, ``state``):
   (``mass_status``) an OrderMassStatusRequest (35=AF, all orders) goes out first: a working order
   it reports that is not in the open-order table (nobody here knows it) is cancelled at once
   (gateway-assigned ClOrdID); a venue that refuses AF is asked order by order from then on;
-- an RT_RECONCILE record for this session (the engine restarted) starts the same sequence on
-  the live session: SESSION_UP, status requests (and mass status), SESSION_RECONCILED.
+- an RT_RECONCILE record for this session starts the same sequence on the live session
+  (SESSION_UP, status requests and mass status, SESSION_RECONCILED), and the SESSION records
+  of that sequence carry the request's ClOrdID in ``reconcile_id``. Its ``reason``:
+  RECONCILE_ENGINE_RESTART (the engine restarted and lost its working orders): once every
+  status is in, every working order of the session is cancelled (one OrderMassCancelRequest in
+  FIX 4.4, whose OrderMassCancelReport is awaited, else one OrderCancelRequest per order; the
+  unknown ones the mass status reported are tracked until their cancel is confirmed), every
+  report (fills in flight included) goes on the exec ring, and SESSION_RECONCILED is published
+  only once nothing of the session is working. Not confirmed within ``reconcile_timeout_s``: a
+  REJECT (RJ_GW_UNCONFIRMED, is_cancel_reject) per order still working, an error line, status
+  requests and cancels again, the session stays not ready. The request is kept in the
+  open-order file until answered (a gateway restarted meanwhile, or a session that was down,
+  finishes it after the next logon); the same request published again after it was answered is
+  answered again without a new cycle. RECONCILE_CONFIRM (or 0): statuses only, orders stay.
 
 Restarts. The open-order table (ClOrdID, instrument, side, qty) lives in a mapped file in the
 store directory (``open_orders``, see ``OpenOrderFile``), written in place by the compiled
@@ -113,6 +125,7 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import mmap
 import os
@@ -174,6 +187,8 @@ G_KILLED = 16         # orders refused because the kill switch is set, total
 G_RECONCILE_REQ = 17  # an RT_RECONCILE record for this session arrived (the engine restarted)
 G_UNKNOWN_N = 18      # rows filled in the unknown-working-orders table (status reports of
                       # orders this gateway does not know: a mass status reply)
+G_RECONCILE_ID = 19   # the RT_RECONCILE record's clord_id (echoed in the SESSION records)
+G_RECONCILE_WHY = 20  # its reason (records.RECONCILE_*)
 G_SIZE = 32
 UNKNOWN_CAP = 256
 _WORKING = (ord("0"), ord("1"), ord("A"), ord("E"))   # 39 values of an order still working
@@ -198,17 +213,19 @@ SM_COLS = 5
 GW_ID_BIT = 1 << 63
 
 _TERMINAL = (ord("2"), ord("3"), ord("4"), ord("8"), ord("C"), ord("5"))   # 39 values: not working
+_CXL_UNKNOWN_ORDER = 1     # CxlRejReason (102) 1: the venue does not know the order
+_RECONCILE_REASON = R.RECONCILE.fields["reason"][1]
 
 
 # ------------------------------------------------------------------------------------------------
 # open-order table: linear probing, deletion by backward shift (no tombstones), allocation-free
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def _home(key, mask):
     return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def ot_find(ot, key):
     mask = ot.shape[0] - 1
     i = _home(key, mask)
@@ -221,7 +238,7 @@ def ot_find(ot, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def ot_insert(ot, gst, key, instrument, side, qty):
     """Insert or update; -1 when the table is at its load limit (3/4). A new row's key is
     written last, so a process killed mid-insert (the table lives in a mapped file) leaves no
@@ -250,7 +267,7 @@ def ot_insert(ot, gst, key, instrument, side, qty):
     return i
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def ot_delete(ot, gst, key):
     i = ot_find(ot, key)
     if i < 0:
@@ -305,7 +322,7 @@ def _refuse(ehdr, edata, rec, erow, gst, reason):
     gst[G_LAST_REASON] = reason
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)
 def _note_sent(sent, seq, rt, clord, orig, instrument):
     j = seq & (sent.shape[0] - 1)
     sent[j, SM_SEQ] = seq
@@ -361,6 +378,8 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
             continue
         if rt == R.RT_RECONCILE:
             gst[G_RECONCILE_REQ] = 1
+            gst[G_RECONCILE_ID] = np.int64(C.ld_u64(rec, C._O_CLORD))
+            gst[G_RECONCILE_WHY] = np.int64(rec[_RECONCILE_REASON]) | (np.int64(rec[_RECONCILE_REASON + 1]) << 8)
             break
         clord = np.int64(C.ld_u64(rec, C._O_CLORD))
         if (rt == R.RT_NEW_ORDER or rt == R.RT_REPLACE) and control.kill_requested(cwords):
@@ -480,14 +499,19 @@ def gw_track(rows, n, ehdr, edata, ot, gst, unk, cal, hists, hidx):
                 ot_delete(ot, gst, clord)
         elif rt == R.RT_REJECT:
             # an order reject closes the order; a cancel/replace reject closes the replace's new
-            # id (never used) and, if the venue says the original is done, the original too
+            # id (never used) and, if the venue says the original is done or unknown, the
+            # original too
             ot_delete(ot, gst, clord)
             if row[C._J_ISCXL] != 0 and orig != 0:
                 os_ = row[C._J_ORDSTATUS]
-                for t in _TERMINAL:
-                    if os_ == t and t != ord("8"):
-                        ot_delete(ot, gst, orig)
-                        break
+                why = np.int64(row[C._J_REASON]) | (np.int64(row[C._J_REASON + 1]) << 8)
+                if why == _CXL_UNKNOWN_ORDER:
+                    ot_delete(ot, gst, orig)
+                else:
+                    for t in _TERMINAL:
+                        if os_ == t and t != ord("8"):
+                            ot_delete(ot, gst, orig)
+                            break
 
 
 @njit(cache=True, nogil=True)
@@ -698,7 +722,7 @@ def _i64(u) -> int:
 # ------------------------------------------------------------------------------------------------
 OO_MAGIC = 0x4F4F5432            # "2TOO": open-order file, layout 2 (OT_COLS columns)
 OO_HDR = 8                        # header words before the table
-H_MAGIC, H_CAP, H_RING_CREATED, H_RING_POS, H_NEXT_GWID = range(5)
+H_MAGIC, H_CAP, H_RING_CREATED, H_RING_POS, H_NEXT_GWID, H_ENGINE_RESTART, H_ENGINE_DONE = range(7)
 
 
 class OpenOrderFile:
@@ -708,8 +732,11 @@ class OpenOrderFile:
     rebuilt on open, which also drops a row duplicated by a delete that was cut short).
 
     Header words: magic, capacity, the order ring's creation time and the position after the
-    last order handled (saved once the batch holding it went to the kernel), and the next
-    gateway-assigned ClOrdID counter. ``path=None`` keeps everything in memory."""
+    last order handled (saved once the batch holding it went to the kernel), the next
+    gateway-assigned ClOrdID counter, the engine-restart reconciliation request not yet
+    answered (its id, 0 = none: a restarted gateway finishes it) and the last one answered (the
+    engine publishing it again is answered again, not reconciled again). ``path=None`` keeps
+    everything in memory."""
 
     def __init__(self, path, capacity: int, gst):
         self.path = path
@@ -738,12 +765,16 @@ class OpenOrderFile:
             finally:
                 os.close(fd)
             arr = np.frombuffer(self.mm, np.int64)
+        b = arr.view(np.uint8)
+        b[::4096] = b[::4096]           # every page faulted in now, not on an order's insert
         self.hdr = arr[:OO_HDR]
         self.ot = arr[OO_HDR:].reshape(capacity, OT_COLS)
         self.hdr[H_CAP] = capacity
         self.hdr[H_RING_CREATED] = old_hdr[H_RING_CREATED]
         self.hdr[H_RING_POS] = old_hdr[H_RING_POS]
         self.hdr[H_NEXT_GWID] = max(int(old_hdr[H_NEXT_GWID]), 1)
+        self.hdr[H_ENGINE_RESTART] = old_hdr[H_ENGINE_RESTART]
+        self.hdr[H_ENGINE_DONE] = old_hdr[H_ENGINE_DONE]
         gst[G_OPEN] = 0
         gst[G_STATUS_PENDING] = 0
         seen = set()
@@ -868,6 +899,8 @@ class Gateway:
         self.out = np.zeros((256, R.EXEC_RECORD_SIZE), np.uint8)
         self.row1 = np.zeros((1, R.EXEC_RECORD_SIZE), np.uint8)
         self.store = store
+        # the sender number as compiled code writes it (appliance.group), None: not possible
+        self.seq_view = store.sender_view() if hasattr(store, "sender_view") else None
         scfg = SessionConfig(begin_string=gcfg.begin_string, sender_comp_id=gcfg.sender_comp_id,
                              target_comp_id=gcfg.target_comp_id, initiator=True,
                              heartbeat_interval=gcfg.heartbeat_s, reset_on_logon=gcfg.reset_on_logon,
@@ -888,12 +921,27 @@ class Gateway:
         self.next_beat = 0.0
         self.counters = {"connects": 0, "disconnects": 0, "slow_path_msgs": 0, "business_rejects": 0,
                          "session_rejects": 0, "bad_slow_msgs": 0, "reconciles": 0, "status_requests": 0,
-                         "kill_cancels": 0, "mass_status_requests": 0, "unknown_cancels": 0}
+                         "kill_cancels": 0, "mass_status_requests": 0, "unknown_cancels": 0,
+                         "engine_restarts": 0, "restart_cancels": 0, "unconfirmed": 0}
+        # reconciliation asked for by the engine (RT_RECONCILE): an engine restart (its id, kept
+        # in the open-order file until answered) or a confirmation only
+        self.engine_req = int(self.oo.hdr[H_ENGINE_RESTART])
+        self.confirm_req = 0
+        self.engine_repeat = 0           # an engine request answered before, published again
+        self.cancel_phase = False        # engine restart: the session's orders are being cancelled
+        self.cancel_deadline = 0.0
+        self.cancel_rounds = 0
+        self.mass_cancel_id = 0          # its OrderMassCancelRequest, until the venue's report
+        self.started_at = clock_fn()
         self._logged_counts = {}
         self._resume_ring()
         if self.oo.restored:
             log.info("%s: %d working orders restored from %s; they are reconciled after logon",
                      gcfg.name, self.oo.restored, self.oo.path)
+        if self.engine_req:
+            log.warning("%s: the engine's restart reconciliation (request %d) was not finished: "
+                        "every working order of the session is cancelled after logon", gcfg.name,
+                        self.engine_req)
 
     # ---- order ring position ------------------------------------------------------------
     def _resume_ring(self) -> None:
@@ -971,9 +1019,11 @@ class Gateway:
                 self.ot[i, OT_PENDING] = 0
                 self.gst[G_STATUS_PENDING] -= 1
             return
-        if rt == R.RT_MASS_CANCEL or (rt == R.RT_CANCEL and clord & GW_ID_BIT and self.kill_epoch):
+        if rt == R.RT_MASS_CANCEL or (rt == R.RT_CANCEL and clord & GW_ID_BIT
+                                      and (self.kill_epoch or self.cancel_phase)):
             if rt == R.RT_MASS_CANCEL:
                 log.warning("%s: mass cancel refused by the venue; cancelling order by order", self.cfg.name)
+                self.mass_cancel_id = 0
                 self._cancel_each(self.clock(), 7, 0)
             return
         row = self.row1[0]
@@ -1062,16 +1112,20 @@ class Gateway:
         self.session.note_sent(now)
         return out[:k].tobytes()
 
-    def _send_mass_cancel(self, now: float) -> None:
+    def _send_mass_cancel(self, now: float) -> int:
+        """OrderMassCancelRequest (all orders of the session) with a gateway-assigned ClOrdID;
+        returns that id."""
         row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
         rec = row.view(R.MASS_CANCEL)
         rec[0]["rtype"] = R.RT_MASS_CANCEL
-        rec[0]["clord_id"] = np.uint64(self.oo.next_gateway_id())
+        mid = self.oo.next_gateway_id()
+        rec[0]["clord_id"] = np.uint64(mid)
         rec[0]["session"] = self.cfg.session_index
         rec[0]["scope"] = 7
         self.counters["kill_cancels"] += 1
         log.warning("%s: OrderMassCancelRequest (all orders) sent", self.cfg.name)
         self._send(self._encode_admin_order(row, now))
+        return mid
 
     def _cancel_each(self, now: float, scope: int, instrument: int) -> None:
         """One OrderCancelRequest per working order (all, or those of ``instrument`` for scope 1),
@@ -1105,17 +1159,19 @@ class Gateway:
             self._send(b"".join(chunks))
 
     # ---- exec-ring notices --------------------------------------------------------------
-    def _publish_session(self, state: int) -> None:
+    def _publish_session(self, state: int, reconcile_id: int = 0) -> None:
         rec = np.zeros(1, R.SESSION)
         rec[0]["rtype"] = R.RT_SESSION
         rec[0]["venue"] = self.gst[G_VENUE]
         rec[0]["session"] = self.cfg.session_index
         rec[0]["state"] = state
+        rec[0]["reconcile_id"] = reconcile_id
         rec[0]["origin_tsc"] = clock.now(self.cal)
         ring.publish(self.execs.hdr, self.execs.data, rec.view(np.uint8).reshape(-1))
         self.state = state
-        log.info("%s: session %s", self.cfg.name, {R.SESSION_UP: "UP", R.SESSION_DOWN: "DOWN",
-                                                   R.SESSION_RECONCILED: "RECONCILED"}[state])
+        log.info("%s: session %s%s", self.cfg.name, {R.SESSION_UP: "UP", R.SESSION_DOWN: "DOWN",
+                                                     R.SESSION_RECONCILED: "RECONCILED"}[state],
+                 f" (engine request {reconcile_id})" if reconcile_id else "")
 
     # ---- connection ---------------------------------------------------------------------
     def _connect(self, now: float) -> None:
@@ -1166,6 +1222,8 @@ class Gateway:
         self.gst[G_READY] = 0
         self.kill_sent = False
         self.reconciling = False
+        self.cancel_phase = False
+        self.mass_cancel_id = 0
         self._logon_pending = False
         self._publish_session(R.SESSION_DOWN)
         self.next_connect = now + self.backoff
@@ -1259,6 +1317,8 @@ class Gateway:
         elif mt == b"r":
             log.info("%s: OrderMassCancelReport: %s cancelled (response %s)", self.cfg.name,
                      msg.get(533), msg.get(531))
+            if self.mass_cancel_id and msg.get_int(11) == self.mass_cancel_id:
+                self.mass_cancel_id = 0          # the venue confirmed the mass cancel
         else:
             from appliance.fix.session import UnsupportedMessageType
             raise UnsupportedMessageType()
@@ -1306,6 +1366,8 @@ class Gateway:
             rec[0]["qty"] = max(int(leaves), 1)
             rec[0]["side"] = side
             chunks.append(self._encode_admin_order(row, now))
+            # working until the venue confirms the cancel: tracked like our own orders
+            ot_insert(self.ot, self.gst, int(clord), int(inst), int(side), max(int(leaves), 1))
         if chunks:
             self.counters["unknown_cancels"] += len(chunks)
             log.warning("%s: %d working order(s) at the venue that nobody here knows: cancelled",
@@ -1313,17 +1375,47 @@ class Gateway:
             self.store.sync()
             self._send(b"".join(chunks))
 
+    def _take_reconcile_request(self) -> None:
+        """The RT_RECONCILE record gw_step stopped at: an engine restart is remembered (and
+        persisted) until answered; any other reason asks for a confirmation only."""
+        g = self.gst
+        g[G_RECONCILE_REQ] = 0
+        rid, why = int(g[G_RECONCILE_ID]), int(g[G_RECONCILE_WHY])
+        if why == R.RECONCILE_ENGINE_RESTART:
+            if rid != 0 and rid == int(self.oo.hdr[H_ENGINE_DONE]):
+                self.engine_repeat = rid          # already answered: answer again, no new cycle
+                return
+            if rid != self.engine_req:
+                self.counters["engine_restarts"] += 1
+                log.warning("%s: the engine restarted (reconcile request %d): every working order "
+                            "of the session is cancelled before it may trade again", self.cfg.name, rid)
+            self.engine_req = rid
+            self.oo.hdr[H_ENGINE_RESTART] = rid
+        else:
+            self.confirm_req = rid
+            log.info("%s: reconciliation requested by the engine (request %d)", self.cfg.name, rid)
+
     def _reconcile_requested(self, now: float) -> None:
-        """The engine restarted (RT_RECONCILE): confirm every working order again."""
-        self.gst[G_RECONCILE_REQ] = 0
-        log.info("%s: reconciliation requested by the engine", self.cfg.name)
+        """RT_RECONCILE for this session: start reconciling unless a reconciliation is already
+        under way (it ends with the cancels the engine asked for, if it asked for them)."""
+        self._take_reconcile_request()
+        if self.engine_repeat:
+            rid, self.engine_repeat = self.engine_repeat, 0
+            if self.gst[G_READY] and not self.reconciling:
+                self._publish_session(R.SESSION_RECONCILED, rid)
+            return
         if self.session.logged_on and not self.reconciling:
             self.gst[G_READY] = 0
             self._start_reconcile(now)
 
+    def _reconcile_id(self) -> int:
+        return self.engine_req or self.confirm_req
+
     def _start_reconcile(self, now: float) -> None:
         self.gst[G_READY] = 0
-        self._publish_session(R.SESSION_UP)
+        self.reconciling = True
+        self.cancel_phase = False
+        self._publish_session(R.SESSION_UP, self._reconcile_id())
         self.counters["reconciles"] += 1
         if self.mass_status:
             self._send_mass_status(now)
@@ -1332,9 +1424,8 @@ class Gateway:
         info = np.zeros((cap, 3), np.int64)
         n = gw_working(self.ot, ids, info)
         if n == 0:
-            self._reconciled()
+            self._statuses_done(now)
             return
-        self.reconciling = True
         self._send_status_requests(now, ids[:n], info[:n], mark=True)
 
     def _send_status_requests(self, now: float, ids, info, mark: bool) -> None:
@@ -1360,10 +1451,11 @@ class Gateway:
         self._send(b"".join(chunks))
 
     def _check_reconcile(self, now: float) -> None:
-        if self.gst[G_STATUS_PENDING] <= 0:
+        if self.cancel_phase:
+            self._check_cancel_phase(now)
+        elif self.gst[G_STATUS_PENDING] <= 0:
             self.gst[G_STATUS_PENDING] = 0
-            self.reconciling = False
-            self._reconciled()
+            self._statuses_done(now)
         elif now >= self.reconcile_deadline:
             cap = self.ot.shape[0]
             ids = np.zeros(cap, np.int64)
@@ -1374,9 +1466,81 @@ class Gateway:
                         len(pend), self.cfg.reconcile_timeout_s)
             self._send_status_requests(now, ids[pend], info[pend], mark=False)
 
+    def _statuses_done(self, now: float) -> None:
+        """Every working order's status is confirmed. After an engine restart the engine lost
+        them: cancel every order of the session (one OrderMassCancelRequest where the dialect
+        has it, else one cancel per order) and answer only once nothing is working."""
+        if not self.engine_req:
+            self._reconciled()
+            return
+        self.cancel_phase = True
+        self.cancel_rounds = 1
+        self.cancel_deadline = now + self.cfg.reconcile_timeout_s
+        if self.cfg.begin_string >= "FIX.4.4" and self.cfg.mass_cancel_on_kill:
+            self.mass_cancel_id = self._send_mass_cancel(now)
+            self.counters["restart_cancels"] += 1
+        elif self.gst[G_OPEN] > 0:
+            self.counters["restart_cancels"] += int(self.gst[G_OPEN])
+            self._cancel_each(now, 7, 0)
+        log.warning("%s: engine restart: cancelling the session's %d working order(s)", self.cfg.name,
+                    int(self.gst[G_OPEN]))
+        self._check_cancel_phase(now)
+
+    def _check_cancel_phase(self, now: float) -> None:
+        open_n = int(self.gst[G_OPEN])
+        if open_n == 0 and self.mass_cancel_id == 0:
+            log.warning("%s: engine restart reconciled: nothing of the session is working", self.cfg.name)
+            self._reconciled()
+            return
+        if now < self.cancel_deadline:
+            return
+        # not confirmed in time: ask again, order by order (and what the venue knows of them)
+        self.cancel_rounds += 1
+        self.cancel_deadline = now + self.cfg.reconcile_timeout_s
+        self.mass_cancel_id = 0
+        cap = self.ot.shape[0]
+        ids = np.zeros(cap, np.int64)
+        info = np.zeros((cap, 3), np.int64)
+        n = gw_working(self.ot, ids, info)
+        log.error("%s: engine restart: %d order(s) not confirmed cancelled after %.1fs (round %d); "
+                  "cancelling each again; the engine is told and the session stays not ready",
+                  self.cfg.name, n, self.cfg.reconcile_timeout_s, self.cancel_rounds)
+        for clord, (inst, side, _q) in zip(ids[:n], info[:n]):
+            self._unconfirmed(int(clord), int(inst))
+        if n:
+            self._send_status_requests(now, ids[:n], info[:n], mark=False)
+            self._cancel_each(now, 7, 0)
+
+    def _unconfirmed(self, clord: int, inst: int) -> None:
+        """REJECT (RJ_GW_UNCONFIRMED) for an order the venue has not confirmed cancelled."""
+        self.counters["unconfirmed"] += 1
+        row = self.row1[0]
+        row[:] = 0
+        rec = row.view(R.REJECT)
+        rec[0]["rtype"] = R.RT_REJECT
+        rec[0]["venue"] = self.gst[G_VENUE]
+        rec[0]["instrument"] = inst
+        rec[0]["origin_tsc"] = clock.now(self.cal)
+        rec[0]["clord_id"] = np.uint64(clord & 0xFFFFFFFFFFFFFFFF)
+        rec[0]["orig_clord_id"] = np.uint64(clord & 0xFFFFFFFFFFFFFFFF)
+        rec[0]["session"] = self.cfg.session_index
+        rec[0]["reason"] = R.RJ_GW_UNCONFIRMED
+        rec[0]["is_cancel_reject"] = 1
+        rec[0]["text"] = b"engine restart: cancel not confirmed by the venue"
+        ring.publish(self.execs.hdr, self.execs.data, row)
+        self.gst[G_EXECS] += 1
+
     def _reconciled(self) -> None:
+        rid = self._reconcile_id()
+        self.reconciling = False
+        self.cancel_phase = False
         self.gst[G_READY] = 1
-        self._publish_session(R.SESSION_RECONCILED)
+        self._publish_session(R.SESSION_RECONCILED, rid)
+        if self.engine_req:
+            self.oo.hdr[H_ENGINE_DONE] = self.engine_req
+            self.engine_req = 0
+            self.oo.hdr[H_ENGINE_RESTART] = 0
+        self.confirm_req = 0
 
     # ---- the loop -----------------------------------------------------------------------
     def _orders_waiting(self) -> bool:
@@ -1411,7 +1575,9 @@ class Gateway:
             if busy:
                 self._step_orders()                 # refuses what arrives meanwhile
                 self.gst[G_MASS_PENDING] = 0        # nothing to cancel on a dead session
-                self.gst[G_RECONCILE_REQ] = 0       # the next logon reconciles anyway
+                if self.gst[G_RECONCILE_REQ]:       # the next logon reconciles (and cancels,
+                    self._take_reconcile_request()  # after an engine restart)
+                    self.engine_repeat = 0
                 self._save_ring_pos()
                 self._log_refusals(now)
             else:
@@ -1427,8 +1593,8 @@ class Gateway:
                 if n_sent:
                     self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
                     self.session.last_sent = now
+                    self.last_send_tsc = int(clock.now(self.cal))   # telemetry: send() called
                     self._send(self.sbuf[:self.gst[G_SEND_LEN]])
-                    self.last_send_tsc = int(clock.now(self.cal))   # telemetry: batch handed to the kernel
                     gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot, self.hists, self.hidx)
                 if self.gst[G_MASS_PENDING]:
                     self._expand_mass_cancel(now)
@@ -1479,6 +1645,38 @@ class Gateway:
         if self.sock is not None and self.session.closing:
             self._flush()
             self._disconnect(now, "session closed the connection")
+
+    # ---- the one-process layout (appliance.group) --------------------------------------
+    def fast_fd(self) -> int:
+        """The socket compiled code may send order batches on by itself (gw_step, the sender
+        number through ``seq_view``, ``send()``, gw_sent), or -1: then order records are left
+        to :meth:`step`. Only a plain-TCP session that is logged on and reconciled, with nothing
+        queued in ``outbuf`` and no admin work pending (FIX 4.2 mass cancel, engine reconcile
+        request), on a store whose sender number compiled code can write."""
+        if (self.sock is None or self.tls is not None or self.seq_view is None
+                or not self.gst[G_READY] or self.outbuf or not self.session.logged_on
+                or self.session.closing or self.gst[G_MASS_PENDING] or self.gst[G_RECONCILE_REQ]):
+            return -1
+        return self.sock.fileno()
+
+    def before_kernel(self) -> None:
+        """The sender number compiled code continues from (Python may have sent admin messages)."""
+        self.gst[G_NEXT_SEQ] = self.store.next_sender
+
+    def after_kernel(self, now: float, send_len: int = 0, sent: int = 0) -> None:
+        """Bookkeeping after compiled code sent batches: the store's and the session's view of
+        what went out, the order-ring position; ``send_len`` > 0: the last batch did not go out
+        whole (``sent`` bytes did, or ``-errno``): the rest is queued, or the session dropped."""
+        n = int(self.gst[G_NEXT_SEQ])
+        if n != self.store.next_sender:
+            self.store.note_next_sender(n)
+            self.session.last_sent = now
+        self._save_ring_pos()
+        if send_len > 0:
+            if sent >= 0 or -sent in (errno.EAGAIN, errno.EINTR):
+                self.outbuf += bytes(self.sbuf[max(sent, 0):send_len])
+            else:
+                self._disconnect(now, f"send failed: {os.strerror(-sent)}")
 
     def run(self, stop) -> None:
         self._publish_session(R.SESSION_DOWN)

@@ -104,6 +104,8 @@ class FileStore:
         except OSError as e:
             raise StoreError(f"cannot use store directory {self.dir}: {e.strerror or e}") from e
         self._dirty = False
+        self._seq_map = None             # sender_view's mapping of seqnums
+        self._seq_view = None
         self.index: dict[int, tuple[int, int, int]] = {}     # seq -> (segment, offset, length)
         self._seg_fds: dict[int, int] = {}                    # segment -> fd (active included)
         self.active = 0
@@ -221,6 +223,26 @@ class FileStore:
         self.next_sender = n
         self._write_seqnums()
 
+    def sender_view(self):
+        """The 20 digits of the next sender number in the ``seqnums`` file, mapped (uint8[20],
+        MAP_SHARED), or None under fsync "always". Compiled code writes the number there before
+        it sends a batch itself (appliance.group): the same bytes, with the same durability, as
+        ``set_next_sender``'s pwrite; :meth:`note_next_sender` then tells the store."""
+        if self.fsync == "always":
+            return None
+        if self._seq_map is None:
+            import mmap
+            import numpy as np
+            self._seq_map = mmap.mmap(self._seq_fd, 42)
+            self._seq_view = np.frombuffer(self._seq_map, np.uint8)[:20]
+            self._seq_view[0] = self._seq_view[0]      # the page faulted in now
+        return self._seq_view
+
+    def note_next_sender(self, n: int) -> None:
+        """``n`` was written through :meth:`sender_view`: keep the in-memory number in step."""
+        self.next_sender = n
+        self._dirty = True
+
     def set_next_target(self, n: int) -> None:
         self.next_target = n
         self._write_seqnums()
@@ -284,6 +306,13 @@ class FileStore:
         self._dirty = False
 
     def close(self) -> None:
+        if self._seq_map is not None:
+            self._seq_view = None
+            try:
+                self._seq_map.close()
+            except BufferError:          # a view is still referenced: the kernel keeps the data
+                pass
+            self._seq_map = None
         if self._seq_fd >= 0:
             self.sync()
             os.close(self._seq_fd)
@@ -305,6 +334,14 @@ class MemoryStore:
 
     def set_next_sender(self, n): self.next_sender = n
     def set_next_target(self, n): self.next_target = n
+
+    def sender_view(self):
+        import numpy as np
+        if getattr(self, "_view", None) is None:
+            self._view = np.zeros(20, np.uint8)
+        return self._view
+
+    def note_next_sender(self, n): self.next_sender = n
     def incr_next_sender(self): self.next_sender += 1
     def incr_next_target(self): self.next_target += 1
 

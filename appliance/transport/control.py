@@ -38,6 +38,7 @@ KILL_ACK_TSC_OFF = _OFF["kill_ack_tsc"]
 SOURCE_CLI = 1
 SOURCE_MAX_LOSS = 2
 SOURCE_PERSISTED = 3
+SOURCE_RECOVERY = 4      # the engine's restart recovery could not prove its state complete
 
 ACTOR_MD = 1
 ACTOR_ENGINE = 2

@@ -121,6 +121,11 @@ SESSION_UP = 1
 SESSION_DOWN = 2          # orders sent on this session are in an unknown state
 SESSION_RECONCILED = 3    # status of every working order confirmed after reconnect
 
+# RT_RECONCILE.reason: what the engine asks a FIX gateway to do with the session's working orders
+RECONCILE_ENGINE_RESTART = 1   # the engine restarted and lost them: confirm, then cancel them all;
+                               # SESSION_RECONCILED once nothing of the session is working
+RECONCILE_CONFIRM = 2          # confirm their status with the venue only (0 is read as this too)
+
 # REJECT.reason codes the appliance itself assigns (venue codes from FIX 103/102 are < 1000)
 RJ_GW_NOT_READY = 1001       # FIX session down or reconciling: the order was not sent
 RJ_GW_TOO_MANY_OPEN = 1002   # the gateway's open-order table is full
@@ -128,6 +133,8 @@ RJ_GW_BAD_CLORD = 1003       # ClOrdID 0 is reserved
 RJ_GW_KILLED = 1004          # the kill switch is set: the gateway lets no new order or replace out
 RJ_GW_SESSION_REJECT = 1005  # the venue answered the message with a session Reject (35=3)
 RJ_GW_BUSINESS_REJECT = 1006 # the venue answered it with a BusinessMessageReject (35=j)
+RJ_GW_UNCONFIRMED = 1007     # engine-restart reconciliation: the venue did not confirm this
+                             # order cancelled (is_cancel_reject = 1; retried until it does)
 RJ_GW_ENCODE_BASE = 1010     # RJ_GW_ENCODE_BASE - codec.E_*: the encoder refused the record
 
 
@@ -221,7 +228,7 @@ MASS_CANCEL = _dtype(HEADER_FIELDS + _ORDER_COMMON + [
 ], ORDER_RECORD_SIZE)
 
 RECONCILE = _dtype(HEADER_FIELDS + _ORDER_COMMON + [
-    ("reason", "<u2"),       # why (1 = engine restart)
+    ("reason", "<u2"),       # RECONCILE_* below (clord_id: the request's id, echoed by SESSION)
 ], ORDER_RECORD_SIZE)
 
 # --- execution, 128 B ----------------------------------------------------------------------------
@@ -264,6 +271,7 @@ REJECT = _dtype(HEADER_FIELDS + _EXEC_COMMON + [
 SESSION = _dtype(HEADER_FIELDS + [
     ("session", "<u4"),
     ("state", "u1"),         # SESSION_*
+    ("reconcile_id", "<u8"), # clord_id of the RT_RECONCILE request this state answers, 0 = none
 ], EXEC_RECORD_SIZE)
 
 RECORD_DTYPES = {

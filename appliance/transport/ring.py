@@ -66,7 +66,7 @@ START_LATEST = "latest"
 
 # ---------------------------------------------------------------------------------------- numba
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def begin_write(hdr, data):
     """Start writing the next record in place: returns its slot; fill ``data[slot]`` (not ``ver``),
     then call ``end_write``."""
@@ -77,7 +77,7 @@ def begin_write(hdr, data):
     return np.int64(slot)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def end_write(hdr, data, slot):
     """Publish the record begun by ``begin_write``: stamp publish_tsc, release it, advance head."""
     return end_write_at(hdr, data, slot, rdtsc())

@@ -23,7 +23,7 @@ import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan, snapshot_sync, wsframe
+from appliance.venues import common, scan, snapshot_sync
 from appliance.venues.common import (K_BBO, K_TRADE, N_BBO, N_IGNORED, N_TRADES, R_AUX1, R_AUX2,
                                      R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument)
 
@@ -73,9 +73,82 @@ _L_AGG = scan.lit("aggTrade")
 _L_TRADE = scan.lit("trade")
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+# The depthUpdate frame as Binance writes it, byte for byte (keys in this order, no blanks):
+#   {"stream":"<name>","data":{"e":"depthUpdate","E":<ms>,"s":"<SYM>","U":<id>,"u":<id>,"b":[..],"a":[..]}}
+# _depth_fast reads exactly that in one pass; any other layout goes to the general scan.
+_F_HEAD = scan.lit('{"stream":"')
+_F_DEPTH = scan.lit('","data":{"e":"depthUpdate","E":')
+_F_S = scan.lit(',"s":"')
+_F_UU = scan.lit('","U":')
+_F_U = scan.lit(',"u":')
+_F_B = scan.lit(',"b":')
+_F_A = scan.lit(',"a":')
+_F_END = scan.lit('}}')
+NOT_FAST = -1
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def _depth_fast(b, end, syms, lens, grids, rows, info):
+    """parse_frame of a depthUpdate in Binance's own layout: a scan.* code, or NOT_FAST when the
+    frame is laid out differently (the general scan then parses it)."""
+    if not scan.at(b, 0, end, _F_HEAD):
+        return NOT_FAST
+    i = _F_HEAD.shape[0]
+    while i < end and b[i] != 34 and b[i] != 92:
+        i += 1
+    if not scan.at(b, i, end, _F_DEPTH):
+        return NOT_FAST
+    i += _F_DEPTH.shape[0]
+    while i < end and 48 <= b[i] <= 57:
+        i += 1
+    if not scan.at(b, i, end, _F_S):
+        return NOT_FAST
+    i += _F_S.shape[0]
+    ss = i
+    while i < end and b[i] != 34 and b[i] != 92:
+        i += 1
+    inst = scan.match_symbol(b, ss, i, syms, lens)
+    if inst < 0 or not scan.at(b, i, end, _F_UU):
+        return NOT_FAST
+    U, i, rc = scan.parse_int(b, i + _F_UU.shape[0], end)
+    if rc != 0 or not scan.at(b, i, end, _F_U):
+        return NOT_FAST
+    u, i, rc = scan.parse_int(b, i + _F_U.shape[0], end)
+    if rc != 0 or not scan.at(b, i, end, _F_B):
+        return NOT_FAST
+    info[I_KIND] = FR_DEPTH
+    info[I_INST] = inst
+    info[I_FIRST] = 0
+    info[I_LAST] = 0
+    info[I_NROWS] = 0
+    dp = grids[inst, 0]
+    sp = grids[inst, 1]
+    dq = grids[inst, 2]
+    sq = grids[inst, 3]
+    n, i, rc = common.parse_levels(b, i + _F_B.shape[0], end, dp, sp, dq, sq, inst,
+                                   records.SIDE_BUY, -1, 0, 1, u, rows, 0)
+    if rc != 0:
+        return rc
+    if not scan.at(b, i, end, _F_A):
+        return NOT_FAST
+    n, i, rc = common.parse_levels(b, i + _F_A.shape[0], end, dp, sp, dq, sq, inst,
+                                   records.SIDE_SELL, -1, 0, 1, u, rows, n)
+    if rc != 0:
+        return rc
+    if not scan.at(b, i, end, _F_END):
+        return NOT_FAST
+    info[I_FIRST] = U
+    info[I_LAST] = u
+    info[I_NROWS] = n
+    return scan.OK
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one combined-stream frame into rows; info[I_*] says what it was. Returns rc."""
+    rc = _depth_fast(b, end, syms, lens, grids, rows, info)
+    if rc != NOT_FAST:
+        return rc
     info[I_KIND] = FR_OTHER
     info[I_INST] = -1
     info[I_FIRST] = 0
@@ -236,7 +309,7 @@ def parse_snapshot(b, end, inst, grids, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def handle_frame(b, end, tsc, st, hdr, data):
     """One frame -> records (parse, CHAIN sync, book, publish). Returns ACT_* bits."""
     common.count_frame(st)
@@ -264,21 +337,10 @@ def handle_frame(b, end, tsc, st, hdr, data):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def pump(fd, rx, ws, st, hdr, data, max_iters):
-    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
-    for _ in range(max_iters):
-        r = wsframe.next_frame(fd, rx, ws)
-        if r != wsframe.P_DATA:
-            return r
-        s = ws[wsframe.W_S]
-        e = ws[wsframe.W_E]
-        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
-        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
-        ws[wsframe.W_FRAMES] += 1
-        if act != 0:
-            return wsframe.P_ACTION | act
-    return wsframe.P_BUDGET
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def pump(fd, rx, ws, st, hdr, data, max_iters, lat, cal):
+    """Up to ``max_iters`` frames from the socket through handle_frame (common.pump_frames)."""
+    return common.pump_frames(handle_frame, fd, rx, ws, st, hdr, data, max_iters, lat, cal)
 
 
 def load_instruments(meta: bytes, symbols: list[str] | None = None) -> list[Instrument]:

@@ -38,7 +38,7 @@ import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan, wsframe
+from appliance.venues import common, scan
 from appliance.venues.common import (B_LAST_TSC, B_VALID, C_LAST_SEQ, C_NEXT_SEQ, K_L2, K_TRADE,
                                      N_DROPPED, N_GAPS, N_HEARTBEATS, N_IGNORED, N_RESYNCS,
                                      N_TRADES, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY,
@@ -88,7 +88,7 @@ FR_TRADE_SNAPSHOT = 7
 FR_UNKNOWN_CHANNEL = 8
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _entry(b, i, end, dp, dq, inst, rows, n, seq):
     """One ``[price, count, amount]`` at b[i] -> K_L2 row n. Returns (next, rc)."""
     if i >= end or b[i] != 91:
@@ -124,7 +124,7 @@ def _entry(b, i, end, dp, dq, inst, rows, n, seq):
     return i + 1, scan.OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def parse_frame(b, end, tab, rows, info):
     """Parse one Bitfinex frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
@@ -276,7 +276,7 @@ def parse_frame(b, end, tab, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def handle_frame(b, end, tsc, st, hdr, data):
     """One frame -> records (parse, SEQ_ALL check, book, publish). Returns ACT_* bits."""
     common.count_frame(st)
@@ -333,21 +333,10 @@ def handle_frame(b, end, tsc, st, hdr, data):
     return act
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def pump(fd, rx, ws, st, hdr, data, max_iters):
-    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
-    for _ in range(max_iters):
-        r = wsframe.next_frame(fd, rx, ws)
-        if r != wsframe.P_DATA:
-            return r
-        s = ws[wsframe.W_S]
-        e = ws[wsframe.W_E]
-        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
-        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
-        ws[wsframe.W_FRAMES] += 1
-        if act != 0:
-            return wsframe.P_ACTION | act
-    return wsframe.P_BUDGET
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def pump(fd, rx, ws, st, hdr, data, max_iters, lat, cal):
+    """Up to ``max_iters`` frames from the socket through handle_frame (common.pump_frames)."""
+    return common.pump_frames(handle_frame, fd, rx, ws, st, hdr, data, max_iters, lat, cal)
 
 
 def _num(v: int, dec: int) -> str:

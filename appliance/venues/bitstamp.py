@@ -26,7 +26,7 @@ import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan, snapshot_sync, wsframe
+from appliance.venues import common, scan, snapshot_sync
 from appliance.venues.common import (K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES, R_AUX1, R_AUX2,
                                      R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE, Instrument)
 
@@ -70,7 +70,7 @@ _L_TRADE = scan.lit("trade")
 _L_HEARTBEAT = scan.lit("bts:heartbeat")
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _book_body(b, end, inst, grids, rows, info):
     # keys in Bitstamp's order (microtimestamp, bids, asks): one pass; any order still works
     km = scan.find_key(b, 0, end, _K_MTS)
@@ -102,7 +102,7 @@ def _book_body(b, end, inst, grids, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one Bitstamp frame; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
@@ -189,7 +189,7 @@ def parse_snapshot(b, end, inst, grids, rows, info):
     return _book_body(b, end, inst, grids, rows, info)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def handle_frame(b, end, tsc, st, hdr, data):
     """One frame -> records (parse, MONOTONIC sync, book, publish). Returns ACT_* bits."""
     common.count_frame(st)
@@ -220,21 +220,10 @@ def handle_frame(b, end, tsc, st, hdr, data):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def pump(fd, rx, ws, st, hdr, data, max_iters):
-    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
-    for _ in range(max_iters):
-        r = wsframe.next_frame(fd, rx, ws)
-        if r != wsframe.P_DATA:
-            return r
-        s = ws[wsframe.W_S]
-        e = ws[wsframe.W_E]
-        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
-        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
-        ws[wsframe.W_FRAMES] += 1
-        if act != 0:
-            return wsframe.P_ACTION | act
-    return wsframe.P_BUDGET
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def pump(fd, rx, ws, st, hdr, data, max_iters, lat, cal):
+    """Up to ``max_iters`` frames from the socket through handle_frame (common.pump_frames)."""
+    return common.pump_frames(handle_frame, fd, rx, ws, st, hdr, data, max_iters, lat, cal)
 
 
 def load_instruments(meta: bytes, symbols: list[str] | None = None) -> list[Instrument]:

@@ -9,9 +9,11 @@ model; the list of venues is :mod:`appliance.venues.registry`)::
     handle_frame(b, end, tsc, st, hdr, data) -> act
                                                 compiled: parse + sequence/sync rules + book apply
                                                 + BBO/BATCH_END records + publish, one call per frame
-    pump(fd, rx, ws, st, hdr, data, max_iters) -> code
+    pump(fd, rx, ws, st, hdr, data, max_iters, lat, cal) -> code
                                                 compiled: recv + WebSocket deframing
                                                 (:mod:`wsframe`) + handle_frame for every frame
+                                                (``pump_frames``); ``lat`` is the hist row that
+                                                gets frame_to_publish, ``cal`` the clock's
     load_instruments(meta, symbols) -> [Instrument]
     subscribe_messages(instruments) -> [str]    text frames sent after connect
     stream_path(instruments) -> str             path+query appended to the ws URL
@@ -60,8 +62,9 @@ import numpy as np
 from numba import njit
 
 from appliance.engine import book
-from appliance.transport import records, ring
-from appliance.venues import scan
+from appliance.transport import clock, hist, records, ring
+from appliance.transport.intrinsics import load_relaxed, prefetch_write, store_relaxed
+from appliance.venues import scan, wsframe
 
 MAX_ROWS = 8192          # rows one frame may produce (a 1000-level snapshot per side fits)
 BOOK_CAP = 4096          # levels per side kept per book
@@ -367,30 +370,72 @@ class RecordWriter:
 
 
 # --- compiled publishing --------------------------------------------------------------------
+# Records are written into the ring slot in place, one aligned 64-bit store per field word
+# (offsets from the schema), so a record costs a handful of stores and no array views. Every
+# word of the 32-byte payload is written (padding included): a reused slot never keeps bytes of
+# the record it held before.
 
-@njit(cache=True, nogil=True, _nrt=False)
-def _head(hdr, data, slot, rtype, venue, inst, flags, tsc):
-    r = data[slot].view(_L2)
-    r[0].rtype = rtype
-    r[0].venue = venue
-    r[0].flags = flags
-    r[0].instrument = inst
-    r[0].origin_tsc = tsc
+_U64 = np.uint64
+_W_TYPE = _U64(records.TYPE_WORD_OFF)
+_W_ORIGIN = _U64(records.ORIGIN_TSC_OFF)
+_W_P0 = _U64(records.HEADER_SIZE)          # payload words: 32, 40, 48, 56
+_W_P1 = _U64(records.HEADER_SIZE + 8)
+_W_P2 = _U64(records.HEADER_SIZE + 16)
+_W_P3 = _U64(records.HEADER_SIZE + 24)
+assert (records.L2_PRICE_OFF, records.L2_QTY_OFF, records.field_offset(_L2, "venue_seq"),
+        records.L2_SIDE_OFF) == (32, 40, 48, 56)
+assert (records.TRADE_PRICE_OFF, records.TRADE_QTY_OFF, records.field_offset(_TRADE, "trade_id"),
+        records.TRADE_SIDE_OFF) == (32, 40, 48, 56)
+assert tuple(records.field_offset(_BATCH, f) for f in ("bid_price", "ask_price", "venue_seq",
+                                                       "n_updates")) == (32, 40, 48, 56)
+assert tuple(records.field_offset(_BBO, f) for f in ("bid_price", "bid_qty", "ask_price",
+                                                     "ask_qty")) == (32, 40, 48, 56)
+assert tuple(records.field_offset(_STATUS, f) for f in ("venue_seq", "status", "reason")) == (32, 40, 42)
+PREFETCH_SLOTS = 8       # ring slots made ready for writing ahead of the head after each frame
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def _put(data, slot, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
+    """Fill ring slot ``slot`` (taken with ring.begin_write): header words and 4 payload words."""
+    off = _U64(slot) * _U64(data.shape[1])
+    tw = (_U64(rtype) & _U64(0xFF)) | ((_U64(venue) & _U64(0xFF)) << _U64(8)) \
+        | ((_U64(flags) & _U64(0xFFFF)) << _U64(16)) | ((_U64(inst) & _U64(0xFFFFFFFF)) << _U64(32))
+    store_relaxed(data, off + _W_TYPE, tw)
+    store_relaxed(data, off + _W_ORIGIN, tsc)
+    store_relaxed(data, off + _W_P0, w0)
+    store_relaxed(data, off + _W_P1, w1)
+    store_relaxed(data, off + _W_P2, w2)
+    store_relaxed(data, off + _W_P3, w3)
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def _emit(hdr, data, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
+    """One record published (begin_write, fill, end_write)."""
+    slot = ring.begin_write(hdr, data)
+    _put(data, slot, rtype, venue, inst, flags, tsc, w0, w1, w2, w3)
+    ring.end_write(hdr, data, slot)
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def prefetch_slots(hdr, data, k):
+    """Bring the ``k`` ring slots after the next one into cache for writing, so the records of
+    the next frame do not wait on memory (the next slot itself is left alone: a consumer on
+    another core may be polling it)."""
+    s = load_relaxed(hdr, _U64(ring.HEAD_OFF))
+    mask = _U64(data.shape[0] - 1)
+    rs = _U64(data.shape[1])
+    for j in range(1, k + 1):
+        prefetch_write(data, ((s + _U64(j)) & mask) * rs)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def publish_status(hdr, data, venue, inst, status, reason, venue_seq, tsc):
     """One RT_BOOK_STATUS record."""
-    slot = ring.begin_write(hdr, data)
-    _head(hdr, data, slot, records.RT_BOOK_STATUS, venue, inst, 0, tsc)
-    r = data[slot].view(_STATUS)
-    r[0].venue_seq = venue_seq
-    r[0].status = status
-    r[0].reason = reason
-    ring.end_write(hdr, data, slot)
+    _emit(hdr, data, records.RT_BOOK_STATUS, venue, inst, 0, tsc, venue_seq,
+          (_U64(status) & _U64(0xFF)) | ((_U64(reason) & _U64(0xFFFF)) << _U64(16)), 0, 0)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res):
     """Apply rows[0:n] to the books and publish their records, then one BATCH_END per book that
     L2 rows touched (``touched`` is a scratch uint8[B] array, zero on entry and on return).
@@ -405,6 +450,7 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
     nl = 0
     last_inst = -1
     last_seq = 0
+    ntouched = 0
     for k in range(n):
         kind = rows[k, R_KIND]
         inst = rows[k, R_INST]
@@ -416,45 +462,34 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
                 if res[3] < 0:
                     res[3] = inst
                 continue
-            slot = ring.begin_write(hdr, data)
-            _head(hdr, data, slot, records.RT_L2_UPDATE, venue, inst, flags, tsc)
-            r = data[slot].view(_L2)
-            r[0].price = rows[k, R_PRICE]
-            r[0].qty = rows[k, R_QTY]
-            r[0].venue_seq = rows[k, R_SEQ]
-            r[0].side = side
-            ring.end_write(hdr, data, slot)
+            _emit(hdr, data, records.RT_L2_UPDATE, venue, inst, flags, tsc, rows[k, R_PRICE],
+                  rows[k, R_QTY], rows[k, R_SEQ], side)
             cnt += 1
             nl += 1
-            touched[inst] = 1
+            if touched[inst] == 0:
+                touched[inst] = 1
+                ntouched += 1
             last_inst = inst
             last_seq = rows[k, R_SEQ]
         elif kind == K_TRADE:
-            slot = ring.begin_write(hdr, data)
-            _head(hdr, data, slot, records.RT_TRADE, venue, inst, 0, tsc)
-            t = data[slot].view(_TRADE)
-            t[0].price = rows[k, R_PRICE]
-            t[0].qty = rows[k, R_QTY]
-            t[0].trade_id = rows[k, R_SEQ]
-            t[0].side = rows[k, R_SIDE]
-            ring.end_write(hdr, data, slot)
+            _emit(hdr, data, records.RT_TRADE, venue, inst, 0, tsc, rows[k, R_PRICE],
+                  rows[k, R_QTY], rows[k, R_SEQ], rows[k, R_SIDE])
             cnt += 1
         elif kind == K_BBO:
-            slot = ring.begin_write(hdr, data)
-            _head(hdr, data, slot, records.RT_BBO, venue, inst, 0, tsc)
-            q = data[slot].view(_BBO)
-            q[0].bid_price = rows[k, R_PRICE]
-            q[0].bid_qty = rows[k, R_QTY]
-            q[0].ask_price = rows[k, R_AUX1]
-            q[0].ask_qty = rows[k, R_AUX2]
-            ring.end_write(hdr, data, slot)
+            _emit(hdr, data, records.RT_BBO, venue, inst, 0, tsc, rows[k, R_PRICE],
+                  rows[k, R_QTY], rows[k, R_AUX1], rows[k, R_AUX2])
             cnt += 1
     if nl > 0:
-        # one BATCH_END per touched book (usually one); the last carries F_LAST
-        for b in range(touched.shape[0]):
-            if touched[b] == 0:
+        # one BATCH_END per touched book (usually one: then no scan); the last carries F_LAST
+        b = 0
+        while ntouched > 0:
+            if ntouched == 1 and touched[last_inst] != 0:
+                b = last_inst
+            elif touched[b] == 0:
+                b += 1
                 continue
             touched[b] = 0
+            ntouched -= 1
             nbid = nb[b, 0]
             nask = nb[b, 1]
             bid = px[b, 0, nbid - 1] if nbid > 0 else 0
@@ -463,23 +498,44 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
                 res[1] |= A_CROSSED
                 if res[2] < 0:
                     res[2] = b
-            slot = ring.begin_write(hdr, data)
             fl = flags
             if b == last_inst:
                 fl |= records.F_LAST
-            _head(hdr, data, slot, records.RT_BATCH_END, venue, b, fl, tsc)
-            e = data[slot].view(_BATCH)
-            e[0].bid_price = bid
-            e[0].ask_price = ask
-            e[0].venue_seq = last_seq
-            e[0].n_updates = nl
-            ring.end_write(hdr, data, slot)
+            _emit(hdr, data, records.RT_BATCH_END, venue, b, fl, tsc, bid, ask, last_seq, nl)
             cnt += 1
+    prefetch_slots(hdr, data, PREFETCH_SLOTS)
     res[0] = cnt
     return cnt
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def pump_frames(handle, fd, rx, ws, st, hdr, data, max_iters, lat, cal):
+    """Every venue's ``pump``: up to ``max_iters`` frames from the socket (``wsframe.next_frame``)
+    through the venue's ``handle`` (its handle_frame, a compile-time constant of each venue's
+    pump). For every frame that published records, ``lat`` (a transport/hist.py row: the md
+    gateway's ``frame_to_publish`` telemetry) gets the time from the recv() that completed it to
+    its last record published, in ns (``cal``: clock calibration); ws[W_LAT] keeps it in ticks.
+    Returns a wsframe P_* code (P_ACTION | act for a frame that needs Python)."""
+    for _ in range(max_iters):
+        r = wsframe.next_frame(fd, rx, ws)
+        if r != wsframe.P_DATA:
+            return r
+        s = ws[wsframe.W_S]
+        e = ws[wsframe.W_E]
+        h0 = load_relaxed(hdr, _U64(ring.HEAD_OFF))
+        t0 = ws[wsframe.W_TSC]
+        act = handle(rx[s:e], e - s, t0, st, hdr, data)
+        d = np.int64(wsframe.rdtsc()) - t0
+        ws[wsframe.W_LAT] = d
+        ws[wsframe.W_FRAMES] += 1
+        if load_relaxed(hdr, _U64(ring.HEAD_OFF)) != h0:
+            hist.record(lat, clock.tsc_to_ns(cal, d))
+        if act != 0:
+            return wsframe.P_ACTION | act
+    return wsframe.P_BUDGET
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def parse_levels(b, i, end, dec_p, step_p, dec_q, step_q, inst, side, side_elem, p_elem,
                  q_elem, seq, rows, n):
     """Parse a JSON array of level arrays at b[i] (``[[p, q, ...], ...]``) into K_L2 rows from
@@ -597,7 +653,7 @@ def invalidate(st, b, reason, tsc, seq, venue, hdr, data):
         st.cnt[N_RECORDS] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def validate(st, b, tsc, seq, venue, hdr, data):
     """Book b is synced: publish BOOK_VALID once per valid period."""
     if st.book[b, B_VALID] == 0:
@@ -629,7 +685,7 @@ def resync(st, b, reason, tsc, venue, mode, hdr, data):
     return ACT_RESUB
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def apply(st, rows, n, tsc, flags, venue, mode, hdr, data):
     """Apply rows[0:n] to the books and publish (``apply_rows``); a crossed book or a rejected
     level resyncs that book. Returns ACT_* bits; ``st.res[1] & A_FAILED`` says the frame did not
@@ -665,7 +721,7 @@ def bad_frame(st, rc):
     return event(st, EV_BAD_FRAME, -1, rc, 0)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def count_frame(st):
     if st.conn[C_REPLAY] == 0:
         st.cnt[N_FRAMES] += 1
@@ -765,7 +821,16 @@ class BaseFeed:
             c for c in self.EXTRA_COUNTERS if c not in BASE_COUNTERS))
         self.log = logging.getLogger(f"appliance.venues.{self.NAME}")
         self._bad_logged = 0
-        self._cal = None
+        self.cal = clock.calibration()
+        # frame_to_publish latencies written by ``pump`` (a private row until the gateway points
+        # it at its telemetry region with ``set_latency_row``)
+        self.lat = hist.new_row()
+
+    def set_latency_row(self, row: np.ndarray) -> None:
+        """Record frame_to_publish into ``row`` (a mapped telemetry row, int64[hist.ROW])."""
+        if row.dtype != np.int64 or row.shape != (hist.ROW,):
+            raise ValueError(f"latency row must be int64[{hist.ROW}], got {row.dtype}{row.shape}")
+        self.lat = row
 
     # views of the state (tools, tests)
     px = property(lambda self: self.st.px)
@@ -909,10 +974,7 @@ class BaseFeed:
         silence timer (the gateway) covers a dead feed."""
         if not self.BOOK_HEARTBEAT:
             return
-        if self._cal is None:
-            from appliance.transport import clock
-            self._cal = clock.calibration()
-        ticks_per_s = int(self._cal[2]) if int(self._cal[2]) > 0 else 1_000_000_000
+        ticks_per_s = int(self.cal[2]) if int(self.cal[2]) > 0 else 1_000_000_000
         stale_ticks = stale_ns * ticks_per_s // 1_000_000_000
         act = stale_books(self.st, now_tsc, stale_ticks, self.VENUE_ID, self.RESYNC, self.hdr,
                           self.data)
@@ -992,7 +1054,7 @@ def warm_feed(feed: BaseFeed, frames: list[bytes]) -> None:
     ws[wsframe.W_FILL] = len(wire)
     ws[wsframe.W_TSC] = 1
     while True:
-        r = feed.pump(-1, rx, ws, feed.st, feed.hdr, feed.data, 64)
+        r = feed.pump(-1, rx, ws, feed.st, feed.hdr, feed.data, 64, feed.lat, feed.cal)
         if r == wsframe.P_NEED or r in (wsframe.P_PROTOCOL, wsframe.P_TOO_BIG):
             break
         if r & wsframe.P_ACTION:

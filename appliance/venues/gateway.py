@@ -33,6 +33,10 @@ same compiled deframing and handling run over them.
 Counters (``Gateway.stats()``): the feed's (frames, records, gaps, resyncs, checksums_ok,
 checksums_failed, errors, ...) plus the connection's own (see STAT_NAMES), ``books``,
 ``books_valid`` and ``never_synced`` (books never valid on any connection).
+
+Telemetry (the actor's region ``telemetry.md.<venue>``): histogram ``frame_to_publish``, the
+time from the recv() that completed a frame to its last record published on the md ring (ns),
+written by the compiled pump for every frame that published records.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ SNAPSHOT_RETRY_S = 1.0       # after a failed fetch
 SNAPSHOT_BACKOFF_MIN_S = 1.0     # second refetch of a symbol on one connection waits this long,
 SNAPSHOT_BACKOFF_MAX_S = 60.0    # doubling up to this
 SNAPSHOT_MAX_BYTES = 64 << 20    # a REST body larger than this is refused
+HOP_FRAME_TO_PUBLISH = "frame_to_publish"   # telemetry histogram (appliance.transport.telemetry)
 PUMP_FRAMES = 256            # frames one pump call may handle before Python looks around
 HOUSEKEEPING_S = 0.1
 
@@ -210,6 +215,12 @@ class Gateway:
         self._frag: bytearray | None = None
         self._stop = threading.Event()
         self.connected = threading.Event()
+        # the one-process layout (appliance.group) drives this loop: ``pump_fn`` replaces the
+        # venue's pump (same arguments and codes) and ``idle_fn(md_live)`` replaces every wait
+        # (select on the idle socket, back-off sleeps, the handshake wait); it returns within
+        # about a millisecond. None: the gateway runs alone.
+        self.pump_fn = None
+        self.idle_fn = None
 
     # -- public --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -313,7 +324,7 @@ class Gateway:
 
         threading.Thread(target=handshake, daemon=True, name=f"md-{self.venue}-connect").start()
         deadline = time.monotonic() + timeout
-        while not finished.wait(self.poll_s):
+        while not self._wait_event(finished):
             if done() or time.monotonic() > deadline:
                 sock = holder.get("sock")
                 if sock is not None:
@@ -372,7 +383,26 @@ class Gateway:
                 return
             if self.heartbeat is not None:
                 self.heartbeat()
-            time.sleep(min(left, 0.05))
+            if self.idle_fn is not None:
+                self.idle_fn(False)
+            else:
+                time.sleep(min(left, 0.05))
+
+    def _wait_event(self, ev: threading.Event) -> bool:
+        """``ev.wait(poll_s)``, or one idle_fn round when the loop is shared."""
+        if self.idle_fn is None:
+            return ev.wait(self.poll_s)
+        if not ev.is_set():
+            self.idle_fn(False)
+        return ev.is_set()
+
+    def _idle(self, sock) -> None:
+        """Nothing to read now: wait for the socket (poll_s at most), or lend the time to the
+        loop's other work when it is shared."""
+        if self.idle_fn is not None:
+            self.idle_fn(True)
+        else:
+            self._wait_readable(sock, self.poll_s)
 
     def _wait_readable(self, sock, timeout: float) -> bool:
         if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
@@ -415,7 +445,8 @@ class Gateway:
         if tls:
             sock.setblocking(False)
         fd = -1 if tls else sock.fileno()
-        pump = feed.pump
+        pump = self.pump_fn or feed.pump
+        lat, cal = feed.lat, feed.cal
         now = time.monotonic()
         last_frame = now
         last_ping = now
@@ -433,7 +464,7 @@ class Gateway:
                 # the feeds' snapshot_requests() walk their instruments: not once per frame
                 self._snapshots()
                 next_snap = now + SNAPSHOT_CHECK_S
-            r = pump(fd, rx, w, st, hdr, data, PUMP_FRAMES)
+            r = pump(fd, rx, w, st, hdr, data, PUMP_FRAMES, lat, cal)
             if w[wsframe.W_FRAMES] != seen_frames:
                 seen_frames = int(w[wsframe.W_FRAMES])
                 last_frame = time.monotonic()
@@ -446,9 +477,9 @@ class Gateway:
                     if n < 0:
                         return "closed by peer"
                     if n == 0:
-                        self._wait_readable(sock, self.poll_s)
+                        self._idle(sock)
                 else:
-                    self._wait_readable(sock, self.poll_s)
+                    self._idle(sock)
             elif r & wsframe.P_ACTION:
                 s, e = int(w[wsframe.W_S]), int(w[wsframe.W_E])
                 try:
@@ -682,6 +713,8 @@ class MdGateway(Actor):
                           self.ws_url, self.rest_url, stale_after_ms=v.stale_after_ms,
                           reconnect_min_ms=v.reconnect_min_ms,
                           reconnect_max_ms=v.reconnect_max_ms, heartbeat=self.tick, warm=False)
+        # per-hop telemetry: frame recv -> records published, written by the compiled pump
+        self.gw.feed.set_latency_row(self.tm.hists[self.tm.hist(HOP_FRAME_TO_PUBLISH)])
         self.log.info("md %s: %d instruments (%s) -> ring %s (%s)", self.venue,
                       len(self.instruments), ", ".join(i.symbol for i in self.instruments[:8]),
                       self.ring_name, shm.resolve_dir(self.shm_dir))

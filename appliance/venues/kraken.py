@@ -30,7 +30,8 @@ import orjson
 from numba import njit
 
 from appliance.transport import records
-from appliance.venues import common, scan, wsframe
+from appliance.transport.intrinsics import bit_length
+from appliance.venues import common, scan
 from appliance.venues.common import (B_LAST_TSC, B_V0, B_VALID, K_L2, K_TRADE, N_CHECKSUMS_FAILED,
                                      N_CHECKSUMS_OK, N_DROPPED, N_HEARTBEATS, N_IGNORED, N_TRADES,
                                      N_TRUNCATED, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE,
@@ -77,20 +78,27 @@ _K_EVENT = scan.key("event")
 _L_HEARTBEAT = scan.lit("heartbeat")
 
 
-def _crc_table() -> np.ndarray:
-    t = np.zeros(256, np.uint32)
+def _crc_tables() -> np.ndarray:
+    """CRC-32 (IEEE 802.3, reflected, the zlib polynomial) lookup tables for slice-by-8:
+    t[0] is the byte-at-a-time table, t[k][n] the CRC of byte n followed by k zero bytes."""
+    t = np.zeros((8, 256), np.uint32)
     for n in range(256):
         c = n
         for _ in range(8):
             c = (0xEDB88320 ^ (c >> 1)) if c & 1 else (c >> 1)
-        t[n] = c
+        t[0, n] = c
+    for k in range(1, 8):
+        for n in range(256):
+            c = int(t[k - 1, n])
+            t[k, n] = (c >> 8) ^ int(t[0, c & 0xFF])
     return t
 
 
-CRC_TABLE = _crc_table()
+CRC_TABLE = _crc_tables()
+_DIGITS2 = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), np.uint8).copy()
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _decimals_at(b, i, end):
     """Digits after the '.' of the JSON string at b[i] (0 without a point; -1 if no string)."""
     s, e, _ = scan.string_span(b, i, end)
@@ -126,7 +134,7 @@ def _first_level_decimals(b, i, end, info):
     info[I_QDEC] = qd
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _walk_book_object(b, i, end, inst, grids, rows, n, info):
     """Parse one ``{"as"|"bs"|"a"|"b": [...], "c": "..."}`` object; returns (n, next, rc, snap)."""
     dp = grids[inst, 0]
@@ -176,7 +184,7 @@ def _walk_book_object(b, i, end, inst, grids, rows, n, info):
     return n, i + 1, scan.OK, snap
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def parse_frame(b, end, syms, lens, grids, rows, info):
     """Parse one Kraken frame into rows; info[I_*] says what it was. Returns rc."""
     info[I_KIND] = FR_OTHER
@@ -260,7 +268,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def truncate_rows(px, nb, b, depth, rows):
     """Delete rows for the levels of book b beyond ``depth`` (worst first); returns how many."""
     m = 0
@@ -279,29 +287,55 @@ def truncate_rows(px, nb, b, depth, rows):
     return m
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _put_digits(v, buf, m):
-    """Decimal digits of v > 0 (no leading zeros) appended at buf[m]; returns new m."""
+    """Decimal digits of v > 0 (no leading zeros) appended at buf[m]; returns new m. Two digits
+    per division, the digit count from the bit length."""
     if v <= 0:
         return m
-    nd = 1
-    p = 10
-    while nd < 19 and v >= p:
-        nd += 1
-        p *= 10
-    k = m + nd - 1
-    while v > 0:
-        q = v // 10
-        buf[k] = 48 + (v - q * 10)
+    t = (bit_length(v) * 1233) >> 12           # floor(log10(v)) or one more
+    nd = t + 1 - (1 if v < scan.POW10[t] else 0)
+    k = m + nd
+    while v >= 100:
+        q = v // 100
+        r = (v - q * 100) * 2
+        k -= 2
+        buf[k] = _DIGITS2[r]
+        buf[k + 1] = _DIGITS2[r + 1]
         v = q
-        k -= 1
+    if v >= 10:
+        buf[k - 2] = _DIGITS2[2 * v]
+        buf[k - 1] = _DIGITS2[2 * v + 1]
+    else:
+        buf[k - 1] = 48 + v
     return m + nd
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def crc32(buf, m, table):
+    """zlib's CRC-32 of buf[0:m], eight bytes per step (slice-by-8 over ``table``, CRC_TABLE)."""
+    c = np.uint32(0xFFFFFFFF)
+    k = 0
+    ff = np.uint32(0xFF)
+    while k + 8 <= m:
+        x = scan.load8(buf, k)
+        lo = np.uint32(x & np.uint64(0xFFFFFFFF)) ^ c
+        hi = np.uint32(x >> np.uint64(32))
+        c = (table[7, lo & ff] ^ table[6, (lo >> np.uint32(8)) & ff]
+             ^ table[5, (lo >> np.uint32(16)) & ff] ^ table[4, lo >> np.uint32(24)]
+             ^ table[3, hi & ff] ^ table[2, (hi >> np.uint32(8)) & ff]
+             ^ table[1, (hi >> np.uint32(16)) & ff] ^ table[0, hi >> np.uint32(24)])
+        k += 8
+    while k < m:
+        c = table[0, (c ^ buf[k]) & ff] ^ (c >> np.uint32(8))
+        k += 1
+    return np.int64(c ^ np.uint32(0xFFFFFFFF))
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def checksum(px, qty, nb, b, scale, buf, table):
     """Kraken's CRC32 of book b. ``scale`` = int64[4]: price mul, price div, qty mul, qty div
-    turning ticks/lots into the printed digits."""
+    turning ticks/lots into the printed digits; ``buf`` holds the text, ``table`` is CRC_TABLE."""
     m = 0
     for s in (1, 0):
         cnt = nb[b, s]
@@ -319,10 +353,7 @@ def checksum(px, qty, nb, b, scale, buf, table):
             m = _put_digits(pv, buf, m)
             m = _put_digits(qv, buf, m)
             k -= 1
-    c = np.uint32(0xFFFFFFFF)
-    for k in range(m):
-        c = table[(c ^ buf[k]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
-    return np.int64(c ^ np.uint32(0xFFFFFFFF))
+    return crc32(buf, m, table)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -348,7 +379,7 @@ def set_print(st, b, pdec, qdec):
             st.book[b, K_SCALE + 2 * j + 1] = _pow10(dec - pr)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _truncate(st, b, tsc, hdr, data):
     """Delete the levels of book b beyond its subscribed depth (Kraken sends no delete for a
     level pushed out). Returns ACT_* bits."""
@@ -359,7 +390,7 @@ def _truncate(st, b, tsc, hdr, data):
     return common.apply(st, st.rows2, m, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def _touches_top(st, b, n):
     """Whether rows[0:n] can change the top CHECKSUM_LEVELS of book b (a level at least as good
     as the current 10th best of its side, or a side shorter than that)."""
@@ -375,7 +406,7 @@ def _touches_top(st, b, n):
     return False
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def book_checksum(st, b):
     """Kraken's CRC32 of book b, recomputed only when its top levels changed since last time."""
     if st.book[b, K_CRC_OK] == 0:
@@ -385,7 +416,7 @@ def book_checksum(st, b):
     return st.book[b, K_CRC]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def handle_frame(b, end, tsc, st, hdr, data):
     """One frame -> records (parse, book, truncation, CRC32 check, publish). Returns ACT_* bits."""
     common.count_frame(st)
@@ -444,21 +475,10 @@ def handle_frame(b, end, tsc, st, hdr, data):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def pump(fd, rx, ws, st, hdr, data, max_iters):
-    """Up to ``max_iters`` frames from the socket through handle_frame (wsframe's contract)."""
-    for _ in range(max_iters):
-        r = wsframe.next_frame(fd, rx, ws)
-        if r != wsframe.P_DATA:
-            return r
-        s = ws[wsframe.W_S]
-        e = ws[wsframe.W_E]
-        act = handle_frame(rx[s:e], e - s, ws[wsframe.W_TSC], st, hdr, data)
-        ws[wsframe.W_LAT] = wsframe.rdtsc() - ws[wsframe.W_TSC]
-        ws[wsframe.W_FRAMES] += 1
-        if act != 0:
-            return wsframe.P_ACTION | act
-    return wsframe.P_BUDGET
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def pump(fd, rx, ws, st, hdr, data, max_iters, lat, cal):
+    """Up to ``max_iters`` frames from the socket through handle_frame (common.pump_frames)."""
+    return common.pump_frames(handle_frame, fd, rx, ws, st, hdr, data, max_iters, lat, cal)
 
 
 def _norm(asset: str) -> str:

@@ -56,7 +56,7 @@ I_SNAP_ID = 14
 I_SNAP_ROWS = 15
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def on_delta(st, b, first, last, n, tsc, rule, max_buffered, venue, hdr, data):
     """One stream update of book b (ids ``first``..``last``; rows[0:n]) under ``rule``.
     Returns ACT_* bits."""

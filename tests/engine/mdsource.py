@@ -65,9 +65,18 @@ def order_records(hdr, data) -> list[np.ndarray]:
 
 def venue_ack(order: np.ndarray) -> np.ndarray:
     """The exec record (uint8[128]) a venue that accepts everything sends for one order record:
-    ACK NEW for a new order, REPLACED for a replace, CANCELED for a cancel."""
+    ACK NEW for a new order, REPLACED for a replace, CANCELED for a cancel; for the engine's
+    RT_RECONCILE (it restarted), what a FIX gateway with nothing working answers:
+    SESSION_RECONCILED naming the request."""
     rt = int(order[8])
     o = order.view(records.RECORD_DTYPES[rt])[0]
+    if rt == records.RT_RECONCILE:
+        s = np.zeros(1, records.SESSION)
+        s[0]["rtype"] = records.RT_SESSION
+        s[0]["session"] = o["session"]
+        s[0]["state"] = records.SESSION_RECONCILED
+        s[0]["reconcile_id"] = o["clord_id"]
+        return s.view(np.uint8).reshape(-1)
     a = np.zeros(1, records.ACK)
     a[0]["rtype"] = records.RT_ACK
     for k in ("venue", "instrument", "strategy", "session", "clord_id"):

@@ -165,12 +165,20 @@ def test_fill_moves_position_inventory_and_frees_the_filled_slot():
     assert _orders(oh, od)[-1][0] == records.RT_NEW_ORDER
 
 
-def test_exec_report_for_an_unknown_order_is_counted_and_ignored():
+def test_fill_of_an_unknown_order_moves_the_ledger_once_and_other_reports_are_counted():
+    # an order the engine lost (sent before a restart): its fill is money all the same
     es, oh, od, words = _engine(clock.calibration())
     _frame(es, oh, od, words)
-    _exec(es, words, records.RT_FILL, clord_id=(77 << 16) | 1, last_price=1, last_qty=1,
-          side=records.SIDE_BUY)
-    assert es.stats[engine.ST_EXEC_UNMATCHED] == 1 and es.pnl.sum() == 0
+    for _ in range(2):                     # the same report twice (exec id): booked once
+        _exec(es, words, records.RT_FILL, clord_id=(77 << 16) | 1, last_price=1000,
+              last_qty=2, side=records.SIDE_BUY, instrument=0, exec_id=99)
+    assert es.led.pos[0]["qty"] == 2 and es.led.pos[0]["n_fills"] == 1
+    assert es.stats[engine.ST_ORPHAN_FILLS] == 1 and es.stats[engine.ST_FILLS] == 1
+    assert es.pnl.sum() == 0                # no strategy can be named
+    _exec(es, words, records.RT_ACK, clord_id=(77 << 16) | 2, exec_type=records.EXEC_NEW)
+    _exec(es, words, records.RT_FILL, clord_id=(77 << 16) | 3, last_price=1000, last_qty=1,
+          side=records.SIDE_BUY, instrument=200, exec_id=100)   # an instrument not traded
+    assert es.stats[engine.ST_EXEC_UNMATCHED] == 2 and es.led.pos[0]["qty"] == 2
 
 
 def test_reject_of_a_new_order_frees_its_slot():

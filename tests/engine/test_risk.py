@@ -41,7 +41,8 @@ class Env:
         self.words = np.zeros(1, R.CONTROL_BLOCK).view(np.uint64)
 
     def order(self, side=BUY, price=REF, qty=10, ref=REF, bid=BID, ask=ASK, now=T0):
-        return K.check_order(self.risk, self.oms, self.led, 0, side, price, qty, ref, bid, ask, now)
+        return K.check_order(self.risk, self.oms, self.led, 0, side, price, qty,
+                             K.Touch(ref, bid, ask), now)
 
     def place(self, side, price, qty):
         return O.check(O.new_order(self.oms, self.led, 0, side, price, qty, R.TIF_GTC, 0, -1, T0))
@@ -161,8 +162,8 @@ def test_replace_check_counts_only_the_leaves_increase_and_ignores_its_own_order
     e = Env({"max_position": 50})
     r = e.place(BUY, REF, 30)
     O.apply_exec(e.oms, e.led, _ack_new(1), T0)
-    assert K.check_replace(e.risk, e.oms, e.led, r, REF + 1, 50, REF, BID, ASK, T0) == K.RJ_OK
-    assert K.check_replace(e.risk, e.oms, e.led, r, REF + 1, 51, REF, BID, ASK, T0) == K.RJ_POSITION
+    assert K.check_replace(e.risk, e.oms, e.led, r, REF + 1, 50, K.Touch(REF, BID, ASK), T0) == K.RJ_OK
+    assert K.check_replace(e.risk, e.oms, e.led, r, REF + 1, 51, K.Touch(REF, BID, ASK), T0) == K.RJ_POSITION
 
 
 def _ack_new(clord):
@@ -347,6 +348,6 @@ def test_notional_limit_matches_the_floored_notional_on_both_sides_of_the_limit(
             lim = np.zeros(1, K.LIMITS)
             lim[0] = (10**6, max(limit, 0), 10**9, 100, 10**4, 10**12, 0, 0)
             rk = K.make_risk(lim, vl, K.default_breaker(), led.instr)
-            got = K.check_order(rk, oms, led, 0, BUY, price, qty, price, price, price, T0)
+            got = K.check_order(rk, oms, led, 0, BUY, price, qty, K.Touch(price, price, price), T0)
             want = K.RJ_MAX_NOTIONAL if notional > max(limit, 0) else K.RJ_OK
             assert got == want, (price, qty, limit, notional)

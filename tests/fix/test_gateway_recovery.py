@@ -192,7 +192,7 @@ def test_engine_reconcile_request_confirms_orders_and_cancels_unknown_working_on
         stray = X.Order("O999", b"999", b"BTCUSDT", b"2", b"2", b"1", Decimal(2), Decimal("120.00"),
                         owner=srv_session)
         h.srv.venue.orders[b"999"] = stray
-        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, reason=1)
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, reason=R.RECONCILE_CONFIRM)
         recs = e.wait_state(R.SESSION_RECONCILED)
         up = [i for i, r in enumerate(recs) if r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_UP]
         assert up, "no SESSION_UP before RECONCILED"
@@ -309,6 +309,11 @@ def test_gateway_killed_with_sigkill_reconciles_its_orders_and_rejects_what_came
         # each order answered by its status request and by the mass status reply (FIX 4.4)
         assert sorted(set(int(r["clord_id"]) for r in statuses)) == sorted(ids)
         assert all(r["exec_type"] == R.EXEC_ORDER_STATUS and r["ord_status"] == ord("0") for r in statuses)
+        # the mass status reply (sent first) can complete the reconciliation before the
+        # exchange's thread reads the three OrderStatusRequests sent right after it
+        deadline = time.monotonic() + 30
+        while srv.venue.counts["status"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert srv.venue.counts["status"] == 3 and srv.venue.counts["replaces"] == 0
         after = e.new_order(10_500)                     # flows again, and fills
         f = e.next_records(lambda r: r["rtype"] == R.RT_FILL)[-1]
@@ -323,3 +328,133 @@ def test_gateway_killed_with_sigkill_reconciles_its_orders_and_rejects_what_came
             gw.wait()
         e.close()
         srv.stop()
+
+
+# ---- the engine restarted (RT_RECONCILE reason ENGINE_RESTART) -------------------------------------
+@pytest.mark.parametrize("begin", ["FIX.4.4", "FIX.4.2"])
+def test_engine_restart_request_cancels_every_working_order_before_answering(shm_dir, tmp_path, begin):
+    from decimal import Decimal
+    h = InProcess(shm_dir, tmp_path, begin=begin)
+    try:
+        e = h.eng
+        e.wait_state(R.SESSION_RECONCILED)
+        ids = [e.new_order(9_000 + i) for i in range(3)]
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == ids[-1])
+        stray = None
+        if begin == "FIX.4.4":      # and one nobody here knows (found by the mass status)
+            stray = X.Order("O999", b"999", b"BTCUSDT", b"2", b"2", b"1", Decimal(2), Decimal("120.00"),
+                            owner=h.srv.sessions[0])
+            h.srv.venue.orders[b"999"] = stray
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=4242,
+               reason=R.RECONCILE_ENGINE_RESTART)
+        recs = e.next_records(lambda r: r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_RECONCILED)
+        assert recs[-1]["reconcile_id"] == 4242
+        up = [r for r in recs if r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_UP]
+        assert up and up[-1]["reconcile_id"] == 4242
+        cancelled = {int(r["orig_clord_id"] or r["clord_id"]) for r in recs
+                     if r["rtype"] == R.RT_ACK and r["exec_type"] == R.EXEC_CANCELED}
+        assert set(ids) <= cancelled          # every cancel confirmed before the answer
+        # nothing of the session works at the venue any more, and the gateway knows it
+        assert not any(o.working for o in h.srv.venue.orders.values())
+        assert h.gw.gst[G.G_OPEN] == 0 and h.gw.counters["engine_restarts"] == 1
+        assert h.gw.oo.hdr[G.H_ENGINE_RESTART] == 0 and h.gw.oo.hdr[G.H_ENGINE_DONE] == 4242
+        if stray is not None:
+            assert stray.status == b"4"
+        assert h.srv.sessions[0].rejects_sent == 0
+        # the same request published again (its answer crossed it): answered again, nothing
+        # cancelled; a new order placed meanwhile keeps working
+        live = e.new_order(9_500)
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == live)
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=4242,
+               reason=R.RECONCILE_ENGINE_RESTART)
+        again = e.next_records(lambda r: r["rtype"] == R.RT_SESSION)
+        assert again[-1]["state"] == R.SESSION_RECONCILED and again[-1]["reconcile_id"] == 4242
+        assert h.srv.venue.orders[b"%d" % live].working
+        late = e.new_order(10_500)                  # and trading goes on
+        f = e.next_records(lambda r: r["rtype"] == R.RT_FILL)[-1]
+        assert f["clord_id"] == late
+    finally:
+        h.close()
+
+
+def test_engine_restart_request_while_the_venue_is_away_is_finished_after_the_logon(shm_dir, tmp_path):
+    h = InProcess(shm_dir, tmp_path)
+    try:
+        e = h.eng
+        e.wait_state(R.SESSION_RECONCILED)
+        ids = [e.new_order(9_000 + i) for i in range(2)]
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == ids[-1])
+        h.srv.stop()                                # the venue goes away
+        e.wait_state(R.SESSION_DOWN)
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=77,
+               reason=R.RECONCILE_ENGINE_RESTART)
+        deadline = time.time() + 30
+        while h.gw.engine_req != 77 and time.time() < deadline:
+            time.sleep(0.01)
+        assert h.gw.oo.hdr[G.H_ENGINE_RESTART] == 77     # kept (and persisted) until answered
+        h.srv._open()
+        h.srv.start()
+        recs = e.next_records(lambda r: r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_RECONCILED,
+                              timeout=60)
+        assert recs[-1]["reconcile_id"] == 77
+        assert not any(h.srv.venue.orders[b"%d" % i].working for i in ids)
+        assert h.gw.gst[G.G_OPEN] == 0
+    finally:
+        h.close()
+
+
+def test_confirm_request_keeps_the_orders_working(shm_dir, tmp_path):
+    h = InProcess(shm_dir, tmp_path)
+    try:
+        e = h.eng
+        e.wait_state(R.SESSION_RECONCILED)
+        ids = [e.new_order(9_000 + i) for i in range(2)]
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == ids[-1])
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=5, reason=R.RECONCILE_CONFIRM)
+        recs = e.wait_state(R.SESSION_RECONCILED)
+        assert recs[-1]["reconcile_id"] == 5
+        assert all(h.srv.venue.orders[b"%d" % i].working for i in ids) and h.gw.gst[G.G_OPEN] == 2
+    finally:
+        h.close()
+
+
+def test_engine_restart_request_not_confirmed_by_the_venue_is_rejected_and_retried(shm_dir, tmp_path):
+    h = InProcess(shm_dir, tmp_path, reconcile_timeout_s=1.0)
+    try:
+        e = h.eng
+        e.wait_state(R.SESSION_RECONCILED)
+        ids = [e.new_order(9_000 + i) for i in range(2)]
+        e.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == ids[-1])
+        stuck = b"%d" % ids[0]
+        venue = h.srv.venue
+        deaf = {"on": True}
+        real_mass, real_cancel = venue._mass_cancel, venue._cancel
+
+        def mass_cancel(msg):                 # a venue that keeps one order whatever we ask
+            o = venue.orders[stuck]
+            keep = o.status
+            if deaf["on"]:
+                o.status = b"8"               # hidden from the mass cancel
+            try:
+                return real_mass(msg)
+            finally:
+                o.status = keep
+
+        def cancel(msg):
+            if deaf["on"] and msg.get(41) == stuck:
+                return []                     # no answer at all
+            return real_cancel(msg)
+        venue._mass_cancel, venue._cancel = mass_cancel, cancel
+        e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=99,
+               reason=R.RECONCILE_ENGINE_RESTART)
+        rj = e.next_records(lambda r: r["rtype"] == R.RT_REJECT)[-1]
+        assert rj["reason"] == R.RJ_GW_UNCONFIRMED and rj["is_cancel_reject"] == 1
+        assert rj["clord_id"] == ids[0] and h.gw.gst[G.G_READY] == 0
+        assert not venue.orders[b"%d" % ids[1]].working and venue.orders[stuck].working
+        deaf["on"] = False                    # the venue answers again: the retry gets through
+        recs = e.next_records(lambda r: r["rtype"] == R.RT_SESSION and r["state"] == R.SESSION_RECONCILED)
+        assert recs[-1]["reconcile_id"] == 99
+        assert not venue.orders[stuck].working and h.gw.gst[G.G_OPEN] == 0
+        assert h.gw.counters["unconfirmed"] >= 1
+    finally:
+        h.close()

@@ -1,0 +1,620 @@
+"""The one-process layout: an md gateway, the engine and a FIX gateway in one process, one busy
+loop, one core (``appliance group --venue NAME --session NAME``), for hosts with few cores.
+
+The same actors as the one-process-per-actor layout, configured, not reimplemented: an
+:class:`ActorGroup` holds a :class:`~appliance.venues.gateway.MdGateway`, an
+:class:`~appliance.engine.run.Engine` and a :class:`~appliance.fix.gateway.FixGatewayActor` built
+from the same config, and runs their lifecycles together::
+
+    warm     every member's warm(), then the group's kernel for the venue (before anything is live)
+    open     the members' open() at once (threads: each creates its outputs, then waits for its
+             inputs, so the engine <-> FIX gateway rings come up as in separate processes)
+    register each member registers itself (its own control-block line, heartbeat, telemetry
+             region and status file, under its own name): ``appliance status`` / ``top`` see the
+             three actors, with the same pid
+    start    engine, FIX gateway, md gateway; then the md gateway's connection loop is the loop
+    close    md gateway; engine (its cancels go on the order ring); the FIX gateway sends them
+             out before it logs out
+
+The rings stay what they are (md ring, order ring, exec ring in shared memory: the recorder, ``top``
+and a second process can attach as usual), and so do the records and their TSC stamps.
+
+The hot loop. The md gateway's loop (``venues.gateway.Gateway``) calls ``pump_fn`` where it
+would call its venue's compiled pump, and ``idle_fn`` where it would wait. ``pump_fn`` is one
+compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that spins for up to
+``budget_us`` or until Python is needed::
+
+    venue pump, one frame        recv() on the raw socket, deframe, handle_frame, md ring publish
+                                 (frame_to_publish telemetry)
+    engine, every new md record  kernels.check_kill + kernels.handle_md (book, strategies, risk
+                                 gate, order records on the order ring)
+    FIX gateway, new orders      gw_step (encode into the send buffer), the next sender number
+                                 written into the store's mapped seqnums file, send() on the
+                                 session's socket, gw_sent (order_to_wire, tick_to_trade)
+    engine step                  whenever exec records are waiting, the strategy timer is due, the
+                                 kill flag is set, and every IDLE_STEP_EVERY spins (heartbeat)
+    FIX input                    every FIX_PEEK_EVERY spins a MSG_PEEK recv: bytes waiting ->
+                                 back to Python, which reads and parses them (gw_receive)
+    nothing to do                the [wait] strategy (spin / spin_yield / backoff)
+
+Python (``pump_fn`` around the kernel, ``idle_fn`` between calls) does what is rare: the md
+gateway's actions, control frames and reconnects; the FIX session layer (logon, heartbeats,
+resend, reconciliation, the kill switch's cancels), reading the FIX socket; persisting a halt the
+engine acknowledged. Compiled code sends on the FIX socket only while ``Gateway.fast_fd`` allows
+it (plain TCP, logged on and reconciled, nothing queued); otherwise order records stay on the
+ring for the FIX gateway's Python step, exactly as in its own process.
+
+Codes. :func:`run_loop` returns the venue pump's wsframe.P_* code for the md gateway's loop, and
+says in ``g[G_NEED]`` (NEED_* bits) what else needs Python.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import namedtuple
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from appliance import jit
+from appliance.actor import Actor, ActorError
+from appliance.engine import kernels
+from appliance.fix import gateway as fixgw
+from appliance.transport import clock, control, records, ring, wait
+from appliance.transport.intrinsics import load_acquire, rdtsc
+from appliance.venues import (binance, bitfinex, bitstamp, coinbase, coinbase_advanced, kraken,
+                              wsframe)
+
+log = logging.getLogger("appliance.group")
+
+NAME = "group"
+NO_SOCKET = -2            # fd argument: the md gateway has no connection (engine and FIX only)
+FIX_PEEK_EVERY = 8        # spins between MSG_PEEK polls of the FIX socket
+IDLE_STEP_EVERY = 64      # spins between engine steps when nothing else asks for one
+DEFAULT_BUDGET_US = 1000  # a kernel call returns to Python at least this often
+
+# group words (int64[G_N], ``g``)
+G_FIX_FD = 0        # FIX socket compiled code may send on (Gateway.fast_fd), -1: not now
+G_MAX_BATCH = 1     # orders encoded per send at most
+G_ENGINE_IDX = 2    # the engine's actor index (heartbeat)
+G_BUDGET = 3        # ticks a call may spin before it returns
+G_NEED = 4          # NEED_* bits: what the last call leaves to Python
+G_ENGINE_RC = 5     # the most important STEP_* of the last call
+G_SEND_LEN = 6      # NEED_SEND: bytes of the batch that did not go out whole ...
+G_SENT = 7          # ... and what send() returned for it (bytes, or -errno)
+G_BATCHES = 8       # batches sent by compiled code, total
+G_ORDERS = 9        # orders in them, total
+G_LAST_SEND = 10    # TSC when the last batch was handed to send()
+G_CALLS = 11        # kernel calls, total
+G_FRAMES = 12       # md frames handled by the kernel, total
+G_MD_RING = 13      # index of this venue's md ring in the engine's Loop
+G_N = 16
+
+NEED_FIX_RX = 1     # bytes are waiting on the FIX socket
+NEED_ORDERS = 2     # order records are waiting and compiled code may not send them
+NEED_SEND = 4       # a batch went out in part or not at all (G_SEND_LEN / G_SENT)
+NEED_ENGINE = 8     # the engine's step returned something for Python (G_ENGINE_RC)
+NEED_FIX_SLOW = 16  # gw_step stopped at a record only Python handles (mass cancel, reconcile)
+_NEED_NAMES = {NEED_FIX_RX: "fix_rx", NEED_ORDERS: "orders", NEED_SEND: "send",
+               NEED_ENGINE: "engine", NEED_FIX_SLOW: "fix_slow"}
+
+_EAGAIN = 11
+_MSG_DONTWAIT = 0x40
+_MSG_NOSIGNAL = 0x4000
+_MSG_PEEK = 0x2
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_U64 = np.uint64
+
+Eng = namedtuple("Eng", ["loop", "books", "strats", "gate", "tel", "io"])
+Eng.__doc__ = "The engine's bundles (appliance.engine.state), as its step takes them."
+Fix = namedtuple("Fix", ["ohdr", "odata", "ocur", "ehdr", "edata", "scratch", "sbuf", "gst",
+                         "consts", "instr", "syms", "ot", "cal", "cwords", "sent", "batch",
+                         "hists", "hidx", "seq"])
+Fix.__doc__ = """The FIX gateway's arrays, as gw_step / gw_sent take them, plus ``seq``: the
+store's mapped next-sender digits (``FileStore.sender_view``)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# syscalls from compiled code
+# ------------------------------------------------------------------------------------------------
+def _libc_buf_call(name: str, flags: int):
+    def impl(typingctx, fd, arr, off, n):
+        if not (isinstance(arr, types.Array) and isinstance(fd, types.Integer)
+                and isinstance(off, types.Integer) and isinstance(n, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[1])(context, builder, args[1])
+            base = builder.ptrtoint(ary.data, _I64)
+            off_ = context.cast(builder, args[2], sig.args[2], types.int64)
+            ptr = builder.inttoptr(builder.add(base, off_), ir.IntType(8).as_pointer())
+            fnty = ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64, _I32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            fd_ = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
+            n_ = context.cast(builder, args[3], sig.args[3], types.int64)
+            return builder.call(fn, [fd_, ptr, n_, ir.Constant(_I32, flags)])
+        return types.int64(fd, arr, off, n), codegen
+    return intrinsic(impl)
+
+
+sys_send = _libc_buf_call("send", _MSG_DONTWAIT | _MSG_NOSIGNAL)
+sys_send.__doc__ = """``send(fd, arr.data + off, n, MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes taken,
+or -1 (errno: wsframe.sys_errno). Never blocks, never raises SIGPIPE."""
+sys_peek = _libc_buf_call("recv", _MSG_DONTWAIT | _MSG_PEEK)
+sys_peek.__doc__ = """``recv(fd, arr.data + off, n, MSG_DONTWAIT | MSG_PEEK)``: > 0 when bytes
+are waiting (they stay in the socket), 0 at end of stream, -1 with EAGAIN when none."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the kernel
+# ------------------------------------------------------------------------------------------------
+@njit(**jit.HELPER)
+def put_seq(view, n):
+    """``n`` as 20 zero-padded decimal digits at view[0:20] (the seqnums file's first field)."""
+    k = 19
+    while k >= 0:
+        q = n // 10
+        view[k] = 48 + (n - q * 10)
+        n = q
+        k -= 1
+
+
+@njit(**jit.HELPER)
+def _behind(hdr, cur):
+    """Records published on a ring and not yet read by cursor ``cur``."""
+    return np.int64(load_acquire(hdr, _U64(ring.HEAD_OFF)) - cur[ring.CUR_POS])
+
+
+@njit(**jit.HELPER)
+def _others_waiting(loop):
+    """Most records waiting on any exec ring or md ring (another venue's, read by ``step``)."""
+    n = 0
+    for r in range(loop.settings[kernels.LP_N_EX]):
+        d = _behind(loop.ex_hdrs[r], loop.ex_curs[r])
+        if d > n:
+            n = d
+    for r in range(loop.settings[kernels.LP_N_MD]):
+        d = _behind(loop.md_hdrs[r], loop.md_curs[r])
+        if d > n:
+            n = d
+    return n
+
+
+@njit(**jit.HELPER)
+def _send_orders(fx, g):
+    """Encode the waiting order records (gw_step) and send them; NEED_* bits for Python."""
+    need = 0
+    n = fixgw.gw_step(fx.ohdr, fx.odata, fx.ocur, fx.ehdr, fx.edata, fx.scratch, fx.sbuf, fx.gst,
+                      fx.consts, fx.instr, fx.syms, fx.ot, fx.cal, g[G_MAX_BATCH], fx.cwords,
+                      fx.sent, fx.batch)
+    if fx.gst[fixgw.G_MASS_PENDING] != 0 or fx.gst[fixgw.G_RECONCILE_REQ] != 0:
+        need |= NEED_FIX_SLOW
+    if n > 0:
+        ln = fx.gst[fixgw.G_SEND_LEN]
+        put_seq(fx.seq, fx.gst[fixgw.G_NEXT_SEQ])       # on disk before the batch leaves
+        t = np.int64(rdtsc())
+        k = sys_send(g[G_FIX_FD], fx.sbuf, 0, ln)
+        fixgw.gw_sent(fx.batch, n, t, fx.cal, fx.ot, fx.hists, fx.hidx)
+        g[G_BATCHES] += 1
+        g[G_ORDERS] += n
+        g[G_LAST_SEND] = t
+        if k != ln:
+            g[G_SEND_LEN] = ln
+            g[G_SENT] = k if k >= 0 else -wsframe.sys_errno()
+            g[G_FIX_FD] = -1                              # the rest goes out from Python
+            need |= NEED_SEND
+    return need
+
+
+@njit(**jit.HELPER)
+def run_loop(pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    """The group's loop body (module docstring): spin until Python is needed or ``g[G_BUDGET]``
+    ticks passed; returns the md pump's P_* code (P_IDLE when the md socket had nothing)."""
+    loop = en.loop
+    books = en.books
+    strats = en.strats
+    gate = en.gate
+    tel = en.tel
+    io = en.io
+    stats = tel.stats
+    settings = loop.settings
+    mi = g[G_MD_RING]
+    md_hdr = loop.md_hdrs[mi]
+    md_data = loop.md_datas[mi]
+    md_cur = loop.md_curs[mi]
+    g[G_CALLS] += 1
+    g[G_NEED] = 0
+    g[G_ENGINE_RC] = 0
+    t0 = np.int64(rdtsc())
+    budget = g[G_BUDGET]
+    need = 0
+    erc = 0
+    r = wsframe.P_IDLE
+    it = 0
+    while True:
+        it += 1
+        work = False
+        if fd != NO_SOCKET:
+            r = pump(fd, rx, ws, st, hdr, data, 1, lat, cal)
+            if r == wsframe.P_BUDGET:
+                g[G_FRAMES] += 1
+                work = True
+        # the engine: every new md record of this venue through the decision path
+        while ring.poll(md_hdr, md_data, md_cur, io.md_buf) == 1:
+            work = True
+            c = kernels.check_kill(books, strats, gate, tel, io)
+            if c > erc:
+                erc = c
+            c = kernels.handle_md(io.md_buf, books, strats, gate, tel, io)
+            if c > erc:
+                erc = c
+        # the FIX gateway: orders out
+        if _behind(fx.ohdr, fx.ocur) > 0:
+            work = True
+            if g[G_FIX_FD] >= 0:
+                need |= _send_orders(fx, g)
+            else:
+                need |= NEED_ORDERS
+        # the rest of the engine's step: exec reports, the timer, the kill switch, heartbeat
+        now = np.int64(rdtsc())
+        nex = _others_waiting(loop)
+        if (nex > 0 or now - stats[kernels.ST_LAST_TIMER] >= settings[kernels.LP_TIMER_TSC]
+                or control.kill_requested(io.words) or stats[kernels.ST_HALTED] != 0
+                or it % IDLE_STEP_EVERY == 1):
+            c = kernels.step(loop, books, strats, gate, tel, io, g[G_ENGINE_IDX], max(nex, 1))
+            if c > erc:
+                erc = c
+            if nex > 0:
+                work = True
+                if _behind(fx.ohdr, fx.ocur) > 0:       # an exec report released a quote
+                    if g[G_FIX_FD] >= 0:
+                        need |= _send_orders(fx, g)
+                    else:
+                        need |= NEED_ORDERS
+        if erc != 0:
+            need |= NEED_ENGINE
+        if g[G_FIX_FD] >= 0 and it % FIX_PEEK_EVERY == 0:
+            if sys_peek(g[G_FIX_FD], fx.scratch[1], 0, 1) >= 0 or wsframe.sys_errno() != _EAGAIN:
+                need |= NEED_FIX_RX                     # data, end of stream or an error
+        if need != 0 or (r != wsframe.P_IDLE and r != wsframe.P_BUDGET):
+            break                       # P_NEED (TLS: Python fills rx), actions, control frames...
+        if now - t0 >= budget:
+            break
+        if work:
+            wait.reset(wstate)
+        else:
+            wait.idle(wparams, wstate)
+    g[G_NEED] = need
+    g[G_ENGINE_RC] = erc
+    if r == wsframe.P_BUDGET:
+        return wsframe.P_IDLE
+    return r
+
+
+_SIG = dict(cache=True, nogil=True, _nrt=False)
+
+
+@njit(**_SIG)
+def step_binance(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    return run_loop(binance.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+
+
+@njit(**_SIG)
+def step_coinbase(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    return run_loop(coinbase.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+
+
+@njit(**_SIG)
+def step_coinbase_advanced(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    return run_loop(coinbase_advanced.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g,
+                    wparams, wstate)
+
+
+@njit(**_SIG)
+def step_kraken(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    return run_loop(kraken.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+
+
+@njit(**_SIG)
+def step_bitstamp(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    return run_loop(bitstamp.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+
+
+@njit(**_SIG)
+def step_bitfinex(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+    return run_loop(bitfinex.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+
+
+# one compiled loop per venue (each a module-level function, so the numba cache keeps it)
+STEPS = {"binance": step_binance, "coinbase": step_coinbase,
+         "coinbase_advanced": step_coinbase_advanced, "kraken": step_kraken,
+         "bitstamp": step_bitstamp, "bitfinex": step_bitfinex}
+
+
+def fix_arrays(gw: "fixgw.Gateway") -> Fix:
+    """A FIX gateway's arrays in the kernel's bundle."""
+    return Fix(gw.orders.hdr, gw.orders.data, gw.orders.cur, gw.execs.hdr, gw.execs.data,
+               gw.scratch, gw.sbuf, gw.gst, gw.consts, gw.instr, gw.syms, gw.ot, gw.cal, gw.cwords,
+               gw.sent, gw.batch, gw.hists, gw.hidx, gw.seq_view)
+
+
+def warm_venue(venue: str) -> int:
+    """Compile (or load) the group loop of ``venue`` with the live argument types, on private
+    rings and a scratch engine and FIX gateway: one call that handles nothing. Returns the
+    number of compiled signatures of the loop (1 once warm)."""
+    from appliance.engine import warm as engine_warm
+    from appliance.engine.state import EngineState
+    from appliance.fix import codec as C
+    from appliance.transport import hist
+    from appliance.venues import common, registry
+    mod = registry.module(venue)
+    cal = clock.calibration()
+    feed = mod.Feed([common.Instrument.make("AAAUSDT", "AAA-USDT", "0.01", "0.1")],
+                    common.RecordWriter.local(64))
+    rx, ws = wsframe.new_state(1 << 10)
+    es = EngineState(engine_warm._VENUES, engine_warm._STRATEGIES, cal=cal, clord_base=1)
+    oh, od = ring.local_ring(records.ORDER_RECORD_SIZE, 64)
+    words = np.zeros(records.CONTROL_BLOCK.itemsize // 8, np.uint64)
+    io = es.attach(oh, od, words)
+    eh, ed = ring.local_ring(records.EXEC_RECORD_SIZE, 64)
+    loop = es.loop([(feed.hdr, feed.data, ring.local_cursor(feed.hdr))],
+                   [(eh, ed, ring.local_cursor(eh))], wait.make("spin"), wait.new_state())
+    en = Eng(loop, es.books, es.strats, es.gate, es.tel, io)
+    instr, syms = C.instrument_tables([("AAAUSDT", "0.01", "0.1")])
+    begin, comp = C.session_constants("FIX.4.4", "A", "B")
+    consts = np.concatenate([np.array([len(begin), len(comp)], np.uint8), begin, comp])
+    fx = Fix(oh, od, ring.local_cursor(oh), eh, ed, np.zeros((3, records.ORDER_RECORD_SIZE), np.uint8),
+             np.zeros((C.MAX_MSG + len(begin) + len(comp)) * 2, np.uint8),
+             np.zeros(fixgw.G_SIZE, np.int64), consts, instr, syms,
+             np.zeros((16, fixgw.OT_COLS), np.int64), cal, words,
+             np.zeros((16, fixgw.SM_COLS), np.int64), np.zeros((4, 3), np.int64),
+             np.zeros((len(fixgw.HOPS), hist.ROW), np.int64), np.arange(len(fixgw.HOPS), dtype=np.int64),
+             np.zeros(20, np.uint8))
+    g = new_words(1, 0, 0.0, cal)
+    STEPS[venue](NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row(), cal, en, fx, g,
+                 wait.make("spin"), wait.new_state())
+    return len(STEPS[venue].signatures)
+
+
+def warm() -> int:
+    """``appliance compile``: the group loop of every venue (see jit.WARMERS)."""
+    from appliance.venues import registry
+    for v in registry.VENUES:
+        warm_venue(v)
+    return len(registry.VENUES)
+
+
+PAGE = 4096
+
+
+def prefault(*objs) -> int:
+    """Touch every page of the given arrays (namedtuples of arrays are walked) by writing each
+    page's first byte back: a page first written on the hot path costs a page fault (several
+    microseconds). Only for memory this process alone writes (its private arrays, the data of
+    the rings it produces, its telemetry rows): a ring header or the control block is shared
+    with other writers and must not be rewritten. Returns the pages touched."""
+    n = 0
+    for o in objs:
+        if isinstance(o, tuple):
+            n += prefault(*o)
+            continue
+        if not isinstance(o, np.ndarray) or not o.flags.writeable or o.size == 0:
+            continue
+        if not o.flags.c_contiguous:
+            continue
+        b = o.reshape(-1).view(np.uint8)
+        b[::PAGE] = b[::PAGE]
+        n += (b.size + PAGE - 1) // PAGE
+    return n
+
+
+def new_words(max_batch: int, engine_idx: int, budget_us: float, cal) -> np.ndarray:
+    g = np.zeros(G_N, np.int64)
+    g[G_FIX_FD] = -1
+    g[G_MAX_BATCH] = max_batch
+    g[G_ENGINE_IDX] = engine_idx
+    g[G_BUDGET] = int(budget_us * 1e3 * float(cal[clock.C_HZ]) / 1e9)
+    return g
+
+
+# ------------------------------------------------------------------------------------------------
+# the actor
+# ------------------------------------------------------------------------------------------------
+class ActorGroup(Actor):
+    """Several actors, one process, one loop (module docstring)."""
+
+    kind = control.ACTOR_OTHER
+
+    def __init__(self, cfg, venue: str, session: str, name: str = NAME,
+                 seconds: float | None = None, budget_us: float = DEFAULT_BUDGET_US):
+        from appliance.engine.run import Engine
+        from appliance.venues.gateway import GatewayError, MdGateway
+        super().__init__(cfg, name, log)
+        if venue not in STEPS:
+            raise ActorError(f"group: no compiled loop for venue {venue!r} (have: "
+                             f"{', '.join(STEPS)})")
+        try:
+            self.md = MdGateway(cfg, venue, seconds=seconds)
+        except GatewayError as e:
+            raise ActorError(f"group: {e}") from None
+        self.engine = Engine(cfg)
+        self.fix = fixgw.FixGatewayActor(cfg, session)
+        self.members = (self.md, self.engine, self.fix)
+        for m in self.members:
+            m.core = None                    # the group is pinned (cores.actors.<group name>)
+        self.venue = venue
+        self.kernel = STEPS[venue]
+        self.budget_us = budget_us
+        self.wparams = wait.from_config(cfg.wait, self.core)
+        self.wstate = wait.new_state()
+        self.g = None
+        self._fx = self._en = None
+        self._compiled = 0
+        self.rounds: dict[str, int] = {}     # kernel returns by what they left to Python
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def request_stop(self, *_args) -> None:
+        self.stopping = True
+        for m in self.members:
+            m.stopping = True
+
+    def warm(self) -> None:
+        for m in self.members:
+            m.warm()
+            if self.stopping:
+                return
+        t = time.monotonic()
+        warm_venue(self.venue)
+        self._compiled = len(self.kernel.signatures)
+        self.log.info("%s: %s loop compiled or loaded in %.1f s", self.name, self.venue,
+                      time.monotonic() - t)
+
+    def open(self) -> None:
+        errors: list[BaseException] = []
+
+        def run(m):
+            try:
+                m.open()
+            except BaseException as e:  # noqa: BLE001 - handed to the group's thread
+                errors.append(e)
+                self.request_stop()
+
+        threads = [threading.Thread(target=run, args=(m,), name=f"open-{m.name}", daemon=True)
+                   for m in self.members]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            first = next((e for e in errors if not isinstance(e, ActorError)
+                          or "stopped while waiting" not in str(e)), errors[0])
+            raise first
+
+    def _register(self) -> None:
+        for m in self.members:
+            m._register()
+
+    def start(self) -> None:
+        # the kernel spins on its own terms ([wait] strategy of the group); the members' own
+        # waits must not sleep inside it
+        self.engine.wparams = wait.make("spin")
+        self.engine.start()
+        self.fix.start()
+        self.md.start()
+        fgw = self.fix.gw
+        fgw.wparams = wait.make("spin")
+        mgw = self.md.gw
+        mgw.pump_fn = self._pump
+        mgw.idle_fn = self._idle
+        mgw.heartbeat = self.tick
+        es = self.engine.es
+        self._en = Eng(self.engine._loop, es.books, es.strats, es.gate, es.tel, es.io)
+        self._fx = fix_arrays(fgw)
+        self.g = new_words(self.fix.g.max_batch, self.engine._idx, self.budget_us, es.cal)
+        self.g[G_MD_RING] = self.engine.venues.index(self.venue)
+        # every page the loop writes, faulted in now rather than on the first order
+        feed = self.md.gw.feed
+        es = self.engine.es
+        fx = self._fx
+        pages = prefault(feed.st, feed.data, mgw.rx[:1 << 20], es.books, es.strats, es.gate,
+                         es.tel, es.io.ord_data, es.io.md_buf, es.io.ex_buf,
+                         (fx.edata, fx.scratch, fx.sbuf, fx.gst, fx.ot, fx.sent, fx.batch,
+                          fx.hists, fx.seq), fgw.rbuf, fgw.out, fgw.row1, fgw.unk, self.g,
+                         self.md.tm.hists, self.engine.tm.hists)
+        self.log.info("%s: %d pages faulted in before going live", self.name, pages)
+        for m in self.members:
+            m.live = True
+        self.log.info("%s: %s + engine + fix.%s in one loop (wait %s, budget %d us)", self.name,
+                      self.md.name, self.fix.g.name, wait.kind_name(self.wparams),
+                      int(self.budget_us))
+
+    def loop(self) -> None:
+        self.md.loop()
+
+    def tick(self, force: bool = False) -> None:
+        for m in self.members:
+            m.tick(force)
+
+    def publish_status(self, wait: bool = False) -> None:
+        for m in self.members:
+            m.publish_status(wait)
+
+    def close(self) -> None:
+        if self.g is not None:
+            self.log.info("%s: %s", self.name, json.dumps(self.status()))
+        try:
+            self.md.close()
+        finally:
+            try:
+                self.engine.close()              # cancels every working order (order ring)
+            finally:
+                gw = self.fix.gw
+                if gw is not None:
+                    end = time.monotonic() + 1.0  # the cancels go out before the logout
+                    while gw._orders_waiting() and gw.sock is not None and time.monotonic() < end:
+                        gw.step()
+                self.fix.close()
+
+    def _release(self) -> None:
+        for m in self.members:
+            m._writer.close()                    # their status files written before release
+            m._release()
+
+    def status(self) -> dict:
+        g = self.g
+        if g is None:
+            return {}
+        return {"kernel_calls": int(g[G_CALLS]), "frames": int(g[G_FRAMES]),
+                "batches": int(g[G_BATCHES]), "orders": int(g[G_ORDERS]),
+                "python_rounds": dict(self.rounds)}
+
+    # -- the loop -------------------------------------------------------------------------
+    def _pump(self, fd, rx, ws, st, hdr, data, _max_frames, lat, cal) -> int:
+        """The md gateway's pump in this layout: one kernel call, then what it left to Python."""
+        fgw = self.fix.gw
+        g = self.g
+        fgw.before_kernel()
+        g[G_FIX_FD] = fgw.fast_fd()
+        r = self.kernel(fd, rx, ws, st, hdr, data, lat, cal, self._en, self._fx, g, self.wparams,
+                        self.wstate)
+        if self._compiled and len(self.kernel.signatures) != self._compiled:
+            self._compiled = len(self.kernel.signatures)
+            self.log.error("%s: the loop compiled at run time (warm-up types differ from the "
+                           "live ones)", self.name)
+        self._after(fgw, int(g[G_NEED]))
+        return r
+
+    def _after(self, fgw, need: int) -> None:
+        g = self.g
+        for bit, name in _NEED_NAMES.items():
+            if need & bit:
+                self.rounds[name] = self.rounds.get(name, 0) + 1
+        now = fgw.clock()
+        fgw.after_kernel(now, int(g[G_SEND_LEN]) if need & NEED_SEND else 0, int(g[G_SENT]))
+        if need & NEED_ENGINE:
+            self.engine.after_step(int(g[G_ENGINE_RC]))
+        if need & (NEED_FIX_RX | NEED_ORDERS | NEED_FIX_SLOW | NEED_SEND):
+            fgw.step()
+
+    def _idle(self, md_live: bool) -> None:
+        """Between kernel calls: the FIX gateway's Python step (socket input, session timers,
+        kill switch, reconnects), the members' heartbeats; without an md connection the kernel
+        runs for the engine and the FIX gateway alone."""
+        if not md_live:
+            mgw = self.md.gw
+            feed = mgw.feed
+            self._pump(NO_SOCKET, mgw.rx, mgw.wsw, feed.st, feed.hdr, feed.data, 0, feed.lat,
+                       feed.cal)
+        self.fix.gw.step()
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + 0.05
+            self.tick()
+
+    _next_tick = 0.0
