@@ -99,8 +99,9 @@ def adopt(oms, led, clord_id, ii, side, price, qty, cum_qty, strategy, now_ns):
     if r < 0:
         return AD_FULL
     ins = led.instr[ii]
-    O._init_row(oms, r, key, ii, ins.venue, ins.instrument, side, price, qty, strategy,
-                np.int64(-1), np.int64(0), now_ns)
+    O._init_row(oms, r, key, price, qty, now_ns)
+    O._identity(oms.orders[r], ii, ins.venue, ins.instrument, side, strategy, np.int64(-1),
+                np.int64(0))
     o = oms.orders[r]
     o.cum_qty = cum_qty
     o.applied = cum_qty
