@@ -3,9 +3,9 @@ Ansible's chroot connection), then run again (zero changes) and in check mode (z
 then the result: the rendered config loads in the appliance, every rendered unit passes
 `systemd-analyze verify`, the audit reads the image.
 
-Slow (debootstrap ~1-2 min, three playbook runs): the root filesystem is built once per test
-session in a temporary directory and removed afterwards. Needs root, debootstrap and a Debian
-mirror (the one in /etc/apt/sources*)."""
+Slow (three playbook runs; the root filesystem is the session's debootstrap tree of
+tests/provision/guest.py, seen through an overlay so it stays clean for the other tests). Needs
+root, debootstrap and a Debian mirror (the one in /etc/apt/sources*)."""
 from __future__ import annotations
 
 import json
@@ -18,35 +18,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.provision import guest
 from tests.provision.ansible_run import changed_tasks, playbook, snapshot_repo
 from tests.tuning.fakehost import make_topology
 
-pytestmark = [pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-HEAVY = ("numba", "llvmlite", "numpy")   # ~70 MB of wheels: left out of the image test's venv
-
-
-def _mirror() -> str:
-    texts = []
-    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
-        if f.is_file():
-            texts.append(f.read_text())
-    for text in texts:
-        for m in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text, re.M):
-            uri = m.group(1)
-            if "security" not in uri and "debian" in uri:
-                return uri
-    return "http://deb.debian.org/debian"
-
-
-def _suite() -> str:
-    try:
-        osr = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-        if osr.get("ID") == "debian" and osr.get("VERSION_CODENAME"):
-            return osr["VERSION_CODENAME"].strip('"')
-    except OSError:
-        pass
-    return "bookworm"
+# the image's trading setup: two venues, their instruments in the registry, one FIX session
+INSTRUMENTS = [{"venue": "binance", "symbol": "BTCUSDT", "tick": "0.01", "lot": "0.00001"},
+               {"venue": "kraken", "symbol": "XBT/USD", "tick": "0.1", "lot": "0.00000001"},
+               {"venue": "kraken", "symbol": "ETH/USD", "tick": "0.01", "lot": "0.00000001"}]
+SESSION = {"name": "kraken", "venue": "kraken", "host": "127.0.0.1", "port": 4198,
+           "sender_comp_id": "APPLIANCE", "target_comp_id": "KRAKEN",
+           "credentials_file": "/etc/appliance/secrets/kraken.toml"}
+RISK = {"max_loss": 100.0, "limits": {"max_qty": 100000000, "max_notional": 100.0, "max_position": 1000000000,
+                                      "max_open_orders": 8, "collar_bps": 500},
+        "venues": {"kraken": {"rate_per_s": 10, "burst": 20, "check_balance": False}}}
 
 
 @pytest.fixture(scope="module")
@@ -57,45 +44,40 @@ def image(tmp_path_factory):
         pytest.skip("debootstrap not installed (apt-get install -y debootstrap)")
     if shutil.which("ansible-playbook") is None:
         pytest.skip("ansible-playbook not installed")
+    # the session's debootstrap tree (tests/provision/guest.py), written through an overlay
+    tree = guest.session_tree(tmp_path_factory)
+    wheels = guest.session_wheelhouse(tmp_path_factory)
     base = tmp_path_factory.mktemp("image")
-    root = base / "root"
-    r = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv",
-                        _suite(), str(root), _mirror()], capture_output=True, text=True, timeout=1200)
-    if r.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"debootstrap {_suite()} from {_mirror()} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    with guest.overlay(tree, base / "upper", base / "work", base / "root") as root:
+        yield from _image(base, root, wheels)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _image(base: Path, root: Path, wheels: Path):
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
-    # local CAs of this machine (e.g. a TLS-inspecting proxy's) go where the image's ca-certificates
-    # package picks them up, so apt and pip inside the image trust what the host trusts
-    local_cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
-    if local_cas:
-        dest = root / "usr/local/share/ca-certificates"
-        dest.mkdir(parents=True, exist_ok=True)
-        for ca in local_cas:
-            shutil.copy(ca, dest / ca.name)
-        if (root / "usr/sbin/update-ca-certificates").exists():
-            subprocess.run(["chroot", str(root), "update-ca-certificates"], capture_output=True, check=True)
+    # the pinned wheels, where the image's pip finds them (--no-index: the same bytes every run)
+    shutil.copytree(wheels, root / "wheelhouse", dirs_exist_ok=True)
     # the image is built for a known hardware model: a 2-socket, 4-core, SMT-2 topology
     make_topology(root / "root/topology", sockets=2, cores=4, threads=2)
     repo = snapshot_repo(base / "repo")
-    defaults = yaml.safe_load((repo / "provision/roles/appliance/defaults/main.yml").read_text())
-    light = [p for p in defaults["appliance_requirements"] if p.split("==")[0] not in HEAVY]
     (base / "inventory.yml").write_text(yaml.safe_dump({"all": {"children": {"trading": {"hosts": {
         str(root): {
             "ansible_connection": "community.general.chroot",
             "coreplan_topology_root": "/root/topology",
-            "appliance_requirements": light,
+            "appliance_requirements": guest.requirements(),
+            "appliance_pip_env": {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheelhouse"},
+            # `appliance compile` in the image is minutes of CPU; tests/systemd/test_appliance_target runs it
+            "appliance_compile": False,
             "appliance_pack_dir": str(base / "pack"),
             "appliance_venues": [
-                {"name": "binance", "ws_url": "ws://127.0.0.1:9001/binance", "symbols": ["BTCUSDT"]},
-                {"name": "kraken", "ws_url": "ws://127.0.0.1:9001/kraken", "symbols": ["XBT/USD"]},
+                {"name": "binance", "ws_url": "ws://127.0.0.1:9001/binance"},
+                {"name": "kraken", "ws_url": "ws://127.0.0.1:9001/kraken"},
             ],
-            "appliance_fix_sessions": [{"name": "coinbase", "host": "127.0.0.1", "port": 4198,
-                                        "credentials_file": "/etc/appliance/secrets/cb.json"}],
-            "appliance_risk": {"max_order_qty": 10, "tiers": {"soft": 0.8}},
+            "appliance_instruments": INSTRUMENTS,
+            "appliance_fix_sessions": [SESSION],
+            "appliance_risk": RISK,
         }}}}}}))
     yield {"root": root, "repo": repo, "inventory": base / "inventory.yml"}
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def _run(image, *extra):
@@ -137,17 +119,24 @@ def test_rendered_config_loads_in_the_appliance_with_the_core_plan(converged):
     cfg = config.load(root / "etc/appliance/appliance.toml")
     state = json.loads((root / "etc/appliance/tuning.json").read_text())
     assert dict(cfg.cores.actors) == state["plan"]["actors"]
-    assert set(cfg.cores.actors) == {"md.binance", "md.kraken", "engine", "fix.coinbase", "recorder"}
+    assert set(cfg.cores.actors) == {"md.binance", "md.kraken", "engine", "fix.kraken", "recorder"}
     assert [v.name for v in cfg.venues] == ["binance", "kraken"]
-    assert cfg.extra["risk"] == {"max_order_qty": 10, "tiers": {"soft": 0.8}}
-    assert cfg.extra["fix"]["sessions"][0]["name"] == "coinbase"
+    assert [(i.venue, i.symbol, i.id, i.tick, i.lot) for i in cfg.instruments] == \
+        [(i["venue"], i["symbol"], n, i["tick"], i["lot"]) for i, n in zip(INSTRUMENTS, (0, 0, 1))]
+    assert cfg.extra["risk"] == RISK
+    # [fix.sessions.<name>], the table `appliance fix gateway --session <name>` reads, trading
+    # the instruments of its venue
+    assert cfg.extra["fix"]["sessions"] == {"kraken": {k: v for k, v in SESSION.items() if k != "name"}}
+    from appliance.fix.gateway import load_session_config
+    assert [s for s, _, _ in load_session_config(cfg, "kraken").instruments] == ["XBT/USD", "ETH/USD"]
     assert cfg.appliance.shm_dir == "/var/lib/appliance/hugepages"
     # and inside the image, by the image's own virtualenv
     r = subprocess.run(["chroot", str(root), "/opt/appliance/venv/bin/python", "-c",
                         "from appliance import config; c = config.load('/etc/appliance/appliance.toml'); "
-                        "print(sorted(c.cores.actors))"], capture_output=True, text=True)
+                        "print(sorted(c.cores.actors), [i.key for i in c.instruments])"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "engine" in r.stdout
+    assert "engine" in r.stdout and "kraken:XBT/USD" in r.stdout
 
 
 def test_every_rendered_unit_verifies_inside_the_image(converged):
@@ -155,16 +144,19 @@ def test_every_rendered_unit_verifies_inside_the_image(converged):
     etc = root / "etc/systemd/system"
     units = ["appliance.target", "appliance-cstate.service", "var-lib-appliance-hugepages.mount",
              "appliance-engine.service", "appliance-recorder.service", "appliance-md@binance.service",
-             "appliance-md@kraken.service", "appliance-fix@coinbase.service"]
+             "appliance-md@kraken.service", "appliance-fix@kraken.service", "appliance-exporter.service"]
     r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], cwd=etc,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
     wants = {p.name for p in (etc / "appliance.target.wants").iterdir()}
-    assert {"appliance-md@binance.service", "appliance-md@kraken.service", "appliance-fix@coinbase.service",
-            "appliance-engine.service", "appliance-recorder.service"} <= wants
+    assert {"appliance-md@binance.service", "appliance-md@kraken.service", "appliance-fix@kraken.service",
+            "appliance-engine.service", "appliance-recorder.service", "appliance-exporter.service"} <= wants
     state = json.loads((root / "etc/appliance/tuning.json").read_text())
     engine_cpu = state["plan"]["actors"]["engine"]
     assert f"CPUAffinity={engine_cpu}" in (etc / "appliance-engine.service.d/50-cores.conf").read_text()
+    # the exporter is no actor: it runs on the housekeeping CPUs
+    assert f"CPUAffinity={state['plan']['housekeeping_list']}\n" in \
+        (etc / "appliance-exporter.service.d/50-cores.conf").read_text()
 
 
 def test_boot_configuration_carries_the_plan(converged):

@@ -3,6 +3,7 @@ real to this machine (then restored)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,41 @@ def test_runtime_knobs_applied_to_this_machine_idempotently_then_restored(tmp_pa
     by_id = {c.id: c for c in audit.audit("/", e)}
     for kid in ("T-2.1", "T-5.1", "T-5.3", "T-5.4", "T-5.5", "T-5.7"):
         assert by_id[kid].status == "pass", by_id[kid]
+
+
+# -- a host without grub tooling: this machine, in check mode ----------------------------------
+
+def _localhost_inventory(tmp_path, **hostvars) -> Path:
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(json.dumps({"all": {"children": {"trading": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "appliance_pack_dir": str(tmp_path / "pack"), **hostvars}}}}}}))
+    return inv
+
+
+@pytest.fixture
+def no_grub_here():
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("check mode of the whole playbook reads root-only files")
+    if Path("/usr/sbin/update-grub").exists():
+        pytest.skip("this machine has grub tooling")
+
+
+def test_check_mode_on_a_host_without_grub_skips_the_kernel_command_line_and_says_why(tmp_path, no_grub_here):
+    r, recap = playbook(["-i", str(_localhost_inventory(tmp_path)), "site.yml", "--check"])
+    assert r.returncode == 0 and recap["localhost"]["failed"] == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert "T-1.x SKIPPED on localhost: /usr/sbin/update-grub not found" in r.stdout
+    assert "Kernel parameters in the grub drop-in" not in r.stdout
+    # the other roles ran
+    assert "TASK [sysctl : T-5.1 T-5.2 T-5.3 T-5.4 T-5.5 | Set the sysctls now" in r.stdout
+    assert "TASK [appliance : T-8.2 | Config]" in r.stdout
+
+
+def test_check_mode_with_the_kernel_command_line_switched_off_runs_no_preflight_for_it(tmp_path, no_grub_here):
+    inv = _localhost_inventory(tmp_path, kernel_cmdline_enabled=False)
+    r, recap = playbook(["-i", str(inv), "site.yml", "--check"])
+    assert r.returncode == 0 and recap["localhost"]["failed"] == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert "kernel_cmdline_enabled is false: T-1.x not applied" in r.stdout
+    assert "T-1.x SKIPPED" not in r.stdout
+    assert not re.search(r"TASK \[kernel_cmdline : T-1\.0 \| Preflight.*\]\s*\n(ok|fatal)", r.stdout)

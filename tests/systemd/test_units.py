@@ -155,8 +155,24 @@ def test_stopping_the_trader_sets_the_kill_switch_first(unit):
 
 
 def test_fix_gateways_stop_after_the_engine_so_they_can_send_cancels():
-    after = parse(UNITS / "appliance-fix@.service")["Unit"]["After"][0].split()
-    assert "appliance-engine.service" in after
+    """systemd stops units in the reverse of their start order: a gateway ordered Before= the
+    engine is stopped after it."""
+    unit = parse(UNITS / "appliance-fix@.service")["Unit"]
+    assert "appliance-engine.service" in unit["Before"][0].split()
+    assert "appliance-engine.service" not in unit["After"][0].split()
+    assert "appliance-fix@" not in " ".join(parse(UNITS / "appliance-engine.service")["Unit"].get("Before", []))
+
+
+@pytest.mark.parametrize("unit", ACTOR_UNITS)
+def test_stopping_the_target_waits_for_every_actor(unit):
+    """An actor ordered After= the target keeps systemd from ordering the target after it (the
+    default for units a target wants), so the target stops last and `systemctl stop` waits."""
+    assert "appliance.target" in parse(UNITS / unit)["Unit"]["After"][0].split()
+
+
+@pytest.mark.parametrize("unit", ["appliance-md@.service", "appliance-engine.service", "appliance-fix@.service"])
+def test_the_recorder_starts_before_and_stops_after_every_other_actor(unit):
+    assert "appliance-recorder.service" in parse(UNITS / unit)["Unit"]["After"][0].split()
 
 
 def test_hugetlbfs_mount_unit_name_matches_its_path():
@@ -166,4 +182,8 @@ def test_hugetlbfs_mount_unit_name_matches_its_path():
         name = subprocess.run(["systemd-escape", "--path", "--suffix=mount", where], capture_output=True,
                               text=True, check=True).stdout.strip()
         assert name == "var-lib-appliance-hugepages.mount"
-    assert "gid=appliance" in u["Mount"]["Options"][0] and "pagesize=2M" in u["Mount"]["Options"][0]
+    opts = u["Mount"]["Options"][0].split(",")
+    assert "gid=appliance" in opts and "pagesize=2M" in opts and "mode=0770" in opts
+    # mount(8) resolves uid=/gid= names when the unit starts: the hugepages role creates the group
+    # before it mounts, the user is created later by the appliance role
+    assert not any(o.startswith("uid=") for o in opts)
