@@ -24,6 +24,7 @@ import pytest
 from appliance import actor
 from appliance.engine import recovery
 from appliance.sim import exchange as X
+from appliance.sim import matching as M
 from appliance.transport import control, records, ring
 from tests.configs import instruments_toml
 from tests.engine import mdsource
@@ -35,37 +36,64 @@ SYMBOL = "NKNUSDT"
 
 class RecordingVenue(X.MatchingVenue):
     """The mock exchange's matching, counting every execution; ``set_reference(b"@best", side)``
-    (run in the exchange's thread) moves the reference onto the best working order of that side
-    of sessions that are logged on, which fills it (a venue does not drop executions of a
+    (run in the exchange's thread) puts a one-level market for a moment onto the best working
+    order of that side of sessions that are logged on, which fills it (a venue does not drop executions of a
     session that is away, it reports them on reconnect; this one cannot, so it makes none)."""
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self.executions = []        # (time, clord, side, qty)
 
-    def _fill(self, o, px, liq):
-        qty = o.qty - o.cum_qty
-        self.executions.append((time.monotonic(), o.clord_id, o.side, qty))
-        return super()._fill(o, px, liq)
+    def _render(self, rows, n, want_owner=False):
+        sim = self.sim
+        for j in range(n):
+            rt = int(rows[j][8])
+            if rt != records.RT_FILL:
+                continue
+            rec = rows[j].view(records.RECORD_DTYPES[rt])[0]
+            si = int(rec["session"])
+            r = M.find(sim, si, int(rec["clord_id"]))
+            if r < 0:
+                continue
+            ins = self.by_k[int(sim.orders[r, M.O_INS])]
+            side = b"1" if int(sim.orders[r, M.O_SIDE]) == records.SIDE_BUY else b"2"
+            self.executions.append((time.monotonic(), self._ids(si).name(int(rec["clord_id"])),
+                                    side, ins.qty(int(rec["last_qty"]))))
+        return super()._render(rows, n, want_owner)
+
+    def _working(self, logged_on_only: bool = False) -> list:
+        """(session, row) of every working order (of sessions logged on)."""
+        for _ in range(100):
+            try:
+                owners = list(self.owners.items())
+                break
+            except RuntimeError:          # changed while copied: the exchange thread is busy
+                continue
+        else:
+            raise AssertionError("could not read the exchange's sessions")
+        return [(si, r) for si, owner in owners
+                if not logged_on_only or (owner is not None and owner.logged_on)
+                for r in self.working_rows(si)]
 
     def set_reference(self, symbol, price):
         if symbol != b"@best":
             return super().set_reference(symbol, price)
-        side = b"1" if price == 1 else b"2"
-        mine = [o for o in list(self.orders.values()) if o.working and o.side == side
-                and o.owner is not None and o.owner.logged_on and o.price is not None]
+        buy = price == 1
+        mine = [r for _si, r in self._working(logged_on_only=True)
+                if (int(self.sim.orders[r, M.O_SIDE]) == records.SIDE_BUY) == buy]
         if not mine:
             return []
-        best = max(mine, key=lambda o: o.price) if side == b"1" else min(mine, key=lambda o: o.price)
-        return super().set_reference(best.symbol, best.price)
+        px = (max if buy else min)(int(self.sim.orders[r, M.O_PRICE]) for r in mine)
+        best = next(r for r in mine if int(self.sim.orders[r, M.O_PRICE]) == px)
+        ins = self.by_k[int(self.sim.orders[best, M.O_INS])]
+        out = super().set_reference(ins.symbol, ins.px(px))
+        M.clear_book(self.sim, ins.k)          # a moment's market: later quotes rest again
+        M.set_valid(self.sim, ins.k, False)
+        return out
 
     def working(self) -> set:
-        for _ in range(100):
-            try:
-                return {int(k) for k, o in list(self.orders.items()) if o.working and k == o.clord_id}
-            except RuntimeError:          # changed while copied: the exchange thread is busy
-                continue
-        raise AssertionError("could not read the exchange's orders")
+        return {int(self._ids(si).name(int(self.sim.orders[r, M.O_CLORD])))
+                for si, r in self._working()}
 
     def net(self) -> tuple[int, int]:
         """(fills, net lots bought) the exchange executed."""

@@ -17,6 +17,7 @@ from appliance.fix.dictionary import REJ_REQUIRED_MISSING, ValidationError
 from appliance.fix.session import BR_UNKNOWN_SECURITY, BusinessReject
 from appliance.fix.store import FileStore
 from appliance.sim import exchange as X
+from appliance.sim import matching as M
 from appliance.transport import control, ring, wait
 from appliance.transport import records as R
 from tests.fix.helpers import VENUE_TOML
@@ -355,7 +356,7 @@ def test_engine_restart_request_cancels_every_working_order_before_answering(shm
                      if r["rtype"] == R.RT_ACK and r["exec_type"] == R.EXEC_CANCELED}
         assert set(ids) <= cancelled          # every cancel confirmed before the answer
         # nothing of the session works at the venue any more, and the gateway knows it
-        assert not any(o.working for o in h.srv.venue.orders.values())
+        assert not h.srv.venue.working_rows(0)
         assert h.gw.gst[G.G_OPEN] == 0 and h.gw.counters["engine_restarts"] == 1
         assert h.gw.oo.hdr[G.H_ENGINE_RESTART] == 0 and h.gw.oo.hdr[G.H_ENGINE_DONE] == 4242
         if stray is not None:
@@ -430,20 +431,20 @@ def test_engine_restart_request_not_confirmed_by_the_venue_is_rejected_and_retri
         deaf = {"on": True}
         real_mass, real_cancel = venue._mass_cancel, venue._cancel
 
-        def mass_cancel(msg):                 # a venue that keeps one order whatever we ask
-            o = venue.orders[stuck]
-            keep = o.status
-            if deaf["on"]:
-                o.status = b"8"               # hidden from the mass cancel
+        def mass_cancel(msg, owner, si, v42):  # a venue that keeps one order whatever we ask:
+            if not deaf["on"]:                 # hidden from its mass cancel (of this session)
+                return real_mass(msg, owner, si, v42)
+            r = M.find(venue.sim, si, venue._ids(si).of(stuck, create=False))
+            venue.sim.orders[r, M.O_SESSION] = si + 1000
             try:
-                return real_mass(msg)
+                return real_mass(msg, owner, si, v42)
             finally:
-                o.status = keep
+                venue.sim.orders[r, M.O_SESSION] = si
 
-        def cancel(msg):
+        def cancel(msg, owner, si, v42):
             if deaf["on"] and msg.get(41) == stuck:
                 return []                     # no answer at all
-            return real_cancel(msg)
+            return real_cancel(msg, owner, si, v42)
         venue._mass_cancel, venue._cancel = mass_cancel, cancel
         e.send(R.RECONCILE, rtype=R.RT_RECONCILE, session=0, clord_id=99,
                reason=R.RECONCILE_ENGINE_RESTART)
