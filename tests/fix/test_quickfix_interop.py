@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -188,14 +189,15 @@ def test_quickfix_initiator_trades_with_the_exchange_in_4_2_and_4_4_and_recovers
             app.send(sid, "D", _order(bs, f"X{v}", "1", "101.00"))         # crosses: fills at 100
             app.wait(lambda: len(reports(bs, f"X{v}")) == 2, what=f"{bs} fill")
             new, fill = reports(bs, f"X{v}")
-            assert new[150] == "0" and fill[39] == "2" and fill[31] == "100.00" and fill[32] == "1.5"
+            assert new[150] == "0" and fill[39] == "2" and Decimal(fill[31]) == 100 \
+                and Decimal(fill[32]) == Decimal("1.5")
             assert fill[150] == ("2" if bs == "FIX.4.2" else "F")
             if bs == "FIX.4.2":
                 assert new[20] == "0" and fill[20] == "0"
             app.send(sid, "G", [(41, f"R{v}"), (11, f"R{v}b"), (55, "BTCUSDT"), (54, "1"), (38, "2"),
                                 (40, "2"), (44, "98.00"), (60, _utc())] + ([(21, "1")] if bs == "FIX.4.2" else []))
             app.wait(lambda: reports(bs, f"R{v}b"), what=f"{bs} replace")
-            assert reports(bs, f"R{v}b")[0][150] == "5" and reports(bs, f"R{v}b")[0][44] == "98.00"
+            assert reports(bs, f"R{v}b")[0][150] == "5" and Decimal(reports(bs, f"R{v}b")[0][44]) == 98
             app.send(sid, "H", [(11, f"R{v}b"), (55, "BTCUSDT"), (54, "1")])
             app.wait(lambda: len(reports(bs, f"R{v}b")) == 2, what=f"{bs} status")
             st = reports(bs, f"R{v}b")[1]
