@@ -120,7 +120,7 @@ def test_real_actors_fill_frame_order_and_tick_to_trade_histograms(tmp_path, lay
 
     recs = venue_sim.default_recordings("binance", data.venues_dir())
     spawn("venue-sim", _cli(cfg, "venue-sim", "--venue", "binance", "--port", str(ws_port),
-                            "--pace", "fast", "--loop", *sum((["--recording", str(r)] for r in recs), [])))
+                            "--pace", "realtime", "--speed", "20", "--loop", *sum((["--recording", str(r)] for r in recs), [])))
     spawn("exchange", _cli(cfg, "fix", "exchange", "--port", str(fix_port)))
     if layout == "one":
         spawn("group", _cli(cfg, "group", "--venue", "binance", "--session", "binance"))
