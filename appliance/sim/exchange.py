@@ -70,10 +70,11 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance import fsutil
 from appliance.actor import Actor, ActorError
 from appliance.fix import dictionary as dictionary_mod
 from appliance.fix.session import Application, Session, SessionConfig, UnsupportedMessageType
-from appliance.fix.store import FileStore, MemoryStore
+from appliance.fix.store import DIR_MODE, FILE_MODE, FileStore, MemoryStore, private_dir
 from appliance.fix.transport import EventLoop
 from appliance.fix.wire import Message
 from appliance.sim import matching as M
@@ -908,9 +909,9 @@ def session_specs(cfg) -> list:
 
 
 def next_boot(store_dir) -> int:
-    """The exchange's start counter, kept in ``<store_dir>/exchange.boot`` (written atomically)."""
-    p = Path(store_dir) / "exchange.boot"
-    p.parent.mkdir(parents=True, exist_ok=True)
+    """The exchange's start counter, kept in ``<store_dir>/exchange.boot`` (written atomically and
+    durably, 0600 in a 0700 directory like the rest of the FIX store)."""
+    p = private_dir(store_dir) / "exchange.boot"
     try:
         n = int(p.read_text().strip() or 0)
     except FileNotFoundError:
@@ -918,12 +919,7 @@ def next_boot(store_dir) -> int:
     except ValueError:
         raise ValueError(f"{p}: not a start counter; remove it to start over") from None
     n += 1
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(f"{n}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    fsutil.write_atomic(p, f"{n}\n".encode(), mode=FILE_MODE, fsync=True, dir_mode=DIR_MODE)
     return n
 
 
