@@ -798,7 +798,7 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
 # ------------------------------------------------------------------------------------------------
 # in memory: frame bytes -> FIX bytes in the send buffer (the one-process layout's kernels)
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, no_cpython_wrapper=True)
 def _mem_answer(fx, en, seq0, seq1, rows):
     """The venue's answers to the orders on the order ring between seq0 and seq1 (an ack and an
     unsolicited cancel each), through the FIX gateway's gw_track (exec ring) and the engine's

@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.transport.intrinsics import move_bytes
 
 BIDS = 0
@@ -84,7 +85,7 @@ def clear(px, qty, n, b):
     n[b, 1] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _lower(px, b, s, cnt, price):
     """Index of the first level whose price is not worse than ``price`` ("key" >= price's key,
     key = price for bids, -price for asks), searching from the top end. Returns ``cnt`` if every
@@ -114,7 +115,7 @@ def _lower(px, b, s, cnt, price):
     return lo
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _shift(px, qty, b, s, cap, src, dst, count):
     """Move ``count`` levels of side ``s`` of book ``b`` from index ``src`` to ``dst`` (ranges
     may overlap) in both arrays: one memmove each (a deep insert moves the whole side)."""

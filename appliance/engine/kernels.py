@@ -115,6 +115,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.engine import book, oms, orphans, risk
 from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
@@ -617,7 +618,7 @@ def _book_strategy(bstate, meta, b, k):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def handle_md(rec, books, strats, gate, tel, io):
     """Apply one md record (uint8[64], e.g. a row of a block of records) and run what it
     triggers; returns STEP_MAX_LOSS when the loss set the kill switch, else STEP_OK. Fields are
@@ -831,7 +832,7 @@ def _kill_path(books, strats, gate, tel, io):
     return STEP_OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def check_kill(books, strats, gate, tel, io):
     """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
     Orders whose replace is in flight cannot be cancelled until the venue answers it: they are

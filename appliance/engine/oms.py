@@ -92,6 +92,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records
 from appliance.transport.intrinsics import store_relaxed
 from appliance.engine.positions import apply_fill, notional_e8
@@ -272,7 +273,7 @@ def _home(key, mask):
     return np.int64(h >> np.uint64(32)) & mask
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def home_slot(clord_id, mask):
     """Home slot of ``clord_id`` in the index (``mask`` = index size - 1): for prefetching."""
     return _home(clord_id, mask)
@@ -653,7 +654,7 @@ def _restore(oms, led, r, now_ns):
     """A cancel/replace of row r was rejected: back to the state it had."""
     o = oms.orders[r]
     if o.link >= 0:
-        n = o.link
+        n = np.int64(o.link)
         o.link = -1
         oms.orders[n].link = -1
         _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
@@ -695,7 +696,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
         _complete_replace(oms, led, r, _ZERO, _ZERO, _ZERO, _ZERO, np.bool_(False), now_ns)
     if f.exec_id != 0:
         _seen_add(oms, f.exec_id)
-    apply_fill(led, o.ii, o.side, f.last_price, f.last_qty, f.fee)
+    apply_fill(led, np.int64(o.ii), np.int64(o.side), f.last_price, f.last_qty, f.fee)
     o.applied += f.last_qty
     if o.applied > o.qty:
         oms.ctr[C_OVERFILL] += 1
@@ -716,7 +717,7 @@ def _apply_fill_rec(oms, led, rec_u8, now_ns):
     if not _is_terminal(st):
         if o.leaves <= 0:
             if o.link >= 0:          # filled while its replace was pending: the replace is moot
-                n = o.link
+                n = np.int64(o.link)
                 o.link = -1
                 oms.orders[n].link = -1
                 _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)
@@ -787,7 +788,7 @@ def _apply_ack_rec(oms, led, rec_u8, now_ns):
         if a.cum_qty > o.cum_qty:
             o.cum_qty = a.cum_qty      # fills still in flight will be booked when they arrive
         if o.link >= 0:
-            n = o.link
+            n = np.int64(o.link)
             o.link = -1
             oms.orders[n].link = -1
             _terminate(oms, led, n, np.int64(OS_REJECTED), now_ns)

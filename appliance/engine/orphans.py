@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.engine import oms as O
 from appliance.engine import positions
 from appliance.transport import records
@@ -135,7 +136,7 @@ def restore_exec_ids(oms, ids, n):
             O._seen_add(oms, key)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _put(orders, r, out, n):
     o = orders[r]
     d = out[n]

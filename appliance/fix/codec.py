@@ -71,6 +71,7 @@ from decimal import Decimal
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records as R
 
 SOH = 1
@@ -248,7 +249,7 @@ def ld_u64(b, o):
     return v
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def ld_i64(b, o):
     return np.int64(ld_u64(b, o))
 
@@ -266,14 +267,14 @@ def st_u64(b, o, v):
         b[o + i] = np.uint8((x >> np.uint64(8 * i)) & np.uint64(0xFF))
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def st_u32(b, o, v):
     x = np.uint32(v)
     for i in range(4):
         b[o + i] = np.uint8((x >> np.uint32(8 * i)) & np.uint32(0xFF))
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def st_u16(b, o, v):
     b[o] = np.uint8(v & 0xFF)
     b[o + 1] = np.uint8((v >> 8) & 0xFF)
@@ -282,7 +283,7 @@ def st_u16(b, o, v):
 # ------------------------------------------------------------------------------------------------
 # encoder pieces
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _n_digits(v):
     # v: uint64
     n = 1
@@ -292,7 +293,7 @@ def _n_digits(v):
     return n
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def put_uint(out, p, v):
     """Decimal digits of uint64 ``v`` at out[p:]; returns the position after them."""
     x = np.uint64(v)
@@ -305,14 +306,14 @@ def put_uint(out, p, v):
     return p + n
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def put_tag(out, p, tag):
     p = put_uint(out, p, tag)
     out[p] = 61  # '='
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def put_decimal(out, p, value, dec):
     """Signed integer ``value`` scaled by 10**-dec, with exactly ``dec`` decimals."""
     if value < 0:
@@ -338,14 +339,14 @@ def put_decimal(out, p, value, dec):
     return p + total
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always", no_cpython_wrapper=True)
 def put_bytes(out, p, src, n):
     for i in range(n):
         out[p + i] = src[i]
     return p + n
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _put2(out, p, v):
     out[p] = np.uint8(48 + v // 10)
     out[p + 1] = np.uint8(48 + v % 10)
@@ -386,7 +387,7 @@ def put_utc_timestamp(out, p, utc_ns):
     return p + 21
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_uint(out, p, tag, v):
     p = put_tag(out, p, tag)
     p = put_uint(out, p, v)
@@ -394,7 +395,7 @@ def _field_uint(out, p, tag, v):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always", no_cpython_wrapper=True)
 def _field_char(out, p, tag, c):
     p = put_tag(out, p, tag)
     out[p] = c
@@ -402,7 +403,7 @@ def _field_char(out, p, tag, c):
     return p + 2
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_decimal(out, p, tag, v, dec):
     p = put_tag(out, p, tag)
     p = put_decimal(out, p, v, dec)
@@ -410,7 +411,7 @@ def _field_decimal(out, p, tag, v, dec):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_symbol(out, p, instr, syms, i):
     p = put_tag(out, p, 55)
     n = instr[i, SYM_LEN]
@@ -420,7 +421,7 @@ def _field_symbol(out, p, instr, syms, i):
     return p + n + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_time(out, p, tag, utc_ns):
     p = put_tag(out, p, tag)
     p = put_utc_timestamp(out, p, utc_ns)
@@ -428,7 +429,7 @@ def _field_time(out, p, tag, utc_ns):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_time_cached(out, p, tag, utc_ns, tcache):
     """tag=<utc_ns rendered>, from the cache when it holds the same millisecond."""
     p = put_tag(out, p, tag)
@@ -445,7 +446,7 @@ def _field_time_cached(out, p, tag, utc_ns, tcache):
     return p + 22
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_time_copy(out, p, src):
     """60=<the 21 timestamp bytes already rendered at out[src:]> (TransactTime = SendingTime)."""
     out[p] = 54  # '6'
@@ -457,7 +458,7 @@ def _field_time_copy(out, p, src):
     return p + 25
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _field_exec_inst(out, p, flags):
     post = (flags & R.F_POST_ONLY) != 0
     red = (flags & R.F_REDUCE_ONLY) != 0
@@ -477,7 +478,7 @@ def _field_exec_inst(out, p, flags):
     return p + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns, tcache):
     """Writes 8=..|9=NNN|35=X|49..|56..|34=seq|52=ts| assuming a 3-digit BodyLength; returns
     (position after the header, body start, position of the rendered timestamp)."""
@@ -499,7 +500,7 @@ def _begin_message(out, off, begin, comp, msgtype, seq, utc_ns, tcache):
     return p, body, ts
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _finish_message(out, off, blen_pos, body, end):
     """Fills BodyLength (moving the body when it is not 3 digits long) and appends CheckSum.
     Returns the total message length."""
@@ -530,14 +531,14 @@ def _finish_message(out, off, blen_pos, body, end):
     return end + 7 - off
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline="always")
+@njit(cache=True, nogil=True, _nrt=False, inline="always", no_cpython_wrapper=True)
 def is_fix42(begin):
     """True when the prebuilt ``8=FIX.4.2<SOH>`` is FIX 4.2 (the one dialect difference the
     encoder knows: HandlInst)."""
     return begin.shape[0] >= 9 and begin[6] == 52 and begin[8] == 50
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _check_common(rec, instr):
     inst = ld_u32(rec, _O_INSTR)
     if inst >= np.uint32(instr.shape[0]):
@@ -545,14 +546,14 @@ def _check_common(rec, instr):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _check_side(side):
     if side != R.SIDE_BUY and side != R.SIDE_SELL:
         return E_BAD_SIDE
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _check_type_tif(ord_type, tif):
     if ord_type != R.ORD_LIMIT and ord_type != R.ORD_MARKET:
         return E_BAD_ORD_TYPE
@@ -681,7 +682,7 @@ def encode_status_request(out, off, begin, comp, seq, utc_ns, tcache, instr, sym
 # ------------------------------------------------------------------------------------------------
 # parser pieces
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _find_start(buf, pos, end):
     """Next index >= pos where ``8=FIX`` starts, or -1 when not in buf[pos:end] (a possible
     prefix of it at the very end is not skipped: returns its index)."""
@@ -702,7 +703,7 @@ def _find_start(buf, pos, end):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _parse_uint(buf, a, b):
     """Unsigned decimal in buf[a:b]; -1 when empty, not all digits or longer than 18 digits."""
     if b <= a or b - a > 18:
@@ -716,7 +717,7 @@ def _parse_uint(buf, a, b):
     return v
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _parse_u64(buf, a, b):
     """uint64 decimal (ClOrdID); (ok, value)."""
     if b <= a or b - a > 20:
@@ -733,7 +734,7 @@ def _parse_u64(buf, a, b):
     return True, v
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _parse_scaled(buf, a, b, dec):
     """Decimal text in buf[a:b] as an integer scaled by 10**dec; (ok, value). Digits beyond
     ``dec`` decimals must be zeros (else not ok)."""
@@ -783,7 +784,7 @@ def _parse_scaled(buf, a, b, dec):
     return True, (-v if neg else v)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _to_units(buf, a, b, dec, mant):
     """Decimal text -> integer ticks/lots of an instrument; (ok, value). Values off the grid are
     not ok."""
@@ -796,7 +797,7 @@ def _to_units(buf, a, b, dec, mant):
     return True, q
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _fnv1a(buf, a, b):
     h = np.uint64(14695981039346656037)
     for i in range(a, b):
@@ -805,7 +806,7 @@ def _fnv1a(buf, a, b):
     return h
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _lookup_symbol(buf, a, b, instr, syms):
     n = b - a
     for i in range(instr.shape[0]):
@@ -879,14 +880,14 @@ def _frame(buf, pos, end):
     return _FR_OK, body, bend, mend
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _copy_text(row, o, cap, buf, a, b):
     n = min(b - a, cap)
     for k in range(n):
         row[o + k] = buf[a + k]
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _decode_app(buf, body, bend, mtype, st, instr, syms, row, rx_tsc):
     """Decode an ER (mtype '8') or OCR ('9') body into ``row``. False when malformed."""
     # field spans (start, end) of interest; -1 = absent

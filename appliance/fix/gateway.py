@@ -138,6 +138,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.actor import Actor, ActorError
 from appliance.fix import codec as C
 from appliance.transport import clock, control, hist, ring, shm, wait
@@ -220,7 +221,7 @@ _RECONCILE_REASON = R.RECONCILE.fields["reason"][1]
 # ------------------------------------------------------------------------------------------------
 # open-order table: linear probing, deletion by backward shift (no tombstones), allocation-free
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, forceinline=True)
+@njit(**jit.HELPER)
 def _home(key, mask):
     return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
 

@@ -103,6 +103,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.engine import book
 from appliance.transport import records
 from appliance.transport.intrinsics import load_relaxed
@@ -524,7 +525,7 @@ def counters(sim: Sim) -> dict:
 # =============================================================================================
 # compiled helpers
 # =============================================================================================
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _rand_u53(sim):
     """Next uniform in [0, 1) from the splitmix64 state in ctr[C_RNG]."""
     s = np.uint64(sim.ctr[C_RNG]) + np.uint64(0x9E3779B97F4A7C15)
@@ -536,7 +537,7 @@ def _rand_u53(sim):
     return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _gauss(sim):
     u1 = _rand_u53(sim)
     u2 = _rand_u53(sim)
@@ -545,7 +546,7 @@ def _gauss(sim):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _draw(sim, which):
     kind = int(sim.lat[which, LAT_KIND])
     a = sim.lat[which, LAT_A]
@@ -571,14 +572,14 @@ def draw(sim, which):
 
 
 # --- index (session, clord) -> row -----------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _home(clord, session, mask):
     h = np.uint64(clord) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(session) * np.uint64(0xC2B2AE3D27D4EB4F)
     h = h ^ (h >> np.uint64(29))
     return np.int64(h & np.uint64(mask))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _find(sim, session, clord):
     mask = sim.index.shape[0] - 1
     i = _home(clord, session, mask)
@@ -598,7 +599,7 @@ def find(sim, session, clord):
     return _find(sim, session, clord)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _index_insert(sim, r):
     mask = sim.index.shape[0] - 1
     i = _home(sim.orders[r, O_CLORD], sim.orders[r, O_SESSION], mask)
@@ -607,7 +608,7 @@ def _index_insert(sim, r):
     sim.index[i] = r + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _index_delete(sim, r):
     """Remove row r's key; backward-shift deletion keeps every probe chain intact."""
     mask = sim.index.shape[0] - 1
@@ -632,7 +633,7 @@ def _index_delete(sim, r):
 
 
 # --- rows, live lists ------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _alloc(sim):
     """A free row (recycling the oldest finished order when none is free), -1 if every row is
     working."""
@@ -650,7 +651,7 @@ def _alloc(sim):
     return r
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _finish(sim, r, status):
     """Order r leaves the book: out of its live list, onto the retired FIFO (its id stays known
     for 'too late' answers until the row is recycled)."""
@@ -672,7 +673,7 @@ def _finish(sim, r, status):
     sim.ctr[C_RET_N] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _join(sim, k, side, price):
     """Queue ahead of an order joining ``price``: the displayed quantity there; behind everything
     (UNKNOWN_FRONT, clamped at the next snapshot) while the book is not known."""
@@ -682,7 +683,7 @@ def _join(sim, k, side, price):
     return float(book.qty_at(sim.px, sim.qty, sim.n, k, s, price))
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _rest(sim, r, k):
     """Order r joins the live list of instrument k with its queue position."""
     nl = sim.ins[k, I_NLIVE]
@@ -694,7 +695,7 @@ def _rest(sim, r, k):
 
 
 # --- taken liquidity ---------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _avail(sim, k, s, price, displayed):
     nt = sim.ins[k, I_NTAKEN + s]
     for j in range(nt):
@@ -704,7 +705,7 @@ def _avail(sim, k, s, price, displayed):
     return displayed
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _take(sim, k, s, price, q):
     nt = sim.ins[k, I_NTAKEN + s]
     for j in range(nt):
@@ -721,7 +722,7 @@ def _take(sim, k, s, price, q):
     sim.ins[k, I_NTAKEN + s] = nt + 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _taken_update(sim, k, s, price, newq):
     """The replay set the level at ``price`` to ``newq``: what we took cannot exceed it."""
     nt = sim.ins[k, I_NTAKEN + s]
@@ -738,12 +739,14 @@ def _taken_update(sim, k, s, price, newq):
 
 
 # --- responses -----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _room(sim, need):
     cap = sim.outq.shape[0]
     return cap - (sim.ctr[C_OUT_TAIL] - sim.ctr[C_OUT_HEAD]) >= need
 
 
+# numba-level inline, unlike the HELPERs: it returns a view of sim.out, which a separately
+# compiled function without NRT may not return
 @njit(cache=True, nogil=True, _nrt=False, inline='always')
 def _out(sim, t):
     """Next response row (zeroed), delivered at ``t`` (never before the previous response)."""
@@ -759,7 +762,7 @@ def _out(sim, t):
     return row
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _write_oid(row, oid):
     """ACK.venue_order_id = the order number in decimal (ASCII, NUL padded)."""
     nd = 1
@@ -773,7 +776,7 @@ def _write_oid(row, oid):
         v //= 10
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _ack(sim, r, exec_type, clord, orig, t, tr):
     o = sim.orders
     row = _out(sim, tr)
@@ -797,7 +800,7 @@ def _ack(sim, r, exec_type, clord, orig, t, tr):
     _write_oid(row, o[r, O_OID])
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _reject(sim, venue, instr, clord, orig, strategy, session, is_cxl, ord_status, text, reason,
             t, tr):
     row = _out(sim, tr)
@@ -821,7 +824,7 @@ def _reject(sim, venue, instr, clord, orig, strategy, session, is_cxl, ord_statu
         sim.ctr[C_REJECTS] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _fee(sim, k, price, q, liq):
     notional = price * q * sim.ins[k, I_VMULT] // sim.ins[k, I_VDIV]
     ppm = sim.ins[k, I_MAKER_PPM] if liq == LIQ_MAKER else sim.ins[k, I_TAKER_PPM]
@@ -831,7 +834,7 @@ def _fee(sim, k, price, q, liq):
     return -((-f) // 1_000_000)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _fill(sim, r, price, q, liq, t, tr):
     """Execute q lots of order r at price; emits the FILL (ends the order when nothing is left)."""
     o = sim.orders
@@ -873,7 +876,7 @@ def _fill(sim, r, price, q, liq, t, tr):
 
 
 # --- queue models ----------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _prob(model, n, front, back):
     """P(a decrease at the level came from behind us)."""
     if model == QM_POWER:
@@ -894,7 +897,7 @@ def _prob(model, n, front, back):
     return 1.0 - (front / tot) ** n if tot > 0.0 else 1.0
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _q_depth(sim, r, prev, new):
     model = sim.cfg[CF_QMODEL]
     fr = sim.front[r, F_FRONT]
@@ -923,7 +926,7 @@ def _q_depth(sim, r, prev, new):
     sim.front[r, F_FRONT] = est
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _q_trade(sim, r, q, t, tr):
     """A trade of q lots at order r's price consumes the queue ahead; fills what reaches us."""
     sim.front[r, F_FRONT] -= q
@@ -942,7 +945,7 @@ def _q_trade(sim, r, q, t, tr):
 
 
 # --- matching ------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _available(sim, k, side, limit, is_market):
     """Available liquidity (displayed - taken) on the side opposite to ``side`` at or through
     ``limit``."""
@@ -958,7 +961,7 @@ def _available(sim, k, side, limit, is_market):
     return tot
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _crosses(sim, k, side, limit):
     os_ = 1 if side == records.SIDE_BUY else 0
     cnt = sim.n[k, os_]
@@ -997,7 +1000,7 @@ def _walk(sim, r, is_market, liq, t, tr):
         i -= 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _through(sim, k, t, tr):
     """BATCH_END: resting orders the opposite side's available liquidity now reaches fill as
     makers at their own price. Returns fills."""
@@ -1016,7 +1019,7 @@ def _through(sim, k, t, tr):
     return nf
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _on_trade(sim, k, price, q, side, t, tr):
     """A replayed trade of q lots at price; ``side`` = aggressor (SIDE_NONE: infer)."""
     if side == records.SIDE_NONE:
@@ -1051,7 +1054,7 @@ def _on_trade(sim, k, price, q, side, t, tr):
     return nf
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _on_l2(sim, k, s, price, q):
     nl = sim.ins[k, I_NLIVE]
     if nl > 0:
@@ -1068,14 +1071,14 @@ def _on_l2(sim, k, s, price, q):
         _taken_update(sim, k, s, price, q)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _clear_book(sim, k):
     book.clear(sim.px, sim.qty, sim.n, k)
     sim.ins[k, I_NTAKEN] = 0
     sim.ins[k, I_NTAKEN + 1] = 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _snap_flush(sim):
     """Build the book of the instrument whose snapshot was buffered. Venues send snapshot levels
     best first; inserted one by one at the worst end of a best-at-the-end array each would move
@@ -1106,7 +1109,7 @@ def _snap_flush(sim):
                 book.update(sim.px, sim.qty, sim.n, k, s, sim.snap[s, j, 0], sim.snap[s, j, 1])
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _snap_level(sim, k, s, price, q):
     """A snapshot level of instrument k: buffered while the buffer has room, else applied."""
     if sim.ctr[C_SNAP_K] == k:
@@ -1120,7 +1123,7 @@ def _snap_level(sim, k, s, price, q):
     _on_l2(sim, k, s, price, q)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _md_trade(sim, k, price, q, side, t):
     """A replayed trade on instrument k with resting orders (out of line: rare)."""
     if not _room(sim, MARGIN):
@@ -1130,7 +1133,7 @@ def _md_trade(sim, k, price, q, side, t):
     return sim.ctr[C_OUT_TAIL] - before
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _md_batch(sim, k, t):
     """BATCH_END of instrument k with resting orders: clamp queue positions after a snapshot,
     then fill what the book now reaches (out of line: only books we rest on get here)."""
@@ -1153,7 +1156,7 @@ def _md_batch(sim, k, t):
     return sim.ctr[C_OUT_TAIL] - before
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _on_md(sim, rec, off, t):
     """Apply the md record at ``rec[off:]`` (exchange time ``t``); see the module docstring.
     Returns responses emitted, or E_QUEUE_FULL (nothing applied)."""
@@ -1260,7 +1263,7 @@ def on_md_block(sim, recs, n_rec, t, out2d, res):
 
 
 # --- orders -----------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _new_order(sim, rec, t, tr):
     a = rec.view(records.NEW_ORDER)[0]
     venue = np.int64(a.venue)
@@ -1351,7 +1354,7 @@ def _new_order(sim, rec, t, tr):
     _rest(sim, r, k)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _rej_reason(text):
     if text == T_UNKNOWN_SYMBOL:
         return 1
@@ -1364,7 +1367,7 @@ def _rej_reason(text):
     return 99
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _cxl_reason(text):
     if text == T_UNKNOWN_ORDER:
         return 1
@@ -1375,7 +1378,7 @@ def _cxl_reason(text):
     return 99
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _cancel(sim, rec, t, tr):
     a = rec.view(records.CANCEL)[0]
     clord = np.int64(a.clord_id)
@@ -1393,7 +1396,7 @@ def _cancel(sim, rec, t, tr):
     _ack(sim, r, records.EXEC_CANCELED, clord, orig, t, tr)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _replace(sim, rec, t, tr):
     a = rec.view(records.REPLACE)[0]
     clord = np.int64(a.clord_id)
@@ -1446,7 +1449,7 @@ def _replace(sim, rec, t, tr):
         _walk(sim, r, False, LIQ_TAKER, t, tr)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _mass_cancel(sim, rec, t, tr):
     a = rec.view(records.MASS_CANCEL)[0]
     session = np.int64(a.session)
@@ -1479,7 +1482,7 @@ def _mass_cancel(sim, rec, t, tr):
     sim.ctr[C_MASS_LAST] = cnt
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _process_order(sim, rec, t):
     """Handle one order record arriving at the exchange at ``t``; responses leave at ``t`` +
     a response latency draw. Returns responses emitted or E_QUEUE_FULL (nothing done)."""
@@ -1512,7 +1515,7 @@ def process_order(sim, rec, t):
 
 
 # --- in-flight orders (entry latency) ------------------------------------------------------------
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _submit(sim, rec, t):
     cap = sim.inq.shape[0]
     if sim.ctr[C_IN_TAIL] - sim.ctr[C_IN_HEAD] >= cap:
@@ -1536,7 +1539,7 @@ def submit(sim, rec, t):
     return _submit(sim, rec, t)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _next_arrival(sim):
     if sim.ctr[C_IN_HEAD] == sim.ctr[C_IN_TAIL]:
         return NEVER
@@ -1548,7 +1551,7 @@ def next_arrival(sim):
     return _next_arrival(sim)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _process_arrivals(sim, t):
     tot = 0
     cap = sim.inq.shape[0]
@@ -1571,7 +1574,7 @@ def process_arrivals(sim, t):
     return _process_arrivals(sim, t)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _next_response(sim):
     if sim.ctr[C_OUT_HEAD] == sim.ctr[C_OUT_TAIL]:
         return NEVER
@@ -1583,7 +1586,7 @@ def next_response(sim):
     return _next_response(sim)
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(**jit.HELPER)
 def _pop_response(sim, out):
     i = sim.ctr[C_OUT_HEAD] & (sim.outq.shape[0] - 1)
     sim.ctr[C_OUT_HEAD] += 1

@@ -83,7 +83,7 @@ def end_write(hdr, data, slot):
     return end_write_at(hdr, data, slot, rdtsc())
 
 
-@njit(cache=True, nogil=True, _nrt=False, inline='always')
+@njit(cache=True, nogil=True, _nrt=False, inline='always', no_cpython_wrapper=True)
 def end_write_at(hdr, data, slot, tsc):
     """``end_write`` with a publish_tsc the caller just read (one clock read for the stamp and
     the caller's own latency figure)."""

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records
 from appliance.venues import common, scan, snapshot_sync
 from appliance.venues.common import (K_BBO, K_TRADE, N_BBO, N_IGNORED, N_TRADES, R_AUX1, R_AUX2,
@@ -87,7 +88,7 @@ _F_END = scan.lit('}}')
 NOT_FAST = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _depth_fast(b, end, syms, lens, grids, rows, info):
     """parse_frame of a depthUpdate in Binance's own layout: a scan.* code, or NOT_FAST when the
     frame is laid out differently (the general scan then parses it)."""

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import orjson
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records
 from appliance.venues import common, scan
 from appliance.venues.common import (B_LAST_TSC, B_VALID, C_LAST_SEQ, C_NEXT_SEQ, K_L2, K_TRADE,
@@ -88,7 +89,7 @@ FR_TRADE_SNAPSHOT = 7
 FR_UNKNOWN_CHANNEL = 8
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _entry(b, i, end, dp, dq, inst, rows, n, seq):
     """One ``[price, count, amount]`` at b[i] -> K_L2 row n. Returns (next, rc)."""
     if i >= end or b[i] != 91:

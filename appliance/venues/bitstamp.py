@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records
 from appliance.venues import common, scan, snapshot_sync
 from appliance.venues.common import (K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES, R_AUX1, R_AUX2,
@@ -70,7 +71,7 @@ _L_TRADE = scan.lit("trade")
 _L_HEARTBEAT = scan.lit("bts:heartbeat")
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _book_body(b, end, inst, grids, rows, info):
     # keys in Bitstamp's order (microtimestamp, bids, asks): one pass; any order still works
     km = scan.find_key(b, 0, end, _K_MTS)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records
 from appliance.venues import common, scan
 from appliance.venues.common import (B_LAST_TSC, B_VALID, C_LAST_SEQ, C_NEXT_SEQ, K_L2, K_TRADE,
@@ -79,7 +80,7 @@ _L_TRADE_ID = scan.lit("trade_id")
 _L_SNAPSHOT = scan.lit("snapshot")
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _fields(b, i, end, k0, k1, k2, k3, pos):
     """Walk the object at b[i]; pos[j] = value index of key kj (-1 if absent). Returns the
     index after the object, or -1 if malformed."""

@@ -61,6 +61,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.engine import book
 from appliance.transport import clock, hist, records, ring
 from appliance.transport.intrinsics import load_relaxed, prefetch_write, store_relaxed
@@ -394,7 +395,7 @@ assert tuple(records.field_offset(_STATUS, f) for f in ("venue_seq", "status", "
 PREFETCH_SLOTS = 8       # ring slots made ready for writing ahead of the head after each frame
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _put(data, slot, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
     """Fill ring slot ``slot`` (taken with ring.begin_write): header words and 4 payload words."""
     off = _U64(slot) * _U64(data.shape[1])
@@ -416,7 +417,7 @@ def _emit(hdr, data, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
     ring.end_write(hdr, data, slot)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def prefetch_slots(hdr, data, k):
     """Bring the ``k`` ring slots after the next one into cache for writing, so the records of
     the next frame do not wait on memory (the next slot itself is left alone: a consumer on
@@ -435,7 +436,7 @@ def publish_status(hdr, data, venue, inst, status, reason, venue_seq, tsc):
           (_U64(status) & _U64(0xFF)) | ((_U64(reason) & _U64(0xFFFF)) << _U64(16)), 0, 0)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res):
     """Apply rows[0:n] to the books and publish their records, then one BATCH_END per book that
     L2 rows touched (``touched`` is a scratch uint8[B] array, zero on entry and on return).
@@ -508,7 +509,7 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
     return cnt
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def pump_frames(handle, fd, rx, ws, st, hdr, data, max_iters, lat, cal):
     """Every venue's ``pump``: up to ``max_iters`` frames from the socket (``wsframe.next_frame``)
     through the venue's ``handle`` (its handle_frame, a compile-time constant of each venue's
@@ -711,7 +712,7 @@ def apply(st, rows, n, tsc, flags, venue, mode, hdr, data):
     return act
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def bad_frame(st, rc):
     """Count a frame that did not parse; returns ACT_LOG (Python logs it, rate-limited)."""
     st.cnt[N_ERRORS] += 1
@@ -721,13 +722,13 @@ def bad_frame(st, rc):
     return event(st, EV_BAD_FRAME, -1, rc, 0)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def count_frame(st):
     if st.conn[C_REPLAY] == 0:
         st.cnt[N_FRAMES] += 1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def snapshot_rebuild(st, b, n, tsc, seq, venue, mode, hdr, data):
     """A snapshot of book b in rows[0:n] (from the stream): clear, apply with F_SNAPSHOT,
     valid if consistent. Returns ACT_* bits."""
@@ -825,6 +826,20 @@ class BaseFeed:
         # frame_to_publish latencies written by ``pump`` (a private row until the gateway points
         # it at its telemetry region with ``set_latency_row``)
         self.lat = hist.new_row()
+        self._buf = np.zeros(1 << 16, np.uint8)
+        self._mv = memoryview(self._buf)
+
+    def writable(self, data: bytes) -> int:
+        """Copy ``data`` into the feed's own writable buffer ``self._buf`` (grown to fit); returns
+        its length. The Python paths (``on_frame``, ``on_snapshot``) hand the kernels the same
+        array type the socket pump does, with the end offset, so each kernel has one compiled
+        specialisation instead of a second one for read-only ``bytes``."""
+        n = len(data)
+        if n > len(self._buf):
+            self._buf = np.zeros(1 << (n - 1).bit_length(), np.uint8)
+            self._mv = memoryview(self._buf)
+        self._mv[:n] = data
+        return n
 
     def set_latency_row(self, row: np.ndarray) -> None:
         """Record frame_to_publish into ``row`` (a mapped telemetry row, int64[hist.ROW])."""
@@ -849,8 +864,8 @@ class BaseFeed:
     # -- frames ---------------------------------------------------------------------------------
     def on_frame(self, frame: bytes, recv_tsc: int) -> None:
         """One frame through the compiled kernel, then whatever rare path it asks for."""
-        buf = np.frombuffer(frame, np.uint8)
-        act = self.handle(buf, len(buf), recv_tsc, self.st, self.hdr, self.data)
+        n = self.writable(frame)
+        act = self.handle(self._buf, n, recv_tsc, self.st, self.hdr, self.data)
         if act:
             self.after(act, frame, recv_tsc)
 

@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 from numba import njit
 
+from appliance import jit
 from appliance.transport import records
 from appliance.transport.intrinsics import bit_length
 from appliance.venues import common, scan
@@ -98,7 +99,7 @@ CRC_TABLE = _crc_tables()
 _DIGITS2 = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), np.uint8).copy()
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _decimals_at(b, i, end):
     """Digits after the '.' of the JSON string at b[i] (0 without a point; -1 if no string)."""
     s, e, _ = scan.string_span(b, i, end)
@@ -110,7 +111,7 @@ def _decimals_at(b, i, end):
     return 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _first_level_decimals(b, i, end, info):
     """info[I_PDEC], info[I_QDEC] from the first level of the level array at b[i]."""
     i = scan.skip_ws(b, i, end)
@@ -134,7 +135,7 @@ def _first_level_decimals(b, i, end, info):
     info[I_QDEC] = qd
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _walk_book_object(b, i, end, inst, grids, rows, n, info):
     """Parse one ``{"as"|"bs"|"a"|"b": [...], "c": "..."}`` object; returns (n, next, rc, snap)."""
     dp = grids[inst, 0]
@@ -268,7 +269,7 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
     return scan.OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def truncate_rows(px, nb, b, depth, rows):
     """Delete rows for the levels of book b beyond ``depth`` (worst first); returns how many."""
     m = 0
@@ -287,7 +288,7 @@ def truncate_rows(px, nb, b, depth, rows):
     return m
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _put_digits(v, buf, m):
     """Decimal digits of v > 0 (no leading zeros) appended at buf[m]; returns new m. Two digits
     per division, the digit count from the bit length."""
@@ -356,7 +357,7 @@ def checksum(px, qty, nb, b, scale, buf, table):
     return crc32(buf, m, table)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _pow10(k):
     v = 1
     for _ in range(k):
@@ -379,7 +380,7 @@ def set_print(st, b, pdec, qdec):
             st.book[b, K_SCALE + 2 * j + 1] = _pow10(dec - pr)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _truncate(st, b, tsc, hdr, data):
     """Delete the levels of book b beyond its subscribed depth (Kraken sends no delete for a
     level pushed out). Returns ACT_* bits."""
@@ -390,7 +391,7 @@ def _truncate(st, b, tsc, hdr, data):
     return common.apply(st, st.rows2, m, tsc, 0, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _touches_top(st, b, n):
     """Whether rows[0:n] can change the top CHECKSUM_LEVELS of book b (a level at least as good
     as the current 10th best of its side, or a side shorter than that)."""

@@ -37,6 +37,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from appliance import jit
+
 OK = 0
 E_SYNTAX = 1
 E_OFF_GRID = 2
@@ -62,7 +64,7 @@ def lit(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), np.uint8).copy()
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def skip_ws(b, i, end):
     while i < end:
         c = b[i]
@@ -91,7 +93,7 @@ def find_key(b, i, end, key):
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def find_key_near(b, hint, lo, end, key):
     """find_key from ``hint``; if absent there (keys in an unusual order), from ``lo``."""
     if hint > lo:
@@ -101,7 +103,7 @@ def find_key_near(b, hint, lo, end, key):
     return find_key(b, lo, end, key)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def string_span(b, i, end):
     """(start, stop, next) of the JSON string starting at b[i] == '"'; start = -1 on error."""
     if i >= end or b[i] != 34:
@@ -160,7 +162,7 @@ def skip_value(b, i, end):
     return j
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _parse_units_slow(b, i, end, dec):
     """parse_units for every form (sign, exponent, long mantissas), one digit at a time."""
     if i >= end:
@@ -262,7 +264,7 @@ def parse_grid(b, i, end, dec, step):
     return v, nxt, 0
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _parse_int_slow(b, i, end):
     """parse_int for every form (sign, up to 19 digits), one digit at a time."""
     if i >= end:
@@ -328,13 +330,13 @@ def load8(typingctx, arr, off):
     return types.uint64(arr, off), codegen
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _all_digits8(x):
     """All eight bytes of ``x`` are ASCII digits."""
     return ((x & _HI_NIBBLES) | (((x + _SIXES) & _HI_NIBBLES) >> _U64(4))) == _THREES
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _value8(x):
     """The value of eight ASCII digits (first digit in the lowest byte)."""
     x = x - _ZEROS8
@@ -343,7 +345,7 @@ def _value8(x):
     return np.int64(x)
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def _digits(b, j, end, v, nmax):
     """Read up to ``nmax`` digits from b[j]: (value v * 10**n + digits, n, next)."""
     n = 0
@@ -428,7 +430,7 @@ def at(b, i, end, lit):
     return True
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def bytes_eq(b, s, e, lit):
     n = lit.shape[0]
     if e - s != n:

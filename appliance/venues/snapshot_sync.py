@@ -31,9 +31,9 @@ bytes, replaying it after a snapshot). The gateway paces refetches per symbol (b
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
+from appliance import jit
 from appliance.engine import book
 from appliance.transport import records
 from appliance.venues import common, scan
@@ -56,7 +56,7 @@ I_SNAP_ID = 14
 I_SNAP_ROWS = 15
 
 
-@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+@njit(**jit.HELPER)
 def on_delta(st, b, first, last, n, tsc, rule, max_buffered, venue, hdr, data):
     """One stream update of book b (ids ``first``..``last``; rows[0:n]) under ``rule``.
     Returns ACT_* bits."""
@@ -148,8 +148,8 @@ class SnapshotSyncFeed(common.BaseFeed):
         if b is None or self.st.book[b, B_SYNC] != SYNC_WAIT:
             self.counters.ignored += 1
             return
-        buf = np.frombuffer(body, np.uint8)
-        rc = self.parse_snapshot(buf, len(buf), b, self.st.grids, self.st.rows, self.st.info)
+        n = self.writable(body)
+        rc = self.parse_snapshot(self._buf, n, b, self.st.grids, self.st.rows, self.st.info)
         if rc != scan.OK:
             self._bad(body, rc, f"snapshot {symbol}")
             self.st.book[b, B_REQ] = 0         # ask again

@@ -51,6 +51,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from appliance import jit
 from appliance.transport.intrinsics import rdtsc
 
 W_POS = 0
@@ -149,7 +150,7 @@ def reset(ws: np.ndarray) -> None:
     ws[W_MAX] = cap
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(**jit.INTERNAL)
 def _compact(rx, ws):
     """Move the unread bytes rx[W_POS:W_FILL] to the front of rx (forward copy, dst < src)."""
     pos = ws[W_POS]
