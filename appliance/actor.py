@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ STOP_POLL_S = 0.2
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_START = 2
+# How long the loop thread may wait for the GIL while a helper thread (status writer, the
+# engine's snapshot writer) runs Python: CPython hands the GIL over only every switch interval
+# (5 ms by default), so a status write could hold the loop off its next poll, and the kill
+# switch's acknowledgement, for up to 5 ms.
+GIL_SWITCH_INTERVAL_S = 0.0001
 
 
 class ActorError(RuntimeError):
@@ -220,6 +226,7 @@ class Actor:
         opened = False
         try:
             self._pin()
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
             self.warm()
             if self.stopping:
                 return EXIT_OK
