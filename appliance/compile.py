@@ -1,12 +1,15 @@
 """Build every compiled kernel of the package into the numba cache, in parallel.
 
-``appliance compile [--jobs N] [--only MODULE...] [--list] [--prune] [--json]``.
+``appliance compile [--jobs N] [--only MODULE...] [--list] [--prune] [--force] [--json]``.
 
 Each module of :data:`appliance.jit.WARMERS` runs its ``warm()`` in a worker process (``--jobs``,
 default: one per CPU); a bar on stderr shows the modules done and the kernels compiled so far
 (counted from numba's compile events in the workers). Exit status 0 only when every module
 compiled; a failing module is reported on one line with its error. Afterwards the actors' own
-warm-ups load machine code from the cache instead of compiling. ``--prune`` removes old cache
+warm-ups load machine code from the cache instead of compiling. A successful run stamps the
+cache directory (``complete.json``: the modules compiled); since the directory is keyed by the
+sources, a later run with the stamp in place has nothing to do and returns at once (``--force``
+runs the warm-ups anyway). ``--prune`` removes old cache
 directories (from earlier source versions) of the cache root; see :mod:`appliance.jit`.
 """
 from __future__ import annotations
@@ -27,8 +30,24 @@ def register(sub) -> None:
     p.add_argument("--prune", action="store_true",
                    help="also remove cache directories of other source versions (keeps the "
                         "newest few)")
+    p.add_argument("--force", action="store_true",
+                   help="run the warm-ups even if this source version's cache is complete")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=_main)
+
+
+STAMP = "complete.json"
+
+
+def _stamp_ok(cache, names: list[str]) -> bool:
+    """Did an earlier ``appliance compile`` of this very source version (the cache directory is
+    keyed by it) compile every one of ``names``?"""
+    import json
+    try:
+        done = set(json.loads((cache / STAMP).read_text())["modules"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(names) <= done
 
 
 # ------------------------------------------------------------------------------ worker process
@@ -173,6 +192,16 @@ def _main(args) -> int:
         print("compile: --jobs must be >= 1", file=sys.stderr)
         return 2
     cache = jit.cache_dir()
+    if not args.force and not args.prune and _stamp_ok(cache, names):
+        files = sum(1 for _ in cache.rglob("*.nbi"))
+        if args.json:
+            print(json.dumps({"ok": True, "seconds": 0.0, "kernels_compiled": 0,
+                              "cache_dir": str(cache), "cache_index_files": files,
+                              "modules": [], "pruned": [], "complete": True}))
+        else:
+            print(f"cache {cache} is complete for this source version ({files} functions); "
+                  "nothing to compile (--force runs the warm-ups anyway)")
+        return 0
     t0 = time.monotonic()
     bar = _Bar(len(names))
     bar.draw()
@@ -182,6 +211,15 @@ def _main(args) -> int:
     pruned = [str(p) for p in jit.prune()] if args.prune else []
     failed = [r for r in results if not r["ok"]]
     files = sum(1 for _ in cache.rglob("*.nbi"))
+    if not failed:
+        from appliance import fsutil
+        old = set()
+        try:
+            old = set(json.loads((cache / STAMP).read_text())["modules"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        fsutil.write_atomic(cache / STAMP, json.dumps(
+            {"modules": sorted(old | set(names)), "seconds": round(wall, 1)}).encode())
     if args.json:
         print(json.dumps({"ok": not failed, "seconds": wall, "kernels_compiled": bar.kernels,
                           "cache_dir": str(cache), "cache_index_files": files,

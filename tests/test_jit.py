@@ -102,7 +102,13 @@ def test_compile_fills_an_empty_cache_and_a_second_run_compiles_nothing(tmp_path
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     r2 = json.loads(second.stdout)
     assert second.returncode == 0 and r2["ok"] and r2["kernels_compiled"] == 0
-    assert r2["cache_dir"] == r1["cache_dir"]
+    assert r2["cache_dir"] == r1["cache_dir"] and r2.get("complete")    # the stamp: no work
+    # --force runs the warm-up again: every kernel now loads from the cache
+    third = subprocess.run(cmd + ["--force"], env=env, capture_output=True, text=True,
+                           timeout=900)
+    r3 = json.loads(third.stdout)
+    assert third.returncode == 0 and r3["ok"] and r3["kernels_compiled"] == 0
+    assert not r3.get("complete") and "1/1 modules" in third.stderr
 
 
 def test_compile_of_an_unknown_module_is_a_clear_error():
@@ -121,3 +127,67 @@ def test_every_part_and_every_venue_is_warmed_by_compile():
     for part in ("transport", "engine", "fix", "ops", "sim"):
         assert f"appliance.{part}.warm" in jit.WARMERS
     assert len(set(jit.WARMERS)) == len(jit.WARMERS)
+
+
+# -- the kernel policy (jit.install_kernel_policy) ---------------------------------------------
+
+_POLICY_SRC = """
+import numpy as np
+from numba import njit
+from appliance import jit
+
+@njit(**dict(jit.HELPER, cache=False))   # cache=False: this source has no file
+def helper(a, k):
+    return a[0] * k
+
+@njit(cache=False, nogil=True, _nrt=False)
+def pick(t, i):
+    return t[i]                       # a heterogeneous tuple: types only with a literal index
+
+@njit(cache=False, nogil=True, _nrt=False)
+def caller(a):
+    return helper(a, 3) + helper(a, 5) + helper(a, 7) + pick((1, 2.5), 1)
+
+@njit(cache=False, nogil=True, _nrt=False)
+def plain(a):
+    return a[0]
+"""
+
+
+def _policy_module(name):
+    """Kernels in a module named like the package's own (the policy applies to those only)."""
+    import types as pytypes
+    m = pytypes.ModuleType(name)
+    m.__dict__["__name__"] = name
+    exec(compile(_POLICY_SRC, name, "exec"), m.__dict__)
+    return m
+
+
+def test_kernel_calls_compile_once_per_type_not_once_per_constant():
+    import numpy as np
+    from numba.core import types
+    m = _policy_module("appliance._policy_probe_a")
+    a = np.array([2], np.int64)
+    assert m.caller(a) == 2 * 3 + 2 * 5 + 2 * 7 + 2.5
+    sigs = list(m.helper.overloads)
+    assert len(sigs) == 1, sigs                               # numba alone: three (3, 5, 7)
+    assert not any(isinstance(t, types.Literal) for t in sigs[0])
+    # a callee that only types with the literal falls back to numba's rule
+    assert any(isinstance(t, types.Literal) for sig in m.pick.overloads for t in sig)
+
+
+def test_a_kernel_without_a_python_entry_point_refuses_a_python_call_in_one_line():
+    import numpy as np
+    m = _policy_module("appliance._policy_probe_b")
+    m.caller(np.array([1], np.int64))                         # compiled for compiled callers
+    with pytest.raises(TypeError, match="compiled callers only"):
+        m.helper(np.array([1], np.int64), 2)                  # not a crash
+    assert m.plain(np.array([4], np.int64)) == 4
+
+
+def test_package_kernels_carry_no_cfunc_wrapper_and_others_are_untouched():
+    from numba import njit
+    m = _policy_module("appliance._policy_probe_c")
+    assert m.plain.targetoptions.get("no_cfunc_wrapper") is True
+    outside = njit(lambda x: x)
+    assert "no_cfunc_wrapper" not in outside.targetoptions

@@ -163,14 +163,17 @@ class Proc:
     def alive(self) -> bool:
         return self.p.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> int:
+    def terminate(self) -> None:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.terminate()
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
         self.log.close()
         return self.p.returncode
 
@@ -297,10 +300,22 @@ class Sim:
         return k
 
     def stop(self) -> dict:
-        order = ([f"venue-sim.{v}" for v in self.plan.venues] + [f"md.{v}" for v in self.plan.venues]
-                 + ["engine"] + [f"fix.{v}" for v in self.plan.venues] + ["exchange", "recorder"])
-        rank = {n: i for i, n in enumerate(order)}
-        return {p.name: p.stop() for p in sorted(self.procs, key=lambda p: rank.get(p.name, 99))}
+        """Stop the processes upstream first, one stage at a time (the processes of a stage
+        together): the venue simulators, the md gateways, the engine, the FIX gateways, the
+        exchange, and the recorder last, so it journals everything the others wrote."""
+        stages = ["venue-sim.", "md.", "engine", "fix.", "exchange", "recorder"]
+
+        def stage(p: Proc) -> int:
+            return next((i for i, s in enumerate(stages) if p.name.startswith(s)), len(stages))
+
+        codes = {}
+        for i in range(len(stages) + 1):
+            group = [p for p in self.procs if stage(p) == i]
+            for p in group:
+                p.terminate()
+            for p in group:
+                codes[p.name] = p.stop()
+        return codes
 
     def cleanup(self) -> None:
         if not self.keep:
