@@ -159,12 +159,16 @@ class Proc:
         self.log = open(self.log_path, "wb")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True)
+        self.terminated = False
 
     def alive(self) -> bool:
         return self.p.poll() is None
 
     def terminate(self) -> None:
-        if self.p.poll() is None:
+        """SIGTERM, once (a second one could land after the actor restored the default
+        handler on its way out, and kill it mid-shutdown)."""
+        if self.p.poll() is None and not self.terminated:
+            self.terminated = True
             self.p.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 15.0) -> int:
