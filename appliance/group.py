@@ -113,11 +113,7 @@ _U64 = np.uint64
 
 Eng = namedtuple("Eng", ["loop", "books", "strats", "gate", "tel", "io"])
 Eng.__doc__ = "The engine's bundles (appliance.engine.state), as its step takes them."
-Fix = namedtuple("Fix", ["ohdr", "odata", "ocur", "ehdr", "edata", "scratch", "sbuf", "gst",
-                         "consts", "instr", "syms", "ot", "cal", "cwords", "sent", "batch",
-                         "hists", "hidx", "seq"])
-Fix.__doc__ = """The FIX gateway's arrays, as gw_step / gw_sent take them, plus ``seq``: the
-store's mapped next-sender digits (``FileStore.sender_view``)."""
+Fix = fixgw.Fix
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,9 +186,7 @@ def _others_waiting(loop):
 def _send_orders(fx, g):
     """Encode the waiting order records (gw_step) and send them; NEED_* bits for Python."""
     need = 0
-    n = fixgw.gw_step(fx.ohdr, fx.odata, fx.ocur, fx.ehdr, fx.edata, fx.scratch, fx.sbuf, fx.gst,
-                      fx.consts, fx.instr, fx.syms, fx.ot, fx.cal, g[G_MAX_BATCH], fx.cwords,
-                      fx.sent, fx.batch)
+    n = fixgw.gw_step(fx, g[G_MAX_BATCH])
     if fx.gst[fixgw.G_MASS_PENDING] != 0 or fx.gst[fixgw.G_RECONCILE_REQ] != 0:
         need |= NEED_FIX_SLOW
     if n > 0:
@@ -338,10 +332,11 @@ STEPS = {"binance": step_binance, "coinbase": step_coinbase,
 
 
 def fix_arrays(gw: "fixgw.Gateway") -> Fix:
-    """A FIX gateway's arrays in the kernel's bundle."""
-    return Fix(gw.orders.hdr, gw.orders.data, gw.orders.cur, gw.execs.hdr, gw.execs.data,
-               gw.scratch, gw.sbuf, gw.gst, gw.consts, gw.instr, gw.syms, gw.ot, gw.cal, gw.cwords,
-               gw.sent, gw.batch, gw.hists, gw.hidx, gw.seq_view)
+    """A FIX gateway's arrays in the kernel's bundle (its own, :data:`fixgw.Fix`); the loop
+    writes the sender sequence itself, so the store must map it."""
+    if gw.seq_view is None:
+        raise ValueError("the one-process loop needs a FIX store that maps its sender sequence")
+    return gw.fx
 
 
 def warm_venue(venue: str) -> int:

@@ -872,9 +872,7 @@ def _mem_frames(buf, offs, lens, hot, st, en, fx, max_batch, ecur, rows, out, or
         seq0 = np.int64(fx.ocur[ring.CUR_POS])
         n = 0
         if np.int64(ring.head(fx.ohdr)) != seq0:
-            n = fixgw.gw_step(fx.ohdr, fx.odata, fx.ocur, fx.ehdr, fx.edata, fx.scratch, fx.sbuf,
-                              fx.gst, fx.consts, fx.instr, fx.syms, fx.ot, fx.cal, max_batch,
-                              fx.cwords, fx.sent, fx.batch)
+            n = fixgw.gw_step(fx, max_batch)
         t1 = np.int64(rdtsc())
         if n > 0 and hot[i] != 0 and act == 0 and k < out.shape[0]:
             out[k] = t1 - t0

@@ -132,6 +132,7 @@ import os
 import socket
 import sys
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,12 +334,23 @@ def _note_sent(sent, seq, rt, clord, orig, instrument):
     sent[j, SM_INSTR] = instrument
 
 
+Fix = namedtuple("Fix", ["ohdr", "odata", "ocur", "ehdr", "edata", "scratch", "sbuf", "gst",
+                         "consts", "instr", "syms", "ot", "cal", "cwords", "sent", "batch",
+                         "hists", "hidx", "seq"])
+Fix.__doc__ = """The gateway's arrays as its kernels take them (gw_step, gw_receive; the
+one-process loop of appliance.group): the order ring (header, data, our cursor), the exec ring,
+scratch rows, the send buffer, the gateway state ``gst``, the session constants, the instrument
+tables, the open-order table, the clock calibration, the control block words, the sent-message
+map, the batch of the last send, the latency histograms and their slots, and ``seq``: the
+store's mapped next-sender digits (``FileStore.sender_view``; a scratch array where the store
+has none)."""
+
+
 @njit(cache=True, nogil=True)
-def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
-            max_n, cwords, sent, batch):
-    """Drain up to ``max_n`` order records: encode ours into ``sbuf`` (length in
-    gst[G_SEND_LEN]) until the ring is empty or the send buffer's batch is full; refuse the ones
-    that cannot go out. Returns the number of messages encoded. (The caller polls cheaply and
+def gw_step(fx, max_n):
+    """Drain up to ``max_n`` order records of ``fx`` (:data:`Fix`): encode ours into ``sbuf``
+    (length in gst[G_SEND_LEN]) until the ring is empty or the send buffer's batch is full;
+    refuse the ones that cannot go out. Returns the number of messages encoded. (The caller polls cheaply and
     idles with the wait strategy; this runs only when records are waiting.)
 
     ``cwords`` is the control block (uint64 words): while its kill flag is set no NEW_ORDER or
@@ -350,6 +362,9 @@ def gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, s
     gst[G_MASS_PENDING] / gst[G_MASS_INSTR] for the caller to send as one cancel per order.
     ``batch`` rows get each encoded order's publish TSC, origin TSC and ClOrdID (``gw_sent``
     turns them into latencies once the batch is sent)."""
+    ohdr, odata, ocur, ehdr, edata = fx.ohdr, fx.odata, fx.ocur, fx.ehdr, fx.edata
+    scratch, sbuf, gst, consts, instr, syms = fx.scratch, fx.sbuf, fx.gst, fx.consts, fx.instr, fx.syms
+    ot, cal, cwords, sent, batch = fx.ot, fx.cal, fx.cwords, fx.sent, fx.batch
     rec = scratch[0]
     erow = scratch[1]
     tcache = scratch[2]
@@ -516,10 +531,11 @@ def gw_track(rows, n, ehdr, edata, ot, gst, unk, cal, hists, hidx):
 
 
 @njit(cache=True, nogil=True)
-def gw_receive(buf, start, end, st, instr, syms, out, rx_tsc, ehdr, edata, ot, gst, unk, cal, hists, hidx):
-    """parse_messages + gw_track in one call; returns the parser's P_* code (state in ``st``)."""
-    code = C.parse_messages(buf, start, end, st, instr, syms, out, rx_tsc)
-    gw_track(out, st[C.ST_NOUT], ehdr, edata, ot, gst, unk, cal, hists, hidx)
+def gw_receive(fx, buf, start, end, st, out, rx_tsc, unk):
+    """parse_messages + gw_track in one call (``fx``: :data:`Fix`); returns the parser's P_* code
+    (state in ``st``)."""
+    code = C.parse_messages(buf, start, end, st, fx.instr, fx.syms, out, rx_tsc)
+    gw_track(out, st[C.ST_NOUT], fx.ehdr, fx.edata, fx.ot, fx.gst, unk, fx.cal, fx.hists, fx.hidx)
     return code
 
 
@@ -902,6 +918,11 @@ class Gateway:
         self.store = store
         # the sender number as compiled code writes it (appliance.group), None: not possible
         self.seq_view = store.sender_view() if hasattr(store, "sender_view") else None
+        self.fx = Fix(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
+                      self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
+                      self.syms, self.ot, self.cal, self.cwords, self.sent, self.batch, self.hists,
+                      self.hidx, self.seq_view if self.seq_view is not None
+                      else np.zeros(20, np.uint8))
         scfg = SessionConfig(begin_string=gcfg.begin_string, sender_comp_id=gcfg.sender_comp_id,
                              target_comp_id=gcfg.target_comp_id, initiator=True,
                              heartbeat_interval=gcfg.heartbeat_s, reset_on_logon=gcfg.reset_on_logon,
@@ -1279,9 +1300,8 @@ class Gateway:
                 break
             st = self.pst
             st[C.ST_EXPECT_SEQ] = self.store.next_target
-            code = gw_receive(buf, self.rstart, self.rend, st, self.instr, self.syms, self.out,
-                              rx_tsc, self.execs.hdr, self.execs.data, self.ot, self.gst, self.unk,
-                              self.cal, self.hists, self.hidx)
+            code = gw_receive(self.fx, buf, self.rstart, self.rend, st, self.out, rx_tsc,
+                              self.unk)
             if st[C.ST_EXPECT_SEQ] != self.store.next_target:
                 self.store.set_next_target(int(st[C.ST_EXPECT_SEQ]))
                 self.session.last_received = now
@@ -1550,9 +1570,7 @@ class Gateway:
         return self.orders.hdr[shm.W_HEAD] != self.orders.cur[ring.CUR_POS]
 
     def _step_orders(self) -> int:
-        return gw_step(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
-                       self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
-                       self.syms, self.ot, self.cal, self.cfg.max_batch, self.cwords, self.sent, self.batch)
+        return gw_step(self.fx, self.cfg.max_batch)
 
     def _expand_mass_cancel(self, now: float) -> None:
         """FIX 4.2: the MASS_CANCEL record gw_step stopped at, as one cancel per order."""
@@ -1725,8 +1743,9 @@ def warm(gcfg: "GatewayConfig") -> None:
     o[0]["rtype"], o[0]["clord_id"], o[0]["price"], o[0]["qty"] = R.RT_NEW_ORDER, 7, 1, 1
     o[0]["side"], o[0]["ord_type"], o[0]["tif"] = R.SIDE_BUY, R.ORD_LIMIT, R.TIF_GTC
     ring.publish(ohdr, odata, o.view(np.uint8).reshape(-1))
-    n = gw_step(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal, 4, cwords,
-                sent, batch)
+    fx = Fix(ohdr, odata, ocur, ehdr, edata, scratch, sbuf, gst, consts, instr, syms, ot, cal,
+             cwords, sent, batch, hists, hidx, np.zeros(20, np.uint8))
+    n = gw_step(fx, 4)
     gw_sent(batch, n, clock.now(cal), cal, ot, hists, hidx)
     sym = bytes(syms[0, :instr[0, C.SYM_LEN]]).decode()
     body = (f"35=8\x0134=1\x0149=X\x0152=20240101-00:00:00.000\x0156=Y\x0111=7\x0117=E\x01"
@@ -1736,7 +1755,7 @@ def warm(gcfg: "GatewayConfig") -> None:
     buf = np.frombuffer(msg, np.uint8).copy()
     st = C.new_parser_state(1)
     out = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
-    gw_receive(buf, 0, len(buf), st, instr, syms, out, 0, ehdr, edata, ot, gst, unk, cal, hists, hidx)
+    gw_receive(fx, buf, 0, len(buf), st, out, 0, unk)
     C.decode_app_message(buf, 0, len(buf), st, instr, syms, out[0], 0)
     C.encode_status_request(sbuf, 0, begin, comp, 2, 0, scratch[2], instr, syms, np.uint64(7), 0, 1)
     ids = np.zeros(16, np.int64)
