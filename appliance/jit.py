@@ -179,11 +179,11 @@ def install_kernel_policy() -> None:
        (typed, optimised, emitted as machine code, cached) once per distinct constant. The venue
        kernels pass record kinds, venue ids and flags as constants, so a Binance warm-up
        compiled 110 specialisations where 69 differ in type, and no two venues shared a helper.
-       The policy compiles the callee for the non-literal types (a literal converts to its type,
-       so numba's call template still matches); the callees are force-inlined where it matters
-       (:data:`HELPER`), and LLVM folds the constants there as before. A callee that only types
-       with literal arguments (``literally``, a tuple indexed by an argument) falls back to
-       numba's own rule.
+       The policy compiles the callee for the non-literal types, also inside tuples of
+       constants (a literal converts to its type, so numba's call template still matches); the
+       callees are force-inlined where it matters (:data:`HELPER`), and LLVM folds the
+       constants there as before. A callee that only types with literal arguments
+       (``literally``, a tuple indexed by an argument) falls back to numba's own rule.
     2. No C-callable (cfunc) wrapper: it only serves a kernel used as a first-class function
        value, which this package never does (a kernel passed to a kernel, such as a venue's
        ``handle_frame`` to ``pump_frames``, is typed as a dispatcher and specialised).
@@ -204,12 +204,22 @@ def install_kernel_policy() -> None:
 
     template = CPUDispatcher.get_call_template
 
+    def plain(t):
+        """``t`` without literal values, also inside a tuple of constants (``(1, 0, 2)``)."""
+        if isinstance(t, types.Literal):
+            return types.unliteral(t)
+        if isinstance(t, (types.Tuple, types.UniTuple)):
+            return types.Tuple([plain(x) for x in t.types])
+        return t
+
     def get_call_template(self, args, kws):
-        if any(isinstance(a, types.Literal) for a in args) and mine(self.py_func):
-            try:
-                return template(self, tuple(types.unliteral(a) for a in args), kws)
-            except errors.NumbaError:
-                pass                # needs the literal: numba's rule below
+        if mine(self.py_func):
+            unlit = tuple(plain(a) for a in args)
+            if unlit != tuple(args):
+                try:
+                    return template(self, unlit, kws)
+                except errors.NumbaError:
+                    pass                # needs the literal: numba's rule below
         return template(self, args, kws)
 
     init = CPUDispatcher.__init__

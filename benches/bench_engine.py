@@ -216,8 +216,7 @@ class PyEngine:
 
     def handle(self, rec: bytes) -> None:
         rt = rec[8]
-        venue, flags, instr = rec[9], int.from_bytes(rec[10:12], "little"), \
-            int.from_bytes(rec[12:16], "little")
+        venue, instr = rec[9], int.from_bytes(rec[12:16], "little")
         key = (venue, instr)
         bk = self.books.get(key)
         if bk is None:

@@ -121,7 +121,7 @@ from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
 from appliance.jit import HELPER, INTERNAL
 from appliance.transport import clock, control, hist, records, ring, wait
-from appliance.transport.intrinsics import load_relaxed, prefetch_write, rdtsc, store_relaxed
+from appliance.transport.intrinsics import load_relaxed, prefetch_write, rdtsc
 
 # --- book state (bstate[b, BS_*]) --------------------------------------------------------------
 BS_VALID = 0

@@ -429,7 +429,6 @@ class Recovery:
     def restore(self, now_ns: int | None = None) -> dict:
         """Load, adopt, replay (see the module docstring). Returns the report; ``problems``
         lists why the state is not proven (then the caller refuses to trade)."""
-        es = self.es
         now_ns = time.time_ns() if now_ns is None else now_ns
         rep = self.report
         try:

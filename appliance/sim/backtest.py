@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -126,7 +125,7 @@ def load_recording(path: str, venue: str, symbols: list | None = None) -> MdInpu
     from appliance.venues import common, recording, registry, replay
 
     try:
-        mod = registry.module(venue)
+        registry.module(venue)
     except registry.UnknownVenue as e:
         raise BacktestError(str(e)) from None
     p = Path(path)

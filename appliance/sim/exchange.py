@@ -66,7 +66,6 @@ import sys
 import threading
 import time
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
 import numpy as np
 

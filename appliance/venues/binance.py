@@ -30,6 +30,9 @@ from appliance.venues.common import (K_BBO, K_TRADE, N_BBO, N_IGNORED, N_TRADES,
 
 NAME = "binance"
 VENUE_ID = records.VENUE_BINANCE
+# how the stream's updates follow the REST snapshot (snapshot_sync.on_delta):
+# each depth update starts where the last ended
+SYNC_RULE = (snapshot_sync.CHAIN, snapshot_sync.MAX_BUFFERED, VENUE_ID)
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v3/exchangeInfo",)
 
@@ -126,14 +129,14 @@ def _depth_fast(b, end, syms, lens, grids, rows, info):
     sp = grids[inst, 1]
     dq = grids[inst, 2]
     sq = grids[inst, 3]
-    n, i, rc = common.parse_levels(b, i + _F_B.shape[0], end, dp, sp, dq, sq, inst,
-                                   records.SIDE_BUY, -1, 0, 1, u, rows, 0)
+    n, i, rc = common.parse_levels(b, i + _F_B.shape[0], end, (dp, sp, dq, sq), inst,
+                                   (records.SIDE_BUY, -1, 0, 1), u, rows, 0)
     if rc != 0:
         return rc
     if not scan.at(b, i, end, _F_A):
         return NOT_FAST
-    n, i, rc = common.parse_levels(b, i + _F_A.shape[0], end, dp, sp, dq, sq, inst,
-                                   records.SIDE_SELL, -1, 0, 1, u, rows, n)
+    n, i, rc = common.parse_levels(b, i + _F_A.shape[0], end, (dp, sp, dq, sq), inst,
+                                   (records.SIDE_SELL, -1, 0, 1), u, rows, n)
     if rc != 0:
         return rc
     if not scan.at(b, i, end, _F_END):
@@ -226,15 +229,15 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
         u, _, rc = scan.parse_int(b, ku, end)
         if rc != 0:
             return rc
-        n, nxt, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
-                                         -1, 0, 1, u, rows, 0)
+        n, nxt, rc = common.parse_levels(b, kb, end, (dp, sp, dq, sq), inst,
+                                         (records.SIDE_BUY, -1, 0, 1), u, rows, 0)
         if rc != 0:
             return rc
         ka = scan.find_key_near(b, nxt, d, end, _K_A)
         if ka < 0:
             return scan.E_MISSING
-        n, _, rc = common.parse_levels(b, ka, end, dp, sp, dq, sq, inst, records.SIDE_SELL,
-                                       -1, 0, 1, u, rows, n)
+        n, _, rc = common.parse_levels(b, ka, end, (dp, sp, dq, sq), inst,
+                                       (records.SIDE_SELL, -1, 0, 1), u, rows, n)
         if rc != 0:
             return rc
         info[I_FIRST] = U
@@ -297,12 +300,12 @@ def parse_snapshot(b, end, inst, grids, rows, info):
     sp = grids[inst, 1]
     dq = grids[inst, 2]
     sq = grids[inst, 3]
-    n, _, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
-                                   -1, 0, 1, last, rows, 0)
+    n, _, rc = common.parse_levels(b, kb, end, (dp, sp, dq, sq), inst,
+                                   (records.SIDE_BUY, -1, 0, 1), last, rows, 0)
     if rc != 0:
         return rc
-    n, _, rc = common.parse_levels(b, ka, end, dp, sp, dq, sq, inst, records.SIDE_SELL,
-                                   -1, 0, 1, last, rows, n)
+    n, _, rc = common.parse_levels(b, ka, end, (dp, sp, dq, sq), inst,
+                                   (records.SIDE_SELL, -1, 0, 1), last, rows, n)
     if rc != 0:
         return rc
     info[snapshot_sync.I_SNAP_ID] = last
@@ -326,8 +329,7 @@ def handle_frame(b, end, tsc, st, hdr, data):
         return act
     if kind == FR_DEPTH:
         return snapshot_sync.on_delta(st, info[I_INST], info[I_FIRST], info[I_LAST],
-                                      info[I_NROWS], tsc, snapshot_sync.CHAIN,
-                                      snapshot_sync.MAX_BUFFERED, VENUE_ID, hdr, data)
+                                      info[I_NROWS], tsc, SYNC_RULE, hdr, data)
     if kind == FR_TRADE:
         st.cnt[N_TRADES] += 1
         return common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)

@@ -33,6 +33,9 @@ from appliance.venues.common import (K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES,
 
 NAME = "bitstamp"
 VENUE_ID = records.VENUE_BITSTAMP
+# how the stream's updates follow the REST snapshot (snapshot_sync.on_delta):
+# microtimestamps only increase
+SYNC_RULE = (snapshot_sync.MONOTONIC, snapshot_sync.MAX_BUFFERED, VENUE_ID)
 # REST paths of the instrument metadata (the ``X.0`` files of the recordings hold these responses)
 METADATA_PATHS = ("/api/v2/trading-pairs-info/",)
 
@@ -85,15 +88,15 @@ def _book_body(b, end, inst, grids, rows, info):
     sp = grids[inst, 1]
     dq = grids[inst, 2]
     sq = grids[inst, 3]
-    n, nxt, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
-                                     -1, 0, 1, mts, rows, 0)
+    n, nxt, rc = common.parse_levels(b, kb, end, (dp, sp, dq, sq), inst,
+                                     (records.SIDE_BUY, -1, 0, 1), mts, rows, 0)
     if rc != 0:
         return rc
     ka = scan.find_key_near(b, nxt, 0, end, _K_ASKS)
     if ka < 0:
         return scan.E_MISSING
-    n, _, rc = common.parse_levels(b, ka, end, dp, sp, dq, sq, inst, records.SIDE_SELL,
-                                   -1, 0, 1, mts, rows, n)
+    n, _, rc = common.parse_levels(b, ka, end, (dp, sp, dq, sq), inst,
+                                   (records.SIDE_SELL, -1, 0, 1), mts, rows, n)
     if rc != 0:
         return rc
     info[I_MTS] = mts
@@ -206,9 +209,8 @@ def handle_frame(b, end, tsc, st, hdr, data):
         return act
     if kind == FR_DIFF:
         m = info[I_MTS]
-        return snapshot_sync.on_delta(st, info[I_INST], m, m, info[I_NROWS], tsc,
-                                      snapshot_sync.MONOTONIC, snapshot_sync.MAX_BUFFERED,
-                                      VENUE_ID, hdr, data)
+        return snapshot_sync.on_delta(st, info[I_INST], m, m, info[I_NROWS], tsc, SYNC_RULE,
+                                      hdr, data)
     if kind == FR_TRADE:
         st.cnt[N_TRADES] += 1
         return common.apply(st, st.rows, 1, tsc, 0, VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)

@@ -118,7 +118,8 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
         kc = scan.find_key(b, 0, end, _K_CHANGES)
         if kc < 0:
             return scan.E_MISSING
-        n, _, rc = common.parse_levels(b, kc, end, dp, sp, dq, sq, inst, 0, 0, 1, 2, 0, rows, 0)
+        n, _, rc = common.parse_levels(b, kc, end, (dp, sp, dq, sq), inst, (0, 0, 1, 2), 0, rows,
+                                       0)
         if rc != 0:
             return rc
         info[I_KIND] = FR_UPDATE
@@ -130,12 +131,12 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
         ka = scan.find_key(b, 0, end, _K_ASKS)
         if kb < 0 or ka < 0:
             return scan.E_MISSING
-        n, _, rc = common.parse_levels(b, kb, end, dp, sp, dq, sq, inst, records.SIDE_BUY,
-                                       -1, 0, 1, 0, rows, 0)
+        n, _, rc = common.parse_levels(b, kb, end, (dp, sp, dq, sq), inst,
+                                       (records.SIDE_BUY, -1, 0, 1), 0, rows, 0)
         if rc != 0:
             return rc
-        n, _, rc = common.parse_levels(b, ka, end, dp, sp, dq, sq, inst, records.SIDE_SELL,
-                                       -1, 0, 1, 0, rows, n)
+        n, _, rc = common.parse_levels(b, ka, end, (dp, sp, dq, sq), inst,
+                                       (records.SIDE_SELL, -1, 0, 1), 0, rows, n)
         if rc != 0:
             return rc
         info[I_KIND] = FR_SNAPSHOT

@@ -396,8 +396,11 @@ PREFETCH_SLOTS = 8       # ring slots made ready for writing ahead of the head a
 
 
 @njit(**jit.HELPER)
-def _put(data, slot, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
-    """Fill ring slot ``slot`` (taken with ring.begin_write): header words and 4 payload words."""
+def _put(data, slot, head, w):
+    """Fill ring slot ``slot`` (taken with ring.begin_write): the header words from ``head``
+    ``(rtype, venue, inst, flags, origin_tsc)`` and the 4 payload words ``w``."""
+    rtype, venue, inst, flags, tsc = head
+    w0, w1, w2, w3 = w
     off = _U64(slot) * _U64(data.shape[1])
     tw = (_U64(rtype) & _U64(0xFF)) | ((_U64(venue) & _U64(0xFF)) << _U64(8)) \
         | ((_U64(flags) & _U64(0xFFFF)) << _U64(16)) | ((_U64(inst) & _U64(0xFFFFFFFF)) << _U64(32))
@@ -410,10 +413,10 @@ def _put(data, slot, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def _emit(hdr, data, rtype, venue, inst, flags, tsc, w0, w1, w2, w3):
-    """One record published (begin_write, fill, end_write)."""
+def _emit(hdr, data, head, w):
+    """One record published (begin_write, fill, end_write); ``head`` and ``w`` as for _put."""
     slot = ring.begin_write(hdr, data)
-    _put(data, slot, rtype, venue, inst, flags, tsc, w0, w1, w2, w3)
+    _put(data, slot, head, w)
     ring.end_write(hdr, data, slot)
 
 
@@ -432,17 +435,20 @@ def prefetch_slots(hdr, data, k):
 @njit(cache=True, nogil=True, _nrt=False)
 def publish_status(hdr, data, venue, inst, status, reason, venue_seq, tsc):
     """One RT_BOOK_STATUS record."""
-    _emit(hdr, data, records.RT_BOOK_STATUS, venue, inst, 0, tsc, venue_seq,
-          (_U64(status) & _U64(0xFF)) | ((_U64(reason) & _U64(0xFFFF)) << _U64(16)), 0, 0)
+    _emit(hdr, data, (records.RT_BOOK_STATUS, venue, inst, 0, tsc),
+          (venue_seq, (_U64(status) & _U64(0xFF)) | ((_U64(reason) & _U64(0xFFFF)) << _U64(16)),
+           0, 0))
 
 
 @njit(**jit.HELPER)
-def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res):
-    """Apply rows[0:n] to the books and publish their records, then one BATCH_END per book that
-    L2 rows touched (``touched`` is a scratch uint8[B] array, zero on entry and on return).
+def apply_rows(st, rows, n, venue, tsc, flags, hdr, data):
+    """Apply rows[0:n] to the feed's books (``st.px``, ``st.qty``, ``st.nb``) and publish their
+    records, then one BATCH_END per book that L2 rows touched (``st.touched`` is a scratch
+    uint8[B] array, zero on entry and on return).
 
-    res (int64[4]) receives: [0] records published, [1] result bits A_*, [2] first crossed book
-    (-1 if none), [3] first book with a rejected row (-1 if none)."""
+    ``st.res`` (int64[4]) receives: [0] records published, [1] result bits A_*, [2] first
+    crossed book (-1 if none), [3] first book with a rejected row (-1 if none)."""
+    px, qty, nb, touched, res = st.px, st.qty, st.nb, st.touched, st.res
     res[0] = 0
     res[1] = 0
     res[2] = -1
@@ -463,8 +469,8 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
                 if res[3] < 0:
                     res[3] = inst
                 continue
-            _emit(hdr, data, records.RT_L2_UPDATE, venue, inst, flags, tsc, rows[k, R_PRICE],
-                  rows[k, R_QTY], rows[k, R_SEQ], side)
+            _emit(hdr, data, (records.RT_L2_UPDATE, venue, inst, flags, tsc),
+                  (rows[k, R_PRICE], rows[k, R_QTY], rows[k, R_SEQ], side))
             cnt += 1
             nl += 1
             if touched[inst] == 0:
@@ -473,12 +479,12 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
             last_inst = inst
             last_seq = rows[k, R_SEQ]
         elif kind == K_TRADE:
-            _emit(hdr, data, records.RT_TRADE, venue, inst, 0, tsc, rows[k, R_PRICE],
-                  rows[k, R_QTY], rows[k, R_SEQ], rows[k, R_SIDE])
+            _emit(hdr, data, (records.RT_TRADE, venue, inst, 0, tsc),
+                  (rows[k, R_PRICE], rows[k, R_QTY], rows[k, R_SEQ], rows[k, R_SIDE]))
             cnt += 1
         elif kind == K_BBO:
-            _emit(hdr, data, records.RT_BBO, venue, inst, 0, tsc, rows[k, R_PRICE],
-                  rows[k, R_QTY], rows[k, R_AUX1], rows[k, R_AUX2])
+            _emit(hdr, data, (records.RT_BBO, venue, inst, 0, tsc),
+                  (rows[k, R_PRICE], rows[k, R_QTY], rows[k, R_AUX1], rows[k, R_AUX2]))
             cnt += 1
     if nl > 0:
         # one BATCH_END per touched book (usually one: then no scan); the last carries F_LAST
@@ -502,7 +508,7 @@ def apply_rows(rows, n, px, qty, nb, venue, tsc, flags, hdr, data, touched, res)
             fl = flags
             if b == last_inst:
                 fl |= records.F_LAST
-            _emit(hdr, data, records.RT_BATCH_END, venue, b, fl, tsc, bid, ask, last_seq, nl)
+            _emit(hdr, data, (records.RT_BATCH_END, venue, b, fl, tsc), (bid, ask, last_seq, nl))
             cnt += 1
     prefetch_slots(hdr, data, PREFETCH_SLOTS)
     res[0] = cnt
@@ -537,12 +543,15 @@ def pump_frames(handle, fd, rx, ws, st, hdr, data, max_iters, lat, cal):
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
-def parse_levels(b, i, end, dec_p, step_p, dec_q, step_q, inst, side, side_elem, p_elem,
-                 q_elem, seq, rows, n):
+def parse_levels(b, i, end, grid, inst, layout, seq, rows, n):
     """Parse a JSON array of level arrays at b[i] (``[[p, q, ...], ...]``) into K_L2 rows from
-    rows[n]. Element ``p_elem`` is the price, ``q_elem`` the quantity; when ``side_elem`` >= 0
-    that element is a string whose first letter gives the side (b[uy]/b[id] or s[ell]/a[sk]/o),
-    else every level gets ``side``. Returns (new n, next index, rc)."""
+    rows[n], on the instrument's ``grid`` ``(dec_p, step_p, dec_q, step_q)`` (its row of the
+    feed's grids). ``layout`` is ``(side, side_elem, p_elem, q_elem)``: element ``p_elem`` is the
+    price, ``q_elem`` the quantity; when ``side_elem`` >= 0 that element is a string whose first
+    letter gives the side (b[uy]/b[id] or s[ell]/a[sk]/o), else every level gets ``side``.
+    Returns (new n, next index, rc)."""
+    dec_p, step_p, dec_q, step_q = grid
+    side, side_elem, p_elem, q_elem = layout
     i = scan.skip_ws(b, i, end)
     if i >= end or b[i] != 91:
         return n, i, scan.E_SYNTAX
@@ -691,7 +700,7 @@ def apply(st, rows, n, tsc, flags, venue, mode, hdr, data):
     """Apply rows[0:n] to the books and publish (``apply_rows``); a crossed book or a rejected
     level resyncs that book. Returns ACT_* bits; ``st.res[1] & A_FAILED`` says the frame did not
     leave its book consistent."""
-    apply_rows(rows, n, st.px, st.qty, st.nb, venue, tsc, flags, hdr, data, st.touched, st.res)
+    apply_rows(st, rows, n, venue, tsc, flags, hdr, data)
     st.cnt[N_RECORDS] += st.res[0]
     bits = st.res[1]
     act = 0

@@ -163,7 +163,7 @@ def _walk_book_object(b, i, end, inst, grids, rows, n, info):
                 snap = True
                 if info[I_PDEC] < 0:
                     _first_level_decimals(b, i, end, info)
-            n, i, rc = common.parse_levels(b, i, end, dp, sp, dq, sq, inst, side, -1, 0, 1, 0,
+            n, i, rc = common.parse_levels(b, i, end, (dp, sp, dq, sq), inst, (side, -1, 0, 1), 0,
                                            rows, n)
             if rc != 0:
                 return n, i, rc, snap
@@ -256,9 +256,8 @@ def parse_frame(b, end, syms, lens, grids, rows, info):
         info[I_NROWS] = n
         return scan.OK
     if is_trade:
-        n, _, rc = common.parse_levels(b, info[_EL0 + 1], end, grids[inst, 0], grids[inst, 1],
-                                       grids[inst, 2], grids[inst, 3], inst, 0, 3, 0, 1, 0,
-                                       rows, 0)
+        g = (grids[inst, 0], grids[inst, 1], grids[inst, 2], grids[inst, 3])
+        n, _, rc = common.parse_levels(b, info[_EL0 + 1], end, g, inst, (0, 3, 0, 1), 0, rows, 0)
         if rc != 0:
             return rc
         for k in range(n):

@@ -57,9 +57,11 @@ I_SNAP_ROWS = 15
 
 
 @njit(**jit.HELPER)
-def on_delta(st, b, first, last, n, tsc, rule, max_buffered, venue, hdr, data):
-    """One stream update of book b (ids ``first``..``last``; rows[0:n]) under ``rule``.
-    Returns ACT_* bits."""
+def on_delta(st, b, first, last, n, tsc, sync_rule, hdr, data):
+    """One stream update of book b (ids ``first``..``last``; rows[0:n]) under the venue's
+    ``sync_rule`` ``(rule, max_buffered, venue)``: CHAIN or MONOTONIC ids, how many updates to
+    buffer while the snapshot is awaited, the venue id. Returns ACT_* bits."""
+    rule, max_buffered, venue = sync_rule
     st.book[b, B_LAST_TSC] = tsc
     sync = st.book[b, B_SYNC]
     if sync == SYNC_WAIT:

@@ -18,7 +18,6 @@ import threading
 import time
 from decimal import Decimal
 
-import numpy as np
 import pytest
 
 from appliance import actor

@@ -6,13 +6,11 @@ numba's cache.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from appliance.sim import backtest as B

@@ -101,7 +101,7 @@ def _rows(n=16):
 def test_parse_levels_reads_side_from_an_element_and_skips_extra_elements():
     rows = _rows()
     b = _b('[["buy","1.5","2",["x"]], ["sell", "1.6", "0"]]')
-    n, nxt, rc = common.parse_levels(b, 0, len(b), 1, 1, 0, 1, 3, 0, 0, 1, 2, 77, rows, 0)
+    n, nxt, rc = common.parse_levels(b, 0, len(b), (1, 1, 0, 1), 3, (0, 0, 1, 2), 77, rows, 0)
     assert rc == scan.OK and n == 2 and nxt == len(b)
     assert rows[0].tolist() == [common.K_L2, 3, records.SIDE_BUY, 15, 2, 77, 0, 0]
     assert rows[1].tolist() == [common.K_L2, 3, records.SIDE_SELL, 16, 0, 77, 0, 0]
@@ -112,13 +112,14 @@ def test_parse_levels_reads_side_from_an_element_and_skips_extra_elements():
 def test_parse_levels_rejects_truncated_or_malformed_arrays(text):
     b = _b(text)
     side_elem = -1 if "buy" not in text else 5
-    n, _, rc = common.parse_levels(b, 0, len(b), 0, 1, 0, 1, 0, 1, side_elem, 0, 1, 0, _rows(), 0)
+    n, _, rc = common.parse_levels(b, 0, len(b), (0, 1, 0, 1), 0, (1, side_elem, 0, 1), 0,
+                                   _rows(), 0)
     assert rc != scan.OK
 
 
 def test_parse_levels_reports_a_full_row_buffer():
     b = _b('[["1","2"],["2","2"],["3","2"]]')
-    n, _, rc = common.parse_levels(b, 0, len(b), 0, 1, 0, 1, 0, 1, -1, 0, 1, 0, _rows(2), 0)
+    n, _, rc = common.parse_levels(b, 0, len(b), (0, 1, 0, 1), 0, (1, -1, 0, 1), 0, _rows(2), 0)
     assert rc == scan.E_FULL
 
 

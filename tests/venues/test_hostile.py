@@ -19,11 +19,10 @@ import pytest
 
 from appliance.transport import records, ring
 from appliance.venues import common, gateway, kraken, recording, wsframe
-from appliance.sim import venue as sim
 from appliance.sim.venue import VenueSim
 from tests.configs import instruments_toml
 from tests.venues.conftest import DATA, meta_of
-from tests.venues.test_gateway import Running, read_ring, statuses
+from tests.venues.test_gateway import read_ring, statuses
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
