@@ -207,9 +207,14 @@ def _send_orders(fx, g):
 
 
 @njit(**jit.HELPER)
-def run_loop(pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
+def run_loop(pump, md, cal, en, fx, g, wait_):
     """The group's loop body (module docstring): spin until Python is needed or ``g[G_BUDGET]``
-    ticks passed; returns the md pump's P_* code (P_IDLE when the md socket had nothing)."""
+    ticks passed; returns the md pump's P_* code (P_IDLE when the md socket had nothing).
+    ``md`` is the md gateway's pump arguments ``(fd, rx, ws, st, hdr, data, lat)``, ``en`` the
+    engine's bundles (:data:`Eng`), ``fx`` the FIX gateway's (:data:`Fix`), ``g`` the loop's
+    words, ``wait_`` the wait strategy ``(params, state)``."""
+    fd, rx, ws, st, hdr, data, lat = md
+    wparams, wstate = wait_
     loop = en.loop
     books = en.books
     strats = en.strats
@@ -295,34 +300,33 @@ _SIG = dict(cache=True, nogil=True, _nrt=False)
 
 
 @njit(**_SIG)
-def step_binance(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
-    return run_loop(binance.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+def step_binance(md, cal, en, fx, g, wait_):
+    return run_loop(binance.pump, md, cal, en, fx, g, wait_)
 
 
 @njit(**_SIG)
-def step_coinbase(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
-    return run_loop(coinbase.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+def step_coinbase(md, cal, en, fx, g, wait_):
+    return run_loop(coinbase.pump, md, cal, en, fx, g, wait_)
 
 
 @njit(**_SIG)
-def step_coinbase_advanced(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
-    return run_loop(coinbase_advanced.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g,
-                    wparams, wstate)
+def step_coinbase_advanced(md, cal, en, fx, g, wait_):
+    return run_loop(coinbase_advanced.pump, md, cal, en, fx, g, wait_)
 
 
 @njit(**_SIG)
-def step_kraken(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
-    return run_loop(kraken.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+def step_kraken(md, cal, en, fx, g, wait_):
+    return run_loop(kraken.pump, md, cal, en, fx, g, wait_)
 
 
 @njit(**_SIG)
-def step_bitstamp(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
-    return run_loop(bitstamp.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+def step_bitstamp(md, cal, en, fx, g, wait_):
+    return run_loop(bitstamp.pump, md, cal, en, fx, g, wait_)
 
 
 @njit(**_SIG)
-def step_bitfinex(fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate):
-    return run_loop(bitfinex.pump, fd, rx, ws, st, hdr, data, lat, cal, en, fx, g, wparams, wstate)
+def step_bitfinex(md, cal, en, fx, g, wait_):
+    return run_loop(bitfinex.pump, md, cal, en, fx, g, wait_)
 
 
 # one compiled loop per venue (each a module-level function, so the numba cache keeps it)
@@ -372,8 +376,8 @@ def warm_venue(venue: str) -> int:
              np.zeros((len(fixgw.HOPS), hist.ROW), np.int64), np.arange(len(fixgw.HOPS), dtype=np.int64),
              np.zeros(20, np.uint8))
     g = new_words(1, 0, 0.0, cal)
-    STEPS[venue](NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row(), cal, en, fx, g,
-                 wait.make("spin"), wait.new_state())
+    STEPS[venue]((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx,
+                 g, (wait.make("spin"), wait.new_state()))
     return len(STEPS[venue].signatures)
 
 
@@ -448,6 +452,7 @@ class ActorGroup(Actor):
         self.budget_us = budget_us
         self.wparams = wait.from_config(cfg.wait, self.core)
         self.wstate = wait.new_state()
+        self._wait = (self.wparams, self.wstate)
         self.g = None
         self._fx = self._en = None
         self._compiled = 0
@@ -576,8 +581,8 @@ class ActorGroup(Actor):
         g = self.g
         fgw.before_kernel()
         g[G_FIX_FD] = fgw.fast_fd()
-        r = self.kernel(fd, rx, ws, st, hdr, data, lat, cal, self._en, self._fx, g, self.wparams,
-                        self.wstate)
+        r = self.kernel((fd, rx, ws, st, hdr, data, lat), cal, self._en, self._fx, g,
+                        self._wait)
         if self._compiled and len(self.kernel.signatures) != self._compiled:
             self._compiled = len(self.kernel.signatures)
             self.log.error("%s: the loop compiled at run time (warm-up types differ from the "

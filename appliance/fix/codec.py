@@ -664,8 +664,10 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def encode_status_request(out, off, begin, comp, seq, utc_ns, tcache, instr, syms, clord_id, instrument, side):
-    """OrderStatusRequest (35=H: 11 55 54) for reconciliation; bytes written or E_* code."""
+def encode_status_request(out, off, begin, comp, seq, utc_ns, tcache, instr, syms, order):
+    """OrderStatusRequest (35=H: 11 55 54) for reconciliation of ``order`` ``(clord_id (uint64),
+    instrument, side)``; bytes written or E_* code."""
+    clord_id, instrument, side = order
     if out.shape[0] - off < MAX_MSG + begin.shape[0] + comp.shape[0]:
         return E_OUT_FULL
     if instrument < 0 or instrument >= instr.shape[0]:
@@ -1179,8 +1181,8 @@ class Encoder:
         return self.out[:n].tobytes()
 
     def status_request(self, clord_id: int, instrument: int, side: int, seq: int, utc_ns: int) -> bytes:
-        n = encode_status_request(self.out, 0, self.begin, self.comp, seq, utc_ns, self.tcache, self.instr,
-                                  self.syms, np.uint64(clord_id), instrument, side)
+        n = encode_status_request(self.out, 0, self.begin, self.comp, seq, utc_ns, self.tcache,
+                                  self.instr, self.syms, (np.uint64(clord_id), instrument, side))
         if n < 0:
             raise CodecError(f"cannot encode OrderStatusRequest for {clord_id}: {E_NAMES.get(n, n)}")
         return self.out[:n].tobytes()

@@ -1457,8 +1457,9 @@ class Gateway:
             if mark:
                 gw_mark_pending(self.ot, self.gst, clord)
             seq = self.session.next_seq()
-            k = C.encode_status_request(out, 0, self.begin, self.comp, seq, utc, self.scratch[2], self.instr,
-                                        self.syms, np.uint64(clord), int(inst), int(side))
+            k = C.encode_status_request(out, 0, self.begin, self.comp, seq, utc, self.scratch[2],
+                                        self.instr, self.syms,
+                                        (np.uint64(clord), int(inst), int(side)))
             if k < 0:
                 raise C.CodecError(f"status request for {int(np.uint64(clord))}: {C.E_NAMES.get(k, k)}")
             raw = out[:k].tobytes()
@@ -1757,7 +1758,8 @@ def warm(gcfg: "GatewayConfig") -> None:
     out = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
     gw_receive(fx, buf, 0, len(buf), st, out, 0, unk)
     C.decode_app_message(buf, 0, len(buf), st, instr, syms, out[0], 0)
-    C.encode_status_request(sbuf, 0, begin, comp, 2, 0, scratch[2], instr, syms, np.uint64(7), 0, 1)
+    C.encode_status_request(sbuf, 0, begin, comp, 2, 0, scratch[2], instr, syms,
+                            (np.uint64(7), 0, 1))
     ids = np.zeros(16, np.int64)
     info = np.zeros((16, 3), np.int64)
     gw_working(ot, ids, info)
