@@ -348,7 +348,8 @@ class Venue:
 # ------------------------------------------------------------------------------------------------
 class Receiver:
     """FIX acceptor on loopback: the appliance's session layer (acceptor) over a socket read by
-    a compiled spin loop; every NewOrderSingle gets an ack and an unsolicited cancel. ``orders``:
+    a compiled spin loop; every NewOrderSingle gets an ack and an unsolicited cancel, an
+    OrderMassCancelRequest its report. ``orders``:
     ClOrdID -> TSC when recv() returned its bytes."""
 
     def __init__(self, sender: str, target: str, cal):
@@ -395,6 +396,12 @@ class Receiver:
             session.send_app(b"8", base + [(17, b"C%d" % self.oid), (150, b"4"), (39, b"4")] + tail
                              + [(151, b"0"), (14, b"0"), (6, b"0")])
             self.acks += 1
+        elif mt == b"q":
+            # OrderMassCancelRequest (the gateway's reconciliation at logon): nothing is working
+            # here, so the report says 0 affected; without it the engine never leaves RECONCILING
+            session.send_app(b"r", [(11, msg.get(11) or b""), (37, b"MC%d" % time.monotonic_ns()),
+                                    (530, msg.get(530) or b"7"), (531, msg.get(530) or b"7"),
+                                    (533, b"0")])
         elif mt == b"F":
             session.send_app(b"8", [(37, b"NONE"), (11, msg.get(11) or b""),
                                     (41, msg.get(41) or b""), (17, b"X%d" % time.monotonic_ns()),
