@@ -3,7 +3,6 @@ frame_to_publish, the FIX gateway's order_to_wire and tick_to_trade (and the one
 runs the three actors as themselves: control-block lines, status files, one pid)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.sim.run import config_header
 from tests.configs import instruments_toml
 
 
@@ -24,20 +24,7 @@ def _port() -> int:
 
 
 def _config(run: Path, shm: Path, ws_port: int, fix_port: int) -> Path:
-    text = f"""
-[appliance]
-mode = "sim"
-shm_dir = {json.dumps(str(shm))}
-journal_dir = {json.dumps(str(run / "journal"))}
-state_dir = {json.dumps(str(run / "state"))}
-log_dir = {json.dumps(str(run / "log"))}
-
-[wait]
-strategy = "backoff"
-spin_iterations = 200
-backoff_min_ns = 20000
-backoff_max_ns = 200000
-
+    text = config_header(run, shm) + f"""
 [[venues]]
 name = "binance"
 ws_url = "ws://127.0.0.1:{ws_port}/binance"

@@ -94,12 +94,11 @@ class Plan:
         return out
 
 
-def write_config(run: Path, shm_dir: Path, ws_ports: dict, fix_port: int,
-                 plan: Plan | None = None) -> Path:
-    """The run's config file (every actor reads it)."""
-    plan = plan or Plan()
-    parts = [f"""# written by `appliance sim` for this run
-[appliance]
+def config_header(run: Path, shm_dir: Path) -> str:
+    """The ``[appliance]`` and ``[wait]`` sections of a run on a shared (not isolated) host:
+    every directory under ``run``, shared memory in ``shm_dir``, and actors that back off when
+    idle instead of spinning on the cores they share."""
+    return f"""[appliance]
 mode = "sim"
 shm_dir = {json.dumps(str(shm_dir))}
 journal_dir = {json.dumps(str(run / "journal"))}
@@ -111,7 +110,14 @@ strategy = "backoff"
 spin_iterations = 200
 backoff_min_ns = 20000
 backoff_max_ns = 200000
-"""]
+"""
+
+
+def write_config(run: Path, shm_dir: Path, ws_ports: dict, fix_port: int,
+                 plan: Plan | None = None) -> Path:
+    """The run's config file (every actor reads it)."""
+    plan = plan or Plan()
+    parts = ["# written by `appliance sim` for this run\n" + config_header(run, shm_dir)]
     for v in plan.venues:
         port = ws_ports[v]
         parts.append(f"""[[venues]]

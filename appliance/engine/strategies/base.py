@@ -46,7 +46,9 @@ quote slots it uses, from 0), a ``PARAMS`` spec (name -> (index, default, minimu
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
+from appliance.jit import HELPER
 from appliance.transport import records
 
 # --- kinds --------------------------------------------------------------------------------------
@@ -90,6 +92,17 @@ Q_N = 8
 QS_OFF = 0
 QS_QUOTE = 1
 QS_TAKE = 2
+
+
+@njit(**HELPER)
+def track_inventory(state, i, col, side, q):
+    """A fill of ``q`` lots on ``side``: instance ``i``'s inventory (``state[i, col]``, lots,
+    + long) moves by it. Returns UNCHANGED (a kind's ``on_fill`` that only tracks inventory)."""
+    if side == records.SIDE_BUY:
+        state[i, col] += float(q)
+    elif side == records.SIDE_SELL:
+        state[i, col] -= float(q)
+    return UNCHANGED
 
 
 class StrategyConfigError(ValueError):

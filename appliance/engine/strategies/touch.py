@@ -105,12 +105,7 @@ def on_trade(i, strats, books, b, price, q, side, now, origin):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def on_fill(i, strats, leg, side, price, q, now):
-    state = strats.state
-    if side == records.SIDE_BUY:
-        state[i, S_INV] += float(q)
-    elif side == records.SIDE_SELL:
-        state[i, S_INV] -= float(q)
-    return base.UNCHANGED
+    return base.track_inventory(strats.state, i, S_INV, side, q)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
