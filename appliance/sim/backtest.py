@@ -74,7 +74,7 @@ from appliance.sim.backtest_kernels import (AX_BOOK, AX_N, AX_POS, AX_REAL, AX_T
                                               BT_TIMER_ARM, BT_TIMERS,
                                               BTF_RT_SUM, BTF_RT_SUMSQ, MK_CAP, RC_DONE,
                                               RC_NAMES, RC_SIM_FULL, RC_TAPE_FULL, TAPE_CAP,
-                                              TAPE_MARGIN, pnl_parts, run_events)
+                                              TAPE_MARGIN, Run, pnl_parts, run_events)
 from appliance.transport import clock, records, ring
 
 PACKAGED_CONFIG = Path(__file__).with_name("backtest.toml")
@@ -389,10 +389,10 @@ class Backtest:
     # -- the loop ---------------------------------------------------------------------------------
     def _call(self, budget: int) -> int:
         es = self.es
-        return int(run_events(self.md.records, self.md.times, self.deliver, self.bt, self.btf,
-                              es.books, es.strats, es.gate, es.tel, self.io, self.sim,
-                              self.ord_cur, self.obuf, self.ebuf, self.tape, self.aux, self.mk,
-                              self.timer_tsc, self.ack_timeout_ns, budget))
+        run = Run(self.md.records, self.md.times, self.deliver, self.bt, self.btf, self.ord_cur,
+                  self.obuf, self.ebuf, self.tape, self.aux, self.mk)
+        return int(run_events(run, (es.books, es.strats, es.gate, es.tel, self.io), self.sim,
+                              (self.timer_tsc, self.ack_timeout_ns), budget))
 
     def _flush(self) -> None:
         n = int(self.bt[BT_TAPE_N])

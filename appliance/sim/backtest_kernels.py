@@ -13,6 +13,8 @@ words); the strategy timer is ``kernels._on_timer``, the one ``step`` runs.
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -129,10 +131,22 @@ def _drain_orders(sim, io, ord_cur, obuf, tape, aux, bt, book_map, t):
     return True
 
 
+Run = namedtuple("Run", ["md", "times", "deliver", "bt", "btf", "ord_cur", "obuf", "ebuf",
+                         "tape", "aux", "mk"])
+Run.__doc__ = """The backtest driver's arrays, as run_events takes them: the md records and
+their exchange times, when each reaches the engine (``deliver``), the driver state ``bt`` /
+``btf``, the engine's order ring cursor, scratch rows for an order and an exec record, the tape
+(``tape`` rows + ``aux`` columns) and the touch marks ``mk``."""
+
+
 @njit(cache=True, nogil=True, _nrt=False)
-def run_events(md, times, deliver, bt, btf, books, strats, gate, tel, io, sim, ord_cur, obuf,
-               ebuf, tape, aux, mk, timer_tsc, ack_timeout_ns, budget):
-    """Process up to ``budget`` md records (see the module docstring); returns RC_*."""
+def run_events(run, en, sim, timers, budget):
+    """Process up to ``budget`` md records (see the module docstring); returns RC_*. ``run``:
+    :data:`Run`; ``en``: the engine's ``(books, strats, gate, tel, io)``; ``sim``: the exchange
+    simulator; ``timers``: ``(timer_tsc, ack_timeout_ns)``."""
+    md, times, deliver, bt, btf, ord_cur, obuf, ebuf, tape, aux, mk = run
+    books, strats, gate, tel, io = en
+    timer_tsc, ack_timeout_ns = timers
     nrec = md.shape[0]
     stats = tel.stats
     cal = tel.cal

@@ -801,8 +801,12 @@ def _ack(sim, r, exec_type, clord, orig, t, tr):
 
 
 @njit(**jit.HELPER)
-def _reject(sim, venue, instr, clord, orig, strategy, session, is_cxl, ord_status, text, reason,
-            t, tr):
+def _reject(sim, order, why, t, tr):
+    """A REJECT record for ``order`` ``(venue, instrument, clord_id, orig_clord_id, strategy,
+    session)``, ``why`` = ``(is_cancel_reject, ord_status, text, reason)``: the text is one of
+    sim.texts (T_*), the reason a records.RJ_* code."""
+    venue, instr, clord, orig, strategy, session = order
+    is_cxl, ord_status, text, reason = why
     row = _out(sim, tr)
     j = row.view(records.REJECT)[0]
     j.rtype = records.RT_REJECT
@@ -1313,8 +1317,8 @@ def _new_order(sim, rec, t, tr):
         if r < 0:
             text = T_TOO_MANY
     if text != T_NONE:
-        _reject(sim, venue, instr if instr >= 0 else 0, clord, 0, strategy, session, 0,
-                ST_REJECTED, text, _rej_reason(text), t, tr)
+        _reject(sim, (venue, instr if instr >= 0 else 0, clord, 0, strategy, session),
+                (0, ST_REJECTED, text, _rej_reason(text)), t, tr)
         return
     o = sim.orders
     o[r, O_STATE] = OS_WORKING
@@ -1389,8 +1393,8 @@ def _cancel(sim, rec, t, tr):
     if r < 0 or sim.orders[r, O_STATE] != OS_WORKING:
         text = T_UNKNOWN_ORDER if r < 0 else T_TOO_LATE
         st = ST_REJECTED if r < 0 else sim.orders[r, O_STATUS]
-        _reject(sim, np.int64(a.venue), np.int64(a.instrument), clord, orig,
-                np.int64(a.strategy), session, 1, st, text, _cxl_reason(text), t, tr)
+        _reject(sim, (np.int64(a.venue), np.int64(a.instrument), clord, orig,
+                      np.int64(a.strategy), session), (1, st, text, _cxl_reason(text)), t, tr)
         return
     _finish(sim, r, ST_CANCELED)
     _ack(sim, r, records.EXEC_CANCELED, clord, orig, t, tr)
@@ -1427,8 +1431,8 @@ def _replace(sim, rec, t, tr):
         text = T_POST_ONLY
     if text != T_NONE:
         st = ST_REJECTED if r < 0 else o[r, O_STATUS]
-        _reject(sim, np.int64(a.venue), np.int64(a.instrument), clord, orig,
-                np.int64(a.strategy), session, 1, st, text, _cxl_reason(text), t, tr)
+        _reject(sim, (np.int64(a.venue), np.int64(a.instrument), clord, orig,
+                      np.int64(a.strategy), session), (1, st, text, _cxl_reason(text)), t, tr)
         return
     keep = price == o[r, O_PRICE] and q - o[r, O_CUM] <= o[r, O_LEAVES]
     _index_delete(sim, r)
@@ -1502,9 +1506,9 @@ def _process_order(sim, rec, t):
         _mass_cancel(sim, rec, t, tr)
     else:
         a = rec.view(records.NEW_ORDER)[0]
-        _reject(sim, np.int64(a.venue), np.int64(a.instrument), np.int64(a.clord_id), 0,
-                np.int64(a.strategy), np.int64(a.session), 0, ST_REJECTED, T_BAD_RECORD, 99,
-                t, tr)
+        _reject(sim, (np.int64(a.venue), np.int64(a.instrument), np.int64(a.clord_id), 0,
+                      np.int64(a.strategy), np.int64(a.session)),
+                (0, ST_REJECTED, T_BAD_RECORD, 99), t, tr)
     return sim.ctr[C_OUT_TAIL] - before
 
 
