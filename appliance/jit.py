@@ -170,8 +170,9 @@ def prune(keep: int = KEEP) -> list[Path]:
 
 
 def install_kernel_policy() -> None:
-    """How this package's kernels are compiled; three changes to numba's defaults, each one
-    cutting compile time without changing the machine code the actors run. Idempotent.
+    """How this package's kernels are compiled: three changes to numba's defaults, each one
+    cutting compile time without changing the machine code the actors run, and one guard.
+    Idempotent.
 
     1. Kernel-to-kernel calls are compiled for the argument types, never for literal values.
        numba types a call from one compiled function to another with the caller's argument
@@ -190,8 +191,12 @@ def install_kernel_policy() -> None:
     3. numba compares and hashes its compile flags (about 60 options) on every lookup of a typing
        template's cache, building a dict of every option each time: about 4 % of a compile. The
        dict is built from the options' defaults plus the values set, which is what it holds.
+    4. A kernel without a Python entry point (:data:`HELPER`, :data:`INTERNAL`: compiled callers
+       only, which saves compiling a CPython wrapper) stays out of numba's C dispatch table, so
+       a call from Python raises a one-line TypeError instead of jumping to a wrapper that does
+       not exist (a segfault).
 
-    1 and 2 apply to this package's kernels only (``appliance.*``, ``benches.*``)."""
+    1, 2 and 4 apply to this package's kernels only (``appliance.*``, ``benches.*``)."""
     from numba.core import errors, targetconfig, types
     from numba.core.registry import CPUDispatcher
 
@@ -245,8 +250,8 @@ def install_kernel_policy() -> None:
     def _compile_for_args(self, *args, **kws):
         if internal(self):
             raise TypeError(f"{self.py_func.__module__}.{self.py_func.__qualname__} is compiled "
-                            "for compiled callers only (no Python entry point: declare it with "
-                            "no_cpython_wrapper=False to call it from Python)")
+                            "for compiled callers only (no Python entry point; a kernel Python "
+                            "calls is declared without no_cpython_wrapper / jit.HELPER)")
         return compile_for_args(self, *args, **kws)
 
     def values(self):
