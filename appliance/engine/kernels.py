@@ -86,10 +86,13 @@ Instruments: the ledger / OMS / gate index ``ii`` is the book row (one per trade
 (venue, symbol)). Times given to the gate are UTC ns (``clock.tsc_to_utc_ns``).
 
 Kill switch: ``check_kill`` reads the control block's kill flag. On a new kill epoch the engine
-halts (no new orders or replaces), sends a CANCEL for every live order and writes
-``kill_ack_epoch`` once every cancel is on the order ring (so an acknowledgement means nothing is
-left working; an order whose replace is in flight is cancelled as soon as the venue answers
-the replace). Books and strategy state keep updating while HALTED; clearing the flag (manual
+halts (no new orders or replaces), puts a CANCEL for every live order it can cancel on the
+order ring and writes ``kill_ack_epoch`` in the same call: the acknowledgement means the engine
+sends nothing new and has asked for every cancel it can. An order whose replace is in flight
+cannot be cancelled before the venue answers the replace (ST_KILL_BUSY counts those): its
+cancel goes out on the first call after the answer, without waiting for it here (it is a venue
+round trip, milliseconds). That nothing is left working at the venue is what each FIX gateway
+confirms (``appliance kill`` waits for both). Books and strategy state keep updating while HALTED; clearing the flag (manual
 reset) resumes trading (the gate re-halts at once if the loss is still beyond max_loss).
 
 Every order record carries the origin TSC of the md event that caused it; the engine adds
@@ -177,7 +180,7 @@ ST_OMS_REFUSED = 28   # the OMS refused a request the risk gate passed (table / 
 ST_RISK_STATE = 29    # last records.RISK_* published to the control block
 ST_KILL_BUSY = 30     # orders a kill could not cancel yet (replace in flight): retried
 ST_EXEC_OTHER = 31    # duplicate / stale / cancel-reject exec reports (see the OMS counters)
-ST_KILL_EPOCH = 32    # kill epoch being handled (acknowledged once its cancels are all out)
+ST_KILL_EPOCH = 32    # kill epoch being handled (acknowledged once its cancels are asked for)
 ST_STUCK = 33         # requests unanswered past ack_timeout_ms at the last scan (gauge)
 ST_STUCK_SEEN = 34    # scans that found stuck requests
 ST_ORPHAN_FILLS = 35  # fills of orders the OMS does not know, booked to the ledger (orphans.py)
@@ -818,7 +821,7 @@ def _kill_path(books, strats, gate, tel, io):
             control.set_risk_state(words, records.RISK_HALTED)
         elif stats[ST_KILL_BUSY] != 0:
             cancel_all(strats, gate, tel, io, now)
-        if stats[ST_ACKED_EPOCH] != ep and stats[ST_KILL_BUSY] == 0:
+        if stats[ST_ACKED_EPOCH] != ep:
             control.ack_kill(words, np.uint64(ep), np.uint64(clock.tsc_to_utc_ns(cal, now)))
             stats[ST_ACKED_EPOCH] = ep
             return STEP_KILL_SEEN
@@ -834,10 +837,9 @@ def _kill_path(books, strats, gate, tel, io):
 
 @njit(**jit.HELPER)
 def check_kill(books, strats, gate, tel, io):
-    """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge.
-    Orders whose replace is in flight cannot be cancelled until the venue answers it: they are
-    retried on every call, and the epoch is acknowledged once every cancel is on the order ring
-    (so an acknowledgement still means nothing is left working). Returns STEP_KILL_SEEN when this
+    """Read the kill switch; on a new epoch halt, cancel every live order and acknowledge (see
+    the module docstring). Orders whose replace is in flight cannot be cancelled until the venue
+    answers it: they are retried on every call while halted. Returns STEP_KILL_SEEN when this
     call acknowledged an epoch."""
     if control.kill_requested(io.words) or tel.stats[ST_HALTED] != 0:
         return _kill_path(books, strats, gate, tel, io)

@@ -95,9 +95,10 @@ def confirmers(cb) -> dict:
 def kill(cb, state_dir, reason: str, timeout_s: float = 5.0, clock=time.monotonic,
          sleep=time.sleep) -> dict:
     """Set the kill flag (compiled: it stamps the TSC), persist it, then wait until every live
-    confirmer has done its part: the engine acknowledges once every working order's cancel is
-    on the order ring and it sends nothing new; each FIX gateway once nothing of its own is
-    working at the venue. A kill counts as confirmed only if at least one confirmer exists and
+    confirmer has done its part: the engine acknowledges once it sends nothing new and has put a
+    cancel for every working order it can cancel on the order ring (one whose replace is in
+    flight follows when the venue answers the replace); each FIX gateway once nothing of its
+    own is working at the venue. A kill counts as confirmed only if at least one confirmer exists and
     all of them confirmed within ``timeout_s``.
 
     Returns ``{"epoch", "confirmed", "engine_pid", "engine_acked", "engine_ack_ns",
