@@ -311,6 +311,26 @@ def _working_at_kill(rig):
     return rig.venue.working()
 
 
+def _kill_engine_leaving_orders(rig, attempts=5):
+    """kill -9 of the engine at a moment it has orders working, and filling paused. Returns
+    the orders working at the exchange once what the engine published before it died has
+    reached the exchange. The engine pulls both quotes now and then (a book resync when the
+    replayed session starts over) and sends the new ones a moment later: killed in between,
+    nothing rests at the exchange and nothing can fill while it is dead, so it is started again
+    and killed again."""
+    for _ in range(attempts):
+        _working_at_kill(rig)
+        rig.kill9("engine")
+        time.sleep(1.0)                   # the gateway forwards what the engine published
+        at_kill = rig.venue.working()
+        if at_kill:
+            return at_kill
+        print("the engine died with nothing working at the exchange: started and killed again")
+        rig.engine()
+        rig.wait_up()
+    raise AssertionError(f"the engine left nothing working at the exchange in {attempts} kills")
+
+
 def _settle(rig):
     """Stop filling; the engine's ledger must come to equal what the exchange executed."""
     rig.filling.clear()
@@ -355,8 +375,7 @@ def test_engine_killed_with_sigkill_restarts_with_the_exchanges_positions(rig_fa
     rig.engine()
     rig.wait_up()
     _trade_until(rig, 12, "fills while the engine trades")
-    at_kill = _working_at_kill(rig)
-    rig.kill9("engine")
+    at_kill = _kill_engine_leaving_orders(rig)
     t_kill = time.monotonic()
     rig.filling.set()                     # the exchange fills what the dead engine left working
     head = rig.order_head()
