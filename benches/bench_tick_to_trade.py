@@ -927,7 +927,7 @@ def in_memory(cal, venue: Venue, cfg_path: Path, loops: int) -> dict:
     gst[fixgw.G_VENUE] = records.VENUE_IDS[g.venue]
     fx = Fix(oh, od, ring.local_cursor(oh), eh, ed, np.zeros((3, records.ORDER_RECORD_SIZE), np.uint8),
              np.zeros((C.MAX_MSG + len(begin) + len(comp)) * (g.max_batch + 1), np.uint8), gst,
-             consts, instr, syms, np.zeros((1 << 16, fixgw.OT_COLS), np.int64), cal,
+             consts, instr, syms, np.zeros((g.open_orders, fixgw.OT_COLS), np.int64), cal,
              words, np.zeros((fixgw.SENT_CAP, fixgw.SM_COLS), np.int64),
              np.zeros((g.max_batch + 1, 3), np.int64),
              np.zeros((len(fixgw.HOPS), hist.ROW), np.int64),

@@ -111,7 +111,10 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
     reconnect_max_ms = 5000
     reconcile_timeout_s = 5.0
     max_batch = 64                  # orders encoded per send
-    open_orders = 65536             # capacity of the open-order table (power of two)
+    open_orders = 4096              # capacity of the open-order table (power of two; it holds
+                                    # 3/4 of that: 3072 working orders). Sized to stay in cache:
+                                    # an insert into a 65536-row table (3 MiB) cost ~200 ns in
+                                    # cache and TLB misses per order, into 4096 rows ~12 ns
     reset_on_logon = false          # ask the venue to reset sequence numbers at each logon
     validate = false                # validate inbound messages against the data dictionary
     logon_signature = ""            # "" | "hmac-sha256" | "ed25519" (RawData 95/96)
@@ -584,7 +587,7 @@ class GatewayConfig:
     reconnect_max_ms: int = 5000
     reconcile_timeout_s: float = 5.0
     max_batch: int = 64
-    open_orders: int = 65536
+    open_orders: int = 4096
     reset_on_logon: bool = False
     validate: bool = False
     logon_signature: str = ""
@@ -776,6 +779,14 @@ class OpenOrderFile:
                         rows = t[t[:, OT_KEY] != 0].copy()
                     else:
                         log.warning("%s: not an open-order file of this layout; starting empty", path)
+                need = 16
+                while need * 3 // 4 < len(rows):
+                    need *= 2
+                if need > capacity:          # a smaller configured table never drops an order
+                    log.warning("%s holds %d open orders: the table grows from %d to %d rows",
+                                path, len(rows), capacity, need)
+                    capacity = need
+                    size = (OO_HDR + capacity * OT_COLS) * 8
                 os.ftruncate(fd, 0)
                 os.ftruncate(fd, size)
                 self.mm = mmap.mmap(fd, size)

@@ -253,6 +253,32 @@ def test_open_order_table_matches_a_dict_under_random_inserts_and_deletes():
             assert ot[i, G.OT_INSTR] == ref[k]
 
 
+def test_open_order_file_restores_every_order_even_into_a_smaller_configured_table(tmp_path):
+    path = tmp_path / "open_orders"
+    gst = np.zeros(G.G_SIZE, np.int64)
+    oo = G.OpenOrderFile(path, 256, gst)
+    keys = list(range(1000, 1150))                 # 150 orders: more than 64 rows can hold
+    for k in keys:
+        assert G.ot_insert(oo.ot, gst, k, k % 5, 1, k) >= 0
+    oo.close()
+    gst = np.zeros(G.G_SIZE, np.int64)
+    oo = G.OpenOrderFile(path, 64, gst)            # the config asks for fewer rows now
+    try:
+        assert oo.restored == len(keys) == gst[G.G_OPEN]
+        assert oo.ot.shape[0] == 256 and oo.hdr[G.H_CAP] == 256     # grown to hold them
+        for k in keys:
+            i = G.ot_find(oo.ot, k)
+            assert i >= 0 and oo.ot[i, G.OT_INSTR] == k % 5 and oo.ot[i, G.OT_QTY] == k
+    finally:
+        oo.close()
+    gst = np.zeros(G.G_SIZE, np.int64)
+    oo = G.OpenOrderFile(path, 1024, gst)          # and a larger one keeps them as well
+    try:
+        assert oo.restored == len(keys) and oo.ot.shape[0] == 1024
+    finally:
+        oo.close()
+
+
 def test_config_rejects_unknown_key_and_missing_required_by_name():
     base = {"host": "h", "port": 1, "sender_comp_id": "A", "target_comp_id": "B", "instruments": INSTRUMENTS}
     with pytest.raises(ConfigError, match=r"fix.sessions.x.hots: unknown key"):
