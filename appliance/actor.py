@@ -16,7 +16,8 @@ Lifecycle (``run``)::
                    and the telemetry region ``telemetry.<name>`` (``self.tm``)
     6. start()     go live: connect, subscribe, log on
     7. loop()      ``poll()`` until ``stopping``; after each poll the heartbeat; every
-                   ``status_every_s`` ``periodic()`` and the status snapshot (``status()`` written atomically to
+                   ``status_every_s`` the clock's UTC anchor re-taken (``clock.reanchor_all``),
+                   ``periodic()`` and the status snapshot (``status()`` written atomically to
                    ``<state_dir>/status/<name>.json``, mode 0640) and ``counters()`` published to
                    telemetry. An actor whose I/O drives its own loop overrides ``loop`` and calls
                    ``tick()`` at least every ~100 ms.
@@ -40,10 +41,11 @@ import time
 from pathlib import Path
 
 from appliance import fsutil
-from appliance.transport import control, shm, telemetry
+from appliance.transport import clock, control, shm, telemetry
 
 STATUS_DIR = "status"
 STOP_POLL_S = 0.2
+CLOCK_STEP_WARN_NS = 1_000_000    # a re-anchor that moves UTC by more than this is logged
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_START = 2
@@ -165,6 +167,10 @@ class Actor:
         now = time.monotonic()
         if force or now >= self._next_status:
             self._next_status = now + self.status_every_s
+            step = clock.reanchor_all()           # UTC timestamps follow the wall clock
+            if abs(step) > CLOCK_STEP_WARN_NS:
+                self.log.warning("%s: the wall clock moved %+.3f ms against the TSC; UTC "
+                                 "timestamps re-anchored", self.name, step / 1e6)
             self.periodic()
             self.publish_status()
 

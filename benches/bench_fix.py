@@ -56,7 +56,10 @@ SENDER, TARGET = "APPLIANCE", "SIMEX"
 
 # ------------------------------------------------------------------------------ compiled kernels
 @njit(cache=True, nogil=True)
-def _time_encode(rec, out, begin, comp, tcache, instr, syms, cal, n, lat, step_ns):
+def _time_encode(rec, out, tables, cal, n, lat, step_ns):
+    """Encode the NewOrderSingle record ``rec`` n times (a new ClOrdID and price each);
+    ``tables`` is the encoder's (begin, comp, tcache, instr, syms). lat[i] = ticks of call i."""
+    begin, comp, tcache, instr, syms = tables
     acc = 0
     for i in range(n):
         C.st_u64(rec, C._O_CLORD, 1_000_000 + i)
@@ -71,7 +74,9 @@ def _time_encode(rec, out, begin, comp, tcache, instr, syms, cal, n, lat, step_n
 
 
 @njit(cache=True, nogil=True)
-def _time_parse(buf, n_bytes, seq, st, instr, syms, out, cal, n, lat):
+def _time_parse(buf, n_bytes, seq, st, tables, out, cal, n, lat):
+    """Parse the ``n_bytes`` of ``buf`` n times (``tables``: (instr, syms))."""
+    instr, syms = tables
     acc = 0
     for i in range(n):
         st[C.ST_EXPECT_SEQ] = seq
@@ -148,15 +153,17 @@ def bench_codec(n: int, n_py: int) -> dict:
     rec = _nos_record().view(np.uint8).reshape(-1).copy()
     out = np.zeros(4096, np.uint8)
     lat = np.zeros(n, np.int64)
+    etab = (enc.begin, enc.comp, enc.tcache, enc.instr, enc.syms)
+    ptab = (enc.instr, enc.syms)
     # warm-up: compile and run every kernel once
-    _time_encode(rec, out, enc.begin, enc.comp, enc.tcache, enc.instr, enc.syms, cal, 1000, lat, 0)
+    _time_encode(rec, out, etab, cal, 1000, lat, 0)
     _time_overhead(cal, 1000, lat)
     res = {}
     _time_overhead(cal, n, lat)
     res["timer_overhead"] = _pct(_ns(cal, lat))
-    _time_encode(rec, out, enc.begin, enc.comp, enc.tcache, enc.instr, enc.syms, cal, n, lat, 0)
+    _time_encode(rec, out, etab, cal, n, lat, 0)
     res["encode_nos"] = _pct(_ns(cal, lat))
-    _time_encode(rec, out, enc.begin, enc.comp, enc.tcache, enc.instr, enc.syms, cal, n, lat, 1_000_000)
+    _time_encode(rec, out, etab, cal, n, lat, 1_000_000)
     res["encode_nos_newms"] = _pct(_ns(cal, lat))
     nos_bytes = enc.encode(_nos_record(), 1, int(clock.tsc_to_utc_ns(cal, clock.now(cal))))
     for key, fill in (("parse_er", False), ("parse_fill", True)):
@@ -164,9 +171,9 @@ def bench_codec(n: int, n_py: int) -> dict:
         buf = np.frombuffer(raw, np.uint8).copy()
         st = C.new_parser_state()
         rows = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
-        _time_parse(buf, len(buf), 7, st, enc.instr, enc.syms, rows, cal, 1000, lat)
+        _time_parse(buf, len(buf), 7, st, ptab, rows, cal, 1000, lat)
         assert rows[0, 8] == (R.RT_FILL if fill else R.RT_ACK), "bench message did not parse"
-        _time_parse(buf, len(buf), 7, st, enc.instr, enc.syms, rows, cal, n, lat)
+        _time_parse(buf, len(buf), 7, st, ptab, rows, cal, n, lat)
         res[key] = _pct(_ns(cal, lat))
     # simplefix baselines: the same fields, the same bytes
     fields = simplefix.FixParser()

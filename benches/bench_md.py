@@ -93,8 +93,10 @@ def _time_parse1(parse, buf, offs, lens, a1, rows, info, reps, out):
 
 
 @njit(nogil=True)
-def _time_parse(parse, buf, offs, lens, a1, a2, a3, rows, info, reps, out):
-    """Parse every frame ``reps`` times; out[k] = rdtsc ticks of call k. Returns failed parses."""
+def _time_parse(parse, buf, offs, lens, tabs, rows, info, reps, out):
+    """Parse every frame ``reps`` times; out[k] = rdtsc ticks of call k. Returns failed parses.
+    ``tabs``: the parser's three table arguments."""
+    a1, a2, a3 = tabs
     n = offs.shape[0]
     k = 0
     bad = 0
@@ -281,9 +283,13 @@ def bench_parse(venue: str, data_dir: Path, cal: np.ndarray, reps: int, base_rep
     buf = np.frombuffer(b"".join(hot), np.uint8).copy()
     out = np.zeros(len(hot) * reps, np.int64)
     # warm up (compile, caches), then time
-    timer = _time_parse if len(args) == 3 else _time_parse1
-    timer(parse, buf, offs, lens, *args, feed.rows, feed.info, 1, out)
-    bad = timer(parse, buf, offs, lens, *args, feed.rows, feed.info, reps, out)
+    if len(args) == 3:
+        tabs = tuple(args)
+        _time_parse(parse, buf, offs, lens, tabs, feed.rows, feed.info, 1, out)
+        bad = _time_parse(parse, buf, offs, lens, tabs, feed.rows, feed.info, reps, out)
+    else:
+        _time_parse1(parse, buf, offs, lens, *args, feed.rows, feed.info, 1, out)
+        bad = _time_parse1(parse, buf, offs, lens, *args, feed.rows, feed.info, reps, out)
     if bad:
         raise RuntimeError(f"{venue}: {bad} hot frames failed to parse in the timed loop")
     st = _stats(_ns(cal, out))

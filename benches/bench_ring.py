@@ -115,9 +115,15 @@ def _sink(hdr, data, cur, out, n):
 
 
 @njit(cache=True, nogil=True)
-def _merge_poll(h0, d0, c0, h1, d1, c1, h2, d2, c2, h3, d3, c3, h4, d4, c4, out, n):
-    """Poll five rings once each per iteration (all empty): the consumer's idle merge cost.
-    Returns the ticks for all n iterations (too short to time one by one)."""
+def _merge_poll(rings, out, n):
+    """Poll five rings (``rings``: five (header, data, cursor) tuples) once each per iteration
+    (all empty): the consumer's idle merge cost. Returns the ticks for all n iterations (too
+    short to time one by one)."""
+    h0, d0, c0 = rings[0]
+    h1, d1, c1 = rings[1]
+    h2, d2, c2 = rings[2]
+    h3, d3, c3 = rings[3]
+    h4, d4, c4 = rings[4]
     got = 0
     t0 = rdtsc()
     for i in range(n):
@@ -267,10 +273,11 @@ def run(cores=(None, None), n_lat=200_000, n_pipe=20_000, n_queue=10_000, tput_n
         args = []
         for _ in range(5):
             h, d = ring.local_ring(64, 1024)
-            args += [h, d, ring.local_cursor(h)]
-        _merge_poll(*args, out, 1000)
+            args.append((h, d, ring.local_cursor(h)))
+        rings5 = tuple(args)
+        _merge_poll(rings5, out, 1000)
         n_merge = 2_000_000
-        merge_ns = clock.tsc_to_ns_py(cal, int(_merge_poll(*args, out, n_merge))) / n_merge
+        merge_ns = clock.tsc_to_ns_py(cal, int(_merge_poll(rings5, out, n_merge))) / n_merge
         fl, rl = _pct(floor), _pct(ringl)
         result = {
             "backing": backing, "cores": list(cores), "clock": clock.describe(cal),

@@ -861,12 +861,14 @@ def _mem_drain(en, ecur):
 
 
 @njit(cache=True, nogil=True)
-def _mem_frames(buf, offs, lens, hot, st, en, fx, max_batch, ecur, rows, out, orders):
+def _mem_frames(frames, st, en, fx, max_batch, ecur, rows, out, orders):
     """Each frame in one compiled pass: TSC; binance.handle_frame (md ring); every new md record
     through check_kill + handle_md (order ring); gw_step (FIX bytes in fx.sbuf); TSC. out[k] =
     the ticks of hot frames that put at least one order in the send buffer; then the venue's
     answers (untimed). Returns (frames handled, samples, act): it stops after a frame whose
-    handle_frame asked Python for something (act != 0)."""
+    handle_frame asked Python for something (act != 0). ``frames``: (buf, offs, lens, hot), the
+    frames' bytes back to back, each one's offset and length, and 1 where it is a hot frame."""
+    buf, offs, lens, hot = frames
     loop, io = en.loop, en.io
     mhdr, mdata, mcur = loop.md_hdrs[0], loop.md_datas[0], loop.md_curs[0]
     k = 0
@@ -955,8 +957,8 @@ def in_memory(cal, venue: Venue, cfg_path: Path, loops: int) -> dict:
         cnt = np.zeros(len(frames), np.int64)
         start = 0
         while start < len(frames):
-            done, m, act = _mem_frames(buf, offs[start:], lens[start:], hot[start:], feed.st, en,
-                                       fx, g.max_batch, ecur, rows, out, cnt)
+            done, m, act = _mem_frames((buf, offs[start:], lens[start:], hot[start:]), feed.st,
+                                       en, fx, g.max_batch, ecur, rows, out, cnt)
             if k > 0:                                   # loop 0 warms caches and compiles
                 samples.extend(out[:m].tolist())
                 n_orders += int(cnt[:m].sum())

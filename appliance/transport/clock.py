@@ -7,7 +7,12 @@ All hot-path timestamps are *ticks* read by :func:`now` (``rdtsc``). A calibrati
 
 which is exact to < 1 ns per second of interval and never overflows int64 for a century.
 ``cal`` also anchors ticks to UTC (``C_TSC0`` <-> ``C_UTC0``) so a gateway can render SendingTime
-from a tick count without a system call.
+from a tick count without a system call. The wall clock is not the TSC: NTP slews it, a step or a
+paused VM moves it (22 s in half an hour was seen on this project's CI VM), and the rate measured
+at start is good to ~1e-4. So the anchor is kept current: :func:`reanchor_all` (every actor's
+status tick, every 0.5 s) moves ``C_UTC0`` of every calibration this process handed out so that
+the ticks of now map to the wall clock of now. It writes that one aligned 64-bit word, so a
+compiled reader on another thread sees the old anchor or the new one, never half of each.
 
 Invariant TSC: the CPU must report ``constant_tsc`` and ``nonstop_tsc`` (the TSC ticks at a fixed
 rate in every P- and C-state). Without them the clock falls back, loudly, to CLOCK_MONOTONIC
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,10 +117,10 @@ def tsc_info(cpuinfo: str = "/proc/cpuinfo",
     return TscInfo(not missing, tuple(sorted(f for f in flags if "tsc" in f)), cs, reason)
 
 
-def _anchor(read_ticks) -> tuple[int, int, int]:
-    """(ticks, utc_ns, window): the tightest of several (ticks, time_ns, ticks) brackets."""
+def _anchor(read_ticks, brackets: int = 64) -> tuple[int, int, int]:
+    """(ticks, utc_ns, window): the tightest of ``brackets`` (ticks, time_ns, ticks) brackets."""
     best = None
-    for _ in range(64):
+    for _ in range(brackets):
         a = read_ticks()
         u = time.time_ns()
         b = read_ticks()
@@ -187,12 +194,70 @@ def event_calibration(start_ns: int = 0) -> np.ndarray:
     return cal
 
 
+_HANDED: list = []             # weak references to the copies calibration() handed out
+_ANCHORED_AT = 0.0             # time.monotonic() of _CACHED's last anchor
+REANCHOR_S = 1.0               # calibration() re-anchors a cached calibration older than this
+_LOCK = threading.Lock()
+
+
 def calibration() -> np.ndarray:
-    """This process's calibration (measured once, ~50 ms), as a fresh copy for the caller."""
-    global _CACHED
+    """This process's calibration (measured once, ~50 ms), as a fresh copy for the caller; kept
+    anchored to the wall clock by :func:`reanchor_all`."""
+    global _CACHED, _ANCHORED_AT
     if _CACHED is None:
         _CACHED = calibrate()
-    return _CACHED.copy()
+        _ANCHORED_AT = time.monotonic()
+    elif time.monotonic() - _ANCHORED_AT > REANCHOR_S:
+        reanchor_all()
+    with _LOCK:
+        cal = _CACHED.copy()
+        _HANDED.append(weakref.ref(cal))
+    return cal
+
+
+def reanchor(cal: np.ndarray, brackets: int = 4) -> int:
+    """Move ``cal``'s UTC anchor so that the ticks of now map to the wall clock of now, keeping
+    its rate and tick anchor: one store of ``cal[C_UTC0]``. Returns the step in ns (the wall
+    clock minus what the old anchor said); event-time calibrations are left alone (0)."""
+    mode = int(cal[C_MODE])
+    if mode == MODE_TSC:
+        read = rdtsc_py
+    elif mode == MODE_MONOTONIC:
+        read = time.monotonic_ns
+    else:
+        return 0
+    ticks, utc, _ = _anchor(read, brackets)
+    step = utc - int(tsc_to_utc_ns(cal, np.int64(ticks)))
+    cal[C_UTC0] = int(cal[C_UTC0]) + step
+    return step
+
+
+def reanchor_all() -> int:
+    """Re-anchor this process's calibration and every copy of it still in use (one
+    measurement); returns the step in ns (0 before the first calibration)."""
+    if _CACHED is None:
+        return 0
+    with _LOCK:
+        return _reanchor_all()
+
+
+def _reanchor_all() -> int:
+    global _ANCHORED_AT
+    step = reanchor(_CACHED)
+    _ANCHORED_AT = time.monotonic()
+    live = []
+    for ref in _HANDED:
+        cal = ref()
+        if cal is None:
+            continue
+        live.append(ref)
+        if cal[C_MODE] == _CACHED[C_MODE] and cal[C_TSC0] == _CACHED[C_TSC0] \
+                and cal[C_MULT] == _CACHED[C_MULT]:
+            cal[C_UTC0] = _CACHED[C_UTC0]
+        else:
+            reanchor(cal)
+    _HANDED[:] = live
+    return step
 
 
 def now_tsc(cal: np.ndarray | None = None) -> int:

@@ -49,3 +49,27 @@ def test_monotonic_fallback_gives_ns_ticks_and_correct_utc():
     a = int(clock.now(cal))
     assert abs(a - time.monotonic_ns()) < 5_000_000
     assert abs(int(clock.tsc_to_utc_ns(cal, a)) - time.time_ns()) < 5_000_000
+
+
+def test_a_stepped_wall_clock_is_followed_by_every_calibration_handed_out():
+    # the wall clock moves 22 s against the TSC (a paused VM did that on this project's CI)
+    a, b = clock.calibration(), clock.calibration()
+    for cal in (a, b, clock._CACHED):
+        cal[clock.C_UTC0] -= 22_000_000_000
+    step = clock.reanchor_all()
+    assert abs(step - 22_000_000_000) < 5_000_000
+    for cal in (a, b):
+        t = clock.now_tsc(cal)
+        assert abs(int(clock.tsc_to_utc_ns(cal, t)) - time.time_ns()) < 5_000_000
+    ev = clock.event_calibration(123)
+    assert clock.reanchor(ev) == 0 and ev[clock.C_UTC0] == 0      # event time is not wall time
+
+
+def test_calibration_taken_long_ago_is_reanchored_when_asked_for_again(monkeypatch):
+    cal = clock.calibration()
+    clock._CACHED[clock.C_UTC0] += 3_000_000_000
+    monkeypatch.setattr(clock, "_ANCHORED_AT", time.monotonic() - 10)
+    fresh = clock.calibration()
+    for c in (cal, fresh):
+        t = clock.now_tsc(c)
+        assert abs(int(clock.tsc_to_utc_ns(c, t)) - time.time_ns()) < 5_000_000
