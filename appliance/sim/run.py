@@ -159,12 +159,17 @@ exec_ring = "exec.{v}"
 class Proc:
     """One actor (or simulator) process, its output in ``<run>/<name>.log``."""
 
-    def __init__(self, name: str, argv: list[str], run: Path, env: dict):
+    def __init__(self, name: str, argv: list[str], run: Path, env: dict, nice: int = 0):
         self.name = name
         self.log_path = run / f"{name}.log"
         self.log = open(self.log_path, "wb")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True)
+        if nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.p.pid, nice)
+            except OSError:
+                pass
         self.terminated = False
 
     def alive(self) -> bool:
@@ -192,6 +197,14 @@ class Proc:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+# The venue simulators and the exchange simulator stand for the world outside the host, and the
+# recorder is not on the trading path: on a shared box (no isolated cores) they run at a lower
+# CPU priority, so a woken md gateway, engine or FIX gateway does not wait behind them for the
+# scheduler (measured here with everything at nice 0: the engine's kill acknowledgement took
+# 2-5.7 ms in 4 of 6 runs, waiting for a CPU; the bar is 1 ms).
+WORLD_NICE = 10
 
 
 def _appliance(cfg: Path | None, *args: str) -> list[str]:
@@ -228,8 +241,8 @@ class Sim:
             raise SimFailed(f"appliance compile failed (exit {r.returncode}):\n{r.stdout[-2000:]}")
         self.say(f"kernels compiled or loaded from the cache in {time.monotonic() - t0:.1f} s")
 
-    def spawn(self, name: str, *args: str) -> Proc:
-        p = Proc(name, _appliance(self.cfg_path, *args), self.run, self.env)
+    def spawn(self, name: str, *args: str, nice: int = 0) -> Proc:
+        p = Proc(name, _appliance(self.cfg_path, *args), self.run, self.env, nice)
         self.procs.append(p)
         return p
 
@@ -242,14 +255,14 @@ class Sim:
                     "realtime", "--loop"]
             for r in rec:
                 args += ["--recording", str(r)]
-            self.spawn(f"venue-sim.{v}", *args)
-        self.spawn("exchange", "fix", "exchange", "--port", str(self.fix_port))
+            self.spawn(f"venue-sim.{v}", *args, nice=WORLD_NICE)
+        self.spawn("exchange", "fix", "exchange", "--port", str(self.fix_port), nice=WORLD_NICE)
         for v in self.plan.venues:
             self.spawn(f"md.{v}", "md", "--venue", v)
         for v in self.plan.venues:
             self.spawn(f"fix.{v}", "fix", "gateway", "--session", v)
         self.spawn("engine", "engine")
-        self.spawn("recorder", "recorder")
+        self.spawn("recorder", "recorder", nice=WORLD_NICE)
 
     def actor_names(self) -> list[str]:
         return ([f"md.{v}" for v in self.plan.venues] + [f"fix.{v}" for v in self.plan.venues]
@@ -299,14 +312,26 @@ class Sim:
                          + "".join(f"{pos.get(k, 0):>14}" for k in keys) + f"{pnl:>12.4f}")
 
     def kill(self) -> dict:
-        r = subprocess.run(_appliance(self.cfg_path, "kill", "--reason", "end of sim run",
-                                      "--timeout", "15", "--json"),
-                           env=self.env, capture_output=True, text=True, timeout=120)
+        """``appliance kill`` as an operator would run it (at the world's CPU priority: its
+        start-up and polling are not what the engine's acknowledgement should wait behind)."""
+        p = subprocess.Popen(_appliance(self.cfg_path, "kill", "--reason", "end of sim run",
+                                        "--timeout", "15", "--json"),
+                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
         try:
-            k = json.loads(r.stdout)
+            os.setpriority(os.PRIO_PROCESS, p.pid, WORLD_NICE)
+        except OSError:
+            pass
+        try:
+            out, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        try:
+            k = json.loads(out)
         except ValueError:
-            k = {"confirmed": False, "error": (r.stderr or r.stdout).strip()[-500:]}
-        k["exit"] = r.returncode
+            k = {"confirmed": False, "error": (err or out).strip()[-500:]}
+        k["exit"] = p.returncode
         return k
 
     def stop(self) -> dict:
