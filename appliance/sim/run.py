@@ -201,9 +201,11 @@ class Proc:
 
 # The venue simulators and the exchange simulator stand for the world outside the host, and the
 # recorder is not on the trading path: on a shared box (no isolated cores) they run at a lower
-# CPU priority, so a woken md gateway, engine or FIX gateway does not wait behind them for the
-# scheduler (measured here with everything at nice 0: the engine's kill acknowledgement took
-# 2-5.7 ms in 4 of 6 runs, waiting for a CPU; the bar is 1 ms).
+# CPU priority, so a woken md gateway, engine or FIX gateway waits less behind them for the
+# scheduler. Measured on a 2-vCPU VM, the engine's kill acknowledgement (bar: 1 ms) went over
+# in 6 of 10 runs with everything at nice 0 (2.0-5.7 ms, its compiled 1 ms steps stretched to
+# 6-9 ms waiting for a CPU) and in 1 of 6 with this; it still depends on the scheduler there.
+# Production gives the actors isolated cores instead.
 WORLD_NICE = 10
 
 
