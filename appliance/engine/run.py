@@ -12,8 +12,8 @@ import time
 
 from appliance.actor import Actor
 from appliance.engine import book, killswitch, recovery, risk
-from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_KILL_CANCELS,
-                                      ST_RISK_STATE, step)
+from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_HALTED,
+                                      ST_KILL_CANCELS, ST_RISK_STATE, step)
 from appliance.engine.strategies import base
 from appliance.engine.state import EngineState
 from appliance.transport import control, records, ring, wait
@@ -91,6 +91,13 @@ class Engine(Actor):
             self.cfg.appliance.journal_dir, self._sessions(),
             es.settings["ack_timeout_ms"] / 1000.0, self.log)
         rec.restore()
+        if not cb.killed and int(es.rk.state[risk.R_STATE]) == records.RISK_HALTED:
+            # halted in the snapshot, reset by the operator since (no flag, no persisted halt):
+            # the gate resumes through the kernel's manual-reset path on its first step, as it
+            # does for a reset while the engine runs
+            es.stats[ST_HALTED] = 1
+            self.log.info("recovery: the snapshot was HALTED and the kill switch has been reset "
+                          "since: resuming")
         if rec.problems:
             self._refuse("recovery: " + "; ".join(rec.problems))
         # the recovered state is durable before anything goes out

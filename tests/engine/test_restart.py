@@ -531,3 +531,30 @@ def test_unprovable_restart_refuses_to_trade_until_an_operator_resets(rig_factor
     assert out.returncode == 0, out.stderr
     rig.wait(lambda: [r for r in rig.rings()[0][head:] if int(r[8]) == records.RT_NEW_ORDER],
              "orders after the reset", 120)
+
+
+def test_engine_halted_then_reset_while_stopped_trades_again_after_a_restart(rig_factory):
+    # the halt is in the engine's last snapshot; the operator resets the kill switch while the
+    # engine is down: the restarted engine must not stay HALTED on the snapshot's word
+    rig = rig_factory()
+    rig.gateway()
+    rig.engine()
+    rig.wait_up()
+    _trade_until(rig, 2, "fills before the kill")
+    rig.filling.clear()
+    cli = [sys.executable, "-m", "appliance.cli", "--config", str(rig.cfg)]
+    out = subprocess.run(cli + ["kill", "--reason", "test", "--timeout", "30"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rig.wait(lambda: rig.status().get("risk", {}).get("state") == "HALTED", "the engine to halt", 60)
+    rig.terminate("engine")
+    out = subprocess.run(cli + ["kill", "--reset", "--confirm"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    head = rig.order_head()
+    rig.engine()
+    rig.wait_up()
+    rig.wait(lambda: rig.status().get("risk", {}).get("state") == "RUNNING",
+             "the restarted engine to resume after the reset", 120)
+    rig.wait(lambda: [r for r in rig.rings()[0][head:] if int(r[8]) == records.RT_NEW_ORDER],
+             "orders after the restart", 120)
