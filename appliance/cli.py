@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "appliance.venues.cli",      # md, md replay
     "appliance.engine.cli",      # engine, kill, status
     "appliance.fix.cli",         # fix gateway|exchange|acceptor
-    "appliance.group_cli",       # group (md gateway + engine + FIX gateway in one process)
+    "appliance.group.cli",       # group (md gateway + engine + FIX gateway in one process)
     "appliance.journal.cli",     # recorder, journal stats|cat
     "appliance.transport.cli",   # shm ls
     "appliance.ops.cli",         # top, exporter

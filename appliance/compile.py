@@ -1,8 +1,9 @@
 """Build every compiled kernel of the package into the numba cache, in parallel.
 
-``appliance compile [--jobs N] [--only MODULE...] [--list] [--prune] [--force] [--json]``.
+``appliance compile [--jobs N] [--all | --only MODULE...] [--list] [--prune] [--force] [--json]``.
 
-Each module of :data:`appliance.jit.WARMERS` runs its ``warm()`` in a worker process (``--jobs``,
+Each module of :data:`appliance.jit.WARMERS` (with ``--all`` also
+:data:`appliance.jit.OPTIONAL_WARMERS`: the one-process loops) runs its ``warm()`` in a worker process (``--jobs``,
 default: one per CPU); a bar on stderr shows the modules done and the kernels compiled so far
 (counted from numba's compile events in the workers). Exit status 0 only when every module
 compiled; a failing module is reported on one line with its error. Afterwards the actors' own
@@ -24,8 +25,10 @@ def register(sub) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("--jobs", "-j", type=int, default=0,
                    help="worker processes (default: one per CPU)")
+    p.add_argument("--all", action="store_true",
+                   help="also the kernels of the one-process layout (appliance group)")
     p.add_argument("--only", nargs="+", metavar="MODULE",
-                   help="compile these WARMERS modules only (default: all)")
+                   help="compile these warm-up modules only (see --list)")
     p.add_argument("--list", action="store_true", help="print the warm-up modules and exit")
     p.add_argument("--prune", action="store_true",
                    help="also remove cache directories of other source versions (keeps the "
@@ -175,18 +178,19 @@ def _main(args) -> int:
 
     from appliance import jit
 
-    names = list(jit.WARMERS)
+    known = list(jit.WARMERS) + list(jit.OPTIONAL_WARMERS)
+    names = known if args.all else list(jit.WARMERS)
     if args.list:
-        for n in names:
-            print(n)
+        for n in known:
+            print(n + ("  (--all)" if n in jit.OPTIONAL_WARMERS else ""))
         return 0
     if args.only:
-        bad = [n for n in args.only if n not in names]
+        bad = [n for n in args.only if n not in known]
         if bad:
-            print(f"compile: unknown module(s) {', '.join(bad)} (have: {', '.join(names)})",
+            print(f"compile: unknown module(s) {', '.join(bad)} (have: {', '.join(known)})",
                   file=sys.stderr)
             return 2
-        names = [n for n in names if n in args.only]
+        names = [n for n in known if n in args.only]
     jobs = args.jobs or os.cpu_count() or 1
     if jobs < 1:
         print("compile: --jobs must be >= 1", file=sys.stderr)

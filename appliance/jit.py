@@ -51,8 +51,8 @@ KEEP = 4
 # modules with a ``warm()`` function, in the order appliance compile hands them to its workers:
 # longest first, so the workers finish together (CPU seconds of a cold compile on a 2-vCPU VM in
 # parentheses; a venue's figure depends on whether another venue already cached the shared
-# helpers). Each venue module is its own entry (appliance.venues.warm, which an md gateway does
-# not use, warms all six in one process): six venues in one worker would be the critical path.
+# helpers). Each venue module is its own entry (its ``warm`` is ``Feed.warm``): six venues in one
+# worker would be the critical path.
 WARMERS = (
     "appliance.engine.warm",                 # 30
     "appliance.transport.warm",              # 2: the shared leaves, early
@@ -65,6 +65,13 @@ WARMERS = (
     "appliance.venues.coinbase",             # 7
     "appliance.venues.bitfinex",             # 6
     "appliance.ops.warm",                    # 1
+)
+
+# kernels of layouts the sim and the one-process-per-actor layout do not run, compiled only by
+# ``appliance compile --all`` (or ``--only``): the one-process loop of every venue (its actor,
+# ``appliance group``, warms its own venue's loop before it goes live).
+OPTIONAL_WARMERS = (
+    "appliance.group.warm",
 )
 
 _PKG = Path(__file__).resolve().parent

@@ -69,11 +69,10 @@ from numba import njit
 
 from appliance.engine import kernels
 from appliance.fix import gateway as fixgw
-from appliance.group import sys_send
 from appliance.transport import clock, hist, records, ring
-from appliance.venues import binance
-from appliance.transport.intrinsics import rdtsc
-from appliance.venues import wsframe
+from appliance.transport.intrinsics import EAGAIN as _EAGAIN
+from appliance.transport.intrinsics import EINTR, rdtsc, sys_errno, sys_recv, sys_send
+from appliance.venues import binance, wsframe
 
 VENUE = "binance"
 SYMBOL = "NKNUSDT"
@@ -86,7 +85,6 @@ T2T_P99_NS = 15000
 MEM_P50_NS = 1500
 BASELINE_RATIO = 20.0
 
-_EAGAIN = 11
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -103,7 +101,7 @@ def send_stamped(fd, buf, n, out):
     t = np.int64(rdtsc())
     k = sys_send(fd, buf, 0, n)
     out[0] = t
-    out[1] = k if k >= 0 else -wsframe.sys_errno()
+    out[1] = k if k >= 0 else -sys_errno()
 
 
 @njit(cache=True, nogil=True)
@@ -112,7 +110,7 @@ def recv_spin(fd, buf, off, deadline, out):
     when recv() returned), the peer closes (0), an error (-errno) or ``deadline`` (TSC) passes
     (-EAGAIN)."""
     while True:
-        n = wsframe.sys_recv(fd, buf, off, buf.shape[0] - off)
+        n = sys_recv(fd, buf, off, buf.shape[0] - off)
         if n > 0:
             out[1] = np.int64(rdtsc())
             out[0] = n
@@ -120,8 +118,8 @@ def recv_spin(fd, buf, off, deadline, out):
         if n == 0:
             out[0] = 0
             return
-        e = wsframe.sys_errno()
-        if e != _EAGAIN and e != 4:
+        e = sys_errno()
+        if e != _EAGAIN and e != EINTR:
             out[0] = -e
             return
         if np.int64(rdtsc()) >= deadline:
@@ -137,7 +135,7 @@ def echo_client(fd, buf, n, reps, out, deadline_ticks):
         sys_send(fd, buf, 0, n)
         got = 0
         while got < n:
-            k = wsframe.sys_recv(fd, buf, got, n - got)
+            k = sys_recv(fd, buf, got, n - got)
             if k > 0:
                 got += k
             elif k == 0:
@@ -155,7 +153,7 @@ def echo_server(fd, buf, n, reps, deadline_ticks):
     for i in range(reps):
         got = 0
         while got < n:
-            k = wsframe.sys_recv(fd, buf, got, n - got)
+            k = sys_recv(fd, buf, got, n - got)
             if k > 0:
                 got += k
             elif k == 0:
@@ -902,7 +900,7 @@ def in_memory(cal, venue: Venue, cfg_path: Path, loops: int) -> dict:
     from appliance import config
     from appliance.engine.state import EngineState
     from appliance.fix import codec as C
-    from appliance.group import Eng, Fix
+    from appliance.group.run import Eng, Fix
     from appliance.venues import common
     from appliance.venues import binance as bn
     cfg = config.load(cfg_path)
@@ -1158,7 +1156,7 @@ def run_baseline(args, cal, venue: Venue, work: Path) -> dict:
 # ------------------------------------------------------------------------------------------------
 def warm_all() -> None:
     """Compile (or load) every kernel the actors and this bench run, before anything is timed."""
-    from appliance import group
+    from appliance.group import run as group
     from appliance.engine import warm as engine_warm
     from appliance.fix import warm as fix_warm
     binance.warm()

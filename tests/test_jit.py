@@ -127,6 +127,12 @@ def test_every_part_and_every_venue_is_warmed_by_compile():
     for part in ("transport", "engine", "fix", "ops", "sim"):
         assert f"appliance.{part}.warm" in jit.WARMERS
     assert len(set(jit.WARMERS)) == len(jit.WARMERS)
+    # the one-process loops: appliance compile --all (appliance group warms its own venue's)
+    assert jit.OPTIONAL_WARMERS == ("appliance.group.warm",)
+    assert not set(jit.OPTIONAL_WARMERS) & set(jit.WARMERS)
+    import importlib
+    for name in jit.WARMERS + jit.OPTIONAL_WARMERS:
+        assert callable(importlib.import_module(name).warm), name
 
 
 # -- the kernel policy (jit.install_kernel_policy) ---------------------------------------------

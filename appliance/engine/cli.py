@@ -57,24 +57,9 @@ def _kill(args) -> int:
         r = killswitch.kill(cb, cfg.appliance.state_dir, args.reason, timeout_s=args.timeout)
         if args.json:
             print(json.dumps(r))
-        elif r["confirmed"]:
-            parts = []
-            if r["engine_acked"]:
-                parts.append(f"engine pid {r['engine_pid']} acknowledged in "
-                             f"{r['engine_ack_ns'] / 1e6:.3f} ms")
-            for name, g in r["gateways"].items():
-                parts.append(f"{name} confirmed nothing working at the venue after "
-                             f"{g['confirm_ns'] / 1e6:.3f} ms")
-            print(f"HALTED (epoch {r['epoch']}): " + "; ".join(parts)
-                  + f" (flag -> acknowledgement; halt persisted to {r['persisted']})")
-        elif not r["engine_pid"] and not r["gateways"]:
-            print(f"kill switch set (epoch {r['epoch']}) and persisted to {r['persisted']}, but "
-                  f"NOT confirmed: no engine and no FIX gateway is running, so nobody confirmed "
-                  f"that nothing is working at the venue", file=sys.stderr)
         else:
-            print(f"kill switch set (epoch {r['epoch']}, persisted to {r['persisted']}) but NOT "
-                  f"confirmed within {args.timeout:g} s by: {', '.join(r['waiting_for'])}",
-                  file=sys.stderr)
+            print(killswitch.describe(r, args.timeout),
+                  file=sys.stdout if r["confirmed"] else sys.stderr)
         return 0 if r["confirmed"] else 1
     finally:
         cb.close()

@@ -149,3 +149,25 @@ def reset(cb, state_dir) -> None:
     cb.reset_kill()
     if not engine_alive(cb):
         store_release_py(cb.words, RISK_STATE_OFF, records.RISK_RUNNING)
+
+
+def describe(r: dict, timeout_s: float) -> str:
+    """One line for an operator on what :func:`kill` returned: who acknowledged in how long, or
+    who did not (``appliance kill``, the kill key of ``appliance top``)."""
+    where = f", persisted to {r['persisted']}" if r.get("persisted") else ""
+    if r["confirmed"]:
+        parts = []
+        if r["engine_acked"]:
+            parts.append(f"engine pid {r['engine_pid']} acknowledged in "
+                         f"{r['engine_ack_ns'] / 1e6:.3f} ms")
+        for name, g in r["gateways"].items():
+            parts.append(f"{name} confirmed nothing working at the venue after "
+                         f"{g['confirm_ns'] / 1e6:.3f} ms")
+        return (f"HALTED (epoch {r['epoch']}): " + "; ".join(parts)
+                + f" (flag -> acknowledgement{where})")
+    if not r["engine_pid"] and not r["gateways"]:
+        return (f"kill switch set (epoch {r['epoch']}{where}), but NOT confirmed: no engine and "
+                "no FIX gateway is running, so nobody confirmed that nothing is working at the "
+                "venue")
+    return (f"kill switch set (epoch {r['epoch']}{where}) but NOT confirmed within "
+            f"{timeout_s:g} s by: {', '.join(r['waiting_for'])}")

@@ -125,12 +125,12 @@ ST_SESSION = 13
 ST_APP_MSGS = 14       # ER/OCR turned into records
 ST_SIZE = 16
 
-# field offsets of the schema (constants of records.py)
-_O_RTYPE = 8
-_O_VENUE = 9
-_O_FLAGS = 10
-_O_INSTR = 12
-_O_ORIGIN = 16
+# field offsets of the schema (derived from the dtypes of records.py)
+_O_RTYPE = R.field_offset(R.HEADER, "rtype")
+_O_VENUE = R.field_offset(R.HEADER, "venue")
+_O_FLAGS = R.field_offset(R.HEADER, "flags")
+_O_INSTR = R.field_offset(R.HEADER, "instrument")
+_O_ORIGIN = R.field_offset(R.HEADER, "origin_tsc")
 _O_CLORD = R.NEW_ORDER.fields["clord_id"][1]
 _N_PRICE = R.NEW_ORDER.fields["price"][1]
 _N_QTY = R.NEW_ORDER.fields["qty"][1]
@@ -147,6 +147,11 @@ _R_SIDE = R.REPLACE.fields["side"][1]
 _R_ORDTYPE = R.REPLACE.fields["ord_type"][1]
 _R_TIF = R.REPLACE.fields["tif"][1]
 _M_SCOPE = R.MASS_CANCEL.fields["scope"][1]
+# a REPLACE is a NEW_ORDER with orig_clord_id before its price: the order fields they share sit
+# _R_SHIFT bytes further on (what _check_order / _order_fields rely on)
+_R_SHIFT = _R_PRICE - _N_PRICE
+assert (_R_QTY, _R_SIDE, _R_ORDTYPE, _R_TIF) == (_N_QTY + _R_SHIFT, _N_SIDE + _R_SHIFT,
+                                                 _N_ORDTYPE + _R_SHIFT, _N_TIF + _R_SHIFT)
 _X_CLORD = R.ACK.fields["clord_id"][1]
 _X_ORIG = R.ACK.fields["orig_clord_id"][1]
 _X_SESSION = R.ACK.fields["session"][1]
@@ -562,6 +567,46 @@ def _check_type_tif(ord_type, tif):
     return 0
 
 
+@njit(**jit.HELPER)
+def _check_order(rec, d, instr, inst):
+    """0 or the E_* code of a NEW_ORDER (``d`` 0) or REPLACE (``d`` _R_SHIFT) record's side,
+    type, time in force, quantity and limit price."""
+    ot = rec[_N_ORDTYPE + d]
+    qty = ld_i64(rec, _N_QTY + d)
+    px = ld_i64(rec, _N_PRICE + d)
+    e = _check_side(rec[_N_SIDE + d])
+    if e == 0:
+        e = _check_type_tif(ot, rec[_N_TIF + d])
+    if e == 0 and (qty <= 0 or qty > instr[inst, QTY_MAX]):
+        e = E_BAD_QTY
+    if e == 0 and ot == R.ORD_LIMIT and (px > instr[inst, PX_MAX] or px < -instr[inst, PX_MAX]):
+        e = E_BAD_PRICE
+    return e
+
+
+@njit(**jit.HELPER)
+def _order_fields(out, p, rec, d, begin, instr, syms, inst, ts):
+    """The fields a NewOrderSingle and an OrderCancelReplaceRequest share, from ClOrdID on:
+    11 [21 on FIX 4.2] 55 54 38 40 [44] 59 [18] 60, read from a NEW_ORDER (``d`` 0) or REPLACE
+    (``d`` _R_SHIFT) record."""
+    side = rec[_N_SIDE + d]
+    ot = rec[_N_ORDTYPE + d]
+    qty = ld_i64(rec, _N_QTY + d)
+    p = _field_uint(out, p, 11, ld_u64(rec, _O_CLORD))
+    if is_fix42(begin):
+        p = _field_char(out, p, 21, 49)
+    p = _field_symbol(out, p, instr, syms, inst)
+    p = _field_char(out, p, 54, 48 + side)
+    p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
+    p = _field_char(out, p, 40, 50 if ot == R.ORD_LIMIT else 49)
+    if ot == R.ORD_LIMIT:
+        p = _field_decimal(out, p, 44, ld_i64(rec, _N_PRICE + d) * instr[inst, PX_MANT],
+                           instr[inst, PX_DEC])
+    p = _field_char(out, p, 59, _TIF_CHAR[rec[_N_TIF + d]])
+    p = _field_exec_inst(out, p, np.int64(rec[_O_FLAGS]) | (np.int64(rec[_O_FLAGS + 1]) << 8))
+    return _field_time_copy(out, p, ts)
+
+
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
     """One order record -> one FIX message at out[off:]; bytes written or a negative E_* code."""
@@ -572,36 +617,13 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
     if e != 0 and rt != R.RT_MASS_CANCEL:
         return e
     inst = ld_u32(rec, _O_INSTR)
-    flags = np.int64(rec[_O_FLAGS]) | (np.int64(rec[_O_FLAGS + 1]) << 8)
     clord = ld_u64(rec, _O_CLORD)
     if rt == R.RT_NEW_ORDER:
-        side = rec[_N_SIDE]
-        ot = rec[_N_ORDTYPE]
-        tif = rec[_N_TIF]
-        qty = ld_i64(rec, _N_QTY)
-        e = _check_side(side)
-        if e == 0:
-            e = _check_type_tif(ot, tif)
-        if e == 0 and (qty <= 0 or qty > instr[inst, QTY_MAX]):
-            e = E_BAD_QTY
-        px = ld_i64(rec, _N_PRICE)
-        if e == 0 and ot == R.ORD_LIMIT and (px > instr[inst, PX_MAX] or px < -instr[inst, PX_MAX]):
-            e = E_BAD_PRICE
+        e = _check_order(rec, 0, instr, inst)
         if e != 0:
             return e
         p, body, ts = _begin_message(out, off, begin, comp, 68, seq, utc_ns, tcache)  # 'D'
-        p = _field_uint(out, p, 11, clord)
-        if is_fix42(begin):
-            p = _field_char(out, p, 21, 49)
-        p = _field_symbol(out, p, instr, syms, inst)
-        p = _field_char(out, p, 54, 48 + side)
-        p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
-        p = _field_char(out, p, 40, 50 if ot == R.ORD_LIMIT else 49)
-        if ot == R.ORD_LIMIT:
-            p = _field_decimal(out, p, 44, px * instr[inst, PX_MANT], instr[inst, PX_DEC])
-        p = _field_char(out, p, 59, _TIF_CHAR[tif])
-        p = _field_exec_inst(out, p, flags)
-        p = _field_time_copy(out, p, ts)
+        p = _order_fields(out, p, rec, 0, begin, instr, syms, inst, ts)
     elif rt == R.RT_CANCEL:
         side = rec[_C_SIDE]
         qty = ld_i64(rec, _C_QTY)
@@ -618,34 +640,12 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
         p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
         p = _field_time_copy(out, p, ts)
     elif rt == R.RT_REPLACE:
-        side = rec[_R_SIDE]
-        ot = rec[_R_ORDTYPE]
-        tif = rec[_R_TIF]
-        qty = ld_i64(rec, _R_QTY)
-        e = _check_side(side)
-        if e == 0:
-            e = _check_type_tif(ot, tif)
-        if e == 0 and (qty <= 0 or qty > instr[inst, QTY_MAX]):
-            e = E_BAD_QTY
-        px = ld_i64(rec, _R_PRICE)
-        if e == 0 and ot == R.ORD_LIMIT and (px > instr[inst, PX_MAX] or px < -instr[inst, PX_MAX]):
-            e = E_BAD_PRICE
+        e = _check_order(rec, _R_SHIFT, instr, inst)
         if e != 0:
             return e
         p, body, ts = _begin_message(out, off, begin, comp, 71, seq, utc_ns, tcache)  # 'G'
         p = _field_uint(out, p, 41, ld_u64(rec, _R_ORIG))
-        p = _field_uint(out, p, 11, clord)
-        if is_fix42(begin):
-            p = _field_char(out, p, 21, 49)
-        p = _field_symbol(out, p, instr, syms, inst)
-        p = _field_char(out, p, 54, 48 + side)
-        p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
-        p = _field_char(out, p, 40, 50 if ot == R.ORD_LIMIT else 49)
-        if ot == R.ORD_LIMIT:
-            p = _field_decimal(out, p, 44, px * instr[inst, PX_MANT], instr[inst, PX_DEC])
-        p = _field_char(out, p, 59, _TIF_CHAR[tif])
-        p = _field_exec_inst(out, p, flags)
-        p = _field_time_copy(out, p, ts)
+        p = _order_fields(out, p, rec, _R_SHIFT, begin, instr, syms, inst, ts)
     elif rt == R.RT_MASS_CANCEL:
         scope = rec[_M_SCOPE]
         if scope != 1 and scope != 7:

@@ -460,18 +460,4 @@ def pull_kill_switch(observer: source.Observer, timeout_s: float) -> tuple[str, 
         return f"kill switch SET in the control block, but: {e}", None
     finally:
         cb.close()
-    if r["confirmed"]:
-        parts = []
-        if r["engine_acked"]:
-            parts.append(f"engine pid {r['engine_pid']} acknowledged in "
-                         f"{r['engine_ack_ns'] / 1e6:.3f} ms")
-        for name, g in r["gateways"].items():
-            parts.append(f"{name} confirmed nothing working at the venue after "
-                         f"{g['confirm_ns'] / 1e6:.3f} ms")
-        return f"HALTED (epoch {r['epoch']}): " + "; ".join(parts), r
-    if not r["engine_pid"] and not r["gateways"]:
-        return (f"kill switch SET (epoch {r['epoch']}) and persisted, but NOT confirmed: no "
-                f"engine and no FIX gateway is running, so nobody confirmed that nothing is "
-                f"working at the venue"), r
-    return (f"kill switch SET (epoch {r['epoch']}, persisted) but NOT confirmed within "
-            f"{timeout_s:g} s by: {', '.join(r['waiting_for'])}"), r
+    return killswitch.describe(r, timeout_s), r

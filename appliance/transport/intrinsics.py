@@ -22,6 +22,10 @@ monotonic_ns         CLOCK_MONOTONIC                  ``call clock_gettime`` (vD
 bit_length           bits needed for an unsigned u64  ``lzcnt`` / ``bsr``
 move_bytes           overlapping copy inside an array ``memmove`` (vector moves)
 prefetch_write       cache-line hint for a store      ``prefetchw``
+sys_recv             socket read, never blocks        ``call recv`` (MSG_DONTWAIT)
+sys_peek             bytes waiting on a socket?       ``call recv`` (MSG_DONTWAIT | MSG_PEEK)
+sys_send             socket write, never blocks       ``call send`` (MSG_DONTWAIT | MSG_NOSIGNAL)
+sys_errno            the thread's errno               ``call __errno_location``
 ===================  ===============================  =========================================
 
 Why atomics at all on x86: without them LLVM may hoist a plain load out of a spin loop, merge or
@@ -227,3 +231,54 @@ def prefetch_write(typingctx, arr, off):
         builder.call(fn, [i8p, ir.Constant(_I32, 1), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
         return context.get_dummy_value()
     return types.void(arr, off), codegen
+
+
+# --- socket calls (libc) from compiled code --------------------------------------------------------
+MSG_PEEK = 0x2
+MSG_DONTWAIT = 0x40
+MSG_NOSIGNAL = 0x4000
+EAGAIN = 11
+EINTR = 4
+
+
+def _libc_buf_call(name: str, flags: int, doc: str):
+    """An intrinsic ``f(fd, arr, off, n)``: libc ``name(fd, arr.data + off, n, flags)`` (recv or
+    send), returning its ssize_t as int64 (-1: see :func:`sys_errno`)."""
+    def impl(typingctx, fd, arr, off, n):
+        if not (isinstance(arr, types.Array) and isinstance(fd, types.Integer)
+                and isinstance(off, types.Integer) and isinstance(n, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[1])(context, builder, args[1])
+            base = builder.ptrtoint(ary.data, _I64)
+            off_ = context.cast(builder, args[2], sig.args[2], types.int64)
+            ptr = builder.inttoptr(builder.add(base, off_), ir.IntType(8).as_pointer())
+            fnty = ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64, _I32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            fd_ = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
+            n_ = context.cast(builder, args[3], sig.args[3], types.int64)
+            return builder.call(fn, [fd_, ptr, n_, ir.Constant(_I32, flags)])
+        return types.int64(fd, arr, off, n), codegen
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+sys_recv = _libc_buf_call("recv", MSG_DONTWAIT, """``recv(fd, arr.data + off, n, MSG_DONTWAIT)``:
+bytes read, 0 at end of stream, -1 on error (see :func:`sys_errno`). Never blocks.""")
+sys_peek = _libc_buf_call("recv", MSG_DONTWAIT | MSG_PEEK, """``recv(fd, arr.data + off, n,
+MSG_DONTWAIT | MSG_PEEK)``: > 0 when bytes are waiting (they stay in the socket), 0 at end of
+stream, -1 with EAGAIN when none.""")
+sys_send = _libc_buf_call("send", MSG_DONTWAIT | MSG_NOSIGNAL, """``send(fd, arr.data + off, n,
+MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes taken, or -1 (see :func:`sys_errno`). Never blocks, never
+raises SIGPIPE.""")
+
+
+@intrinsic
+def sys_errno(typingctx):
+    """The calling thread's ``errno`` (``*__errno_location()``)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I32.as_pointer(), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "__errno_location")
+        return builder.sext(builder.load(builder.call(fn, [])), _I64)
+    return types.int64(), codegen

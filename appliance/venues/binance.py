@@ -415,16 +415,6 @@ WARM_FRAMES = (
 WARM_SNAPSHOT = b'{"lastUpdateId":1,"bids":[["1.00","2.0"]],"asks":[["1.10","0.5"]]}'
 
 
-def warm() -> None:
-    """Compile (or load from the numba cache) every kernel of this venue."""
-    feed = common.quiet(Feed([Instrument.make("ABCUSDT", "ABC-USDT", "0.01", "0.1")],
-                             common.RecordWriter.local(1024)))
-    feed.snapshot_requests()
-    feed.on_frame(WARM_FRAMES[0], 1)
-    feed.on_snapshot("ABCUSDT", WARM_SNAPSHOT, 1)
-    common.warm_feed(feed, list(WARM_FRAMES))
-
-
 class Feed(snapshot_sync.SnapshotSyncFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
@@ -432,6 +422,12 @@ class Feed(snapshot_sync.SnapshotSyncFeed):
     handle = staticmethod(handle_frame)
     pump = staticmethod(pump)
     parse_snapshot = staticmethod(parse_snapshot)
+    WARM_INSTRUMENT = ("ABCUSDT", "ABC-USDT", "0.01", "0.1")
+    WARM_FRAMES = WARM_FRAMES
+    WARM_SNAPSHOT = WARM_SNAPSHOT
 
     def snapshot_path(self, ins: Instrument) -> str:
         return f"/api/v3/depth?symbol={ins.symbol}&limit={SNAPSHOT_LIMIT}"
+
+
+warm = Feed.warm

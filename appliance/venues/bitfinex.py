@@ -445,6 +445,8 @@ class Feed(common.BaseFeed):
     TAB_ROWS = 256
     handle = staticmethod(handle_frame)
     pump = staticmethod(pump)
+    WARM_INSTRUMENT = ("tABCUSD", "ABC-USD", "0." + "0" * 9 + "1", "0.00000001")
+    WARM_FRAMES = WARM_FRAMES
 
     def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
@@ -457,13 +459,8 @@ class Feed(common.BaseFeed):
     def ping_frame(self) -> str | None:
         return '{"event":"ping","cid":1}'
 
-    def _on_event(self, frame: bytes, tsc: int) -> None:
-        try:
-            ev = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            self._bad(frame, scan.E_SYNTAX, "event")
-            return
-        kind = ev.get("event") if isinstance(ev, dict) else None
+    def on_event(self, ev: dict, tsc: int) -> None:
+        kind = ev.get("event")
         if kind == "subscribed":
             b = self.index.get(ev.get("symbol"))
             chan = ev.get("chanId")
@@ -515,8 +512,4 @@ class Feed(common.BaseFeed):
         self.n_chan = 0
 
 
-def warm() -> None:
-    """Compile (or load from the numba cache) every kernel of this venue."""
-    feed = common.quiet(Feed([Instrument.make("tABCUSD", "ABC-USD", "0." + "0" * 9 + "1",
-                                              "0.00000001")], common.RecordWriter.local(1024)))
-    common.warm_feed(feed, list(WARM_FRAMES))
+warm = Feed.warm

@@ -294,22 +294,15 @@ WARM_FRAMES = (
 WARM_SNAPSHOT = b'{"timestamp":"1","microtimestamp":"1","bids":[["1.00","2.0"]],"asks":[["1.10","0.5"]]}'
 
 
-def warm() -> None:
-    """Compile (or load from the numba cache) every kernel of this venue."""
-    feed = common.quiet(Feed([Instrument.make("abcusd", "ABC-USD", "0.01", "0.1")],
-                             common.RecordWriter.local(1024)))
-    feed.snapshot_requests()
-    feed.on_frame(WARM_FRAMES[0], 1)
-    feed.on_snapshot("abcusd", WARM_SNAPSHOT, 1)
-    common.warm_feed(feed, list(WARM_FRAMES))
-
-
 class Feed(snapshot_sync.SnapshotSyncFeed):
     NAME = NAME
     VENUE_ID = VENUE_ID
     handle = staticmethod(handle_frame)
     pump = staticmethod(pump)
     parse_snapshot = staticmethod(parse_snapshot)
+    WARM_INSTRUMENT = ("abcusd", "ABC-USD", "0.01", "0.1")
+    WARM_FRAMES = WARM_FRAMES
+    WARM_SNAPSHOT = WARM_SNAPSHOT
 
     def snapshot_path(self, ins: Instrument) -> str:
         return f"/api/v2/order_book/{ins.symbol}/"
@@ -317,13 +310,8 @@ class Feed(snapshot_sync.SnapshotSyncFeed):
     def ping_frame(self) -> str | None:
         return '{"event":"bts:heartbeat"}'
 
-    def _on_event(self, frame: bytes, tsc: int) -> None:
-        try:
-            ev = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            self._bad(frame, scan.E_SYNTAX, "not JSON")
-            return
-        kind = ev.get("event") if isinstance(ev, dict) else None
+    def on_event(self, ev: dict, tsc: int) -> None:
+        kind = ev.get("event")
         if kind == "bts:request_reconnect":
             self.log.warning("bitstamp asks for a reconnect; books invalid until resynced")
             for b in range(len(self.instruments)):
@@ -334,3 +322,6 @@ class Feed(snapshot_sync.SnapshotSyncFeed):
             self.log.error("bitstamp error event: %s", ev.get("data"))
         else:
             self.counters.ignored += 1
+
+
+warm = Feed.warm

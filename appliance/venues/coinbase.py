@@ -287,14 +287,11 @@ class Feed(common.BaseFeed):
     CAP = 1 << 15
     handle = staticmethod(handle_frame)
     pump = staticmethod(pump)
+    WARM_FRAMES = WARM_FRAMES
+    WARM_BOOK_CAP = 64
 
-    def _on_event(self, frame: bytes, tsc: int) -> None:
-        try:
-            ev = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            self._bad(frame, scan.E_SYNTAX, "not JSON")
-            return
-        kind = ev.get("type") if isinstance(ev, dict) else None
+    def on_event(self, ev: dict, tsc: int) -> None:
+        kind = ev.get("type")
         if kind == "error":
             self.counters.errors += 1
             self.log.error("coinbase error: %s %s", ev.get("message"), ev.get("reason", ""))
@@ -302,8 +299,4 @@ class Feed(common.BaseFeed):
             self.counters.ignored += 1      # subscriptions, status, ...
 
 
-def warm() -> None:
-    """Compile (or load from the numba cache) every kernel of this venue."""
-    feed = common.quiet(Feed([Instrument.make("ABC-USD", "ABC-USD", "0.01", "0.1")],
-                             common.RecordWriter.local(1024), book_cap=64))
-    common.warm_feed(feed, list(WARM_FRAMES))
+warm = Feed.warm

@@ -416,10 +416,8 @@ class Feed(common.BaseFeed):
     CAP = 1 << 15
     handle = staticmethod(handle_frame)
     pump = staticmethod(pump)
+    WARM_FRAMES = WARM_FRAMES
+    WARM_BOOK_CAP = 64
 
 
-def warm() -> None:
-    """Compile (or load from the numba cache) every kernel of this venue."""
-    feed = common.quiet(Feed([Instrument.make("ABC-USD", "ABC-USD", "0.01", "0.1")],
-                             common.RecordWriter.local(1024), book_cap=64))
-    common.warm_feed(feed, list(WARM_FRAMES))
+warm = Feed.warm

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 import numpy as np
+import orjson
 from numba import njit
 
 from appliance import jit
@@ -815,6 +816,23 @@ class BaseFeed:
     SCRATCH = 1
     handle = None             # staticmethod(handle_frame)
     pump = None               # staticmethod(pump)
+    # the warm-up (``warm``): one instrument (symbol, name, tick, lot), frames of every kind the
+    # kernel parses (the last one truncated), and the book capacity to warm with
+    WARM_INSTRUMENT = ("ABC-USD", "ABC-USD", "0.01", "0.1")
+    WARM_FRAMES: tuple = ()
+    WARM_BOOK_CAP: int | None = None
+
+    @classmethod
+    def warm(cls) -> None:
+        """Compile (or load from the numba cache) every kernel of the venue: a private feed runs
+        ``WARM_FRAMES`` through its kernels (:func:`warm_feed`)."""
+        feed = quiet(cls([Instrument.make(*cls.WARM_INSTRUMENT)], RecordWriter.local(1024),
+                         book_cap=cls.WARM_BOOK_CAP))
+        feed._warm_sync()
+        warm_feed(feed, list(cls.WARM_FRAMES))
+
+    def _warm_sync(self) -> None:
+        """The warm-up of a venue's own sync path (a REST snapshot, ...), before the frames."""
 
     def __init__(self, instruments: list[Instrument], writer: RecordWriter, book_cap: int | None = None):
         if not instruments:
@@ -888,6 +906,21 @@ class BaseFeed:
             self._on_check(bytes(frame), tsc)
 
     def _on_event(self, frame: bytes, tsc: int) -> None:
+        """A frame the kernel handed back as a venue event (ACT_EVENT): a JSON object for
+        ``on_event``; anything else is counted and logged as a bad frame."""
+        try:
+            ev = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            self._bad(frame, scan.E_SYNTAX, "event")
+            return
+        if isinstance(ev, dict):
+            self.on_event(ev, tsc)
+        else:
+            self.counters.ignored += 1
+
+    def on_event(self, ev: dict, tsc: int) -> None:
+        """A venue event (subscription acks, errors, requests to reconnect): venues that act on
+        some override this; the rest are counted as ignored."""
         self.counters.ignored += 1
 
     def _on_check(self, frame: bytes, tsc: int) -> None:

@@ -554,6 +554,8 @@ class Feed(common.BaseFeed):
     SCRATCH = CHECKSUM_LEVELS * 2 * 2 * 24
     handle = staticmethod(handle_frame)
     pump = staticmethod(pump)
+    WARM_INSTRUMENT = ("ABC/USD", "ABC-USD", "0.00001", "0.00000001")
+    WARM_FRAMES = WARM_FRAMES
 
     def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)
@@ -565,13 +567,8 @@ class Feed(common.BaseFeed):
     def ping_frame(self) -> str | None:
         return '{"event":"ping"}'
 
-    def _on_event(self, frame: bytes, tsc: int) -> None:
-        try:
-            ev = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            self._bad(frame, scan.E_SYNTAX, "event")
-            return
-        kind = ev.get("event") if isinstance(ev, dict) else None
+    def on_event(self, ev: dict, tsc: int) -> None:
+        kind = ev.get("event")
         if kind == "subscriptionStatus":
             if ev.get("status") == "error":
                 self.counters.errors += 1
@@ -585,8 +582,4 @@ class Feed(common.BaseFeed):
             self.counters.ignored += 1      # systemStatus, pong, ...
 
 
-def warm() -> None:
-    """Compile (or load from the numba cache) every kernel of this venue."""
-    feed = common.quiet(Feed([Instrument.make("ABC/USD", "ABC-USD", "0.00001", "0.00000001")],
-                             common.RecordWriter.local(1024)))
-    common.warm_feed(feed, list(WARM_FRAMES))
+warm = Feed.warm

@@ -128,6 +128,13 @@ class SnapshotSyncFeed(common.BaseFeed):
     EXTRA_COUNTERS = ("buffered", "snapshots")
     MAX_BUFFERED = MAX_BUFFERED
     parse_snapshot = None
+    WARM_SNAPSHOT = b""       # a REST snapshot of the warm-up instrument
+
+    def _warm_sync(self) -> None:
+        """Request, buffer one update, apply the snapshot: the sync path's kernels."""
+        self.snapshot_requests()
+        self.on_frame(self.WARM_FRAMES[0], 1)
+        self.on_snapshot(self.instruments[0].symbol, self.WARM_SNAPSHOT, 1)
 
     def __init__(self, instruments, writer, book_cap: int | None = None):
         super().__init__(instruments, writer, book_cap)

@@ -46,13 +46,10 @@ front when the rest would not fit. No function here allocates or raises.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from appliance import jit
-from appliance.transport.intrinsics import rdtsc
+from appliance.transport.intrinsics import EAGAIN, EINTR, rdtsc, sys_errno, sys_recv
 
 W_POS = 0
 W_FILL = 1
@@ -94,42 +91,6 @@ OP_PONG = 10
 HEADER_MAX = 14             # 2 + 8 (64-bit length) + 4 (mask key, never sent by servers)
 DEFAULT_MAX_FRAME = 16 << 20
 
-_EAGAIN = 11
-_EINTR = 4
-_MSG_DONTWAIT = 0x40
-_I64 = ir.IntType(64)
-_I32 = ir.IntType(32)
-
-
-@intrinsic
-def sys_recv(typingctx, fd, arr, off, n):
-    """``recv(fd, arr.data + off, n, MSG_DONTWAIT)``: bytes read, 0 at end of stream, -1 on
-    error (see :func:`sys_errno`). A plain libc call; never blocks."""
-    if not (isinstance(arr, types.Array) and isinstance(fd, types.Integer)
-            and isinstance(off, types.Integer) and isinstance(n, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[1])(context, builder, args[1])
-        base = builder.ptrtoint(ary.data, _I64)
-        off_ = context.cast(builder, args[2], sig.args[2], types.int64)
-        ptr = builder.inttoptr(builder.add(base, off_), ir.IntType(8).as_pointer())
-        fnty = ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64, _I32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "recv")
-        fd_ = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
-        n_ = context.cast(builder, args[3], sig.args[3], types.int64)
-        return builder.call(fn, [fd_, ptr, n_, ir.Constant(_I32, _MSG_DONTWAIT)])
-    return types.int64(fd, arr, off, n), codegen
-
-
-@intrinsic
-def sys_errno(typingctx):
-    """The calling thread's ``errno`` (``*__errno_location()``)."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_I32.as_pointer(), [])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "__errno_location")
-        return builder.sext(builder.load(builder.call(fn, [])), _I64)
-    return types.int64(), codegen
 
 
 def new_state(max_frame: int = DEFAULT_MAX_FRAME) -> tuple[np.ndarray, np.ndarray]:
@@ -240,9 +201,9 @@ def next_frame(fd, rx, ws):
         if n == 0:
             return P_CLOSED
         err = sys_errno()
-        if err == _EINTR:
+        if err == EINTR:
             continue
-        if err == _EAGAIN:
+        if err == EAGAIN:
             if fill > ws[W_POS] and ws[W_PARTIAL] == 0:
                 ws[W_PARTIAL] = ws[W_TSC]
             return P_IDLE

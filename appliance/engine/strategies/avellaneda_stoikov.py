@@ -119,34 +119,8 @@ def derive(params_row, tsc_per_ns: float) -> None:
 
 
 @njit(**HELPER)
-def _set_slot(quotes, i, slot, side, price, q, origin):
-    """Point a slot at a resting post-only GTC quote; CHANGED when anything moved."""
-    if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
-            and quotes[i, slot, base.Q_QTY] == q):
-        return base.UNCHANGED
-    quotes[i, slot, base.Q_STATE] = base.QS_QUOTE
-    quotes[i, slot, base.Q_LEG] = 0
-    quotes[i, slot, base.Q_SIDE] = side
-    quotes[i, slot, base.Q_PRICE] = price
-    quotes[i, slot, base.Q_QTY] = q
-    quotes[i, slot, base.Q_TIF] = records.TIF_GTC
-    quotes[i, slot, base.Q_FLAGS] = records.F_POST_ONLY
-    quotes[i, slot, base.Q_ORIGIN] = origin
-    return base.CHANGED
-
-
-@njit(**HELPER)
-def _off(quotes, i, slot, origin):
-    if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
-        return base.UNCHANGED
-    quotes[i, slot, base.Q_STATE] = base.QS_OFF
-    quotes[i, slot, base.Q_ORIGIN] = origin
-    return base.CHANGED
-
-
-@njit(**HELPER)
 def _pull(quotes, i, origin):
-    return _off(quotes, i, _BID, origin) | _off(quotes, i, _ASK, origin)
+    return base.quote_off(quotes, i, _BID, origin) | base.quote_off(quotes, i, _ASK, origin)
 
 
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
@@ -209,22 +183,22 @@ def on_book(i, strats, books, b, now, origin):
     rc = base.UNCHANGED
     # bid
     if bid <= 0 or inv + q > maxinv:
-        rc |= _off(quotes, i, _BID, origin)
+        rc |= base.quote_off(quotes, i, _BID, origin)
     else:
         if quotes[i, 0, base.Q_STATE] == base.QS_QUOTE:
             old = quotes[i, 0, base.Q_PRICE]
             if abs(bid - old) < thr and old <= ba - 1 and quotes[i, 0, base.Q_QTY] == q:
                 bid = old
-        rc |= _set_slot(quotes, i, _BID, _BUY, bid, q, origin)
+        rc |= base.set_quote(quotes, i, _BID, _BUY, bid, q, records.F_POST_ONLY, origin)
     # ask
     if inv - q < -maxinv:
-        rc |= _off(quotes, i, _ASK, origin)
+        rc |= base.quote_off(quotes, i, _ASK, origin)
     else:
         if quotes[i, 1, base.Q_STATE] == base.QS_QUOTE:
             old = quotes[i, 1, base.Q_PRICE]
             if abs(ask - old) < thr and old >= bb + 1 and quotes[i, 1, base.Q_QTY] == q:
                 ask = old
-        rc |= _set_slot(quotes, i, _ASK, _SELL, ask, q, origin)
+        rc |= base.set_quote(quotes, i, _ASK, _SELL, ask, q, records.F_POST_ONLY, origin)
     if rc != base.UNCHANGED:
         state[i, S_QUOTES] += 1.0
     return rc

@@ -105,6 +105,34 @@ def track_inventory(state, i, col, side, q):
     return UNCHANGED
 
 
+@njit(**HELPER)
+def set_quote(quotes, i, slot, side, price, q, flags, origin):
+    """Point instance ``i``'s ``slot`` at a resting GTC quote (``flags``: F_POST_ONLY, ...);
+    CHANGED when its price or size moved or it was not quoting, else UNCHANGED."""
+    if (quotes[i, slot, Q_STATE] == QS_QUOTE and quotes[i, slot, Q_PRICE] == price
+            and quotes[i, slot, Q_QTY] == q):
+        return UNCHANGED
+    quotes[i, slot, Q_STATE] = QS_QUOTE
+    quotes[i, slot, Q_LEG] = 0
+    quotes[i, slot, Q_SIDE] = side
+    quotes[i, slot, Q_PRICE] = price
+    quotes[i, slot, Q_QTY] = q
+    quotes[i, slot, Q_TIF] = records.TIF_GTC
+    quotes[i, slot, Q_FLAGS] = flags
+    quotes[i, slot, Q_ORIGIN] = origin
+    return CHANGED
+
+
+@njit(**HELPER)
+def quote_off(quotes, i, slot, origin):
+    """Take instance ``i``'s ``slot`` off the market; CHANGED unless it already was."""
+    if quotes[i, slot, Q_STATE] == QS_OFF:
+        return UNCHANGED
+    quotes[i, slot, Q_STATE] = QS_OFF
+    quotes[i, slot, Q_ORIGIN] = origin
+    return CHANGED
+
+
 class StrategyConfigError(ValueError):
     """A [[strategies]] table is invalid; the message names the offending key."""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from appliance.jit import HELPER
 from appliance.transport import records
 from appliance.engine.strategies import base
 
@@ -47,31 +46,6 @@ def derive(params_row, tsc_per_ns: float) -> None:
     """No clock-dependent parameters."""
 
 
-@njit(**HELPER)
-def _set(quotes, i, slot, side, price, q, flags, origin):
-    if (quotes[i, slot, base.Q_STATE] == base.QS_QUOTE and quotes[i, slot, base.Q_PRICE] == price
-            and quotes[i, slot, base.Q_QTY] == q):
-        return base.UNCHANGED
-    quotes[i, slot, base.Q_STATE] = base.QS_QUOTE
-    quotes[i, slot, base.Q_LEG] = 0
-    quotes[i, slot, base.Q_SIDE] = side
-    quotes[i, slot, base.Q_PRICE] = price
-    quotes[i, slot, base.Q_QTY] = q
-    quotes[i, slot, base.Q_TIF] = records.TIF_GTC
-    quotes[i, slot, base.Q_FLAGS] = flags
-    quotes[i, slot, base.Q_ORIGIN] = origin
-    return base.CHANGED
-
-
-@njit(**HELPER)
-def _off(quotes, i, slot, origin):
-    if quotes[i, slot, base.Q_STATE] == base.QS_OFF:
-        return base.UNCHANGED
-    quotes[i, slot, base.Q_STATE] = base.QS_OFF
-    quotes[i, slot, base.Q_ORIGIN] = origin
-    return base.CHANGED
-
-
 @njit(cache=True, nogil=True, _nrt=False, forceinline=True)
 def on_book(i, strats, books, b, now, origin):
     params, state, quotes = strats.params, strats.state, strats.quotes
@@ -79,20 +53,20 @@ def on_book(i, strats, books, b, now, origin):
     nb = n[b, 0]
     na = n[b, 1]
     if nb <= 0 or na <= 0 or px[b, 0, nb - 1] >= px[b, 1, na - 1]:
-        return _off(quotes, i, _BID, origin) | _off(quotes, i, _ASK, origin)
+        return base.quote_off(quotes, i, _BID, origin) | base.quote_off(quotes, i, _ASK, origin)
     q = np.int64(params[i, P_QTY])
     inv = state[i, S_INV]
     maxinv = params[i, P_MAX_INV]
     flags = np.int64(records.F_POST_ONLY) if params[i, P_POST_ONLY] != 0.0 else np.int64(0)
     rc = base.UNCHANGED
     if inv + q > maxinv:
-        rc |= _off(quotes, i, _BID, origin)
+        rc |= base.quote_off(quotes, i, _BID, origin)
     else:
-        rc |= _set(quotes, i, _BID, _BUY, px[b, 0, nb - 1], q, flags, origin)
+        rc |= base.set_quote(quotes, i, _BID, _BUY, px[b, 0, nb - 1], q, flags, origin)
     if inv - q < -maxinv:
-        rc |= _off(quotes, i, _ASK, origin)
+        rc |= base.quote_off(quotes, i, _ASK, origin)
     else:
-        rc |= _set(quotes, i, _ASK, _SELL, px[b, 1, na - 1], q, flags, origin)
+        rc |= base.set_quote(quotes, i, _ASK, _SELL, px[b, 1, na - 1], q, flags, origin)
     if rc != base.UNCHANGED:
         state[i, S_QUOTES] += 1.0
     return rc

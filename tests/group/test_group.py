@@ -164,7 +164,7 @@ def test_sender_number_written_by_compiled_code_survives_a_restart(tmp_path):
     (group.put_seq through FileStore.sender_view) is what a restarted store reads back."""
     from numba import njit
 
-    from appliance import group
+    from appliance.group import run as group
     from appliance.fix.store import FileStore
 
     @njit

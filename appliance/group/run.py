@@ -56,17 +56,15 @@ import time
 from collections import namedtuple
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from appliance import jit
 from appliance.actor import Actor, ActorError
 from appliance.engine import kernels
 from appliance.fix import gateway as fixgw
 from appliance.transport import clock, control, records, ring, wait
-from appliance.transport.intrinsics import load_acquire, rdtsc
+from appliance.transport.intrinsics import (EAGAIN, load_acquire, rdtsc, sys_errno, sys_peek,
+                                            sys_send)
 from appliance.venues import (binance, bitfinex, bitstamp, coinbase, coinbase_advanced, kraken,
                               wsframe)
 
@@ -103,48 +101,11 @@ NEED_FIX_SLOW = 16  # gw_step stopped at a record only Python handles (mass canc
 _NEED_NAMES = {NEED_FIX_RX: "fix_rx", NEED_ORDERS: "orders", NEED_SEND: "send",
                NEED_ENGINE: "engine", NEED_FIX_SLOW: "fix_slow"}
 
-_EAGAIN = 11
-_MSG_DONTWAIT = 0x40
-_MSG_NOSIGNAL = 0x4000
-_MSG_PEEK = 0x2
-_I64 = ir.IntType(64)
-_I32 = ir.IntType(32)
 _U64 = np.uint64
 
 Eng = namedtuple("Eng", ["loop", "books", "strats", "gate", "tel", "io"])
 Eng.__doc__ = "The engine's bundles (appliance.engine.state), as its step takes them."
 Fix = fixgw.Fix
-
-
-# ------------------------------------------------------------------------------------------------
-# syscalls from compiled code
-# ------------------------------------------------------------------------------------------------
-def _libc_buf_call(name: str, flags: int):
-    def impl(typingctx, fd, arr, off, n):
-        if not (isinstance(arr, types.Array) and isinstance(fd, types.Integer)
-                and isinstance(off, types.Integer) and isinstance(n, types.Integer)):
-            return None
-
-        def codegen(context, builder, sig, args):
-            ary = context.make_array(sig.args[1])(context, builder, args[1])
-            base = builder.ptrtoint(ary.data, _I64)
-            off_ = context.cast(builder, args[2], sig.args[2], types.int64)
-            ptr = builder.inttoptr(builder.add(base, off_), ir.IntType(8).as_pointer())
-            fnty = ir.FunctionType(_I64, [_I32, ir.IntType(8).as_pointer(), _I64, _I32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-            fd_ = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
-            n_ = context.cast(builder, args[3], sig.args[3], types.int64)
-            return builder.call(fn, [fd_, ptr, n_, ir.Constant(_I32, flags)])
-        return types.int64(fd, arr, off, n), codegen
-    return intrinsic(impl)
-
-
-sys_send = _libc_buf_call("send", _MSG_DONTWAIT | _MSG_NOSIGNAL)
-sys_send.__doc__ = """``send(fd, arr.data + off, n, MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes taken,
-or -1 (errno: wsframe.sys_errno). Never blocks, never raises SIGPIPE."""
-sys_peek = _libc_buf_call("recv", _MSG_DONTWAIT | _MSG_PEEK)
-sys_peek.__doc__ = """``recv(fd, arr.data + off, n, MSG_DONTWAIT | MSG_PEEK)``: > 0 when bytes
-are waiting (they stay in the socket), 0 at end of stream, -1 with EAGAIN when none."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,7 +161,7 @@ def _send_orders(fx, g):
         g[G_LAST_SEND] = t
         if k != ln:
             g[G_SEND_LEN] = ln
-            g[G_SENT] = k if k >= 0 else -wsframe.sys_errno()
+            g[G_SENT] = k if k >= 0 else -sys_errno()
             g[G_FIX_FD] = -1                              # the rest goes out from Python
             need |= NEED_SEND
     return need
@@ -279,7 +240,7 @@ def run_loop(pump, md, cal, en, fx, g, wait_):
         if erc != 0:
             need |= NEED_ENGINE
         if g[G_FIX_FD] >= 0 and it % FIX_PEEK_EVERY == 0:
-            if sys_peek(g[G_FIX_FD], fx.scratch[1], 0, 1) >= 0 or wsframe.sys_errno() != _EAGAIN:
+            if sys_peek(g[G_FIX_FD], fx.scratch[1], 0, 1) >= 0 or sys_errno() != EAGAIN:
                 need |= NEED_FIX_RX                     # data, end of stream or an error
         if need != 0 or (r != wsframe.P_IDLE and r != wsframe.P_BUDGET):
             break                       # P_NEED (TLS: Python fills rx), actions, control frames...
@@ -379,14 +340,6 @@ def warm_venue(venue: str) -> int:
     STEPS[venue]((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx,
                  g, (wait.make("spin"), wait.new_state()))
     return len(STEPS[venue].signatures)
-
-
-def warm() -> int:
-    """``appliance compile``: the group loop of every venue (see jit.WARMERS)."""
-    from appliance.venues import registry
-    for v in registry.VENUES:
-        warm_venue(v)
-    return len(registry.VENUES)
 
 
 PAGE = 4096

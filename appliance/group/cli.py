@@ -1,4 +1,4 @@
-"""``appliance group``: the one-process layout (appliance.group), registered without importing
+"""``appliance group``: the one-process layout (appliance.group.run), registered without importing
 numba (``appliance --help`` stays fast)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 def run_from_args(args) -> int:
     from appliance import config as config_mod
     from appliance.actor import ActorError
-    from appliance.group import ActorGroup
+    from appliance.group.run import ActorGroup
     cfg = config_mod.load(getattr(args, "config", None))
     try:
         actor = ActorGroup(cfg, args.venue, args.session, args.name, args.seconds, args.budget_us)
