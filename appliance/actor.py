@@ -4,7 +4,9 @@ exchange simulator) is a subclass of :class:`Actor` and runs :meth:`Actor.run`.
 Lifecycle (``run``)::
 
     1. pin         sched_setaffinity to the core plan's core ([cores] actors."<name>"), if any
-    2. signals     SIGTERM / SIGINT set ``stopping``; the loop looks at it at least every
+                   (:func:`pin`)
+    2. signals     SIGTERM / SIGINT set ``stopping`` (:func:`stop_signals`); the loop looks at it
+                   at least every
                    ``STOP_POLL_S`` (blocking calls in hooks must time out within that), so a stop
                    is honoured within a second
     3. warm()      compile and warm every kernel the actor will run, before it has any output or
@@ -28,9 +30,14 @@ Lifecycle (``run``)::
 ``poll`` does a bounded unit of work (a compiled step of about a millisecond, a socket poll) and
 returns. Hooks raise :class:`ActorError` for a condition that stops the actor with a one-line
 reason (exit status 2 before it went live, 1 after).
+
+Processes outside the trading pipeline (the FIX acceptance acceptor, the venue simulator, the
+Prometheus exporter, the transport demo) are not actors (no control-block line, no heartbeat)
+but take the same lifecycle pieces from here: :func:`stop_signals` and :func:`pin`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -58,6 +65,35 @@ GIL_SWITCH_INTERVAL_S = 0.0001
 
 class ActorError(RuntimeError):
     """The actor cannot start or go on (the message says why, in one line)."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_signals(on_stop):
+    """While in the block, SIGTERM and SIGINT call ``on_stop()`` (it runs in the signal handler:
+    set a flag or an Event, nothing more) instead of killing the process or raising
+    KeyboardInterrupt; the previous handlers are restored on the way out. Outside the main
+    thread (where Python cannot install handlers) this does nothing."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            old[s] = signal.signal(s, lambda *_: on_stop())
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def pin(core) -> bool:
+    """Pin the calling process to CPU ``core`` (sched_setaffinity); ``None`` leaves it where it
+    is. Returns whether it pinned; OSError when the core cannot be used."""
+    if core is None:
+        return False
+    os.sched_setaffinity(0, {int(core)})
+    return True
 
 
 def status_path(state_dir: str | os.PathLike, name: str) -> Path:
@@ -204,11 +240,9 @@ class Actor:
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _pin(self) -> None:
-        if self.core is None:
-            return
         try:
-            os.sched_setaffinity(0, {int(self.core)})
-            self.log.info("%s: pinned to core %d", self.name, self.core)
+            if pin(self.core):
+                self.log.info("%s: pinned to core %d", self.name, self.core)
         except OSError as e:
             raise ActorError(f"cannot pin to core {self.core} (cores.actors.{self.name}): "
                              f"{e.strerror}") from None
@@ -227,45 +261,43 @@ class Actor:
 
     def run(self) -> int:
         """Run the whole lifecycle; returns the exit status (never raises ActorError)."""
-        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         rc = EXIT_OK
         opened = False
-        try:
-            self._pin()
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-            self.warm()
-            if self.stopping:
-                return EXIT_OK
-            opened = True
-            self.open()
-            self._register()
-            self.start()
-            self.live = True
-            self.tick(force=True)
-            self.log.info("%s: live (pid %d%s)", self.name, os.getpid(),
-                          f", core {self.core}" if self.core is not None else "")
-            self.loop()
-        except ActorError as e:
-            self.log.error("%s: %s", self.name, e)
-            rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
-        except shm.ShmError as e:
-            self.log.error("%s: %s", self.name, e)
-            rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
-        finally:
-            was_live, self.live = self.live, False
+        with stop_signals(self.request_stop):
             try:
-                if was_live:
-                    self.publish_status(wait=True)   # the last picture, before close() releases it
-                if opened:
-                    self.close()
+                self._pin()
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+                self.warm()
+                if self.stopping:
+                    return EXIT_OK
+                opened = True
+                self.open()
+                self._register()
+                self.start()
+                self.live = True
+                self.tick(force=True)
+                self.log.info("%s: live (pid %d%s)", self.name, os.getpid(),
+                              f", core {self.core}" if self.core is not None else "")
+                self.loop()
             except ActorError as e:
-                self.log.error("%s: on stop: %s", self.name, e)
-                rc = rc or EXIT_FAILED
+                self.log.error("%s: %s", self.name, e)
+                rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
+            except shm.ShmError as e:
+                self.log.error("%s: %s", self.name, e)
+                rc = EXIT_FAILED if self.live else EXIT_CANNOT_START
             finally:
-                self._writer.close()
-                self._release()
-                for s, h in old.items():
-                    signal.signal(s, h)
+                was_live, self.live = self.live, False
+                try:
+                    if was_live:
+                        self.publish_status(wait=True)   # the last picture, before close() releases it
+                    if opened:
+                        self.close()
+                except ActorError as e:
+                    self.log.error("%s: on stop: %s", self.name, e)
+                    rc = rc or EXIT_FAILED
+                finally:
+                    self._writer.close()
+                    self._release()
         self.log.info("%s: stopped (exit %d)", self.name, rc)
         return rc
 

@@ -52,11 +52,26 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o640,
             pass
         raise
     os.close(fd)
-    os.replace(tmp, p)
+    return replace(tmp, p, fsync)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync the directory ``path``: the names created, renamed or removed in it are durable."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike, fsync: bool = False) -> Path:
+    """Rename ``src`` to ``dst`` (replacing it; atomic within one file system). ``fsync`` also
+    makes the rename durable: the directory of ``dst`` (and of ``src`` if another) is fsynced.
+    The file's own content is the caller's to fsync first."""
+    s, d = Path(src), Path(dst)
+    os.replace(s, d)
     if fsync:
-        dfd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return p
+        fsync_dir(d.parent)
+        if s.parent != d.parent:
+            fsync_dir(s.parent)
+    return d

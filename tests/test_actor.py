@@ -122,3 +122,58 @@ def test_sigterm_stops_a_running_actor_cleanly(tmp_path, shm_dir):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_stop_signals_call_on_stop_and_restore_the_previous_handlers():
+    before = {s: signal.getsignal(s) for s in actor.STOP_SIGNALS}
+    got = []
+    with actor.stop_signals(lambda: got.append(1)):
+        for s in actor.STOP_SIGNALS:
+            os.kill(os.getpid(), s)
+            deadline = time.monotonic() + 5
+            while len(got) < actor.STOP_SIGNALS.index(s) + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert got == [1, 1]
+    assert {s: signal.getsignal(s) for s in actor.STOP_SIGNALS} == before
+
+
+def test_stop_signals_outside_the_main_thread_leave_the_handlers_alone():
+    import threading
+    before = {s: signal.getsignal(s) for s in actor.STOP_SIGNALS}
+    seen = []
+
+    def body():
+        with actor.stop_signals(lambda: None):
+            seen.append({s: signal.getsignal(s) for s in actor.STOP_SIGNALS})
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(5)
+    assert seen == [before]
+
+
+def test_pin_pins_to_a_core_and_none_leaves_the_affinity_alone():
+    cpus = os.sched_getaffinity(0)
+    try:
+        assert actor.pin(None) is False and os.sched_getaffinity(0) == cpus
+        core = min(cpus)
+        assert actor.pin(core) is True and os.sched_getaffinity(0) == {core}
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_fix_acceptor_stops_cleanly_on_sigterm_and_sigint(tmp_path, sig):
+    p = subprocess.Popen([sys.executable, "-m", "appliance.cli", "fix", "acceptor", "--port", "0",
+                          "--store", str(tmp_path / "store")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("listening "), (line, p.stderr.read() if p.poll() is not None else "")
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if p.poll() is None:
+            p.kill()

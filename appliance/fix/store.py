@@ -28,6 +28,12 @@ Durability ("fsync policy", ``fsync=``):
   ``sync()`` before it hands a batch of outgoing bytes to the transport, so nothing leaves the
   process that is not on disk;
 - ``"none"``: never fsync (survives a process kill, not a power loss).
+
+Under ``"always"`` and ``"batch"`` the ``session`` file is replaced durably
+(``fsutil.write_atomic``: temporary file, fsync, rename, directory fsync) and a segment rotation
+ends with a directory fsync (the rename, the new active segment, the dropped oldest one). The
+``seqnums`` file is never replaced: it is rewritten in place (``pwrite`` or the mapping of
+``sender_view``), made durable by ``sync()`` as above.
 """
 from __future__ import annotations
 
@@ -169,7 +175,7 @@ class FileStore:
         """The active segment becomes ``messages.<k>``; a new one starts; the oldest beyond
         ``max_segments`` goes (with its index entries)."""
         os.fsync(self._msg_fd)
-        os.rename(self.dir / "messages", self.dir / f"messages.{self.active}")
+        fsutil.replace(self.dir / "messages", self.dir / f"messages.{self.active}")
         self.active += 1
         self._msg_fd = open_private(self.dir / "messages", os.O_RDWR | os.O_APPEND | os.O_TRUNC)
         self._seg_fds[self.active] = self._msg_fd
@@ -186,6 +192,8 @@ class FileStore:
                 del self.index[seq]
             log.info("store %s: dropped message segment %d (older messages are gap-filled on resend)",
                      self.dir, old)
+        if self.fsync != "none":
+            fsutil.fsync_dir(self.dir)   # the rename, the new segment and the dropped one: durable
 
     # ---- sequence numbers -----------------------------------------------------------------
 
@@ -198,14 +206,8 @@ class FileStore:
 
     def _write_creation(self, t: float) -> None:
         self.creation_time = t
-        p = self.dir / "session"
-        tmp = p.with_suffix(".tmp")
-        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, f"{t:.6f}\n".encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, p)
+        fsutil.write_atomic(self.dir / "session", f"{t:.6f}\n".encode(), FILE_MODE,
+                            fsync=self.fsync != "none", dir_mode=DIR_MODE)
 
     def set_next_sender(self, n: int) -> None:
         self.next_sender = n
@@ -370,11 +372,13 @@ class MessageLog:
 
     def _rotate(self) -> None:
         self._f.close()
+        # no fsync: the log is for humans, buffered and never fsynced itself (the store is the
+        # durable record); a rotation must not stall the session on a disk flush
         for k in range(self.keep - 1, 0, -1):
             src = self.path.with_name(f"{self.path.name}.{k}")
             if src.exists():
-                os.replace(src, self.path.with_name(f"{self.path.name}.{k + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+                fsutil.replace(src, self.path.with_name(f"{self.path.name}.{k + 1}"))
+        fsutil.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         self._open()
 
     def write(self, direction: str, now: float, raw: bytes, note: str = "") -> None:

@@ -47,7 +47,6 @@ The server binds ``[telemetry] exporter_host`` (default 127.0.0.1: loopback only
 from __future__ import annotations
 
 import re
-import signal
 import threading
 
 from prometheus_client.core import (
@@ -58,6 +57,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from appliance.actor import stop_signals
 from appliance.ops import source
 from appliance.transport import hist, records
 
@@ -289,20 +289,15 @@ def serve(observer: source.Observer, host: str, port: int, ready=None, stop=None
     reg, _ = make_registry(observer)
     httpd, thread = start_http_server(port, addr=host, registry=reg)
     stop = stop or threading.Event()
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGTERM, signal.SIGINT):
-            old[s] = signal.signal(s, lambda *_: stop.set())
     try:
-        bound = httpd.server_address
-        if ready is not None:
-            ready(bound)
-        while not stop.wait(0.5):
-            pass
+        with stop_signals(stop.set):             # the actors' stop handling (main thread only)
+            bound = httpd.server_address
+            if ready is not None:
+                ready(bound)
+            while not stop.wait(0.5):
+                pass
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
-        for s, hnd in old.items():
-            signal.signal(s, hnd)
     return 0

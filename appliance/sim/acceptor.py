@@ -101,7 +101,8 @@ class AcceptorThread:
 
 
 def run_from_args(args) -> int:
-    import signal
+    """``appliance fix acceptor``: serve until SIGTERM / SIGINT (exit status 0)."""
+    from appliance.actor import stop_signals
     store = args.store
     if store is None:
         from appliance import config
@@ -109,15 +110,14 @@ def run_from_args(args) -> int:
     loop = EventLoop()
     build(loop, store, getattr(args, "dict_dir", None))
     log.info("session stores and message logs under %s", store)
-    port = loop.listen(args.host, args.port)
-    log.info("FIX acceptance acceptor listening on %s:%d (ISLD <- TW44 FIX.4.4, TW42 FIX.4.2)", args.host, port)
-    print(f"listening {args.host}:{port}", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
-        loop.run(stop.is_set)
-    except KeyboardInterrupt:
-        pass
+        with stop_signals(stop.set):              # before anyone can know the port
+            port = loop.listen(args.host, args.port)
+            log.info("FIX acceptance acceptor listening on %s:%d (ISLD <- TW44 FIX.4.4, TW42 FIX.4.2)",
+                     args.host, port)
+            print(f"listening {args.host}:{port}", flush=True)
+            loop.run(stop.is_set)
     finally:
         loop.close()
     return 0

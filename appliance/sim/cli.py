@@ -45,9 +45,9 @@ def _default_port(args) -> int:
 
 
 def _venue_sim(args: argparse.Namespace) -> int:
-    import signal
     import threading
 
+    from appliance.actor import stop_signals
     from appliance.sim import venue
     try:
         faults = venue.Faults(drop_every=args.drop_every, duplicate_every=args.duplicate_every,
@@ -61,13 +61,19 @@ def _venue_sim(args: argparse.Namespace) -> int:
     except (venue.SimError, OSError) as e:
         print(f"appliance venue-sim: {e}", file=sys.stderr)
         return 2
-    print(f"venue-sim {args.venue}: ws {vs.ws_url}  rest {vs.rest_url}", flush=True)
     stop = threading.Event()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, lambda *_: stop.set())
-    if args.seconds:
-        threading.Timer(args.seconds, stop.set).start()
-    st = venue.serve_forever(vs, stop)
+    timer = None
+    try:
+        with stop_signals(stop.set):      # before the address is announced
+            print(f"venue-sim {args.venue}: ws {vs.ws_url}  rest {vs.rest_url}", flush=True)
+            if args.seconds:
+                timer = threading.Timer(args.seconds, stop.set)
+                timer.daemon = True       # a stop by signal does not wait for it
+                timer.start()
+            st = venue.serve_forever(vs, stop)
+    finally:
+        if timer is not None:
+            timer.cancel()
     if args.json:
         print(json.dumps(st))
     else:

@@ -16,6 +16,7 @@ import time
 import numpy as np
 from numba import njit
 
+from appliance.actor import pin
 from appliance.transport import cli as shm_cli
 from appliance.transport import clock, ring
 from appliance.transport import records as R
@@ -61,8 +62,7 @@ def _consume(hdr, data, cur, out, n, lat_origin, lat_publish):
 
 def _producer(shm_dir, core, n, rate, ready, go):
     os.environ["APPLIANCE_SHM_DIR"] = shm_dir
-    if core is not None:
-        os.sched_setaffinity(0, {core})
+    pin(core)
     cal = clock.calibration()
     w = ring.RingWriter.create("md.demo", 64, 1 << 16)
     _produce(w.hdr, w.data, 0, 0, 0)
@@ -84,8 +84,7 @@ def run(n: int, rate: float) -> int:
     p = ctx.Process(target=_producer, args=(shm_dir, cores[1], n, rate, ready, go))
     p.start()
     try:
-        if cores[0] is not None:
-            os.sched_setaffinity(0, {cores[0]})
+        pin(cores[0])
         if not ready.wait(120):
             print("producer did not start")
             return 1

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from appliance import fsutil
 from appliance.fix.store import FileStore, MessageLog, StoreError
 
 WRITER = textwrap.dedent("""
@@ -160,3 +161,43 @@ def test_message_log_rotates_by_size(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["m.log", "m.log.1", "m.log.2"]
     assert all(p.stat().st_size < 4096 + 200 for p in tmp_path.iterdir())
+
+
+def _count_dir_fsyncs(monkeypatch) -> list:
+    synced = []
+    real = fsutil.fsync_dir
+
+    def spy(path):
+        synced.append(str(path))
+        real(path)
+
+    monkeypatch.setattr(fsutil, "fsync_dir", spy)
+    return synced
+
+
+@pytest.mark.parametrize("policy, durable", [("always", True), ("batch", True), ("none", False)])
+def test_session_file_and_segment_rotation_are_durable_unless_policy_none(tmp_path, monkeypatch,
+                                                                        policy, durable):
+    synced = _count_dir_fsyncs(monkeypatch)
+    st = FileStore(tmp_path, fsync=policy, segment_bytes=4096, max_segments=2)
+    assert synced == ([str(tmp_path)] if durable else [])         # the session file
+    assert (tmp_path / "session").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messages", "seqnums", "session"]
+    del synced[:]
+    for seq in range(1, 60):
+        st.save_message(seq, b"x" * 200)
+    assert st.rotations > 0
+    assert len(synced) == (st.rotations if durable else 0)
+    st.reset(now=5.0)
+    st.close()
+    assert FileStore(tmp_path).creation_time == 5.0
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_message_log_rotation_does_not_fsync(tmp_path, monkeypatch):
+    synced = _count_dir_fsyncs(monkeypatch)
+    ml = MessageLog(tmp_path / "m.log", max_bytes=4096, keep=2)
+    for i in range(200):
+        ml.write("IN ", float(i), b"8=FIX.4.4\x0135=0\x01" + b"y" * 50)
+    ml.close()
+    assert (tmp_path / "m.log.2").exists() and synced == []

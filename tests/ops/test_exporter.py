@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -183,6 +184,15 @@ def test_nothing_running_is_exported_as_down_not_an_error(tmp_path, exporters):
     assert samples(fams, "appliance_actor_up") == []
     assert not (tmp_path / "no-shm").exists()
     assert e.stop() == 0                       # SIGTERM: a clean stop
+
+
+def test_sigint_stops_the_exporter_cleanly_too(tmp_path, exporters):
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(config_text(tmp_path / "no-shm", tmp_path / "state"))
+    e = exporters(cfg, "--port", "0")
+    e.p.send_signal(signal.SIGINT)
+    assert e.p.wait(20) == 0
+    assert "Traceback" not in e.p.stderr.read()
 
 
 def test_exporter_binds_the_configured_host_and_port(tmp_path, exporters):

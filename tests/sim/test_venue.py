@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -187,6 +188,25 @@ def test_cli_venue_sim_serves_until_its_time_is_up():
     assert p.returncode == 0, err
     st = json.loads(out.strip().splitlines()[-1])
     assert st["connections"] == 1 and st["frames_sent"] >= 50
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_venue_sim_stops_cleanly_on_sigterm_and_sigint_before_its_time(sig):
+    p = subprocess.Popen([sys.executable, "-m", "appliance.cli", "venue-sim", "--venue", "bitfinex",
+                          "--port", "0", "--pace", "fast", "--seconds", "600", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert re.search(r"ws (ws://\S+)", line), (line, p.stderr.read() if p.poll() is not None else "")
+        t = time.monotonic()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=20)
+        assert time.monotonic() - t < 10             # not held by the --seconds timer
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    assert json.loads(out.strip().splitlines()[-1])["connections"] == 0
 
 
 def test_loop_shifts_stream_ids_and_the_rest_snapshot_alike():
