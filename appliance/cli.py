@@ -19,7 +19,7 @@ import sys
 # the parts, in the order their commands are listed by --help
 COMMAND_MODULES = (
     "appliance.sim.cli",         # sim, demo, venue-sim
-    "appliance.compile",         # compile (every kernel into the numba cache, in parallel)
+    "appliance.jit.cli",         # compile (every kernel into the numba cache, in parallel)
     "appliance.venues.cli",      # md, md replay
     "appliance.engine.cli",      # engine, kill, status
     "appliance.fix.cli",         # fix gateway|exchange|acceptor

@@ -222,19 +222,6 @@ def top(px, qty, n, b, side_idx, out_px, out_qty):
     return m
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def apply_many(px, qty, n, b, sides, prices, qtys, rcs):
-    """Apply a batch of updates to book ``b`` (sides are side indices); codes go to ``rcs``.
-    Returns the number of updates that were not BAD_ARG."""
-    good = 0
-    for i in range(sides.shape[0]):
-        rc = update(px, qty, n, b, sides[i], prices[i], qtys[i])
-        rcs[i] = rc
-        if rc != BAD_ARG:
-            good += 1
-    return good
-
-
 def check_update(px, qty, n, b: int, side_idx: int, price: int, q: int) -> int:
     """Python wrapper around ``update`` that raises ``BookError`` on a bad argument."""
     rc = update(px, qty, n, b, side_idx, price, q)

@@ -214,14 +214,6 @@ Risk.__doc__ = """limits: LIMITS[n_instruments] (indexed by ii); venue_limits: V
 buckets: int64[N_VENUES, 2] (tokens in TOKEN units, last refill ns)."""
 
 
-class RiskDenied(RuntimeError):
-    """Raised by Python callers (CLI, tests) for a denied order; ``code`` is the RJ_* reason."""
-
-    def __init__(self, code: int):
-        super().__init__(f"order denied by risk: {RJ_NAMES.get(code, code)}")
-        self.code = code
-
-
 def make_risk(limits: np.ndarray, venue_limits: np.ndarray, breaker: np.ndarray,
               instr: np.ndarray) -> Risk:
     """A Risk from explicit arrays (copied) for the ledger's instruments ``instr`` (the derived

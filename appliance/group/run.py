@@ -66,7 +66,7 @@ from appliance.transport import clock, control, records, ring, wait
 from appliance.transport.intrinsics import (EAGAIN, load_acquire, rdtsc, sys_errno, sys_peek,
                                             sys_send)
 from appliance.venues import (binance, bitfinex, bitstamp, coinbase, coinbase_advanced, kraken,
-                              wsframe)
+                              registry, wsframe)
 
 log = logging.getLogger("appliance.group")
 
@@ -290,10 +290,12 @@ def step_bitfinex(md, cal, en, fx, g, wait_):
     return run_loop(bitfinex.pump, md, cal, en, fx, g, wait_)
 
 
-# one compiled loop per venue (each a module-level function, so the numba cache keeps it)
+# one compiled loop per venue of the registry: each a module-level function of its own (the numba
+# cache keys a function by its module and name; a loop made by a factory would not be cached)
 STEPS = {"binance": step_binance, "coinbase": step_coinbase,
          "coinbase_advanced": step_coinbase_advanced, "kraken": step_kraken,
          "bitstamp": step_bitstamp, "bitfinex": step_bitfinex}
+assert set(STEPS) == set(registry.VENUES), "a venue of the registry has no group loop"
 
 
 def fix_arrays(gw: "fixgw.Gateway") -> Fix:
@@ -312,7 +314,7 @@ def warm_venue(venue: str) -> int:
     from appliance.engine.state import EngineState
     from appliance.fix import codec as C
     from appliance.transport import hist
-    from appliance.venues import common, registry
+    from appliance.venues import common
     mod = registry.module(venue)
     cal = clock.calibration()
     feed = mod.Feed([common.Instrument.make("AAAUSDT", "AAA-USDT", "0.01", "0.1")],

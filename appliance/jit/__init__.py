@@ -36,6 +36,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from appliance.venues import registry as _venues
+
 # njit options of functions only compiled code calls (never Python): no CPython / C-callable
 # wrappers, which would only cost compile time (about half of a small function's). HELPER is also
 # force-inlined: typed and compiled once, inlined by LLVM into every caller (numba's own
@@ -49,21 +51,16 @@ PREFIX = "appliance-"
 KEEP = 4
 
 # modules with a ``warm()`` function, in the order appliance compile hands them to its workers:
-# longest first, so the workers finish together (CPU seconds of a cold compile on a 2-vCPU VM in
-# parentheses; a venue's figure depends on whether another venue already cached the shared
-# helpers). Each venue module is its own entry (its ``warm`` is ``Feed.warm``): six venues in one
-# worker would be the critical path.
+# the longest first, so the workers finish together (CPU seconds of a cold compile on a 2-vCPU VM
+# in parentheses), then every venue of the registry (8-18 s each, less when another venue already
+# cached the shared helpers; each venue module is its own entry, its ``warm`` is ``Feed.warm``:
+# six venues in one worker would be the critical path), then the small ones.
 WARMERS = (
-    "appliance.engine.warm",                 # 30
+    "appliance.engine.warm",                 # 33
     "appliance.transport.warm",              # 2: the shared leaves, early
-    "appliance.fix.warm",                    # 17
-    "appliance.sim.warm",                    # 15
-    "appliance.venues.coinbase_advanced",    # 14
-    "appliance.venues.binance",              # 13
-    "appliance.venues.kraken",               # 10
-    "appliance.venues.bitstamp",             # 8
-    "appliance.venues.coinbase",             # 7
-    "appliance.venues.bitfinex",             # 6
+    "appliance.fix.warm",                    # 16
+    "appliance.sim.warm",                    # 16
+    *(f"appliance.venues.{name}" for name in _venues.VENUES),
     "appliance.ops.warm",                    # 1
 )
 
@@ -74,7 +71,7 @@ OPTIONAL_WARMERS = (
     "appliance.group.warm",
 )
 
-_PKG = Path(__file__).resolve().parent
+_PKG = Path(__file__).resolve().parent.parent      # the appliance package
 _SOURCES = (_PKG, _PKG.parent / "benches")
 
 

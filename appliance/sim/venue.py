@@ -290,6 +290,7 @@ class VenueSim:
         if speed <= 0:
             raise SimError(f"speed must be > 0, got {speed}")
         self.venue = venue
+        self.mod = registry.module(venue) if venue in registry.VENUES else None
         paths = [Path(p) for p in recordings] if recordings else default_recordings(venue)
         self.script = Script(paths, venue if venue in registry.VENUES else None)
         self.loop = loop
@@ -395,7 +396,7 @@ class VenueSim:
                     text = msg if isinstance(msg, str) else msg.decode("latin-1")
                     if len(st.client_messages) < MAX_KEPT:
                         st.client_messages.append((no, text))
-                    subscribed.update(_subscribed(self.venue, text))
+                    subscribed.update(_subscribed(self.mod, text))
                     last_msg[0] = time.monotonic()
                     spoke.set()
             except ConnectionClosed:
@@ -469,7 +470,7 @@ class VenueSim:
                 self.stats.garbage += 1
             if streams is not None and not _wanted(data, streams):
                 continue
-            if subscribed and not _for_subscribed(self.venue, data, subscribed):
+            if subscribed and not _for_subscribed(self.mod, data, subscribed):
                 continue
             if f.drop_every and i % f.drop_every == 0:
                 self.stats.dropped += 1
@@ -535,64 +536,27 @@ def _wanted(frame: bytes, streams: frozenset) -> bool:
 
 
 # A venue sends only what a client subscribed to. The recordings hold every symbol their session
-# subscribed to, so frames about other symbols are held back: per venue, how a subscribe message
-# names its symbols (or channels) and how a frame names its own. Bitfinex frames name a channel
-# id that only its subscription replies map to a symbol: they are not filtered.
+# subscribed to, so frames about other symbols are held back: each venue module says how a
+# subscribe message names its symbols (or channels) and how a frame names its own
+# (``sim_subscribed``, ``sim_frame_symbol``).
 SUBSCRIBE_SETTLE_S = 0.05
 SUBSCRIBE_SETTLE_MAX_S = 1.0
-_SUB_KEYS = {"kraken": ("pair",), "coinbase": ("product_ids",), "coinbase_advanced": ("product_ids",)}
-_FRAME_KEYS = {"coinbase": b'"product_id":"', "coinbase_advanced": b'"product_id":"',
-               "bitstamp": b'"channel":"'}
 
 
-def _subscribed(venue: str, text: str) -> set[str]:
-    """Symbols (Bitstamp: channels) a client message subscribes to."""
-    if venue not in _SUB_KEYS and venue != "bitstamp":
+def _subscribed(mod, text: str) -> set[str]:
+    """Symbols (Bitstamp: channels) a client message subscribes to (the venue module's
+    ``sim_subscribed``; none for a venue outside the registry)."""
+    if mod is None:
         return set()
     try:
         msg = json.loads(text)
     except ValueError:
         return set()
-    if not isinstance(msg, dict):
-        return set()
-    out = set()
-    if venue == "bitstamp":
-        ch = (msg.get("data") or {}).get("channel") if isinstance(msg.get("data"), dict) else None
-        return {ch} if isinstance(ch, str) and "subscribe" in str(msg.get("event", "")) else set()
-    for k in _SUB_KEYS[venue]:
-        v = msg.get(k)
-        if isinstance(v, list):
-            out.update(x for x in v if isinstance(x, str))
-    for ch in msg.get("channels", []) if isinstance(msg.get("channels"), list) else []:
-        if isinstance(ch, dict) and isinstance(ch.get("product_ids"), list):
-            out.update(x for x in ch["product_ids"] if isinstance(x, str))
-    return out
+    return mod.sim_subscribed(msg) if isinstance(msg, dict) else set()
 
 
-def _frame_symbol(venue: str, frame: bytes) -> str | None:
-    """The symbol (Bitstamp: channel) a recorded frame is about; None when it is about none."""
-    if venue == "kraken":
-        f = frame.rstrip()
-        if f.startswith(b"[") and f.endswith(b'"]'):
-            start = f.rfind(b'"', 0, len(f) - 2)
-            return f[start + 1:len(f) - 2].decode(errors="replace") if start >= 0 else None
-        i = f.find(b'"pair":"')
-        if f.startswith(b"{") and i >= 0 and b'"subscriptionStatus"' in f:
-            j = f.find(b'"', i + 8)
-            return f[i + 8:j].decode(errors="replace")
-        return None
-    key = _FRAME_KEYS.get(venue)
-    if key is None:
-        return None
-    i = frame.find(key)
-    if i < 0:
-        return None
-    j = frame.find(b'"', i + len(key))
-    return frame[i + len(key):j].decode(errors="replace")
-
-
-def _for_subscribed(venue: str, frame: bytes, subscribed: set) -> bool:
-    sym = _frame_symbol(venue, frame)
+def _for_subscribed(mod, frame: bytes, subscribed: set) -> bool:
+    sym = mod.sim_frame_symbol(frame) if mod is not None else None
     return sym is None or sym in subscribed
 
 

@@ -8,8 +8,7 @@ All hot-path timestamps are *ticks* read by :func:`now` (``rdtsc``). A calibrati
 which is exact to < 1 ns per second of interval and never overflows int64 for a century.
 ``cal`` also anchors ticks to UTC (``C_TSC0`` <-> ``C_UTC0``) so a gateway can render SendingTime
 from a tick count without a system call. The wall clock is not the TSC: NTP slews it, a step or a
-paused VM moves it (22 s in half an hour was seen on this project's CI VM), and the rate measured
-at start is good to ~1e-4. So the anchor is kept current: :func:`reanchor_all` (every actor's
+paused VM moves it by seconds at once, and the rate measured at start is good to ~1e-4. So the anchor is kept current: :func:`reanchor_all` (every actor's
 status tick, every 0.5 s) moves ``C_UTC0`` of every calibration this process handed out so that
 the ticks of now map to the wall clock of now. It writes that one aligned 64-bit word, so a
 compiled reader on another thread sees the old anchor or the new one, never half of each.

@@ -403,6 +403,18 @@ def snapshot_symbol(url: str) -> str | None:
     return sym[0].upper() if sym else None
 
 
+def sim_subscribed(msg: dict) -> set[str]:
+    """The symbols a client's subscribe message asks for: none in the message (the
+    combined-stream URL carries them), the venue simulator
+    filters by stream."""
+    return set()
+
+
+def sim_frame_symbol(frame: bytes) -> str | None:
+    """The symbol a frame is about, for the venue simulator: None (not filtered)."""
+    return None
+
+
 WARM_FRAMES = (
     b'{"stream":"abcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"ABCUSDT","U":1,'
     b'"u":2,"b":[["1.00","2.0"]],"a":[["1.10","0.5"]]}}',

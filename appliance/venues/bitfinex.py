@@ -408,6 +408,17 @@ def snapshot_symbol(url: str) -> str | None:
     return "t" + m.group(1).upper() if m else None
 
 
+def sim_subscribed(msg: dict) -> set[str]:
+    """The symbols a client's subscribe message asks for: not filtered: frames
+    name a channel id only the subscription replies map to a symbol."""
+    return set()
+
+
+def sim_frame_symbol(frame: bytes) -> str | None:
+    """The symbol a frame is about, for the venue simulator: None (not filtered)."""
+    return None
+
+
 WARM_FRAMES = (
     b'{"event":"info","version":2,"serverId":"x","platform":{"status":1}}',
     b'{"event":"subscribed","channel":"book","chanId":5,"symbol":"tABCUSD","prec":"P0",'

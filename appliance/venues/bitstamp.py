@@ -282,6 +282,18 @@ def snapshot_symbol(url: str) -> str | None:
     return None
 
 
+def sim_subscribed(msg: dict) -> set[str]:
+    """The channel a client's ``bts:subscribe`` message asks for."""
+    data = msg.get("data")
+    ch = data.get("channel") if isinstance(data, dict) else None
+    return {ch} if isinstance(ch, str) and "subscribe" in str(msg.get("event", "")) else set()
+
+
+def sim_frame_symbol(frame: bytes) -> str | None:
+    """The channel a frame is on, else None."""
+    return common.string_after(frame, b'"channel":"')
+
+
 WARM_FRAMES = (
     b'{"data":{"timestamp":"1","microtimestamp":"2","bids":[["1.00","2.0"]],"asks":[["1.10",'
     b'"0.5"]]},"channel":"diff_order_book_abcusd","event":"data"}',

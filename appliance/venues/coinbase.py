@@ -266,6 +266,20 @@ def snapshot_symbol(url: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
+def sim_subscribed(msg: dict) -> set[str]:
+    """The products a client's subscribe message asks for (``product_ids``, also per channel)."""
+    out = common.strings_at(msg, "product_ids")
+    for ch in msg.get("channels", []) if isinstance(msg.get("channels"), list) else []:
+        if isinstance(ch, dict):
+            out |= common.strings_at(ch, "product_ids")
+    return out
+
+
+def sim_frame_symbol(frame: bytes) -> str | None:
+    """The product a frame is about (its ``product_id``), else None."""
+    return common.string_after(frame, b'"product_id":"')
+
+
 WARM_FRAMES = (
     b'{"type":"subscriptions","channels":[{"name":"level2","product_ids":["ABC-USD"]}]}',
     b'{"type":"snapshot","product_id":"ABC-USD","asks":[["1.10","0.5"]],"bids":[["1.00","2.0"]]}',

@@ -391,6 +391,20 @@ def snapshot_symbol(url: str) -> str | None:
     return q["product_id"][0].upper() if q.get("product_id") else None
 
 
+def sim_subscribed(msg: dict) -> set[str]:
+    """The products a client's subscribe message asks for (``product_ids``, also per channel)."""
+    out = common.strings_at(msg, "product_ids")
+    for ch in msg.get("channels", []) if isinstance(msg.get("channels"), list) else []:
+        if isinstance(ch, dict):
+            out |= common.strings_at(ch, "product_ids")
+    return out
+
+
+def sim_frame_symbol(frame: bytes) -> str | None:
+    """The product a frame is about (its ``product_id``), else None."""
+    return common.string_after(frame, b'"product_id":"')
+
+
 WARM_FRAMES = (
     b'{"channel":"subscriptions","client_id":"","timestamp":"x","sequence_num":0,"events":[]}',
     b'{"channel":"l2_data","client_id":"","timestamp":"x","sequence_num":1,"events":[{"type":'

@@ -1091,6 +1091,28 @@ _QUIET.propagate = False
 _QUIET.setLevel(logging.CRITICAL + 1)
 
 
+# -- what a venue simulator needs to know of a venue's protocol (``sim_subscribed`` /
+# ``sim_frame_symbol`` of each venue module; appliance.sim.venue sends a client only the frames of
+# what it subscribed to) ---------------------------------------------------------------------------
+def strings_at(msg: dict, *keys: str) -> set[str]:
+    """The strings of the lists ``msg[key]`` (a subscribe message's symbols)."""
+    out = set()
+    for k in keys:
+        v = msg.get(k)
+        if isinstance(v, list):
+            out.update(x for x in v if isinstance(x, str))
+    return out
+
+
+def string_after(frame: bytes, key: bytes) -> str | None:
+    """The JSON string that follows ``key`` (e.g. ``b'"product_id":"'``) in a frame, else None."""
+    i = frame.find(key)
+    if i < 0:
+        return None
+    j = frame.find(b'"', i + len(key))
+    return frame[i + len(key):j].decode(errors="replace")
+
+
 def quiet(feed: BaseFeed) -> BaseFeed:
     """The feed with its logging off (warm-up runs deliberately bad frames)."""
     feed.log = _QUIET

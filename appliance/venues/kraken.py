@@ -534,6 +534,23 @@ def snapshot_symbol(url: str) -> str | None:
     return q["pair"][0] if q.get("pair") else None
 
 
+def sim_subscribed(msg: dict) -> set[str]:
+    """The pairs a client's subscribe message asks for."""
+    return common.strings_at(msg, "pair")
+
+
+def sim_frame_symbol(frame: bytes) -> str | None:
+    """The pair a frame is about: the last string of a channel message, or the ``pair`` of a
+    subscriptionStatus; None for the rest."""
+    f = frame.rstrip()
+    if f.startswith(b"[") and f.endswith(b'"]'):
+        start = f.rfind(b'"', 0, len(f) - 2)
+        return f[start + 1:len(f) - 2].decode(errors="replace") if start >= 0 else None
+    if f.startswith(b"{") and b'"subscriptionStatus"' in f:
+        return common.string_after(f, b'"pair":"')
+    return None
+
+
 WARM_FRAMES = (
     b'{"connectionID":1,"event":"systemStatus","status":"online","version":"1.0.0"}',
     b'{"channelID":1,"channelName":"book-1000","event":"subscriptionStatus","pair":"ABC/USD",'

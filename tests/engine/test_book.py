@@ -170,14 +170,11 @@ def test_deep_book_uses_binary_search_beyond_linear_levels():
     assert [(int(a), int(b)) for a, b in zip(out_p, out_q)] == ref.levels(1)[:5]
 
 
-def test_apply_many_reports_each_code():
+def test_update_reports_each_code_on_a_full_book():
     px, qty, n = book.new_books(1, 2)
-    sides = np.array([0, 0, 0, 0, 1], np.int64)
-    prices = np.array([5, 6, 4, 7, 9], np.int64)
-    qtys = np.array([1, 1, 1, 1, -1], np.int64)
-    rcs = np.zeros(5, np.int64)
-    assert book.apply_many(px, qty, n, 0, sides, prices, qtys, rcs) == 4
-    assert list(rcs) == [book.ADDED, book.ADDED, book.DROPPED_FULL, book.EVICTED, book.BAD_ARG]
+    rcs = [book.update(px, qty, n, 0, s, p, q)
+           for s, p, q in [(0, 5, 1), (0, 6, 1), (0, 4, 1), (0, 7, 1), (1, 9, -1)]]
+    assert rcs == [book.ADDED, book.ADDED, book.DROPPED_FULL, book.EVICTED, book.BAD_ARG]
 
 
 # --- random streams ------------------------------------------------------------------------------

@@ -262,3 +262,35 @@ def test_looping_simulator_through_the_gateway_has_no_gap_or_resync_and_each_loo
     assert st["checksums_failed"] == 0
     for k in range(loops):
         assert tops[k] == ref, k
+
+
+@pytest.mark.parametrize("venue,msg,want", [
+    ("coinbase", {"type": "subscribe", "product_ids": ["A-B"],
+                  "channels": ["heartbeat", {"name": "level2", "product_ids": ["C-D"]}]}, {"A-B", "C-D"}),
+    ("coinbase_advanced", {"type": "subscribe", "product_ids": ["A-B"], "channel": "level2"}, {"A-B"}),
+    ("kraken", {"event": "subscribe", "pair": ["XBT/USD", 7], "subscription": {"name": "book"}},
+     {"XBT/USD"}),
+    ("bitstamp", {"event": "bts:subscribe", "data": {"channel": "diff_order_book_btcusd"}},
+     {"diff_order_book_btcusd"}),
+    ("bitstamp", {"event": "bts:heartbeat", "data": {"channel": "x"}}, set()),
+    ("binance", {"method": "SUBSCRIBE", "params": ["a@depth"]}, set()),
+    ("bitfinex", {"event": "subscribe", "channel": "book", "symbol": "tBTCUSD"}, set()),
+])
+def test_each_venue_module_names_what_a_subscribe_message_asks_for(venue, msg, want):
+    from appliance.venues import registry
+    assert registry.module(venue).sim_subscribed(msg) == want
+
+
+@pytest.mark.parametrize("venue,frame,want", [
+    ("coinbase", b'{"type":"l2update","product_id":"A-B","changes":[]}', "A-B"),
+    ("coinbase_advanced", b'{"channel":"l2_data","events":[{"product_id":"A-B"}]}', "A-B"),
+    ("kraken", b'[336,{"a":[["1.0","2.0","3.0"]]},"book-10","XBT/USD"]', "XBT/USD"),
+    ("kraken", b'{"event":"subscriptionStatus","pair":"XBT/USD","status":"subscribed"}', "XBT/USD"),
+    ("kraken", b'{"event":"heartbeat"}', None),
+    ("bitstamp", b'{"data":{},"channel":"live_trades_btcusd","event":"trade"}', "live_trades_btcusd"),
+    ("binance", b'{"stream":"abc@depth","data":{}}', None),
+    ("bitfinex", b'[17,[1,2,3]]', None),
+])
+def test_each_venue_module_names_the_symbol_of_a_frame(venue, frame, want):
+    from appliance.venues import registry
+    assert registry.module(venue).sim_frame_symbol(frame) == want
