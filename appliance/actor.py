@@ -100,11 +100,6 @@ def status_path(state_dir: str | os.PathLike, name: str) -> Path:
     return Path(state_dir) / STATUS_DIR / f"{name}.json"
 
 
-def write_json_atomic(path: str | os.PathLike, obj, mode: int = 0o640) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically with ``mode`` whatever the umask."""
-    fsutil.write_atomic(path, json.dumps(obj, default=str).encode(), mode)
-
-
 def read_status(state_dir: str | os.PathLike, name: str) -> dict | None:
     try:
         with open(status_path(state_dir, name)) as f:

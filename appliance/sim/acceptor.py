@@ -78,28 +78,6 @@ def build(loop: EventLoop, store_dir=None, dict_dir=None, app=None, heartbeat_ch
     return sessions
 
 
-class AcceptorThread:
-    """The acceptance acceptor on a background thread (tests); ``port`` is the bound port."""
-
-    def __init__(self, host="127.0.0.1", port=0, store_dir=None, dict_dir=None):
-        self.loop = EventLoop(tick=0.02)
-        self.app = EchoApplication()
-        self.sessions = build(self.loop, store_dir, dict_dir, self.app)
-        self.port = self.loop.listen(host, port)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.loop.run, args=(self._stop.is_set,),
-                                        name="fix-acceptor", daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5)
-        self.loop.close()
-
-
 def run_from_args(args) -> int:
     """``appliance fix acceptor``: serve until SIGTERM / SIGINT (exit status 0)."""
     from appliance.actor import stop_signals

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+
+from appliance.fix.transport import EventLoop
+from appliance.sim.acceptor import EchoApplication, build
 
 
 class Wire:
@@ -60,3 +64,25 @@ symbol = "BTCUSDT"
 tick = "0.01"
 lot = "0.001"
 """
+
+
+class AcceptorThread:
+    """The acceptance acceptor on a background thread ; ``port`` is the bound port."""
+
+    def __init__(self, host="127.0.0.1", port=0, store_dir=None, dict_dir=None):
+        self.loop = EventLoop(tick=0.02)
+        self.app = EchoApplication()
+        self.sessions = build(self.loop, store_dir, dict_dir, self.app)
+        self.port = self.loop.listen(host, port)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.loop.run, args=(self._stop.is_set,),
+                                        name="fix-acceptor", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.loop.close()

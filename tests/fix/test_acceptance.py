@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from appliance.sim.acceptor import AcceptorThread
+from tests.fix.helpers import AcceptorThread
 from tests.fix.defscript import DATA, Driver
 
 TIMED = ("4a_NoDataSentDuringHeartBtInt", "6_SendTestRequest")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from appliance.fix import dictionary, wire
-from appliance.sim.acceptor import AcceptorThread
+from tests.fix.helpers import AcceptorThread
 from appliance.fix.session import Session
 from appliance.fix.store import MemoryStore
 from appliance.fix.transport import EventLoop

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
-from appliance import actor, config
+from appliance import actor, config, fsutil
 from appliance.ops import source
 from appliance.transport import ring, telemetry
 
@@ -133,8 +134,8 @@ def test_status_files_are_read_for_every_registered_actor(tmp_path, shm_dir):
     cfg = config.parse({"appliance": {"shm_dir": str(shm_dir), "state_dir": str(tmp_path / "st")}})
     tm = telemetry.Telemetry.create("recorder", str(shm_dir))
     try:
-        actor.write_json_atomic(actor.status_path(cfg.appliance.state_dir, "recorder"),
-                                {"name": "recorder", "time_ns": 1, "rings": []})
+        fsutil.write_atomic(actor.status_path(cfg.appliance.state_dir, "recorder"),
+                            json.dumps({"name": "recorder", "time_ns": 1, "rings": []}).encode())
         snap = source.Observer(cfg).collect()
     finally:
         tm.close()
