@@ -77,20 +77,28 @@ def touch_setup(md, symbols, qty: int = 1, queue_model: str = "risk_averse", que
     return B.Setup(None, strategies, {"clord_base": 1_000_000}, risk, st, "touch setup")
 
 
+def _column(recs: np.ndarray, off: int, dtype) -> np.ndarray:
+    """The field at byte ``off`` of every record row, as ``dtype``."""
+    n = np.dtype(dtype).itemsize
+    return np.ascontiguousarray(recs[:, off:off + n]).view(dtype)[:, 0]
+
+
 def hft_events(md, instrument: int, feed_ns: int = 0) -> np.ndarray:
     """hftbacktest events of one instrument from our md records (price ticks and lot quantities
     as floats: exact below 2**53). A snapshot (F_SNAPSHOT run) or a BOOK_STATUS INVALID becomes a
     DEPTH_CLEAR_EVENT; trades without an aggressor side are left out (hftbacktest needs one)."""
     import hftbacktest as H
     recs = md.records
-    ins = np.ascontiguousarray(recs[:, 12:16]).view(np.uint32)[:, 0]
-    m = (ins == instrument) & (recs[:, 9] != 0)
+    ins = _column(recs, records.INSTRUMENT_OFF, np.uint32)
+    m = (ins == instrument) & (recs[:, records.VENUE_OFF] != 0)
     r = recs[m]
     t = md.times[m]
-    rt = r[:, 8]
-    flags = np.ascontiguousarray(r[:, 10:12]).view(np.uint16)[:, 0]
-    price = np.ascontiguousarray(r[:, 32:40]).view(np.int64)[:, 0]
-    qty = np.ascontiguousarray(r[:, 40:48]).view(np.int64)[:, 0]
+    rt = r[:, records.RTYPE_OFF]
+    flags = _column(r, records.FLAGS_OFF, np.uint16)
+    # L2_UPDATE and TRADE keep price and qty at the same offsets: one column serves both
+    assert (records.L2_PRICE_OFF, records.L2_QTY_OFF) == (records.TRADE_PRICE_OFF, records.TRADE_QTY_OFF)
+    price = _column(r, records.L2_PRICE_OFF, np.int64)
+    qty = _column(r, records.L2_QTY_OFF, np.int64)
     l2_side = r[:, records.L2_SIDE_OFF]
     tr_side = r[:, records.TRADE_SIDE_OFF]
     status = r[:, records.BOOK_STATUS_STATUS_OFF]
@@ -227,8 +235,8 @@ def _warm_hft(md, symbols, qm, qp, entry, resp):
 
 def most_active(md) -> str:
     """The instrument with the most L2 updates and trades in ``md``."""
-    ins = np.ascontiguousarray(md.records[:, 12:16]).view(np.uint32)[:, 0]
-    rt = md.records[:, 8]
+    ins = _column(md.records, records.INSTRUMENT_OFF, np.uint32)
+    rt = md.records[:, records.RTYPE_OFF]
     m = (rt == records.RT_L2_UPDATE) | (rt == records.RT_TRADE)
     counts = np.bincount(ins[m], minlength=len(md.symbols))
     return md.symbols[int(np.argmax(counts[:len(md.symbols)]))]
@@ -242,7 +250,7 @@ def run(session: str = "coinbase", loops: int = 40, qty: int = 1, queue_model: s
     md1 = B.load_input(str(data.venues_dir() / SESSIONS[session]), session)
     symbols = symbols or [most_active(md1)]
     md = looped(md1, loops)
-    rt = md.records[:, 8]
+    rt = md.records[:, records.RTYPE_OFF]
     events = int(((rt == records.RT_L2_UPDATE) | (rt == records.RT_TRADE)).sum())
     # ours: compile + warm on one copy, then timed runs on fresh states (best of ``repeat``)
     B.Backtest(md1, touch_setup(md1, symbols, qty, queue_model, queue_power, entry_ns,

@@ -76,7 +76,7 @@ def _timed(md, books, strats, gate, tel, io, cyc, strat_cyc, ev):
             cyc[k] = t1 - t_prev if prev_l2 else t1 - t0
             k += 1
             instant_venue.ack_pending(books, strats, gate, tel, io)
-        prev_l2 = md[i, 8] == records.RT_L2_UPDATE
+        prev_l2 = md[i, records.RTYPE_OFF] == records.RT_L2_UPDATE
         t_prev = t0
     return k
 
@@ -138,7 +138,7 @@ def load_sessions(data_dir: Path, venues: list[str]) -> tuple[np.ndarray, dict]:
 def typical_spreads(md: np.ndarray) -> dict:
     """(venue, instrument) -> median touch spread in ticks, from the BATCH_END records."""
     out = {}
-    be = md[md[:, 8] == records.RT_BATCH_END]
+    be = md[md[:, records.RTYPE_OFF] == records.RT_BATCH_END]
     if be.shape[0] == 0:
         return out
     v = be.copy().view(records.BATCH_END).reshape(-1)
@@ -177,6 +177,35 @@ def _bundles(es: engine_state.EngineState):
 
 # ---------------------------------------------------------------------------- Python baseline
 
+# byte offsets the Python baseline reads, from records.py
+_RTYPE, _VENUE, _INSTR, _ORIGIN = (records.RTYPE_OFF, records.VENUE_OFF, records.INSTRUMENT_OFF,
+                                   records.ORIGIN_TSC_OFF)
+_L2_PRICE, _L2_SIDE = records.L2_PRICE_OFF, records.L2_SIDE_OFF
+assert records.L2_QTY_OFF == _L2_PRICE + 8           # price, qty read as one "<qq"
+# the records the baseline packs (header from rtype on, then the kind's fields)
+_FMT_NEW = "<8xBBHIQ8xQIIqqBBB"      # records.NEW_ORDER
+_FMT_REPL = "<8xBBHIQ8xQIIQqqBBB"    # records.REPLACE
+
+
+def _check_formats() -> None:
+    """The struct formats above put every field where the records.py dtype has it."""
+    for fmt, dt, names in (
+            (_FMT_NEW, records.NEW_ORDER, ("rtype", "venue", "flags", "instrument", "origin_tsc",
+                                           "clord_id", "strategy", "session", "price", "qty",
+                                           "side", "ord_type", "tif")),
+            (_FMT_REPL, records.REPLACE, ("rtype", "venue", "flags", "instrument", "origin_tsc",
+                                          "clord_id", "strategy", "session", "orig_clord_id",
+                                          "price", "qty", "side", "ord_type", "tif"))):
+        vals = list(range(1, len(names) + 1))
+        buf = bytearray(dt.itemsize)
+        struct.pack_into(fmt, buf, 0, *vals)
+        rec = np.frombuffer(bytes(buf), dt)[0]
+        assert [int(rec[n]) for n in names] == vals, (fmt, dt)
+
+
+_check_formats()
+
+
 class PyEngine:
     """The same cycle in plain Python: SortedDict books, AS quoting, risk check, packed records."""
 
@@ -211,20 +240,20 @@ class PyEngine:
         self.seq = 0
         self.clord = 1 << 20
         self.orders = 0
-        self.fmt_new = struct.Struct("<8xBBHIQ8xQIIqqBBB")       # records.NEW_ORDER
-        self.fmt_repl = struct.Struct("<8xBBHIQ8xQIIQqqBBB")     # records.REPLACE
+        self.fmt_new = struct.Struct(_FMT_NEW)
+        self.fmt_repl = struct.Struct(_FMT_REPL)
 
     def handle(self, rec: bytes) -> None:
-        rt = rec[8]
-        venue, instr = rec[9], int.from_bytes(rec[12:16], "little")
+        rt = rec[_RTYPE]
+        venue, instr = rec[_VENUE], int.from_bytes(rec[_INSTR:_INSTR + 4], "little")
         key = (venue, instr)
         bk = self.books.get(key)
         if bk is None:
             return
-        origin = int.from_bytes(rec[16:24], "little")
+        origin = int.from_bytes(rec[_ORIGIN:_ORIGIN + 8], "little")
         if rt == records.RT_L2_UPDATE:
-            price, q = struct.unpack_from("<qq", rec, 32)
-            side = rec[56]
+            price, q = struct.unpack_from("<qq", rec, _L2_PRICE)
+            side = rec[_L2_SIDE]
             d = bk[0] if side == records.SIDE_BUY else bk[1]
             if q == 0:
                 d.pop(price, None)

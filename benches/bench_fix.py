@@ -172,7 +172,7 @@ def bench_codec(n: int, n_py: int) -> dict:
         st = C.new_parser_state()
         rows = np.zeros((4, R.EXEC_RECORD_SIZE), np.uint8)
         _time_parse(buf, len(buf), 7, st, ptab, rows, cal, 1000, lat)
-        assert rows[0, 8] == (R.RT_FILL if fill else R.RT_ACK), "bench message did not parse"
+        assert rows[0, R.RTYPE_OFF] == (R.RT_FILL if fill else R.RT_ACK), "bench message did not parse"
         _time_parse(buf, len(buf), 7, st, ptab, rows, cal, n, lat)
         res[key] = _pct(_ns(cal, lat))
     # simplefix baselines: the same fields, the same bytes
@@ -379,13 +379,14 @@ def bench_rtt(core_peer, n: int) -> dict:
                     if t_sent == 0 and gw.gst[G.G_SENT] != sent:
                         t_sent = gw.last_send_tsc
                     while ring.poll(er.hdr, er.data, er.cur, out):
-                        if out[8] == R.RT_ACK and C.ld_u64(out, C._X_CLORD) == cid:
+                        if out[R.RTYPE_OFF] == R.RT_ACK and C.ld_u64(out, C._X_CLORD) == cid:
                             got = True
                             a = out.view(R.ACK)[0]
                             t_in = int(a["publish_tsc"]) - int(a["origin_tsc"])
                             break
-                        if out[8] in (R.RT_REJECT, R.RT_SESSION):
-                            raise RuntimeError(f"unexpected exec record type {out[8]} during the bench")
+                        if out[R.RTYPE_OFF] in (R.RT_REJECT, R.RT_SESSION):
+                            raise RuntimeError(f"unexpected exec record type {out[R.RTYPE_OFF]} "
+                                               f"during the bench")
                     if time.time() > t_end:
                         raise RuntimeError(f"no ack for order {cid} within 30 s (gateway state "
                                            f"{gw.gst.tolist()}, {gw.counters}, connected "

@@ -609,7 +609,7 @@ class MdWatch:
         while True:
             n = int(ring.drain(self.r.hdr, self.r.data, self.r.cur, self.rows, self.rows.shape[0]))
             for k in range(n):
-                if self.rows[k, 8] == records.RT_BOOK_STATUS:
+                if self.rows[k, records.RTYPE_OFF] == records.RT_BOOK_STATUS:
                     st = self.rows[k].view(records.BOOK_STATUS)[0]
                     self.valid = int(st["status"]) == records.BOOK_VALID
             if n < self.rows.shape[0]:
@@ -812,7 +812,7 @@ def _mem_answer(fx, en, seq0, seq1, rows):
     m = 0
     for s in range(seq0, seq1):
         rec = fx.odata[s & mask]
-        if rec[8] != records.RT_NEW_ORDER or m + 2 > rows.shape[0]:
+        if rec[records.RTYPE_OFF] != records.RT_NEW_ORDER or m + 2 > rows.shape[0]:
             continue
         o = rec.view(records.NEW_ORDER)[0]
         for j in range(2):

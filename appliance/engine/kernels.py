@@ -728,7 +728,7 @@ def handle_exec(rec, books, strats, gate, tel, io):
     om = gate.oms
     meta = strats.meta
     stats[ST_EXEC] += 1
-    rt = rec[8]
+    rt = rec[records.RTYPE_OFF]
     if rt == records.RT_SESSION:
         s = rec.view(records.SESSION)
         st = s[0].state

@@ -860,7 +860,7 @@ def _apply_reject_rec(oms, led, rec_u8, now_ns):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def apply_exec(oms, led, rec_u8, now_ns):
-    rt = rec_u8[8]
+    rt = rec_u8[records.RTYPE_OFF]
     if rt == records.RT_FILL:
         code = _apply_fill_rec(oms, led, rec_u8, now_ns)
     elif rt == records.RT_ACK:

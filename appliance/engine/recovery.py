@@ -572,10 +572,10 @@ class Recovery:
         rows = w.data
         for seq in range(lo, head):
             rec = rows[seq % cap]
-            if records.record_seq(int(rec[:8].view(np.uint64)[0])) != seq:
+            if int(records.record_seqs(rec)) != seq:
                 continue
-            rt = int(rec[8])
-            cid = int(rec[records.NEW_ORDER.fields["clord_id"][1]:][:8].view(np.uint64)[0])
+            rt = int(rec[records.RTYPE_OFF])
+            cid = int(rec[records.ORDER_CLORD_OFF:][:8].view(np.uint64)[0])
             top = max(top, cid)
             if seq < start or meta is None or rt not in (records.RT_NEW_ORDER, records.RT_REPLACE):
                 continue
@@ -665,7 +665,7 @@ class Recovery:
             got.append(buf[:k].copy())
         r.cur[ring.CUR_LOST] = lost0          # the lap was ours to resolve, not live loss
         from_ring = np.concatenate(got) if got else none
-        first = (records.record_seq(int(from_ring[0, :8].view(np.uint64)[0])) if len(from_ring)
+        first = (int(records.record_seqs(from_ring[0])) if len(from_ring)
                  else int(r.cur[ring.CUR_POS]))
         info["to"] = int(r.cur[ring.CUR_POS])
         info["ring"] = len(from_ring)
@@ -705,7 +705,7 @@ class Recovery:
                         continue
                     started = True
                 rows = jf.read_frame(fi)
-                seqs = rows[:, :8].copy().view(np.uint64)[:, 0] // 2 - 1
+                seqs = records.record_seqs(rows)
                 out.append(rows[seqs >= pos])
         except (JournalError, OSError) as e:
             self.log.error("recovery: journal %s unreadable: %s", self.journal_dir, e)
@@ -724,7 +724,7 @@ class Recovery:
             by_seq = {}
             check = None
             for rows in j.batches(a, ring=name):
-                seqs = rows[:, :8].copy().view(np.uint64)[:, 0] // 2 - 1
+                seqs = records.record_seqs(rows)
                 if int(seqs[0]) > b and check is not None:
                     break                 # past what is wanted (the journal is in ring order)
                 for k in range(len(rows)):

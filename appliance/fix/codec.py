@@ -126,11 +126,11 @@ ST_APP_MSGS = 14       # ER/OCR turned into records
 ST_SIZE = 16
 
 # field offsets of the schema (derived from the dtypes of records.py)
-_O_RTYPE = R.field_offset(R.HEADER, "rtype")
-_O_VENUE = R.field_offset(R.HEADER, "venue")
-_O_FLAGS = R.field_offset(R.HEADER, "flags")
-_O_INSTR = R.field_offset(R.HEADER, "instrument")
-_O_ORIGIN = R.field_offset(R.HEADER, "origin_tsc")
+_O_RTYPE = R.RTYPE_OFF
+_O_VENUE = R.VENUE_OFF
+_O_FLAGS = R.FLAGS_OFF
+_O_INSTR = R.INSTRUMENT_OFF
+_O_ORIGIN = R.ORIGIN_TSC_OFF
 _O_CLORD = R.NEW_ORDER.fields["clord_id"][1]
 _N_PRICE = R.NEW_ORDER.fields["price"][1]
 _N_QTY = R.NEW_ORDER.fields["qty"][1]
@@ -424,14 +424,6 @@ def _field_symbol(out, p, instr, syms, i):
         out[p + k] = syms[i, k]
     out[p + n] = SOH
     return p + n + 1
-
-
-@njit(**jit.HELPER)
-def _field_time(out, p, tag, utc_ns):
-    p = put_tag(out, p, tag)
-    p = put_utc_timestamp(out, p, utc_ns)
-    out[p] = SOH
-    return p + 1
 
 
 @njit(**jit.HELPER)
@@ -1176,7 +1168,7 @@ class Encoder:
         n = encode_order(row, self.out, 0, self.begin, self.comp, seq, utc_ns, self.tcache, self.instr,
                          self.syms)
         if n < 0:
-            raise CodecError(f"cannot encode {R.RTYPE_NAMES.get(int(row[8]), int(row[8]))} "
+            raise CodecError(f"cannot encode {R.RTYPE_NAMES.get(int(row[_O_RTYPE]), int(row[_O_RTYPE]))} "
                              f"clord_id {int(ld_u64(row, _O_CLORD))}: {E_NAMES.get(n, n)}")
         return self.out[:n].tobytes()
 

@@ -112,9 +112,10 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
     reconcile_timeout_s = 5.0
     max_batch = 64                  # orders encoded per send
     open_orders = 4096              # capacity of the open-order table (power of two; it holds
-                                    # 3/4 of that: 3072 working orders). Sized to stay in cache:
-                                    # an insert into a 65536-row table (3 MiB) cost ~200 ns in
-                                    # cache and TLB misses per order, into 4096 rows ~12 ns
+                                    # 3/4 of that: 3072 working orders). 4096 rows of 6 int64
+                                    # are 192 KiB, small enough to stay in L2, so the probes of
+                                    # an insert or lookup hit cached lines; a table many times
+                                    # larger would miss cache and TLB on most probes
     reset_on_logon = false          # ask the venue to reset sequence numbers at each logon
     validate = false                # validate inbound messages against the data dictionary
     logon_signature = ""            # "" | "hmac-sha256" | "ed25519" (RawData 95/96)
@@ -305,18 +306,18 @@ def ot_delete(ot, gst, key):
 def _refuse(ehdr, edata, rec, erow, gst, reason):
     for k in range(R.EXEC_RECORD_SIZE):
         erow[k] = 0
-    erow[8] = R.RT_REJECT
-    erow[9] = np.uint8(gst[G_VENUE])
-    for k in range(12, 24):            # instrument, origin_tsc carried over
+    erow[R.RTYPE_OFF] = R.RT_REJECT
+    erow[R.VENUE_OFF] = np.uint8(gst[G_VENUE])
+    for k in range(R.INSTRUMENT_OFF, R.ORIGIN_TSC_OFF + 8):    # instrument, origin_tsc carried over
         erow[k] = rec[k]
     C.st_u64(erow, C._X_CLORD, C.ld_u64(rec, C._O_CLORD))
-    rt = rec[8]
+    rt = rec[R.RTYPE_OFF]
     if rt == R.RT_CANCEL:
         C.st_u64(erow, C._X_ORIG, C.ld_u64(rec, C._C_ORIG))
     elif rt == R.RT_REPLACE:
         C.st_u64(erow, C._X_ORIG, C.ld_u64(rec, C._R_ORIG))
-    for k in range(8):                 # strategy, session
-        erow[C._X_ORIG + 8 + k] = rec[C._O_CLORD + 8 + k]
+    for k in range(8):                 # strategy, session (two adjacent u32s)
+        erow[R.EXEC_STRATEGY_OFF + k] = rec[R.ORDER_STRATEGY_OFF + k]
     C.st_u16(erow, C._J_REASON, reason)
     erow[C._J_ISCXL] = 1 if (rt == R.RT_CANCEL or rt == R.RT_REPLACE) else 0
     erow[C._J_ORDSTATUS] = R.EXEC_REJECTED
@@ -389,10 +390,10 @@ def gw_step(fx, max_n):
                 if it == 1:
                     gst[G_IDLE_POLLS] += 1
                 break
-        rt = rec[8]
+        rt = rec[R.RTYPE_OFF]
         if rt < R.RT_NEW_ORDER or rt > R.RT_RECONCILE:
             continue
-        if np.int64(C.ld_u32(rec, C._O_CLORD + 12)) != gst[G_SESSION_IDX]:
+        if np.int64(C.ld_u32(rec, R.ORDER_SESSION_OFF)) != gst[G_SESSION_IDX]:
             gst[G_FOREIGN] += 1
             continue
         if rt == R.RT_RECONCILE:
@@ -479,7 +480,7 @@ def gw_track(rows, n, ehdr, edata, ot, gst, unk, cal, hists, hidx):
         row = rows[r]
         ring.publish(ehdr, edata, row)
         gst[G_EXECS] += 1
-        rt = row[8]
+        rt = row[R.RTYPE_OFF]
         clord = np.int64(C.ld_u64(row, C._X_CLORD))
         orig = np.int64(C.ld_u64(row, C._X_ORIG))
         j = ot_find(ot, clord)
@@ -722,13 +723,6 @@ def validate_config(cfg) -> None:
             if k in d:
                 raise ConfigError(f"fix.sessions.{name}.{what}: {k!r} is also session {d[k]}'s")
             d[k] = name
-
-
-def read_credentials(path: str) -> list:
-    """(553 Username, 554 Password) from a TOML file readable by its owner only
-    (``admin.read_credentials``; the password is an ``admin.Secret``)."""
-    from appliance.fix import admin
-    return admin.read_credentials(path) if path else []
 
 
 def _i64(u) -> int:
@@ -1138,7 +1132,7 @@ class Gateway:
         k = C.encode_order(rec_row, out, 0, self.begin, self.comp, seq, utc, self.scratch[2], self.instr, self.syms)
         if k < 0:
             raise C.CodecError(f"gateway cancel: {C.E_NAMES.get(k, k)}")
-        rt = int(rec_row[8])
+        rt = int(rec_row[R.RTYPE_OFF])
         _note_sent(self.sent, seq, rt, _i64(C.ld_u64(rec_row, C._O_CLORD)),
                    _i64(C.ld_u64(rec_row, C._C_ORIG)) if rt == R.RT_CANCEL else 0,
                    int(C.ld_u32(rec_row, C._O_INSTR)))

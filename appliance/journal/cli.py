@@ -121,8 +121,7 @@ def record_dicts(rows):
     for rt, (idx, arr) in decode_records(rows).items():
         name = R.RTYPE_NAMES.get(rt, f"UNKNOWN_{rt}")
         for k, i in enumerate(idx.tolist()):
-            ver = int(rows[i, :8].view("<u8")[0])
-            d = {"seq": ver // 2 - 1, "type": name}
+            d = {"seq": int(R.record_seqs(rows[i])), "type": name}
             if arr is None:
                 d["raw"] = rows[i].tobytes().hex()
             else:

@@ -414,7 +414,7 @@ def decode_records(rows: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]
     """Group records by type: ``{rtype: (row indices, structured array of records.RECORD_DTYPES
     [rtype])}``; record types that are unknown, or larger than the rows, map to ``(indices, None)``."""
     rows = np.ascontiguousarray(rows)
-    rtypes = rows[:, 8]
+    rtypes = rows[:, R.RTYPE_OFF]
     out = {}
     for rt in np.unique(rtypes).tolist():
         idx = np.flatnonzero(rtypes == rt)

@@ -112,12 +112,13 @@ def _time_column(recs: np.ndarray) -> np.ndarray:
 
 
 def _count_valid(recs: np.ndarray) -> int:
-    st = recs[:, 8] == records.RT_BOOK_STATUS
+    st = recs[:, records.RTYPE_OFF] == records.RT_BOOK_STATUS
     if not st.any():
         return 0
     rows = recs[st]
     valid = rows[:, records.BOOK_STATUS_STATUS_OFF] == records.BOOK_VALID
-    instr = np.ascontiguousarray(rows[:, 12:16]).view(np.uint32)[:, 0]
+    o = records.INSTRUMENT_OFF
+    instr = np.ascontiguousarray(rows[:, o:o + 4]).view(np.uint32)[:, 0]
     return int(len(np.unique(instr[valid])))
 
 
@@ -402,7 +403,7 @@ class Backtest:
             blob = np.concatenate([aux[:, AX_T:AX_T + 1].view(np.uint8), tape], axis=1)
             self.sha.update(np.ascontiguousarray(blob).tobytes())
             self.tape_records += n
-            rt = tape[:, 8]
+            rt = tape[:, records.RTYPE_OFF]
             fm = rt == records.RT_FILL
             if fm.any():
                 f = np.ascontiguousarray(tape[fm]).view(records.FILL)[:, 0]
@@ -473,7 +474,7 @@ class Backtest:
         md = self.md
         st = es.stats
         f = self.fills_array()
-        rtype = md.records[:, 8]
+        rtype = md.records[:, records.RTYPE_OFF]
         quotes = {es.instrument_assets[nm][1] for nm in es.instrument_names}
         one_ccy = len(quotes) == 1 or quotes <= USD_PEGGED
         real_e8, unreal_e8 = pnl_parts(es.led, es.marks)

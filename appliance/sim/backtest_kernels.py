@@ -89,8 +89,10 @@ def _tape(tape, aux, bt, rec, t, kind, book_row):
 
 @njit(**HELPER)
 def _book_of(book_map, rec):
-    v = np.int64(rec[9])
-    ins = np.int64(rec[12]) | (np.int64(rec[13]) << 8) | (np.int64(rec[14]) << 16) | (np.int64(rec[15]) << 24)
+    v = np.int64(rec[records.VENUE_OFF])
+    o = records.INSTRUMENT_OFF
+    ins = (np.int64(rec[o]) | (np.int64(rec[o + 1]) << 8) | (np.int64(rec[o + 2]) << 16)
+           | (np.int64(rec[o + 3]) << 24))
     if v < book_map.shape[0] and ins < book_map.shape[1]:
         return book_map[v, ins]
     return np.int64(-1)
@@ -262,7 +264,7 @@ def run_events(run, en, sim, timers, budget):
             if not _drain_orders(sim, io, ord_cur, obuf, tape, aux, bt, book_map, t):
                 bt[BT_KE] = ke + 1
                 return RC_SIM_FULL
-            if md[ke, 8] == records.RT_BATCH_END:
+            if md[ke, records.RTYPE_OFF] == records.RT_BATCH_END:
                 b = _book_of(book_map, md[ke])
                 if b >= 0:
                     if bt[BT_PLOT] != 0 and n[b, 0] > 0 and n[b, 1] > 0:

@@ -467,7 +467,7 @@ class MatchingVenue:
         sim = self.sim
         for j in range(n):
             row = rows[j]
-            rt = int(row[8])
+            rt = int(row[R.RTYPE_OFF])
             rec = row.view(R.RECORD_DTYPES[rt])[0]
             si = int(rec["session"])
             owner = self.owners.get(si)
@@ -891,14 +891,9 @@ def for_version(begin_string, mt: bytes, body: list) -> list:
     return body
 
 
-def session_pairs(cfg) -> list:
-    """(begin_string, our sender, our target) for every ``[fix.sessions.NAME]`` of the config:
-    the exchange is the counterparty, so the gateway's target is our sender."""
-    return [(bs, s, t) for bs, s, t, _ in session_specs(cfg)]
-
-
 def session_specs(cfg) -> list:
-    """(begin_string, our sender, our target, the session's table) per ``[fix.sessions.NAME]``."""
+    """(begin_string, our sender, our target, the session's table) per ``[fix.sessions.NAME]``:
+    the exchange is the counterparty, so our sender is the gateway's target and vice versa."""
     out = []
     sessions = (cfg.extra.get("fix", {}) if cfg is not None else {}).get("sessions", {})
     for name, s in sessions.items():

@@ -1495,7 +1495,7 @@ def _process_order(sim, rec, t):
     sim.ctr[C_ORDERS] += 1
     before = sim.ctr[C_OUT_TAIL]
     tr = t + _draw(sim, LAT_RESPONSE)
-    rt = rec[8]
+    rt = rec[records.RTYPE_OFF]
     if rt == records.RT_NEW_ORDER:
         _new_order(sim, rec, t, tr)
     elif rt == records.RT_CANCEL:

@@ -343,9 +343,22 @@ def field_offset(dt: np.dtype, name: str) -> int:
 
 
 VER_OFF = field_offset(HEADER, "ver")
-TYPE_WORD_OFF = field_offset(HEADER, "rtype")    # u64 word: rtype | venue << 8 | flags << 16 | instrument << 32
+RTYPE_OFF = field_offset(HEADER, "rtype")
+VENUE_OFF = field_offset(HEADER, "venue")
+FLAGS_OFF = field_offset(HEADER, "flags")
+INSTRUMENT_OFF = field_offset(HEADER, "instrument")
+TYPE_WORD_OFF = RTYPE_OFF    # u64 word: rtype | venue << 8 | flags << 16 | instrument << 32
 ORIGIN_TSC_OFF = field_offset(HEADER, "origin_tsc")
 PUBLISH_TSC_OFF = field_offset(HEADER, "publish_tsc")
+# fields common to every order record (NEW_ORDER, CANCEL, REPLACE, MASS_CANCEL, RECONCILE)
+ORDER_CLORD_OFF = field_offset(NEW_ORDER, "clord_id")
+ORDER_STRATEGY_OFF = field_offset(NEW_ORDER, "strategy")
+ORDER_SESSION_OFF = field_offset(NEW_ORDER, "session")
+# fields common to ACK, FILL and REJECT
+EXEC_CLORD_OFF = field_offset(ACK, "clord_id")
+EXEC_ORIG_CLORD_OFF = field_offset(ACK, "orig_clord_id")
+EXEC_STRATEGY_OFF = field_offset(ACK, "strategy")
+EXEC_SESSION_OFF = field_offset(ACK, "session")
 L2_PRICE_OFF = field_offset(L2_UPDATE, "price")
 L2_QTY_OFF = field_offset(L2_UPDATE, "qty")
 L2_SIDE_OFF = field_offset(L2_UPDATE, "side")
@@ -356,8 +369,15 @@ BOOK_STATUS_STATUS_OFF = field_offset(BOOK_STATUS, "status")
 
 
 def record_seq(ver: int) -> int:
-    """Ring sequence of a published record from its seqlock word."""
+    """Ring sequence of a published record from its seqlock word (an int or a uint64 array)."""
     return ver // 2 - 1
+
+
+def record_seqs(rows: np.ndarray) -> np.ndarray:
+    """``record_seq`` of records given as bytes: ``rows`` uint8[..., record_size] (one record
+    or a batch) -> int64[...] (0-d for one record; -1 for a slot never written)."""
+    ver = np.ascontiguousarray(rows[..., VER_OFF:VER_OFF + 8]).view("<u8")[..., 0]
+    return record_seq(ver.astype(np.int64))      # ver < 2**63: 2 * seq + 2 with seq < 2**62
 
 
 def _check_layout() -> None:
@@ -381,8 +401,19 @@ def _check_layout() -> None:
             offs = {globals()[k].fields[f][1] for k in fam}
             assert len(offs) == 1, (fam, f, offs)
     # the packed type word read by compiled readers
-    assert (field_offset(HEADER, "venue"), field_offset(HEADER, "flags"),
-            field_offset(HEADER, "instrument")) == (TYPE_WORD_OFF + 1, TYPE_WORD_OFF + 2, TYPE_WORD_OFF + 4)
+    assert (VENUE_OFF, FLAGS_OFF, INSTRUMENT_OFF) == (TYPE_WORD_OFF + 1, TYPE_WORD_OFF + 2, TYPE_WORD_OFF + 4)
+    # field widths the byte-wise readers assume (rec[RTYPE_OFF] is the whole rtype, ...)
+    for dt, widths in ((HEADER, (("ver", 8), ("rtype", 1), ("venue", 1), ("flags", 2),
+                                 ("instrument", 4), ("origin_tsc", 8), ("publish_tsc", 8))),
+                       (NEW_ORDER, (("clord_id", 8), ("strategy", 4), ("session", 4))),
+                       (ACK, (("clord_id", 8), ("orig_clord_id", 8), ("strategy", 4), ("session", 4)))):
+        for fname, width in widths:
+            assert dt.fields[fname][0].itemsize == width, (dt, fname)
+    # byte ranges copied as one block: instrument + origin_tsc of the header, strategy + session
+    # of an order record into an exec record
+    assert INSTRUMENT_OFF + 4 == ORIGIN_TSC_OFF
+    assert ORDER_STRATEGY_OFF + 4 == ORDER_SESSION_OFF and EXEC_STRATEGY_OFF + 4 == EXEC_SESSION_OFF
+    assert VER_OFF == 0                  # the ring's seqlock word is word 0 of every slot
     for off in (L2_PRICE_OFF, L2_QTY_OFF, L2_SIDE_OFF, TRADE_PRICE_OFF, TRADE_QTY_OFF,
                 TRADE_SIDE_OFF, BOOK_STATUS_STATUS_OFF):
         assert off % 8 == 0, off          # read as aligned 64-bit words

@@ -45,9 +45,10 @@ from appliance.transport.intrinsics import (fence_release, fence_acquire, load_a
                                           rdtsc, store_relaxed, store_release)
 
 MAX_CONSUMERS = 32
-CONSUMER_TABLE = 192                 # byte offset of the consumer table
+CONSUMER_TABLE = shm.HEADER_BYTES    # byte offset of the consumer table: right after the header
 DATA_OFFSET = 4096
 HEAD_OFF = shm.W_HEAD * 8            # byte offset of the head word (line 2)
+VER_OFF = records.VER_OFF            # the seqlock word of a slot
 PUBLISH_TSC_OFF = records.PUBLISH_TSC_OFF
 
 # consumer cursor words (8 words = one cache line per consumer)
@@ -62,6 +63,28 @@ CUR_WORDS = 8
 
 START_OLDEST = "oldest"
 START_LATEST = "latest"
+
+
+def _check_layout() -> None:
+    line = records.CACHE_LINE
+    # the head word is alone on its own line of the shm header, before the consumer table
+    assert HEAD_OFF % line == 0 and HEAD_OFF + line <= CONSUMER_TABLE, (HEAD_OFF, CONSUMER_TABLE)
+    # one cache line per consumer cursor (each written only by its consumer), lines aligned
+    assert CUR_WORDS * 8 == line and CONSUMER_TABLE % line == 0, (CUR_WORDS, CONSUMER_TABLE)
+    assert CUR_NAME + 2 <= CUR_WORDS
+    # the consumer table ends before the data; slots start on a cache line
+    assert CONSUMER_TABLE + MAX_CONSUMERS * CUR_WORDS * 8 <= DATA_OFFSET, DATA_OFFSET
+    assert DATA_OFFSET % line == 0
+    # publish/poll: the seqlock word is word 0 of a slot, the rest is copied as 64-bit words
+    # from word 1, and publish_tsc is one of those words
+    assert VER_OFF == 0 and records.HEADER.fields["ver"][0].itemsize == 8
+    assert PUBLISH_TSC_OFF % 8 == 0 and 8 <= PUBLISH_TSC_OFF < records.HEADER_SIZE
+    # every record kind fits the ring geometry (_geometry_ok)
+    for rs in (records.MD_RECORD_SIZE, records.ORDER_RECORD_SIZE, records.EXEC_RECORD_SIZE):
+        assert rs > 0 and rs % line == 0 and rs >= records.HEADER_SIZE, rs
+
+
+_check_layout()
 
 
 # ---------------------------------------------------------------------------------------- numba

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.config import ConfigError
+from appliance.fix import admin
 from appliance.fix import codec as C
 from appliance.sim import exchange as X
 from appliance.fix import gateway as G
@@ -296,9 +297,9 @@ def test_credentials_file_readable_by_others_is_refused(tmp_path):
     p.write_text('username = "u"\npassword = "p"\n')
     os.chmod(p, 0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
-        G.read_credentials(str(p))
+        admin.read_credentials(str(p))
     os.chmod(p, 0o600)
-    assert G.read_credentials(str(p)) == [(553, b"u"), (554, b"p")]
+    assert admin.read_credentials(str(p)) == [(553, b"u"), (554, b"p")]
 
 
 def test_sequence_gap_from_venue_goes_through_session_resend_and_reports_still_arrive(harness):
