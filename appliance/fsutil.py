@@ -28,12 +28,15 @@ def ensure_dir(path: str | os.PathLike, mode: int = 0o750) -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o640,
-                 fsync: bool = False, dir_mode: int = 0o750) -> Path:
+                 fsync: bool = False, dir_mode: int = 0o750, make_dir: bool = True) -> Path:
     """Replace ``path`` with ``data`` through a temporary file and rename (readers see the old
     or the new content, never a torn one); the file gets exactly ``mode``. ``fsync`` also makes
-    it durable (file, then directory)."""
+    it durable (file, then directory). ``make_dir`` False: the caller knows the directory exists
+    (a periodic writer skips the stat calls). Every step is one system call that releases the
+    GIL, so a writer thread holds it only for microseconds."""
     p = Path(path)
-    ensure_dir(p.parent, dir_mode)
+    if make_dir:
+        ensure_dir(p.parent, dir_mode)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

@@ -226,7 +226,6 @@ class Snapshotter:
         self._next = 0.0
         self._seq = 0
         self._orders_created = _ring_id(orders.region)[0]
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._dir_ok = False
         self._static = {
             "pid": os.getpid(), "instruments": list(es.instrument_names),
@@ -345,27 +344,9 @@ class Snapshotter:
         self.last_written_ns = time.time_ns()
 
     def _replace(self, raw: bytes) -> None:
-        """``fsutil.write_atomic(path, raw, 0o640, fsync=True)`` as bare syscalls (the directory
-        is made once): each releases the GIL, so this thread holds it for microseconds, never
-        while the loop wants it for long."""
-        if not self._dir_ok:
-            fsutil.ensure_dir(self.path.parent)
-            self._dir_ok = True
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.fchmod(fd, 0o640)
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self._tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        """The snapshot, durably (file and directory fsynced); the directory is made once."""
+        fsutil.write_atomic(self.path, raw, 0o640, fsync=True, make_dir=not self._dir_ok)
+        self._dir_ok = True
 
     def write_now(self) -> None:
         """Capture and write synchronously (start-up, shutdown), after the writer is idle."""
