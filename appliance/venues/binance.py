@@ -320,13 +320,9 @@ def handle_frame(b, end, tsc, st, hdr, data):
     rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
     info = st.info
     kind = info[I_KIND]
-    if rc != scan.OK:
-        act = common.bad_frame(st, rc)
-        bi = info[I_INST]
-        if bi >= 0 and kind == FR_DEPTH:      # an update of this book is lost
-            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
-                                 common.RESYNC_SNAPSHOT, hdr, data)
-        return act
+    if rc != scan.OK:                         # an update of a book lost: that book resyncs
+        return common.bad_frame_resync(st, rc, info[I_INST] if kind == FR_DEPTH else -1, tsc,
+                                       VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)
     if kind == FR_DEPTH:
         return snapshot_sync.on_delta(st, info[I_INST], info[I_FIRST], info[I_LAST],
                                       info[I_NROWS], tsc, SYNC_RULE, hdr, data)

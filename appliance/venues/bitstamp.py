@@ -200,13 +200,9 @@ def handle_frame(b, end, tsc, st, hdr, data):
     rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
     info = st.info
     kind = info[I_KIND]
-    if rc != scan.OK:
-        act = common.bad_frame(st, rc)
-        bi = info[I_INST]
-        if bi >= 0 and kind == FR_DIFF:        # a diff of this book is lost
-            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
-                                 common.RESYNC_SNAPSHOT, hdr, data)
-        return act
+    if rc != scan.OK:                          # a diff of a book lost: that book resyncs
+        return common.bad_frame_resync(st, rc, info[I_INST] if kind == FR_DIFF else -1, tsc,
+                                       VENUE_ID, common.RESYNC_SNAPSHOT, hdr, data)
     if kind == FR_DIFF:
         m = info[I_MTS]
         return snapshot_sync.on_delta(st, info[I_INST], m, m, info[I_NROWS], tsc, SYNC_RULE,

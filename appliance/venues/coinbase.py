@@ -26,9 +26,9 @@ from numba import njit
 
 from appliance.transport import records
 from appliance.venues import common, scan
-from appliance.venues.common import (B_LAST_TSC, B_VALID, K_TRADE, N_DROPPED, N_HEARTBEATS,
-                                     N_IGNORED, N_TRADES, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE,
-                                     R_QTY, R_SEQ, R_SIDE, Instrument)
+from appliance.venues.common import (B_LAST_TSC, K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES, R_AUX1,
+                                     R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE,
+                                     Instrument)
 
 NAME = "coinbase"
 VENUE_ID = records.VENUE_COINBASE
@@ -195,18 +195,11 @@ def handle_frame(b, end, tsc, st, hdr, data):
     kind = info[I_KIND]
     bi = info[I_INST]
     if rc != scan.OK:
-        act = common.bad_frame(st, rc)
-        if bi >= 0 and (kind == FR_UPDATE or kind == FR_SNAPSHOT):
-            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
-                                 common.RESYNC_RESUBSCRIBE, hdr, data)
-        return act
+        return common.bad_frame_resync(st, rc, bi if kind == FR_UPDATE or kind == FR_SNAPSHOT
+                                       else -1, tsc, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
     if kind == FR_UPDATE:
-        st.book[bi, B_LAST_TSC] = tsc
-        if st.book[bi, B_VALID] == 0:
-            st.cnt[N_DROPPED] += 1
-            return 0
-        return common.apply(st, st.rows, info[I_NROWS], tsc, 0, VENUE_ID,
-                            common.RESYNC_RESUBSCRIBE, hdr, data)
+        return common.apply_live(st, bi, info[I_NROWS], tsc, VENUE_ID, common.RESYNC_RESUBSCRIBE,
+                                 hdr, data)
     if kind == FR_SNAPSHOT:
         return common.snapshot_rebuild(st, bi, info[I_NROWS], tsc, 0, VENUE_ID,
                                        common.RESYNC_RESUBSCRIBE, hdr, data)

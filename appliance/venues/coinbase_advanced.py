@@ -31,10 +31,9 @@ from numba import njit
 from appliance import jit
 from appliance.transport import records
 from appliance.venues import common, scan
-from appliance.venues.common import (B_LAST_TSC, B_VALID, C_LAST_SEQ, C_NEXT_SEQ, K_L2, K_TRADE,
-                                     N_DROPPED, N_GAPS, N_HEARTBEATS, N_IGNORED, N_RESYNCS,
-                                     N_TRADES, R_AUX1, R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY,
-                                     R_SEQ, R_SIDE, Instrument)
+from appliance.venues.common import (K_L2, K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES, R_AUX1,
+                                     R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE,
+                                     Instrument)
 
 NAME = "coinbase_advanced"
 VENUE_ID = records.VENUE_COINBASE_ADVANCED
@@ -296,38 +295,20 @@ def handle_frame(b, end, tsc, st, hdr, data):
     common.count_frame(st)
     rc = parse_frame(b, end, st.syms, st.lens, st.grids, st.rows, st.info)
     info = st.info
-    act = 0
     seq = info[I_SEQ]
-    if seq >= 0:
-        # sequence first: a frame we cannot use still consumed its number
-        nxt = st.conn[C_NEXT_SEQ]
-        if nxt >= 0 and seq != nxt:
-            st.cnt[N_GAPS] += 1
-            act |= common.event(st, common.EV_SEQ_GAP, -1, nxt, seq)
-            common.invalidate_all(st, records.BR_GAP, tsc, VENUE_ID, hdr, data)
-            st.cnt[N_RESYNCS] += 1
-            st.conn[common.C_RESUB] = 1
-            act |= common.ACT_RESUB
-        st.conn[C_NEXT_SEQ] = seq + 1
-        st.conn[C_LAST_SEQ] = seq
+    act = common.check_conn_seq(st, seq, tsc, VENUE_ID, hdr, data)
     kind = info[I_KIND]
     bi = info[I_INST]
     if rc != scan.OK:
-        act |= common.bad_frame(st, rc)
-        if bi >= 0 and (kind == FR_UPDATE or kind == FR_SNAPSHOT):
-            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
-                                 common.RESYNC_RESUBSCRIBE, hdr, data)
-        return act
+        return act | common.bad_frame_resync(st, rc, bi if kind == FR_UPDATE or kind == FR_SNAPSHOT
+                                             else -1, tsc, VENUE_ID, common.RESYNC_RESUBSCRIBE,
+                                             hdr, data)
     if kind == FR_SNAPSHOT:
         return act | common.snapshot_rebuild(st, bi, info[I_NROWS], tsc, seq, VENUE_ID,
                                              common.RESYNC_RESUBSCRIBE, hdr, data)
     if kind == FR_UPDATE:
-        st.book[bi, B_LAST_TSC] = tsc
-        if st.book[bi, B_VALID] == 0:
-            st.cnt[N_DROPPED] += 1
-            return act
-        return act | common.apply(st, st.rows, info[I_NROWS], tsc, 0, VENUE_ID,
-                                  common.RESYNC_RESUBSCRIBE, hdr, data)
+        return act | common.apply_live(st, bi, info[I_NROWS], tsc, VENUE_ID,
+                                       common.RESYNC_RESUBSCRIBE, hdr, data)
     if kind == FR_TRADES:
         n = info[I_NROWS]
         st.cnt[N_TRADES] += n

@@ -738,6 +738,48 @@ def count_frame(st):
         st.cnt[N_FRAMES] += 1
 
 
+@njit(**jit.HELPER)
+def bad_frame_resync(st, rc, lost, tsc, venue, mode, hdr, data):
+    """A frame that did not parse (``rc``): counted and logged (:func:`bad_frame`); ``lost`` >= 0
+    is the book whose update or snapshot it carried, which resyncs the venue's way (``mode``).
+    Returns ACT_* bits."""
+    act = bad_frame(st, rc)
+    if lost >= 0:
+        act |= resync(st, lost, records.BR_BAD_FRAME, tsc, venue, mode, hdr, data)
+    return act
+
+
+@njit(**jit.HELPER)
+def check_conn_seq(st, seq, tsc, venue, hdr, data):
+    """A frame's connection-wide sequence number (-1: it has none), checked before anything
+    else (a frame we cannot use still consumed its number): a jump invalidates every book and
+    asks for a resubscribe. Returns ACT_* bits."""
+    act = 0
+    if seq >= 0:
+        nxt = st.conn[C_NEXT_SEQ]
+        if nxt >= 0 and seq != nxt:
+            st.cnt[N_GAPS] += 1
+            act |= event(st, EV_SEQ_GAP, -1, nxt, seq)
+            invalidate_all(st, records.BR_GAP, tsc, venue, hdr, data)
+            st.cnt[N_RESYNCS] += 1
+            st.conn[C_RESUB] = 1
+            act |= ACT_RESUB
+        st.conn[C_NEXT_SEQ] = seq + 1
+        st.conn[C_LAST_SEQ] = seq
+    return act
+
+
+@njit(**jit.HELPER)
+def apply_live(st, b, n, tsc, venue, mode, hdr, data):
+    """An update of book ``b`` in rows[0:n]: applied when the book is valid, else dropped
+    (counted) until its fresh snapshot. Either way the book was heard from at ``tsc``."""
+    st.book[b, B_LAST_TSC] = tsc
+    if st.book[b, B_VALID] == 0:
+        st.cnt[N_DROPPED] += 1
+        return 0
+    return apply(st, st.rows, n, tsc, 0, venue, mode, hdr, data)
+
+
 @njit(**jit.INTERNAL)
 def snapshot_rebuild(st, b, n, tsc, seq, venue, mode, hdr, data):
     """A snapshot of book b in rows[0:n] (from the stream): clear, apply with F_SNAPSHOT,

@@ -425,11 +425,8 @@ def handle_frame(b, end, tsc, st, hdr, data):
     kind = info[I_KIND]
     bi = info[I_INST]
     if rc != scan.OK:
-        act = common.bad_frame(st, rc)
-        if bi >= 0 and (kind == FR_UPDATE or kind == FR_SNAPSHOT):
-            act |= common.resync(st, bi, records.BR_BAD_FRAME, tsc, VENUE_ID,
-                                 common.RESYNC_RESUBSCRIBE, hdr, data)
-        return act
+        return common.bad_frame_resync(st, rc, bi if kind == FR_UPDATE or kind == FR_SNAPSHOT
+                                       else -1, tsc, VENUE_ID, common.RESYNC_RESUBSCRIBE, hdr, data)
     if kind == FR_UPDATE:
         st.book[bi, B_LAST_TSC] = tsc
         if st.book[bi, B_VALID] == 0:
