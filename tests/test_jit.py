@@ -128,7 +128,7 @@ def test_every_part_and_every_venue_is_warmed_by_compile():
         assert f"appliance.{part}.warm" in jit.WARMERS
     assert len(set(jit.WARMERS)) == len(jit.WARMERS)
     # the one-process loops: appliance compile --all (appliance group warms its own venue's)
-    assert jit.OPTIONAL_WARMERS == ("appliance.group.warm",)
+    assert jit.OPTIONAL_WARMERS == ("appliance.group.warm", "appliance.sim.backtest")
     assert not set(jit.OPTIONAL_WARMERS) & set(jit.WARMERS)
     import importlib
     for name in jit.WARMERS + jit.OPTIONAL_WARMERS:

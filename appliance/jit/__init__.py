@@ -64,11 +64,13 @@ WARMERS = (
     "appliance.ops.warm",                    # 1
 )
 
-# kernels of layouts the sim and the one-process-per-actor layout do not run, compiled only by
+# kernels the sim and the one-process-per-actor layout do not run, compiled only by
 # ``appliance compile --all`` (or ``--only``): the one-process loop of every venue (its actor,
-# ``appliance group``, warms its own venue's loop before it goes live).
+# ``appliance group``, warms its own venue's loop before it goes live) and the backtest loop
+# (``appliance backtest`` compiles it before its clock starts).
 OPTIONAL_WARMERS = (
     "appliance.group.warm",
+    "appliance.sim.backtest",
 )
 
 _PKG = Path(__file__).resolve().parent.parent      # the appliance package

@@ -3,14 +3,14 @@
 ``appliance compile [--jobs N] [--all | --only MODULE...] [--list] [--prune] [--force] [--json]``.
 
 Each module of :data:`appliance.jit.WARMERS` (with ``--all`` also
-:data:`appliance.jit.OPTIONAL_WARMERS`: the one-process loops) runs its ``warm()`` in a worker process (``--jobs``,
-default: one per CPU); a bar on stderr shows the modules done and the kernels compiled so far
-(counted from numba's compile events in the workers). Exit status 0 only when every module
-compiled; a failing module is reported on one line with its error. Afterwards the actors' own
-warm-ups load machine code from the cache instead of compiling. A successful run stamps the
-cache directory (``complete.json``: the modules compiled); since the directory is keyed by the
-sources, a later run with the stamp in place has nothing to do and returns at once (``--force``
-runs the warm-ups anyway). ``--prune`` removes old cache
+:data:`appliance.jit.OPTIONAL_WARMERS`: the one-process loops, the backtest loop) runs its
+``warm()`` in a worker process (``--jobs``, default: one per CPU); a bar on stderr shows the
+modules done and the kernels compiled so far (counted from numba's compile events in the
+workers). Exit status 0 only when every module compiled; a failing module is reported on one line
+with its error. Afterwards the actors' own warm-ups load machine code from the cache instead of
+compiling. A successful run stamps the cache directory (``complete.json``: the modules compiled);
+since the directory is keyed by the sources, a later run with the stamp in place has nothing to do
+and returns at once (``--force`` runs the warm-ups anyway). ``--prune`` removes old cache
 directories (from earlier source versions) of the cache root; see :mod:`appliance.jit`.
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--jobs", "-j", type=int, default=0,
                    help="worker processes (default: one per CPU)")
     p.add_argument("--all", action="store_true",
-                   help="also the kernels of the one-process layout (appliance group)")
+                   help="also the kernels of the one-process layout (appliance group) and of "
+                        "appliance backtest")
     p.add_argument("--only", nargs="+", metavar="MODULE",
                    help="compile these warm-up modules only (see --list)")
     p.add_argument("--list", action="store_true", help="print the warm-up modules and exit")

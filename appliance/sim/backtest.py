@@ -716,6 +716,21 @@ def _human(rep: dict) -> str:
     return "\n".join(lines)
 
 
+def warm() -> int:
+    """Compile (or load from the cache) the backtest loop and every kernel it calls, with the
+    types a backtest runs: the packaged Binance recording through the packaged setup
+    (``appliance compile --all``; :data:`appliance.jit.OPTIONAL_WARMERS`). Without it the first
+    ``appliance backtest`` compiles before its clock starts."""
+    import logging
+    from appliance.sim.venue import default_recordings
+    logging.getLogger("appliance").setLevel(logging.WARNING)
+    setup = load_setup(None, "binance")
+    symbols = [i.symbol for i in setup.cfg.instruments_of("binance")] or None
+    md = load_input(str(default_recordings("binance")[0]), "binance", symbols)
+    Backtest(md, setup).run()
+    return 1
+
+
 def main(args) -> int:
     import json
     import logging
