@@ -474,11 +474,9 @@ def write_config(run: Path, venue: Venue, fix_port: int, wait_strategy: str,
     core_lines = "".join(f'"{k}" = {v}\n' for k, v in cores.items())
     text = f"""# written by appliance bench tick-to-trade
 [appliance]
-mode = "sim"
 shm_dir = {json.dumps(str(run / "shm"))}
 journal_dir = {json.dumps(str(run / "journal"))}
 state_dir = {json.dumps(str(run / "state"))}
-log_dir = {json.dumps(str(run / "log"))}
 
 [wait]
 strategy = "{wait_strategy}"

@@ -6,10 +6,10 @@ sim-mode default (``appliance/config/default.toml``). Unknown keys are rejected 
 naming the key, so a typo never silently falls back to a default.
 
 The transport sections are dataclasses below; ``[[instruments]]`` is the one instrument registry
-(:mod:`appliance.config.instruments`); ``[risk]``, ``[[strategies]]``, ``[engine]`` and
-``[fix]`` are kept as tables and checked by their parts' validators (``VALIDATORS``), which
+(:mod:`appliance.config.instruments`); ``[risk]``, ``[[strategies]]``, ``[engine]``, ``[fix]``
+and ``[sim]`` are kept as tables and checked by their parts' validators (``VALIDATORS``), which
 ``load`` runs on the whole file: an invalid value anywhere is refused before anything starts,
-by every command that loads the file.
+by every command that loads the file. A key is here only if something reads it.
 """
 from __future__ import annotations
 
@@ -31,16 +31,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ApplianceSection:
-    mode: str = "sim"                          # live | sim | replay
-    shm_dir: str = ""                          # "" = auto: hugetlbfs mount if usable, else /dev/shm
-    hugetlbfs_mount: str = "/dev/hugepages"
+    # shared-memory regions; "" = auto: a hugetlbfs mount with free huge pages, else /dev/shm
+    # (transport/shm.py resolve_dir). Provisioned hosts name their hugetlbfs mount here.
+    shm_dir: str = ""
     journal_dir: str = "/var/lib/appliance/journal"
     state_dir: str = "/var/lib/appliance/state"
-    log_dir: str = "/var/log/appliance"
-    log_level: str = "INFO"
-
-    def validate(self, where: str) -> None:
-        _choice(where, "mode", self.mode, ("live", "sim", "replay"))
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,6 @@ class RingsSection:
 class CoresSection:
     # actor name -> CPU core (e.g. {"md.binance" = 2, "engine" = 3}); missing = not pinned
     actors: dict = field(default_factory=dict)
-    housekeeping: tuple = ()
 
     def validate(self, where: str) -> None:
         for k, v in self.actors.items():
@@ -87,7 +81,6 @@ class VenueSection:
     name: str = ""                            # binance | coinbase | coinbase_advanced | kraken | bitstamp | bitfinex
     ws_url: str = ""
     rest_url: str = ""
-    channels: tuple = ("book", "trades")
     enabled: bool = True
     stale_after_ms: int = 30_000
     reconnect_min_ms: int = 100
@@ -171,7 +164,11 @@ _LIST_SECTIONS = {"venues": VenueSection}
 _EXTRA_SECTIONS = ("risk", "strategies", "fix", "engine", "sim")
 # part validators run by ``load`` on the whole file ("module:function(cfg)"; ConfigError or
 # ValueError with a message naming the key)
-VALIDATORS = ("appliance.engine.state:validate_config", "appliance.fix.gateway:validate_config")
+VALIDATORS = ("appliance.engine.state:validate_config", "appliance.fix.gateway:validate_config",
+              "appliance.config:validate_sim")
+# [sim] keys, each with its reader: exchange = the exchange simulator's settings
+# (sim/matching.settings; `appliance fix exchange`, `appliance backtest`)
+SIM_KEYS = ("exchange",)
 
 
 def _build(cls, table: dict, where: str):
@@ -230,6 +227,8 @@ def parse(data: dict, path: str = "<string>") -> Config:
                     raise ConfigError(f"{key}[{i}].symbols: instruments are listed once, as "
                                       f"[[instruments]] entries (venue, symbol, tick, lot)")
             kwargs[key] = tuple(_build(_LIST_SECTIONS[key], v, f"{key}[{i}]") for i, v in enumerate(value))
+        elif key == "sim":
+            extra[key] = _sim_table(value)
         elif key in _EXTRA_SECTIONS:
             extra[key] = value
         else:
@@ -249,6 +248,25 @@ def parse(data: dict, path: str = "<string>") -> Config:
                                                                    if i.venue == v.name))
                              for v in venues)
     return Config(**kwargs)
+
+
+def _sim_table(t) -> dict:
+    """``[sim]`` holds only keys something reads (SIM_KEYS)."""
+    if not isinstance(t, dict):
+        raise ConfigError(f"sim: expected a table, got {type(t).__name__}")
+    for k in t:
+        if k not in SIM_KEYS:
+            raise ConfigError(f"sim.{k}: unknown key (known: {', '.join(SIM_KEYS)})")
+    return t
+
+
+def validate_sim(cfg: Config) -> None:
+    """``[sim.exchange]`` as the exchange simulator reads it (unknown keys, wrong types and
+    out-of-range values are refused naming the key)."""
+    t = cfg.extra.get("sim") or {}
+    if "exchange" in t:
+        from appliance.sim import matching
+        matching.settings(t["exchange"])       # SimConfigError (a ValueError) names the key
 
 
 def check(cfg: Config) -> Config:

@@ -1,8 +1,8 @@
 """``appliance sim``: the whole appliance in sim mode on one box, end to end, then a report.
 
 Every actor runs as its own process, on loopback and a private shared-memory directory, from one
-config file written to the run directory (``sim.toml`` for the trading setup, plus the run's
-ports, directories, venues, instruments and FIX sessions)::
+config file written to the run directory (``sim.toml`` for the trading setup and its
+instruments, plus the run's ports, directories, venues and FIX sessions)::
 
     venue-sim --loop (recorded session, real WebSocket + REST), one per venue
       -> appliance md --venue V        -> [md.V ring]
@@ -75,23 +75,31 @@ def _table(name: str, t: dict) -> str:
 
 
 class Plan:
-    """What the sim runs: venues, their instruments (from the packaged metadata), strategies and
-    risk (sim.toml)."""
+    """What the sim runs (sim.toml): its instruments (``[[instruments]]`` entries of the one
+    registry, appliance/config/instruments.py; their venues, in order of first appearance, are
+    the sim's venues), strategies and risk."""
+
+    SECTIONS = ("instruments", "strategies", "risk")
 
     def __init__(self, path: Path = SIM_TOML):
+        from appliance import config
         self.doc = tomllib.loads(path.read_text())
-        sim = self.doc.get("sim", {})
-        self.venues = list(sim["venues"])
-        self.symbols = {v: list(sim["instruments"][v]) for v in self.venues}
-
-    def instruments(self) -> list:
-        from appliance import data
-        from appliance.venues import registry
-        out = []
-        for v in self.venues:
-            meta = (data.venues_dir() / f"{v.upper()}.0").read_bytes()
-            out += [(v, i) for i in registry.module(v).load_instruments(meta, self.symbols[v])]
-        return out
+        for k in self.doc:
+            if k not in self.SECTIONS:
+                raise config.ConfigError(f"{path}: {k}: unknown section (known: "
+                                         f"{', '.join(self.SECTIONS)})")
+        self.tables = self.doc.get("instruments", [])
+        if not isinstance(self.tables, list) or not self.tables:
+            raise config.ConfigError(f"{path}: instruments: expected [[instruments]] entries")
+        self.venues = list(dict.fromkeys(t["venue"] for t in self.tables
+                                         if isinstance(t, dict) and isinstance(t.get("venue"), str)))
+        try:        # the registry's own checks (venue names, symbols, grids, assets)
+            cfg = config.parse({"venues": [{"name": v} for v in self.venues],
+                                "instruments": self.tables}, str(path))
+        except config.ConfigError as e:
+            raise config.ConfigError(f"{path}: {e}") from None
+        self.instruments = cfg.instruments
+        self.symbols = {v: [i.symbol for i in cfg.instruments_of(v)] for v in self.venues}
 
 
 def config_header(run: Path, shm_dir: Path) -> str:
@@ -99,11 +107,9 @@ def config_header(run: Path, shm_dir: Path) -> str:
     every directory under ``run``, shared memory in ``shm_dir``, and actors that back off when
     idle instead of spinning on the cores they share."""
     return f"""[appliance]
-mode = "sim"
 shm_dir = {json.dumps(str(shm_dir))}
 journal_dir = {json.dumps(str(run / "journal"))}
 state_dir = {json.dumps(str(run / "state"))}
-log_dir = {json.dumps(str(run / "log"))}
 
 [wait]
 strategy = "backoff"
@@ -127,13 +133,8 @@ rest_url = "http://127.0.0.1:{port}/{v}"
 maker_fee_bps = 1.0
 taker_fee_bps = 2.0
 """)
-    for v, ins in plan.instruments():
-        parts.append(f"""[[instruments]]
-venue = "{v}"
-symbol = {json.dumps(ins.symbol)}
-tick = "{ins.tick}"
-lot = "{ins.lot}"
-""")
+    for t in plan.tables:
+        parts.append("[[instruments]]\n" + "".join(f"{k} = {_toml(x)}\n" for k, x in t.items()))
     for idx, v in enumerate(plan.venues):
         parts.append(f"""[fix.sessions.{v}]
 host = "127.0.0.1"

@@ -15,9 +15,10 @@ Single writer: a writer holds ``flock(LOCK_EX)`` on the region file for its life
 drops it when the process dies, however it dies, so a crashed writer's region can be reopened at
 once and a second live writer is refused (:class:`WriterAliveError`, naming the live PID).
 
-Backing: ``resolve_dir`` picks, in order, an explicit directory, ``$APPLIANCE_SHM_DIR``, the
-configured one, ``<hugetlbfs mount>/appliance`` when a hugetlbfs is mounted and has free huge
-pages, else ``/dev/shm/appliance`` with a logged warning. Region files are 0660 (0600 with
+Backing: ``resolve_dir`` picks, in order, an explicit directory (the actors pass the config's
+``[appliance] shm_dir``: a provisioned host names its hugetlbfs mount there),
+``$APPLIANCE_SHM_DIR``, ``<hugetlbfs mount>/appliance`` when a hugetlbfs is mounted and has free
+huge pages, else ``/dev/shm/appliance`` with a logged warning. Region files are 0660 (0600 with
 ``private=True``), sized with ftruncate to a multiple of the page size (2 MiB on hugetlbfs).
 """
 from __future__ import annotations
@@ -140,11 +141,13 @@ def free_hugepages() -> int:
 _warned_fallback = False
 
 
-def resolve_dir(explicit: str | os.PathLike | None = None, configured: str = "",
+def resolve_dir(explicit: str | os.PathLike | None = None,
                 hugetlbfs_mount: str = "/dev/hugepages") -> Path:
-    """Directory holding the region files (see the module docstring for the order)."""
+    """Directory holding the region files (see the module docstring for the order);
+    ``hugetlbfs_mount`` is the mount tried first when choosing automatically (then any
+    hugetlbfs mount)."""
     global _warned_fallback
-    for cand in (explicit, os.environ.get("APPLIANCE_SHM_DIR"), configured):
+    for cand in (explicit, os.environ.get("APPLIANCE_SHM_DIR")):
         if cand:
             return Path(cand)
     if is_hugetlbfs(hugetlbfs_mount) and free_hugepages() > 0:

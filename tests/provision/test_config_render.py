@@ -105,6 +105,7 @@ def test_example_inventory_trading_vars_render_a_config_the_appliance_loads(tmp_
      "tick and lot as quoted"),
     ({"appliance_instruments": [{"venue": "kraken", "symbol": "XBT/USD", "tick": "0.1", "lot": "0.1"}]},
      "needs venue (one of ['binance'])"),
+    ({"appliance_mode": "live"}, "appliance_mode and appliance_log_dir are gone"),
 ])
 def test_preflight_refuses_instruments_outside_the_registry_and_names_the_variable(tmp_path, overrides, says):
     r, out, _ = _render(tmp_path, overrides)

@@ -132,4 +132,4 @@ def test_group_vars_of_each_colo_reach_its_host(converged, fleet):
     assert "server ntp.nict.jp iburst" in ty3 and "time.cloudflare.com" not in ty3
     for name in fleet["hosts"]:
         cfg = _read(fleet, name, "etc/appliance/appliance.toml")
-        assert 'mode = "live"' in cfg and "[fix.sessions.coinbase]" in cfg
+        assert 'ws_url = "wss://ws-feed.exchange.coinbase.com"' in cfg and "[fix.sessions.coinbase]" in cfg

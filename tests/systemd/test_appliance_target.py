@@ -165,7 +165,6 @@ def provisioned(container, tmp_path_factory):
         "hugepages_reserve_2m": False, "hugepages_mount": False, "irq_enabled": False,
         "sysctl_enabled": False,
         # the sim: one venue, one FIX session, one market maker (as `appliance sim` runs it)
-        "appliance_mode": "sim",
         "appliance_wait_strategy": "backoff",
         "appliance_wait_options": {"spin_iterations": 200, "backoff_min_ns": 20000, "backoff_max_ns": 500000},
         # the recording is 31 s long, then quiet: books must not go stale under the test; the
