@@ -16,6 +16,15 @@ import importlib
 import logging
 import sys
 
+from appliance import jit
+
+# What importing the package does (appliance/__init__.py), done here again: with a directory named
+# ``appliance`` in the working directory (``python -m appliance.cli`` puts it first on sys.path)
+# the package can load as a namespace package without its __init__, and every kernel would then
+# compile outside the keyed cache and without the kernel policy. Both calls are idempotent.
+jit.setup_cache()
+jit.install_kernel_policy()
+
 # the parts, in the order their commands are listed by --help
 COMMAND_MODULES = (
     "appliance.sim.cli",         # sim, demo, venue-sim

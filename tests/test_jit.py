@@ -197,3 +197,22 @@ def test_package_kernels_carry_no_cfunc_wrapper_and_others_are_untouched():
     assert m.plain.targetoptions.get("no_cfunc_wrapper") is True
     outside = njit(lambda x: x)
     assert "no_cfunc_wrapper" not in outside.targetoptions
+
+
+def test_the_cli_sets_up_the_cache_and_policy_even_when_a_directory_shadows_the_package(tmp_path):
+    """``python -m appliance.cli`` from a directory holding an ``appliance/`` folder (a clone, or
+    a state directory) can load the package as a namespace package without its __init__: the
+    CLI itself must still key the cache and install the kernel policy before any kernel exists."""
+    (tmp_path / "appliance" / "state").mkdir(parents=True)
+    code = ("import appliance, appliance.cli, os\n"
+            "from numba.core.registry import CPUDispatcher\n"
+            "print(getattr(appliance, '__file__', None) is None,"
+            " getattr(CPUDispatcher, '_appliance_policy', False),"
+            " os.path.basename(os.environ.get('NUMBA_CACHE_DIR', '')).startswith('appliance-'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", jit.ENV_DIR, jit.ENV_ROOT, "PYTHONPATH")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    shadowed, policy, keyed = out.stdout.split()
+    assert (policy, keyed) == ("True", "True"), (shadowed, out.stdout)
