@@ -560,15 +560,22 @@ def _check_type_tif(ord_type, tif):
 
 
 @njit(**jit.HELPER)
-def _check_order(rec, d, instr, inst):
-    """0 or the E_* code of a NEW_ORDER (``d`` 0) or REPLACE (``d`` _R_SHIFT) record's side,
-    type, time in force, quantity and limit price."""
-    ot = rec[_N_ORDTYPE + d]
-    qty = ld_i64(rec, _N_QTY + d)
-    px = ld_i64(rec, _N_PRICE + d)
-    e = _check_side(rec[_N_SIDE + d])
+def _order_values(rec, d):
+    """(side, ord_type, tif, qty, price, flags) of a NEW_ORDER (``d`` 0) or REPLACE (``d``
+    _R_SHIFT) record, read once, before anything is written."""
+    return (np.int64(rec[_N_SIDE + d]), np.int64(rec[_N_ORDTYPE + d]), np.int64(rec[_N_TIF + d]),
+            ld_i64(rec, _N_QTY + d), ld_i64(rec, _N_PRICE + d),
+            np.int64(rec[_O_FLAGS]) | (np.int64(rec[_O_FLAGS + 1]) << 8))
+
+
+@njit(**jit.HELPER)
+def _check_order(o, instr, inst):
+    """0 or the E_* code of an order's side, type, time in force, quantity and limit price
+    (``o``: :func:`_order_values`)."""
+    side, ot, tif, qty, px, _flags = o
+    e = _check_side(side)
     if e == 0:
-        e = _check_type_tif(ot, rec[_N_TIF + d])
+        e = _check_type_tif(ot, tif)
     if e == 0 and (qty <= 0 or qty > instr[inst, QTY_MAX]):
         e = E_BAD_QTY
     if e == 0 and ot == R.ORD_LIMIT and (px > instr[inst, PX_MAX] or px < -instr[inst, PX_MAX]):
@@ -577,14 +584,11 @@ def _check_order(rec, d, instr, inst):
 
 
 @njit(**jit.HELPER)
-def _order_fields(out, p, rec, d, begin, instr, syms, inst, ts):
+def _order_fields(out, p, begin, instr, syms, inst, clord, o, ts):
     """The fields a NewOrderSingle and an OrderCancelReplaceRequest share, from ClOrdID on:
-    11 [21 on FIX 4.2] 55 54 38 40 [44] 59 [18] 60, read from a NEW_ORDER (``d`` 0) or REPLACE
-    (``d`` _R_SHIFT) record."""
-    side = rec[_N_SIDE + d]
-    ot = rec[_N_ORDTYPE + d]
-    qty = ld_i64(rec, _N_QTY + d)
-    p = _field_uint(out, p, 11, ld_u64(rec, _O_CLORD))
+    11 [21 on FIX 4.2] 55 54 38 40 [44] 59 [18] 60 (``o``: :func:`_order_values`)."""
+    side, ot, tif, qty, px, flags = o
+    p = _field_uint(out, p, 11, clord)
     if is_fix42(begin):
         p = _field_char(out, p, 21, 49)
     p = _field_symbol(out, p, instr, syms, inst)
@@ -592,10 +596,9 @@ def _order_fields(out, p, rec, d, begin, instr, syms, inst, ts):
     p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
     p = _field_char(out, p, 40, 50 if ot == R.ORD_LIMIT else 49)
     if ot == R.ORD_LIMIT:
-        p = _field_decimal(out, p, 44, ld_i64(rec, _N_PRICE + d) * instr[inst, PX_MANT],
-                           instr[inst, PX_DEC])
-    p = _field_char(out, p, 59, _TIF_CHAR[rec[_N_TIF + d]])
-    p = _field_exec_inst(out, p, np.int64(rec[_O_FLAGS]) | (np.int64(rec[_O_FLAGS + 1]) << 8))
+        p = _field_decimal(out, p, 44, px * instr[inst, PX_MANT], instr[inst, PX_DEC])
+    p = _field_char(out, p, 59, _TIF_CHAR[tif])
+    p = _field_exec_inst(out, p, flags)
     return _field_time_copy(out, p, ts)
 
 
@@ -611,11 +614,12 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
     inst = ld_u32(rec, _O_INSTR)
     clord = ld_u64(rec, _O_CLORD)
     if rt == R.RT_NEW_ORDER:
-        e = _check_order(rec, 0, instr, inst)
+        o = _order_values(rec, 0)
+        e = _check_order(o, instr, inst)
         if e != 0:
             return e
         p, body, ts = _begin_message(out, off, begin, comp, 68, seq, utc_ns, tcache)  # 'D'
-        p = _order_fields(out, p, rec, 0, begin, instr, syms, inst, ts)
+        p = _order_fields(out, p, begin, instr, syms, inst, clord, o, ts)
     elif rt == R.RT_CANCEL:
         side = rec[_C_SIDE]
         qty = ld_i64(rec, _C_QTY)
@@ -632,12 +636,14 @@ def encode_order(rec, out, off, begin, comp, seq, utc_ns, tcache, instr, syms):
         p = _field_decimal(out, p, 38, qty * instr[inst, QTY_MANT], instr[inst, QTY_DEC])
         p = _field_time_copy(out, p, ts)
     elif rt == R.RT_REPLACE:
-        e = _check_order(rec, _R_SHIFT, instr, inst)
+        o = _order_values(rec, _R_SHIFT)
+        e = _check_order(o, instr, inst)
         if e != 0:
             return e
+        orig = ld_u64(rec, _R_ORIG)
         p, body, ts = _begin_message(out, off, begin, comp, 71, seq, utc_ns, tcache)  # 'G'
-        p = _field_uint(out, p, 41, ld_u64(rec, _R_ORIG))
-        p = _order_fields(out, p, rec, _R_SHIFT, begin, instr, syms, inst, ts)
+        p = _field_uint(out, p, 41, orig)
+        p = _order_fields(out, p, begin, instr, syms, inst, clord, o, ts)
     elif rt == R.RT_MASS_CANCEL:
         scope = rec[_M_SCOPE]
         if scope != 1 and scope != 7:
