@@ -171,15 +171,22 @@ VALIDATORS = ("appliance.engine.state:validate_config", "appliance.fix.gateway:v
 SIM_KEYS = ("exchange",)
 
 
+def known_table(where: str, t, known) -> dict:
+    """``t`` as a table of ``known`` keys only; else a ConfigError naming the first stray key
+    (every section and sub-table of the file is checked this way)."""
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(t).__name__}")
+    for k in t:
+        if k not in known:
+            raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(sorted(known))})")
+    return t
+
+
 def _build(cls, table: dict, where: str):
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
-    for key, value in table.items():
-        if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(names))})")
+    for key, value in known_table(where, table, names).items():
         want = hints[key]
         if want is tuple:
             if not isinstance(value, list):
@@ -252,12 +259,7 @@ def parse(data: dict, path: str = "<string>") -> Config:
 
 def _sim_table(t) -> dict:
     """``[sim]`` holds only keys something reads (SIM_KEYS)."""
-    if not isinstance(t, dict):
-        raise ConfigError(f"sim: expected a table, got {type(t).__name__}")
-    for k in t:
-        if k not in SIM_KEYS:
-            raise ConfigError(f"sim.{k}: unknown key (known: {', '.join(SIM_KEYS)})")
-    return t
+    return known_table("sim", t, SIM_KEYS)
 
 
 def validate_sim(cfg: Config) -> None:

@@ -105,7 +105,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from appliance.config import ConfigError
+from appliance.config import ConfigError, known_table
 from appliance.transport import control, records
 from appliance.engine.oms import G_LIST_LEN, G_N_OPEN, G_OPEN_BUY, G_OPEN_SELL, OS_PENDING_CANCEL
 from appliance.engine.positions import (A_LOSS_STREAK, A_RT_COUNT, N_VENUES, equity_e8,
@@ -275,13 +275,7 @@ def _bool(where: str, v) -> int:
     return int(v)
 
 
-def _table(where: str, t, known: set) -> dict:
-    if not isinstance(t, dict):
-        raise ConfigError(f"{where}: expected a table, got {t!r}")
-    for k in t:
-        if k not in known:
-            raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(sorted(known))})")
-    return t
+_table = known_table
 
 
 def _limit_row(row, where: str, t: dict) -> None:

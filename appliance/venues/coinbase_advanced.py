@@ -30,7 +30,7 @@ from numba import njit
 
 from appliance import jit
 from appliance.transport import records
-from appliance.venues import common, scan
+from appliance.venues import coinbase, common, scan
 from appliance.venues.common import (K_L2, K_TRADE, N_HEARTBEATS, N_IGNORED, N_TRADES, R_AUX1,
                                      R_AUX2, R_INST, R_KIND, R_PRICE, R_QTY, R_SEQ, R_SIDE,
                                      Instrument)
@@ -372,18 +372,9 @@ def snapshot_symbol(url: str) -> str | None:
     return q["product_id"][0].upper() if q.get("product_id") else None
 
 
-def sim_subscribed(msg: dict) -> set[str]:
-    """The products a client's subscribe message asks for (``product_ids``, also per channel)."""
-    out = common.strings_at(msg, "product_ids")
-    for ch in msg.get("channels", []) if isinstance(msg.get("channels"), list) else []:
-        if isinstance(ch, dict):
-            out |= common.strings_at(ch, "product_ids")
-    return out
-
-
-def sim_frame_symbol(frame: bytes) -> str | None:
-    """The product a frame is about (its ``product_id``), else None."""
-    return common.string_after(frame, b'"product_id":"')
+# the venue simulator: subscribe messages and frames name products as the Exchange API's do
+sim_subscribed = coinbase.sim_subscribed
+sim_frame_symbol = coinbase.sim_frame_symbol
 
 
 WARM_FRAMES = (
