@@ -74,17 +74,24 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def stop_signals(on_stop):
     """While in the block, SIGTERM and SIGINT call ``on_stop()`` (it runs in the signal handler:
     set a flag or an Event, nothing more) instead of killing the process or raising
-    KeyboardInterrupt; the previous handlers are restored on the way out. Outside the main
+    KeyboardInterrupt, and ``control.WAKE_SIGNAL`` is caught (doing nothing): its arrival ends
+    the compiled loop's idle sleep, so a kill is seen at once (``control.wake``). The previous
+    handlers are restored on the way out. Outside the main
     thread (where Python cannot install handlers) this does nothing."""
     old = {}
     if threading.current_thread() is threading.main_thread():
         for s in STOP_SIGNALS:
             old[s] = signal.signal(s, lambda *_: on_stop())
+        old[control.WAKE_SIGNAL] = signal.signal(control.WAKE_SIGNAL, _woken)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _woken(*_) -> None:
+    """``control.WAKE_SIGNAL``: nothing to do here; the interrupted sleep was the point."""
 
 
 def pin(core) -> bool:

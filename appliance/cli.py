@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import threading
 
 from appliance import jit
 
@@ -117,5 +119,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The ``appliance`` command (and ``python -m appliance[.cli]``): :func:`main`, then leave
+    without the interpreter's teardown when nothing is left to do. Once numba is loaded that
+    teardown (garbage collection and finalisers of its objects) took about 0.5 s of every
+    process: each actor's stop and each ``appliance kill`` waited for it. Logs and every open
+    buffered file are flushed first; with a non-daemon thread still running the normal exit
+    joins it.
+    Tests call :func:`main`."""
+    rc = main()
+    main_thread = threading.main_thread()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main_thread):
+        sys.exit(rc)
+    logging.shutdown()
+    _flush_open_files()
+    os._exit(rc)
+
+
+def _flush_open_files() -> None:
+    """Flush every open buffered file of the process (what the teardown would have done for a
+    file some code left open; about 0.15 s with numba loaded, a third of the teardown)."""
+    import gc
+    import io
+    kinds = (io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
+    for f in [*gc.get_objects(), sys.stdout, sys.stderr]:
+        if issubclass(type(f), kinds):        # type(): never through a dead weak proxy
+            try:
+                if not f.closed:
+                    f.flush()
+            except (OSError, ValueError):
+                pass
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

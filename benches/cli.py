@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ("ring", "clock", "md", "engine", "fix", "backtest", "snapshot", "tick-to-trade",
+BENCHES = ("ring", "clock", "md", "engine", "fix", "backtest", "snapshot", "kill", "tick-to-trade",
            "tick_to_trade")
 
 

@@ -177,3 +177,48 @@ def test_the_fix_acceptor_stops_cleanly_on_sigterm_and_sigint(tmp_path, sig):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+_SLEEPER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from appliance import actor
+    from appliance.transport import wait
+    params = np.array([wait.BACKOFF, 0, 30_000_000_000, 30_000_000_000], np.int64)
+    state = np.zeros(4, np.int64)
+    wait.idle(np.array([wait.BACKOFF, 0, 1000, 1000], np.int64), np.zeros(4, np.int64))  # loaded
+    with actor.stop_signals(lambda: None):
+        print("sleeping", flush=True)
+        t0 = time.monotonic()
+        wait.idle(params, state)          # the compiled back-off sleep: 30 s asked
+        print(f"woke {time.monotonic() - t0:.3f}", flush=True)
+""")
+
+
+def test_the_wake_signal_ends_an_actors_compiled_idle_sleep_at_once():
+    """``control.wake`` (what ``appliance kill`` sends the engine and the FIX gateways) ends the
+    compiled back-off sleep of an actor: a kill is seen now, not when a 30 s sleep ends."""
+    p = subprocess.Popen([sys.executable, "-c", _SLEEPER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "sleeping"
+        time.sleep(0.3)                       # into the nanosleep
+        assert control.wake(p.pid)
+        line = p.stdout.readline().split()
+        assert p.wait(timeout=20) == 0
+    finally:
+        p.kill()
+    assert line[0] == "woke" and float(line[1]) < 15.0     # not the 30 s it asked for
+
+
+def test_the_wake_signal_does_not_harm_a_process_that_is_not_an_actor():
+    """Its default action is to ignore it: a pid that no longer is an actor's (reused) lives on."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        assert control.wake(p.pid)
+        time.sleep(0.3)
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+    assert not control.wake(0)

@@ -101,3 +101,20 @@ def test_operator_errors_are_ours_or_os_errors_and_bugs_are_not():
     from appliance.config import ConfigError
     assert cli.is_operator_error(ConfigError("x")) and cli.is_operator_error(PermissionError("x"))
     assert not cli.is_operator_error(KeyError("x")) and not cli.is_operator_error(TypeError("x"))
+
+
+def test_the_command_leaves_without_the_teardown_but_flushes_what_was_written(tmp_path):
+    """``appliance`` (cli.run) exits with os._exit after main() to skip the interpreter's
+    teardown: a file some code left open still gets its buffered bytes, and stdout its lines."""
+    out = tmp_path / "left-open.txt"
+    code = ("import sys\nimport appliance.cli as c\n"
+            f"f = open({str(out)!r}, 'w')\n"
+            "f.write('buffered, never closed')\n"
+            "print('on stdout')\n"
+            "c.main = lambda: 3\n"
+            "c.run()\n"
+            "print('not reached')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3
+    assert r.stdout == "on stdout\n"
+    assert out.read_text() == "buffered, never closed"

@@ -216,3 +216,75 @@ def test_the_cli_sets_up_the_cache_and_policy_even_when_a_directory_shadows_the_
     assert out.returncode == 0, out.stderr
     shadowed, policy, keyed = out.stdout.split()
     assert (policy, keyed) == ("True", "True"), (shadowed, out.stdout)
+
+
+_IR_PROBE = '''
+from numba import njit
+from appliance import jit
+
+
+@njit(**jit.HELPER)
+def helper(a, k):
+    s = 0
+    for x in a:
+        s += x * k
+    return s
+
+
+@njit(**jit.INTERNAL)
+def mid(a):
+    return helper(a, 3) + 1
+
+
+@njit(cache=True)
+def entry_a(a):
+    return mid(a)
+
+
+@njit(cache=True)
+def entry_b(a):
+    return mid(a) * 2
+'''
+
+_IR_DRIVER = '''
+import importlib.util, json, sys
+import numpy as np
+import appliance
+spec = importlib.util.spec_from_file_location("appliance._ir_probe", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = m
+spec.loader.exec_module(m)
+entry = getattr(m, sys.argv[2])
+value = int(entry(np.arange(4)))
+lib = lambda d: next((c.library for c in d.overloads.values()), None)
+print(json.dumps({"value": value,
+                  "mid_ir_only": bool(getattr(lib(m.mid), "_appliance_ir_only", False)),
+                  "entry_ir_only": bool(getattr(lib(entry), "_appliance_ir_only", False)),
+                  "mid_hits": sum(m.mid.stats.cache_hits.values()),
+                  "mid_misses": sum(m.mid.stats.cache_misses.values())}))
+'''
+
+
+def test_a_kernel_without_a_python_entry_point_is_kept_as_ir_and_cached_as_ir(tmp_path):
+    """Policy 5: a compiled-callers-only kernel is never emitted as machine code (its callers
+    link its optimised IR); it is cached as IR, and a later process compiling a new caller loads
+    it from the cache and links it."""
+    probe = tmp_path / "ir_probe.py"
+    probe.write_text(_IR_PROBE)
+    env = _env(NUMBA_CACHE_DIR=str(tmp_path / "nc"))
+
+    def run(entry):
+        r = subprocess.run([sys.executable, "-c", _IR_DRIVER, str(probe), entry], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout)
+
+    first = run("entry_a")
+    assert first["value"] == (0 + 1 + 2 + 3) * 3 + 1
+    assert first["mid_ir_only"] and not first["entry_ir_only"]
+    assert first["mid_misses"] == 1 and first["mid_hits"] == 0
+    second = run("entry_b")                    # a new caller: mid comes from the cache, as IR
+    assert second["value"] == 2 * first["value"]
+    assert second["mid_ir_only"] and second["mid_hits"] == 1 and second["mid_misses"] == 0
+    third = run("entry_a")                     # the cached entry point needs nothing else
+    assert third["value"] == first["value"] and third["mid_hits"] == third["mid_misses"] == 0

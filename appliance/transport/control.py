@@ -7,12 +7,16 @@ one kind of writer (the CLI or risk for line 0, the engine for line 1, each acto
 line), so the region is opened without the writer lock.
 
 Kill protocol: the requester writes reason/time/source, sets ``kill`` = 1 and then bumps
-``kill_epoch`` (release); every actor checks ``kill_requested`` on every loop; the engine halts,
-cancels, and writes ``kill_ack_epoch`` = the epoch it saw (release); the CLI waits for that.
+``kill_epoch`` (release), then wakes the confirmers (:func:`wake`: an actor idling in its back-off
+sleep would otherwise look at the flag only when the sleep ends); every actor checks
+``kill_requested`` on every loop; the engine halts, cancels, and writes ``kill_ack_epoch`` = the
+epoch it saw (release); the CLI waits for that.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import time
 
 import numpy as np
@@ -39,6 +43,28 @@ SOURCE_CLI = 1
 SOURCE_MAX_LOSS = 2
 SOURCE_PERSISTED = 3
 SOURCE_RECOVERY = 4      # the engine's restart recovery could not prove its state complete
+
+# Sent to an actor's main thread to end its idle sleep now. Its default action is to ignore it,
+# so a pid that is no longer an actor's (reused by another process) is not harmed; an actor
+# installs a no-op handler (appliance.actor.stop_signals), which makes the compiled loop's
+# nanosleep return early (EINTR) and poll the control block at once.
+WAKE_SIGNAL = signal.SIGURG
+_tgkill = getattr(ctypes.CDLL(None, use_errno=True), "tgkill", None)
+
+
+def wake(pid: int) -> bool:
+    """Wake actor process ``pid``'s loop (its main thread: thread id = pid) out of an idle
+    back-off sleep. Returns False if there is no such process."""
+    if pid <= 0:
+        return False
+    if _tgkill is not None:
+        return _tgkill(int(pid), int(pid), int(WAKE_SIGNAL)) == 0
+    try:
+        os.kill(pid, WAKE_SIGNAL)
+    except OSError:
+        return False
+    return True
+
 
 ACTOR_MD = 1
 ACTOR_ENGINE = 2
@@ -129,6 +155,9 @@ class ControlBlock:
 
     def request_kill(self, reason: str, source: int = SOURCE_CLI) -> int:
         self.rec["kill_reason"] = reason.encode()[:63]
+        # load the compiled function first (on a scratch block: in a fresh process the first
+        # call takes 0.4 s or more), so the wall-clock stamp is taken when the flag is set
+        request_kill(np.zeros_like(self.words), source, 0)
         return int(request_kill(self.words, source, time.time_ns()))
 
     def reset_kill(self) -> None:
