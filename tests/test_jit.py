@@ -267,8 +267,8 @@ print(json.dumps({"value": value,
 
 def test_a_kernel_without_a_python_entry_point_is_kept_as_ir_and_cached_as_ir(tmp_path):
     """Policy 5: a compiled-callers-only kernel is never emitted as machine code (its callers
-    link its optimised IR); it is cached as IR, and a later process compiling a new caller loads
-    it from the cache and links it."""
+    link its IR); it is cached as IR, and a later process compiling a new caller loads it from
+    the cache and links it."""
     probe = tmp_path / "ir_probe.py"
     probe.write_text(_IR_PROBE)
     env = _env(NUMBA_CACHE_DIR=str(tmp_path / "nc"))

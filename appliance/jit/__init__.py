@@ -179,8 +179,8 @@ def prune(keep: int = KEEP) -> list[Path]:
 
 def install_kernel_policy() -> None:
     """How this package's kernels are compiled: four changes to numba's defaults, each one
-    cutting compile time without changing the machine code the actors run, and one guard.
-    Idempotent.
+    cutting compile time (the fifth lets LLVM optimise a force-inlined helper once, inside its
+    callers, instead of also alone), and one guard. Idempotent.
 
     1. Kernel-to-kernel calls are compiled for the argument types, never for literal values.
        numba types a call from one compiled function to another with the caller's argument
@@ -204,8 +204,9 @@ def install_kernel_policy() -> None:
        a call from Python raises a one-line TypeError instead of jumping to a wrapper that does
        not exist (a segfault).
 
-    5. A kernel without a Python entry point is optimised but never emitted as machine code:
-       only the entry points that link it are (:func:`_install_ir_only`).
+    5. A kernel without a Python entry point is never emitted as machine code (only the entry
+       points that link it are), and a force-inlined one is optimised only where it is inlined
+       (:func:`_install_ir_only`).
 
     1, 2, 4 and 5 apply to this package's kernels only (``appliance.*``, ``benches.*``)."""
     from numba.core import errors, targetconfig, types
@@ -292,14 +293,21 @@ def _install_ir_only(own: tuple) -> None:
     callers only: no CPython and no cfunc wrapper) is never turned into machine code. numba
     finalises every compiled function's library as if Python could call it: it links in the IR
     of all its callees, optimises the whole and emits machine code for all of it, which nothing
-    runs: callers link the optimised IR, and the machine code the actors run is the entry point's
-    own. Here such a library links its callees and is optimised exactly as before (so what its
-    callers link, and the machine code they get, is unchanged), but it is not added to the JIT
-    engine, not emitted, and is cached as that optimised IR (``IR_KIND``). Measured on a 2-vCPU
-    VM from an empty cache, the engine's and Binance's warm-ups in one process, alternating:
-    51.0 / 50.4 s before, 47.9 / 46.1 s with this. (Skipping the optimisation of such a library
-    as well, leaving it all to the entry point's, saved 20 % of a whole cold compile, but the
-    machine code changed and md frames looked 10-30 % slower on some venues: not taken.)
+    runs (callers link the IR; the machine code the actors run is the entry points' own), and a
+    helper deep in the call tree was optimised again at every level above it. Here such a
+    library links its callees but is not added to the JIT engine, not emitted, and is cached as
+    its IR (``IR_KIND``). A force-inlined helper (:data:`HELPER`: LLVM inlines it into every
+    caller) is not optimised as a module either: its callers' optimisation sees its body in
+    place; an :data:`INTERNAL` kernel (called, not inlined) still is, so the inliner's cost
+    model sees it as before.
+
+    Measured on a 2-vCPU VM from an empty cache (noisy: the VM's speed changed by a third during
+    the day): the engine's and Binance's warm-ups in one process, alternating, 51.0 / 50.4 s
+    with numba as is, 47.9 / 46.1 s with nothing emitted; later, 58.8 / 62.2 s emitting nothing
+    vs 45.7 / 51.3 s also leaving helpers unoptimised. Whole cold ``appliance compile``: 67.0 s
+    (CI) and 70-71 s emitting nothing, 56.8 s with this. ``bench engine`` and ``bench md``
+    alternating both builds showed no difference beyond the VM's noise. (Leaving every
+    INTERNAL kernel unoptimised too saved a little more but md frames looked 10-30 % slower.)
     Skipped (numba as is) when numba lacks what it relies on."""
     import llvmlite.binding as ll
     from numba.core import codegen as cg
@@ -323,6 +331,7 @@ def _install_ir_only(own: tuple) -> None:
                     state.func_id.func_qualname)
                 state.library.enable_object_caching()
             state.library._appliance_ir_only = True
+            state.library._appliance_inlined = bool(f.forceinline)
         return run_pass(self, state)
 
     finalize = lib_cls.finalize
@@ -338,7 +347,8 @@ def _install_ir_only(own: tuple) -> None:
                 self._reload_init.update(library._reload_init)
                 seen.add(library)
                 self._final_module.link_in(library._get_module_for_linking(), preserve=True)
-        self._optimize_final_module()
+        if not self._appliance_inlined:
+            self._optimize_final_module()
         self._final_module.verify()
         self._finalize_dynamic_globals()
         self._verify_declare_only_symbols()
