@@ -11,7 +11,10 @@ Lifecycle (``run``)::
                    is honoured within a second
     3. warm()      compile and warm every kernel the actor will run, before it has any output or
                    connection: nothing live ever waits on a compile (a heartbeat is never late
-                   because of one)
+                   because of one). From here on every kernel compiled or loaded from the
+                   numba cache in the process is logged and counted (telemetry counter
+                   ``live_compiles``; the sim fails a run with one): a warm-up that misses a
+                   kernel shows, instead of stalling a loop
     4. open()      create the outputs first (other actors may be waiting for them), then wait for
                    the inputs (``wait_for`` polls, honouring ``stopping``)
     5. register    a line in the control block (name, kind, core, pid; heartbeats from now on)
@@ -137,6 +140,7 @@ class Actor:
         self._next_status = 0.0
         self.started_ns = time.time_ns()
         self._writer = _LatestWriter(self._write)
+        self.live_compiles = 0
 
     # -- hooks --------------------------------------------------------------------------------
     def warm(self) -> None:
@@ -218,7 +222,7 @@ class Actor:
         write costs milliseconds the loop must not lose), or here with ``wait``."""
         try:
             if self.tm is not None:
-                self.tm.set_counters(self.counters())
+                self.tm.set_counters({**self.counters(), "live_compiles": self.live_compiles})
                 self.tm.set_counters(self.gauges(), telemetry.KIND_GAUGE)
             st = {"name": self.name, "pid": os.getpid(), "time_ns": time.time_ns(),
                   "started_ns": self.started_ns, "live": self.live}
@@ -249,6 +253,45 @@ class Actor:
             raise ActorError(f"cannot pin to core {self.core} (cores.actors.{self.name}): "
                              f"{e.strerror}") from None
 
+    def _watch_compiles(self) -> None:
+        """Count and log every kernel compiled, or loaded from the numba cache, from now on
+        (lifecycle step 3): either one stalls the loop (a load costs milliseconds)."""
+        if "numba" not in sys.modules:
+            return
+        from numba.core.registry import CPUDispatcher
+
+        CPUDispatcher._appliance_watched = self
+        if getattr(CPUDispatcher, "_appliance_watching", False):
+            return
+        compile_ = CPUDispatcher.compile
+        nested = threading.local()          # a compile's own callees are not counted again
+
+        def compile(disp, sig):
+            actor = CPUDispatcher._appliance_watched
+            depth = getattr(nested, "depth", 0)
+            if depth == 0 and actor is not None:
+                from numba.core import sigutils
+                args, _ = sigutils.normalize_signature(sig)
+                if tuple(args) not in disp.overloads:
+                    actor.live_compiles += 1
+                    f = disp.py_func
+                    actor.log.warning("%s: kernel %s.%s%s compiled or loaded after the warm-up "
+                                      "(the warm-up misses it; this stalls the loop)", actor.name,
+                                      f.__module__, f.__qualname__, tuple(args))
+            nested.depth = depth + 1
+            try:
+                return compile_(disp, sig)
+            finally:
+                nested.depth = depth
+
+        CPUDispatcher.compile = compile
+        CPUDispatcher._appliance_watching = True
+
+    def _unwatch_compiles(self) -> None:
+        disp = sys.modules.get("numba.core.registry")
+        if disp is not None and getattr(disp.CPUDispatcher, "_appliance_watched", None) is self:
+            disp.CPUDispatcher._appliance_watched = None
+
     def _register(self) -> None:
         self.cb = control.ControlBlock.open(self.shm_dir)
         self._idx = self.cb.register_actor(self.name, self.kind,
@@ -269,7 +312,10 @@ class Actor:
             try:
                 self._pin()
                 sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+                from appliance.transport import warm as transport_warm
+                transport_warm.warm()               # the lifecycle's own kernels
                 self.warm()
+                self._watch_compiles()
                 if self.stopping:
                     return EXIT_OK
                 opened = True
@@ -300,6 +346,7 @@ class Actor:
                 finally:
                     self._writer.close()
                     self._release()
+                    self._unwatch_compiles()
         self.log.info("%s: stopped (exit %d)", self.name, rc)
         return rc
 

@@ -78,6 +78,46 @@ def test_steps_run_in_order_and_the_status_is_written_0640_whatever_the_umask(tm
         cb.close()
 
 
+
+
+def test_a_kernel_compiled_after_the_warm_up_is_counted_and_logged(tmp_path, shm_dir, caplog):
+    """A kernel the warm-up missed compiles (or loads from the cache) in the live loop: the
+    actor counts it in telemetry (``live_compiles``) and logs which one; one the warm-up ran
+    is free."""
+    import numpy as np
+    from numba import njit
+
+    @njit(cache=False)
+    def warmed(a):
+        return a[0] + 1
+
+    @njit(cache=False)
+    def missed(a):
+        return a[0] * 2
+
+    class Late(Recording):
+        def warm(self):
+            warmed(np.zeros(1, np.int64))
+            super().warm()
+
+        def poll(self):
+            warmed(np.ones(1, np.int64))
+            if self.calls.count("poll") == 1:
+                missed(np.ones(1, np.int64))
+                self.publish_status(wait=True)
+                self.seen = telemetry.read_all(self.shm_dir)["probe"]["counters"]
+            super().poll()
+
+    a = Late(_cfg(tmp_path, shm_dir))
+    with caplog.at_level("WARNING"):
+        assert a.run() == actor.EXIT_OK
+    assert a.live_compiles == 1 and a.seen["live_compiles"] == 1
+    assert [r for r in caplog.records if "missed" in r.getMessage()
+            and "after the warm-up" in r.getMessage()]
+    from numba.core.registry import CPUDispatcher
+    assert CPUDispatcher._appliance_watched is None          # not counted once the actor stops
+
+
 @pytest.mark.parametrize("where, rc, closed", [("warm", actor.EXIT_CANNOT_START, False),
                                                ("open", actor.EXIT_CANNOT_START, True),
                                                ("poll", actor.EXIT_FAILED, True)])

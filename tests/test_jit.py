@@ -157,6 +157,10 @@ def caller(a):
 @njit(cache=False, nogil=True, _nrt=False)
 def plain(a):
     return a[0]
+
+@njit(cache=False, nogil=True, _nrt=False)
+def outer(a):
+    return plain(a) + 1
 """
 
 
@@ -179,7 +183,9 @@ def test_kernel_calls_compile_once_per_type_not_once_per_constant():
     assert len(sigs) == 1, sigs                               # numba alone: three (3, 5, 7)
     assert not any(isinstance(t, types.Literal) for t in sigs[0])
     # a callee that only types with the literal falls back to numba's rule
-    assert any(isinstance(t, types.Literal) for sig in m.pick.overloads for t in sig)
+    # (``pick`` has a Python entry point: its compiled caller used its twin, jit.shadow)
+    assert not m.pick.overloads
+    assert any(isinstance(t, types.Literal) for sig in jit.shadow(m.pick).overloads for t in sig)
 
 
 def test_a_kernel_without_a_python_entry_point_refuses_a_python_call_in_one_line():
@@ -189,6 +195,26 @@ def test_a_kernel_without_a_python_entry_point_refuses_a_python_call_in_one_line
     with pytest.raises(TypeError, match="compiled callers only"):
         m.helper(np.array([1], np.int64), 2)                  # not a crash
     assert m.plain(np.array([4], np.int64)) == 4
+
+
+def test_a_kernel_python_also_calls_is_compiled_for_its_callers_without_its_entry_point():
+    """Item 6: a compiled caller uses the kernel's twin (no CPython wrapper, IR only, never
+    emitted); the kernel's own Python entry point is compiled only when Python calls it, and
+    a caller compiled after that reuses it."""
+    import numpy as np
+    m = _policy_module("appliance._policy_probe_d")
+    a = np.array([4], np.int64)
+    assert m.outer(a) == 5
+    assert not m.plain.overloads                      # nothing compiled for Python
+    twin = jit.shadow(m.plain)
+    assert twin is jit.shadow(m.plain) and twin.py_func.__qualname__ == "plain" + jit.SHADOW_SUFFIX
+    (cres,) = twin.overloads.values()
+    assert cres.library._appliance_ir_only            # not emitted as machine code
+    assert m.plain(a) == 4                            # Python's call compiles the entry point
+    assert len(m.plain.overloads) == 1 and len(twin.overloads) == 1
+    assert m.outer(np.array([[7]], np.int64)[0]) == 8
+    b = np.array([1.5])                               # a new type after the Python call: twin
+    assert m.outer(b) == 2.5 and len(twin.overloads) == 2 and len(m.plain.overloads) == 1
 
 
 def test_package_kernels_carry_no_cfunc_wrapper_and_others_are_untouched():

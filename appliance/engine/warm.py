@@ -4,9 +4,11 @@
 the production geometry and calls each compiled entry point once: the actor's ``step`` (with a
 ``Loop`` padded to MAX_MD_RINGS / MAX_EXEC_RINGS, so the one compiled step serves any number of
 venues and sessions), the
-kernels Python calls around it (``cancel_all``, ``handle_exec``, ``equity``, ``oms.live_rows``,
-``book.clear``), ``run_records`` (in-process feeds) and the restart recovery's kernels
-(``recovery.warm``: replay, snapshot capture, adoption of orders sent before a restart). The engine actor calls it before it
+kernels Python calls around it (``cancel_all``, ``equity``, ``oms.live_rows``, ``book.clear``)
+and the restart recovery's kernels (``recovery.warm``: replay, snapshot capture, adoption of
+orders sent before a restart). Not here: the entry points only tests and benches call from
+Python (``EngineState.feed``'s ``run_records``, ``exec_record``'s ``handle_exec``); they
+compile on their first call. The engine actor calls it before it
 attaches to its rings; ``appliance compile`` calls it through :data:`appliance.jit.WARMERS`.
 Nothing is traded: the rings are private and the kill switch is clear.
 """
@@ -36,12 +38,10 @@ def warm() -> int:
     loop = es.loop([(mh, md, ring.local_cursor(mh))], [(eh, ed, ring.local_cursor(eh))],
                    wait.make("spin"), wait.new_state())
     kernels.step(loop, es.books, es.strats, es.gate, es.tel, io, 0, 1)
-    es.feed(np.zeros((1, records.MD_RECORD_SIZE), np.uint8))
-    es.exec_record(np.zeros(records.EXEC_RECORD_SIZE, np.uint8))
     es.cancel_all()
     kernels.equity(0, es.books, es.strats)
     oms.live_rows(es.oms, -1, es.rows)
     book.clear(es.px, es.qty, es.n, 0)
     from appliance.engine import recovery
     recovery.warm(es, io)          # restart recovery: replay, snapshot capture, adoption
-    return 8
+    return 6

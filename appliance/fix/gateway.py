@@ -1770,6 +1770,16 @@ def warm(gcfg: "GatewayConfig") -> None:
     gw_working(ot, ids, info)
     gw_mark_pending(ot, gst, 7)
     ot_delete(ot, gst, 7)
+    # the Python side of the gateway's own orders (cancels on a kill, mass cancel; a venue's
+    # unknown working orders): encoded and noted from Python
+    row = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+    rec = row.view(R.CANCEL)
+    rec[0]["rtype"], rec[0]["clord_id"], rec[0]["orig_clord_id"] = R.RT_CANCEL, 8, 7
+    rec[0]["qty"], rec[0]["side"] = 1, R.SIDE_BUY
+    C.encode_order(row, sbuf, 0, begin, comp, 3, 0, scratch[2], instr, syms)
+    _note_sent(sent, 3, int(row[R.RTYPE_OFF]), _i64(C.ld_u64(row, C._O_CLORD)),
+               _i64(C.ld_u64(row, C._C_ORIG)), int(C.ld_u32(row, C._O_INSTR)))
+    _note_sent(sent, 4, R.RT_MASS_CANCEL, _i64(8), 0, 0)
 
 
 class FixGatewayActor(Actor):

@@ -207,8 +207,10 @@ def install_kernel_policy() -> None:
     5. A kernel without a Python entry point is never emitted as machine code (only the entry
        points that link it are), and a force-inlined one is optimised only where it is inlined
        (:func:`_install_ir_only`).
+    6. A kernel with a Python entry point is compiled for its compiled callers without it, as
+       in 5 (:func:`_install_callee_shadows`); its Python entry point only when Python calls it.
 
-    1, 2, 4 and 5 apply to this package's kernels only (``appliance.*``, ``benches.*``)."""
+    1, 2, 4, 5 and 6 apply to this package's kernels only (``appliance.*``, ``benches.*``)."""
     from numba.core import errors, targetconfig, types
     from numba.core.registry import CPUDispatcher
 
@@ -277,6 +279,7 @@ def install_kernel_policy() -> None:
         return d
 
     CPUDispatcher.get_call_template = get_call_template
+    _install_callee_shadows(mine, internal)
     CPUDispatcher.__init__ = __init__
     CPUDispatcher.add_overload = add_overload_
     CPUDispatcher._compile_for_args = _compile_for_args
@@ -286,6 +289,79 @@ def install_kernel_policy() -> None:
 
 
 IR_KIND = "appliance-ir"     # how a kernel without a Python entry point is cached (its LLVM IR)
+SHADOW_SUFFIX = "__callee"   # qualname suffix of a kernel's compiled-callers-only twin
+
+
+def shadow(dispatcher):
+    """The compiled-callers-only twin of a kernel with a Python entry point (item 6 of
+    :func:`install_kernel_policy`): the same function, compiled with :data:`INTERNAL`'s
+    wrapper options (its other options as the kernel's), cached under its own name
+    (``<qualname>__callee``). Made once per kernel, on the first compiled call that needs it."""
+    import types as pytypes
+
+    from numba.core.registry import CPUDispatcher
+    twin = dispatcher.__dict__.get("_appliance_shadow")
+    if twin is None:
+        f = dispatcher.py_func
+        g = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__,
+                                 f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        g.__module__ = f.__module__
+        g.__qualname__ = f.__qualname__ + SHADOW_SUFFIX
+        g.__doc__ = f.__doc__
+        opts = dict(dispatcher.targetoptions, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        twin = CPUDispatcher(g, locals=dict(dispatcher.locals), targetoptions=opts,
+                             pipeline_class=dispatcher._compiler.pipeline_class)
+        if type(dispatcher._cache).__name__ != "NullCache":
+            twin.enable_caching()
+        dispatcher._appliance_shadow = twin
+    return twin
+
+
+def _install_callee_shadows(mine, internal) -> None:
+    """Item 6 of :func:`install_kernel_policy`. A kernel with a Python entry point that another
+    kernel calls is compiled for its compiled callers as its twin (:func:`shadow`): no CPython
+    wrapper, and (item 5) never emitted as machine code nor optimised as a module of its own,
+    unless the kernel itself was already compiled for those argument types (by a Python call),
+    which its callers then reuse as before. numba compiles a called kernel with its own options:
+    a kernel Python also calls (a venue's ``parse_frame`` for ``bench md``, the engine's
+    ``handle_exec`` for tests, a strategy's ``on_book``) was emitted with its whole call tree
+    for its Python entry point whenever a compiled caller used it, though only the outermost
+    entry point (``pump``, ``step``) ever runs from Python in production. The kernel's own
+    Python entry point is compiled when Python first calls it (tests, benches). Warm-ups call
+    every entry point production calls from Python, and an actor counts any compile after its
+    warm-up (``live_compiles``, :mod:`appliance.actor`)."""
+    from numba.core.registry import CPUDispatcher
+
+    template = CPUDispatcher.get_call_template
+
+    def get_call_template(self, args, kws):
+        if (not kws and not internal(self) and mine(self.py_func)
+                and not self._appliance_compiled_for(args)):
+            return shadow(self).get_call_template(args, kws)
+        return template(self, args, kws)
+
+    def compiled_for(self, args) -> bool:
+        if tuple(args) in self.overloads:
+            return True
+        from numba.core import types
+        plain = tuple(types.unliteral(a) for a in args)
+        return plain in self.overloads
+
+    get_overload = CPUDispatcher.get_overload
+
+    def get_overload_(self, sig):
+        try:
+            return get_overload(self, sig)
+        except KeyError:
+            twin = self.__dict__.get("_appliance_shadow")
+            if twin is None:
+                raise
+            return twin.get_overload(sig)
+
+    CPUDispatcher._appliance_compiled_for = compiled_for
+    CPUDispatcher.get_call_template = get_call_template
+    CPUDispatcher.get_overload = get_overload_
 
 
 def _install_ir_only(own: tuple) -> None:

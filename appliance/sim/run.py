@@ -460,6 +460,8 @@ def report(sim: Sim, kill: dict, codes: dict, status: dict) -> dict:
             hops.setdefault(hop, []).append(row)
     latency = {hop: hist.summary(hist.merge(rows)) for hop, rows in sorted(hops.items())}
     t2t = latency.get("tick_to_trade", {})
+    live_compiles = {a: snap.get("counters", {}).get("live_compiles", 0)
+                     for a, snap in tele.items()}
     gaps = sum(m.get("gaps") or 0 for m in md.values())
     resyncs = sum(m.get("resyncs") or 0 for m in md.values())
     problems = []
@@ -477,11 +479,15 @@ def report(sim: Sim, kill: dict, codes: dict, status: dict) -> dict:
         problems.append("actors exited non-zero: " + ", ".join(f"{k} {v}" for k, v in codes.items() if v))
     if gaps or resyncs:
         problems.append(f"md gaps {gaps}, resyncs {resyncs}")
+    if any(live_compiles.values()):
+        problems.append("compiles after the warm-up: " + ", ".join(
+            f"{a} {n}" for a, n in live_compiles.items() if n))
     return {"ok": not problems, "problems": problems, "seconds": sim.seconds,
             "orders": tr["orders"], "acks": tr["acks"], "fills": tr["fills"],
             "rejects": tr["rejects"], "unanswered": tr["unanswered"],
             "orders_after_kill": tr["orders_after_kill"],
             "md_resyncs": resyncs, "md_gaps": gaps,
+            "live_compiles": sum(live_compiles.values()),
             "kill_ack_ns": kill.get("engine_ack_ns"),
             "scheduling": sim.sched,
             "tick_to_trade_p50_ns": t2t.get("p50"), "tick_to_trade_p99_ns": t2t.get("p99"),

@@ -1,5 +1,7 @@
-"""Compile (or load from the cache) the transport's kernels with the types their callers use:
-clock, rings, control block, wait strategies, histograms (see :mod:`appliance.jit`)."""
+"""Compile (or load from the cache) the transport's kernels with the types their Python callers
+use: clock, rings, control block, wait strategies, histograms (see :mod:`appliance.jit`). Every
+actor runs it before its own warm-up (:meth:`appliance.actor.Actor.run`): the lifecycle itself
+(heartbeat, clock re-anchor, kill acknowledgement) calls these from Python."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,9 +28,9 @@ def warm() -> int:
     control.kill_epoch(words)
     control.request_kill(words, control.SOURCE_CLI, 1)
     control.ack_kill(words, np.uint64(1), np.uint64(1))
-    control.actor_ack_kill(words, 0, np.uint64(1))
+    control.actor_ack_kill(words, 0, 1)           # as the FIX gateway calls it (Python ints)
     control.set_risk_state(words, records.RISK_RUNNING)
-    control.heartbeat(words, 0, np.uint64(1))
+    control.heartbeat(words, 0, 1)                # as Actor.beat calls it (time.time_ns())
     control.store_release_py(words, control.KILL_OFF, 0)
     params, state = wait.make("spin"), wait.new_state()
     wait.idle(params, state)

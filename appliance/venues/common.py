@@ -897,12 +897,14 @@ class BaseFeed:
         self.lat = hist.new_row()
         self._buf = np.zeros(1 << 16, np.uint8)
         self._mv = memoryview(self._buf)
+        self._one = wsframe.new_state(1 << 12)     # on_frame's receive buffer (grown to fit)
+        self._one_lat = hist.new_row()
 
     def writable(self, data: bytes) -> int:
         """Copy ``data`` into the feed's own writable buffer ``self._buf`` (grown to fit); returns
-        its length. The Python paths (``on_frame``, ``on_snapshot``) hand the kernels the same
-        array type the socket pump does, with the end offset, so each kernel has one compiled
-        specialisation instead of a second one for read-only ``bytes``."""
+        its length. The Python paths (``on_snapshot``, a venue's REST answers) hand the kernels
+        the same array type the socket pump does, with the end offset, so each kernel has one
+        compiled specialisation instead of a second one for read-only ``bytes``."""
         n = len(data)
         if n > len(self._buf):
             self._buf = np.zeros(1 << (n - 1).bit_length(), np.uint8)
@@ -932,11 +934,35 @@ class BaseFeed:
 
     # -- frames ---------------------------------------------------------------------------------
     def on_frame(self, frame: bytes, recv_tsc: int) -> None:
-        """One frame through the compiled kernel, then whatever rare path it asks for."""
-        n = self.writable(frame)
-        act = self.handle(self._buf, n, recv_tsc, self.st, self.hdr, self.data)
-        if act:
-            self.after(act, frame, recv_tsc)
+        """One frame (a whole message's payload) through the compiled kernel, then whatever rare
+        path it asks for. The Python paths (a reassembled fragmented message, frames buffered
+        until a snapshot, replays, tests) enter through the venue's ``pump``, the socket's own
+        entry point, with the frame as one WebSocket frame in a private receive buffer (fd -1):
+        so ``handle_frame`` needs no Python entry point, whose compile would optimise and emit
+        the venue's whole parse a second time. The pump's frame_to_publish time goes to a
+        private row (a buffered frame's time since its recv() is not the gateway's latency)."""
+        n = len(frame)
+        hl = 2 if n < 126 else 4 if n < 1 << 16 else 10
+        rx, ws = self._one
+        if n > ws[wsframe.W_MAX]:
+            rx, ws = self._one = wsframe.new_state(1 << max(n - 1, 127).bit_length())
+        rx[0] = 0x80 | wsframe.OP_TEXT
+        if hl == 2:
+            rx[1] = n
+        elif hl == 4:
+            rx[1], rx[2], rx[3] = 126, n >> 8, n & 0xFF
+        else:
+            rx[1] = 127
+            rx[2:10] = np.frombuffer(n.to_bytes(8, "big"), np.uint8)
+        rx[hl:hl + n] = np.frombuffer(frame, np.uint8)
+        ws[wsframe.W_POS], ws[wsframe.W_FILL], ws[wsframe.W_TSC] = 0, hl + n, recv_tsc
+        r = self.pump(-1, rx, ws, self.st, self.hdr, self.data, 1, self._one_lat, self.cal)
+        if r & wsframe.P_ACTION:
+            self.after(r & (wsframe.P_ACTION - 1), frame, recv_tsc)
+        elif r != wsframe.P_BUDGET:         # cannot happen: a whole frame, sized to fit
+            self.counters.errors += 1
+            self.log.error("%s: frame of %d bytes not handled (pump: %s)", self.NAME, n,
+                           wsframe.CODE_NAMES.get(r, r))
 
     def after(self, act: int, frame, tsc: int) -> None:
         """The rare paths a frame asked for (``act``: ACT_* bits of handle_frame)."""

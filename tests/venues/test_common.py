@@ -238,3 +238,20 @@ def test_metadata_body_and_configuration_come_from_x0_lines():
     assert common.configured_l2(meta) == ["A-B"]
     with pytest.raises(common.InstrumentError):
         common.metadata_body(meta, "nothing")
+
+
+@pytest.mark.parametrize("size", [20, 125, 126, 4095, 4096, 4097, 4100, 65535, 65536, 70000])
+def test_on_frame_hands_every_size_of_frame_to_the_kernel_through_the_pump(size):
+    """``Feed.on_frame`` (the Python paths: fragments, frames buffered for a snapshot, replays)
+    enters through the venue's compiled pump with the frame as one WebSocket frame (7-, 16- and
+    64-bit lengths; its receive buffer grows to fit): every frame reaches the kernel once."""
+    from appliance.venues import binance
+    feed = common.quiet(binance.Feed([common.Instrument.make("BTCUSDT", "BTCUSDT", "0.01",
+                                                             "0.00001")],
+                                     common.RecordWriter.local(1024)))
+    head = b'{"stream":"x","data":{"e":"unknown","pad":"'
+    frame = (head + b"a" * size)[:size - 3] + b'"}}'
+    assert len(frame) == size or size < len(head)
+    for k in range(3):
+        feed.on_frame(frame, 1)
+        assert feed.st.cnt[common.N_FRAMES] == k + 1   # (an unknown event: counted as bad)
