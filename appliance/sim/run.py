@@ -20,7 +20,8 @@ working), stops the actors along the data flow (the recorder last) and reports f
 and their telemetry (per-hop latency). ``--json`` prints the report as one JSON object.
 
 Exit status 0 only if the run traded and ended clean: orders sent and all answered, the kill
-confirmed with nothing new after it, every actor exited 0, and no md gap or resync.
+confirmed with nothing new after it, every actor exited 0, no md gap or resync, and no actor
+compiled or loaded a kernel after its warm-up (``live_compiles``: a stall in a live loop).
 """
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ def test_sim_trades_answers_every_order_and_halts_clean_on_the_kill(tmp_path):
         assert rep["latency_ns"][hop]["count"] > 0, rep["latency_ns"].keys()
     assert rep["tick_to_trade_p50_ns"] is not None and rep["tick_to_trade_p99_ns"] is not None
     assert set(rep["exit_codes"].values()) == {0}
+    assert rep["live_compiles"] == 0        # no actor compiled or loaded a kernel once live
     assert rep["journal_gaps"] == 0
     assert (run / "report.json").exists()
     # the trading actors ran SCHED_FIFO once live (CI runs as root), or the report says why not
