@@ -57,12 +57,12 @@ KEEP = 4
 # CPU seconds of a cold compile on a 2-vCPU VM in parentheses.
 _FIRST_VENUE = "binance"
 WARMERS = (
-    "appliance.engine.warm",                 # 26
-    f"appliance.venues.{_FIRST_VENUE}",      # 13-15
-    "appliance.transport.warm",              # 2: the shared leaves
-    "appliance.fix.warm",                    # 13
-    "appliance.sim.warm",                    # 10-12
-    *(f"appliance.venues.{name}" for name in _venues.VENUES if name != _FIRST_VENUE),  # 4-7
+    "appliance.engine.warm",                 # 20-22
+    f"appliance.venues.{_FIRST_VENUE}",      # 11-13
+    "appliance.transport.warm",              # 1: the shared leaves
+    "appliance.fix.warm",                    # 13-14
+    "appliance.sim.warm",                    # 10-11
+    *(f"appliance.venues.{name}" for name in _venues.VENUES if name != _FIRST_VENUE),  # 3-5
     "appliance.ops.warm",                    # 1
 )
 
