@@ -185,6 +185,8 @@ ST_STUCK = 33         # requests unanswered past ack_timeout_ms at the last scan
 ST_STUCK_SEEN = 34    # scans that found stuck requests
 ST_ORPHAN_FILLS = 35  # fills of orders the OMS does not know, booked to the ledger (orphans.py)
 ST_SESS_STALE = 36    # SESSION_RECONCILED records that answer no request the engine waits for
+ST_MD_IN = 37         # TSC at which step read the md record being handled (0 outside handle_md):
+                      # the start of the md_to_order hop of the orders it triggers
 # FIX session readiness, one word per session index: 1 once the gateway published
 # SESSION_RECONCILED, 0 after SESSION_UP (reconciling) or SESSION_DOWN. No order, replace or
 # cancel is written for a session that is not ready (the gateway would refuse or lose it).
@@ -232,12 +234,23 @@ class EngineError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ numba
 
+# the engine's hops in its telemetry (Telemetry.hists rows Telemetry.hidx[HOP_*])
+HOPS = ("md_ring_hop", "md_to_order")
+HOP_RING, HOP_DECISION = range(2)
+
+
 @njit(**HELPER)
 def _lat(tel, origin, now):
-    """Add one order's latency (``now - origin`` ticks, in ns) to the histogram."""
+    """Add one order's latency (``now - origin`` ticks, in ns) to the histogram, and for an
+    order an md record triggered, md_to_order (the record read by step -> this order
+    published)."""
     if origin <= 0:
         return
     hist.record(tel.lat_hist, clock.tsc_to_ns(tel.cal, np.int64(now) - origin))
+    t_in = tel.stats[ST_MD_IN]
+    if t_in > 0:
+        hist.record(tel.hists[tel.hidx[HOP_DECISION]], clock.tsc_to_ns(tel.cal,
+                                                                      np.int64(now) - t_in))
 
 
 _U8 = np.uint64(0xFF)
@@ -901,7 +914,13 @@ def step(loop, books, strats, gate, tel, io, actor_idx, max_iters):
         for r in range(settings[LP_N_MD]):
             if ring.poll(loop.md_hdrs[r], loop.md_datas[r], loop.md_curs[r], io.md_buf) == 1:
                 work += 1
+                t_in = np.int64(rdtsc())
+                pub = np.int64(load_relaxed(io.md_buf, np.uint64(records.PUBLISH_TSC_OFF)))
+                if 0 < pub < t_in:                  # md_ring_hop: published -> read here
+                    hist.record(tel.hists[tel.hidx[HOP_RING]], clock.tsc_to_ns(cal, t_in - pub))
+                stats[ST_MD_IN] = t_in
                 c = handle_md(io.md_buf, books, strats, gate, tel, io)
+                stats[ST_MD_IN] = 0
                 if c > ret:
                     ret = c
         for r in range(settings[LP_N_EX]):

@@ -12,7 +12,7 @@ import time
 
 from appliance.actor import Actor
 from appliance.engine import book, killswitch, recovery, risk
-from appliance.engine.kernels import (MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_HALTED,
+from appliance.engine.kernels import (HOPS, MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_HALTED,
                                       ST_KILL_CANCELS, ST_RISK_STATE, step)
 from appliance.engine.strategies import base
 from appliance.engine.state import EngineState
@@ -70,6 +70,7 @@ class Engine(Actor):
 
     def start(self) -> None:
         es, cb = self.es, self.cb
+        es.set_hop_rows(self.tm.hists, [self.tm.hist(h) for h in HOPS])
         persisted = killswitch.read_state(self.state_dir)
         if persisted.get("halted"):
             if not cb.killed:

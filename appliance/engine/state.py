@@ -36,7 +36,7 @@ from appliance.engine.strategies import base
 from appliance.config.instruments import USD_PEGGED, split_symbol
 from appliance.transport import clock, hist, records, ring
 from appliance.engine.kernels import (BS_MAX_STRAT, BS_N, BS_NSTRAT, BS_STRAT, BS_VALID,
-                                      EngineError, LP_ACK_TIMEOUT_NS, LP_N, LP_N_EX, LP_N_MD,
+                                      HOPS, EngineError, LP_ACK_TIMEOUT_NS, LP_N, LP_N_EX, LP_N_MD,
                                       LP_STEP_TSC, LP_TIMER_TSC, MAX_EXEC_RINGS, MAX_INSTRUMENTS,
                                       MAX_MD_RINGS, MAX_SESSIONS, PNL_CASH, PNL_FEES, PNL_N,
                                       PNL_POS, STAT_NAMES, ST_CLORD_NEXT, ST_LAT_N, ST_N, ST_OPEN,
@@ -52,10 +52,12 @@ pnl int64[S, MAX_LEGS, PNL_N] (kernels.PNL_*), dirty int64[S] (reconcile on the 
 Gate = namedtuple("Gate", ["oms", "led", "risk", "rows"])
 Gate.__doc__ = """The order gate: oms (oms.Oms), led (positions.Ledger), risk (risk.Risk), rows
 int32[order capacity] (scratch for oms.live_rows)."""
-Telemetry = namedtuple("Telemetry", ["stats", "lat_hist", "cal"])
+Telemetry = namedtuple("Telemetry", ["stats", "lat_hist", "cal", "hists", "hidx"])
 Telemetry.__doc__ = """stats int64[ST_N] (kernels.ST_*: counters, halt / kill / session flags),
 lat_hist int64[hist.ROW] (order latency: md event origin -> order published, transport/hist.py),
-cal (clock calibration)."""
+cal (clock calibration), hists int64[H, hist.ROW] with hidx int64[len(kernels.HOPS)]: the row of
+each engine hop (md_ring_hop: md record published -> read by step; md_to_order: read -> the
+order it triggered published); private rows until the actor maps them (``set_hop_rows``)."""
 Io = namedtuple("Io", ["ord_hdr", "ord_data", "words", "md_buf", "ex_buf"])
 Io.__doc__ = """ord_hdr / ord_data: the order ring (written in place), words: the control block
 (uint64 view), md_buf uint8[64] / ex_buf uint8[128]: one md / exec record of scratch."""
@@ -290,8 +292,20 @@ class EngineState:
         self.strats = Strategies(self.meta, self.params, self.state, self.quotes, self.pnl,
                                  self.dirty)
         self.gate = Gate(self.oms, self.led, self.rk, self.rows)
-        self.tel = Telemetry(self.stats, self.lat_hist, self.cal)
+        self.hop_hists = np.zeros((len(HOPS), hist.ROW), np.int64)
+        self.hop_idx = np.arange(len(HOPS), dtype=np.int64)
+        self.tel = Telemetry(self.stats, self.lat_hist, self.cal, self.hop_hists, self.hop_idx)
         self.io: Io | None = None
+
+    def set_hop_rows(self, hists: np.ndarray, slots) -> None:
+        """Record the engine's hops (kernels.HOPS, in that order) into rows ``slots`` of
+        ``hists`` (the actor's mapped telemetry histograms, int64[H, hist.ROW])."""
+        slots = np.asarray(slots, np.int64)
+        if hists.dtype != np.int64 or hists.ndim != 2 or hists.shape[1] != hist.ROW \
+                or slots.shape != (len(HOPS),) or slots.min() < 0 or slots.max() >= len(hists):
+            raise ValueError(f"hop rows must be int64[H, {hist.ROW}] and {len(HOPS)} slots in it")
+        self.hop_hists, self.hop_idx = hists, slots
+        self.tel = Telemetry(self.stats, self.lat_hist, self.cal, hists, slots)
 
     @classmethod
     def from_config(cls, cfg, cal=None, clord_base=None) -> "EngineState":

@@ -367,6 +367,33 @@ def test_step_polls_md_and_exec_rings_heartbeats_and_returns_to_python_when_idle
     assert _orders(oh, od)[-1][0] == records.RT_CANCEL
 
 
+def test_step_records_the_ring_hop_and_the_decision_of_each_order_into_its_hop_rows(cal):
+    """md_ring_hop (md record published -> read by step) for every md record, md_to_order
+    (read -> the order it triggered published) for every order an md record triggered, in the
+    rows the actor maps (here rows 3 and 1 of a telemetry-like array); an exec record's orders
+    are not md_to_order samples."""
+    from appliance.transport import hist, wait
+    es, oh, od, words = _engine(cal)
+    rows = np.zeros((4, hist.ROW), np.int64)
+    es.set_hop_rows(rows, [3, 1])
+    with pytest.raises(ValueError):
+        es.set_hop_rows(rows, [3, 4])
+    mh, mdd = ring.local_ring(records.MD_RECORD_SIZE, 256)
+    eh, ed = ring.local_ring(records.EXEC_RECORD_SIZE, 256)
+    frame = book_frame(((990, 5),), ((1010, 5),), 55)
+    for r in frame:
+        ring.publish(mh, mdd, r)
+    loop = es.loop([(mh, mdd, ring.local_cursor(mh))], [(eh, ed, ring.local_cursor(eh))],
+                   wait.make("spin"), wait.new_state())
+    engine.step(loop, es.books, es.strats, es.gate, es.tel, es.io, 0, 50)
+    assert len(_orders(oh, od)) == 2
+    assert rows[3, hist.H_COUNT] == len(frame)                     # md_ring_hop per md record
+    assert rows[1, hist.H_COUNT] == 2                              # md_to_order per order
+    assert rows[0, hist.H_COUNT] == rows[2, hist.H_COUNT] == 0
+    assert 0 < hist.percentiles(rows[1], (0.5,))[0.5] < 10**9
+    assert es.stats[engine.ST_MD_IN] == 0                          # only inside handle_md
+
+
 # ------------------------------------------------------------------ the integrated risk gate
 
 def test_order_over_max_notional_is_refused_by_the_engine_and_counted_under_its_reason():

@@ -33,7 +33,8 @@ def test_sim_trades_answers_every_order_and_halts_clean_on_the_kill(tmp_path):
     assert all(g["confirmed"] for g in k["gateways"].values())
     assert rep["orders_after_kill"] == 0
     # per-hop latency histograms were filled by the actors themselves
-    for hop in ("tick_to_trade", "order_to_wire", "wire_to_ack"):
+    for hop in ("frame_to_publish", "md_ring_hop", "md_to_order", "tick_to_trade",
+                "order_to_wire", "wire_to_ack"):
         assert rep["latency_ns"][hop]["count"] > 0, rep["latency_ns"].keys()
     assert rep["tick_to_trade_p50_ns"] is not None and rep["tick_to_trade_p99_ns"] is not None
     assert set(rep["exit_codes"].values()) == {0}
