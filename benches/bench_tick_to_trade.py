@@ -30,14 +30,19 @@ the frame's receive TSC). Per timed frame and order:
                       frame as the change of the histogram's count and sum, so each frame's value
                       is exact (its orders leave in one send)
     wire_to_wire      the bench's TSC before send() of the frame -> its TSC when recv() returned
-                      the NewOrderSingle
+                      the NewOrderSingle (the frame's send and the spin on the FIX socket are one
+                      compiled call, ``send_then_recv``: no Python between the two stamps; the
+                      bench's thread runs on the first core, the actors on the last)
+    wire_to_origin    the bench's TSC before send() of the frame -> the md gateway's TSC when its
+                      recv() returned it (two cores' TSCs: invariant TSC, same clock)
     tcp_echo          a raw loopback TCP round trip / 2 (compiled spin loops on both ends)
     baseline          the same path in plain Python in one process: websocket-client, orjson, a
                       SortedDict book, the same quote formula, simplefix (tick_to_trade from the
                       moment recv() returned the frame to the send() of the NewOrderSingle)
     frame_to_send_buffer  in memory, no sockets: the frame's bytes -> handle_frame -> md ring ->
                       engine -> order ring -> gw_step -> FIX bytes in the send buffer, timed in one
-                      compiled loop (the one-process layout's kernels, called the same way)
+                      compiled loop (the one-process layout's kernels, called the same way,
+                      and like the group loop compiled without NRT reference counting)
 
 JSON (``--json``, one object): the keys of the one-process layout at the top level
 (frame_to_record_p50_ns, record_to_order_p50_ns, order_to_wire_p50_ns, tick_to_trade_p50_ns,
@@ -125,6 +130,14 @@ def recv_spin(fd, buf, off, deadline, out):
         if np.int64(rdtsc()) >= deadline:
             out[0] = -_EAGAIN
             return
+
+
+@njit(cache=True, nogil=True)
+def send_then_recv(sfd, sbuf, n, rfd, rbuf, ticks, out, rio):
+    """send_stamped(sfd, sbuf, n, out), then recv_spin(rfd, rbuf, 0, out[0] + ticks, rio): one
+    call, so nothing runs between the frame's send and the receiver's first recv()."""
+    send_stamped(sfd, sbuf, n, out)
+    recv_spin(rfd, rbuf, 0, out[0] + ticks, rio)
 
 
 @njit(cache=True, nogil=True)
@@ -426,9 +439,11 @@ class Receiver:
             self.sock.close()
             self.sock = None
 
-    def serve(self, ticks: int) -> None:
-        """Read and answer the FIX socket for ``ticks`` (TSC), spinning."""
-        deadline = int(clock.now_tsc(self.cal)) + ticks
+    def serve(self, ticks: int, deadline: int = 0) -> None:
+        """Read and answer the FIX socket for ``ticks`` (TSC), spinning (or until ``deadline``,
+        a TSC, when given)."""
+        if deadline <= 0:
+            deadline = int(clock.now_tsc(self.cal)) + ticks
         while True:
             if self.sock is None:
                 try:
@@ -443,19 +458,36 @@ class Receiver:
                 self.sock = s
                 self._send(self.session.connected(time.time()))
             recv_spin(self.sock.fileno(), self.buf, 0, deadline, self.io)
-            n = int(self.io[0])
-            if n > 0:
-                self.last_rx = int(self.io[1])
-                now = time.time()
-                self._send(self.session.on_bytes(self.buf[:n].tobytes(), now))
-            elif n == 0 or n != -_EAGAIN:
-                self._drop()
-            now = time.time()
-            if now >= self._next_timer and self.sock is not None:
-                self._next_timer = now + 0.2
-                self._send(self.session.on_timer(now))
-            if n == -_EAGAIN:
+            if self._took() == -_EAGAIN:
                 return
+
+    def _took(self) -> int:
+        """Hand what recv_spin read (self.io) to the session; returns the recv result."""
+        n = int(self.io[0])
+        if n > 0:
+            self.last_rx = int(self.io[1])
+            self._send(self.session.on_bytes(self.buf[:n].tobytes(), time.time()))
+        elif n == 0 or n != -_EAGAIN:
+            self._drop()
+        now = time.time()
+        if now >= self._next_timer and self.sock is not None:
+            self._next_timer = now + 0.2
+            self._send(self.session.on_timer(now))
+        return n
+
+    def send_and_serve(self, fd: int, buf: np.ndarray, ticks: int, out: np.ndarray) -> None:
+        """Send one frame on ``fd`` and serve the FIX socket for ``ticks``: the frame's send and
+        the spin on the FIX socket are one compiled call (``send_then_recv``), so the receiver is
+        already spinning when the order comes back, with no Python between the two stamps.
+        ``out``: [send TSC, bytes taken or -errno]."""
+        if self.sock is None:
+            send_stamped(fd, buf, len(buf), out)
+            self.serve(ticks)
+            return
+        send_then_recv(fd, buf, len(buf), self.sock.fileno(), self.buf, ticks, out, self.io)
+        deadline = int(out[0]) + ticks
+        if self._took() != -_EAGAIN:
+            self.serve(0, deadline)
 
     def close(self) -> None:
         self._drop()
@@ -675,6 +707,10 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
     rcv = Receiver("T2T", "APPLIANCE", cal)
     cfg = write_config(run, venue, rcv.port, wait_strategy, plan)
     procs = Procs(run, cfg, layout, args.budget_us)
+    affinity = os.sched_getaffinity(0)
+    if actor_core is not None:
+        # the sender and the receiver (this thread) off the actors' core, as tcp_echo's client
+        _pin(cores[0])
     md = hops = None
     try:
         # up: FIX logon, md connected
@@ -699,10 +735,9 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
                 timed = hot and md.poll()
                 buf = np.frombuffer(wire, np.uint8)
                 before = hops.read() if timed else None
-                send_stamped(conn.fileno(), buf, len(buf), out)
+                rcv.send_and_serve(conn.fileno(), buf, pace, out)
                 if int(out[1]) != len(buf):
                     raise BenchError(f"{layout}: frame send returned {int(out[1])}")
-                rcv.serve(pace)
                 if timed:
                     after = hops.read()
                     sent.append((int(out[0]), True, after[0] - before[0], after[1] - before[1],
@@ -725,6 +760,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
             hops.close()
         codes = procs.stop()
         rcv.close()
+        os.sched_setaffinity(0, affinity)
         shutil.rmtree(shm_dir, ignore_errors=True)
     res = analyse(cal, sent, md_recs, ord_recs, rcv.orders)
     res["layout"] = layout
@@ -750,7 +786,7 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
         for r in no[no["rtype"] == records.RT_NEW_ORDER]:
             orders_by_origin.setdefault(int(r["origin_tsc"]), []).append(
                 (int(r["clord_id"]), int(r["publish_tsc"])))
-    f2r, r2o, o2w, t2t, w2w, t2w = [], [], [], [], [], []
+    f2r, r2o, o2w, t2t, w2w, t2w, w2o = [], [], [], [], [], [], []
     timed = with_orders = ambiguous = 0
     sends = [s[0] for s in sent]
     for i, (tw, is_timed, tc, ts, oc, os_) in enumerate(sent):
@@ -762,6 +798,7 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
         if j >= len(l2_orig) or l2_orig[j] >= nxt:
             continue                           # the frame changed nothing (dropped, or old)
         o = int(l2_orig[j])
+        w2o.append(o - tw)
         pb = end_pub.get(o)
         if pb is None:
             continue
@@ -784,7 +821,7 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
     res = {"frames_sent": len(sent), "frames_timed": timed, "frames_with_orders": with_orders,
            "frames_ambiguous": ambiguous, "orders": len(r2o)}
     for key, ticks in (("frame_to_record", f2r), ("record_to_order", r2o),
-                       ("wire_to_wire", w2w), ("tick_to_wire", t2w)):
+                       ("wire_to_wire", w2w), ("tick_to_wire", t2w), ("wire_to_origin", w2o)):
         p = _pct(_ns(cal, ticks))
         res[f"{key}_p50_ns"] = p["p50"]
         res[f"{key}_p99_ns"] = p["p99"]
@@ -801,8 +838,14 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
 # ------------------------------------------------------------------------------------------------
 # in memory: frame bytes -> FIX bytes in the send buffer (the one-process layout's kernels)
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, no_cpython_wrapper=True)
-def _mem_answer(fx, en, seq0, seq1, rows):
+# The in-memory kernels run without NRT, as the group loop does (step_<venue>, _nrt=False): with
+# NRT, every use of the engine's and the gateway's bundles (tuples of ~60 arrays) adds a reference
+# count update per array, ~0.35 us per call here, which the production loop does not pay.
+_MEM = dict(cache=True, nogil=True, _nrt=False)
+
+
+@njit(**_MEM)
+def _mem_answer(fx, en, seq0, seq1, rows, unk):
     """The venue's answers to the orders on the order ring between seq0 and seq1 (an ack and an
     unsolicited cancel each), through the FIX gateway's gw_track (exec ring) and the engine's
     handle_exec, as in the live loop. Untimed."""
@@ -836,12 +879,11 @@ def _mem_answer(fx, en, seq0, seq1, rows):
             m += 1
     if m == 0:
         return 0
-    fixgw.gw_track(rows, m, fx.ehdr, fx.edata, fx.ot, fx.gst, np.zeros((1, 4), np.int64), fx.cal,
-                   fx.hists, fx.hidx)
+    fixgw.gw_track(rows, m, fx.ehdr, fx.edata, fx.ot, fx.gst, unk, fx.cal, fx.hists, fx.hidx)
     return m
 
 
-@njit(cache=True, nogil=True)
+@njit(**_MEM)
 def _mem_drain(en, ecur):
     """Every md and exec record waiting, through the engine (untimed)."""
     loop, io = en.loop, en.io
@@ -856,7 +898,7 @@ def _mem_drain(en, ecur):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(**_MEM)
 def _mem_frames(frames, st, en, fx, max_batch, ecur, rows, out, orders):
     """Each frame in one compiled pass: TSC; binance.handle_frame (md ring); every new md record
     through check_kill + handle_md (order ring); gw_step (FIX bytes in fx.sbuf); TSC. out[k] =
@@ -884,7 +926,7 @@ def _mem_frames(frames, st, en, fx, max_batch, ecur, rows, out, orders):
             orders[k] = n
             k += 1
         if n > 0:
-            _mem_answer(fx, en, seq0, np.int64(fx.ocur[ring.CUR_POS]), rows)
+            _mem_answer(fx, en, seq0, np.int64(fx.ocur[ring.CUR_POS]), rows[0], rows[1])
             while ring.poll(loop.ex_hdrs[0], loop.ex_datas[0], ecur, io.ex_buf) == 1:
                 kernels.handle_exec(io.ex_buf, en.books, en.strats, en.gate, en.tel, io)
         if act != 0:
@@ -931,7 +973,8 @@ def in_memory(cal, venue: Venue, cfg_path: Path, loops: int) -> dict:
              np.zeros((len(fixgw.HOPS), hist.ROW), np.int64),
              np.arange(len(fixgw.HOPS), dtype=np.int64), np.zeros(20, np.uint8))
     ecur = ring.local_cursor(eh)
-    rows = np.zeros((2 * (g.max_batch + 1), records.EXEC_RECORD_SIZE), np.uint8)
+    rows = (np.zeros((2 * (g.max_batch + 1), records.EXEC_RECORD_SIZE), np.uint8),
+            np.zeros((1, 4), np.int64))
     script = venue.script
     path = "/stream?streams=" + "/".join(f"{SYMBOL.lower()}@{s}" for s in
                                           ("depth@100ms", "bookTicker", "aggTrade"))
@@ -1125,8 +1168,7 @@ def run_baseline(args, cal, venue: Venue, work: Path) -> dict:
             for wire, hot in venue.frames(path, venue.loops - 1):
                 buf = np.frombuffer(wire, np.uint8)
                 n0 = len(rcv.orders)
-                send_stamped(conn.fileno(), buf, len(buf), out)
-                rcv.serve(pace)
+                rcv.send_and_serve(conn.fileno(), buf, pace, out)
                 if hot and len(rcv.orders) > n0:
                     sends.append(int(out[0]))
                     firsts.append(min(list(rcv.orders.values())[n0:]))
@@ -1168,6 +1210,7 @@ def warm_all() -> None:
     buf = np.zeros(64, np.uint8)
     send_stamped(a.fileno(), buf, 8, io)
     recv_spin(b.fileno(), buf, 0, 0, io)
+    send_then_recv(a.fileno(), buf, 8, b.fileno(), buf, 0, io, np.zeros(2, np.int64))
     a.close()
     b.close()
 
@@ -1229,6 +1272,7 @@ def main(argv: list[str] | None = None) -> int:
     first = runs.get("one") or next(iter(runs.values()))
     for key in KEYS + ("layout", "vs_baseline", "frames_timed", "frames_with_orders",
                        "frames_ambiguous", "orders", "tick_to_trade_n", "tick_to_wire_p50_ns",
+                       "wire_to_origin_p50_ns", "wire_to_origin_p99_ns",
                        "frame_to_record_p99_ns", "record_to_order_p99_ns", "order_to_wire_p99_ns",
                        "wire_to_wire_p99_ns", "exit_codes"):
         res[key] = first.get(key)
@@ -1265,6 +1309,7 @@ def _table(res: dict, runs: dict) -> None:
             ("order record -> send() called", "order_to_wire"),
             ("tick-to-trade (recv -> send)", "tick_to_trade"),
             ("wire-to-wire (sender -> receiver)", "wire_to_wire"),
+            ("sender -> md recv() returned", "wire_to_origin"),
             ("tick-to-wire (recv -> receiver)", "tick_to_wire")]
     print(f"\n{'hop (ns)':<36}" + "".join(f"{lay + ' p50':>12}{lay + ' p99':>12}" for lay in runs))
     for label, key in rows:

@@ -1,0 +1,62 @@
+"""The tick-to-trade bench's own instruments (benches/bench_tick_to_trade.py): the in-memory run
+of the one-process layout's kernels, and the compiled send-then-receive the wire-to-wire figure
+rests on. No timing is asserted: what is checked is that each instrument measures what it says."""
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benches import bench_tick_to_trade as t2t
+from appliance.transport import clock
+
+
+def test_send_then_recv_stamps_the_send_and_the_first_bytes_back():
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    for s in (a, b, c, d):
+        s.setblocking(False)
+    try:
+        cal = clock.calibration()
+        frame = np.frombuffer(b"frame-bytes", np.uint8).copy()
+        out = np.zeros(2, np.int64)
+        rio = np.zeros(2, np.int64)
+        rbuf = np.zeros(64, np.uint8)
+        d.send(b"order")                       # already waiting: returned at the first recv()
+        t2t.send_then_recv(a.fileno(), frame, len(frame), c.fileno(), rbuf,
+                           t2t._ticks(cal, 1.0), out, rio)
+        assert out[1] == len(frame) and b.recv(64) == b"frame-bytes"
+        assert rio[0] == 5 and rbuf[:5].tobytes() == b"order"
+        assert 0 < out[0] <= rio[1]
+        # nothing comes back: the spin ends at the deadline with -EAGAIN, the send still stamped
+        t2t.send_then_recv(a.fileno(), frame, len(frame), c.fileno(), rbuf,
+                           t2t._ticks(cal, 0.001), out, rio)
+        assert out[1] == len(frame) and rio[0] == -t2t._EAGAIN
+    finally:
+        for s in (a, b, c, d):
+            s.close()
+
+
+@pytest.mark.slow
+def test_in_memory_run_times_frames_that_put_orders_in_the_send_buffer():
+    """The recorded Binance frames through handle_frame -> engine -> gw_step in one compiled loop
+    (compiled without NRT, as the group loop is): every timed frame put its two quotes in the
+    send buffer as FIX NewOrderSingles."""
+    from appliance.sim import venue as sim
+    cal = clock.calibration()
+    venue = t2t.Venue(sim.find_data_dir())
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            cfg = t2t.write_config(Path(d), venue, 1, "spin", {})
+            res = t2t.in_memory(cal, venue, cfg, 1)
+    finally:
+        venue.close()
+    assert res["frame_to_send_buffer_n"] > 100
+    # two quotes per hot frame, each a NewOrderSingle (the venue's answers cancel them)
+    assert res["frame_to_send_buffer_orders"] == 2 * res["frame_to_send_buffer_n"]
+    assert res["frame_to_send_buffer_p50_ns"] > 0
+    for kernel in (t2t._mem_frames, t2t._mem_answer, t2t._mem_drain):
+        assert kernel.targetoptions.get("_nrt") is False
