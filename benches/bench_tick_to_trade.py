@@ -39,8 +39,9 @@ the frame's receive TSC). Per timed frame and order:
     baseline          the same path in plain Python in one process: websocket-client, orjson, a
                       SortedDict book, the same quote formula, simplefix (tick_to_trade from the
                       moment recv() returned the frame to the send() of the NewOrderSingle)
-    frame_to_send_buffer  in memory, no sockets: the frame's bytes -> handle_frame -> md ring ->
-                      engine -> order ring -> gw_step -> FIX bytes in the send buffer, timed in one
+    frame_to_send_buffer  in memory, no sockets: the frame's bytes -> handle_frame (-> the FIX
+                      gateway's warm_path) -> md ring -> engine -> order ring -> gw_step -> FIX
+                      bytes in the send buffer, timed in one
                       compiled loop (the one-process layout's kernels, called the same way,
                       and like the group loop compiled without NRT reference counting)
 
@@ -72,7 +73,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from appliance.engine import kernels
+from appliance.engine import kernels, oms
 from appliance.fix import gateway as fixgw
 from appliance.transport import clock, hist, records, ring
 from appliance.transport.intrinsics import EAGAIN as _EAGAIN
@@ -913,6 +914,8 @@ def _mem_frames(frames, st, en, fx, max_batch, ecur, rows, out, orders):
     for i in range(offs.shape[0]):
         t0 = np.int64(rdtsc())
         act = binance.handle_frame(buf[offs[i]:offs[i] + lens[i]], lens[i], t0, st, mhdr, mdata)
+        if np.int64(ring.head(mhdr)) != np.int64(mcur[ring.CUR_POS]):     # as run_loop does
+            fixgw.warm_path(fx, en.gate.oms.ctr[oms.C_NEXT_ID], 2)
         while ring.poll(mhdr, mdata, mcur, io.md_buf) == 1:
             kernels.check_kill(en.books, en.strats, en.gate, en.tel, io)
             kernels.handle_md(io.md_buf, en.books, en.strats, en.gate, en.tel, io)

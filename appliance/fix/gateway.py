@@ -148,6 +148,7 @@ from appliance.actor import Actor, ActorError
 from appliance.fix import codec as C
 from appliance.transport import clock, control, hist, ring, shm, wait
 from appliance.transport import records as R
+from appliance.transport.intrinsics import prefetch_write
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +452,51 @@ def gw_step(fx, max_n):
             break
     gst[G_SEND_LEN] = pos
     return n
+
+
+@njit(**jit.HELPER)
+def _pf_lines(arr, off, end):
+    """Prefetch (for writing) the cache lines of arr's bytes [off, end) (clipped to the array)."""
+    size = arr.size * arr.itemsize
+    if end > size:
+        end = size
+    off -= off & 63
+    while off < end:
+        prefetch_write(arr, off)
+        off += 64
+
+
+@njit(**jit.HELPER)
+def _pf_row(arr, i):
+    """Prefetch (for writing) the cache lines of row ``i`` of a 2-D array."""
+    if 0 <= i < arr.shape[0]:
+        _pf_lines(arr, i * arr.strides[0], (i + 1) * arr.strides[0])
+
+
+@njit(**jit.HELPER)
+def warm_path(fx, next_clord, n):
+    """Prefetch what gw_step, the send and gw_sent will touch for the next ``n`` orders, whose
+    ClOrdIDs follow ``next_clord`` (the engine's OMS counter): their open-order table rows
+    (home slots), the sent-message rows of the next sender numbers, the send buffer, the batch
+    rows, the record scratch and time cache, the gateway words and the instrument tables. Hints
+    only: nothing waits on them, nothing changes. The one-process loop calls it when a frame
+    arrives, so the lines come in while the frame is parsed and the engine decides (the FIX
+    gateway's tables are cold by then: the Python work between frames evicts them from L2)."""
+    ot = fx.ot
+    mask = ot.shape[0] - 1
+    smask = fx.sent.shape[0] - 1
+    seq = fx.gst[G_NEXT_SEQ]
+    for k in range(n):
+        _pf_row(ot, _home(next_clord + k, mask))
+        _pf_row(fx.sent, (seq + k) & smask)
+        _pf_row(fx.batch, k)
+    room = C.MAX_MSG + np.int64(fx.consts[0]) + np.int64(fx.consts[1])
+    _pf_lines(fx.sbuf, 0, n * room // 2)         # an order takes about half of ``room``
+    _pf_lines(fx.scratch, 0, fx.scratch.shape[0] * fx.scratch.shape[1])
+    _pf_lines(fx.gst, 0, fx.gst.shape[0] * 8)
+    _pf_lines(fx.instr, 0, fx.instr.shape[0] * fx.instr.strides[0])
+    _pf_lines(fx.syms, 0, fx.syms.size)
+    _pf_lines(fx.consts, 0, fx.consts.shape[0])
 
 
 @njit(cache=True, nogil=True)

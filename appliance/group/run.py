@@ -24,8 +24,12 @@ would call its venue's compiled pump, and ``idle_fn`` where it would wait. ``pum
 compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that spins for up to
 ``budget_us`` or until Python is needed::
 
+    at each call                 prefetch hints for what the next frame's path writes (the md
+                                 ring's next slots, each quoted book's order path, the FIX
+                                 gateway's tables): the Python work between calls evicts them
     venue pump, one frame        recv() on the raw socket, deframe, handle_frame, md ring publish
-                                 (frame_to_publish telemetry)
+                                 (frame_to_publish telemetry); then fixgw.warm_path prefetches
+                                 the FIX gateway's lines for the orders the frame may cause
     engine, every new md record  kernels.check_kill + kernels.handle_md (book, strategies, risk
                                  gate, order records on the order ring)
     FIX gateway, new orders      gw_step (encode into the send buffer), the next sender number
@@ -60,7 +64,7 @@ from numba import njit
 
 from appliance import jit
 from appliance.actor import Actor, ActorError
-from appliance.engine import kernels
+from appliance.engine import kernels, oms
 from appliance.fix import gateway as fixgw
 from appliance.transport import clock, control, records, ring, wait
 from appliance.transport.intrinsics import (EAGAIN, load_acquire, rdtsc, sys_errno, sys_peek,
@@ -167,6 +171,22 @@ def _send_orders(fx, g):
     return need
 
 
+@njit(**jit.INTERNAL)
+def _warm_after_python(md_hdr, md_data, books, strats, gate, io, fx):
+    """At each kernel call, prefetch the lines the next frame's path writes: the md ring's next
+    slots, every quoted book's order path (engine) and the FIX gateway's tables. The Python
+    work between calls (FIX input, session timers, status) evicts them from L2; the first frame
+    after it would otherwise take its misses on the hot path. Hints only."""
+    mask = md_data.shape[0] - 1
+    head = np.int64(load_acquire(md_hdr, _U64(ring.HEAD_OFF)))
+    for k in range(8):
+        kernels._pf_row(md_data, (head + k) & mask)
+    for b in range(books.n.shape[0]):
+        if books.bstate[b, kernels.BS_NSTRAT] != 0:
+            kernels._warm_order_path(b, books, strats, gate, io)
+    fixgw.warm_path(fx, gate.oms.ctr[oms.C_NEXT_ID], 2)
+
+
 @njit(**jit.HELPER)
 def run_loop(pump, md, cal, en, fx, g, wait_):
     """The group's loop body (module docstring): spin until Python is needed or ``g[G_BUDGET]``
@@ -193,6 +213,8 @@ def run_loop(pump, md, cal, en, fx, g, wait_):
     g[G_ENGINE_RC] = 0
     t0 = np.int64(rdtsc())
     budget = g[G_BUDGET]
+    if g[G_FIX_FD] >= 0:
+        _warm_after_python(md_hdr, md_data, books, strats, gate, io, fx)
     need = 0
     erc = 0
     r = wsframe.P_IDLE
@@ -205,6 +227,10 @@ def run_loop(pump, md, cal, en, fx, g, wait_):
             if r == wsframe.P_BUDGET:
                 g[G_FRAMES] += 1
                 work = True
+                if g[G_FIX_FD] >= 0 and _behind(md_hdr, md_cur) > 0:
+                    # the FIX gateway's lines for the orders this frame may cause, fetched while
+                    # the engine decides
+                    fixgw.warm_path(fx, gate.oms.ctr[oms.C_NEXT_ID], 2)
         # the engine: every new md record of this venue through the decision path
         while ring.poll(md_hdr, md_data, md_cur, io.md_buf) == 1:
             work = True
@@ -306,10 +332,9 @@ def fix_arrays(gw: "fixgw.Gateway") -> Fix:
     return gw.fx
 
 
-def warm_venue(venue: str) -> int:
-    """Compile (or load) the group loop of ``venue`` with the live argument types, on private
-    rings and a scratch engine and FIX gateway: one call that handles nothing. Returns the
-    number of compiled signatures of the loop (1 once warm)."""
+def scratch_args(venue: str) -> tuple:
+    """The group loop's arguments ``(md, cal, en, fx, g, wait)`` of ``venue`` with the live types,
+    on private rings and a scratch engine and FIX gateway (no socket: ``NO_SOCKET``)."""
     from appliance.engine import warm as engine_warm
     from appliance.engine.state import EngineState
     from appliance.fix import codec as C
@@ -339,8 +364,15 @@ def warm_venue(venue: str) -> int:
              np.zeros((len(fixgw.HOPS), hist.ROW), np.int64), np.arange(len(fixgw.HOPS), dtype=np.int64),
              np.zeros(20, np.uint8))
     g = new_words(1, 0, 0.0, cal)
-    STEPS[venue]((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx,
-                 g, (wait.make("spin"), wait.new_state()))
+    return ((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx, g,
+            (wait.make("spin"), wait.new_state()))
+
+
+def warm_venue(venue: str) -> int:
+    """Compile (or load) the group loop of ``venue`` with the live argument types
+    (:func:`scratch_args`): one call that handles nothing. Returns the number of compiled
+    signatures of the loop (1 once warm)."""
+    STEPS[venue](*scratch_args(venue))
     return len(STEPS[venue].signatures)
 
 
