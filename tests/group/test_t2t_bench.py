@@ -3,6 +3,7 @@ of the one-process layout's kernels, and the compiled send-then-receive the wire
 rests on. No timing is asserted: what is checked is that each instrument measures what it says."""
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -60,3 +61,20 @@ def test_in_memory_run_times_frames_that_put_orders_in_the_send_buffer():
     assert res["frame_to_send_buffer_p50_ns"] > 0
     for kernel in (t2t._mem_frames, t2t._mem_answer, t2t._mem_drain):
         assert kernel.targetoptions.get("_nrt") is False
+
+
+def test_paced_one_way_times_every_message_on_its_own():
+    cal = clock.calibration()
+    cores = sorted(os.sched_getaffinity(0))
+    res = t2t.tcp_paced(cal, 40, 200.0, 300, cores[0], cores[-1])
+    assert res["n"] == 30                      # the first 10 are dropped (warm-up)
+    assert 0 < res["p50"] <= res["p99"]
+
+
+def test_rings_go_where_the_appliance_would_put_them(tmp_path):
+    import argparse
+    from appliance.transport import shm
+    assert t2t.shm_root(argparse.Namespace(shm_dir=str(tmp_path))) == str(tmp_path)
+    assert t2t.shm_root(argparse.Namespace(shm_dir=None)) == str(shm.resolve_dir().parent)
+    with pytest.raises(t2t.BenchError, match="not a directory"):
+        t2t.shm_root(argparse.Namespace(shm_dir=str(tmp_path / "missing")))
