@@ -575,7 +575,7 @@ class Receiver:
 # the run's config and actors
 # ------------------------------------------------------------------------------------------------
 def write_config(run: Path, venue: Venue, fix_port: int, wait_strategy: str,
-                 cores: dict) -> Path:
+                 cores: dict, spins: int = 2000) -> Path:
     from appliance.venues import binance
     from appliance import data
     meta = (data.venues_dir() / "BINANCE.0").read_bytes()
@@ -589,7 +589,7 @@ state_dir = {json.dumps(str(run / "state"))}
 
 [wait]
 strategy = "{wait_strategy}"
-spin_iterations = 2000
+spin_iterations = {spins}
 
 [rings]
 md_capacity = 262144
@@ -782,16 +782,23 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
     (run / "shm").symlink_to(shm_dir)
     cores = _cores()
     actor_core = cores[-1] if len(cores) > 1 else None
+    spins = 2000
     if layout == "one":
         plan = {"group": actor_core} if actor_core is not None else {}
         wait_strategy = "spin"
     else:
-        plan = ({"md.binance": actor_core, "engine": actor_core, f"fix.{SESSION}": actor_core}
+        # one process per actor, as many cores as there are: the actors share what the bench's
+        # sender and receiver leave; sharing a core, each yields after an empty poll (a longer
+        # spin holds the core for the others' next record: each hop then waits a time slice)
+        actor_cores = cores[1:] if len(cores) > 1 else cores
+        names = ("md.binance", "engine", f"fix.{SESSION}")
+        plan = ({n: actor_cores[i % len(actor_cores)] for i, n in enumerate(names)}
                 if actor_core is not None else {})
         wait_strategy = "spin_yield"
+        spins = 2000 if len(actor_cores) >= len(names) else args.split_spins
     venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
-    cfg = write_config(run, venue, rcv.port, wait_strategy, plan)
+    cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins)
     procs = Procs(run, cfg, layout, args.budget_us)
     affinity = os.sched_getaffinity(0)
     if actor_core is not None:
@@ -1328,6 +1335,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-us", type=float, default=None,
                     help="the one-process loop's --budget-us (default: appliance group's)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    ap.add_argument("--split-spins", type=int, default=1,
+                    help="[wait] spin_iterations of the split layout's actors when they share a "
+                         "core (default 1: yield after each empty poll)")
     ap.add_argument("--shm-dir", default=None,
                     help="directory for the run's rings (default: a hugetlbfs mount with free "
                          "huge pages, else /dev/shm, as the appliance chooses)")
