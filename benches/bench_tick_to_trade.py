@@ -210,9 +210,8 @@ def _cores() -> list[int]:
 # ------------------------------------------------------------------------------------------------
 # the raw TCP echo
 # ------------------------------------------------------------------------------------------------
-def tcp_echo(cal, reps: int, client_core, server_core) -> dict:
-    """A raw loopback TCP round trip of 64 bytes / 2: compiled spin loops at both ends (the
-    server thread on ``server_core``, the client on ``client_core``)."""
+def _loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair (client, server side): TCP_NODELAY, non-blocking."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -222,6 +221,13 @@ def tcp_echo(cal, reps: int, client_core, server_core) -> dict:
     for s in (cli, peer):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
+    return cli, peer
+
+
+def tcp_echo(cal, reps: int, client_core, server_core) -> dict:
+    """A raw loopback TCP round trip of 64 bytes / 2: compiled spin loops at both ends (the
+    server thread on ``server_core``, the client on ``client_core``)."""
+    cli, peer = _loopback_pair()
     n = 64
     dl = _ticks(cal, 2.0)
     sbuf = np.zeros(n, np.uint8)
@@ -276,15 +282,7 @@ def tcp_paced(cal, reps: int, pace_us: float, size: int, client_core, server_cor
     the receiver's recv() returned it (a compiled spin loop on ``server_core``; the cores' TSCs
     are one clock). tcp_echo's round trip / 2 is the same path kept hot by back-to-back
     messages; this is what a message costs when the kernel's paths have gone cold."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    srv.close()
-    for s in (cli, peer):
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
+    cli, peer = _loopback_pair()
     msg = np.full(size, 120, np.uint8)
     rbuf = np.zeros(1 << 16, np.uint8)
     got = np.zeros((reps, 2), np.int64)

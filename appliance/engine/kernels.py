@@ -125,6 +125,7 @@ from appliance.engine.strategies import base
 from appliance.jit import HELPER, INTERNAL
 from appliance.transport import clock, control, hist, records, ring, wait
 from appliance.transport.intrinsics import load_relaxed, prefetch_write, rdtsc
+from appliance.transport.prefetch import row as _pf_row
 
 # --- book state (bstate[b, BS_*]) --------------------------------------------------------------
 BS_VALID = 0
@@ -264,20 +265,6 @@ def _end_order(io, slot):
     t = rdtsc()
     ring.end_write_at(io.ord_hdr, io.ord_data, slot, t)
     return t
-
-
-@njit(**HELPER)
-def _pf_row(arr, i):
-    """Prefetch (for writing) the cache lines of row ``i`` of a record / 2-D array."""
-    if i < 0 or i >= arr.shape[0]:
-        return
-    size = arr.strides[0]
-    off = i * size
-    end = off + size
-    off -= off & 63
-    while off < end:
-        prefetch_write(arr, off)
-        off += 64
 
 
 @njit(**HELPER)

@@ -148,7 +148,7 @@ from appliance.actor import Actor, ActorError
 from appliance.fix import codec as C
 from appliance.transport import clock, control, hist, ring, shm, wait
 from appliance.transport import records as R
-from appliance.transport.intrinsics import prefetch_write
+from appliance.transport import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -455,25 +455,6 @@ def gw_step(fx, max_n):
 
 
 @njit(**jit.HELPER)
-def _pf_lines(arr, off, end):
-    """Prefetch (for writing) the cache lines of arr's bytes [off, end) (clipped to the array)."""
-    size = arr.size * arr.itemsize
-    if end > size:
-        end = size
-    off -= off & 63
-    while off < end:
-        prefetch_write(arr, off)
-        off += 64
-
-
-@njit(**jit.HELPER)
-def _pf_row(arr, i):
-    """Prefetch (for writing) the cache lines of row ``i`` of a 2-D array."""
-    if 0 <= i < arr.shape[0]:
-        _pf_lines(arr, i * arr.strides[0], (i + 1) * arr.strides[0])
-
-
-@njit(**jit.HELPER)
 def warm_path(fx, next_clord, n):
     """Prefetch what gw_step, the send and gw_sent will touch for the next ``n`` orders, whose
     ClOrdIDs follow ``next_clord`` (the engine's OMS counter): their open-order table rows
@@ -487,16 +468,16 @@ def warm_path(fx, next_clord, n):
     smask = fx.sent.shape[0] - 1
     seq = fx.gst[G_NEXT_SEQ]
     for k in range(n):
-        _pf_row(ot, _home(next_clord + k, mask))
-        _pf_row(fx.sent, (seq + k) & smask)
-        _pf_row(fx.batch, k)
+        prefetch.row(ot, _home(next_clord + k, mask))
+        prefetch.row(fx.sent, (seq + k) & smask)
+        prefetch.row(fx.batch, k)
     room = C.MAX_MSG + np.int64(fx.consts[0]) + np.int64(fx.consts[1])
-    _pf_lines(fx.sbuf, 0, n * room // 2)         # an order takes about half of ``room``
-    _pf_lines(fx.scratch, 0, fx.scratch.shape[0] * fx.scratch.shape[1])
-    _pf_lines(fx.gst, 0, fx.gst.shape[0] * 8)
-    _pf_lines(fx.instr, 0, fx.instr.shape[0] * fx.instr.strides[0])
-    _pf_lines(fx.syms, 0, fx.syms.size)
-    _pf_lines(fx.consts, 0, fx.consts.shape[0])
+    prefetch.lines(fx.sbuf, 0, n * room // 2)         # an order takes about half of ``room``
+    prefetch.lines(fx.scratch, 0, fx.scratch.shape[0] * fx.scratch.shape[1])
+    prefetch.lines(fx.gst, 0, fx.gst.shape[0] * 8)
+    prefetch.lines(fx.instr, 0, fx.instr.shape[0] * fx.instr.strides[0])
+    prefetch.lines(fx.syms, 0, fx.syms.size)
+    prefetch.lines(fx.consts, 0, fx.consts.shape[0])
 
 
 @njit(cache=True, nogil=True)

@@ -69,8 +69,8 @@ from appliance.fix import gateway as fixgw
 from appliance.transport import clock, control, records, ring, wait
 from appliance.transport.intrinsics import (EAGAIN, load_acquire, rdtsc, sys_errno, sys_peek,
                                             sys_send)
-from appliance.venues import (binance, bitfinex, bitstamp, coinbase, coinbase_advanced, kraken,
-                              registry, wsframe)
+from appliance.venues import (binance, bitfinex, bitstamp, coinbase, coinbase_advanced, common,
+                              kraken, registry, wsframe)
 
 log = logging.getLogger("appliance.group")
 
@@ -173,14 +173,12 @@ def _send_orders(fx, g):
 
 @njit(**jit.INTERNAL)
 def _warm_after_python(md_hdr, md_data, books, strats, gate, io, fx):
-    """At each kernel call, prefetch the lines the next frame's path writes: the md ring's next
-    slots, every quoted book's order path (engine) and the FIX gateway's tables. The Python
-    work between calls (FIX input, session timers, status) evicts them from L2; the first frame
-    after it would otherwise take its misses on the hot path. Hints only."""
-    mask = md_data.shape[0] - 1
-    head = np.int64(load_acquire(md_hdr, _U64(ring.HEAD_OFF)))
-    for k in range(8):
-        kernels._pf_row(md_data, (head + k) & mask)
+    """At each kernel call, prefetch the lines the next frame's path writes: the md ring's slots
+    after the next (as the pump does after each frame), every quoted book's order path (engine)
+    and the FIX gateway's tables. The Python work between calls (FIX input, session timers,
+    status) evicts them from L2; the first frame after it would otherwise take its misses on the
+    hot path. Hints only."""
+    common.prefetch_slots(md_hdr, md_data, common.PREFETCH_SLOTS)
     for b in range(books.n.shape[0]):
         if books.bstate[b, kernels.BS_NSTRAT] != 0:
             kernels._warm_order_path(b, books, strats, gate, io)
