@@ -50,7 +50,9 @@ JSON (``--json``, one object): the keys of the one-process layout at the top lev
 tick_to_trade_p99_ns, tick_to_trade_p999_ns, wire_to_wire_p50_ns, tcp_echo_p50_ns,
 baseline_tick_to_trade_p50_ns, layout = "one"), the split layout's under ``"split"`` (same keys,
 layout = "split"), ``frame_to_send_buffer_p50_ns``, sample counts, the ratios and
-``targets_met``. ``--layout one|split|both`` (default both).
+``targets_met``; ``group_*``: the one-process loop's own closing status (kernel calls, frames,
+batches sent and FIX socket reads done by compiled code, ``group_python_rounds``: the returns to
+Python by reason). ``--layout one|split|both`` (default both).
 """
 from __future__ import annotations
 
@@ -856,8 +858,28 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
     res = analyse(cal, sent, md_recs, ord_recs, rcv.orders)
     res["layout"] = layout
     res["exit_codes"] = codes
+    if layout == "one":
+        res.update(group_status(run / "one-group.log"))
     res["acks_sent"] = rcv.acks
     return res
+
+
+def group_status(log_path: Path) -> dict:
+    """The one-process loop's closing status line (appliance.group: kernel calls, frames, the
+    batches and FIX reads compiled code did, the rounds it left to Python by reason) as
+    ``group_*`` keys; empty when the log has none."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in reversed(text.splitlines()):
+        if "appliance.group:" in line and '"kernel_calls"' in line:
+            try:
+                st = json.loads(line[line.index("{"):])
+            except ValueError:
+                return {}
+            return {f"group_{k}": v for k, v in st.items()}
+    return {}
 
 
 def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
@@ -1385,6 +1407,9 @@ def main(argv: list[str] | None = None) -> int:
                        "frame_to_record_p99_ns", "record_to_order_p99_ns", "order_to_wire_p99_ns",
                        "wire_to_wire_p99_ns", "exit_codes"):
         res[key] = first.get(key)
+    for key, v in first.items():
+        if key.startswith("group_"):
+            res[key] = v
     if "split" in runs and first is not runs["split"]:
         res["split"] = runs["split"]
     t = first
@@ -1434,6 +1459,11 @@ def _table(res: dict, runs: dict) -> None:
               f"{r['frames_timed']} frames timed, {r['frames_with_orders']} made orders "
               f"({r['orders']} NewOrderSingle, {r['frames_ambiguous']} frames ambiguous); "
               f"{r.get('vs_baseline')}x the baseline; exit codes {r['exit_codes']}")
+        if "group_kernel_calls" in r:
+            print(f"{lay}: {r['group_kernel_calls']} kernel calls for {r.get('group_frames')} "
+                  f"frames; compiled code sent {r.get('group_batches')} batches and read the FIX "
+                  f"socket {r.get('group_fix_reads')} times; returns to Python by reason "
+                  f"{r.get('group_python_rounds')}")
     print(f"\ntcp echo (round trip / 2): p50 {f(res['tcp_echo_p50_ns'])} ns, p99 "
           f"{f(res['tcp_echo_p99_ns'])} ns; one way, a message every {res['pace_us']:.0f} us: "
           f"p50 {f(res['tcp_paced_one_way_p50_ns'])} ns, p99 {f(res['tcp_paced_one_way_p99_ns'])} ns")

@@ -149,6 +149,7 @@ from appliance.fix import codec as C
 from appliance.transport import clock, control, hist, ring, shm, wait
 from appliance.transport import records as R
 from appliance.transport import prefetch
+from appliance.transport.intrinsics import EAGAIN, EINTR, move_bytes, rdtsc, sys_errno, sys_recv
 
 log = logging.getLogger(__name__)
 
@@ -570,6 +571,104 @@ def gw_receive(fx, buf, start, end, st, out, rx_tsc, unk):
     return code
 
 
+RECV_CAP = 1 << 18      # the gateway's receive buffer
+READ_MAX = 1 << 16      # bytes one recv() may add to it
+
+Rx = namedtuple("Rx", ["buf", "pos", "pst", "out", "unk", "tseq"])
+Rx.__doc__ = """The gateway's receive side as compiled code takes it (:func:`gw_rx`, the one-process
+loop of appliance.group): the receive buffer, its words ``pos`` (RX_*), the parser state, the
+parser's output rows, the unknown-working-orders table, and ``tseq``: the store's mapped
+next-target digits (``FileStore.target_view``; a scratch array where the store has none)."""
+RX_START = 0    # first byte of the receive buffer not parsed yet
+RX_END = 1      # end of the bytes read
+RX_STATUS = 2   # the socket ended (-1) or failed (errno): Python disconnects
+RX_SESSION = 3  # 1: the parser stopped at a message for the session layer (ST_MSG_OFF/LEN)
+RX_TSC = 4      # TSC when the last recv() returned bytes
+RX_READS = 5    # recv() calls that returned bytes, total
+RX_N = 8
+
+RX_NONE = 0     # gw_rx: nothing to read
+RX_DONE = 1     # bytes read and handled; nothing for Python
+RX_PYTHON = 2   # Python must go on: RX_STATUS, RX_SESSION, or unknown working orders to cancel
+
+
+@njit(**jit.HELPER)
+def put_seq(view, n):
+    """``n`` as 20 zero-padded decimal digits at view[0:20] (a field of the seqnums file)."""
+    k = 19
+    while k >= 0:
+        q = n // 10
+        view[k] = 48 + (n - q * 10)
+        n = q
+        k -= 1
+
+
+@njit(**jit.HELPER)
+def gw_rx(fx, rx, fd):
+    """Read the FIX socket ``fd`` once (non-blocking) and take what arrived as the gateway's
+    Python step does (:meth:`Gateway._received`) while its session is on the fast path: the
+    in-sequence execution reports go through :func:`gw_receive` (exec records out, open-order
+    table, wire_to_ack), and the next expected MsgSeqNum is written into the store's mapped
+    seqnums file (``rx.tseq``) as ``set_next_target`` would. Anything else stops it for Python:
+    a message the session layer takes (admin, out of sequence, not an execution report: RX_SESSION,
+    the buffer left as ``_received`` leaves it), the end of the stream or an error (RX_STATUS),
+    status reports of orders nobody here knows (``G_UNKNOWN_N``). The caller keeps
+    ``rx.pst[ST_EXPECT_SEQ]`` equal to the store's next target between calls. Returns RX_*."""
+    buf = rx.buf
+    pos = rx.pos
+    st = rx.pst
+    cap = buf.shape[0]
+    rend = pos[RX_END]
+    k = sys_recv(fd, buf, rend, min(READ_MAX, cap - rend))
+    if k < 0:
+        e = sys_errno()
+        if e == EAGAIN or e == EINTR:
+            return RX_NONE
+        pos[RX_STATUS] = e
+        return RX_PYTHON
+    if k == 0:
+        pos[RX_STATUS] = -1
+        return RX_PYTHON
+    t = np.int64(rdtsc())
+    pos[RX_TSC] = t
+    pos[RX_READS] += 1
+    rend += k
+    rstart = pos[RX_START]
+    rc = RX_DONE
+    while rstart < rend:
+        expect = st[C.ST_EXPECT_SEQ]
+        code = gw_receive(fx, buf, rstart, rend, st, rx.out, t, rx.unk)
+        if st[C.ST_EXPECT_SEQ] != expect:
+            put_seq(rx.tseq, st[C.ST_EXPECT_SEQ])
+        rstart = st[C.ST_POS]
+        if code == C.P_SESSION_MSG:
+            pos[RX_SESSION] = 1
+            rc = RX_PYTHON
+            break
+        if code != C.P_OUT_FULL:
+            break
+    if rc == RX_DONE:                       # as _received leaves the buffer
+        if rstart == rend:
+            rstart = 0
+            rend = 0
+        elif cap - rend < READ_MAX:
+            keep = rend - rstart
+            move_bytes(buf, 0, rstart, keep)
+            rstart = 0
+            rend = keep
+    pos[RX_START] = rstart
+    pos[RX_END] = rend
+    if fx.gst[G_UNKNOWN_N] != 0:
+        rc = RX_PYTHON
+    return rc
+
+
+@njit(cache=True, nogil=True)
+def gw_rx_once(fx, rx, fd):
+    """:func:`gw_rx` as one Python-callable kernel (tests; warm-up)."""
+    return gw_rx(fx, rx, fd)
+
+
 @njit(cache=True, nogil=True)
 def gw_working(ot, ids, info):
     """Copy the open orders (ClOrdID, instrument, side, qty) out; returns how many."""
@@ -888,8 +987,26 @@ class GatewayApplication:
 
 
 class Gateway:
-    RECV_CAP = 1 << 18
-    READ_MAX = 1 << 16
+    RECV_CAP = RECV_CAP
+    READ_MAX = READ_MAX
+
+    # the receive buffer's bounds live in ``rpos`` (int64 words), so compiled code (gw_rx) and
+    # this class read and move the same ones
+    @property
+    def rstart(self) -> int:
+        return int(self.rpos[RX_START])
+
+    @rstart.setter
+    def rstart(self, v: int) -> None:
+        self.rpos[RX_START] = v
+
+    @property
+    def rend(self) -> int:
+        return int(self.rpos[RX_END])
+
+    @rend.setter
+    def rend(self, v: int) -> None:
+        self.rpos[RX_END] = v
 
     def __init__(self, gcfg: GatewayConfig, order_reader, exec_writer, store, *, wait_params=None,
                  clock_fn=time.time, cal=None, message_log=None, heartbeat=None, control_words=None,
@@ -942,19 +1059,22 @@ class Gateway:
         self.wstate = wait.new_state()
         self.rbuf = np.zeros(self.RECV_CAP, np.uint8)
         self.rview = memoryview(self.rbuf)
-        self.rstart = 0
-        self.rend = 0
+        self.rpos = np.zeros(RX_N, np.int64)      # rstart, rend (properties) and gw_rx's words
         self.pst = C.new_parser_state(1, R.VENUE_IDS[gcfg.venue], gcfg.session_index)
         self.out = np.zeros((256, R.EXEC_RECORD_SIZE), np.uint8)
         self.row1 = np.zeros((1, R.EXEC_RECORD_SIZE), np.uint8)
         self.store = store
-        # the sender number as compiled code writes it (appliance.group), None: not possible
+        # the sender and target numbers as compiled code writes them (appliance.group), None:
+        # not possible
         self.seq_view = store.sender_view() if hasattr(store, "sender_view") else None
+        self.target_view = store.target_view() if hasattr(store, "target_view") else None
         self.fx = Fix(self.orders.hdr, self.orders.data, self.orders.cur, self.execs.hdr,
                       self.execs.data, self.scratch, self.sbuf, self.gst, self.consts, self.instr,
                       self.syms, self.ot, self.cal, self.cwords, self.sent, self.batch, self.hists,
                       self.hidx, self.seq_view if self.seq_view is not None
                       else np.zeros(20, np.uint8))
+        self.rx = Rx(self.rbuf, self.rpos, self.pst, self.out, self.unk,
+                     self.target_view if self.target_view is not None else np.zeros(20, np.uint8))
         scfg = SessionConfig(begin_string=gcfg.begin_string, sender_comp_id=gcfg.sender_comp_id,
                              target_comp_id=gcfg.target_comp_id, initiator=True,
                              heartbeat_interval=gcfg.heartbeat_s, reset_on_logon=gcfg.reset_on_logon,
@@ -1711,9 +1831,52 @@ class Gateway:
             return -1
         return self.sock.fileno()
 
+    def fast_rx(self) -> bool:
+        """May compiled code read the socket and take in-sequence execution reports by itself
+        (:func:`gw_rx`)? Only while :meth:`fast_fd` allows sending, on a store whose target
+        number compiled code can write, with the session layer holding nothing (no queued or
+        partial message, no resend in progress)."""
+        return self.target_view is not None and self._fast_ok()
+
     def before_kernel(self) -> None:
-        """The sender number compiled code continues from (Python may have sent admin messages)."""
+        """The sender number compiled code continues from (Python may have sent admin messages),
+        and the target number it expects (the session layer may have taken messages)."""
         self.gst[G_NEXT_SEQ] = self.store.next_sender
+        self.pst[C.ST_EXPECT_SEQ] = self.store.next_target
+
+    def after_kernel_rx(self, now: float) -> None:
+        """Bookkeeping after compiled code read the socket (:func:`gw_rx`): the store's and the
+        session's view of what came in; then what it left to Python: the end of the stream or a
+        socket error, a message for the session layer (and the bytes after it), unknown working
+        orders to cancel."""
+        st = self.pst
+        n = int(st[C.ST_EXPECT_SEQ])
+        if n != self.store.next_target:
+            self.store.note_next_target(n)
+            self.session.last_received = now
+            self.session.test_request = 0
+        p = self.rpos
+        if self.sock is None:                   # after_kernel dropped the session (send failed)
+            p[RX_STATUS] = p[RX_SESSION] = 0
+            self.rstart = self.rend = 0
+            return
+        status = int(p[RX_STATUS])
+        if status:
+            p[RX_STATUS] = 0
+            self._disconnect(now, "venue closed the connection" if status < 0
+                             else f"recv failed: {os.strerror(status)}")
+            return
+        if p[RX_SESSION]:
+            p[RX_SESSION] = 0
+            off, ln = int(st[C.ST_MSG_OFF]), int(st[C.ST_MSG_LEN])
+            self._to_session(self.rbuf[off:off + ln].tobytes(), now)
+            if self.sock is None:
+                self.rstart = self.rend = 0
+                return
+            self._received(now, int(p[RX_TSC]))         # the bytes after it
+        if self.gst[G_UNKNOWN_N]:
+            self._cancel_unknown(now)
+        self._log_counters()
 
     def after_kernel(self, now: float, send_len: int = 0, sent: int = 0) -> None:
         """Bookkeeping after compiled code sent batches: the store's and the session's view of

@@ -32,8 +32,8 @@ Durability ("fsync policy", ``fsync=``):
 Under ``"always"`` and ``"batch"`` the ``session`` file is replaced durably
 (``fsutil.write_atomic``: temporary file, fsync, rename, directory fsync) and a segment rotation
 ends with a directory fsync (the rename, the new active segment, the dropped oldest one). The
-``seqnums`` file is never replaced: it is rewritten in place (``pwrite`` or the mapping of
-``sender_view``), made durable by ``sync()`` as above.
+``seqnums`` file is never replaced: it is rewritten in place (``pwrite``, or the mapping of
+``sender_view`` / ``target_view``), made durable by ``sync()`` as above.
 """
 from __future__ import annotations
 
@@ -98,8 +98,9 @@ class FileStore:
         except OSError as e:
             raise StoreError(f"cannot use store directory {self.dir}: {e.strerror or e}") from e
         self._dirty = False
-        self._seq_map = None             # sender_view's mapping of seqnums
+        self._seq_map = None             # sender_view's / target_view's mapping of seqnums
         self._seq_view = None
+        self._target_view = None
         self.index: dict[int, tuple[int, int, int]] = {}     # seq -> (segment, offset, length)
         self._seg_fds: dict[int, int] = {}                    # segment -> fd (active included)
         self.active = 0
@@ -213,6 +214,16 @@ class FileStore:
         self.next_sender = n
         self._write_seqnums()
 
+    def _map_seqnums(self) -> None:
+        if self._seq_map is None:
+            import mmap
+            import numpy as np
+            self._seq_map = mmap.mmap(self._seq_fd, 42)
+            whole = np.frombuffer(self._seq_map, np.uint8)
+            self._seq_view = whole[:20]
+            self._target_view = whole[21:41]
+            whole[0] = whole[0]                        # the page faulted in now
+
     def sender_view(self):
         """The 20 digits of the next sender number in the ``seqnums`` file, mapped (uint8[20],
         MAP_SHARED), or None under fsync "always". Compiled code writes the number there before
@@ -220,17 +231,26 @@ class FileStore:
         ``set_next_sender``'s pwrite; :meth:`note_next_sender` then tells the store."""
         if self.fsync == "always":
             return None
-        if self._seq_map is None:
-            import mmap
-            import numpy as np
-            self._seq_map = mmap.mmap(self._seq_fd, 42)
-            self._seq_view = np.frombuffer(self._seq_map, np.uint8)[:20]
-            self._seq_view[0] = self._seq_view[0]      # the page faulted in now
+        self._map_seqnums()
         return self._seq_view
+
+    def target_view(self):
+        """The 20 digits of the next target number (the MsgSeqNum expected from the venue), as
+        :meth:`sender_view`: compiled code that took in-sequence messages writes the next number
+        there (appliance.group); :meth:`note_next_target` then tells the store."""
+        if self.fsync == "always":
+            return None
+        self._map_seqnums()
+        return self._target_view
 
     def note_next_sender(self, n: int) -> None:
         """``n`` was written through :meth:`sender_view`: keep the in-memory number in step."""
         self.next_sender = n
+        self._dirty = True
+
+    def note_next_target(self, n: int) -> None:
+        """``n`` was written through :meth:`target_view`: keep the in-memory number in step."""
+        self.next_target = n
         self._dirty = True
 
     def set_next_target(self, n: int) -> None:
@@ -297,7 +317,7 @@ class FileStore:
 
     def close(self) -> None:
         if self._seq_map is not None:
-            self._seq_view = None
+            self._seq_view = self._target_view = None
             try:
                 self._seq_map.close()
             except BufferError:          # a view is still referenced: the kernel keeps the data
@@ -331,7 +351,14 @@ class MemoryStore:
             self._view = np.zeros(20, np.uint8)
         return self._view
 
+    def target_view(self):
+        import numpy as np
+        if getattr(self, "_tview", None) is None:
+            self._tview = np.zeros(20, np.uint8)
+        return self._tview
+
     def note_next_sender(self, n): self.next_sender = n
+    def note_next_target(self, n): self.next_target = n
     def incr_next_sender(self): self.next_sender += 1
     def incr_next_target(self): self.next_target += 1
 

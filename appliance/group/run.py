@@ -37,14 +37,21 @@ compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that 
                                  session's socket, gw_sent (order_to_wire, tick_to_trade)
     engine step                  whenever exec records are waiting, the strategy timer is due, the
                                  kill flag is set, and every IDLE_STEP_EVERY spins (heartbeat)
-    FIX input                    every FIX_PEEK_EVERY spins a MSG_PEEK recv: bytes waiting ->
-                                 back to Python, which reads and parses them (gw_receive)
+    FIX input                    every FIX_PEEK_EVERY spins and before the wait strategy
+                                 yields or sleeps, fixgw.gw_rx: recv() on the FIX
+                                 socket, the in-sequence execution reports through gw_receive
+                                 (exec records on the exec ring, read by the engine's step in
+                                 the next spin), the next target number written into the store's
+                                 mapped seqnums file; a message for the session layer, the end of
+                                 the stream or unknown working orders -> back to Python. While
+                                 the session is not on its fast path (Gateway.fast_rx), a
+                                 MSG_PEEK recv instead: bytes waiting -> back to Python
     nothing to do                the [wait] strategy (spin / spin_yield / backoff)
 
 Python (``pump_fn`` around the kernel, ``idle_fn`` between calls) does what is rare: the md
 gateway's actions, control frames and reconnects; the FIX session layer (logon, heartbeats,
-resend, reconciliation, the kill switch's cancels), reading the FIX socket; persisting a halt the
-engine acknowledged. Compiled code sends on the FIX socket only while ``Gateway.fast_fd`` allows
+resend, reconciliation, the kill switch's cancels), the FIX input off its fast path; persisting a
+halt the engine acknowledged. Compiled code sends on the FIX socket only while ``Gateway.fast_fd`` allows
 it (plain TCP, logged on and reconciled, nothing queued); otherwise order records stay on the
 ring for the FIX gateway's Python step, exactly as in its own process.
 
@@ -95,6 +102,8 @@ G_LAST_SEND = 10    # TSC when the last batch was handed to send()
 G_CALLS = 11        # kernel calls, total
 G_FRAMES = 12       # md frames handled by the kernel, total
 G_MD_RING = 13      # index of this venue's md ring in the engine's Loop
+G_FIX_RX = 14       # 1: compiled code may read the FIX socket itself (Gateway.fast_rx)
+G_RX_READS = 15     # FIX socket reads taken by compiled code, total
 G_N = 16
 
 NEED_FIX_RX = 1     # bytes are waiting on the FIX socket
@@ -115,17 +124,6 @@ Fix = fixgw.Fix
 # ------------------------------------------------------------------------------------------------
 # the kernel
 # ------------------------------------------------------------------------------------------------
-@njit(**jit.HELPER)
-def put_seq(view, n):
-    """``n`` as 20 zero-padded decimal digits at view[0:20] (the seqnums file's first field)."""
-    k = 19
-    while k >= 0:
-        q = n // 10
-        view[k] = 48 + (n - q * 10)
-        n = q
-        k -= 1
-
-
 @njit(**jit.HELPER)
 def _behind(hdr, cur):
     """Records published on a ring and not yet read by cursor ``cur``."""
@@ -156,7 +154,7 @@ def _send_orders(fx, g):
         need |= NEED_FIX_SLOW
     if n > 0:
         ln = fx.gst[fixgw.G_SEND_LEN]
-        put_seq(fx.seq, fx.gst[fixgw.G_NEXT_SEQ])       # on disk before the batch leaves
+        fixgw.put_seq(fx.seq, fx.gst[fixgw.G_NEXT_SEQ])       # on disk before the batch leaves
         t = np.int64(rdtsc())
         k = sys_send(g[G_FIX_FD], fx.sbuf, 0, ln)
         fixgw.gw_sent(fx.batch, n, t, fx.cal, fx.ot, fx.hists, fx.hidx)
@@ -186,12 +184,13 @@ def _warm_after_python(md_hdr, md_data, books, strats, gate, io, fx):
 
 
 @njit(**jit.HELPER)
-def run_loop(pump, md, cal, en, fx, g, wait_):
+def run_loop(pump, md, cal, en, fx, frx, g, wait_):
     """The group's loop body (module docstring): spin until Python is needed or ``g[G_BUDGET]``
     ticks passed; returns the md pump's P_* code (P_IDLE when the md socket had nothing).
     ``md`` is the md gateway's pump arguments ``(fd, rx, ws, st, hdr, data, lat)``, ``en`` the
-    engine's bundles (:data:`Eng`), ``fx`` the FIX gateway's (:data:`Fix`), ``g`` the loop's
-    words, ``wait_`` the wait strategy ``(params, state)``."""
+    engine's bundles (:data:`Eng`), ``fx`` the FIX gateway's (:data:`Fix`), ``frx`` its receive
+    side (:data:`fixgw.Rx`), ``g`` the loop's words, ``wait_`` the wait strategy
+    ``(params, state)``."""
     fd, rx, ws, st, hdr, data, lat = md
     wparams, wstate = wait_
     loop = en.loop
@@ -263,8 +262,20 @@ def run_loop(pump, md, cal, en, fx, g, wait_):
                         need |= NEED_ORDERS
         if erc != 0:
             need |= NEED_ENGINE
-        if g[G_FIX_FD] >= 0 and it % FIX_PEEK_EVERY == 0:
-            if sys_peek(g[G_FIX_FD], fx.scratch[1], 0, 1) >= 0 or sys_errno() != EAGAIN:
+        if g[G_FIX_FD] >= 0 and (it % FIX_PEEK_EVERY == 0 or (
+                not work and wparams[wait.P_KIND] != wait.SPIN
+                and wstate[wait.S_IDLE] >= wparams[wait.P_SPINS])):
+            # every FIX_PEEK_EVERY spins, and before each yield or sleep of the wait strategy
+            if g[G_FIX_RX] != 0:
+                c = fixgw.gw_rx(fx, frx, g[G_FIX_FD])   # execution reports in, exec records out
+                if c == fixgw.RX_DONE:
+                    g[G_RX_READS] += 1
+                    work = True
+                elif c == fixgw.RX_PYTHON:
+                    g[G_RX_READS] += 1
+                    g[G_FIX_RX] = 0
+                    need |= NEED_FIX_RX                 # the session layer, or the socket ended
+            elif sys_peek(g[G_FIX_FD], fx.scratch[1], 0, 1) >= 0 or sys_errno() != EAGAIN:
                 need |= NEED_FIX_RX                     # data, end of stream or an error
         if need != 0 or (r != wsframe.P_IDLE and r != wsframe.P_BUDGET):
             break                       # P_NEED (TLS: Python fills rx), actions, control frames...
@@ -285,33 +296,33 @@ _SIG = dict(cache=True, nogil=True, _nrt=False)
 
 
 @njit(**_SIG)
-def step_binance(md, cal, en, fx, g, wait_):
-    return run_loop(binance.pump, md, cal, en, fx, g, wait_)
+def step_binance(md, cal, en, fx, frx, g, wait_):
+    return run_loop(binance.pump, md, cal, en, fx, frx, g, wait_)
 
 
 @njit(**_SIG)
-def step_coinbase(md, cal, en, fx, g, wait_):
-    return run_loop(coinbase.pump, md, cal, en, fx, g, wait_)
+def step_coinbase(md, cal, en, fx, frx, g, wait_):
+    return run_loop(coinbase.pump, md, cal, en, fx, frx, g, wait_)
 
 
 @njit(**_SIG)
-def step_coinbase_advanced(md, cal, en, fx, g, wait_):
-    return run_loop(coinbase_advanced.pump, md, cal, en, fx, g, wait_)
+def step_coinbase_advanced(md, cal, en, fx, frx, g, wait_):
+    return run_loop(coinbase_advanced.pump, md, cal, en, fx, frx, g, wait_)
 
 
 @njit(**_SIG)
-def step_kraken(md, cal, en, fx, g, wait_):
-    return run_loop(kraken.pump, md, cal, en, fx, g, wait_)
+def step_kraken(md, cal, en, fx, frx, g, wait_):
+    return run_loop(kraken.pump, md, cal, en, fx, frx, g, wait_)
 
 
 @njit(**_SIG)
-def step_bitstamp(md, cal, en, fx, g, wait_):
-    return run_loop(bitstamp.pump, md, cal, en, fx, g, wait_)
+def step_bitstamp(md, cal, en, fx, frx, g, wait_):
+    return run_loop(bitstamp.pump, md, cal, en, fx, frx, g, wait_)
 
 
 @njit(**_SIG)
-def step_bitfinex(md, cal, en, fx, g, wait_):
-    return run_loop(bitfinex.pump, md, cal, en, fx, g, wait_)
+def step_bitfinex(md, cal, en, fx, frx, g, wait_):
+    return run_loop(bitfinex.pump, md, cal, en, fx, frx, g, wait_)
 
 
 # one compiled loop per venue of the registry: each a module-level function of its own (the numba
@@ -331,7 +342,8 @@ def fix_arrays(gw: "fixgw.Gateway") -> Fix:
 
 
 def scratch_args(venue: str) -> tuple:
-    """The group loop's arguments ``(md, cal, en, fx, g, wait)`` of ``venue`` with the live types,
+    """The group loop's arguments ``(md, cal, en, fx, frx, g, wait)`` of ``venue`` with the live
+    types,
     on private rings and a scratch engine and FIX gateway (no socket: ``NO_SOCKET``)."""
     from appliance.engine import warm as engine_warm
     from appliance.engine.state import EngineState
@@ -361,9 +373,12 @@ def scratch_args(venue: str) -> tuple:
              np.zeros((16, fixgw.SM_COLS), np.int64), np.zeros((4, 3), np.int64),
              np.zeros((len(fixgw.HOPS), hist.ROW), np.int64), np.arange(len(fixgw.HOPS), dtype=np.int64),
              np.zeros(20, np.uint8))
+    frx = fixgw.Rx(np.zeros(fixgw.RECV_CAP, np.uint8), np.zeros(fixgw.RX_N, np.int64),
+                   C.new_parser_state(1, 0, 0), np.zeros((256, records.EXEC_RECORD_SIZE), np.uint8),
+                   np.zeros((fixgw.UNKNOWN_CAP, 4), np.int64), np.zeros(20, np.uint8))
     g = new_words(1, 0, 0.0, cal)
-    return ((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx, g,
-            (wait.make("spin"), wait.new_state()))
+    return ((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx, frx,
+            g, (wait.make("spin"), wait.new_state()))
 
 
 def warm_venue(venue: str) -> int:
@@ -439,7 +454,7 @@ class ActorGroup(Actor):
         self.wstate = wait.new_state()
         self._wait = (self.wparams, self.wstate)
         self.g = None
-        self._fx = self._en = None
+        self._fx = self._en = self._frx = None
         self._compiled = 0
         self.rounds: dict[str, int] = {}     # kernel returns by what they left to Python
 
@@ -501,6 +516,7 @@ class ActorGroup(Actor):
         es = self.engine.es
         self._en = Eng(self.engine._loop, es.books, es.strats, es.gate, es.tel, es.io)
         self._fx = fix_arrays(fgw)
+        self._frx = fgw.rx
         self.g = new_words(self.fix.g.max_batch, self.engine._idx, self.budget_us, es.cal)
         self.g[G_MD_RING] = self.engine.venues.index(self.venue)
         # every page the loop writes, faulted in now rather than on the first order
@@ -510,7 +526,7 @@ class ActorGroup(Actor):
         pages = prefault(feed.st, feed.data, mgw.rx[:1 << 20], es.books, es.strats, es.gate,
                          es.tel, es.io.ord_data, es.io.md_buf, es.io.ex_buf,
                          (fx.edata, fx.scratch, fx.sbuf, fx.gst, fx.ot, fx.sent, fx.batch,
-                          fx.hists, fx.seq), fgw.rbuf, fgw.out, fgw.row1, fgw.unk, self.g,
+                          fx.hists, fx.seq), fgw.rbuf, fgw.rpos, fgw.out, fgw.row1, fgw.unk, self.g,
                          self.md.tm.hists, self.engine.tm.hists)
         self.log.info("%s: %d pages faulted in before going live", self.name, pages)
         for m in self.members:
@@ -557,7 +573,7 @@ class ActorGroup(Actor):
             return {}
         return {"kernel_calls": int(g[G_CALLS]), "frames": int(g[G_FRAMES]),
                 "batches": int(g[G_BATCHES]), "orders": int(g[G_ORDERS]),
-                "python_rounds": dict(self.rounds)}
+                "fix_reads": int(g[G_RX_READS]), "python_rounds": dict(self.rounds)}
 
     # -- the loop -------------------------------------------------------------------------
     def _pump(self, fd, rx, ws, st, hdr, data, _max_frames, lat, cal) -> int:
@@ -566,22 +582,26 @@ class ActorGroup(Actor):
         g = self.g
         fgw.before_kernel()
         g[G_FIX_FD] = fgw.fast_fd()
-        r = self.kernel((fd, rx, ws, st, hdr, data, lat), cal, self._en, self._fx, g,
+        g[G_FIX_RX] = 1 if g[G_FIX_FD] >= 0 and fgw.fast_rx() else 0
+        rx_ok = g[G_FIX_RX]
+        r = self.kernel((fd, rx, ws, st, hdr, data, lat), cal, self._en, self._fx, self._frx, g,
                         self._wait)
         if self._compiled and len(self.kernel.signatures) != self._compiled:
             self._compiled = len(self.kernel.signatures)
             self.log.error("%s: the loop compiled at run time (warm-up types differ from the "
                            "live ones)", self.name)
-        self._after(fgw, int(g[G_NEED]))
+        self._after(fgw, int(g[G_NEED]), bool(rx_ok))
         return r
 
-    def _after(self, fgw, need: int) -> None:
+    def _after(self, fgw, need: int, rx_ok: bool) -> None:
         g = self.g
         for bit, name in _NEED_NAMES.items():
             if need & bit:
                 self.rounds[name] = self.rounds.get(name, 0) + 1
         now = fgw.clock()
         fgw.after_kernel(now, int(g[G_SEND_LEN]) if need & NEED_SEND else 0, int(g[G_SENT]))
+        if rx_ok:
+            fgw.after_kernel_rx(now)
         if need & NEED_ENGINE:
             self.engine.after_step(int(g[G_ENGINE_RC]))
         if need & (NEED_FIX_RX | NEED_ORDERS | NEED_FIX_SLOW | NEED_SEND):

@@ -78,3 +78,20 @@ def test_rings_go_where_the_appliance_would_put_them(tmp_path):
     assert t2t.shm_root(argparse.Namespace(shm_dir=None)) == str(shm.resolve_dir().parent)
     with pytest.raises(t2t.BenchError, match="not a directory"):
         t2t.shm_root(argparse.Namespace(shm_dir=str(tmp_path / "missing")))
+
+
+def test_group_status_is_read_from_the_loops_closing_line(tmp_path):
+    """The bench reports what the one-process loop left to Python (group_python_rounds) from the
+    group's own closing status line; a log without one gives nothing rather than zeros."""
+    log = tmp_path / "one-group.log"
+    log.write_text(
+        "2026-12-07 08:35:58,400 INFO appliance.group: group: warm\n"
+        '2026-12-07 08:35:58,468 INFO appliance.group: group: {"kernel_calls": 37, "frames": 35, '
+        '"batches": 23, "orders": 46, "fix_reads": 22, "python_rounds": {"orders": 1}}\n'
+        "2026-12-07 08:35:58,470 INFO appliance.venues.gateway: md binance stopped: {}\n")
+    st = t2t.group_status(log)
+    assert st["group_kernel_calls"] == 37 and st["group_fix_reads"] == 22
+    assert st["group_python_rounds"] == {"orders": 1}
+    log.write_text("2026-12-07 08:35:58,400 INFO appliance.group: group: warm\n")
+    assert t2t.group_status(log) == {}
+    assert t2t.group_status(tmp_path / "missing.log") == {}

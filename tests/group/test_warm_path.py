@@ -33,7 +33,7 @@ def _arrays(obj, out):
 
 
 def test_warm_paths_change_no_state():
-    md, cal, en, fx, g, wait_ = group.scratch_args("binance")
+    md, cal, en, fx, _frx, g, wait_ = group.scratch_args("binance")
     # state that is not all zeros: an open order, a sent-message row, the next sender number
     fx.ot[3, fixgw.OT_KEY] = 77
     fx.ot[3, fixgw.OT_QTY] = 5

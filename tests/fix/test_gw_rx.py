@@ -1,0 +1,170 @@
+"""gw_rx: the FIX gateway's receive side in compiled code (the one-process loop reads the FIX
+socket itself): in-sequence execution reports become exec records and move the store's target
+number on disk; everything else is left to Python exactly where the Python step would take it."""
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from appliance.fix import codec as C
+from appliance.fix import gateway as fixgw
+from appliance.fix.store import FileStore
+from appliance.group import run as group
+from appliance.transport import records as R
+from appliance.transport import ring
+from tests.fix.test_codec import INSTR, SYMS, ack, heartbeat
+
+
+@pytest.fixture
+def rig(tmp_path):
+    """A scratch FIX bundle on the codec tests' instruments, its receive side on a real store's
+    mapped target digits, and a connected socket pair (``a``: the gateway's end)."""
+    _md, _cal, _en, fx, frx, _g, _w = group.scratch_args("binance")
+    fx = fx._replace(instr=INSTR, syms=SYMS)
+    store = FileStore(tmp_path / "store")
+    frx = frx._replace(tseq=store.target_view())
+    frx.pst[C.ST_EXPECT_SEQ] = store.next_target
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield fx, frx, store, a, b
+    a.close()
+    b.close()
+    store.close()
+
+
+def _exec_records(fx, cur):
+    out = []
+    rec = np.zeros(R.EXEC_RECORD_SIZE, np.uint8)
+    while ring.poll(fx.ehdr, fx.edata, cur, rec) == 1:
+        out.append(rec.view(R.RECORD_DTYPES[int(rec[R.RTYPE_OFF])])[0].copy())
+    return out
+
+
+def test_reports_in_sequence_become_exec_records_and_the_target_number_is_on_disk(rig, tmp_path):
+    fx, frx, store, a, b = rig
+    cur = ring.local_cursor(fx.ehdr)
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_NONE      # nothing sent yet
+    third = ack(103, 3)
+    b.sendall(ack(101, 1) + ack(102, 2) + third[:25])
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_DONE
+    recs = _exec_records(fx, cur)
+    assert [int(r["clord_id"]) for r in recs] == [101, 102]
+    assert all(r["rtype"] == R.RT_ACK for r in recs)
+    assert frx.pst[C.ST_EXPECT_SEQ] == 3
+    # the partial third message waits in the buffer, as the Python step leaves it
+    assert frx.pos[fixgw.RX_END] - frx.pos[fixgw.RX_START] == 25
+    b.sendall(third[25:])
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_DONE
+    assert [int(r["clord_id"]) for r in _exec_records(fx, cur)] == [103]
+    assert frx.pos[fixgw.RX_START] == frx.pos[fixgw.RX_END] == 0
+    assert frx.pos[fixgw.RX_READS] == 2
+    # the next target number reached the file through the mapping: a restarted store reads it
+    store.note_next_target(int(frx.pst[C.ST_EXPECT_SEQ]))
+    again = FileStore(tmp_path / "store")
+    assert again.next_target == 4
+    again.close()
+
+
+def test_a_session_message_stops_it_where_the_python_step_takes_over(rig):
+    fx, frx, store, a, b = rig
+    cur = ring.local_cursor(fx.ehdr)
+    hb = heartbeat(2)
+    b.sendall(ack(101, 1) + hb + ack(102, 3))
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_PYTHON
+    assert [int(r["clord_id"]) for r in _exec_records(fx, cur)] == [101]
+    assert frx.pos[fixgw.RX_SESSION] == 1
+    off, ln = int(frx.pst[C.ST_MSG_OFF]), int(frx.pst[C.ST_MSG_LEN])
+    assert bytes(frx.buf[off:off + ln]) == hb
+    # not consumed: the session layer checks and counts it; the report after it is still there
+    assert frx.pst[C.ST_EXPECT_SEQ] == 2
+    assert frx.pos[fixgw.RX_START] == off + ln
+    assert frx.pos[fixgw.RX_END] - frx.pos[fixgw.RX_START] == len(ack(102, 3))
+
+
+def test_a_gap_is_left_to_the_session_layer(rig):
+    fx, frx, store, a, b = rig
+    cur = ring.local_cursor(fx.ehdr)
+    b.sendall(ack(105, 5))
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_PYTHON
+    assert _exec_records(fx, cur) == []
+    assert frx.pos[fixgw.RX_SESSION] == 1 and frx.pst[C.ST_EXPECT_SEQ] == 1
+
+
+def test_end_of_stream_is_reported_not_swallowed(rig):
+    fx, frx, store, a, b = rig
+    b.close()
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_PYTHON
+    assert frx.pos[fixgw.RX_STATUS] == -1
+
+
+def test_garbage_is_skipped_and_counted_and_the_stream_goes_on(rig):
+    fx, frx, store, a, b = rig
+    cur = ring.local_cursor(fx.ehdr)
+    b.sendall(b"\x00junk\x01" * 5 + ack(101, 1))
+    assert fixgw.gw_rx_once(fx, frx, a.fileno()) == fixgw.RX_DONE
+    assert [int(r["clord_id"]) for r in _exec_records(fx, cur)] == [101]
+    assert frx.pst[C.ST_GARBAGE_BYTES] > 0 and frx.pst[C.ST_EXPECT_SEQ] == 2
+
+
+def _compiled_rx_run(self, stop):
+    """Gateway.run as the one-process loop drives the gateway: compiled code reads the socket
+    (for up to 2 ms, until it takes something) while the session is on its fast path, then the
+    Python step does the rest (orders out, timers, what gw_rx left)."""
+    from appliance.transport import records as R_
+    self._publish_session(R_.SESSION_DOWN)
+    self.compiled_reads = 0
+    while not stop():
+        end = time.monotonic() + 0.002
+        while self.sock is not None and time.monotonic() < end:
+            self.before_kernel()
+            if self.fast_fd() < 0 or not self.fast_rx():
+                break
+            c = fixgw.gw_rx_once(self.fx, self.rx, self.sock.fileno())
+            if c != fixgw.RX_NONE:
+                self.compiled_reads += 1
+                self.after_kernel_rx(self.clock())
+                break
+        self.step()
+
+
+@pytest.fixture
+def compiled_harness(shm_dir, tmp_path, monkeypatch):
+    from tests.fix.test_gateway import Harness
+    monkeypatch.setattr(fixgw.Gateway, "run", _compiled_rx_run)
+    h = Harness(shm_dir, tmp_path, refs={"BTCUSDT": "100.00"})
+    yield h
+    h.close()
+
+
+def test_gateway_reading_through_compiled_code_gets_acks_fills_and_heals_a_gap(compiled_harness):
+    """The venue's answers read by gw_rx (after_kernel_rx for what it leaves to Python): acks and
+    fills arrive as records, a sequence gap goes through the session layer's resend, and the
+    target number the store keeps is the venue's."""
+    h = compiled_harness
+    h.wait_state(R.SESSION_RECONCILED)
+    buy = h.new_order(10_100, qty=5)                # crosses the 100.00 reference: filled
+    got = h.next_records(lambda r: r["rtype"] == R.RT_FILL and r["clord_id"] == buy)
+    assert any(r["rtype"] == R.RT_ACK and r["clord_id"] == buy for r in got)
+    venue_store = h.srv.sessions[0].store
+    assert h.gw.store.next_target == venue_store.next_sender
+    reads = h.gw.compiled_reads
+    assert reads > 0
+    slow_before = h.gw.counters["slow_path_msgs"]
+    venue_store.set_next_sender(venue_store.next_sender + 5)   # the venue skips five numbers
+    gapped = h.new_order(9_001)
+    ack = h.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == gapped)[-1]
+    assert ack["exec_type"] == R.EXEC_NEW
+    assert h.gw.counters["slow_path_msgs"] > slow_before         # the session layer took it
+    deadline = time.time() + 10
+    while h.gw.store.next_target != venue_store.next_sender and time.time() < deadline:
+        time.sleep(0.01)
+    assert h.gw.store.next_target == venue_store.next_sender     # gap filled, in step again
+    after = h.new_order(9_002)
+    h.next_records(lambda r: r["rtype"] == R.RT_ACK and r["clord_id"] == after)
+    assert h.gw.compiled_reads > reads
+    assert h.gw.session.garbled == 0
+    # what the store's mapping holds is what a restart reads
+    assert h.gw.store.next_target == int(bytes(h.gw.target_view).decode())
