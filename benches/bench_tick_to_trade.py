@@ -575,7 +575,7 @@ class Receiver:
 # the run's config and actors
 # ------------------------------------------------------------------------------------------------
 def write_config(run: Path, venue: Venue, fix_port: int, wait_strategy: str,
-                 cores: dict, spins: int = 2000) -> Path:
+                 cores: dict, spins: int = 2000, ack_after_us: float | None = None) -> Path:
     from appliance.venues import binance
     from appliance import data
     meta = (data.venues_dir() / "BINANCE.0").read_bytes()
@@ -604,6 +604,7 @@ ws_url = "ws://127.0.0.1:{venue.ws_port}"
 rest_url = "http://127.0.0.1:{venue.rest_port}/{VENUE}"
 reconnect_min_ms = 5
 reconnect_max_ms = 50
+{"" if ack_after_us is None else f"ack_after_us = {ack_after_us}"}
 
 [[instruments]]
 venue = "{VENUE}"
@@ -798,7 +799,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
         spins = 2000 if len(actor_cores) >= len(names) else args.split_spins
     venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
-    cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins)
+    cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins, args.ack_after_us)
     procs = Procs(run, cfg, layout, args.budget_us)
     affinity = os.sched_getaffinity(0)
     if actor_core is not None:
@@ -1355,6 +1356,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-us", type=float, default=None,
                     help="the one-process loop's --budget-us (default: appliance group's)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    ap.add_argument("--ack-after-us", type=float, default=None,
+                    help="the venue's ack_after_us (the md socket's ACK sent by the pump once "
+                         "the socket was quiet this long; < 0: by the kernel inside recv()); "
+                         "default: the appliance's")
     ap.add_argument("--split-spins", type=int, default=1,
                     help="[wait] spin_iterations of the split layout's actors when they share a "
                          "core (default 1: yield after each empty poll)")

@@ -85,6 +85,9 @@ class VenueSection:
     stale_after_ms: int = 30_000
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 30_000
+    ack_after_us: float = 20.0                # md socket: the pump ACKs what it read once it is
+                                              # handled and the socket was quiet this long; < 0:
+                                              # the kernel ACKs inside recv() (venues/wsframe.py)
     maker_fee_bps: float = 0.0                # default fees of the venue's [[instruments]]
     taker_fee_bps: float = 0.0
     symbols: tuple = ()                       # derived: the venue's [[instruments]], in id order

@@ -1844,17 +1844,23 @@ class Gateway:
         self.gst[G_NEXT_SEQ] = self.store.next_sender
         self.pst[C.ST_EXPECT_SEQ] = self.store.next_target
 
-    def after_kernel_rx(self, now: float) -> None:
-        """Bookkeeping after compiled code read the socket (:func:`gw_rx`): the store's and the
-        session's view of what came in; then what it left to Python: the end of the stream or a
-        socket error, a message for the session layer (and the bytes after it), unknown working
-        orders to cancel."""
-        st = self.pst
-        n = int(st[C.ST_EXPECT_SEQ])
+    def note_rx_seq(self, now: float) -> None:
+        """The target number compiled code reached (:func:`gw_rx` wrote it into the store's
+        mapping): the store's and the session's view of it. First thing after a kernel call,
+        before anything here can write the seqnums file from the store's numbers."""
+        n = int(self.pst[C.ST_EXPECT_SEQ])
         if n != self.store.next_target:
             self.store.note_next_target(n)
             self.session.last_received = now
             self.session.test_request = 0
+
+    def after_kernel_rx(self, now: float) -> None:
+        """Bookkeeping after compiled code read the socket (:func:`gw_rx`): :meth:`note_rx_seq`;
+        then what it left to Python: the end of the stream or a socket error, a message for the
+        session layer (and the bytes after it), unknown working orders to cancel. After
+        :meth:`after_kernel` (a batch sent in part is queued before anything else is sent)."""
+        st = self.pst
+        self.note_rx_seq(now)
         p = self.rpos
         if self.sock is None:                   # after_kernel dropped the session (send failed)
             p[RX_STATUS] = p[RX_SESSION] = 0

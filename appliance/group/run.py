@@ -29,7 +29,10 @@ compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that 
                                  gateway's tables): the Python work between calls evicts them
     venue pump, one frame        recv() on the raw socket, deframe, handle_frame, md ring publish
                                  (frame_to_publish telemetry); then fixgw.warm_path prefetches
-                                 the FIX gateway's lines for the orders the frame may cause
+                                 the FIX gateway's lines for the orders the frame may cause.
+                                 A pump call that finds the socket empty and quiet for the
+                                 venue's ack_after_us sends the socket's ACK (wsframe.ack_now;
+                                 the frame's orders are out by then), not the frame's recv()
     engine, every new md record  kernels.check_kill + kernels.handle_md (book, strategies, risk
                                  gate, order records on the order ring)
     FIX gateway, new orders      gw_step (encode into the send buffer), the next sender number
@@ -573,7 +576,9 @@ class ActorGroup(Actor):
             return {}
         return {"kernel_calls": int(g[G_CALLS]), "frames": int(g[G_FRAMES]),
                 "batches": int(g[G_BATCHES]), "orders": int(g[G_ORDERS]),
-                "fix_reads": int(g[G_RX_READS]), "python_rounds": dict(self.rounds)}
+                "fix_reads": int(g[G_RX_READS]),
+                "md_acks": int(self.md.gw.wsw[wsframe.W_ACKS]) if self.md.gw else 0,
+                "python_rounds": dict(self.rounds)}
 
     # -- the loop -------------------------------------------------------------------------
     def _pump(self, fd, rx, ws, st, hdr, data, _max_frames, lat, cal) -> int:
@@ -599,6 +604,8 @@ class ActorGroup(Actor):
             if need & bit:
                 self.rounds[name] = self.rounds.get(name, 0) + 1
         now = fgw.clock()
+        if rx_ok:
+            fgw.note_rx_seq(now)
         fgw.after_kernel(now, int(g[G_SEND_LEN]) if need & NEED_SEND else 0, int(g[G_SENT]))
         if rx_ok:
             fgw.after_kernel_rx(now)

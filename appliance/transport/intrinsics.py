@@ -26,6 +26,7 @@ sys_recv             socket read, never blocks        ``call recv`` (MSG_DONTWAI
 sys_peek             bytes waiting on a socket?       ``call recv`` (MSG_DONTWAIT | MSG_PEEK)
 sys_send             socket write, never blocks       ``call send`` (MSG_DONTWAIT | MSG_NOSIGNAL)
 sys_errno            the thread's errno               ``call __errno_location``
+sys_setsockopt_int   an int socket option             ``call setsockopt`` (value on the stack)
 ===================  ===============================  =========================================
 
 Why atomics at all on x86: without them LLVM may hoist a plain load out of a spin loop, merge or
@@ -272,6 +273,27 @@ stream, -1 with EAGAIN when none.""")
 sys_send = _libc_buf_call("send", MSG_DONTWAIT | MSG_NOSIGNAL, """``send(fd, arr.data + off, n,
 MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes taken, or -1 (see :func:`sys_errno`). Never blocks, never
 raises SIGPIPE.""")
+
+
+@intrinsic
+def sys_setsockopt_int(typingctx, fd, level, optname, value):
+    """``setsockopt(fd, level, optname, &value, 4)`` with ``value`` as a C int: 0 or -1 (see
+    :func:`sys_errno`)."""
+    if not all(isinstance(a, types.Integer) for a in (fd, level, optname, value)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = [builder.trunc(context.cast(builder, a, t, types.int64), _I32)
+               for a, t in zip(args, sig.args)]
+        slot = cgutils.alloca_once(builder, _I32)
+        builder.store(i32[3], slot)
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(_I32, [_I32, _I32, _I32, i8p, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "setsockopt")
+        r = builder.call(fn, [i32[0], i32[1], i32[2], builder.bitcast(slot, i8p),
+                              ir.Constant(_I32, 4)])
+        return builder.sext(r, _I64)
+    return types.int64(fd, level, optname, value), codegen
 
 
 @intrinsic

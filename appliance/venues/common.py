@@ -523,10 +523,19 @@ def pump_frames(handle, fd, rx, ws, st, hdr, data, max_iters, lat, cal):
     pump). For every frame that published records, ``lat`` (a transport/hist.py row: the md
     gateway's ``frame_to_publish`` telemetry) gets the time from the recv() that completed it to
     its last record published, in ns (``cal``: clock calibration); ws[W_LAT] keeps it in ticks.
-    Returns a wsframe P_* code (P_ACTION | act for a frame that needs Python)."""
+    When the socket has nothing more after it returned bytes and stayed quiet for
+    ws[W_ACK_QUIET] ns, the pump sends their ACK itself (``wsframe.ack_now``; the module
+    docstring of wsframe: deferred ACKs). Returns a wsframe P_* code (P_ACTION | act for a frame
+    that needs Python)."""
     for _ in range(max_iters):
         r = wsframe.next_frame(fd, rx, ws)
         if r != wsframe.P_DATA:
+            if r == wsframe.P_IDLE and ws[wsframe.W_ACK] != 0 and ws[wsframe.W_ACK_QUIET] >= 0 \
+                    and clock.tsc_to_ns(cal, np.int64(wsframe.rdtsc()) - ws[wsframe.W_TSC]) \
+                    >= ws[wsframe.W_ACK_QUIET]:
+                ws[wsframe.W_ACK] = 0
+                ws[wsframe.W_ACKS] += 1
+                wsframe.ack_now(fd)
             return r
         s = ws[wsframe.W_S]
         e = ws[wsframe.W_E]

@@ -27,6 +27,10 @@ complete frame for ``stale_after_ms`` both mark every book stale (BR_STALE) and 
 loop never blocks for longer than ``poll_s`` outside compiled code, so a stop request (SIGTERM)
 is honoured within a second whatever the socket does.
 
+ACKs (plain TCP): the compiled pump sends the socket's ACK itself once it has handled what it
+read and the socket stayed quiet for ``ack_after_us`` (0: at once), rather than the next frame's
+recv() (venues/wsframe.py: deferred ACKs); ``ack_after_us`` < 0 leaves them to the kernel.
+
 With TLS (wss://) the decrypted bytes come from the ssl socket's ``recv_into`` (Python) and the
 same compiled deframing and handling run over them.
 
@@ -179,7 +183,7 @@ class Gateway:
                  connect_timeout_s: float = 5.0, http_timeout_s: float = 5.0,
                  poll_s: float = 0.05, rng: random.Random | None = None, now_tsc=None,
                  heartbeat=None, max_frame_bytes: int = wsframe.DEFAULT_MAX_FRAME,
-                 frame_deadline_ms: int = 5_000,
+                 frame_deadline_ms: int = 5_000, ack_after_us: float = 20.0,
                  snapshot_backoff_s: tuple[float, float] = (SNAPSHOT_BACKOFF_MIN_S,
                                                             SNAPSHOT_BACKOFF_MAX_S),
                  warm: bool = True):
@@ -206,6 +210,7 @@ class Gateway:
         self.heartbeat = heartbeat
         self.counts = {k: 0 for k in self.STAT_NAMES}
         self.rx, self.wsw = wsframe.new_state(max_frame_bytes)
+        self.wsw[wsframe.W_ACK_QUIET] = -1 if ack_after_us < 0 else int(ack_after_us * 1000)
         self.max_frame_bytes = max_frame_bytes
         self.ws: websocket.WebSocket | None = None
         self._retry: dict[str, tuple[str, float]] = {}      # symbol -> (path, not before)
@@ -712,7 +717,8 @@ class MdGateway(Actor):
         self.gw = Gateway(self.venue, self.instruments, common.RecordWriter.of(self.writer),
                           self.ws_url, self.rest_url, stale_after_ms=v.stale_after_ms,
                           reconnect_min_ms=v.reconnect_min_ms,
-                          reconnect_max_ms=v.reconnect_max_ms, heartbeat=self.tick, warm=False)
+                          reconnect_max_ms=v.reconnect_max_ms, ack_after_us=v.ack_after_us,
+                          heartbeat=self.tick, warm=False)
         # per-hop telemetry: frame recv -> records published, written by the compiled pump
         self.gw.feed.set_latency_row(self.tm.hists[self.tm.hist(HOP_FRAME_TO_PUBLISH)])
         self.log.info("md %s: %d instruments (%s) -> ring %s (%s)", self.venue,

@@ -23,6 +23,10 @@ Receive state (``ws``, int64[WS_WORDS]; one per connection, reset by :func:`rese
     W_BYTES     bytes received on this connection
     W_LAT       TSC ticks from W_TSC to the end of the last handle_frame (records published)
     W_FRAMES    complete data frames handed to the venue
+    W_ACK       1 when recv() returned bytes since the last :func:`ack_now`
+    W_ACKS      ack_now calls
+    W_ACK_QUIET ns the socket must stay quiet after bytes came before the pump ACKs them (< 0:
+                never, the kernel ACKs inside recv()); kept by :func:`reset`
 
 Return codes of :func:`next_frame` (and of every venue ``pump``, which adds P_ACTION)::
 
@@ -40,6 +44,21 @@ Return codes of :func:`next_frame` (and of every venue ``pump``, which adds P_AC
     P_BUDGET    (pump) max_iters frames handled; call again
     P_ACTION|a  (pump) the venue kernel returned action bits ``a`` for the frame at rx[W_S:W_E]
 
+Deferred ACKs (:func:`ack_now`). A read that empties the socket of a small pushed segment makes
+the kernel send its ACK inside that recv() (tcp_cleanup_rbuf), unless the connection is in
+"pingpong" (interactive) mode, where ACKs are delayed. A market-data stream is one-way, so every
+frame's recv() paid for its ACK before it returned: on loopback about 2 us, the ACK's whole trip
+through the stack included. Every venue's pump (``common.pump_frames``) calls :func:`ack_now` when
+it finds the socket empty after reading bytes and quiet for ws[W_ACK_QUIET] ns (the venue's
+``ack_after_us``, default 20 us): the frames are handled by then (records published, and in the
+one-process loop their orders sent). That keeps the socket in pingpong mode and sends the ACK
+itself, off the frame's path. Measured with ``appliance bench tick-to-trade`` (loopback, a frame
+a millisecond): sender -> md recv() returned 3.2-5.3 us against 5.8-8.9 us with the kernel's
+ACK. Why not at once (0): where actors share a core, the ACK's ~3 us then delays the engine's
+turn (split layout on 2 vCPUs: tick-to-trade 29-33 us against 22-23 us). The cost: a sender that
+holds small writes for our ACK (Nagle; market-data servers normally disable it) waits that long
+for its next write; under a continuous stream the kernel still ACKs every full segment itself.
+
 The receive buffer never grows: it holds W_MAX + 14 bytes, and a partial frame is moved to its
 front when the rest would not fit. No function here allocates or raises.
 """
@@ -49,7 +68,8 @@ import numpy as np
 from numba import njit
 
 from appliance import jit
-from appliance.transport.intrinsics import EAGAIN, EINTR, rdtsc, sys_errno, sys_recv
+from appliance.transport.intrinsics import (EAGAIN, EINTR, rdtsc, sys_errno, sys_recv,
+                                            sys_setsockopt_int)
 
 W_POS = 0
 W_FILL = 1
@@ -64,6 +84,9 @@ W_ERRNO = 9
 W_BYTES = 10
 W_LAT = 11
 W_FRAMES = 12
+W_ACK = 13          # 1: bytes were read since the last ack_now (the pump sends the ACK)
+W_ACKS = 14         # ack_now calls on this connection
+W_ACK_QUIET = 15    # ns the socket must stay quiet before the pump ACKs; < 0: the kernel ACKs
 WS_WORDS = 16
 
 P_DATA = 1
@@ -90,6 +113,7 @@ OP_PONG = 10
 
 HEADER_MAX = 14             # 2 + 8 (64-bit length) + 4 (mask key, never sent by servers)
 DEFAULT_MAX_FRAME = 16 << 20
+ACK_QUIET_NS = 20_000       # default W_ACK_QUIET (module docstring: deferred ACKs)
 
 
 
@@ -101,14 +125,17 @@ def new_state(max_frame: int = DEFAULT_MAX_FRAME) -> tuple[np.ndarray, np.ndarra
     rx = np.zeros(max_frame + HEADER_MAX, np.uint8)
     ws = np.zeros(WS_WORDS, np.int64)
     ws[W_MAX] = max_frame
+    ws[W_ACK_QUIET] = ACK_QUIET_NS
     return rx, ws
 
 
 def reset(ws: np.ndarray) -> None:
     """A fresh connection: forget buffered bytes, keep the size cap."""
     cap = int(ws[W_MAX])
+    quiet = int(ws[W_ACK_QUIET])
     ws[:] = 0
     ws[W_MAX] = cap
+    ws[W_ACK_QUIET] = quiet
 
 
 @njit(**jit.INTERNAL)
@@ -197,6 +224,7 @@ def next_frame(fd, rx, ws):
             ws[W_TSC] = rdtsc()
             ws[W_FILL] = fill + n
             ws[W_BYTES] += n
+            ws[W_ACK] = 1
             continue
         if n == 0:
             return P_CLOSED
@@ -229,3 +257,16 @@ def frame_bytes(payload: bytes, op: int = OP_TEXT, fin: bool = True, mask: bytes
         return bytes(head) + payload
     masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
     return bytes(head) + mask + masked
+
+
+IPPROTO_TCP = 6
+TCP_QUICKACK = 12
+
+
+@njit(**jit.HELPER)
+def ack_now(fd):
+    """Send the ACK of what was read now (TCP_QUICKACK 1: leave pingpong mode, the pending ACK
+    goes out) and go back to delayed ACKs (TCP_QUICKACK 0), so the next frame's recv() does not
+    send one itself (module docstring). Two setsockopt calls; returns the second's result."""
+    sys_setsockopt_int(fd, IPPROTO_TCP, TCP_QUICKACK, 1)
+    return sys_setsockopt_int(fd, IPPROTO_TCP, TCP_QUICKACK, 0)
