@@ -85,6 +85,13 @@ its batch's ``send`` returned), wire_to_ack (send returned -> the first answer's
 tick_to_trade (the order's origin TSC, the market event behind it -> send returned), one sample
 per order, recorded by the compiled steps.
 
+ACKs (plain TCP, ``ack_reads``): the venue's messages are ACKed as soon as they are read
+(``Gateway.ack_reads``; in the one-process loop once it is idle after ``gw_rx``), not carried on
+the next order's segment, where the venue's stack would process the ACK (free the acked
+messages, rearm its retransmit timer) before it queues the order's bytes. In the one-process
+bench the order's send() went from 5.1-5.4 us to 4.2-4.5 us (mean) and send -> the venue's
+recv() returned from 5.7-5.9 us to 3.8-4.5 us.
+
 Logon: ``credentials_file`` gives Username/Password; ``logon_signature`` signs the Logon
 (``admin.logon_hook``: HMAC-SHA256 or Ed25519 over SendingTime, MsgType, MsgSeqNum, CompIDs and
 the password, in RawData) with the key in ``signing_key_file``. Every such file must be 0600;
@@ -122,6 +129,9 @@ Configuration: ``[fix.sessions.NAME]`` in the appliance TOML (``cfg.extra["fix"]
     signing_key_file = ""           # its key (0600): HMAC key in base64, Ed25519 PEM or base64 seed
     mass_cancel_on_kill = true      # FIX 4.4: one OrderMassCancelRequest on a kill
     mass_status = true              # FIX 4.4: OrderMassStatusRequest when reconciling
+    ack_reads = true                # plain TCP: ACK what the venue sent once it is read (off
+                                    # the order path), rather than on the next order's segment
+                                    # (module docstring: ACKs)
     [fix.sessions.NAME.tls]         # FIX over TLS (appliance.fix.tls), e.g.
     CertificationAuthoritiesFile = "/etc/appliance/venue-ca.pem"
     SSLServerName = "fix.venue.example"
@@ -721,6 +731,7 @@ class GatewayConfig:
     signing_key_file: str = ""
     mass_cancel_on_kill: bool = True
     mass_status: bool = True
+    ack_reads: bool = True
     tls: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -1797,6 +1808,7 @@ class Gateway:
             self.rend += k
             self._received(now, rx)
             busy = True
+            self.ack_reads()
             if self.gst[G_UNKNOWN_N]:
                 self._cancel_unknown(now)
         if busy:
@@ -1817,6 +1829,17 @@ class Gateway:
         if self.sock is not None and self.session.closing:
             self._flush()
             self._disconnect(now, "session closed the connection")
+
+    def ack_reads(self) -> None:
+        """ACK what was read now (module docstring: ACKs): TCP_QUICKACK 1 sends the pending ACK,
+        0 returns the socket to delayed ACKs. Plain TCP with ``ack_reads`` only."""
+        if self.sock is None or self.tls is not None or not self.cfg.ack_reads:
+            return
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        except OSError:
+            pass                # the next recv()/send() reports a dead socket
 
     # ---- the one-process layout (appliance.group) --------------------------------------
     def fast_fd(self) -> int:

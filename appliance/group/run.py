@@ -46,7 +46,8 @@ compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that 
                                  (exec records on the exec ring, read by the engine's step in
                                  the next spin), the next target number written into the store's
                                  mapped seqnums file; a message for the session layer, the end of
-                                 the stream or unknown working orders -> back to Python. While
+                                 the stream or unknown working orders -> back to Python; the
+                                 socket's ACK of them once the loop is idle (ack_reads). While
                                  the session is not on its fast path (Gateway.fast_rx), a
                                  MSG_PEEK recv instead: bytes waiting -> back to Python
     nothing to do                the [wait] strategy (spin / spin_yield / backoff)
@@ -107,7 +108,9 @@ G_FRAMES = 12       # md frames handled by the kernel, total
 G_MD_RING = 13      # index of this venue's md ring in the engine's Loop
 G_FIX_RX = 14       # 1: compiled code may read the FIX socket itself (Gateway.fast_rx)
 G_RX_READS = 15     # FIX socket reads taken by compiled code, total
-G_N = 16
+G_FIX_ACK = 16      # 1: ACK what gw_rx read once the loop is idle (the session's ack_reads)
+G_FIX_ACK_DUE = 17  # gw_rx read bytes not ACKed yet
+G_N = 24
 
 NEED_FIX_RX = 1     # bytes are waiting on the FIX socket
 NEED_ORDERS = 2     # order records are waiting and compiled code may not send them
@@ -273,13 +276,20 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
                 c = fixgw.gw_rx(fx, frx, g[G_FIX_FD])   # execution reports in, exec records out
                 if c == fixgw.RX_DONE:
                     g[G_RX_READS] += 1
+                    g[G_FIX_ACK_DUE] = g[G_FIX_ACK]
                     work = True
                 elif c == fixgw.RX_PYTHON:
                     g[G_RX_READS] += 1
+                    g[G_FIX_ACK_DUE] = g[G_FIX_ACK]
                     g[G_FIX_RX] = 0
                     need |= NEED_FIX_RX                 # the session layer, or the socket ended
             elif sys_peek(g[G_FIX_FD], fx.scratch[1], 0, 1) >= 0 or sys_errno() != EAGAIN:
                 need |= NEED_FIX_RX                     # data, end of stream or an error
+        if not work and g[G_FIX_ACK_DUE] != 0 and g[G_FIX_FD] >= 0:
+            # what the venue sent, ACKed now that the loop is idle: on the next order's segment
+            # the ACK's processing at the venue's end would delay the order's bytes
+            g[G_FIX_ACK_DUE] = 0
+            wsframe.ack_now(g[G_FIX_FD])
         if need != 0 or (r != wsframe.P_IDLE and r != wsframe.P_BUDGET):
             break                       # P_NEED (TLS: Python fills rx), actions, control frames...
         if now - t0 >= budget:
@@ -588,6 +598,7 @@ class ActorGroup(Actor):
         fgw.before_kernel()
         g[G_FIX_FD] = fgw.fast_fd()
         g[G_FIX_RX] = 1 if g[G_FIX_FD] >= 0 and fgw.fast_rx() else 0
+        g[G_FIX_ACK] = 1 if fgw.cfg.ack_reads else 0
         rx_ok = g[G_FIX_RX]
         r = self.kernel((fd, rx, ws, st, hdr, data, lat), cal, self._en, self._fx, self._frx, g,
                         self._wait)

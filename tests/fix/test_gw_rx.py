@@ -205,3 +205,40 @@ def test_gateway_reading_through_compiled_code_gets_acks_fills_and_heals_a_gap(c
     # the store's mapping holds what a restart reads: the venue's next number
     _until(lambda: h.gw.store.next_target == venue_store.next_sender)
     assert int(bytes(h.gw.target_view).decode()) == venue_store.next_sender
+
+
+def _unacked(sock) -> int:
+    """Segments ``sock`` sent that its peer has not ACKed (Linux tcp_info.tcpi_unacked)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int.from_bytes(info[24:28], "little")
+
+
+@pytest.mark.parametrize("ack_reads", [True, False])
+def test_ack_reads_sends_the_ack_of_what_was_read_at_once(ack_reads):
+    """Gateway.ack_reads (the session's ``ack_reads``, default on): the venue's message is ACKed
+    right after it is read, not left for the delayed-ACK timer or the next order's segment."""
+    from types import SimpleNamespace
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    gw_sock = socket.create_connection(srv.getsockname())
+    venue, _ = srv.accept()
+    srv.close()
+    try:
+        gw_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)    # delayed ACKs
+        venue.sendall(ack(101, 1))
+        deadline = time.time() + 5
+        got = b""
+        while not got and time.time() < deadline:
+            got = gw_sock.recv(4096)
+        assert got
+        assert _unacked(venue) == 1                  # the gateway's kernel holds the ACK back
+        gw = SimpleNamespace(sock=gw_sock, tls=None, cfg=SimpleNamespace(ack_reads=ack_reads))
+        fixgw.Gateway.ack_reads(gw)
+        _until(lambda: _unacked(venue) == 0, timeout=0.5) if ack_reads else time.sleep(0.005)
+        assert _unacked(venue) == (0 if ack_reads else 1)
+    finally:
+        gw_sock.close()
+        venue.close()
+
+
