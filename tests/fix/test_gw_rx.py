@@ -18,6 +18,7 @@ from appliance.transport import clock, ring
 from appliance.transport import records as R
 from appliance.transport.intrinsics import rdtsc
 from tests.fix.test_codec import INSTR, SYMS, ack, heartbeat
+from tests.loopback import tcp_pair
 
 
 @pytest.fixture
@@ -218,12 +219,7 @@ def test_ack_reads_sends_the_ack_of_what_was_read_at_once(ack_reads):
     """Gateway.ack_reads (the session's ``ack_reads``, default on): the venue's message is ACKed
     right after it is read, not left for the delayed-ACK timer or the next order's segment."""
     from types import SimpleNamespace
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    gw_sock = socket.create_connection(srv.getsockname())
-    venue, _ = srv.accept()
-    srv.close()
+    gw_sock, venue = tcp_pair()
     try:
         gw_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)    # delayed ACKs
         venue.sendall(ack(101, 1))

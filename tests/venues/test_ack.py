@@ -7,17 +7,11 @@ import socket
 import time
 
 from appliance.venues import binance, common, wsframe
+from tests.loopback import tcp_pair
 
 
 def _tcp_pair():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    srv.close()
-    for s in (cli, peer):
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cli, peer = tcp_pair()
     cli.setblocking(False)
     return cli, peer
 
