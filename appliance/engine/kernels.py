@@ -124,7 +124,7 @@ from appliance.engine import strategies as strat
 from appliance.engine.strategies import base
 from appliance.jit import HELPER, INTERNAL
 from appliance.transport import clock, control, hist, records, ring, wait
-from appliance.transport.intrinsics import load_relaxed, prefetch_write, rdtsc
+from appliance.transport.intrinsics import fence_seq_cst, load_relaxed, prefetch_write, rdtsc
 from appliance.transport.prefetch import row as _pf_row
 
 # --- book state (bstate[b, BS_*]) --------------------------------------------------------------
@@ -883,6 +883,32 @@ def _on_timer(books, strats, gate, tel, io, now, timeout_ns):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _idle(loop):
+    """The wait strategy after an empty pass. Where the back-off would sleep, the engine sleeps
+    on the doorbells of all its input rings (transport/ring.py): a producer's notify ends the
+    sleep, the back-off's sleep bounds it."""
+    p = loop.wait_params
+    s = loop.wait_state
+    n_md = loop.settings[LP_N_MD]
+    n_ex = loop.settings[LP_N_EX]
+    if loop.bells.shape[0] < n_md + n_ex or not wait.will_sleep(p, s):
+        wait.idle(p, s)
+        return
+    for r in range(n_md):
+        ring.arm(loop.md_hdrs[r], loop.bells, r)
+    for r in range(n_ex):
+        ring.arm(loop.ex_hdrs[r], loop.bells, n_md + r)
+    fence_seq_cst()
+    for r in range(n_md):
+        if ring.behind(loop.md_hdrs[r], loop.md_curs[r]) > 0:
+            return                       # published meanwhile: no sleep
+    for r in range(n_ex):
+        if ring.behind(loop.ex_hdrs[r], loop.ex_curs[r]) > 0:
+            return
+    wait.sleep_bells(p, s, loop.bells, n_md + n_ex)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def step(loop, books, strats, gate, tel, io, actor_idx, max_iters):
     """Poll every input up to ``max_iters`` times or for about a millisecond, whichever ends
     first (see the module docstring), then heartbeat; returns STEP_* (the most important event
@@ -921,8 +947,9 @@ def step(loop, books, strats, gate, tel, io, actor_idx, max_iters):
             stats[ST_LAST_TIMER] = now
             _on_timer(books, strats, gate, tel, io, now, settings[LP_ACK_TIMEOUT_NS])
         if work == 0:
-            wait.idle(loop.wait_params, loop.wait_state)
+            _idle(loop)
         else:
+            ring.notify(io.ord_hdr)      # the orders of this pass: wake a FIX gateway asleep
             wait.reset(loop.wait_state)
         if now - t_start >= settings[LP_STEP_TSC]:
             break                      # back to Python about every millisecond (signals)

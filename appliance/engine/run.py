@@ -228,8 +228,8 @@ class Engine(Actor):
     def close(self) -> None:
         if self.ow is not None:
             k = self.es.cancel_all() if self.es.io is not None else 0
-            self.log.info("engine stopping: %d working orders cancelled; stats %s", k,
-                          self.es.stats_dict())
+            self.log.info("engine stopping: %d working orders cancelled; stats %s; wait %s", k,
+                          self.es.stats_dict(), wait.counters(self.wstate))
         if self.snap is not None:
             self.snap.stop()
             try:

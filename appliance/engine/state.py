@@ -10,7 +10,7 @@ who reads what)::
     Telemetry(stats, lat_hist, cal)
     Io(ord_hdr, ord_data, words, md_buf, ex_buf)  the order ring and control block it works on
     Loop(md_hdrs, md_datas, md_curs, ex_hdrs, ex_datas, ex_curs, wait_params, wait_state,
-         settings)
+         settings, bells)
 
 ``EngineState`` builds Books, Strategies, Gate and Telemetry from the config; ``attach`` gives it
 an Io (the order ring it writes and the control block); the actor builds the Loop from its rings
@@ -62,11 +62,13 @@ Io = namedtuple("Io", ["ord_hdr", "ord_data", "words", "md_buf", "ex_buf"])
 Io.__doc__ = """ord_hdr / ord_data: the order ring (written in place), words: the control block
 (uint64 view), md_buf uint8[64] / ex_buf uint8[128]: one md / exec record of scratch."""
 Loop = namedtuple("Loop", ["md_hdrs", "md_datas", "md_curs", "ex_hdrs", "ex_datas", "ex_curs",
-                           "wait_params", "wait_state", "settings"])
+                           "wait_params", "wait_state", "settings", "bells"])
 Loop.__doc__ = """What ``step`` polls and how: md_hdrs / md_datas / md_curs (tuples, one md ring per
 venue, padded to MAX_MD_RINGS), ex_hdrs / ex_datas / ex_curs (one exec ring per FIX session,
 padded to MAX_EXEC_RINGS), wait_params / wait_state (transport/wait.py), settings int64[LP_N]
-(kernels.LP_*: the counts of rings to poll, timer period, step budget, ack timeout)."""
+(kernels.LP_*: the counts of rings to poll, timer period, step budget, ack timeout), bells
+int64[n_md + n_ex, 3] (the futex_waitv rows of the real rings' doorbells, md rings first:
+transport/ring.py; the back-off sleeps on them)."""
 
 
 # [engine] table: name -> (default, minimum)
@@ -353,7 +355,8 @@ class EngineState:
         self.loop_settings[LP_N_EX] = len(ex_rings)
         return Loop(tuple(r[0] for r in md), tuple(r[1] for r in md), tuple(r[2] for r in md),
                     tuple(r[0] for r in ex), tuple(r[1] for r in ex), tuple(r[2] for r in ex),
-                    wait_params, wait_state, self.loop_settings)
+                    wait_params, wait_state, self.loop_settings,
+                    ring.bell_rows([r[0] for r in md_rings] + [r[0] for r in ex_rings]))
 
     def attached_io(self) -> Io:
         """The Io given to ``attach`` (EngineError when none was)."""

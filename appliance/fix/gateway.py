@@ -159,7 +159,8 @@ from appliance.fix import codec as C
 from appliance.transport import clock, control, hist, ring, shm, wait
 from appliance.transport import records as R
 from appliance.transport import prefetch
-from appliance.transport.intrinsics import EAGAIN, EINTR, move_bytes, rdtsc, sys_errno, sys_recv
+from appliance.transport.intrinsics import (EAGAIN, EINTR, move_bytes, rdtsc, sys_errno, sys_recv,
+                                            sys_send)
 
 log = logging.getLogger(__name__)
 
@@ -611,6 +612,32 @@ def put_seq(view, n):
         view[k] = 48 + (n - q * 10)
         n = q
         k -= 1
+
+
+SO_N, SO_LEN, SO_SENT, SO_TSC = range(4)   # gw_send's out words
+
+
+@njit(cache=True, nogil=True)
+def gw_send(fx, fd, max_n, out):
+    """Orders out in one call, for the gateway's own step while :meth:`Gateway.fast_fd` allows
+    it: ``gw_step`` (up to ``max_n`` orders encoded), the next sender number into the store's
+    mapped seqnums file (``fx.seq``) before the batch leaves, ``send()`` on ``fd``, ``gw_sent``.
+    ``out``: int64[4] (SO_*): orders encoded, the batch's length, what send() returned (bytes,
+    or -errno), the TSC when send() was called. Returns the orders encoded."""
+    n = gw_step(fx, max_n)
+    out[SO_N] = n
+    out[SO_LEN] = 0
+    out[SO_SENT] = 0
+    if n > 0:
+        ln = fx.gst[G_SEND_LEN]
+        put_seq(fx.seq, fx.gst[G_NEXT_SEQ])
+        t = np.int64(rdtsc())
+        k = sys_send(fd, fx.sbuf, 0, ln)
+        out[SO_SENT] = k if k >= 0 else -sys_errno()
+        gw_sent(fx.batch, n, t, fx.cal, fx.ot, fx.hists, fx.hidx)
+        out[SO_LEN] = ln
+        out[SO_TSC] = t
+    return n
 
 
 @njit(**jit.HELPER)
@@ -1068,6 +1095,9 @@ class Gateway:
         self._lost_logged = 0
         self.wparams = wait_params if wait_params is not None else wait.make("spin_yield")
         self.wstate = wait.new_state()
+        # the order ring's doorbell: a back-off wait sleeps on it (transport/ring.py)
+        self.bells = ring.bell_rows([self.orders.hdr])
+        self.send_out = np.zeros(4, np.int64)     # gw_send's out words (SO_*)
         self.rbuf = np.zeros(self.RECV_CAP, np.uint8)
         self.rview = memoryview(self.rbuf)
         self.rpos = np.zeros(RX_N, np.int64)      # rstart, rend (properties) and gw_rx's words
@@ -1770,15 +1800,25 @@ class Gateway:
                 self._connect(now)
             return
         if busy:
-            if self.gst[G_READY]:
+            fd = self.fast_fd()
+            if fd >= 0 or self.gst[G_READY]:
                 self.gst[G_NEXT_SEQ] = self.store.next_sender
-                n_sent = self._step_orders()
-                if n_sent:
-                    self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
-                    self.session.last_sent = now
-                    self.last_send_tsc = int(clock.now(self.cal))   # telemetry: send() called
-                    self._send(self.sbuf[:self.gst[G_SEND_LEN]])
-                    gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot, self.hists, self.hidx)
+                out = self.send_out
+                if fd >= 0:
+                    # encode, the sender number, send(), telemetry: one compiled call
+                    if gw_send(self.fx, fd, self.cfg.max_batch, out):
+                        self.last_send_tsc = int(out[SO_TSC])
+                        ln, k = int(out[SO_LEN]), int(out[SO_SENT])
+                        self.after_kernel(now, ln if k != ln else 0, k)
+                else:                               # TLS, or bytes queued in outbuf
+                    n_sent = self._step_orders()
+                    if n_sent:
+                        self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
+                        self.session.last_sent = now
+                        self.last_send_tsc = int(clock.now(self.cal))   # send() called
+                        self._send(self.sbuf[:self.gst[G_SEND_LEN]])
+                        gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot,
+                                self.hists, self.hidx)
                 if self.gst[G_MASS_PENDING]:
                     self._expand_mass_cancel(now)
             else:
@@ -1814,7 +1854,7 @@ class Gateway:
         if busy:
             wait.reset(self.wstate)
         else:
-            wait.idle(self.wparams, self.wstate)
+            ring.idle_on(self.wparams, self.wstate, self.orders.hdr, self.orders.cur, self.bells)
         if self._logon_pending:
             self._logon_pending = False
             self._start_reconcile(now)
@@ -1972,6 +2012,7 @@ def warm(gcfg: "GatewayConfig") -> None:
              cwords, sent, batch, hists, hidx, np.zeros(20, np.uint8))
     n = gw_step(fx, 4)
     gw_sent(batch, n, clock.now(cal), cal, ot, hists, hidx)
+    gw_send(fx, -1, 4, np.zeros(4, np.int64))      # the ring is empty now: nothing is sent
     sym = bytes(syms[0, :instr[0, C.SYM_LEN]]).decode()
     body = (f"35=8\x0134=1\x0149=X\x0152=20240101-00:00:00.000\x0156=Y\x0111=7\x0117=E\x01"
             f"150=I\x0139=0\x0155={sym}\x0154=1\x01151=0\x0114=0\x01").encode()
@@ -2089,8 +2130,9 @@ class FixGatewayActor(Actor):
         gw = self.gw
         if gw is not None:
             gw.close()
-            self.log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s", self.g.name,
-                          gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS], gw.counters)
+            self.log.info("%s: gateway stopped: sent %d, refused %d, execs %d, %s; wait %s",
+                          self.g.name, gw.gst[G_SENT], gw.gst[G_REFUSED], gw.gst[G_EXECS],
+                          gw.counters, wait.counters(gw.wstate))
         for x in (self.store, self.mlog, self.orders, self.execs):
             if x is not None:
                 x.close()

@@ -27,6 +27,8 @@ sys_peek             bytes waiting on a socket?       ``call recv`` (MSG_DONTWAI
 sys_send             socket write, never blocks       ``call send`` (MSG_DONTWAIT | MSG_NOSIGNAL)
 sys_errno            the thread's errno               ``call __errno_location``
 sys_setsockopt_int   an int socket option             ``call setsockopt`` (value on the stack)
+sys_futex_wake       wake a shared futex's waiters    ``call syscall`` (futex, FUTEX_WAKE)
+sys_futex_waitv      sleep on several futexes         ``call syscall`` (futex_waitv, Linux 5.16+)
 ===================  ===============================  =========================================
 
 Why atomics at all on x86: without them LLVM may hoist a plain load out of a spin loop, merge or
@@ -304,3 +306,62 @@ def sys_errno(typingctx):
         fn = cgutils.get_or_insert_function(builder.module, fnty, "__errno_location")
         return builder.sext(builder.load(builder.call(fn, [])), _I64)
     return types.int64(), codegen
+
+
+# --- futexes (libc syscall()) from compiled code: the rings' doorbells (ring.py) -------------------
+SYS_FUTEX = 202
+SYS_FUTEX_WAITV = 449
+FUTEX_WAKE = 1
+FUTEX_32 = 2               # futex_waitv flags: a 32-bit futex word (shared: no FUTEX_PRIVATE_FLAG)
+CLOCK_MONOTONIC = 1
+ENOSYS = 38
+ETIMEDOUT = 110
+
+
+def _syscall_fn(builder):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64], var_arg=True),
+                                          "syscall")
+
+
+@intrinsic
+def sys_futex_wake(typingctx, arr, off):
+    """``futex(arr.data + off, FUTEX_WAKE, INT_MAX)`` on the 32-bit word at byte ``off`` (shared,
+    not FUTEX_PRIVATE: the word may live in memory mapped by other processes): the number of
+    waiters woken, or -1 (see :func:`sys_errno`)."""
+    if not _check(arr, off):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.ptrtoint(_byte_ptr(context, builder, sig.args[0], args[0], args[1]), _I64)
+        z = ir.Constant(_I64, 0)
+        return builder.call(_syscall_fn(builder), [ir.Constant(_I64, SYS_FUTEX), ptr,
+                                                   ir.Constant(_I64, FUTEX_WAKE),
+                                                   ir.Constant(_I64, 0x7FFFFFFF), z, z, z])
+    return types.int64(arr, off), codegen
+
+
+@intrinsic
+def sys_futex_waitv(typingctx, vec, n, deadline_ns):
+    """``futex_waitv(vec.data, n, 0, &deadline, CLOCK_MONOTONIC)``: sleep until one of the ``n``
+    futexes of ``vec`` (int64[n, 3], one ``struct futex_waitv`` per row: the value expected, the
+    word's address, FUTEX_32) is woken or no longer holds its value, or CLOCK_MONOTONIC reaches
+    ``deadline_ns``. Returns the index of the futex woken, or -1 (see :func:`sys_errno`: EAGAIN
+    a value had changed, ETIMEDOUT, EINTR, ENOSYS before Linux 5.16)."""
+    if not (isinstance(vec, types.Array) and isinstance(n, types.Integer)
+            and isinstance(deadline_ns, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        base = builder.ptrtoint(ary.data, _I64)
+        n_ = context.cast(builder, args[1], sig.args[1], types.int64)
+        dl = context.cast(builder, args[2], sig.args[2], types.int64)
+        ts_t = ir.LiteralStructType([_I64, _I64])
+        ts = cgutils.alloca_once(builder, ts_t)
+        billion = ir.Constant(_I64, 1_000_000_000)
+        builder.store(builder.sdiv(dl, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
+        builder.store(builder.srem(dl, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
+        return builder.call(_syscall_fn(builder), [
+            ir.Constant(_I64, SYS_FUTEX_WAITV), base, n_, ir.Constant(_I64, 0),
+            builder.ptrtoint(ts, _I64), ir.Constant(_I64, CLOCK_MONOTONIC)])
+    return types.int64(vec, n, deadline_ns), codegen

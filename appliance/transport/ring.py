@@ -8,7 +8,8 @@ Memory layout of a ring region (``shm`` header first; byte offsets)::
 
     0     line 0   static geometry (magic, layout, kind, record size, capacity, ...)  read-only
     64    line 1   writer identity (pid, launch time, generation)         written at writer open
-    128   line 2   head: sequence of the next record to publish   written by the producer only
+    128   line 2   head: sequence of the next record to publish   written by the producer only;
+                   the doorbell (below): SLEEP (consumers), BELL and RUNG (the producer)
     192   lines 3..34: consumer table, one line per consumer: state, pid, launch time, position,
                    lost, laps, name. Each line is written only by its consumer (its position on
                    every read, which stays in that core's cache) and read by ``shm ls``.
@@ -23,6 +24,19 @@ v1 < 2p+2 -> not yet published (or being written). v1 > 2p+2 or v2 != v1 -> lapp
 jumps to head - capacity + 1, the oldest record that cannot be being overwritten, and adds the
 skipped count to its ``lost`` counter. On x86 all of this is plain ``mov``s; the orderings only
 stop the compiler from reordering (tests/transport/test_ring_asm.py checks the emitted order).
+
+Doorbell (for consumers that sleep when idle: the ``backoff`` wait of a shared host). A consumer
+about to sleep reads BELL into its futex_waitv vector, sets SLEEP (``arm``), issues a full fence,
+looks at every input ring once more and only then sleeps in ``futex_waitv`` on the BELL words of
+all its rings, with the back-off's sleep as the timeout (``wait.sleep_bells``). A producer calls
+``notify`` after a batch (``publish`` does it for each record it copies in): one load of SLEEP, on
+the head line it has just written; when set, it clears it, bumps BELL and FUTEX_WAKEs the sleepers
+(a syscall, only while a consumer sleeps). The producer issues no fence between its head store and
+that load: in the rare race (a consumer arms while the head store is still in the store buffer)
+the consumer sleeps its timeout, which is what it did before the doorbell existed. Spinning
+consumers never arm, so a spinning layout pays one load per batch. Cross-process: the futex is
+shared (not FUTEX_PRIVATE), on the ring's mapped header. Without futex_waitv (Linux < 5.16) the
+sleep is the plain nanosleep.
 
 Several producers, one consumer: one ring per producer (each md gateway owns its ring) merged by
 the consumer polling each ring in turn. No producer ever contends with another for a cache line:
@@ -40,8 +54,9 @@ import os
 import numpy as np
 from numba import njit
 
-from appliance.transport import records, shm
-from appliance.transport.intrinsics import (fence_release, fence_acquire, load_acquire, load_relaxed,
+from appliance.transport import records, shm, wait
+from appliance.transport.intrinsics import (FUTEX_32, fence_release, fence_acquire, fence_seq_cst,
+                                          load_acquire, load_relaxed, sys_futex_wake,
                                           rdtsc, store_relaxed, store_release)
 
 MAX_CONSUMERS = 32
@@ -50,6 +65,11 @@ DATA_OFFSET = 4096
 HEAD_OFF = shm.W_HEAD * 8            # byte offset of the head word (line 2)
 VER_OFF = records.VER_OFF            # the seqlock word of a slot
 PUBLISH_TSC_OFF = records.PUBLISH_TSC_OFF
+# the doorbell, on the head line (module docstring)
+SLEEP_OFF = HEAD_OFF + 8             # != 0: a consumer may sleep on BELL (consumers write it)
+BELL_OFF = HEAD_OFF + 16             # futex word (low 32 bits), bumped by the producer's notify
+RUNG_OFF = HEAD_OFF + 24             # notifies that woke sleepers, total (the producer's count)
+BELL_COLS = 3                        # a futex_waitv row: value expected, address, flags
 
 # consumer cursor words (8 words = one cache line per consumer)
 CUR_STATE = 0      # 0 free, 1 attached
@@ -69,6 +89,8 @@ def _check_layout() -> None:
     line = records.CACHE_LINE
     # the head word is alone on its own line of the shm header, before the consumer table
     assert HEAD_OFF % line == 0 and HEAD_OFF + line <= CONSUMER_TABLE, (HEAD_OFF, CONSUMER_TABLE)
+    # the doorbell words share the head's line, nothing else does
+    assert HEAD_OFF < SLEEP_OFF < BELL_OFF < RUNG_OFF < HEAD_OFF + line
     # one cache line per consumer cursor (each written only by its consumer), lines aligned
     assert CUR_WORDS * 8 == line and CONSUMER_TABLE % line == 0, (CUR_WORDS, CONSUMER_TABLE)
     assert CUR_NAME + 2 <= CUR_WORDS
@@ -133,7 +155,66 @@ def publish(hdr, data, rec):
     store_relaxed(data, off + np.uint64(PUBLISH_TSC_OFF), rdtsc())
     store_release(data, off, s * np.uint64(2) + np.uint64(2))
     store_release(hdr, HEAD_OFF, s + np.uint64(1))
+    notify(hdr)
     return s
+
+
+@njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+def notify(hdr):
+    """After publishing a batch: wake the consumers sleeping on this ring's doorbell, if any armed
+    it (module docstring). One load when nobody sleeps. Returns True when it rang."""
+    if load_relaxed(hdr, SLEEP_OFF) != 0:
+        _ring_bell(hdr)
+        return True
+    return False
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _ring_bell(hdr):
+    """The rare path of ``notify`` (kept out of line): clear SLEEP, bump BELL, FUTEX_WAKE."""
+    store_relaxed(hdr, SLEEP_OFF, 0)
+    store_release(hdr, BELL_OFF, (load_relaxed(hdr, BELL_OFF) + np.uint64(1))
+                  & np.uint64(0xFFFFFFFF))
+    store_relaxed(hdr, RUNG_OFF, load_relaxed(hdr, RUNG_OFF) + np.uint64(1))
+    sys_futex_wake(hdr, BELL_OFF)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def arm(hdr, bells, i):
+    """A consumer about to sleep: note the ring's BELL in ``bells[i]`` (its futex_waitv row, made
+    by ``bell_row``) and set SLEEP. Then: a full fence, a last look at the ring, the sleep."""
+    bells[i, 0] = np.int64(load_acquire(hdr, BELL_OFF))
+    store_relaxed(hdr, SLEEP_OFF, 1)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def behind(hdr, cur):
+    """Records published and not yet read by cursor ``cur``."""
+    return np.int64(load_acquire(hdr, HEAD_OFF) - cur[CUR_POS])
+
+
+@njit(cache=True, nogil=True)
+def idle_on(params, state, hdr, cur, bells):
+    """``wait.idle`` for a consumer of one ring: where the back-off would sleep, it sleeps on the
+    ring's doorbell instead (``bells``: one ``bell_row``; none: plain ``wait.idle``)."""
+    if bells.shape[0] == 0 or not wait.will_sleep(params, state):
+        wait.idle(params, state)
+        return
+    arm(hdr, bells, 0)
+    fence_seq_cst()
+    if behind(hdr, cur) > 0:
+        return                           # published meanwhile: poll again, no sleep
+    wait.sleep_bells(params, state, bells, 1)
+
+
+def bell_rows(hdrs) -> np.ndarray:
+    """The futex_waitv vector of a consumer of ``hdrs`` (ring headers, mapped: the addresses
+    must stay valid while the consumer lives): int64[len, BELL_COLS]."""
+    out = np.zeros((len(hdrs), BELL_COLS), np.int64)
+    for i, h in enumerate(hdrs):
+        out[i, 1] = h.ctypes.data + BELL_OFF
+        out[i, 2] = FUTEX_32
+    return out
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -12,6 +12,12 @@ backoff        spin, then sleep with exponential back-off (min..max ns), reset o
 (``/sys/devices/system/cpu/isolated``) and uses spin_yield elsewhere: busy-spinning on a shared
 core steals it from the other actors. The strategy is configuration, never a code fork: every
 actor calls ``idle(params, state)`` after an empty poll and ``reset(state)`` after work.
+
+A consumer of rings sleeps on their doorbells instead (``sleep_bells``, via ``ring.idle_on`` or
+the engine's ``kernels._idle``): the back-off's sleep becomes futex_waitv's timeout and the
+producer's ``ring.notify`` ends it. Measured on this 2-vCPU VM (a record every 1 ms, back-off
+20-200 us): publish -> read p50 137 us with nanosleep, 16-21 us with the doorbell (consumer on
+the other vCPU), 8.4 us on the same vCPU.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from appliance.transport.intrinsics import cpu_pause
+from appliance.transport.intrinsics import (EAGAIN, ENOSYS, cpu_pause, monotonic_ns,
+                                            sys_errno, sys_futex_waitv)
 
 SPIN = 0
 SPIN_YIELD = 1
@@ -33,7 +40,8 @@ NAMES = {"spin": SPIN, "spin_yield": SPIN_YIELD, "backoff": BACKOFF}
 # params
 P_KIND, P_SPINS, P_MIN_NS, P_MAX_NS = range(4)
 # state
-S_IDLE, S_SLEEP_NS, S_YIELDS, S_SLEEPS = range(4)
+S_IDLE, S_SLEEP_NS, S_YIELDS, S_SLEEPS, S_RUNG, S_NO_WAITV = range(6)
+S_N = 6
 
 
 @intrinsic
@@ -79,6 +87,37 @@ def idle(params, state):
         state[S_SLEEP_NS] = ns
         state[S_SLEEPS] += 1
         _nanosleep(ns)
+
+
+@njit(cache=True, nogil=True)
+def will_sleep(params, state):
+    """True when the next ``idle`` would sleep (back-off, past its spins)."""
+    return params[P_KIND] == BACKOFF and state[S_IDLE] >= params[P_SPINS]
+
+
+@njit(cache=True, nogil=True)
+def sleep_bells(params, state, bells, n):
+    """``idle``'s back-off sleep, on the doorbells of ``bells[:n]`` (ring.py: armed rows): it ends
+    early when a producer rings one (``state[S_RUNG]`` counts those). Without futex_waitv (Linux
+    < 5.16, ``state[S_NO_WAITV]``) the plain sleep."""
+    state[S_IDLE] += 1
+    ns = state[S_SLEEP_NS]
+    ns = params[P_MIN_NS] if ns == 0 else min(ns * 2, params[P_MAX_NS])
+    state[S_SLEEP_NS] = ns
+    state[S_SLEEPS] += 1
+    if state[S_NO_WAITV] == 0:
+        r = sys_futex_waitv(bells, n, monotonic_ns() + ns)
+        if r >= 0:
+            state[S_RUNG] += 1
+            return
+        e = sys_errno()
+        if e == EAGAIN:                  # rung between the arming and the sleep
+            state[S_RUNG] += 1
+            return
+        if e != ENOSYS:
+            return                       # the timeout (or a signal)
+        state[S_NO_WAITV] = 1
+    _nanosleep(ns)
 
 
 @njit(cache=True, nogil=True)
@@ -139,7 +178,13 @@ def from_config(wait_cfg, core: int | None = None) -> np.ndarray:
 
 
 def new_state() -> np.ndarray:
-    return np.zeros(4, np.int64)
+    return np.zeros(S_N, np.int64)
+
+
+def counters(state: np.ndarray) -> dict:
+    """A wait state's counters: yields, sleeps, sleeps a doorbell ended (transport/ring.py)."""
+    return {"yields": int(state[S_YIELDS]), "sleeps": int(state[S_SLEEPS]),
+            "rung": int(state[S_RUNG])}
 
 
 def kind_name(params: np.ndarray) -> str:

@@ -546,6 +546,7 @@ def pump_frames(handle, fd, rx, ws, st, hdr, data, max_iters, lat, cal):
         ws[wsframe.W_LAT] = d
         ws[wsframe.W_FRAMES] += 1
         if load_relaxed(hdr, _U64(ring.HEAD_OFF)) != h0:
+            ring.notify(hdr)             # the frame's records: wake a consumer asleep on them
             hist.record(lat, clock.tsc_to_ns(cal, d))
         if act != 0:
             return wsframe.P_ACTION | act
