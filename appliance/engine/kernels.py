@@ -891,7 +891,7 @@ def _idle(loop):
     s = loop.wait_state
     n_md = loop.settings[LP_N_MD]
     n_ex = loop.settings[LP_N_EX]
-    if loop.bells.shape[0] < n_md + n_ex or not wait.will_sleep(p, s):
+    if n_md + n_ex == 0 or loop.bells.shape[0] < n_md + n_ex or not wait.will_sleep(p, s):
         wait.idle(p, s)
         return
     for r in range(n_md):

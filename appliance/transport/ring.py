@@ -182,7 +182,7 @@ def _ring_bell(hdr):
 @njit(cache=True, nogil=True, _nrt=False)
 def arm(hdr, bells, i):
     """A consumer about to sleep: note the ring's BELL in ``bells[i]`` (its futex_waitv row, made
-    by ``bell_row``) and set SLEEP. Then: a full fence, a last look at the ring, the sleep."""
+    by ``bell_rows``) and set SLEEP. Then: a full fence, a last look at the ring, the sleep."""
     bells[i, 0] = np.int64(load_acquire(hdr, BELL_OFF))
     store_relaxed(hdr, SLEEP_OFF, 1)
 
@@ -196,7 +196,7 @@ def behind(hdr, cur):
 @njit(cache=True, nogil=True)
 def idle_on(params, state, hdr, cur, bells):
     """``wait.idle`` for a consumer of one ring: where the back-off would sleep, it sleeps on the
-    ring's doorbell instead (``bells``: one ``bell_row``; none: plain ``wait.idle``)."""
+    ring's doorbell instead (``bells``: its ``bell_rows`` row; none: plain ``wait.idle``)."""
     if bells.shape[0] == 0 or not wait.will_sleep(params, state):
         wait.idle(params, state)
         return

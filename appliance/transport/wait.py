@@ -29,7 +29,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from appliance.transport.intrinsics import (EAGAIN, ENOSYS, cpu_pause, monotonic_ns,
+from appliance.transport.intrinsics import (EAGAIN, EINTR, ETIMEDOUT, cpu_pause, monotonic_ns,
                                             sys_errno, sys_futex_waitv)
 
 SPIN = 0
@@ -99,7 +99,7 @@ def will_sleep(params, state):
 def sleep_bells(params, state, bells, n):
     """``idle``'s back-off sleep, on the doorbells of ``bells[:n]`` (ring.py: armed rows): it ends
     early when a producer rings one (``state[S_RUNG]`` counts those). Without futex_waitv (Linux
-    < 5.16, ``state[S_NO_WAITV]``) the plain sleep."""
+    < 5.16) or if the kernel refuses it, the plain sleep from then on (``state[S_NO_WAITV]``)."""
     state[S_IDLE] += 1
     ns = state[S_SLEEP_NS]
     ns = params[P_MIN_NS] if ns == 0 else min(ns * 2, params[P_MAX_NS])
@@ -114,9 +114,9 @@ def sleep_bells(params, state, bells, n):
         if e == EAGAIN:                  # rung between the arming and the sleep
             state[S_RUNG] += 1
             return
-        if e != ENOSYS:
-            return                       # the timeout (or a signal)
-        state[S_NO_WAITV] = 1
+        if e == ETIMEDOUT or e == EINTR:
+            return                       # the back-off's sleep, or a signal (a kill's wake)
+        state[S_NO_WAITV] = 1            # ENOSYS (Linux < 5.16) or refused: the plain sleep
     _nanosleep(ns)
 
 

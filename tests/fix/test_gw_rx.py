@@ -3,6 +3,7 @@ socket itself): in-sequence execution reports become exec records and move the s
 number on disk; everything else is left to Python exactly where the Python step would take it."""
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -238,3 +239,31 @@ def test_ack_reads_sends_the_ack_of_what_was_read_at_once(ack_reads):
         venue.close()
 
 
+
+
+@pytest.mark.parametrize("ack_reads", [True, False])
+def test_the_one_process_loop_acks_what_it_read_once_idle(ack_reads):
+    """The group loop's own FIX input (gw_rx in the kernel) with G_FIX_ACK: the venue's report is
+    ACKed by the loop once it is idle; without it the ACK stays with the kernel's delayed-ACK
+    timer (or the next order)."""
+    md, cal, en, fx, frx, g, wait_ = group.scratch_args("binance")
+    fx = fx._replace(instr=INSTR, syms=SYMS)
+    frx.pst[C.ST_EXPECT_SEQ] = 1
+    gw_sock, venue = tcp_pair()
+    try:
+        gw_sock.setblocking(False)
+        gw_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)    # delayed ACKs
+        venue.sendall(ack(101, 1))
+        _until(lambda: select.select([gw_sock], [], [], 0.01)[0], timeout=5)
+        assert _unacked(venue) == 1
+        g[group.G_FIX_FD] = gw_sock.fileno()
+        g[group.G_FIX_RX] = 1
+        g[group.G_FIX_ACK] = 1 if ack_reads else 0
+        g[group.G_BUDGET] = int(0.002 * float(cal[clock.C_HZ]))          # 2 ms of spinning
+        group.STEPS["binance"](md, cal, en, fx, frx, g, wait_)
+        assert g[group.G_RX_READS] == 1 and frx.pst[C.ST_EXPECT_SEQ] == 2
+        _until(lambda: _unacked(venue) == 0, timeout=0.5) if ack_reads else time.sleep(0.005)
+        assert _unacked(venue) == (0 if ack_reads else 1)
+    finally:
+        gw_sock.close()
+        venue.close()

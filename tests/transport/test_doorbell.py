@@ -131,3 +131,16 @@ def test_the_doorbell_works_across_processes(shm_dir):
         assert _words(w.hdr)[2] == 1
     finally:
         w.close()
+
+
+def test_a_refused_futex_wait_falls_back_to_the_plain_sleep():
+    """A kernel without futex_waitv (ENOSYS) or one that refuses the vector: the back-off's
+    nanosleep from then on, never a busy loop."""
+    bad = np.zeros((1, ring.BELL_COLS), np.int64)
+    bad[0, 2] = 2                                  # FUTEX_32 on address 0: EFAULT
+    st = wait.new_state()
+    p = wait.make("backoff", None, 0, 1_000_000, 1_000_000)
+    wait.sleep_bells(p, st, bad, 1)
+    assert st[wait.S_NO_WAITV] == 1 and st[wait.S_SLEEPS] == 1 and st[wait.S_RUNG] == 0
+    wait.sleep_bells(p, st, bad, 1)                # no second attempt
+    assert st[wait.S_SLEEPS] == 2 and st[wait.S_RUNG] == 0
