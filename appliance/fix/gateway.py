@@ -640,6 +640,19 @@ def gw_send(fx, fd, max_n, out):
     return n
 
 
+@njit(cache=True, nogil=True)
+def gw_idle_send(params, state, fx, bells, fd, max_n, out):
+    """The gateway's idle wait (``ring.idle_on``: a back-off sleep ends at the order ring's
+    doorbell), then, when ``fd`` >= 0 (:meth:`Gateway.fast_fd`, taken before the wait) and order
+    records arrived, ``gw_send`` at once: the orders a sleeping gateway is woken for leave
+    without a return to Python first. Returns -1 when no record arrived, else what gw_send
+    returned (0: the records were refused, foreign or left for Python: see ``fx.gst``)."""
+    ring.idle_on(params, state, fx.ohdr, fx.ocur, bells)
+    if fd < 0 or ring.behind(fx.ohdr, fx.ocur) <= 0:
+        return -1
+    return gw_send(fx, fd, max_n, out)
+
+
 @njit(**jit.HELPER)
 def gw_rx(fx, rx, fd):
     """Read the FIX socket ``fd`` once (non-blocking) and take what arrived as the gateway's
@@ -1763,6 +1776,45 @@ class Gateway:
         the producer published past our cursor? A stale read only delays to the next loop."""
         return self.orders.hdr[shm.W_HEAD] != self.orders.cur[ring.CUR_POS]
 
+    def _after_send(self, now: float) -> None:
+        """Bookkeeping after ``gw_send`` (from :meth:`step`, or as the idle wait ends): the
+        store's and the session's view of what went out (:meth:`after_kernel`), the order-ring
+        position, what gw_step left for Python (FIX 4.2 mass cancel, an engine's reconcile
+        request), refusals to log."""
+        out = self.send_out
+        if out[SO_N]:
+            self.last_send_tsc = int(out[SO_TSC])
+            ln, k = int(out[SO_LEN]), int(out[SO_SENT])
+            self.after_kernel(now, ln if k != ln else 0, k)
+        self._orders_done(now)
+
+    def _orders_slow(self, now: float) -> None:
+        """Orders out from Python: a TLS session or bytes queued in ``outbuf``; refused at once
+        while the session is not ready (logging on, reconciling)."""
+        if self.gst[G_READY]:
+            self.gst[G_NEXT_SEQ] = self.store.next_sender
+            n_sent = self._step_orders()
+            if n_sent:
+                self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
+                self.session.last_sent = now
+                self.last_send_tsc = int(clock.now(self.cal))   # telemetry: send() called
+                self._send(self.sbuf[:self.gst[G_SEND_LEN]])
+                gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot, self.hists,
+                        self.hidx)
+        else:
+            self._step_orders()                 # logging on or reconciling: refused at once
+            self.gst[G_MASS_PENDING] = 0
+        self._orders_done(now)
+
+    def _orders_done(self, now: float) -> None:
+        if self.gst[G_MASS_PENDING]:
+            self._expand_mass_cancel(now)
+        if self.gst[G_RECONCILE_REQ]:
+            self._reconcile_requested(now)
+        self._save_ring_pos()
+        if self.gst[G_REFUSED] != self._refused_logged:
+            self._log_refusals(now)
+
     def _step_orders(self) -> int:
         return gw_step(self.fx, self.cfg.max_batch)
 
@@ -1801,34 +1853,13 @@ class Gateway:
             return
         if busy:
             fd = self.fast_fd()
-            if fd >= 0 or self.gst[G_READY]:
+            if fd >= 0:
+                # encode, the sender number, send(), telemetry: one compiled call
                 self.gst[G_NEXT_SEQ] = self.store.next_sender
-                out = self.send_out
-                if fd >= 0:
-                    # encode, the sender number, send(), telemetry: one compiled call
-                    if gw_send(self.fx, fd, self.cfg.max_batch, out):
-                        self.last_send_tsc = int(out[SO_TSC])
-                        ln, k = int(out[SO_LEN]), int(out[SO_SENT])
-                        self.after_kernel(now, ln if k != ln else 0, k)
-                else:                               # TLS, or bytes queued in outbuf
-                    n_sent = self._step_orders()
-                    if n_sent:
-                        self.store.set_next_sender(int(self.gst[G_NEXT_SEQ]))
-                        self.session.last_sent = now
-                        self.last_send_tsc = int(clock.now(self.cal))   # send() called
-                        self._send(self.sbuf[:self.gst[G_SEND_LEN]])
-                        gw_sent(self.batch, n_sent, self.last_send_tsc, self.cal, self.ot,
-                                self.hists, self.hidx)
-                if self.gst[G_MASS_PENDING]:
-                    self._expand_mass_cancel(now)
+                gw_send(self.fx, fd, self.cfg.max_batch, self.send_out)
+                self._after_send(now)
             else:
-                self._step_orders()                 # logging on or reconciling: refused at once
-                self.gst[G_MASS_PENDING] = 0
-            if self.gst[G_RECONCILE_REQ]:
-                self._reconcile_requested(now)
-            self._save_ring_pos()
-            if self.gst[G_REFUSED] != self._refused_logged:
-                self._log_refusals(now)
+                self._orders_slow(now)
         if self.sock is None:
             return
         if self.outbuf:
@@ -1853,8 +1884,18 @@ class Gateway:
                 self._cancel_unknown(now)
         if busy:
             wait.reset(self.wstate)
+        elif self.wparams[wait.P_KIND] == wait.BACKOFF and \
+                self.wstate[wait.S_IDLE] >= self.wparams[wait.P_SPINS]:
+            # the back-off's sleep, on the order ring's doorbell: the orders it wakes for go
+            # out from compiled code as it wakes, before Python runs again
+            fd = self.fast_fd()
+            if fd >= 0:
+                self.gst[G_NEXT_SEQ] = self.store.next_sender
+            if gw_idle_send(self.wparams, self.wstate, self.fx, self.bells, fd,
+                            self.cfg.max_batch, self.send_out) >= 0:
+                self._after_send(self.clock())
         else:
-            ring.idle_on(self.wparams, self.wstate, self.orders.hdr, self.orders.cur, self.bells)
+            wait.idle(self.wparams, self.wstate)
         if self._logon_pending:
             self._logon_pending = False
             self._start_reconcile(now)
@@ -2013,6 +2054,8 @@ def warm(gcfg: "GatewayConfig") -> None:
     n = gw_step(fx, 4)
     gw_sent(batch, n, clock.now(cal), cal, ot, hists, hidx)
     gw_send(fx, -1, 4, np.zeros(4, np.int64))      # the ring is empty now: nothing is sent
+    gw_idle_send(wait.make("spin"), wait.new_state(), fx, ring.bell_rows([ohdr]), -1, 4,
+                 np.zeros(4, np.int64))
     sym = bytes(syms[0, :instr[0, C.SYM_LEN]]).decode()
     body = (f"35=8\x0134=1\x0149=X\x0152=20240101-00:00:00.000\x0156=Y\x0111=7\x0117=E\x01"
             f"150=I\x0139=0\x0155={sym}\x0154=1\x01151=0\x0114=0\x01").encode()

@@ -63,3 +63,41 @@ def test_a_failed_send_is_reported_for_python(rig):  # noqa: F811
     out = np.zeros(4, np.int64)
     assert fixgw.gw_send(fx, fd, 8, out) == 1
     assert out[fixgw.SO_SENT] == -errno.EBADF
+
+
+def test_orders_that_wake_the_idle_gateway_leave_before_python_runs(rig):  # noqa: F811
+    """gw_idle_send: the gateway sleeps on the order ring's doorbell (a long back-off); the
+    engine's order wakes it and goes out from the same compiled call."""
+    import threading
+    import time
+
+    from appliance.transport import wait
+    fx, _frx, _store, a, b = rig
+    fx.gst[fixgw.G_READY] = 1
+    fx.gst[fixgw.G_NEXT_SEQ] = 1
+    hdr = fx.ohdr
+    sleep_word = ring.SLEEP_OFF // 8
+
+    def engine():
+        end = time.monotonic() + 30
+        while hdr.view(np.uint64)[sleep_word] == 0 and time.monotonic() < end:
+            time.sleep(0.001)
+        time.sleep(0.02)
+        ring.publish(hdr, fx.odata, _new_order(31))
+
+    t = threading.Thread(target=engine, daemon=True)
+    t.start()
+    st = wait.new_state()
+    out = np.zeros(4, np.int64)
+    params = wait.make("backoff", None, 0, 5_000_000_000, 5_000_000_000)
+    assert fixgw.gw_idle_send(params, st, fx, ring.bell_rows([hdr]), a.fileno(), 8, out) == 1
+    t.join(30)
+    assert st[wait.S_RUNG] == 1                       # woken by the doorbell, not the timeout
+    assert out[fixgw.SO_SENT] == out[fixgw.SO_LEN] > 0
+    assert b"\x0111=31\x01" in b.recv(65536)
+    # nothing arrived: -1, and no fd (not on the fast path): -1 with the record left for Python
+    assert fixgw.gw_idle_send(wait.make("spin"), st, fx, ring.bell_rows([hdr]), a.fileno(), 8,
+                              out) == -1
+    ring.publish(hdr, fx.odata, _new_order(32))
+    assert fixgw.gw_idle_send(wait.make("spin"), st, fx, ring.bell_rows([hdr]), -1, 8, out) == -1
+    assert ring.behind(hdr, fx.ocur) == 1
