@@ -753,6 +753,7 @@ class Recovery:
         rec[0]["session"] = s
         rec[0]["reason"] = records.RECONCILE_ENGINE_RESTART
         ring.publish(self.orders.hdr, self.orders.data, rec.view(np.uint8).reshape(-1))
+        ring.notify(self.orders.hdr)
         self.requested_at[s] = now
 
     def periodic(self, now: float) -> None:

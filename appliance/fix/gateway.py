@@ -571,6 +571,7 @@ def gw_track(rows, n, ehdr, edata, ot, gst, unk, cal, hists, hidx):
                         if os_ == t and t != ord("8"):
                             ot_delete(ot, gst, orig)
                             break
+    ring.notify(ehdr)                  # the batch: wake an engine asleep on the exec ring
 
 
 @njit(cache=True, nogil=True)
@@ -624,7 +625,10 @@ def gw_send(fx, fd, max_n, out):
     mapped seqnums file (``fx.seq``) before the batch leaves, ``send()`` on ``fd``, ``gw_sent``.
     ``out``: int64[4] (SO_*): orders encoded, the batch's length, what send() returned (bytes,
     or -errno), the TSC when send() was called. Returns the orders encoded."""
+    refused = fx.gst[G_REFUSED]
     n = gw_step(fx, max_n)
+    if fx.gst[G_REFUSED] != refused:
+        ring.notify(fx.ehdr)             # its REJECTs: wake an engine asleep on the exec ring
     out[SO_N] = n
     out[SO_LEN] = 0
     out[SO_SENT] = 0
@@ -1396,6 +1400,7 @@ class Gateway:
         rec[0]["reconcile_id"] = reconcile_id
         rec[0]["origin_tsc"] = clock.now(self.cal)
         ring.publish(self.execs.hdr, self.execs.data, rec.view(np.uint8).reshape(-1))
+        ring.notify(self.execs.hdr)
         self.state = state
         log.info("%s: session %s%s", self.cfg.name, {R.SESSION_UP: "UP", R.SESSION_DOWN: "DOWN",
                                                      R.SESSION_RECONCILED: "RECONCILED"}[state],
@@ -1756,6 +1761,7 @@ class Gateway:
         rec[0]["is_cancel_reject"] = 1
         rec[0]["text"] = b"engine restart: cancel not confirmed by the venue"
         ring.publish(self.execs.hdr, self.execs.data, row)
+        ring.notify(self.execs.hdr)
         self.gst[G_EXECS] += 1
 
     def _reconciled(self) -> None:
@@ -1816,7 +1822,11 @@ class Gateway:
             self._log_refusals(now)
 
     def _step_orders(self) -> int:
-        return gw_step(self.fx, self.cfg.max_batch)
+        refused = self.gst[G_REFUSED]
+        n = gw_step(self.fx, self.cfg.max_batch)
+        if self.gst[G_REFUSED] != refused:
+            ring.notify(self.execs.hdr)     # the REJECTs: wake an engine asleep on the exec ring
+        return n
 
     def _expand_mass_cancel(self, now: float) -> None:
         """FIX 4.2: the MASS_CANCEL record gw_step stopped at, as one cancel per order."""

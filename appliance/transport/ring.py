@@ -29,7 +29,7 @@ Doorbell (for consumers that sleep when idle: the ``backoff`` wait of a shared h
 about to sleep reads BELL into its futex_waitv vector, sets SLEEP (``arm``), issues a full fence,
 looks at every input ring once more and only then sleeps in ``futex_waitv`` on the BELL words of
 all its rings, with the back-off's sleep as the timeout (``wait.sleep_bells``). A producer calls
-``notify`` after a batch (``publish`` does it for each record it copies in): one load of SLEEP, on
+``notify`` after a batch (``RingWriter.publish`` does it for each record): one load of SLEEP, on
 the head line it has just written; when set, it clears it, bumps BELL and FUTEX_WAKEs the sleepers
 (a syscall, only while a consumer sleeps). The producer issues no fence between its head store and
 that load: in the rare race (a consumer arms while the head store is still in the store buffer)
@@ -155,7 +155,6 @@ def publish(hdr, data, rec):
     store_relaxed(data, off + np.uint64(PUBLISH_TSC_OFF), rdtsc())
     store_release(data, off, s * np.uint64(2) + np.uint64(2))
     store_release(hdr, HEAD_OFF, s + np.uint64(1))
-    notify(hdr)
     return s
 
 
@@ -338,7 +337,9 @@ class RingWriter:
 
     def publish(self, rec: np.ndarray) -> int:
         """Publish one record from Python (tests, rare control records): ~1 us per call."""
-        return int(publish(self.hdr, self.data, np.ascontiguousarray(rec).view(np.uint8).reshape(-1)))
+        s = int(publish(self.hdr, self.data, np.ascontiguousarray(rec).view(np.uint8).reshape(-1)))
+        notify(self.hdr)
+        return s
 
     def close(self) -> None:
         self.hdr = self.data = None

@@ -84,6 +84,7 @@ def test_orders_that_wake_the_idle_gateway_leave_before_python_runs(rig):  # noq
             time.sleep(0.001)
         time.sleep(0.02)
         ring.publish(hdr, fx.odata, _new_order(31))
+        ring.notify(hdr)                               # as the engine does after its pass
 
     t = threading.Thread(target=engine, daemon=True)
     t.start()

@@ -27,14 +27,19 @@ def _long_backoff() -> np.ndarray:
     return wait.make("backoff", None, 0, LONG_NS, LONG_NS)
 
 
-def _publish_when_armed(hdr, data, rec) -> threading.Thread:
-    """A producer thread that publishes one record once a consumer has armed the ring."""
+def _publish_when_armed(hdr, data, rec, writer=None) -> threading.Thread:
+    """A producer thread that publishes one record once a consumer has armed the ring, and
+    notifies (``writer``: through RingWriter.publish, which notifies by itself)."""
     def run():
         end = time.monotonic() + 30
         while _words(hdr)[0] == 0 and time.monotonic() < end:
             time.sleep(0.001)
         time.sleep(0.02)                    # the consumer is in futex_waitv (or about to be)
-        ring.publish(hdr, data, rec)
+        if writer is not None:
+            writer.publish(rec)
+        else:
+            ring.publish(hdr, data, rec)
+            ring.notify(hdr)
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
@@ -45,6 +50,15 @@ def test_notify_with_nobody_asleep_rings_nothing():
     ring.publish(hdr, data, np.zeros(records.ORDER_RECORD_SIZE, np.uint8))
     assert not ring.notify(hdr)
     assert _words(hdr) == (0, 0, 0)
+
+
+def test_publishing_alone_rings_nothing():
+    """The producer rings once per batch (notify), not per record: a bare publish leaves the
+    sleeper asleep (a hot path such as gw_step stays as it was)."""
+    hdr, data = ring.local_ring(records.ORDER_RECORD_SIZE, 8)
+    ring.arm(hdr, ring.bell_rows([hdr]), 0)
+    ring.publish(hdr, data, np.zeros(records.ORDER_RECORD_SIZE, np.uint8))
+    assert _words(hdr) == (1, 0, 0)
 
 
 def test_an_armed_ring_is_rung_once_and_disarmed():
@@ -122,7 +136,7 @@ def test_the_doorbell_works_across_processes(shm_dir):
         q = ctx.Queue()
         p = ctx.Process(target=_sleeper, args=("bell", str(shm_dir), q))
         p.start()
-        t = _publish_when_armed(w.hdr, w.data, np.zeros(records.ORDER_RECORD_SIZE, np.uint8))
+        t = _publish_when_armed(w.hdr, w.data, np.zeros(records.ORDER_RECORD_SIZE, np.uint8), w)
         sleeps, rung, behind = q.get(timeout=60)
         p.join(30)
         t.join(30)
