@@ -5,7 +5,7 @@ import argparse
 import importlib
 
 BENCHES = ("ring", "clock", "md", "engine", "fix", "backtest", "snapshot", "kill", "tick-to-trade",
-           "tick_to_trade")
+           "tick_to_trade", "wake")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -82,11 +82,17 @@ def idle(params, state):
         state[S_YIELDS] += 1
         _sched_yield()
     else:
-        ns = state[S_SLEEP_NS]
-        ns = params[P_MIN_NS] if ns == 0 else min(ns * 2, params[P_MAX_NS])
-        state[S_SLEEP_NS] = ns
-        state[S_SLEEPS] += 1
-        _nanosleep(ns)
+        _nanosleep(_next_sleep(params, state))
+
+
+@njit(cache=True, nogil=True)
+def _next_sleep(params, state):
+    """The back-off's next sleep in ns (min, doubling up to max), counted."""
+    ns = state[S_SLEEP_NS]
+    ns = params[P_MIN_NS] if ns == 0 else min(ns * 2, params[P_MAX_NS])
+    state[S_SLEEP_NS] = ns
+    state[S_SLEEPS] += 1
+    return ns
 
 
 @njit(cache=True, nogil=True)
@@ -101,10 +107,7 @@ def sleep_bells(params, state, bells, n):
     early when a producer rings one (``state[S_RUNG]`` counts those). Without futex_waitv (Linux
     < 5.16) or if the kernel refuses it, the plain sleep from then on (``state[S_NO_WAITV]``)."""
     state[S_IDLE] += 1
-    ns = state[S_SLEEP_NS]
-    ns = params[P_MIN_NS] if ns == 0 else min(ns * 2, params[P_MAX_NS])
-    state[S_SLEEP_NS] = ns
-    state[S_SLEEPS] += 1
+    ns = _next_sleep(params, state)
     if state[S_NO_WAITV] == 0:
         r = sys_futex_waitv(bells, n, monotonic_ns() + ns)
         if r >= 0:

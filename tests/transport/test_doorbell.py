@@ -158,3 +158,20 @@ def test_a_refused_futex_wait_falls_back_to_the_plain_sleep():
     assert st[wait.S_NO_WAITV] == 1 and st[wait.S_SLEEPS] == 1 and st[wait.S_RUNG] == 0
     wait.sleep_bells(p, st, bad, 1)                # no second attempt
     assert st[wait.S_SLEEPS] == 2 and st[wait.S_RUNG] == 0
+
+
+def test_bench_wake_reports_both_waits_and_only_the_doorbell_is_rung(capsys):
+    """``appliance bench wake --json``: the doorbell and the nanosleep run side by side; every
+    doorbell run's sleeps end at the producer's ring, no nanosleep run is ever rung."""
+    import json
+
+    from benches import bench_wake
+    assert bench_wake.main(["--json", "--records", "200", "--pace-us", "300"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    wheres = ["same_core"] + (["other_core"] if len(res["cores"]) > 1 else [])
+    for where in wheres:
+        assert res[f"doorbell_{where}_rung"] > 0
+        assert res[f"nanosleep_{where}_rung"] == 0
+        assert res[f"nanosleep_{where}_sleeps"] > 0
+        assert res[f"doorbell_{where}_p50_ns"] > 0 and res[f"nanosleep_{where}_p50_ns"] > 0
+        assert f"nanosleep_vs_doorbell_{where}" in res
