@@ -20,6 +20,7 @@ import time
 import numpy as np
 from numba import njit
 
+from appliance.actor import pin
 from appliance.transport import clock, records, ring, wait
 from appliance.transport.intrinsics import load_relaxed, rdtsc
 
@@ -53,14 +54,6 @@ def _produce(hdr, data, rec, n, pace):
         nxt += pace
 
 
-def _pin(core) -> None:
-    if core is not None:
-        try:
-            os.sched_setaffinity(0, {core})
-        except OSError:
-            pass
-
-
 def hop(cal, use_bells: bool, n: int, pace_us: float, spins: int, min_us: float, max_us: float,
         producer_core, consumer_core) -> dict:
     """One run: p50 / p99 of publish -> read (ns) and the consumer's wait counters."""
@@ -77,14 +70,14 @@ def hop(cal, use_bells: bool, n: int, pace_us: float, spins: int, min_us: float,
     got = []
 
     def consumer():
-        _pin(consumer_core)
+        pin(consumer_core)
         got.append(_consume(hdr, data, cur, out, params, state, bells, n, use_bells, hops,
                             deadline))
 
     before = os.sched_getaffinity(0)
     t = threading.Thread(target=consumer, daemon=True, name="wake-consumer")
     t.start()
-    _pin(producer_core)
+    pin(producer_core)
     time.sleep(0.05)
     try:
         _produce(hdr, data, rec, n, int(pace_us * 1e-6 * hz))
