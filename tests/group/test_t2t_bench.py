@@ -63,10 +63,12 @@ def test_in_memory_run_times_frames_that_put_orders_in_the_send_buffer():
         assert kernel.targetoptions.get("_nrt") is False
 
 
-def test_paced_one_way_times_every_message_on_its_own():
+@pytest.mark.parametrize("ack_after_us", [-1.0, 20.0])
+def test_paced_one_way_times_every_message_on_its_own(ack_after_us):
+    """With the kernel's ACKs and with the md gateway's deferred ones."""
     cal = clock.calibration()
     cores = sorted(os.sched_getaffinity(0))
-    res = t2t.tcp_paced(cal, 40, 200.0, 300, cores[0], cores[-1])
+    res = t2t.tcp_paced(cal, 40, 200.0, 300, cores[0], cores[-1], ack_after_us)
     assert res["n"] == 30                      # the first 10 are dropped (warm-up)
     assert 0 < res["p50"] <= res["p99"]
 
