@@ -600,7 +600,8 @@ class Receiver:
 # the run's config and actors
 # ------------------------------------------------------------------------------------------------
 def write_config(run: Path, venue: Venue, fix_port: int, wait_strategy: str,
-                 cores: dict, spins: int = 2000, ack_after_us: float | None = None) -> Path:
+                 cores: dict, spins: int = 2000, ack_after_us: float | None = None,
+                 net_warm_us: float | None = None) -> Path:
     from appliance.venues import binance
     from appliance import data
     meta = (data.venues_dir() / "BINANCE.0").read_bytes()
@@ -615,6 +616,7 @@ state_dir = {json.dumps(str(run / "state"))}
 [wait]
 strategy = "{wait_strategy}"
 spin_iterations = {spins}
+{"" if net_warm_us is None else f"net_warm_us = {net_warm_us}"}
 
 [rings]
 md_capacity = 262144
@@ -824,7 +826,8 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
         spins = 2000 if len(actor_cores) >= len(names) else args.split_spins
     venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
-    cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins, args.ack_after_us)
+    cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins, args.ack_after_us,
+                       args.net_warm_us)
     procs = Procs(run, cfg, layout, args.budget_us)
     affinity = os.sched_getaffinity(0)
     if actor_core is not None:
@@ -1381,6 +1384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-us", type=float, default=None,
                     help="the one-process loop's --budget-us (default: appliance group's)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    ap.add_argument("--net-warm-us", type=float, default=None,
+                    help="[wait] net_warm_us of the actors (default: the config's, 50; 0: off)")
     ap.add_argument("--ack-after-us", type=float, default=None,
                     help="the venue's ack_after_us (the md socket's ACK sent by the pump once "
                          "the socket was quiet this long; < 0: by the kernel inside recv()); "
@@ -1500,7 +1505,7 @@ def _table(res: dict, runs: dict) -> None:
             print(f"{lay}: {r['group_kernel_calls']} kernel calls for {r.get('group_frames')} "
                   f"frames; compiled code sent {r.get('group_batches')} batches and read the FIX "
                   f"socket {r.get('group_fix_reads')} times; returns to Python by reason "
-                  f"{r.get('group_python_rounds')}")
+                  f"{r.get('group_python_rounds')}; net warm-ups {r.get('group_net_warms')}")
     print(f"\ntcp echo (round trip / 2): p50 {f(res['tcp_echo_p50_ns'])} ns, p99 "
           f"{f(res['tcp_echo_p99_ns'])} ns; one way, a message every {res['pace_us']:.0f} us: "
           f"p50 {f(res['tcp_paced_one_way_p50_ns'])} ns, p99 {f(res['tcp_paced_one_way_p99_ns'])} ns; "

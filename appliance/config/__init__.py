@@ -45,11 +45,17 @@ class WaitSection:
     spin_iterations: int = 2000               # busy polls before yielding / sleeping
     backoff_min_ns: int = 1_000
     backoff_max_ns: int = 1_000_000
+    # a loop that spins (the one-process loop) keeps the kernel's TCP path in cache with a 64-byte
+    # send and read-back on a private loopback connection this often while idle; 0 = off
+    # (appliance.transport.netwarm)
+    net_warm_us: float = 50.0
 
     def validate(self, where: str) -> None:
         _choice(where, "strategy", self.strategy, ("auto", "spin", "spin_yield", "backoff"))
         if self.spin_iterations < 0 or self.backoff_min_ns <= 0 or self.backoff_max_ns < self.backoff_min_ns:
             raise ConfigError(f"{where}: spin_iterations >= 0 and 0 < backoff_min_ns <= backoff_max_ns")
+        if not 0 <= self.net_warm_us <= 1_000_000:
+            raise ConfigError(f"{where}.net_warm_us: 0 (off) to 1000000 us, got {self.net_warm_us}")
 
 
 @dataclass(frozen=True)

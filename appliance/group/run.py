@@ -50,7 +50,10 @@ compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that 
                                  socket's ACK of them once the loop is idle (ack_reads). While
                                  the session is not on its fast path (Gateway.fast_rx), a
                                  MSG_PEEK recv instead: bytes waiting -> back to Python
-    nothing to do                the [wait] strategy (spin / spin_yield / backoff)
+    nothing to do                the [wait] strategy (spin / spin_yield / backoff); a spinning
+                                 loop first keeps the kernel's TCP path warm every
+                                 [wait] net_warm_us (transport.netwarm: a 64-byte send and
+                                 read-back on a private loopback connection)
 
 Python (``pump_fn`` around the kernel, ``idle_fn`` between calls) does what is rare: the md
 gateway's actions, control frames and reconnects; the FIX session layer (logon, heartbeats,
@@ -77,7 +80,7 @@ from appliance import jit
 from appliance.actor import Actor, ActorError
 from appliance.engine import kernels, oms
 from appliance.fix import gateway as fixgw
-from appliance.transport import clock, control, records, ring, wait
+from appliance.transport import clock, control, netwarm, records, ring, wait
 from appliance.transport.intrinsics import (EAGAIN, load_acquire, rdtsc, sys_errno, sys_peek,
                                             sys_send)
 from appliance.venues import (binance, bitfinex, bitstamp, coinbase, coinbase_advanced, common,
@@ -195,10 +198,10 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
     ticks passed; returns the md pump's P_* code (P_IDLE when the md socket had nothing).
     ``md`` is the md gateway's pump arguments ``(fd, rx, ws, st, hdr, data, lat)``, ``en`` the
     engine's bundles (:data:`Eng`), ``fx`` the FIX gateway's (:data:`Fix`), ``frx`` its receive
-    side (:data:`fixgw.Rx`), ``g`` the loop's words, ``wait_`` the wait strategy
-    ``(params, state)``."""
+    side (:data:`fixgw.Rx`), ``g`` the loop's words, ``wait_`` the wait strategy and the net
+    warm-up ``(params, state, warm words, warm buffer)`` (transport.netwarm)."""
     fd, rx, ws, st, hdr, data, lat = md
-    wparams, wstate = wait_
+    wparams, wstate, nwarm, nbuf = wait_
     loop = en.loop
     books = en.books
     strats = en.strats
@@ -297,6 +300,7 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
         if work:
             wait.reset(wstate)
         else:
+            netwarm.tick(nwarm, nbuf, now)
             wait.idle(wparams, wstate)
     g[G_NEED] = need
     g[G_ENGINE_RC] = erc
@@ -391,7 +395,7 @@ def scratch_args(venue: str) -> tuple:
                    np.zeros((fixgw.UNKNOWN_CAP, 4), np.int64), np.zeros(20, np.uint8))
     g = new_words(1, 0, 0.0, cal)
     return ((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx, frx,
-            g, (wait.make("spin"), wait.new_state()))
+            g, (wait.make("spin"), wait.new_state(), netwarm.off(), np.zeros(netwarm.BUF, np.uint8)))
 
 
 def warm_venue(venue: str) -> int:
@@ -465,7 +469,9 @@ class ActorGroup(Actor):
         self.budget_us = budget_us
         self.wparams = wait.from_config(cfg.wait, self.core)
         self.wstate = wait.new_state()
-        self._wait = (self.wparams, self.wstate)
+        self.net_warm_us = netwarm.every_us(cfg.wait, self.wparams)
+        self.netwarm = None
+        self._wait = None
         self.g = None
         self._fx = self._en = self._frx = None
         self._compiled = 0
@@ -532,6 +538,8 @@ class ActorGroup(Actor):
         self._frx = fgw.rx
         self.g = new_words(self.fix.g.max_batch, self.engine._idx, self.budget_us, es.cal)
         self.g[G_MD_RING] = self.engine.venues.index(self.venue)
+        self.netwarm = netwarm.NetWarm(self.net_warm_us, es.cal, self.name)
+        self._wait = (self.wparams, self.wstate, self.netwarm.words, self.netwarm.buf)
         # every page the loop writes, faulted in now rather than on the first order
         feed = self.md.gw.feed
         es = self.engine.es
@@ -544,9 +552,10 @@ class ActorGroup(Actor):
         self.log.info("%s: %d pages faulted in before going live", self.name, pages)
         for m in self.members:
             m.live = True
-        self.log.info("%s: %s + engine + fix.%s in one loop (wait %s, budget %d us)", self.name,
-                      self.md.name, self.fix.g.name, wait.kind_name(self.wparams),
-                      int(self.budget_us))
+        self.log.info("%s: %s + engine + fix.%s in one loop (wait %s, budget %d us, net warm-up "
+                      "%s)", self.name, self.md.name, self.fix.g.name,
+                      wait.kind_name(self.wparams), int(self.budget_us),
+                      f"every {self.net_warm_us:g} us" if self.netwarm.on else "off")
 
     def loop(self) -> None:
         self.md.loop()
@@ -574,6 +583,8 @@ class ActorGroup(Actor):
                     while gw._orders_waiting() and gw.sock is not None and time.monotonic() < end:
                         gw.step()
                 self.fix.close()
+                if self.netwarm is not None:
+                    self.netwarm.close()
 
     def _release(self) -> None:
         for m in self.members:
@@ -588,6 +599,7 @@ class ActorGroup(Actor):
                 "batches": int(g[G_BATCHES]), "orders": int(g[G_ORDERS]),
                 "fix_reads": int(g[G_RX_READS]),
                 "md_acks": int(self.md.gw.wsw[wsframe.W_ACKS]) if self.md.gw else 0,
+                **(self.netwarm.counts() if self.netwarm is not None else {}),
                 "python_rounds": dict(self.rounds)}
 
     # -- the loop -------------------------------------------------------------------------
