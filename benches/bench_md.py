@@ -337,9 +337,10 @@ def _baseline_frames(conv, hot: list[bytes], instruments, reps: int) -> dict:
 def bench_path(mod, sess, instruments, cal: np.ndarray, reps: int) -> dict:
     """The production path per hot frame over a real loopback TCP connection (module docstring):
     the compiled pump, and websocket-client + Feed.on_frame, same frames, same run."""
-    import socket
     import threading
     import websocket
+
+    from appliance.transport import netwarm
 
     events = [ev for ev in sess.events() if ev.kind in (recording.RECV, recording.CONNECT)]
     wire = [wsframe.frame_bytes(ev.data) if ev.kind == recording.RECV else None for ev in events]
@@ -347,14 +348,7 @@ def bench_path(mod, sess, instruments, cal: np.ndarray, reps: int) -> dict:
     hot_kind = getattr(mod, mod.BENCH_HOT)
     res = {}
     for mode in ("pump", "wsclient"):
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        tx = socket.create_connection(srv.getsockname())
-        rxs, _ = srv.accept()
-        srv.close()
-        for s_ in (tx, rxs):
-            s_.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tx, rxs = netwarm.loopback_pair(blocking=True)
         go = threading.Semaphore(0)
         stop = threading.Event()
 

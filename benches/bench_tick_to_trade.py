@@ -83,7 +83,7 @@ from numba import njit
 
 from appliance.engine import kernels, oms
 from appliance.fix import gateway as fixgw
-from appliance.transport import clock, hist, records, ring
+from appliance.transport import clock, hist, netwarm, records, ring
 from appliance.transport.intrinsics import EAGAIN as _EAGAIN
 from appliance.transport.intrinsics import (EINTR, rdtsc, sys_errno, sys_recv, sys_send,
                                             sys_setsockopt_int)
@@ -222,16 +222,7 @@ def _cores() -> list[int]:
 # ------------------------------------------------------------------------------------------------
 def _loopback_pair() -> tuple[socket.socket, socket.socket]:
     """A connected loopback TCP pair (client, server side): TCP_NODELAY, non-blocking."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    srv.close()
-    for s in (cli, peer):
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
-    return cli, peer
+    return netwarm.loopback_pair()
 
 
 def tcp_echo(cal, reps: int, client_core, server_core) -> dict:

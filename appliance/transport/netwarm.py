@@ -102,8 +102,11 @@ class NetWarm:
         if every_us <= 0:
             return
         try:
-            self.socks = _pair()
+            self.socks = loopback_pair()
+            # the reader in delayed-ACK mode: its ACKs ride on the timer, not on each read
+            self.socks[1].setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
         except OSError as e:
+            self.close()
             log.warning("%s: net warm-up off: no loopback TCP connection (%s)", owner or "loop", e)
             return
         tx, rx = self.socks
@@ -125,19 +128,18 @@ class NetWarm:
         self.socks = ()
 
 
-def _pair() -> tuple[socket.socket, socket.socket]:
-    """A connected loopback TCP pair (sender, reader): non-blocking, TCP_NODELAY; the reader in
-    delayed-ACK mode (its ACKs ride on the timer, not on each read)."""
+def loopback_pair(blocking: bool = False) -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair (client, server side), TCP_NODELAY, non-blocking unless
+    ``blocking`` (the warm-up's connection; the benches and tests use it too)."""
     srv = socket.socket()
     try:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        tx = socket.create_connection(srv.getsockname(), timeout=1.0)
-        rx, _ = srv.accept()
+        cli = socket.create_connection(srv.getsockname(), timeout=1.0)
+        peer, _ = srv.accept()
     finally:
         srv.close()
-    for s in (tx, rx):
+    for s in (cli, peer):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
-    rx.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
-    return tx, rx
+        s.setblocking(blocking)
+    return cli, peer
