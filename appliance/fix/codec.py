@@ -428,17 +428,22 @@ def _field_symbol(out, p, instr, syms, i):
 
 @njit(**jit.HELPER)
 def _field_time_cached(out, p, tag, utc_ns, tcache):
-    """tag=<utc_ns rendered>, from the cache when it holds the same millisecond."""
+    """tag=<utc_ns rendered>, from the cache when it holds the same millisecond; when it holds
+    another millisecond of the same second only the three millisecond digits are rendered (a
+    live order is usually the first of its millisecond, seldom of its second)."""
     p = put_tag(out, p, tag)
     ms1 = utc_ns // 1_000_000 + 1
-    if ld_i64(tcache, 24) == ms1:
-        for k in range(21):
-            out[p + k] = tcache[k]
-    else:
-        put_utc_timestamp(out, p, utc_ns)
-        for k in range(21):
-            tcache[k] = out[p + k]
+    held = ld_i64(tcache, 24)
+    if held != ms1:
+        if held > 0 and (held - 1) // 1000 == (ms1 - 1) // 1000:
+            ms = (ms1 - 1) % 1000
+            tcache[18] = np.uint8(48 + ms // 100)
+            _put2(tcache, 19, ms % 100)
+        else:
+            put_utc_timestamp(tcache, 0, utc_ns)
         st_u64(tcache, 24, ms1)
+    for k in range(21):
+        out[p + k] = tcache[k]
     out[p + 21] = SOH
     return p + 22
 

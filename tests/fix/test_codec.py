@@ -184,6 +184,26 @@ def test_timestamp_cache_hit_and_miss_render_the_same_bytes_as_simplefix():
         assert enc.encode(rec, 5, t) == m.encode()
 
 
+def test_timestamp_cache_renders_only_the_milliseconds_within_a_second_and_all_else_in_full():
+    """Every step of a walk through milliseconds of one second (forwards and back), across the
+    second, the minute, the hour and the day, and to the same millisecond of another second,
+    renders what simplefix does."""
+    enc = C.Encoder("FIX.4.4", SENDER, TARGET, INSTRUMENTS)
+    rec = rec_of(R.MASS_CANCEL, rtype=R.RT_MASS_CANCEL, clord_id=1, scope=7)
+    day_end = 20_413 * 86_400 * 10 ** 9 - 1          # 2025-11-22 23:59:59.999999999
+    ms = 10 ** 6
+    walk = [day_end - 998 * ms, day_end - 997 * ms, day_end - 500 * ms, day_end - 998 * ms,
+            day_end, day_end + 1, day_end + 1 + 5 * ms, day_end + 1 + 1000 * ms,
+            day_end + 1 + 1005 * ms, day_end + 1 + 60_000 * ms, day_end + 1 + 3_600_000 * ms,
+            day_end + 1 + 3_600_005 * ms, day_end + 1 + 3_600_005 * ms + 999_999]
+    for t in walk:
+        m = header("q", 5, t)
+        m.append_pair(11, 1)
+        m.append_pair(530, 7)
+        m.append_pair(60, fix_time(t))
+        assert enc.encode(rec, 5, t) == m.encode(), fix_time(t)
+
+
 def test_timestamps_match_calendar_across_leap_days_and_centuries():
     days = [0, 59, 60, 365, 11016, 11017, 18321, 47541, 47542, 47481, 47482]  # incl. 2000-02-29, 2100-02-28/03-01
     out = np.zeros(32, dtype=np.uint8)
