@@ -11,6 +11,7 @@ import pytest
 import simplefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+from numba import njit
 
 from appliance.fix import codec as C
 from appliance.transport import records as R
@@ -237,6 +238,41 @@ def test_encoder_refuses_when_output_buffer_has_no_room():
     row = rec.view(np.uint8).reshape(-1)
     assert C.encode_order(row, out, 0, ENC.begin, ENC.comp, 1, 0, C.new_time_cache(), INSTR, SYMS) == C.E_OUT_FULL
     assert not out.any()
+
+
+@njit
+def _render_uint(v, out):
+    return C.put_uint(out, 0, v)
+
+
+@njit
+def _render_decimal(v, dec, out):
+    return C.put_decimal(out, 0, v, dec)
+
+
+def _boundaries():
+    vals = {0, 1, 2 ** 63 - 1}
+    for k in range(1, 20):
+        vals.update({10 ** k - 1, 10 ** k, 10 ** k + 1})
+    return sorted(v for v in vals if v < 2 ** 63)
+
+
+def test_digits_render_at_every_power_of_ten_and_every_decimal_count():
+    out = np.zeros(64, np.uint8)
+    for v in _boundaries():
+        n = _render_uint(np.uint64(v), out)
+        assert bytes(out[:n]) == str(v).encode(), v
+        for dec in range(C.MAX_DEC + 1):
+            for sv in (v, -v):
+                n = _render_decimal(np.int64(sv), np.int64(dec), out)
+                want = f"{Decimal(sv).scaleb(-dec):.{dec}f}" if dec else str(sv)
+                assert bytes(out[:n]).decode() == want, (sv, dec)
+
+
+def test_sizes_with_more_decimals_than_the_encoder_renders_are_refused():
+    with pytest.raises(ValueError, match="more than 18 decimals"):
+        C.instrument_tables([("X", "0." + "0" * 18 + "1", "1")])
+    C.instrument_tables([("X", "0." + "0" * 17 + "1", "1")])
 
 
 def test_non_order_record_is_refused():
