@@ -1496,7 +1496,8 @@ def _table(res: dict, runs: dict) -> None:
             print(f"{lay}: {r['group_kernel_calls']} kernel calls for {r.get('group_frames')} "
                   f"frames; compiled code sent {r.get('group_batches')} batches and read the FIX "
                   f"socket {r.get('group_fix_reads')} times; returns to Python by reason "
-                  f"{r.get('group_python_rounds')}; net warm-ups {r.get('group_net_warms')}")
+                  f"{r.get('group_python_rounds')}; net warm-ups {r.get('group_net_warms')}, "
+                  f"dry runs of the order path {r.get('group_path_warms')}")
     print(f"\ntcp echo (round trip / 2): p50 {f(res['tcp_echo_p50_ns'])} ns, p99 "
           f"{f(res['tcp_echo_p99_ns'])} ns; one way, a message every {res['pace_us']:.0f} us: "
           f"p50 {f(res['tcp_paced_one_way_p50_ns'])} ns, p99 {f(res['tcp_paced_one_way_p99_ns'])} ns; "

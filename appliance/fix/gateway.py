@@ -363,6 +363,49 @@ store's mapped next-sender digits (``FileStore.sender_view``; a scratch array wh
 has none)."""
 
 
+DRY_CLORD = 1   # the ClOrdID of a dry run's order (in the dry bundle's own open-order table)
+
+
+def dry_bundle(fx: Fix) -> tuple[Fix, np.ndarray]:
+    """A private copy of ``fx`` for dry runs of the order path, and the order record a dry run
+    encodes: a NewOrderSingle of the session's first instrument (1 lot at 1 tick, limit, GTC).
+
+    The one-process loop runs :func:`gw_step` on it now and then while idle
+    (``appliance.group``), through the very call site that sends live orders: numba inlines the
+    gateway's kernels into that loop, so only that copy of the machine code is the one a live
+    order runs, and only running it keeps its instructions and branch history warm (a prefetch
+    warms data, not code). Everything a dry run writes is its own: the order and exec rings, the
+    scratch rows, the send buffer, the gateway words, the open-order table, the sent-message map,
+    the batch rows, the histograms and the sequence digits. It shares only what gw_step reads:
+    the session constants, the instrument tables, the clock calibration, the control block (a
+    kill refuses the dry order onto the dry exec ring, as it would a live one) and the histogram
+    slots. Nothing of it reaches a socket: the caller does not send what it encodes."""
+    oh, od = ring.local_ring(R.ORDER_RECORD_SIZE, 16)
+    eh, ed = ring.local_ring(R.EXEC_RECORD_SIZE, 16)
+    gst = np.zeros_like(fx.gst)
+    gst[G_READY] = 1
+    gst[G_NEXT_SEQ] = 1
+    gst[G_SESSION_IDX] = fx.gst[G_SESSION_IDX]
+    gst[G_VENUE] = fx.gst[G_VENUE]
+    dry = Fix(oh, od, ring.local_cursor(oh), eh, ed, np.zeros_like(fx.scratch),
+              np.zeros_like(fx.sbuf), gst, fx.consts, fx.instr, fx.syms, np.zeros_like(fx.ot), fx.cal,
+              fx.cwords, np.zeros_like(fx.sent), np.zeros_like(fx.batch), np.zeros_like(fx.hists),
+              fx.hidx, np.zeros_like(fx.seq))
+    rec = np.zeros(R.ORDER_RECORD_SIZE, np.uint8)
+    o = rec.view(R.NEW_ORDER)
+    o["rtype"] = R.RT_NEW_ORDER
+    o["session"] = int(fx.gst[G_SESSION_IDX])
+    o["venue"] = int(fx.gst[G_VENUE])
+    o["instrument"] = 0
+    o["clord_id"] = DRY_CLORD
+    o["qty"] = 1
+    o["price"] = 1
+    o["side"] = R.SIDE_BUY
+    o["ord_type"] = R.ORD_LIMIT
+    o["tif"] = R.TIF_GTC
+    return dry, rec
+
+
 @njit(cache=True, nogil=True)
 def gw_step(fx, max_n):
     """Drain up to ``max_n`` order records of ``fx`` (:data:`Fix`): encode ours into ``sbuf``

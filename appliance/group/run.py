@@ -53,7 +53,10 @@ compiled call, :func:`run_loop` (one cacheable copy per venue, ``STEPS``), that 
     nothing to do                the [wait] strategy (spin / spin_yield / backoff); a spinning
                                  loop first keeps the kernel's TCP path warm every
                                  [wait] net_warm_us (transport.netwarm: a 64-byte send and
-                                 read-back on a private loopback connection)
+                                 read-back on a private loopback connection), and on the next
+                                 spin runs the FIX gateway's order path dry: gw_step on a
+                                 private copy of its arrays (fixgw.dry_bundle), through the
+                                 call site live orders take, nothing sent
 
 Python (``pump_fn`` around the kernel, ``idle_fn`` between calls) does what is rare: the md
 gateway's actions, control frames and reconnects; the FIX session layer (logon, heartbeats,
@@ -73,6 +76,7 @@ import threading
 import time
 from collections import namedtuple
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -113,6 +117,8 @@ G_FIX_RX = 14       # 1: compiled code may read the FIX socket itself (Gateway.f
 G_RX_READS = 15     # FIX socket reads taken by compiled code, total
 G_FIX_ACK = 16      # 1: ACK what gw_rx read once the loop is idle (the session's ack_reads)
 G_FIX_ACK_DUE = 17  # gw_rx read bytes not ACKed yet
+G_PATH_WARM = 18    # 1: the next spin runs the FIX gateway's order path dry (after a net warm-up)
+G_PATH_WARMS = 19   # dry runs of it, total
 G_N = 24
 
 NEED_FIX_RX = 1     # bytes are waiting on the FIX socket
@@ -155,13 +161,14 @@ def _others_waiting(loop):
 
 
 @njit(**jit.HELPER)
-def _send_orders(fx, g):
-    """Encode the waiting order records (gw_step) and send them; NEED_* bits for Python."""
+def _send_orders(fx, g, live):
+    """Encode the waiting order records (gw_step) and send them; NEED_* bits for Python. Not
+    ``live``: ``fx`` is the dry bundle (fixgw.dry_bundle) and nothing is sent."""
     need = 0
     n = fixgw.gw_step(fx, g[G_MAX_BATCH])
     if fx.gst[fixgw.G_MASS_PENDING] != 0 or fx.gst[fixgw.G_RECONCILE_REQ] != 0:
         need |= NEED_FIX_SLOW
-    if n > 0:
+    if n > 0 and live:
         ln = fx.gst[fixgw.G_SEND_LEN]
         fixgw.put_seq(fx.seq, fx.gst[fixgw.G_NEXT_SEQ])       # on disk before the batch leaves
         t = np.int64(rdtsc())
@@ -198,10 +205,12 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
     ticks passed; returns the md pump's P_* code (P_IDLE when the md socket had nothing).
     ``md`` is the md gateway's pump arguments ``(fd, rx, ws, st, hdr, data, lat)``, ``en`` the
     engine's bundles (:data:`Eng`), ``fx`` the FIX gateway's (:data:`Fix`), ``frx`` its receive
-    side (:data:`fixgw.Rx`), ``g`` the loop's words, ``wait_`` the wait strategy and the net
-    warm-up ``(params, state, warm words, warm buffer)`` (transport.netwarm)."""
+    side (:data:`fixgw.Rx`), ``g`` the loop's words, ``wait_`` the wait strategy and the
+    warm-ups ``(params, state, net warm words, net warm buffer, dry bundle, dry order record)``
+    (transport.netwarm; fixgw.dry_bundle: a dry record whose rtype is 0 turns the dry runs
+    off)."""
     fd, rx, ws, st, hdr, data, lat = md
-    wparams, wstate, nwarm, nbuf = wait_
+    wparams, wstate, nwarm, nbuf, dry, dry_rec = wait_
     loop = en.loop
     books = en.books
     strats = en.strats
@@ -246,13 +255,27 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
             c = kernels.handle_md(io.md_buf, books, strats, gate, tel, io)
             if c > erc:
                 erc = c
-        # the FIX gateway: orders out
-        if _behind(fx.ohdr, fx.ocur) > 0:
-            work = True
+        # the FIX gateway: orders out. Or, on the spin after a net warm-up, while no order waits:
+        # the same code on the dry bundle, so that the machine code a live order runs (inlined
+        # here, and nowhere else) and its branch history are warm when the next order comes
+        f = fx
+        live = True
+        if g[G_PATH_WARM] != 0:
+            g[G_PATH_WARM] = 0
+            if not work and g[G_FIX_FD] >= 0 and _behind(fx.ohdr, fx.ocur) == 0:
+                ring.publish(dry.ohdr, dry.odata, dry_rec)
+                f = dry
+                live = False
+        if _behind(f.ohdr, f.ocur) > 0:
             if g[G_FIX_FD] >= 0:
-                need |= _send_orders(fx, g)
+                need |= _send_orders(f, g, live)
             else:
                 need |= NEED_ORDERS
+            if live:
+                work = True
+            else:
+                fixgw.ot_delete(dry.ot, dry.gst, fixgw.DRY_CLORD)
+                g[G_PATH_WARMS] += 1
         # the rest of the engine's step: exec reports, the timer, the kill switch, heartbeat
         now = np.int64(rdtsc())
         nex = _others_waiting(loop)
@@ -266,7 +289,7 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
                 work = True
                 if _behind(fx.ohdr, fx.ocur) > 0:       # an exec report released a quote
                     if g[G_FIX_FD] >= 0:
-                        need |= _send_orders(fx, g)
+                        need |= _send_orders(fx, g, True)
                     else:
                         need |= NEED_ORDERS
         if erc != 0:
@@ -300,7 +323,8 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
         if work:
             wait.reset(wstate)
         else:
-            netwarm.tick(nwarm, nbuf, now)
+            if netwarm.tick(nwarm, nbuf, now) == 1 and dry_rec[records.RTYPE_OFF] != 0:
+                g[G_PATH_WARM] = 1
             wait.idle(wparams, wstate)
     g[G_NEED] = need
     g[G_ENGINE_RC] = erc
@@ -394,8 +418,10 @@ def scratch_args(venue: str) -> tuple:
                    C.new_parser_state(1, 0, 0), np.zeros((256, records.EXEC_RECORD_SIZE), np.uint8),
                    np.zeros((fixgw.UNKNOWN_CAP, 4), np.int64), np.zeros(20, np.uint8))
     g = new_words(1, 0, 0.0, cal)
+    dry, dry_rec = fixgw.dry_bundle(fx)
     return ((NO_SOCKET, rx, ws, feed.st, feed.hdr, feed.data, hist.new_row()), cal, en, fx, frx,
-            g, (wait.make("spin"), wait.new_state(), netwarm.off(), np.zeros(netwarm.BUF, np.uint8)))
+            g, (wait.make("spin"), wait.new_state(), netwarm.off(), np.zeros(netwarm.BUF, np.uint8),
+                dry, dry_rec))
 
 
 def warm_venue(venue: str) -> int:
@@ -539,7 +565,14 @@ class ActorGroup(Actor):
         self.g = new_words(self.fix.g.max_batch, self.engine._idx, self.budget_us, es.cal)
         self.g[G_MD_RING] = self.engine.venues.index(self.venue)
         self.netwarm = netwarm.NetWarm(self.net_warm_us, es.cal, self.name)
-        self._wait = (self.wparams, self.wstate, self.netwarm.words, self.netwarm.buf)
+        dry, dry_rec = fixgw.dry_bundle(self._fx)
+        if numba.typeof(dry) != numba.typeof(self._fx):
+            # one call site takes either bundle: with other array types it would not be the
+            # live code that runs dry (or would not compile); no dry runs then
+            log.warning("%s: the FIX gateway's arrays are not of the dry bundle's types; the order "
+                        "path is not warmed", self.name)
+            dry, dry_rec = self._fx, np.zeros_like(dry_rec)
+        self._wait = (self.wparams, self.wstate, self.netwarm.words, self.netwarm.buf, dry, dry_rec)
         # every page the loop writes, faulted in now rather than on the first order
         feed = self.md.gw.feed
         es = self.engine.es
@@ -600,6 +633,7 @@ class ActorGroup(Actor):
                 "fix_reads": int(g[G_RX_READS]),
                 "md_acks": int(self.md.gw.wsw[wsframe.W_ACKS]) if self.md.gw else 0,
                 **(self.netwarm.counts() if self.netwarm is not None else {}),
+                "path_warms": int(g[G_PATH_WARMS]),
                 "python_rounds": dict(self.rounds)}
 
     # -- the loop -------------------------------------------------------------------------

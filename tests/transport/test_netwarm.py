@@ -83,15 +83,15 @@ def test_a_bad_net_warm_us_is_a_config_error(tmp_path, value):
 
 def test_the_one_process_loop_warms_while_idle_and_not_while_off():
     from appliance.group import run as group
-    md, cal, en, fx, frx, g, (wp, ws, _w, _b) = group.scratch_args("binance")
+    md, cal, en, fx, frx, g, (wp, ws, _w, _b, dry, dry_rec) = group.scratch_args("binance")
     w = netwarm.NetWarm(5.0, cal)
     try:
         g[group.G_BUDGET] = int(2e-3 * float(cal[clock.C_HZ]))   # 2 ms of an idle loop
-        group.STEPS["binance"](md, cal, en, fx, frx, g, (wp, ws, w.words, w.buf))
+        group.STEPS["binance"](md, cal, en, fx, frx, g, (wp, ws, w.words, w.buf, dry, dry_rec))
         assert w.counts()["net_warms"] > 10
         assert w.counts()["net_warm_errors"] == 0
         quiet = netwarm.off()
-        group.STEPS["binance"](md, cal, en, fx, frx, g, (wp, ws, quiet, w.buf))
+        group.STEPS["binance"](md, cal, en, fx, frx, g, (wp, ws, quiet, w.buf, dry, dry_rec))
         assert quiet[netwarm.W_WARMS] == 0
     finally:
         w.close()
