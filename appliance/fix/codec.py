@@ -323,6 +323,23 @@ def _put_digits(out, q, x):
 
 
 @njit(**jit.HELPER)
+def put_padded(out, e, x, n):
+    """Exactly ``n`` decimal digits of uint64 ``x`` (leading zeros; higher digits dropped) ending
+    just before out[e], two per division."""
+    q = e
+    k = n
+    while k >= 2:
+        r = x % np.uint64(100)
+        x //= np.uint64(100)
+        q -= 2
+        out[q] = _DIGIT_PAIRS[2 * r]
+        out[q + 1] = _DIGIT_PAIRS[2 * r + 1]
+        k -= 2
+    if k == 1:
+        out[q - 1] = np.uint8(48 + x % np.uint64(10))
+
+
+@njit(**jit.HELPER)
 def put_uint(out, p, v):
     """Decimal digits of uint64 ``v`` at out[p:]; returns the position after them."""
     x = np.uint64(v)
@@ -355,17 +372,7 @@ def put_decimal(out, p, value, dec):
     e = p + _n_digits(ip)             # the integer part, "0" at least
     _put_digits(out, e, ip)
     out[e] = 46  # '.'
-    q = e + 1 + dec                   # the fraction, exactly dec digits (leading zeros kept)
-    k = dec
-    while k >= 2:
-        r = fp % np.uint64(100)
-        fp //= np.uint64(100)
-        q -= 2
-        out[q] = _DIGIT_PAIRS[2 * r]
-        out[q + 1] = _DIGIT_PAIRS[2 * r + 1]
-        k -= 2
-    if k == 1:
-        out[q - 1] = np.uint8(48 + fp)
+    put_padded(out, e + 1 + dec, fp, dec)     # the fraction, exactly dec digits
     return e + 1 + dec
 
 

@@ -650,12 +650,7 @@ RX_PYTHON = 2   # Python must go on: RX_STATUS, RX_SESSION, or unknown working o
 @njit(**jit.HELPER)
 def put_seq(view, n):
     """``n`` as 20 zero-padded decimal digits at view[0:20] (a field of the seqnums file)."""
-    k = 19
-    while k >= 0:
-        q = n // 10
-        view[k] = 48 + (n - q * 10)
-        n = q
-        k -= 1
+    C.put_padded(view, 20, np.uint64(n), 20)
 
 
 SO_N, SO_LEN, SO_SENT, SO_TSC = range(4)   # gw_send's out words

@@ -250,6 +250,11 @@ def _render_decimal(v, dec, out):
     return C.put_decimal(out, 0, v, dec)
 
 
+@njit
+def _render_padded(v, n, out):
+    C.put_padded(out, n, v, n)
+
+
 def _boundaries():
     vals = {0, 1, 2 ** 63 - 1}
     for k in range(1, 20):
@@ -257,11 +262,14 @@ def _boundaries():
     return sorted(v for v in vals if v < 2 ** 63)
 
 
-def test_digits_render_at_every_power_of_ten_and_every_decimal_count():
+def test_digits_render_at_every_power_of_ten_and_every_width_and_decimal_count():
     out = np.zeros(64, np.uint8)
     for v in _boundaries():
         n = _render_uint(np.uint64(v), out)
         assert bytes(out[:n]) == str(v).encode(), v
+        for width in (1, 2, 7, 20):
+            _render_padded(np.uint64(v), width, out)
+            assert bytes(out[:width]) == f"{v:0{width}d}"[-width:].encode(), (v, width)
         for dec in range(C.MAX_DEC + 1):
             for sv in (v, -v):
                 n = _render_decimal(np.int64(sv), np.int64(dec), out)
