@@ -42,6 +42,16 @@ the frame's receive TSC). Per timed frame and order:
                       (tcp_paced_deferred_one_way): what a leg costs at the frames' pace with
                       the kernel's paths gone cold; wire_to_wire_vs_paced_ns (not a target) is
                       wire_to_wire - (2 x the deferred one way + tick_to_trade)
+    venue warm-ups    --venue-warm-us X: in every other 2**28-tick period (~0.1 s) the bench's
+                      venue keeps its own TCP send path warm between frames as a busy venue's is
+                      (a 64-byte send and read-back on a private loopback pair every X us, as the
+                      appliance's net warm-up; from a quarter of the frame interval after a
+                      frame's send to 10 us before the next), and wire_to_wire /
+                      wire_to_origin are also given for the frames after warm periods
+                      (``*_venue_warm_*``) and after cold ones (``*_venue_cold_*``), with
+                      ``wire_to_wire_venue_{warm,cold}_vs_bound_ns``: wire_to_wire - (2 x tcp_echo +
+                      tick_to_trade), not targets. Off by default: the sender is then what it
+                      always was, idle between frames
     baseline          the same path in plain Python in one process: websocket-client, orjson, a
                       SortedDict book, the same quote formula, simplefix (tick_to_trade from the
                       moment recv() returned the frame to the send() of the NewOrderSingle)
@@ -120,11 +130,23 @@ def send_stamped(fd, buf, n, out):
     out[1] = k if k >= 0 else -sys_errno()
 
 
+VENUE_WARM_STOP_US = 10.0  # the venue's last warm-up ends at least this long before its next send
+VENUE_WARM_SHIFT = 28      # --venue-warm-us warms in every other 2**28-tick period (~0.1 s)
+
+
+def venue_warm_off() -> tuple:
+    """The venue's warm-up of recv_spin, off: (net warm words, buffer, window [from, until))."""
+    return netwarm.off(), np.zeros(netwarm.BUF, np.uint8), np.zeros(2, np.int64)
+
+
 @njit(cache=True, nogil=True)
-def recv_spin(fd, buf, off, deadline, out):
+def recv_spin(fd, buf, off, deadline, out, warm):
     """Spin on a non-blocking recv() into buf[off:] until bytes come (out[0] = n, out[1] = TSC
     when recv() returned), the peer closes (0), an error (-errno) or ``deadline`` (TSC) passes
-    (-EAGAIN)."""
+    (-EAGAIN). ``warm`` (words, buffer, window): while the TSC is inside the window
+    [from, until), the spin keeps this end's TCP send path warm as a busy venue's is
+    (netwarm.tick; :func:`venue_warm_off`: never)."""
+    words, wbuf, win = warm
     while True:
         n = sys_recv(fd, buf, off, buf.shape[0] - off)
         if n > 0:
@@ -138,17 +160,26 @@ def recv_spin(fd, buf, off, deadline, out):
         if e != _EAGAIN and e != EINTR:
             out[0] = -e
             return
-        if np.int64(rdtsc()) >= deadline:
+        t = np.int64(rdtsc())
+        if t >= deadline:
             out[0] = -_EAGAIN
             return
+        if win[0] <= t < win[1]:
+            netwarm.tick(words, wbuf, t)
 
 
 @njit(cache=True, nogil=True)
-def send_then_recv(sfd, sbuf, n, rfd, rbuf, ticks, out, rio):
+def send_then_recv(sfd, sbuf, n, rfd, rbuf, ticks, out, rio, warm, stop):
     """send_stamped(sfd, sbuf, n, out), then recv_spin(rfd, rbuf, 0, out[0] + ticks, rio): one
-    call, so nothing runs between the frame's send and the receiver's first recv()."""
+    call, so nothing runs between the frame's send and the receiver's first recv(). When
+    ``warm``'s window is not empty, it becomes [send + ticks / 4, send + ticks - stop): no
+    warm-up while the frame's orders come back, none just before the next frame."""
     send_stamped(sfd, sbuf, n, out)
-    recv_spin(rfd, rbuf, 0, out[0] + ticks, rio)
+    win = warm[2]
+    if win[1] > win[0]:
+        win[0] = out[0] + ticks // 4
+        win[1] = out[0] + ticks - stop
+    recv_spin(rfd, rbuf, 0, out[0] + ticks, rio, warm)
 
 
 @njit(cache=True, nogil=True)
@@ -456,10 +487,16 @@ class Receiver:
     OrderMassCancelRequest its report. ``orders``:
     ClOrdID -> TSC when recv() returned its bytes."""
 
-    def __init__(self, sender: str, target: str, cal):
+    def __init__(self, sender: str, target: str, cal, venue_warm_us: float = 0.0):
         from appliance.fix.session import Application, Session, SessionConfig
         from appliance.fix.store import MemoryStore
         self.cal = cal
+        # the venue's send path kept warm between frames in every other period (0: never)
+        self.vwarm = netwarm.NetWarm(venue_warm_us, cal, "venue") if venue_warm_us > 0 else None
+        self.warm = (venue_warm_off() if self.vwarm is None else
+                     (self.vwarm.words, self.vwarm.buf, np.zeros(2, np.int64)))
+        self.warm_stop = _ticks(cal, VENUE_WARM_STOP_US * 1e-6)
+        self.warmed = -1   # the last frame's period: 1 warmed, 0 not, -1 no venue warm-ups
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -550,7 +587,7 @@ class Receiver:
                 s.setblocking(False)
                 self.sock = s
                 self._send(self.session.connected(time.time()))
-            recv_spin(self.sock.fileno(), self.buf, 0, deadline, self.io)
+            recv_spin(self.sock.fileno(), self.buf, 0, deadline, self.io, self.warm)
             if self._took() == -_EAGAIN:
                 return
 
@@ -572,12 +609,19 @@ class Receiver:
         """Send one frame on ``fd`` and serve the FIX socket for ``ticks``: the frame's send and
         the spin on the FIX socket are one compiled call (``send_then_recv``), so the receiver is
         already spinning when the order comes back, with no Python between the two stamps.
-        ``out``: [send TSC, bytes taken or -errno]."""
+        ``out``: [send TSC, bytes taken or -errno]. With venue warm-ups, :attr:`warmed` says
+        whether the period before this frame's send warmed (1) or not (0)."""
+        if self.vwarm is not None:
+            win = self.warm[2]
+            self.warmed = 1 if win[1] > win[0] else 0
+            on = (int(clock.now_tsc(self.cal)) >> VENUE_WARM_SHIFT) & 1 == 0
+            win[0], win[1] = (0, 1) if on else (0, 0)    # send_then_recv places a window
         if self.sock is None:
             send_stamped(fd, buf, len(buf), out)
             self.serve(ticks)
             return
-        send_then_recv(fd, buf, len(buf), self.sock.fileno(), self.buf, ticks, out, self.io)
+        send_then_recv(fd, buf, len(buf), self.sock.fileno(), self.buf, ticks, out, self.io,
+                       self.warm, self.warm_stop)
         deadline = int(out[0]) + ticks
         if self._took() != -_EAGAIN:
             self.serve(0, deadline)
@@ -585,6 +629,8 @@ class Receiver:
     def close(self) -> None:
         self._drop()
         self.lsock.close()
+        if self.vwarm is not None:
+            self.vwarm.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -816,7 +862,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
         wait_strategy = "spin_yield"
         spins = 2000 if len(actor_cores) >= len(names) else args.split_spins
     venue.drop_pending()
-    rcv = Receiver("T2T", "APPLIANCE", cal)
+    rcv = Receiver("T2T", "APPLIANCE", cal, args.venue_warm_us)
     cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins, args.ack_after_us,
                        args.net_warm_us)
     procs = Procs(run, cfg, layout, args.budget_us)
@@ -836,7 +882,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
                                  f"{args.start_timeout:.0f} s")
         hops = Hops(shm_dir)
         pace = _ticks(cal, args.pace_us * 1e-6)
-        sent = []          # (send tsc, timed, t2t count, t2t sum, o2w count, o2w sum) per frame
+        sent = []          # (send tsc, timed, t2t count, t2t sum, o2w count, o2w sum, venue warmed)
         out = np.zeros(2, np.int64)
         for k in range(args.loops):
             conn, path = venue.accept(args.start_timeout,
@@ -854,9 +900,9 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
                 if timed:
                     after = hops.read()
                     sent.append((int(out[0]), True, after[0] - before[0], after[1] - before[1],
-                                 after[2] - before[2], after[3] - before[3]))
+                                 after[2] - before[2], after[3] - before[3], rcv.warmed))
                 else:
-                    sent.append((int(out[0]), False, 0, 0, 0, 0))
+                    sent.append((int(out[0]), False, 0, 0, 0, 0, rcv.warmed))
             try:
                 conn.send(wsframe.frame_bytes((1012).to_bytes(2, "big"), wsframe.OP_CLOSE))
             except OSError:
@@ -920,9 +966,11 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
             orders_by_origin.setdefault(int(r["origin_tsc"]), []).append(
                 (int(r["clord_id"]), int(r["publish_tsc"])))
     f2r, r2o, o2w, t2t, w2w, t2w, w2o = [], [], [], [], [], [], []
+    by_warm = {0: ([], []), 1: ([], [])}   # venue warm-ups off / on before the frame: w2w, w2o
     timed = with_orders = ambiguous = 0
     sends = [s[0] for s in sent]
-    for i, (tw, is_timed, tc, ts, oc, os_) in enumerate(sent):
+    for i, (tw, is_timed, tc, ts, oc, os_, *rest) in enumerate(sent):
+        warmed = rest[0] if rest else -1
         if not is_timed:
             continue
         timed += 1
@@ -932,6 +980,8 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
             continue                           # the frame changed nothing (dropped, or old)
         o = int(l2_orig[j])
         w2o.append(o - tw)
+        if warmed >= 0:
+            by_warm[warmed][1].append(o - tw)
         pb = end_pub.get(o)
         if pb is None:
             continue
@@ -946,6 +996,8 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
             if rx:
                 w2w.append(rx - tw)
                 t2w.append(rx - o)
+                if warmed >= 0:
+                    by_warm[warmed][0].append(rx - tw)
         if tc != len(ords) or tc <= 0:
             ambiguous += 1                     # orders of other frames went out meanwhile
             continue
@@ -965,6 +1017,12 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
         res[f"{key}_p99_ns"] = p["p99"]
         res[f"{key}_p999_ns"] = p["p999"]
         res[f"{key}_n"] = p["n"]
+    for warmed, tag in ((1, "venue_warm"), (0, "venue_cold")):
+        ww, wo = by_warm[warmed]
+        if ww:
+            res[f"wire_to_wire_{tag}_p50_ns"] = _pct(_ns(cal, ww))["p50"]
+            res[f"wire_to_wire_{tag}_n"] = len(ww)
+            res[f"wire_to_origin_{tag}_p50_ns"] = _pct(_ns(cal, wo))["p50"]
     return res
 
 
@@ -1344,8 +1402,9 @@ def warm_all() -> None:
     io = np.zeros(2, np.int64)
     buf = np.zeros(64, np.uint8)
     send_stamped(a.fileno(), buf, 8, io)
-    recv_spin(b.fileno(), buf, 0, 0, io)
-    send_then_recv(a.fileno(), buf, 8, b.fileno(), buf, 0, io, np.zeros(2, np.int64))
+    recv_spin(b.fileno(), buf, 0, 0, io, venue_warm_off())
+    send_then_recv(a.fileno(), buf, 8, b.fileno(), buf, 0, io, np.zeros(2, np.int64),
+                   venue_warm_off(), 0)
     a.close()
     b.close()
 
@@ -1377,6 +1436,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     ap.add_argument("--net-warm-us", type=float, default=None,
                     help="[wait] net_warm_us of the actors (default: the config's, 50; 0: off)")
+    ap.add_argument("--venue-warm-us", type=float, default=0.0,
+                    help="the bench's venue keeps its own TCP send path warm this often between "
+                         "frames, in every other ~0.1 s period, and wire-to-wire is also given "
+                         "for the frames after warm and after cold periods (default 0: never)")
     ap.add_argument("--ack-after-us", type=float, default=None,
                     help="the venue's ack_after_us (the md socket's ACK sent by the pump once "
                          "the socket was quiet this long; < 0: by the kernel inside recv()); "
@@ -1440,7 +1503,7 @@ def main(argv: list[str] | None = None) -> int:
                        "wire_to_wire_p99_ns", "exit_codes"):
         res[key] = first.get(key)
     for key, v in first.items():
-        if key.startswith("group_"):
+        if key.startswith("group_") or "_venue_" in key:
             res[key] = v
     if "split" in runs and first is not runs["split"]:
         res["split"] = runs["split"]
@@ -1459,6 +1522,13 @@ def main(argv: list[str] | None = None) -> int:
         res["wire_to_wire_vs_paced_ns"] = round(
             t["wire_to_wire_p50_ns"] - 2 * res["tcp_paced_deferred_one_way_p50_ns"]
             - t["tick_to_trade_p50_ns"], 1)
+        # not a target either: the bound of wire_to_wire, for the frames of the periods in which
+        # the venue kept its send path warm and of those in which it did not (--venue-warm-us)
+        for tag in ("venue_warm", "venue_cold"):
+            if t.get(f"wire_to_wire_{tag}_p50_ns") is not None:
+                res[f"wire_to_wire_{tag}_vs_bound_ns"] = round(
+                    t[f"wire_to_wire_{tag}_p50_ns"] - 2 * res["tcp_echo_p50_ns"]
+                    - t["tick_to_trade_p50_ns"], 1)
     if res.get("frame_to_send_buffer_p50_ns") is not None:
         ok["frame_to_send_buffer_p50"] = res["frame_to_send_buffer_p50_ns"] <= MEM_P50_NS
     res["targets_met"] = ok
@@ -1507,6 +1577,13 @@ def _table(res: dict, runs: dict) -> None:
     if res.get("wire_to_wire_vs_paced_ns") is not None:
         print(f"wire-to-wire - (2 x that deferred one way + tick-to-trade): "
               f"{f(res['wire_to_wire_vs_paced_ns'])} ns (not a target)")
+    for tag, what in (("venue_warm", "after periods the venue kept its send path warm"),
+                      ("venue_cold", "after periods it did not")):
+        if res.get(f"wire_to_wire_{tag}_p50_ns") is not None:
+            print(f"frames {what} ({res[f'wire_to_wire_{tag}_n']} orders): wire-to-wire p50 "
+                  f"{f(res[f'wire_to_wire_{tag}_p50_ns'])} ns, sender -> md recv() returned "
+                  f"{f(res[f'wire_to_origin_{tag}_p50_ns'])} ns; wire-to-wire - (2 x tcp echo + "
+                  f"tick-to-trade) {f(res[f'wire_to_wire_{tag}_vs_bound_ns'])} ns")
     print(f"rings on {res['shm_backing']} ({res['shm_dir']})")
     print(f"baseline (websocket-client + orjson + SortedDict + simplefix): tick-to-trade p50 "
           f"{f(res['baseline_tick_to_trade_p50_ns'])} ns, p99 "

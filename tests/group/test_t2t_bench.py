@@ -28,15 +28,46 @@ def test_send_then_recv_stamps_the_send_and_the_first_bytes_back():
         rbuf = np.zeros(64, np.uint8)
         d.send(b"order")                       # already waiting: returned at the first recv()
         t2t.send_then_recv(a.fileno(), frame, len(frame), c.fileno(), rbuf,
-                           t2t._ticks(cal, 1.0), out, rio)
+                           t2t._ticks(cal, 1.0), out, rio, t2t.venue_warm_off(), 0)
         assert out[1] == len(frame) and b.recv(64) == b"frame-bytes"
         assert rio[0] == 5 and rbuf[:5].tobytes() == b"order"
         assert 0 < out[0] <= rio[1]
         # nothing comes back: the spin ends at the deadline with -EAGAIN, the send still stamped
         t2t.send_then_recv(a.fileno(), frame, len(frame), c.fileno(), rbuf,
-                           t2t._ticks(cal, 0.001), out, rio)
+                           t2t._ticks(cal, 0.001), out, rio, t2t.venue_warm_off(), 0)
         assert out[1] == len(frame) and rio[0] == -t2t._EAGAIN
     finally:
+        for s in (a, b, c, d):
+            s.close()
+
+
+def test_the_venue_warms_its_send_path_only_inside_the_window_between_frames():
+    from appliance.transport import netwarm
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    for s in (a, b, c, d):
+        s.setblocking(False)
+    cal = clock.calibration()
+    w = netwarm.NetWarm(5.0, cal)
+    try:
+        frame = np.frombuffer(b"frame-bytes", np.uint8).copy()
+        out, rio, rbuf = np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(64, np.uint8)
+        ticks, stop = t2t._ticks(cal, 0.004), t2t._ticks(cal, 0.001)
+        win = np.array([0, 1], np.int64)                      # on: send_then_recv places it
+        t2t.send_then_recv(a.fileno(), frame, len(frame), c.fileno(), rbuf, ticks, out, rio,
+                           (w.words, w.buf, win), stop)
+        assert rio[0] == -t2t._EAGAIN                          # nothing came back: a 4 ms spin
+        assert (win[0], win[1]) == (out[0] + ticks // 4, out[0] + ticks - stop)
+        warms = w.counts()["net_warms"]
+        assert warms > 10 and w.counts()["net_warm_errors"] == 0
+        last = int(w.words[netwarm.W_NEXT]) - int(w.words[netwarm.W_EVERY])   # the last one's end
+        assert win[0] <= last < win[1] + stop // 2             # started inside the window
+        win[:] = 0                                             # off: no window, no warm-up
+        t2t.send_then_recv(a.fileno(), frame, len(frame), c.fileno(), rbuf, ticks, out, rio,
+                           (w.words, w.buf, win), stop)
+        assert w.counts()["net_warms"] == warms
+    finally:
+        w.close()
         for s in (a, b, c, d):
             s.close()
 
