@@ -42,6 +42,12 @@ the frame's receive TSC). Per timed frame and order:
                       (tcp_paced_deferred_one_way): what a leg costs at the frames' pace with
                       the kernel's paths gone cold; wire_to_wire_vs_paced_ns (not a target) is
                       wire_to_wire - (2 x the deferred one way + tick_to_trade)
+    warm A/B          --warm-ab: the one-process loop warms up (net warm-ups, dry runs of the
+                      order path) only while TSC bit 28 is 0 (``appliance group --warm-ab 28``:
+                      ~0.1 s periods), and order_to_wire, tick_to_trade, tick_to_wire and
+                      wire_to_wire are also given for the frames of the warm periods
+                      (``*_warm_p50_ns``) and of the cold ones (``*_cold_p50_ns``): what the
+                      warm-ups do, measured within one run
     venue warm-ups    --venue-warm-us X: in every other 2**28-tick period (~0.1 s) the bench's
                       venue keeps its own TCP send path warm between frames as a busy venue's is
                       (a 64-byte send and read-back on a private loopback pair every X us, as the
@@ -132,6 +138,7 @@ def send_stamped(fd, buf, n, out):
 
 VENUE_WARM_STOP_US = 10.0  # the venue's last warm-up ends at least this long before its next send
 VENUE_WARM_SHIFT = 28      # --venue-warm-us warms in every other 2**28-tick period (~0.1 s)
+WARM_AB_BIT = 28           # --warm-ab: the loop warms up while this TSC bit is 0
 
 
 def venue_warm_off() -> tuple:
@@ -727,14 +734,16 @@ mass_status = false
 class Procs:
     """The actor processes of one layout (logs in the run directory)."""
 
-    def __init__(self, run: Path, cfg: Path, layout: str, budget_us: float | None = None):
+    def __init__(self, run: Path, cfg: Path, layout: str, budget_us: float | None = None,
+                 warm_ab: int = 0):
         self.run = run
         self.procs: list[tuple[str, subprocess.Popen, object]] = []
         env = dict(os.environ)
         base = [sys.executable, "-m", "appliance.cli", "--config", str(cfg)]
         if layout == "one":
             cmds = [("group", base + ["group", "--venue", VENUE, "--session", SESSION]
-                     + (["--budget-us", str(budget_us)] if budget_us else []))]
+                     + (["--budget-us", str(budget_us)] if budget_us else [])
+                     + (["--warm-ab", str(warm_ab)] if warm_ab else []))]
         else:
             cmds = [("engine", base + ["engine"]),
                     ("fix", base + ["fix", "gateway", "--session", SESSION]),
@@ -865,7 +874,8 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
     rcv = Receiver("T2T", "APPLIANCE", cal, args.venue_warm_us)
     cfg = write_config(run, venue, rcv.port, wait_strategy, plan, spins, args.ack_after_us,
                        args.net_warm_us)
-    procs = Procs(run, cfg, layout, args.budget_us)
+    ab = WARM_AB_BIT if args.warm_ab and layout == "one" else 0
+    procs = Procs(run, cfg, layout, args.budget_us, ab)
     affinity = os.sched_getaffinity(0)
     if actor_core is not None:
         # the sender and the receiver (this thread) off the actors' core, as tcp_echo's client
@@ -921,7 +931,7 @@ def run_layout(layout: str, args, cal, venue: Venue, work: Path) -> dict:
         rcv.close()
         os.sched_setaffinity(0, affinity)
         shutil.rmtree(shm_dir, ignore_errors=True)
-    res = analyse(cal, sent, md_recs, ord_recs, rcv.orders)
+    res = analyse(cal, sent, md_recs, ord_recs, rcv.orders, ab)
     res["layout"] = layout
     res["exit_codes"] = codes
     if layout == "one":
@@ -948,9 +958,10 @@ def group_status(log_path: Path) -> dict:
     return {}
 
 
-def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
+def analyse(cal, sent, md_recs, ord_recs, received, ab_bit: int = 0) -> dict:
     """Per timed frame: its origin TSC (first md record after its send), BATCH_END, the orders
-    it caused, their hops (module docstring)."""
+    it caused, their hops (module docstring). ``ab_bit`` > 0: the hops also for the frames that
+    arrived while that TSC bit was 0 (the loop's warm-ups on) and while it was 1 (off)."""
     hdr_md = md_recs[:, :32].copy().view(records.HEADER).reshape(-1)
     rt = hdr_md["rtype"]
     origin = hdr_md["origin_tsc"].astype(np.int64)
@@ -967,6 +978,7 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
                 (int(r["clord_id"]), int(r["publish_tsc"])))
     f2r, r2o, o2w, t2t, w2w, t2w, w2o = [], [], [], [], [], [], []
     by_warm = {0: ([], []), 1: ([], [])}   # venue warm-ups off / on before the frame: w2w, w2o
+    by_ab = {0: {}, 1: {}}                 # the loop's warm-ups on (0) / off (1): hop -> values
     timed = with_orders = ambiguous = 0
     sends = [s[0] for s in sent]
     for i, (tw, is_timed, tc, ts, oc, os_, *rest) in enumerate(sent):
@@ -980,6 +992,7 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
             continue                           # the frame changed nothing (dropped, or old)
         o = int(l2_orig[j])
         w2o.append(o - tw)
+        ab = by_ab[(o >> ab_bit) & 1] if ab_bit else {}
         if warmed >= 0:
             by_warm[warmed][1].append(o - tw)
         pb = end_pub.get(o)
@@ -996,6 +1009,9 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
             if rx:
                 w2w.append(rx - tw)
                 t2w.append(rx - o)
+                if ab_bit:
+                    ab.setdefault("wire_to_wire", []).append(rx - tw)
+                    ab.setdefault("tick_to_wire", []).append(rx - o)
                 if warmed >= 0:
                     by_warm[warmed][0].append(rx - tw)
         if tc != len(ords) or tc <= 0:
@@ -1003,6 +1019,9 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
             continue
         t2t.extend([ts / tc] * tc)
         o2w.extend([os_ / oc] * oc)
+        if ab_bit:
+            ab.setdefault("tick_to_trade", []).extend([ts / tc] * tc)
+            ab.setdefault("order_to_wire", []).extend([os_ / oc] * oc)
     res = {"frames_sent": len(sent), "frames_timed": timed, "frames_with_orders": with_orders,
            "frames_ambiguous": ambiguous, "orders": len(r2o)}
     for key, ticks in (("frame_to_record", f2r), ("record_to_order", r2o),
@@ -1017,6 +1036,11 @@ def analyse(cal, sent, md_recs, ord_recs, received) -> dict:
         res[f"{key}_p99_ns"] = p["p99"]
         res[f"{key}_p999_ns"] = p["p999"]
         res[f"{key}_n"] = p["n"]
+    for half, tag in ((0, "warm"), (1, "cold")):
+        for key, vals in by_ab[half].items():
+            ns = vals if key in ("tick_to_trade", "order_to_wire") else _ns(cal, vals)
+            res[f"{key}_{tag}_p50_ns"] = _pct(ns)["p50"]
+            res[f"{key}_{tag}_n"] = len(vals)
     for warmed, tag in ((1, "venue_warm"), (0, "venue_cold")):
         ww, wo = by_warm[warmed]
         if ww:
@@ -1436,6 +1460,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     ap.add_argument("--net-warm-us", type=float, default=None,
                     help="[wait] net_warm_us of the actors (default: the config's, 50; 0: off)")
+    ap.add_argument("--warm-ab", action="store_true",
+                    help="the one-process loop warms up (net warm-ups, dry runs of the order path) "
+                         "only in every other ~0.1 s period; the hops are also given for the "
+                         "frames of the warm and of the cold periods (*_warm_p50_ns, "
+                         "*_cold_p50_ns): the warm-ups' effect, measured within one run")
     ap.add_argument("--venue-warm-us", type=float, default=0.0,
                     help="the bench's venue keeps its own TCP send path warm this often between "
                          "frames, in every other ~0.1 s period, and wire-to-wire is also given "
@@ -1503,7 +1532,8 @@ def main(argv: list[str] | None = None) -> int:
                        "wire_to_wire_p99_ns", "exit_codes"):
         res[key] = first.get(key)
     for key, v in first.items():
-        if key.startswith("group_") or "_venue_" in key:
+        if key.startswith("group_") or "_venue_" in key or key.endswith(("_warm_p50_ns",
+                                                                           "_cold_p50_ns")):
             res[key] = v
     if "split" in runs and first is not runs["split"]:
         res["split"] = runs["split"]
@@ -1577,6 +1607,16 @@ def _table(res: dict, runs: dict) -> None:
     if res.get("wire_to_wire_vs_paced_ns") is not None:
         print(f"wire-to-wire - (2 x that deferred one way + tick-to-trade): "
               f"{f(res['wire_to_wire_vs_paced_ns'])} ns (not a target)")
+    ab = [(label, key) for label, key in (("order record -> send() called", "order_to_wire"),
+                                          ("tick-to-trade (recv -> send)", "tick_to_trade"),
+                                          ("tick-to-wire (recv -> receiver)", "tick_to_wire"),
+                                          ("wire-to-wire (sender -> receiver)", "wire_to_wire"))
+          if res.get(f"{key}_warm_p50_ns") is not None and res.get(f"{key}_cold_p50_ns") is not None]
+    if ab:
+        print(f"\n{'--warm-ab, the same run (p50 ns)':<36}{'warm-ups':>12}{'none':>12}{'difference':>12}")
+        for label, key in ab:
+            w, c = res[f"{key}_warm_p50_ns"], res[f"{key}_cold_p50_ns"]
+            print(f"{label:<36}{f(w):>12}{f(c):>12}{f(w - c):>12}")
     for tag, what in (("venue_warm", "after periods the venue kept its send path warm"),
                       ("venue_cold", "after periods it did not")):
         if res.get(f"wire_to_wire_{tag}_p50_ns") is not None:

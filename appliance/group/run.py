@@ -119,6 +119,8 @@ G_FIX_ACK = 16      # 1: ACK what gw_rx read once the loop is idle (the session'
 G_FIX_ACK_DUE = 17  # gw_rx read bytes not ACKed yet
 G_PATH_WARM = 18    # 1: the next spin runs the FIX gateway's order path dry (after a net warm-up)
 G_PATH_WARMS = 19   # dry runs of it, total
+G_WARM_AB = 20      # > 0: warm-ups only while bit G_WARM_AB of the TSC is 0 (benchmarks: the warm
+                    # and the cold periods of one run compared; ``appliance group --warm-ab``)
 G_N = 24
 
 NEED_FIX_RX = 1     # bytes are waiting on the FIX socket
@@ -323,8 +325,9 @@ def run_loop(pump, md, cal, en, fx, frx, g, wait_):
         if work:
             wait.reset(wstate)
         else:
-            if netwarm.tick(nwarm, nbuf, now) == 1 and dry_rec[records.RTYPE_OFF] != 0:
-                g[G_PATH_WARM] = 1
+            if g[G_WARM_AB] == 0 or ((now >> g[G_WARM_AB]) & 1) == 0:
+                if netwarm.tick(nwarm, nbuf, now) == 1 and dry_rec[records.RTYPE_OFF] != 0:
+                    g[G_PATH_WARM] = 1
             wait.idle(wparams, wstate)
     g[G_NEED] = need
     g[G_ENGINE_RC] = erc
@@ -474,10 +477,13 @@ class ActorGroup(Actor):
     kind = control.ACTOR_OTHER
 
     def __init__(self, cfg, venue: str, session: str, name: str = NAME,
-                 seconds: float | None = None, budget_us: float = DEFAULT_BUDGET_US):
+                 seconds: float | None = None, budget_us: float = DEFAULT_BUDGET_US,
+                 warm_ab: int = 0):
         from appliance.engine.run import Engine
         from appliance.venues.gateway import GatewayError, MdGateway
         super().__init__(cfg, name, log)
+        if not 0 <= warm_ab <= 62:
+            raise ActorError(f"--warm-ab {warm_ab}: a TSC bit, 1 to 62 (0: off)")
         if venue not in STEPS:
             raise ActorError(f"group: no compiled loop for venue {venue!r} (have: "
                              f"{', '.join(STEPS)})")
@@ -493,6 +499,7 @@ class ActorGroup(Actor):
         self.venue = venue
         self.kernel = STEPS[venue]
         self.budget_us = budget_us
+        self.warm_ab = warm_ab
         self.wparams = wait.from_config(cfg.wait, self.core)
         self.wstate = wait.new_state()
         self.net_warm_us = netwarm.every_us(cfg.wait, self.wparams)
@@ -564,6 +571,7 @@ class ActorGroup(Actor):
         self._frx = fgw.rx
         self.g = new_words(self.fix.g.max_batch, self.engine._idx, self.budget_us, es.cal)
         self.g[G_MD_RING] = self.engine.venues.index(self.venue)
+        self.g[G_WARM_AB] = self.warm_ab
         self.netwarm = netwarm.NetWarm(self.net_warm_us, es.cal, self.name)
         dry, dry_rec = fixgw.dry_bundle(self._fx)
         if numba.typeof(dry) != numba.typeof(self._fx):
@@ -586,9 +594,10 @@ class ActorGroup(Actor):
         for m in self.members:
             m.live = True
         self.log.info("%s: %s + engine + fix.%s in one loop (wait %s, budget %d us, net warm-up "
-                      "%s)", self.name, self.md.name, self.fix.g.name,
+                      "%s%s)", self.name, self.md.name, self.fix.g.name,
                       wait.kind_name(self.wparams), int(self.budget_us),
-                      f"every {self.net_warm_us:g} us" if self.netwarm.on else "off")
+                      f"every {self.net_warm_us:g} us" if self.netwarm.on else "off",
+                      f", only while TSC bit {self.warm_ab} is 0" if self.warm_ab else "")
 
     def loop(self) -> None:
         self.md.loop()

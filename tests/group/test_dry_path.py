@@ -77,3 +77,44 @@ def test_the_idle_loop_runs_the_order_path_dry_and_sends_nothing():
         warm.close()
         a.close()
         b.close()
+
+
+def _bit_now_one(cal):
+    """A TSC bit that is 1 now and stays 1 for at least 0.2 s."""
+    t = int(clock.now_tsc(cal))
+    need = int(0.2 * float(cal[clock.C_HZ]))
+    for b in range(28, 48):
+        if (t >> b) & 1 and (1 << b) - (t & ((1 << b) - 1)) > need:
+            return b
+    pytest.skip("no TSC bit between 28 and 47 is 1 for the next 0.2 s")
+
+
+def test_warm_ab_limits_the_warm_ups_to_the_periods_its_tsc_bit_is_zero():
+    md, cal, en, fx, frx, g = _live()
+    dry, dry_rec = fixgw.dry_bundle(fx)
+    a, b = netwarm.loopback_pair()
+    warm = netwarm.NetWarm(5.0, cal)
+    try:
+        g[group.G_FIX_FD] = a.fileno()
+        g[group.G_WARM_AB] = 62                                # bit 62 is 0 for centuries
+        _run(md, cal, en, fx, frx, g, warm, dry, dry_rec)
+        assert warm.counts()["net_warms"] > 10 and g[group.G_PATH_WARMS] > 5
+        before = (warm.counts()["net_warms"], int(g[group.G_PATH_WARMS]))
+        g[group.G_WARM_AB] = _bit_now_one(cal)                 # a cold period: no warm-up
+        _run(md, cal, en, fx, frx, g, warm, dry, dry_rec)
+        assert (warm.counts()["net_warms"], int(g[group.G_PATH_WARMS])) == before
+    finally:
+        warm.close()
+        a.close()
+        b.close()
+
+
+def test_a_bad_warm_ab_bit_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "appliance.cli", "group", "--venue", "binance",
+                        "--session", "x", "--warm-ab", "70"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2
+    assert p.stdout.strip() == "appliance group: --warm-ab 70: a TSC bit, 1 to 62 (0: off)"
+    assert "Traceback" not in p.stderr

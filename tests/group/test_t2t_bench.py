@@ -128,3 +128,32 @@ def test_group_status_is_read_from_the_loops_closing_line(tmp_path):
     log.write_text("2026-12-07 08:35:58,400 INFO appliance.group: group: warm\n")
     assert t2t.group_status(log) == {}
     assert t2t.group_status(tmp_path / "missing.log") == {}
+
+
+def test_warm_ab_splits_the_hops_by_the_tsc_bit_at_the_frames_arrival():
+    from appliance.transport import records
+    cal = clock.calibration()
+    base = 5 << (t2t.WARM_AB_BIT + 1)                 # bit WARM_AB_BIT 0: a warm period
+    origins = [base + 1000, base + (1 << t2t.WARM_AB_BIT) + 1000]   # then a cold one
+    md = np.zeros((4, records.MD_RECORD_SIZE), np.uint8)
+    od = np.zeros((2, records.ORDER_RECORD_SIZE), np.uint8)
+    sent, received = [], {}
+    for k, o in enumerate(origins):
+        l2 = md[2 * k].view(records.L2_UPDATE)[0]
+        l2["rtype"], l2["origin_tsc"], l2["publish_tsc"] = records.RT_L2_UPDATE, o, o + 100
+        end = md[2 * k + 1].view(records.HEADER)[0]
+        end["rtype"], end["flags"] = records.RT_BATCH_END, records.F_LAST
+        end["origin_tsc"], end["publish_tsc"] = o, o + 200
+        no = od[k].view(records.NEW_ORDER)[0]
+        no["rtype"], no["origin_tsc"], no["publish_tsc"], no["clord_id"] = (
+            records.RT_NEW_ORDER, o, o + 300, 100 + k)
+        received[str(100 + k).encode()] = o + 5000 * (k + 1)
+        # (send TSC, timed, t2t count, t2t sum ns, o2w count, o2w sum ns, venue warmed)
+        sent.append((o - 400, True, 1, 1000 * (k + 1), 1, 500 * (k + 1), -1))
+    res = t2t.analyse(cal, sent, md, od, received, t2t.WARM_AB_BIT)
+    assert (res["tick_to_trade_warm_p50_ns"], res["tick_to_trade_cold_p50_ns"]) == (1000, 2000)
+    assert (res["order_to_wire_warm_p50_ns"], res["order_to_wire_cold_p50_ns"]) == (500, 1000)
+    ns = t2t._ns(cal, [5000 + 400, 10000 + 400])
+    assert (res["wire_to_wire_warm_p50_ns"], res["wire_to_wire_cold_p50_ns"]) == (
+        pytest.approx(ns[0], abs=0.1), pytest.approx(ns[1], abs=0.1))
+    assert "tick_to_trade_warm_p50_ns" not in t2t.analyse(cal, sent, md, od, received)
