@@ -137,8 +137,8 @@ def send_stamped(fd, buf, n, out):
 
 
 VENUE_WARM_STOP_US = 10.0  # the venue's last warm-up ends at least this long before its next send
-VENUE_WARM_SHIFT = 28      # --venue-warm-us warms in every other 2**28-tick period (~0.1 s)
-WARM_AB_BIT = 28           # --warm-ab: the loop warms up while this TSC bit is 0
+WARM_AB_BIT = 28           # the A/B periods' TSC bit (~0.1 s at 2.6 GHz): --warm-ab (the loop warms
+                           # up while it is 0) and --venue-warm-us (the venue, likewise)
 
 
 def venue_warm_off() -> tuple:
@@ -621,7 +621,7 @@ class Receiver:
         if self.vwarm is not None:
             win = self.warm[2]
             self.warmed = 1 if win[1] > win[0] else 0
-            on = (int(clock.now_tsc(self.cal)) >> VENUE_WARM_SHIFT) & 1 == 0
+            on = (int(clock.now_tsc(self.cal)) >> WARM_AB_BIT) & 1 == 0
             win[0], win[1] = (0, 1) if on else (0, 0)    # send_then_recv places a window
         if self.sock is None:
             send_stamped(fd, buf, len(buf), out)
