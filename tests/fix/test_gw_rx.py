@@ -259,8 +259,12 @@ def test_the_one_process_loop_acks_what_it_read_once_idle(ack_reads):
         g[group.G_FIX_FD] = gw_sock.fileno()
         g[group.G_FIX_RX] = 1
         g[group.G_FIX_ACK] = 1 if ack_reads else 0
-        g[group.G_BUDGET] = int(0.002 * float(cal[clock.C_HZ]))          # 2 ms of spinning
-        group.STEPS["binance"](md, cal, en, fx, frx, g, wait_)
+        g[group.G_BUDGET] = int(0.002 * float(cal[clock.C_HZ]))          # 2 ms of spinning ...
+        deadline = time.time() + 5
+        while True:     # ... again while a loaded CI host descheduled most of it (5 s at most)
+            group.STEPS["binance"](md, cal, en, fx, frx, g, wait_)
+            if g[group.G_RX_READS] > 0 or time.time() > deadline:
+                break
         assert g[group.G_RX_READS] == 1 and frx.pst[C.ST_EXPECT_SEQ] == 2
         _until(lambda: _unacked(venue) == 0, timeout=0.5) if ack_reads else time.sleep(0.005)
         assert _unacked(venue) == (0 if ack_reads else 1)

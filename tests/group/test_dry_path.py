@@ -3,6 +3,8 @@ bundle shares only what gw_step reads, a dry run encodes its order on the bundle
 nothing reaches the socket, and the live gateway's state is bit for bit what it was."""
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -38,11 +40,17 @@ def test_the_dry_bundle_has_the_live_types_and_shares_only_what_gw_step_reads():
     assert o["rtype"] == records.RT_NEW_ORDER and o["clord_id"] == fixgw.DRY_CLORD
 
 
-def _run(md, cal, en, fx, frx, g, warm, dry, dry_rec):
-    g[group.G_BUDGET] = int(2e-3 * float(cal[clock.C_HZ]))          # 2 ms of an idle loop
-    group.STEPS["binance"](md, cal, en, fx, frx, g, (group.wait.make("spin"),
-                                                     group.wait.new_state(), warm.words, warm.buf,
-                                                     dry, dry_rec))
+def _run(md, cal, en, fx, frx, g, warm, dry, dry_rec, until=None):
+    """2 ms of an idle loop; with ``until``, again until until() holds (at most 5 s: a loaded CI
+    host may deschedule this process for most of a 2 ms window)."""
+    g[group.G_BUDGET] = int(2e-3 * float(cal[clock.C_HZ]))
+    deadline = time.monotonic() + 5.0
+    while True:
+        group.STEPS["binance"](md, cal, en, fx, frx, g, (group.wait.make("spin"),
+                                                         group.wait.new_state(), warm.words,
+                                                         warm.buf, dry, dry_rec))
+        if until is None or until() or time.monotonic() > deadline:
+            return
 
 
 def test_the_idle_loop_runs_the_order_path_dry_and_sends_nothing():
@@ -53,7 +61,7 @@ def test_the_idle_loop_runs_the_order_path_dry_and_sends_nothing():
     warm = netwarm.NetWarm(5.0, cal)
     try:
         g[group.G_FIX_FD] = a.fileno()
-        _run(md, cal, en, fx, frx, g, warm, dry, dry_rec)
+        _run(md, cal, en, fx, frx, g, warm, dry, dry_rec, until=lambda: g[group.G_PATH_WARMS] > 5)
         runs = int(g[group.G_PATH_WARMS])
         assert runs > 5
         assert runs <= warm.counts()["net_warms"]             # one per net warm-up at most
@@ -80,13 +88,13 @@ def test_the_idle_loop_runs_the_order_path_dry_and_sends_nothing():
 
 
 def _bit_now_one(cal):
-    """A TSC bit that is 1 now and stays 1 for at least 0.2 s."""
+    """A TSC bit that is 1 now and stays 1 for at least 2 s."""
     t = int(clock.now_tsc(cal))
-    need = int(0.2 * float(cal[clock.C_HZ]))
+    need = int(2.0 * float(cal[clock.C_HZ]))
     for b in range(28, 48):
         if (t >> b) & 1 and (1 << b) - (t & ((1 << b) - 1)) > need:
             return b
-    pytest.skip("no TSC bit between 28 and 47 is 1 for the next 0.2 s")
+    pytest.skip("no TSC bit between 28 and 47 is 1 for the next 2 s")
 
 
 def test_warm_ab_limits_the_warm_ups_to_the_periods_its_tsc_bit_is_zero():
@@ -97,7 +105,8 @@ def test_warm_ab_limits_the_warm_ups_to_the_periods_its_tsc_bit_is_zero():
     try:
         g[group.G_FIX_FD] = a.fileno()
         g[group.G_WARM_AB] = 62                                # bit 62 is 0 for centuries
-        _run(md, cal, en, fx, frx, g, warm, dry, dry_rec)
+        _run(md, cal, en, fx, frx, g, warm, dry, dry_rec,
+             until=lambda: warm.counts()["net_warms"] > 10 and g[group.G_PATH_WARMS] > 5)
         assert warm.counts()["net_warms"] > 10 and g[group.G_PATH_WARMS] > 5
         before = (warm.counts()["net_warms"], int(g[group.G_PATH_WARMS]))
         g[group.G_WARM_AB] = _bit_now_one(cal)                 # a cold period: no warm-up

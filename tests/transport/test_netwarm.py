@@ -3,6 +3,7 @@ private loopback connection when due, never when off, bounded, and off by itself
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -86,8 +87,12 @@ def test_the_one_process_loop_warms_while_idle_and_not_while_off():
     md, cal, en, fx, frx, g, (wp, ws, _w, _b, dry, dry_rec) = group.scratch_args("binance")
     w = netwarm.NetWarm(5.0, cal)
     try:
-        g[group.G_BUDGET] = int(2e-3 * float(cal[clock.C_HZ]))   # 2 ms of an idle loop
-        group.STEPS["binance"](md, cal, en, fx, frx, g, (wp, ws, w.words, w.buf, dry, dry_rec))
+        g[group.G_BUDGET] = int(2e-3 * float(cal[clock.C_HZ]))   # 2 ms of an idle loop ...
+        deadline = time.monotonic() + 5.0
+        while True:     # ... again while a loaded CI host descheduled most of it (5 s at most)
+            group.STEPS["binance"](md, cal, en, fx, frx, g, (wp, ws, w.words, w.buf, dry, dry_rec))
+            if w.counts()["net_warms"] > 10 or time.monotonic() > deadline:
+                break
         assert w.counts()["net_warms"] > 10
         assert w.counts()["net_warm_errors"] == 0
         quiet = netwarm.off()
