@@ -157,3 +157,10 @@ def test_warm_ab_splits_the_hops_by_the_tsc_bit_at_the_frames_arrival():
     assert (res["wire_to_wire_warm_p50_ns"], res["wire_to_wire_cold_p50_ns"]) == (
         pytest.approx(ns[0], abs=0.1), pytest.approx(ns[1], abs=0.1))
     assert "tick_to_trade_warm_p50_ns" not in t2t.analyse(cal, sent, md, od, received)
+
+
+def test_the_echo_gives_one_sample_per_round_trip_after_its_warm_up():
+    cal = clock.calibration()
+    cores = sorted(os.sched_getaffinity(0))
+    ns = t2t.tcp_echo_ns(cal, 50, cores[0], cores[-1])
+    assert ns.shape == (50,) and (ns > 0).all()     # the 100 warm-up round trips are dropped
