@@ -267,14 +267,9 @@ def _loopback_pair() -> tuple[socket.socket, socket.socket]:
     return netwarm.loopback_pair()
 
 
-def tcp_echo(cal, reps: int, client_core, server_core) -> dict:
-    """A raw loopback TCP round trip of 64 bytes / 2: compiled spin loops at both ends (the
-    server thread on ``server_core``, the client on ``client_core``)."""
-    return _pct(tcp_echo_ns(cal, reps, client_core, server_core))
-
-
 def tcp_echo_ns(cal, reps: int, client_core, server_core) -> np.ndarray:
-    """:func:`tcp_echo`'s samples (ns, round trip / 2)."""
+    """``reps`` raw loopback TCP round trips of 64 bytes / 2, in ns: compiled spin loops at both
+    ends (the server thread on ``server_core``, the client on ``client_core``)."""
     cli, peer = _loopback_pair()
     n = 64
     dl = _ticks(cal, 2.0)
