@@ -1365,16 +1365,18 @@ def baseline_worker(ws_url: str, rest_url: str, fix_port: int, out_path: str, co
     return 0
 
 
-def run_baseline(args, cal, venue: Venue, work: Path) -> dict:
-    """The baseline process against the same loopback venue and a fresh acceptor."""
+def run_baseline(args, cal, venue: Venue, work: Path, passes: int, tag: str) -> tuple:
+    """The baseline process against the same loopback venue and a fresh acceptor, ``passes``
+    connections (a pass of the recording each): (tick_to_trade samples in ns without the first
+    20, wire_to_wire samples in ns)."""
     cores = _cores()
     venue.drop_pending()
     rcv = Receiver("T2T", "APPLIANCE", cal)
-    out_path = work / "baseline.json"
+    out_path = work / f"baseline.{tag}.json"
     p = subprocess.Popen([sys.executable, "-m", "benches.bench_tick_to_trade", "--baseline-worker",
                           f"ws://127.0.0.1:{venue.ws_port}", f"http://127.0.0.1:{venue.rest_port}/{VENUE}",
                           str(rcv.port), str(out_path), str(cores[-1] if len(cores) > 1 else -1)],
-                         stdout=subprocess.DEVNULL, stderr=open(work / "baseline.log", "wb"))
+                         stdout=subprocess.DEVNULL, stderr=open(work / f"baseline.{tag}.log", "wb"))
     pace = _ticks(cal, args.pace_us * 1e-6)
     out = np.zeros(2, np.int64)
     sends, firsts = [], []
@@ -1384,7 +1386,7 @@ def run_baseline(args, cal, venue: Venue, work: Path) -> dict:
             rcv.serve(_ticks(cal, 0.01))
             if p.poll() is not None or time.monotonic() > end:
                 raise BenchError("baseline: no FIX logon")
-        for _k in range(max(2, args.loops // 4)):
+        for _k in range(passes):
             conn, path = venue.accept(args.start_timeout, lambda: rcv.serve(_ticks(cal, 0.001)))
             for wire, hot in venue.frames(path, venue.loops - 1):
                 buf = np.frombuffer(wire, np.uint8)
@@ -1405,11 +1407,20 @@ def run_baseline(args, cal, venue: Venue, work: Path) -> dict:
     try:
         samples = json.loads(out_path.read_text())
     except (OSError, ValueError):
-        raise BenchError(f"baseline: no samples (log: {work / 'baseline.log'})") from None
-    t = _pct(samples[20:])
-    w = _pct(_ns(cal, np.array(firsts) - np.array(sends)))
+        raise BenchError(f"baseline: no samples (log: {work / f'baseline.{tag}.log'})") from None
+    return (np.asarray(samples[20:], np.float64),
+            _ns(cal, np.array(firsts, np.int64) - np.array(sends, np.int64)))
+
+
+def baseline_keys(before: tuple, after: tuple) -> dict:
+    """The baseline's keys from its two halves (:func:`run_baseline`), run just before and just
+    after the layouts: the p50s of both halves' samples, and each half's tick_to_trade p50."""
+    t = _pct(np.concatenate([before[0], after[0]]))
+    w = _pct(np.concatenate([before[1], after[1]]))
     return {"baseline_tick_to_trade_p50_ns": t["p50"], "baseline_tick_to_trade_p99_ns": t["p99"],
-            "baseline_n": t["n"], "baseline_wire_to_wire_p50_ns": w["p50"]}
+            "baseline_n": t["n"], "baseline_wire_to_wire_p50_ns": w["p50"],
+            "baseline_before_p50_ns": _pct(before[0])["p50"],
+            "baseline_after_p50_ns": _pct(after[0])["p50"]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1513,6 +1524,10 @@ def main(argv: list[str] | None = None) -> int:
         res["tcp_paced_deferred_one_way_p50_ns"] = paced["p50"]
         res["tcp_paced_deferred_one_way_p99_ns"] = paced["p99"]
         layouts = ("one", "split") if args.layout == "both" else (args.layout,)
+        # the baseline, like the echo, in two halves around the layouts: its p50 moved 42 ->
+        # 82 us between two runs 20 s apart on this VM, with tick_to_trade unchanged
+        half = max(1, args.loops // 8)
+        base_before = run_baseline(args, cal, venue, work, half, "before")
         runs = {lay: run_layout(lay, args, cal, venue, work) for lay in layouts}
         echo_after = tcp_echo_ns(cal, max(1, args.echo_reps - args.echo_reps // 2), cores[0],
                                  cores[-1])
@@ -1521,7 +1536,7 @@ def main(argv: list[str] | None = None) -> int:
         res["tcp_echo_p99_ns"] = echo["p99"]
         res["tcp_echo_before_p50_ns"] = _pct(echo_before)["p50"]
         res["tcp_echo_after_p50_ns"] = _pct(echo_after)["p50"]
-        base = run_baseline(args, cal, venue, work)
+        base = baseline_keys(base_before, run_baseline(args, cal, venue, work, half, "after"))
         cfg_path = work / layouts[0] / "appliance.toml"
         mem = in_memory(cal, venue, cfg_path, args.mem_loops)
     finally:
@@ -1641,7 +1656,9 @@ def _table(res: dict, runs: dict) -> None:
     print(f"baseline (websocket-client + orjson + SortedDict + simplefix): tick-to-trade p50 "
           f"{f(res['baseline_tick_to_trade_p50_ns'])} ns, p99 "
           f"{f(res['baseline_tick_to_trade_p99_ns'])} ns ({res['baseline_n']} frames), "
-          f"wire-to-wire p50 {f(res['baseline_wire_to_wire_p50_ns'])} ns")
+          f"wire-to-wire p50 {f(res['baseline_wire_to_wire_p50_ns'])} ns; tick-to-trade p50 "
+          f"before the layouts {f(res.get('baseline_before_p50_ns'))} ns, after "
+          f"{f(res.get('baseline_after_p50_ns'))} ns")
     print(f"in memory, frame bytes -> FIX bytes in the send buffer: p50 "
           f"{f(res['frame_to_send_buffer_p50_ns'])} ns, p99 "
           f"{f(res['frame_to_send_buffer_p99_ns'])} ns ({res['frame_to_send_buffer_n']} frames)")

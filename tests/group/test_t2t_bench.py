@@ -164,3 +164,13 @@ def test_the_echo_gives_one_sample_per_round_trip_after_its_warm_up():
     cores = sorted(os.sched_getaffinity(0))
     ns = t2t.tcp_echo_ns(cal, 50, cores[0], cores[-1])
     assert ns.shape == (50,) and (ns > 0).all()     # the 100 warm-up round trips are dropped
+
+
+def test_the_baseline_is_the_p50_of_both_halves_samples_not_the_mean_of_their_p50s():
+    before = (np.array([10.0, 11.0, 12.0, 13.0]), np.array([100.0, 101.0]))
+    after = (np.array([30.0, 31.0, 32.0, 33.0, 34.0, 35.0]), np.array([300.0]))
+    k = t2t.baseline_keys(before, after)
+    assert k["baseline_tick_to_trade_p50_ns"] == 30.5     # 10 samples: (30 + 31) / 2
+    assert k["baseline_n"] == 10
+    assert k["baseline_wire_to_wire_p50_ns"] == 101.0
+    assert (k["baseline_before_p50_ns"], k["baseline_after_p50_ns"]) == (11.5, 32.5)
