@@ -262,3 +262,57 @@ def test_the_wake_signal_does_not_harm_a_process_that_is_not_an_actor():
         p.kill()
         p.wait()
     assert not control.wake(0)
+
+
+def test_housekeeping_cpus_leave_out_isolated_nohz_full_and_planned_cores(tmp_path):
+    (tmp_path / "online").write_text("0-7\n")
+    (tmp_path / "isolated").write_text("2-5\n")
+    (tmp_path / "nohz_full").write_text("2-6\n")
+    assert actor.housekeeping_cpus([2, 3], str(tmp_path)) == {0, 1, 7}
+    (tmp_path / "isolated").write_text("\n")        # an untuned host: the plan's cores only
+    (tmp_path / "nohz_full").unlink()
+    assert actor.housekeeping_cpus([1, 3], str(tmp_path)) == {0, 2, 4, 5, 6, 7}
+    assert actor.housekeeping_cpus(range(8), str(tmp_path)) == set()
+
+
+_PINNED_ACTOR = textwrap.dedent("""
+    import json, os, sys, threading
+    from appliance import actor, config
+
+    core = int(sys.argv[3])
+    cfg = config.parse({"appliance": {"state_dir": sys.argv[1], "shm_dir": sys.argv[2]},
+                        "cores": {"actors": {"probe": core}}})
+
+    class Probe(actor.Actor):
+        seen = None
+        def warm(self): pass
+        def open(self): pass
+        def start(self): pass
+        def poll(self):
+            self.publish_status(wait=True)          # the status writer thread exists now
+            w = [t for t in threading.enumerate() if t.name == "status-writer"][0]
+            self.seen = {"main": sorted(os.sched_getaffinity(0)),
+                         "writer": sorted(os.sched_getaffinity(w.native_id))}
+            self.stopping = True
+        def close(self): pass
+
+    a = Probe(cfg, "probe")
+    rc = a.run()
+    print(json.dumps({"rc": rc, **a.seen}))
+""")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_pinned_actors_helper_threads_run_on_the_other_cpus(tmp_path, shm_dir):
+    """The status writer of an actor pinned to a core runs on the CPUs no actor of the plan
+    uses, so its wake-ups never take the actor's core from its loop."""
+    cpus = sorted(os.sched_getaffinity(0))
+    core = cpus[-1]
+    out = subprocess.run([sys.executable, "-c", _PINNED_ACTOR, str(tmp_path / "state"),
+                          str(shm_dir), str(core)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["rc"] == actor.EXIT_OK
+    assert seen["main"] == [core]
+    want = sorted(actor.housekeeping_cpus([core]) & set(cpus))
+    assert want and seen["writer"] == want and core not in seen["writer"]

@@ -81,6 +81,7 @@ import numpy as np
 from numba import njit
 
 from appliance import jit
+from appliance.jit.bound import Bound
 from appliance.actor import Actor, ActorError
 from appliance.engine import kernels, oms
 from appliance.fix import gateway as fixgw
@@ -498,6 +499,7 @@ class ActorGroup(Actor):
             m.core = None                    # the group is pinned (cores.actors.<group name>)
         self.venue = venue
         self.kernel = STEPS[venue]
+        self._call = Bound(self.kernel)      # the loop's arguments are the same objects each call
         self.budget_us = budget_us
         self.warm_ab = warm_ab
         self.wparams = wait.from_config(cfg.wait, self.core)
@@ -507,7 +509,7 @@ class ActorGroup(Actor):
         self._wait = None
         self.g = None
         self._fx = self._en = self._frx = None
-        self._compiled = 0
+        self._compiled = 0                   # kernel calls that compiled (logged: none should)
         self.rounds: dict[str, int] = {}     # kernel returns by what they left to Python
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -523,7 +525,6 @@ class ActorGroup(Actor):
                 return
         t = time.monotonic()
         warm_venue(self.venue)
-        self._compiled = len(self.kernel.signatures)
         self.log.info("%s: %s loop compiled or loaded in %.1f s", self.name, self.venue,
                       time.monotonic() - t)
 
@@ -655,10 +656,10 @@ class ActorGroup(Actor):
         g[G_FIX_RX] = 1 if g[G_FIX_FD] >= 0 and fgw.fast_rx() else 0
         g[G_FIX_ACK] = 1 if fgw.cfg.ack_reads else 0
         rx_ok = g[G_FIX_RX]
-        r = self.kernel((fd, rx, ws, st, hdr, data, lat), cal, self._en, self._fx, self._frx, g,
-                        self._wait)
-        if self._compiled and len(self.kernel.signatures) != self._compiled:
-            self._compiled = len(self.kernel.signatures)
+        r = self._call((fd, rx, ws, st, hdr, data, lat), cal, self._en, self._fx, self._frx, g,
+                       self._wait)
+        if self._call.compiled != self._compiled:
+            self._compiled = self._call.compiled
             self.log.error("%s: the loop compiled at run time (warm-up types differ from the "
                            "live ones)", self.name)
         self._after(fgw, int(g[G_NEED]), bool(rx_ok))
