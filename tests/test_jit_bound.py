@@ -65,3 +65,20 @@ def test_a_bound_object_stays_alive_so_its_identity_cannot_be_taken_by_another()
     z = np.arange(4, dtype=np.float64)
     assert call((0, z), p, 0) == _total((0, z), p, 0)
     assert call.resolved == 2
+
+
+def test_python_numbers_compare_by_value_and_changing_objects_end_on_the_dispatcher():
+    from appliance.jit import bound
+    x = np.arange(4, dtype=np.int64)
+    p = Pair(np.ones(3, np.int64), np.zeros(1, np.int64))
+    call = Bound(_total)
+    for _ in range(3):
+        fd = int("1000")                 # a new int object of the same value each time
+        assert call((fd, x), p, 0) == 6 + 3 + 1000
+    assert call.resolved == 1
+    for i in range(bound.MAX_RESOLVES + 5):
+        fresh = np.full(4, i, np.int64)  # a new array every call: bound once per call, then never
+        assert call((1, fresh), p, 0) == 4 * i + 3 + 1
+    assert call.resolved == bound.MAX_RESOLVES + 6 and call._entry is None
+    assert call((1, x), p, 0) == 6 + 3 + 1
+    assert call.resolved == bound.MAX_RESOLVES + 7

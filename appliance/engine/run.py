@@ -11,6 +11,7 @@ import os
 import time
 
 from appliance.actor import Actor
+from appliance.jit.bound import Bound
 from appliance.engine import book, killswitch, recovery, risk
 from appliance.engine.kernels import (HOPS, MAX_SESSIONS, STEP_MAX_LOSS, STEP_OK, ST_HALTED,
                                       ST_KILL_CANCELS, ST_RISK_STATE, step)
@@ -117,6 +118,7 @@ class Engine(Actor):
         if not cb.killed:
             control.set_risk_state(cb.words, state)
             es.stats[ST_RISK_STATE] = state
+        self._step = Bound(step)        # the same objects every poll: no type resolution
         self._loop = es.loop([(r.hdr, r.data, r.cur) for r in self.readers],
                              [(r.hdr, r.data, r.cur) for r in self.execs], self.wparams,
                              self.wstate)
@@ -147,8 +149,8 @@ class Engine(Actor):
 
     def poll(self) -> None:
         es = self.es
-        self.after_step(step(self._loop, es.books, es.strats, es.gate, es.tel, es.io, self._idx,
-                             es.settings["max_iters"]))
+        self.after_step(self._step(self._loop, es.books, es.strats, es.gate, es.tel, es.io,
+                                   self._idx, es.settings["max_iters"]))
 
     def after_step(self, rc: int) -> None:
         """What a step's return code asks of Python: persist the halt its kill acknowledgement or

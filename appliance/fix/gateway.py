@@ -155,6 +155,7 @@ from numba import njit
 
 from appliance import jit
 from appliance.actor import Actor, ActorError
+from appliance.jit.bound import Bound
 from appliance.fix import codec as C
 from appliance.transport import clock, control, hist, ring, shm, wait
 from appliance.transport import records as R
@@ -1153,6 +1154,7 @@ class Gateway:
         # the order ring's doorbell: a back-off wait sleeps on it (transport/ring.py)
         self.bells = ring.bell_rows([self.orders.hdr])
         self.send_out = np.zeros(4, np.int64)     # gw_send's out words (SO_*)
+        self._gw_send = Bound(gw_send)            # the same objects every batch
         self.rbuf = np.zeros(self.RECV_CAP, np.uint8)
         self.rview = memoryview(self.rbuf)
         self.rpos = np.zeros(RX_N, np.int64)      # rstart, rend (properties) and gw_rx's words
@@ -1904,7 +1906,7 @@ class Gateway:
             if fd >= 0:
                 # encode, the sender number, send(), telemetry: one compiled call
                 self.gst[G_NEXT_SEQ] = self.store.next_sender
-                gw_send(self.fx, fd, self.cfg.max_batch, self.send_out)
+                self._gw_send(self.fx, fd, self.cfg.max_batch, self.send_out)
                 self._after_send(now)
             else:
                 self._orders_slow(now)

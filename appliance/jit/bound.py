@@ -12,11 +12,23 @@ result's entry point (the machine code's CPython wrapper, which unboxes the argu
 compiled signature says) directly, as long as the same objects are passed: a call compares the
 identity of each argument, and of each element of an argument that is a plain tuple built anew
 for every call, with those it resolved (the bound objects are kept alive, so their ``id`` cannot
-be reused). Anything else, including the first call, goes through the dispatcher as before, which
-also compiles what is missing; ``compiled`` then says the call needed machine code that was not
-there when it was bound.
+be reused); a Python int, float or bool compares by type and value (a file descriptor read
+again is a new int object). Anything else, including the first call, goes through the dispatcher
+as before, which also compiles what is missing; ``compiled`` then says the call needed machine
+code that was not there when it was bound. Binding works out the argument types in Python
+(``typeof``: 0.7 ms for the group loop's engine bundle), so a call site whose objects keep
+changing would pay that every call: after :data:`MAX_RESOLVES` bindings it stays on the
+dispatcher.
+
+Measured (scratch arguments of the production types, p50 of 3,000 calls, dispatcher -> bound):
+the group loop 14.8 -> 4.2 us, the engine's step 8.4 -> 2.1 us, the FIX gateway's gw_send
+2.8 -> 2.0 us, Binance's md pump 1.7 -> 1.1 us (each call doing almost nothing: what is saved
+is the dispatch).
 """
 from __future__ import annotations
+
+MAX_RESOLVES = 16
+_BY_VALUE = (int, float, bool)
 
 
 class Bound:
@@ -36,7 +48,7 @@ class Bound:
     @staticmethod
     def _ids(args) -> tuple:
         # a plain tuple argument is usually built for the call: its elements are what persist
-        return tuple(tuple(map(id, a)) if type(a) is tuple else id(a) for a in args)
+        return tuple(tuple(map(_key, a)) if type(a) is tuple else _key(a) for a in args)
 
     def __call__(self, *args):
         entry = self._entry
@@ -46,16 +58,27 @@ class Bound:
 
     def _resolve(self, args):
         d = self.dispatcher
+        if not hasattr(d, "overloads"):      # not a numba dispatcher (a Python stand-in)
+            return d(*args)
         before = len(d.overloads)
         r = d(*args)
         self.resolved += 1
         if len(d.overloads) != before:
             self.compiled += 1
+        if self.resolved > MAX_RESOLVES:     # the objects keep changing: dispatch from now on
+            self._entry = None
+            self._keep = ()
+            return r
         cres = d.overloads.get(tuple(d.typeof_pyval(a) for a in args))
-        if cres is None:             # object mode or another dispatcher kind: always dispatch
+        if cres is None or cres.entry_point is None:    # nothing Python can call directly
             self._entry = None
             return r
         self._keep = tuple(tuple(a) if type(a) is tuple else a for a in args)
         self._key = self._ids(args)
         self._entry = cres.entry_point
         return r
+
+
+def _key(a):
+    t = type(a)
+    return (t, a) if t in _BY_VALUE else id(a)

@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 import websocket
 
 from appliance.actor import EXIT_CANNOT_START, Actor, ActorError, helper_thread
+from appliance.jit.bound import Bound
 from appliance.transport import control, records, ring, shm
 from appliance.venues import common, registry, wsframe
 
@@ -452,7 +453,7 @@ class Gateway:
         if tls:
             sock.setblocking(False)
         fd = -1 if tls else sock.fileno()
-        pump = self.pump_fn or feed.pump
+        pump = self.pump_fn or Bound(feed.pump)   # the same objects every call of this session
         lat, cal = feed.lat, feed.cal
         now = time.monotonic()
         last_frame = now
