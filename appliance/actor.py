@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 from appliance import fsutil
-from appliance.transport import clock, control, shm, telemetry, wait
+from appliance.transport import clock, control, shm, telemetry
 
 STATUS_DIR = "status"
 STOP_POLL_S = 0.2
@@ -104,44 +104,6 @@ def pin(core) -> bool:
         return False
     os.sched_setaffinity(0, {int(core)})
     return True
-
-
-# The CPUs a pinned actor's helper threads run on (None: stay on the actor's core), set by
-# Actor._pin. Measured in the one-process loop (``appliance bench tick-to-trade --layout one``):
-# its three status writers inherited the loop's core and woke about 30 times a second there,
-# each wake-up taking the core from the spinning loop; the loop thread was preempted about 100
-# times a second and waited 14 ms a second on the run queue.
-_housekeeping: set | None = None
-
-
-def housekeeping_cpus(plan_cores, sysfs: str = "/sys/devices/system/cpu") -> set[int]:
-    """The CPUs for the helper threads of pinned actors: online, not isolated (isolcpus) or
-    nohz_full (the core plan's actor cores and their idle SMT siblings, on a provisioned host),
-    and not an actor's core in ``plan_cores`` ([cores.actors] values). Empty: none to spare."""
-    def cpus(name: str) -> set[int]:
-        try:
-            with open(f"{sysfs}/{name}") as f:
-                return wait.parse_cpulist(f.read().strip())
-        except (OSError, ValueError):
-            return set()
-    online = cpus("online") or set(range(os.cpu_count() or 1))
-    return online - cpus("isolated") - cpus("nohz_full") - {int(c) for c in plan_cores}
-
-
-def helper_thread() -> None:
-    """First call of an actor's helper thread (status writer, snapshotter, REST fetch, connect):
-    the calling thread leaves the actor's core for the housekeeping CPUs, at normal (time-shared)
-    priority, so that it never takes the core from the actor's loop. A no-op in an unpinned
-    process or when there are no housekeeping CPUs."""
-    cpus = _housekeeping
-    if not cpus:
-        return
-    try:
-        os.sched_setaffinity(0, cpus)             # 0: the calling thread (Linux)
-        if os.sched_getscheduler(0) != os.SCHED_OTHER:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except OSError:
-        pass                                      # a CPU set the cgroup forbids: stay put
 
 
 def status_path(state_dir: str | os.PathLike, name: str) -> Path:
@@ -284,13 +246,9 @@ class Actor:
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _pin(self) -> None:
-        global _housekeeping
         try:
             if pin(self.core):
-                _housekeeping = housekeeping_cpus(self.cfg.cores.actors.values())
-                self.log.info("%s: pinned to core %d (helper threads on CPUs %s)", self.name,
-                              self.core, ",".join(map(str, sorted(_housekeeping))) or
-                              "none: they share it")
+                self.log.info("%s: pinned to core %d", self.name, self.core)
         except OSError as e:
             raise ActorError(f"cannot pin to core {self.core} (cores.actors.{self.name}): "
                              f"{e.strerror}") from None
@@ -404,7 +362,14 @@ class Actor:
 
 class _LatestWriter:
     """A background thread writing, per file, the latest content it was given (older content of
-    a file not yet written is superseded)."""
+    a file not yet written is superseded).
+
+    The thread stays on its actor's core. Moved to the other CPUs (tried with the one-process
+    loop pinned, ``appliance bench tick-to-trade --layout one``, three runs each way, alternated)
+    it took the GIL from another CPU while the loop came back to Python, the loop blocked on the
+    GIL twice as often (53 against 26 times a second), and tick_to_trade p50 rose from 1.44-1.52
+    to 2.26-2.39 us (a guess at why, not proven: a loop that sleeps leaves its core idle, and a
+    VM's idle core comes back cold; one preempted by the writer keeps it busy)."""
 
     def __init__(self, write):
         self._write = write
@@ -424,7 +389,6 @@ class _LatestWriter:
             self._cv.notify()
 
     def _run(self) -> None:
-        helper_thread()
         while True:
             with self._cv:
                 while not self._items and not self._closed:

@@ -72,7 +72,6 @@ import numpy as np
 from numba import njit
 
 from appliance import fsutil
-from appliance.actor import helper_thread
 from appliance.engine import oms as O
 from appliance.engine import orphans, positions, risk
 from appliance.engine import strategies as strat
@@ -313,7 +312,6 @@ class Snapshotter:
         self._thread.start()
 
     def _run(self) -> None:
-        helper_thread()
         while True:
             with self._cv:
                 while self._pending is None and not self._stop:

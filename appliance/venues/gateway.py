@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 import websocket
 
-from appliance.actor import EXIT_CANNOT_START, Actor, ActorError, helper_thread
+from appliance.actor import EXIT_CANNOT_START, Actor, ActorError
 from appliance.jit.bound import Bound
 from appliance.transport import control, records, ring, shm
 from appliance.venues import common, registry, wsframe
@@ -162,7 +162,6 @@ class _Fetch:
                          name="md-rest").start()
 
     def _run(self, timeout: float) -> None:
-        helper_thread()
         try:
             self.body = http_get(self.url, timeout)
         except Exception as e:  # noqa: BLE001 - reported to the loop thread, which decides
@@ -315,7 +314,6 @@ class Gateway:
         timeout = self.connect_timeout_s
 
         def handshake():
-            helper_thread()
             try:
                 sock = socket.create_connection((host, port), timeout=timeout)
                 holder["sock"] = sock
