@@ -24,8 +24,10 @@ Lifecycle (``run``)::
                    ``status_every_s`` the clock's UTC anchor re-taken (``clock.reanchor_all``),
                    ``periodic()`` and the status snapshot (``status()`` written atomically to
                    ``<state_dir>/status/<name>.json``, mode 0640) and ``counters()`` published to
-                   telemetry. An actor whose I/O drives its own loop overrides ``loop`` and calls
-                   ``tick()`` at least every ~100 ms.
+                   telemetry. The publish is done a piece per ``tick()`` (``status_step``), so
+                   the loop is never away for all of it at once. An actor whose I/O drives its
+                   own loop overrides ``loop`` and calls ``tick()`` at least every ~100 ms, and
+                   may call ``status_step()`` more often.
     8. close()     the status is written a last time (``live`` false), then the orderly stop
                    (cancel, log out, flush) and the regions are closed (the control block line
                    keeps the pid: ``appliance status`` shows the actor as stopped)
@@ -41,6 +43,7 @@ but take the same lifecycle pieces from here: :func:`stop_signals` and :func:`pi
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -138,6 +141,7 @@ class Actor:
         self._idx = -1
         self._words = None
         self._next_status = 0.0
+        self._publishing = None          # the status publish in progress (_status_steps)
         self.started_ns = time.time_ns()
         self._writer = _LatestWriter(self._write)
         self.live_compiles = 0
@@ -204,34 +208,84 @@ class Actor:
             control.heartbeat(self._words, self._idx, time.time_ns())
 
     def tick(self, force: bool = False) -> None:
-        """Heartbeat, and the status / counters when their period is due (or ``force``)."""
+        """Heartbeat, and the status / counters when their period is due, a piece per call
+        (:meth:`status_step`); ``force``: the whole status now."""
         self.beat()
-        now = time.monotonic()
-        if force or now >= self._next_status:
+        if force:
+            self._run_steps(self._status_steps(periodic=True))
+        else:
+            self.status_due()
+            self.status_step()
+
+    def status_due(self) -> bool:
+        """Start the periodic status publish when its period is due and none is in progress;
+        True while one is in progress (:meth:`status_step` does it a piece at a time)."""
+        if self._publishing is None:
+            now = time.monotonic()
+            if now < self._next_status:
+                return False
             self._next_status = now + self.status_every_s
+            self._publishing = self._status_steps(periodic=True)
+        return True
+
+    def status_step(self) -> bool:
+        """One piece of the status publish in progress (each piece ~0.1 ms of Python or less,
+        so a busy loop that comes back between pieces never waits for a whole publish: ~1 ms
+        of Python in one go, measured in the one-process loop); False when none is in
+        progress."""
+        steps = self._publishing
+        if steps is None:
+            return False
+        try:
+            next(steps)
+        except StopIteration:
+            self._publishing = None
+        return True
+
+    def publish_status(self, wait: bool = False) -> None:
+        """Counters and gauges into telemetry, the status snapshot to its file, whole, now (a
+        periodic publish in progress is finished first). The snapshot is taken here, in the
+        actor's loop; the file is written by a background thread (a file write costs
+        milliseconds the loop must not lose), or here with ``wait``."""
+        self._run_steps(self._status_steps(periodic=False, wait=wait))
+
+    def _run_steps(self, steps) -> None:
+        if self._publishing is not None:
+            for _ in self._publishing:
+                pass
+            self._publishing = None
+        for _ in steps:
+            pass
+
+    def _status_steps(self, periodic: bool, wait: bool = False):
+        """The status publish as a generator, a piece per ``next``: with ``periodic`` the
+        clock's re-anchor and :meth:`periodic` first; then the counters, the gauges, the
+        snapshot, and its file (:meth:`_emit`)."""
+        if periodic:
             step = clock.reanchor_all()           # UTC timestamps follow the wall clock
             if abs(step) > CLOCK_STEP_WARN_NS:
                 self.log.warning("%s: the wall clock moved %+.3f ms against the TSC; UTC "
                                  "timestamps re-anchored", self.name, step / 1e6)
             self.periodic()
-            self.publish_status()
-
-    def publish_status(self, wait: bool = False) -> None:
-        """Counters and gauges into telemetry, the status snapshot to its file. The snapshot is
-        taken here, in the actor's loop; the file is written by a background thread (a file
-        write costs milliseconds the loop must not lose), or here with ``wait``."""
+            yield
         try:
             if self.tm is not None:
                 self.tm.set_counters({**self.counters(), "live_compiles": self.live_compiles})
+                yield
                 self.tm.set_counters(self.gauges(), telemetry.KIND_GAUGE)
+                yield
             st = {"name": self.name, "pid": os.getpid(), "time_ns": time.time_ns(),
                   "started_ns": self.started_ns, "live": self.live}
             st.update(self.status())
+            yield
             data = json.dumps(st, default=str).encode()
         except telemetry.TelemetryError as e:
             self.log.warning("%s: status not published: %s", self.name, e)
             return
-        path = status_path(self.state_dir, self.name)
+        self._emit(status_path(self.state_dir, self.name), data, wait)
+
+    def _emit(self, path, data: bytes, wait: bool) -> None:
+        """``data`` to the file ``path``: by the writer thread, or here with ``wait``."""
         if wait:
             self._writer.flush()
             self._write(path, data)
@@ -292,6 +346,15 @@ class Actor:
         if disp is not None and getattr(disp.CPUDispatcher, "_appliance_watched", None) is self:
             disp.CPUDispatcher._appliance_watched = None
 
+    @staticmethod
+    def _freeze_heap() -> None:
+        """Going live: what the warm-up and the start made (modules, compiled code, books,
+        sessions) collected once and then frozen out of the cyclic collector's scans. Without
+        this a full collection walks the whole heap in the loop's thread (54-66 ms measured in
+        the one-process loop). Unfrozen when the actor stops."""
+        gc.collect()
+        gc.freeze()
+
     def _register(self) -> None:
         self.cb = control.ControlBlock.open(self.shm_dir)
         self._idx = self.cb.register_actor(self.name, self.kind,
@@ -324,6 +387,7 @@ class Actor:
                 self.start()
                 self.live = True
                 self.tick(force=True)
+                self._freeze_heap()
                 self.log.info("%s: live (pid %d%s)", self.name, os.getpid(),
                               f", core {self.core}" if self.core is not None else "")
                 self.loop()
@@ -345,6 +409,7 @@ class Actor:
                     rc = rc or EXIT_FAILED
                 finally:
                     self._writer.close()
+                    gc.unfreeze()           # an actor run in-process leaves the heap as it was
                     self._release()
                     self._unwatch_compiles()
         self.log.info("%s: stopped (exit %d)", self.name, rc)

@@ -997,6 +997,8 @@ def analyse(cal, sent, md_recs, ord_recs, received, ab_bit: int = 0) -> dict:
         o = int(l2_orig[j])
         w2o.append(o - tw)
         ab = by_ab[(o >> ab_bit) & 1] if ab_bit else {}
+        if ab_bit:
+            ab.setdefault("wire_to_origin", []).append(o - tw)
         if warmed >= 0:
             by_warm[warmed][1].append(o - tw)
         pb = end_pub.get(o)

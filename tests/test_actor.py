@@ -80,6 +80,61 @@ def test_steps_run_in_order_and_the_status_is_written_0640_whatever_the_umask(tm
 
 
 
+def test_the_periodic_status_is_published_a_piece_per_tick(tmp_path, shm_dir):
+    """When the status period is due, each tick does one piece of the publish (re-anchor and
+    periodic, counters, gauges, snapshot, file), so a busy loop is never away for all of it;
+    ``tick(force=True)`` and ``publish_status`` do it whole, finishing one in progress."""
+    a = Recording(_cfg(tmp_path, shm_dir))
+    a._register()
+    path = actor.status_path(tmp_path / "state", "probe")
+    try:
+        a.calls = ["poll"]
+        ticks = 0
+        while True:
+            a.tick()
+            ticks += 1
+            a._writer.flush()
+            if path.exists():
+                break
+            assert ticks < 10
+        assert ticks == 5 and not a.status_step()
+        assert json.loads(path.read_text())["polls"] == 1
+        assert telemetry.read_all(str(shm_dir))["probe"]["counters"]["live_compiles"] == 0
+        a.tick()                                      # not due again yet: nothing starts
+        assert a._publishing is None
+        a._next_status = 0.0
+        a.calls = ["poll"] * 2
+        a.tick()
+        assert a.status_step()                        # in progress ...
+        a.calls = ["poll"] * 3
+        a.publish_status(wait=True)                   # ... finished, then a whole one now
+        assert a._publishing is None and not a.status_step()
+        assert json.loads(path.read_text())["polls"] == 3
+        a.calls = ["poll"] * 4
+        a.tick(force=True)
+        a._writer.flush()
+        assert json.loads(path.read_text())["polls"] == 4
+    finally:
+        a._writer.close()
+        a._release()
+
+
+def test_the_heap_is_frozen_out_of_the_collector_while_live(tmp_path, shm_dir):
+    """What exists when the actor goes live is kept out of the cyclic collector's scans (a full
+    collection would walk it in the loop) until the actor stops."""
+    import gc
+
+    class Frozen(Recording):
+        def poll(self):
+            self.frozen = gc.get_freeze_count()
+            super().poll()
+
+    before = gc.get_freeze_count()
+    a = Frozen(_cfg(tmp_path, shm_dir), polls=1)
+    assert a.run() == actor.EXIT_OK
+    assert a.frozen > 1000 and gc.get_freeze_count() == before == 0
+
+
 def test_a_kernel_compiled_after_the_warm_up_is_counted_and_logged(tmp_path, shm_dir, caplog):
     """A kernel the warm-up missed compiles (or loads from the cache) in the live loop: the
     actor counts it in telemetry (``live_compiles``) and logs which one; one the warm-up ran

@@ -604,8 +604,15 @@ class ActorGroup(Actor):
         self.md.loop()
 
     def tick(self, force: bool = False) -> None:
+        """The members' heartbeats, and their status publishes started when due: done a piece
+        per return to Python (:meth:`_idle`), so that no return does three whole publishes
+        (~1.9 ms of Python at once, measured; ``force``: whole, now)."""
         for m in self.members:
-            m.tick(force)
+            if force:
+                m.tick(True)
+            else:
+                m.beat()
+                m.status_due()
 
     def publish_status(self, wait: bool = False) -> None:
         for m in self.members:
@@ -695,5 +702,8 @@ class ActorGroup(Actor):
         if now >= self._next_tick:
             self._next_tick = now + 0.05
             self.tick()
+        for m in self.members:                   # one piece of one member's status publish
+            if m.status_step():
+                break
 
     _next_tick = 0.0

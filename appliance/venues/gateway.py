@@ -227,6 +227,9 @@ class Gateway:
         # about a millisecond. None: the gateway runs alone.
         self.pump_fn = None
         self.idle_fn = None
+        # alone: a piece of the actor's housekeeping (its status publish, Actor.status_step)
+        # done when the socket had nothing, before waiting for it
+        self.idle_step = None
 
     # -- public --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -408,6 +411,8 @@ class Gateway:
         if self.idle_fn is not None:
             self.idle_fn(True)
         else:
+            if self.idle_step is not None:
+                self.idle_step()
             self._wait_readable(sock, self.poll_s)
 
     def _wait_readable(self, sock, timeout: float) -> bool:
@@ -720,6 +725,7 @@ class MdGateway(Actor):
                           reconnect_min_ms=v.reconnect_min_ms,
                           reconnect_max_ms=v.reconnect_max_ms, ack_after_us=v.ack_after_us,
                           heartbeat=self.tick, warm=False)
+        self.gw.idle_step = self.status_step
         # per-hop telemetry: frame recv -> records published, written by the compiled pump
         self.gw.feed.set_latency_row(self.tm.hists[self.tm.hist(HOP_FRAME_TO_PUBLISH)])
         self.log.info("md %s: %d instruments (%s) -> ring %s (%s)", self.venue,
@@ -748,14 +754,11 @@ class MdGateway(Actor):
         st = self.gw.stats() if self.gw else {}
         return {k: st[k] for k in self.GAUGES if k in st}
 
-    def publish_status(self, wait: bool = False) -> None:
-        super().publish_status(wait)
+    def _status_steps(self, periodic: bool, wait: bool = False):
+        yield from super()._status_steps(periodic, wait)
         if self.stats_path and self.gw is not None:      # --stats: the counters alone
-            data = json.dumps(self.gw.stats()).encode()
-            if wait:
-                self._write(self.stats_path, data)
-            else:
-                self._writer.put(self.stats_path, data)
+            yield
+            self._emit(self.stats_path, json.dumps(self.gw.stats()).encode(), wait)
 
     def close(self) -> None:
         if self.gw is not None:

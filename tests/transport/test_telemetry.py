@@ -67,3 +67,26 @@ def test_names_are_registered_once_and_slots_run_out_cleanly(shm_dir):
             t.counter("n" * (telemetry.NAME_LEN + 1))
     finally:
         t.close()
+
+
+def test_set_counters_registers_each_name_once_and_follows_a_change_of_kind(shm_dir):
+    """The writer keeps its registrations: publishing the same names again writes the same
+    slots, a new name takes a free one, and a name published as a gauge becomes one."""
+    t = telemetry.Telemetry.create("y", str(shm_dir))
+    try:
+        t.set_counters({"frames": 1, "gaps": 0, "flag": True, "label": "x"})
+        first = {n: t.counter(n) for n in ("frames", "gaps")}
+        t.set_counters({"frames": 5, "gaps": 2, "resyncs": 1})
+        assert {n: t.counter(n) for n in ("frames", "gaps")} == first
+        t.set_counters({"resyncs": 3}, telemetry.KIND_GAUGE)
+        r = telemetry.Telemetry.attach("y", str(shm_dir))
+        try:
+            snap = r.snapshot()
+        finally:
+            r.close()
+        assert snap["counters"] == {"frames": 5, "gaps": 2}
+        assert snap["gauges"] == {"resyncs": 3}
+        names = [n for n in t.rec["ctr_names"] if n]
+        assert sorted(names) == [b"frames", b"gaps", b"resyncs"]      # bools and text skipped
+    finally:
+        t.close()
