@@ -1809,11 +1809,13 @@ class Gateway:
         self.reconciling = False
         self.cancel_phase = False
         self.gst[G_READY] = 1
-        self._publish_session(R.SESSION_RECONCILED, rid)
         if self.engine_req:
+            # the answer persisted before it is announced: a reader of the record finds the
+            # request done, and a gateway that dies in between answers its repeat from here
             self.oo.hdr[H_ENGINE_DONE] = self.engine_req
             self.engine_req = 0
             self.oo.hdr[H_ENGINE_RESTART] = 0
+        self._publish_session(R.SESSION_RECONCILED, rid)
         self.confirm_req = 0
 
     # ---- the loop -----------------------------------------------------------------------
